@@ -1,0 +1,167 @@
+# graind — the only build entry. `make help` lists the targets.
+
+BUILD    ?= build
+VERSION  := 0.1.0
+CC       ?= cc
+CLANG    ?= clang
+PYTHON   ?= /usr/bin/python3
+RUN_ARGS ?=
+
+# Debian packages: to build and run, then what tests and benchmarks add.
+DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
+	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
+	libjansson-dev clang llvm bpftool iproute2 curl
+DEB_TEST  := libcmocka-dev protobuf-compiler python3-pytest python3-requests \
+	python3-protobuf libclang-rt-14-dev
+DEB_BENCH := wrk
+
+PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib
+WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers
+CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
+	-DGRAIND_VERSION=\"$(VERSION)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+
+GEN_C    := $(BUILD)/proto/graind.pb-c.c
+GEN_H    := $(BUILD)/proto/graind.pb-c.h
+LIB_SRC  := $(filter-out server/main.c,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
+WEB_FILES := $(sort $(wildcard web/*))
+EMBED_S  := $(BUILD)/embed.S
+ALL_SRC  := $(LIB_SRC) $(GEN_C)
+
+OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/proto/graind.pb-c.o $(BUILD)/obj/embed.o
+ASAN_OBJ := $(patsubst %.c,$(BUILD)/asan/%.o,$(LIB_SRC)) $(BUILD)/asan/proto/graind.pb-c.o $(BUILD)/obj/embed.o
+
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/asan/tests/%,$(UNIT_SRC))
+
+# BPF objects used by the tests: each little-endian, plus one big-endian.
+TEST_BPF_SRC := $(sort $(wildcard tests/bpf/*.bpf.c))
+TEST_BPF_OBJ := $(patsubst tests/bpf/%.c,$(BUILD)/tests/bpf/%.o,$(TEST_BPF_SRC)) \
+	$(BUILD)/tests/bpf/accept.bpfeb.o
+BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-gnu
+
+.PHONY: all help deps deps-test deps-bench run test unit system bench clean asan
+.DELETE_ON_ERROR:
+
+all: $(BUILD)/graind
+
+help:
+	@echo "make deps    install missing Debian packages (apt-get)"
+	@echo "make         build $(BUILD)/graind"
+	@echo "make run     build and start graind in the foreground (RUN_ARGS=... adds flags)"
+	@echo "make test    install test packages, build with ASan+UBSan, run every test"
+	@echo "make bench   run the benchmarks and print ratios"
+	@echo "make clean   remove $(BUILD)/"
+
+define install_missing
+	@missing=$$(for p in $(1); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:" $$missing "(run as root to install)"; exit 1; fi; \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_BUILD))
+
+deps-test: deps
+	$(call install_missing,$(DEB_TEST))
+
+deps-bench: deps
+	$(call install_missing,$(DEB_BENCH))
+
+# ---------------------------------------------------------------- generated
+
+$(GEN_C) $(GEN_H) &: proto/graind.proto
+	@mkdir -p $(BUILD)
+	protoc-c --c_out=$(BUILD) $<
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(BUILD)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+# Web UI files embedded into the binary: symbols embed_<name>_start/_end.
+$(EMBED_S): $(WEB_FILES) Makefile
+	@mkdir -p $(BUILD)
+	@{ echo '.section .rodata'; \
+	  for f in $(WEB_FILES); do \
+		s=$$(basename $$f | tr -c 'a-zA-Z0-9\n' '_'); \
+		echo ".global embed_$${s}_start"; echo ".global embed_$${s}_end"; \
+		echo "embed_$${s}_start:"; echo ".incbin \"$(CURDIR)/$$f\""; \
+		echo "embed_$${s}_end:"; echo ".byte 0"; \
+	  done; echo '.section .note.GNU-stack,"",@progbits'; } > $@
+
+$(BUILD)/obj/embed.o: $(EMBED_S)
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+
+# ---------------------------------------------------------------- C
+
+$(BUILD)/obj/%.o: %.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/asan/%.o: %.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANITIZE) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/proto/graind.pb-c.o: $(GEN_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/asan/proto/graind.pb-c.o: $(GEN_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANITIZE) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/graind: $(OBJ) $(BUILD)/obj/server/main.o
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/asan/graind: $(ASAN_OBJ) $(BUILD)/asan/server/main.o
+	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $^ $(LDLIBS) -lcmocka
+
+asan: $(BUILD)/asan/graind $(UNIT_BIN)
+
+# ---------------------------------------------------------------- BPF
+
+$(BUILD)/tests/bpf/%.bpf.o: tests/bpf/%.bpf.c $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) -target bpf $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/bpf/accept.bpfeb.o: tests/bpf/accept.bpf.c $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) -target bpfeb $(BPF_CFLAGS) -c $< -o $@
+
+# ---------------------------------------------------------------- run, test
+
+run: deps $(BUILD)/graind
+	$(BUILD)/graind $(RUN_ARGS)
+
+unit: deps-test asan $(TEST_BPF_OBJ)
+	@pass=0; fail=0; for t in $(UNIT_BIN); do \
+		if GRAIND_TEST_BPF=$(BUILD)/tests/bpf $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
+	done; echo "unit test programs: $$pass passed, $$fail failed"; [ $$fail = 0 ]
+
+system: deps-test $(BUILD)/asan/graind $(TEST_BPF_OBJ)
+	GRAIND_BIN=$(CURDIR)/$(BUILD)/asan/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf \
+		GRAIND_PROTO=$(CURDIR)/proto/graind.proto \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/system
+
+test: unit system
+
+bench: deps-bench $(BUILD)/graind $(TEST_BPF_OBJ)
+	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf BUILD=$(BUILD) \
+		$(PYTHON) bench/run.py
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,21 @@
+/* agent: the state every part of the running agent shares. */
+#ifndef GRAIND_AGENT_H
+#define GRAIND_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/config.h"
+
+struct store;
+struct auth;
+
+struct agent {
+	struct config cfg;
+	struct store *store;
+	struct auth *auth;
+	int64_t started_ms;             /* unix ms */
+	char listen_tcp[128];           /* "127.0.0.1:9730" as bound */
+};
+
+#endif

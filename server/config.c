@@ -1,0 +1,174 @@
+#include "server/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+"Usage: graind [OPTION]...\n"
+"Manage eBPF probes over a REST API (JSON or protobuf).\n"
+"\n"
+"  -l, --listen HOST:PORT      TCP address to listen on (default " CONFIG_DEFAULT_LISTEN ");\n"
+"                              'none' disables TCP\n"
+"  -d, --state-dir DIR         database and token files (default " CONFIG_DEFAULT_STATE_DIR ")\n"
+"  -s, --socket PATH           unix socket to listen on too\n"
+"                              (default DIR/graind.sock; 'none' disables it)\n"
+"      --max-object-size BYTES largest object upload accepted (default 64M);\n"
+"                              suffixes K, M, G\n"
+"      --threads N             HTTP worker threads (default 4)\n"
+"  -v, --verbose               debug logging\n"
+"  -h, --help                  print this help and exit\n"
+"  -V, --version               print the version and exit\n"
+"\n"
+"Clients authenticate with 'Authorization: Bearer TOKEN'. The tokens are in\n"
+"DIR/admin.token (may change anything) and DIR/reader.token (may read).\n";
+
+static int parse_size(const char *s, size_t *out)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || s[0] == '-')
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': mult = 1ull << 10; end++; break;
+	case 'm': case 'M': mult = 1ull << 20; end++; break;
+	case 'g': case 'G': mult = 1ull << 30; end++; break;
+	}
+	if (*end || v == 0 || v > (1ull << 40) / mult)
+		return -1;
+	*out = (size_t)(v * mult);
+	return 0;
+}
+
+static int parse_listen(struct config *cfg, const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	unsigned long port;
+	size_t host_len;
+	char *end;
+
+	if (strcmp(s, "none") == 0) {
+		cfg->listen_host[0] = '\0';
+		cfg->listen_port = 0;
+		return 0;
+	}
+	if (!colon)
+		return -1;
+	host_len = (size_t)(colon - s);
+	if (host_len == 0 || host_len >= sizeof(cfg->listen_host))
+		return -1;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || port > 65535)
+		return -1;
+	memcpy(cfg->listen_host, s, host_len);
+	cfg->listen_host[host_len] = '\0';
+	cfg->listen_port = (unsigned)port;
+	return 0;
+}
+
+static int copy_path(char *dst, size_t n, const char *src)
+{
+	if (!*src || strlen(src) >= n)
+		return -1;
+	strcpy(dst, src);
+	return 0;
+}
+
+enum config_result config_parse(struct config *cfg, int argc, char **argv)
+{
+	enum { OPT_MAX_OBJECT = 256, OPT_THREADS };
+	static const struct option options[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "max-object-size", required_argument, NULL, OPT_MAX_OBJECT },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *socket_arg = NULL;
+	size_t threads;
+	int c;
+
+	memset(cfg, 0, sizeof(*cfg));
+	parse_listen(cfg, CONFIG_DEFAULT_LISTEN);
+	strcpy(cfg->state_dir, CONFIG_DEFAULT_STATE_DIR);
+	cfg->max_object_size = CONFIG_DEFAULT_MAX_OBJECT_SIZE;
+	cfg->threads = CONFIG_DEFAULT_THREADS;
+	optind = 1;
+
+	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (parse_listen(cfg, optarg) < 0) {
+				fprintf(stderr, "graind: --listen wants HOST:PORT (e.g. 127.0.0.1:9730), got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case 'd':
+			if (copy_path(cfg->state_dir, sizeof(cfg->state_dir), optarg) < 0) {
+				fprintf(stderr, "graind: --state-dir: empty or too long\n");
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case 's':
+			socket_arg = optarg;
+			break;
+		case OPT_MAX_OBJECT:
+			if (parse_size(optarg, &cfg->max_object_size) < 0) {
+				fprintf(stderr, "graind: --max-object-size wants a positive size such as 4096, 512K or 64M, got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_THREADS:
+			if (parse_size(optarg, &threads) < 0 || threads > 256) {
+				fprintf(stderr, "graind: --threads wants 1 to 256, got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			cfg->threads = (unsigned)threads;
+			break;
+		case 'v':
+			cfg->verbose = 1;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return CONFIG_EXIT_OK;
+		case 'V':
+			printf("graind %s\n", GRAIND_VERSION);
+			return CONFIG_EXIT_OK;
+		default:
+			fprintf(stderr, "Try 'graind --help' for more information.\n");
+			return CONFIG_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "graind: unexpected argument '%s'\nTry 'graind --help' for more information.\n",
+			argv[optind]);
+		return CONFIG_EXIT_USAGE;
+	}
+	if (socket_arg && strcmp(socket_arg, "none") == 0) {
+		cfg->socket_path[0] = '\0';
+	} else if (socket_arg) {
+		if (copy_path(cfg->socket_path, sizeof(cfg->socket_path), socket_arg) < 0) {
+			fprintf(stderr, "graind: --socket: empty or longer than %zu bytes\n",
+				sizeof(cfg->socket_path) - 1);
+			return CONFIG_EXIT_USAGE;
+		}
+	} else if (snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s/graind.sock",
+			    cfg->state_dir) >= (int)sizeof(cfg->socket_path)) {
+		fprintf(stderr, "graind: state directory too long for a unix socket path; use --socket\n");
+		return CONFIG_EXIT_USAGE;
+	}
+	if (!cfg->listen_host[0] && !cfg->socket_path[0]) {
+		fprintf(stderr, "graind: nothing to listen on (--listen none and --socket none)\n");
+		return CONFIG_EXIT_USAGE;
+	}
+	return CONFIG_RUN;
+}

@@ -1,0 +1,35 @@
+/* config: the command line. */
+#ifndef GRAIND_CONFIG_H
+#define GRAIND_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+
+#include "server/util/gerr.h"
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:9730"
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/graind"
+#define CONFIG_DEFAULT_MAX_OBJECT_SIZE (64u * 1024 * 1024)
+#define CONFIG_DEFAULT_THREADS 4
+
+struct config {
+	char listen_host[64];           /* "" when TCP is disabled */
+	unsigned listen_port;           /* 0: any free port */
+	char state_dir[PATH_MAX];
+	char socket_path[108];          /* "" when disabled */
+	size_t max_object_size;
+	unsigned threads;
+	int verbose;
+};
+
+enum config_result {
+	CONFIG_RUN,
+	CONFIG_EXIT_OK,                 /* --help, --version printed */
+	CONFIG_EXIT_USAGE,              /* bad flags, message printed */
+};
+
+/* Parse argv into cfg (defaults first). Prints help, version and usage
+ * errors itself. */
+enum config_result config_parse(struct config *cfg, int argc, char **argv);
+
+#endif

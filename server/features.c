@@ -1,0 +1,107 @@
+#include "server/features.h"
+
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+#include "server/util/log.h"
+
+#define BPFFS_DIR "/sys/fs/bpf"
+#define TRACEFS_DIR "/sys/kernel/tracing"
+
+static int fs_is(const char *path, long magic)
+{
+	struct statfs sfs;
+
+	return statfs(path, &sfs) == 0 && sfs.f_type == magic;
+}
+
+int features_mount(struct gerr *err)
+{
+	if (!fs_is(BPFFS_DIR, BPF_FS_MAGIC)) {
+		mkdir(BPFFS_DIR, 0700);
+		if (mount("bpf", BPFFS_DIR, "bpf", 0, "mode=0700") < 0)
+			return gerr_set(err, 500, "bpffs is not mounted at %s and mounting it failed: %s",
+					BPFFS_DIR, strerror(errno));
+		log_info("msg=\"mounted bpffs\" path=%s", BPFFS_DIR);
+	}
+	if (!fs_is(TRACEFS_DIR, TRACEFS_MAGIC)) {
+		if (mount("tracefs", TRACEFS_DIR, "tracefs", 0, NULL) < 0)
+			log_warn("msg=\"tracefs is not mounted and mounting it failed; tracepoint probes need it\" path=%s error=\"%s\"",
+				 TRACEFS_DIR, strerror(errno));
+		else
+			log_info("msg=\"mounted tracefs\" path=%s", TRACEFS_DIR);
+	}
+	return 0;
+}
+
+static void note(Graind__Features *f, const char *text)
+{
+	char **grown = realloc(f->notes, (f->n_notes + 1) * sizeof(*grown));
+	char *copy = strdup(text);
+
+	if (!grown || !copy) {
+		free(copy);
+		if (grown)
+			f->notes = grown;
+		return;
+	}
+	f->notes = grown;
+	f->notes[f->n_notes++] = copy;
+}
+
+static int file_contains(const char *path, const char *word)
+{
+	char buf[512] = "";
+	FILE *fp = fopen(path, "re");
+	size_t n;
+
+	if (!fp)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	buf[n] = '\0';
+	fclose(fp);
+	return strstr(buf, word) != NULL;
+}
+
+int features_detect(Graind__Features *f)
+{
+	f->btf = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
+	if (!f->btf)
+		note(f, "btf: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF); CO-RE objects cannot load");
+	f->bpffs = fs_is(BPFFS_DIR, BPF_FS_MAGIC);
+	if (!f->bpffs)
+		note(f, "bpffs: not mounted at " BPFFS_DIR "; probes cannot be pinned");
+	f->tracefs = fs_is(TRACEFS_DIR, TRACEFS_MAGIC);
+	if (!f->tracefs)
+		note(f, "tracefs: not mounted at " TRACEFS_DIR "; tracepoint probes cannot attach");
+	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
+	f->kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) == 0;
+	if (!f->kprobes)
+		note(f, "kprobes: kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices); kprobe/kretprobe probes cannot attach");
+	f->ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
+	if (!f->ringbuf)
+		note(f, "ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel older than 5.8)");
+	f->xdp = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1;
+	if (!f->xdp)
+		note(f, "xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
+	f->bpf_stats = access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0;
+	if (!f->bpf_stats)
+		note(f, "bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
+	/* fentry/fexit need BPF trampolines, which ride on ftrace. */
+	f->fentry = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1 &&
+		    access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0;
+	if (!f->fentry)
+		note(f, "fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace); fentry/fexit programs cannot attach");
+	f->lsm = file_contains("/sys/kernel/security/lsm", "bpf");
+	if (!f->lsm)
+		note(f, "lsm: BPF LSM is not active (needs CONFIG_BPF_LSM and 'bpf' in the lsm= boot parameter)");
+	return 0;
+}

@@ -1,0 +1,17 @@
+/* features: what this kernel offers graind, and the file systems it needs. */
+#ifndef GRAIND_FEATURES_H
+#define GRAIND_FEATURES_H
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+/* Mount bpffs at /sys/fs/bpf (and tracefs at /sys/kernel/tracing) when
+ * they are not mounted. Failing to mount bpffs is an error; tracefs is
+ * only logged, since only tracepoint probes need it. */
+int features_mount(struct gerr *err);
+
+/* Fill a Graind__Features (from codec_new) by probing the kernel; every
+ * missing feature gets a note naming what is missing. */
+int features_detect(Graind__Features *f);
+
+#endif

@@ -1,0 +1,356 @@
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "server/agent.h"
+#include "server/util/log.h"
+
+#define CONNECTION_TIMEOUT_S 60
+#define CONNECTION_LIMIT 1024
+
+struct http_server {
+	struct agent *agent;
+	struct MHD_Daemon *tcp;
+	struct MHD_Daemon *unix_sock;
+};
+
+/* Per-request state: the body read so far. */
+struct request_state {
+	uint8_t *body;
+	size_t len, cap;
+	bool too_large;
+};
+
+static const char *header(struct MHD_Connection *conn, const char *name)
+{
+	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+static const char *query_param(void *conn, const char *key)
+{
+	return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn,
+				     struct api_response *r)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	resp = MHD_create_response_from_buffer(r->body_len, r->body ? r->body : (void *)"",
+					       r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		api_response_clear(r);
+		return MHD_NO;
+	}
+	r->body = NULL;        /* the response owns it now */
+	if (r->content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+	if (r->allow[0])
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+	if (r->location[0])
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	ret = MHD_queue_response(conn, (unsigned)r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result send_too_large(struct MHD_Connection *conn, size_t limit)
+{
+	struct api_response r = { .status = 413, .content_type = "application/json" };
+	char msg[160];
+
+	snprintf(msg, sizeof(msg),
+		 "{\"code\":413,\"message\":\"request body is over the %zu-byte limit\"}", limit);
+	r.body = strdup(msg);
+	r.body_len = r.body ? strlen(r.body) : 0;
+	return send_response(conn, &r);
+}
+
+static bool append_body(struct request_state *st, const char *data, size_t n,
+			size_t limit)
+{
+	if (st->too_large || n > limit - st->len) {
+		st->too_large = true;
+		return true;            /* keep reading, discard */
+	}
+	if (st->len + n > st->cap) {
+		size_t cap = st->cap ? st->cap : 16384;
+		uint8_t *grown;
+
+		while (cap < st->len + n)
+			cap *= 2;
+		if (cap > limit)
+			cap = limit;
+		grown = realloc(st->body, cap);
+		if (!grown)
+			return false;
+		st->body = grown;
+		st->cap = cap;
+	}
+	memcpy(st->body + st->len, data, n);
+	st->len += n;
+	return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+				  const char *url, const char *method,
+				  const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
+{
+	struct http_server *srv = cls;
+	struct request_state *st = *con_cls;
+	size_t limit = api_max_body(srv->agent);
+	struct api_request req;
+	struct api_response resp;
+
+	(void)version;
+	if (!st) {
+		const char *cl = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+		st = calloc(1, sizeof(*st));
+		if (!st)
+			return MHD_NO;
+		*con_cls = st;
+		/* Refuse an announced oversized body before reading any of it. */
+		if (cl && strtoull(cl, NULL, 10) > limit) {
+			st->too_large = true;
+			return send_too_large(conn, limit);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!append_body(st, upload_data, *upload_data_size, limit))
+			return MHD_NO;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (st->too_large)
+		return send_too_large(conn, limit);
+
+	req = (struct api_request){
+		.method = method,
+		.path = url,
+		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE),
+		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
+		.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION),
+		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
+		.body = st->body,
+		.body_len = st->len,
+		.query = query_param,
+		.query_ctx = conn,
+	};
+	api_handle(srv->agent, &req, &resp);
+	return send_response(conn, &resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct request_state *st = *con_cls;
+
+	(void)cls, (void)conn, (void)toe;
+	if (st) {
+		free(st->body);
+		free(st);
+		*con_cls = NULL;
+	}
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decoding of paths and query values that leaves "%00" as it is:
+ * a decoded NUL would silently cut an id or a name short, while the
+ * literal "%00" fails validation with a clear message. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *out = s;
+
+	(void)cls, (void)conn;
+	for (char *in = s; *in; in++) {
+		int hi, lo;
+
+		if (*in == '%' && (hi = hexval(in[1])) >= 0 && (lo = hexval(in[2])) >= 0 &&
+		    (hi | lo) != 0) {
+			*out++ = (char)(hi << 4 | lo);
+			in += 2;
+		} else {
+			*out++ = *in;
+		}
+	}
+	*out = '\0';
+	return (size_t)(out - s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	log_debug("msg=\"libmicrohttpd\" detail=\"%s\"", line);
+}
+
+static int listen_tcp(struct agent *ag, struct gerr *err)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
+	struct sockaddr_storage bound;
+	socklen_t bound_len = sizeof(bound);
+	char port[8], host[INET6_ADDRSTRLEN];
+	struct addrinfo *ai;
+	int fd, one = 1, rc;
+
+	snprintf(port, sizeof(port), "%u", ag->cfg.listen_port);
+	rc = getaddrinfo(ag->cfg.listen_host, port, &hints, &ai);
+	if (rc != 0)
+		return gerr_set(err, 500, "cannot resolve listen address %s: %s",
+				ag->cfg.listen_host, gai_strerror(rc));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&bound, &bound_len) < 0) {
+		gerr_set(err, 500, "cannot listen on %s:%u: %s", ag->cfg.listen_host,
+			 ag->cfg.listen_port, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	if (bound.ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&bound;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(ag->listen_tcp, sizeof(ag->listen_tcp), "[%s]:%u", host,
+			 ntohs(in6->sin6_port));
+	} else {
+		struct sockaddr_in *in4 = (struct sockaddr_in *)&bound;
+
+		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+		snprintf(ag->listen_tcp, sizeof(ag->listen_tcp), "%s:%u", host,
+			 ntohs(in4->sin_port));
+	}
+	return fd;
+}
+
+static int listen_unix(const char *path, struct gerr *err)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat sb;
+	int fd;
+
+	/* A socket left by an earlier run is replaced; any other file is not. */
+	if (lstat(path, &sb) == 0) {
+		if (!S_ISSOCK(sb.st_mode))
+			return gerr_set(err, 500, "%s exists and is not a socket; remove it or pass --socket",
+					path);
+		unlink(path);
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
+		gerr_set(err, 500, "cannot listen on unix socket %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd,
+				       unsigned int extra_flags)
+{
+	const struct agent *ag = srv->agent;
+
+	return MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | extra_flags,
+		0, NULL, NULL, on_request, srv,
+		MHD_OPTION_LISTEN_SOCKET, fd,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)ag->cfg.threads,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+		MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+		MHD_OPTION_END);
+}
+
+int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
+{
+	struct http_server *srv = calloc(1, sizeof(*srv));
+	int fd;
+
+	*out = NULL;
+	if (!srv)
+		return gerr_set(err, 500, "out of memory");
+	srv->agent = agent;
+	if (agent->cfg.listen_host[0]) {
+		fd = listen_tcp(agent, err);
+		if (fd < 0)
+			goto fail;
+		srv->tcp = start_daemon(srv, fd, 0);
+		if (!srv->tcp) {
+			close(fd);
+			gerr_set(err, 500, "cannot start the HTTP server on %s", agent->listen_tcp);
+			goto fail;
+		}
+	}
+	if (agent->cfg.socket_path[0]) {
+		fd = listen_unix(agent->cfg.socket_path, err);
+		if (fd < 0)
+			goto fail;
+		srv->unix_sock = start_daemon(srv, fd, 0);
+		if (!srv->unix_sock) {
+			close(fd);
+			gerr_set(err, 500, "cannot start the HTTP server on %s",
+				 agent->cfg.socket_path);
+			goto fail;
+		}
+	}
+	*out = srv;
+	return 0;
+fail:
+	http_stop(srv);
+	return -1;
+}
+
+void http_stop(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	if (srv->tcp)
+		MHD_stop_daemon(srv->tcp);
+	if (srv->unix_sock) {
+		MHD_stop_daemon(srv->unix_sock);
+		unlink(srv->agent->cfg.socket_path);
+	}
+	free(srv);
+}

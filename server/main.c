@@ -1,0 +1,111 @@
+/* graind: the eBPF probe-management agent. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/agent.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "server/elf/elfchk.h"
+#include "server/features.h"
+#include "server/http.h"
+#include "server/util/clock.h"
+#include "server/util/log.h"
+#include "store/store.h"
+
+static int make_state_dir(const char *dir, struct gerr *err)
+{
+	struct stat sb;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return gerr_set(err, 500, "cannot create state directory %s: %s", dir,
+				strerror(errno));
+	if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
+		return gerr_set(err, 500, "state directory %s is not a directory", dir);
+	return 0;
+}
+
+static void print_banner(const struct agent *ag)
+{
+	printf("graind %s ready\n", GRAIND_VERSION);
+	if (ag->listen_tcp[0])
+		printf("  listening on   http://%s\n", ag->listen_tcp);
+	if (ag->cfg.socket_path[0])
+		printf("  listening on   unix:%s\n", ag->cfg.socket_path);
+	printf("  admin token    %s\n", auth_token_path(ag->auth, AUTH_ADMIN));
+	printf("  reader token   %s\n", auth_token_path(ag->auth, AUTH_READER));
+	printf("  database       %s/graind.db\n", ag->cfg.state_dir);
+	printf("  try: curl -H \"Authorization: Bearer $(cat %s)\" http://%s/v1/status\n",
+	       auth_token_path(ag->auth, AUTH_READER),
+	       ag->listen_tcp[0] ? ag->listen_tcp : "localhost");
+	fflush(stdout);
+}
+
+/* Block until SIGTERM or SIGINT. */
+static int wait_for_signal(void)
+{
+	sigset_t set;
+	int sig = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigwait(&set, &sig);
+	return sig;
+}
+
+int main(int argc, char **argv)
+{
+	struct agent ag = { 0 };
+	struct http_server *http = NULL;
+	struct gerr err = { 0 };
+	char db_path[PATH_MAX + 16];
+	sigset_t blocked;
+	int status = 1;
+
+	switch (config_parse(&ag.cfg, argc, argv)) {
+	case CONFIG_EXIT_OK:
+		return 0;
+	case CONFIG_EXIT_USAGE:
+		return 2;
+	case CONFIG_RUN:
+		break;
+	}
+	if (ag.cfg.verbose)
+		log_set_level(LOG_DEBUG);
+	/* Worker threads inherit this mask, so only sigwait sees the signals. */
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGTERM);
+	sigaddset(&blocked, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	setrlimit(RLIMIT_MEMLOCK, &(struct rlimit){ RLIM_INFINITY, RLIM_INFINITY });
+
+	ag.started_ms = clock_unix_ms();
+	elfchk_init();
+	snprintf(db_path, sizeof(db_path), "%s/graind.db", ag.cfg.state_dir);
+	if (make_state_dir(ag.cfg.state_dir, &err) < 0 ||
+	    features_mount(&err) < 0 ||
+	    store_open(db_path, &ag.store, &err) < 0 ||
+	    auth_load(ag.cfg.state_dir, &ag.auth, &err) < 0 ||
+	    http_start(&ag, &http, &err) < 0) {
+		fprintf(stderr, "graind: %s\n", err.msg);
+		goto out;
+	}
+	print_banner(&ag);
+	log_info("msg=\"started\" version=%s pid=%d", GRAIND_VERSION, (int)getpid());
+
+	log_info("msg=\"shutting down\" signal=%s", strsignal(wait_for_signal()));
+	status = 0;
+out:
+	http_stop(http);
+	auth_free(ag.auth);
+	store_close(ag.store);
+	return status;
+}

@@ -1,0 +1,116 @@
+/* store: everything SQLite. Nothing outside store/ writes SQL.
+ *
+ * One database file (DIR/graind.db) in WAL mode. The schema is a list of
+ * numbered migrations (store/migrations.c) applied in order at open, each
+ * in its own transaction, recorded in the schema_version table. A database
+ * whose schema is newer than this binary knows, or that fails SQLite's
+ * quick_check, is refused with a clear message and left untouched.
+ *
+ * Thread safety: a store may be used from many threads; calls are
+ * serialised inside by one mutex (statements are prepared once and reused).
+ *
+ * Table families, one source file each: objects.c, probes.c, samples.c,
+ * sinks.c, audit.c. Their functions are declared below. */
+#ifndef GRAIND_STORE_H
+#define GRAIND_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/util/gerr.h"
+
+struct store;
+
+/* The newest schema version this binary knows. */
+int store_schema_version(void);
+
+/* Open (creating when missing) the database at `path` and migrate it.
+ * Refuses (status 500, message naming the file and the cause) a corrupt
+ * file, a non-SQLite file, or a schema newer than store_schema_version(). */
+int store_open(const char *path, struct store **out, struct gerr *err);
+void store_close(struct store *st);
+
+/* Size of the database file plus its WAL, in bytes. */
+uint64_t store_db_bytes(struct store *st);
+
+/* ---------------------------------------------------------------- objects
+ * Objects are content-addressed by their lowercase hex sha256. `meta` is an
+ * opaque blob (the packed graind.Object) stored beside the bytes. */
+
+struct store_object {
+	char sha256[65];
+	char *name;            /* malloc'd */
+	uint64_t size;
+	int64_t created_ms;    /* unix ms */
+	bool builtin;
+	void *meta;            /* malloc'd */
+	size_t meta_len;
+};
+
+void store_object_clear(struct store_object *obj);  /* frees the fields */
+
+/* Insert the object unless one with this sha256 exists. *created tells
+ * which. The name of an existing object is not changed. */
+int store_object_put(struct store *st, const char *sha256, const char *name,
+		     const void *bytes, size_t len, const void *meta,
+		     size_t meta_len, bool builtin, bool *created,
+		     struct gerr *err);
+
+/* 404 when missing. `obj` is filled; clear it with store_object_clear(). */
+int store_object_get(struct store *st, const char *sha256,
+		     struct store_object *obj, struct gerr *err);
+
+/* The exact bytes uploaded; *bytes malloc'd, caller frees. 404 when missing. */
+int store_object_content(struct store *st, const char *sha256, void **bytes,
+			 size_t *len, struct gerr *err);
+
+/* Calls fn for up to `limit` objects ordered by sha256, starting after
+ * `after` (NULL or "" for the first page). fn returns 0 to continue.
+ * *more is set when objects remain after the last one visited. */
+int store_object_list(struct store *st, const char *after, unsigned limit,
+		      int (*fn)(const struct store_object *obj, void *ctx),
+		      void *ctx, bool *more, struct gerr *err);
+
+/* 404 when missing, 409 (naming the probes) while a probe refers to it. */
+int store_object_delete(struct store *st, const char *sha256,
+			struct gerr *err);
+
+uint64_t store_object_count(struct store *st);
+
+/* ---------------------------------------------------------------- probes
+ * Desired state of probes (filled in by the probe manager). */
+
+uint64_t store_probe_count(struct store *st);
+
+/* ---------------------------------------------------------------- samples */
+
+uint64_t store_sample_count(struct store *st);
+
+/* ---------------------------------------------------------------- sinks */
+
+uint64_t store_sink_count(struct store *st);
+
+/* ---------------------------------------------------------------- audit */
+
+struct store_audit {
+	uint64_t id;
+	int64_t time_ms;
+	const char *role;
+	const char *action;
+	const char *target;
+	int result;
+	const char *message;
+};
+
+/* Append one audit record; time and id are assigned by the store. */
+int store_audit_append(struct store *st, const char *role, const char *action,
+		       const char *target, int result, const char *message,
+		       struct gerr *err);
+
+/* Up to `limit` records with id > after, oldest first. */
+int store_audit_list(struct store *st, uint64_t after, unsigned limit,
+		     int (*fn)(const struct store_audit *rec, void *ctx),
+		     void *ctx, bool *more, struct gerr *err);
+
+#endif
