@@ -159,7 +159,7 @@ test: unit system
 
 bench: deps-bench $(BUILD)/graind $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf BUILD=$(BUILD) \
-		$(PYTHON) bench/run.py
+		$(PYTHON) tests/bench/run.py
 
 clean:
 	rm -rf $(BUILD)

@@ -12,7 +12,9 @@
  *     padded or not, accepted on input;
  *   - enums by value name on output; name or number accepted on input;
  *   - float/double as numbers, "NaN"/"Infinity"/"-Infinity" as strings;
- *   - oneof members emitted when set (even at their default value);
+ *   - oneof members emitted when set (even at their default value; a
+ *     string or message member must then be non-NULL and, as protobuf-c
+ *     requires for packing, not the descriptor's default pointer);
  *   - repeated as arrays, nested messages as objects;
  *   - fields at their default value (0, "", false, empty, first enum value,
  *     unset message) omitted on output; `null` accepted on input as "unset".
@@ -48,7 +50,8 @@ int codec_decode(enum codec_format fmt, const ProtobufCMessageDescriptor *desc,
 		 struct gerr *err);
 
 /* Encode `msg`. On success *out is a malloc'd buffer of *len bytes (JSON is
- * also NUL-terminated) that the caller frees with free(). */
+ * also NUL-terminated) that the caller frees with free(). Fails only when
+ * out of memory or, for JSON, when a string is not UTF-8 (status 500). */
 int codec_encode(enum codec_format fmt, const ProtobufCMessage *msg,
 		 char **out, size_t *len, struct gerr *err);
 

@@ -8,6 +8,8 @@
  *
  * Thread safety: a store may be used from many threads; calls are
  * serialised inside by one mutex (statements are prepared once and reused).
+ * The _count functions return 0 when the database cannot be read (the
+ * failure is logged). Times are unix milliseconds (CLOCK_REALTIME).
  *
  * Table families, one source file each: objects.c, probes.c, samples.c,
  * sinks.c, audit.c. Their functions are declared below. */
@@ -51,7 +53,8 @@ struct store_object {
 void store_object_clear(struct store_object *obj);  /* frees the fields */
 
 /* Insert the object unless one with this sha256 exists. *created tells
- * which. The name of an existing object is not changed. */
+ * which. The name of an existing object is not changed. 400 when sha256
+ * is not 64 lowercase hex digits; the caller has checked it matches. */
 int store_object_put(struct store *st, const char *sha256, const char *name,
 		     const void *bytes, size_t len, const void *meta,
 		     size_t meta_len, bool builtin, bool *created,
@@ -66,8 +69,11 @@ int store_object_content(struct store *st, const char *sha256, void **bytes,
 			 size_t *len, struct gerr *err);
 
 /* Calls fn for up to `limit` objects ordered by sha256, starting after
- * `after` (NULL or "" for the first page). fn returns 0 to continue.
- * *more is set when objects remain after the last one visited. */
+ * `after` (NULL or "" for the first page). fn returns 0 to continue; any
+ * other value stops the walk and is returned as is (fn fills its own
+ * error through ctx). *more is set when objects remain after the page.
+ * fn runs with the store locked: it must not call the store. `obj` is
+ * valid during the call only. */
 int store_object_list(struct store *st, const char *after, unsigned limit,
 		      int (*fn)(const struct store_object *obj, void *ctx),
 		      void *ctx, bool *more, struct gerr *err);
@@ -108,7 +114,9 @@ int store_audit_append(struct store *st, const char *role, const char *action,
 		       const char *target, int result, const char *message,
 		       struct gerr *err);
 
-/* Up to `limit` records with id > after, oldest first. */
+/* Up to `limit` records with id > after, oldest first; fn, its return
+ * value and *more as for store_object_list(). The strings of `rec` are
+ * valid during the call only; NULL strings given to append read as "". */
 int store_audit_list(struct store *st, uint64_t after, unsigned limit,
 		     int (*fn)(const struct store_audit *rec, void *ctx),
 		     void *ctx, bool *more, struct gerr *err);

@@ -14,6 +14,15 @@
 /* Size of the verifier log kept per rejected program. */
 #define ELFCHK_VERIFIER_LOG_MAX (64 * 1024)
 
+/* Install graind's libbpf print hook (libbpf_set_print is process-wide):
+ * warnings go to the log as warnings, the rest at debug level; while elfchk
+ * works on an upload they are kept for its error messages instead.
+ * Also lifts RLIMIT_MEMLOCK for kernels that still charge BPF memory to it.
+ * Idempotent and thread-safe; the functions below call it themselves.
+ * Call it at startup before any other libbpf use, and nowhere else call
+ * libbpf_set_print. */
+void elfchk_init(void);
+
 /* Check `buf` (ELF64, EM_BPF, host byte order, sane section table, at
  * least one program, BTF parses when present, libbpf opens it) and fill
  * `obj` (a Graind__Object from codec_new) with license, BTF flags, kernel

@@ -24,14 +24,21 @@ int gerr_set(struct gerr *err, int status, const char *fmt, ...)
 
 void gerr_prefix(struct gerr *err, const char *fmt, ...)
 {
-	char prefix[GERR_MSG_MAX], old[GERR_MSG_MAX];
+	char joined[2 * GERR_MSG_MAX + 3];
 	va_list ap;
+	int n;
 
 	if (!err)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	n = vsnprintf(joined, GERR_MSG_MAX, fmt, ap);
 	va_end(ap);
-	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+	if (n < 0)
+		return;
+	if (n >= GERR_MSG_MAX)
+		n = GERR_MSG_MAX - 1;
+	snprintf(joined + n, sizeof(joined) - (size_t)n, ": %s", err->msg);
+	/* Cut the result to the message size. */
+	memcpy(err->msg, joined, GERR_MSG_MAX - 1);
+	err->msg[GERR_MSG_MAX - 1] = '\0';
 }

@@ -1,0 +1,42 @@
+/* Shared by the files of server/elf/; not part of the module's contract. */
+#ifndef GRAIND_ELF_INTERNAL_H
+#define GRAIND_ELF_INTERNAL_H
+
+#include <stddef.h>
+
+#include <bpf/libbpf.h>
+
+#include "server/util/gerr.h"
+
+/* Check the ELF structure of untrusted bytes without libelf or libbpf:
+ * header, section table, section and symbol bounds, relocations, and that
+ * .BTF parses. 400 for a malformed file, 422 for a well-formed one libbpf
+ * cannot use. On success, *has_btf and *has_btf_ext tell what was found. */
+int elfchk_check_layout(const void *buf, size_t len, int *has_btf,
+			int *has_btf_ext, struct gerr *err);
+
+/* The bytes of the first section called `name` (not NOBITS), or NULL.
+ * Only valid after elfchk_check_layout() accepted `buf`. */
+const void *elfchk_section(const void *buf, size_t len, const char *name,
+			   size_t *size);
+
+/* libbpf's warnings for the calling thread, collected between
+ * elfchk_capture_begin() and elfchk_capture_end(). */
+struct elfchk_capture {
+	char first_warn[256];	/* the first warning: usually the cause */
+	char last[256];		/* the last line at any level */
+};
+void elfchk_capture_begin(struct elfchk_capture *cap);
+void elfchk_capture_end(void);
+
+/* Check the layout, then open the object with libbpf. The object refers to
+ * `buf`, which must outlive it; close it with bpf_object__close(). The BTF
+ * flags are those of elfchk_check_layout(). On failure fills err and
+ * returns NULL. */
+struct bpf_object *elfchk_open(const void *buf, size_t len, int *has_btf,
+			       int *has_btf_ext, struct gerr *err);
+
+/* Replace a message's string field with a malloc'd copy of s. */
+int elfchk_set_str(char **field, const char *s);
+
+#endif

@@ -1,0 +1,201 @@
+/* migrations: the schema, as numbered steps applied in order.
+ *
+ * A step, once released, never changes: a new column or table is a new
+ * step at the end of the list. */
+#include "store/store.h"
+#include "store/store_int.h"
+
+struct migration {
+	int version;
+	const char *sql;
+};
+
+static const struct migration migrations[] = {
+	{ 1,
+	  "CREATE TABLE schema_version ("
+	  "  version INTEGER PRIMARY KEY,"
+	  "  applied_ms INTEGER NOT NULL"
+	  ");"
+	  /* Content-addressed ELF objects. The bytes come last so that
+	   * reading the other columns does not walk their overflow pages. */
+	  "CREATE TABLE objects ("
+	  "  sha256 TEXT PRIMARY KEY,"
+	  "  name TEXT NOT NULL,"
+	  "  size INTEGER NOT NULL,"
+	  "  meta BLOB,"                       /* packed graind.Object */
+	  "  builtin INTEGER NOT NULL DEFAULT 0,"
+	  "  created_ms INTEGER NOT NULL,"
+	  "  bytes BLOB NOT NULL"
+	  ");"
+	  /* Desired state of probes; the kernel state is pinned in bpffs. */
+	  "CREATE TABLE probes ("
+	  "  name TEXT PRIMARY KEY,"
+	  "  object_sha256 TEXT REFERENCES objects(sha256),"
+	  "  spec BLOB NOT NULL,"               /* packed graind.ProbeSpec */
+	  "  generation INTEGER NOT NULL DEFAULT 1,"
+	  "  desired_state INTEGER NOT NULL DEFAULT 1,"
+	  "  created_ms INTEGER NOT NULL,"
+	  "  updated_ms INTEGER NOT NULL"
+	  ");"
+	  "CREATE INDEX probes_by_object ON probes(object_sha256);"
+	  /* Append-only; AUTOINCREMENT so an id is never reused once the
+	   * oldest rows are dropped: sink cursors and S3 keys rely on it. */
+	  "CREATE TABLE samples ("
+	  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	  "  probe TEXT NOT NULL,"
+	  "  map TEXT NOT NULL,"
+	  "  time_ns INTEGER NOT NULL,"
+	  "  kind INTEGER NOT NULL,"            /* graind.SampleKind */
+	  "  name TEXT NOT NULL,"
+	  "  tags BLOB,"
+	  "  value REAL,"
+	  "  payload BLOB"                      /* event fields */
+	  ");"
+	  "CREATE INDEX samples_by_probe ON samples(probe, id);"
+	  /* Each sink's settings and how far it has sent (a sample id). */
+	  "CREATE TABLE sinks ("
+	  "  name TEXT PRIMARY KEY,"
+	  "  config BLOB NOT NULL,"             /* packed graind.Sink */
+	  "  cursor INTEGER NOT NULL DEFAULT 0,"
+	  "  last_success_ms INTEGER,"
+	  "  last_error TEXT,"
+	  "  bytes_sent INTEGER NOT NULL DEFAULT 0,"
+	  "  samples_sent INTEGER NOT NULL DEFAULT 0,"
+	  "  created_ms INTEGER NOT NULL,"
+	  "  updated_ms INTEGER NOT NULL"
+	  ");"
+	  /* Samples dropped to keep the table within its bound. */
+	  "CREATE TABLE sample_drops ("
+	  "  probe TEXT PRIMARY KEY,"
+	  "  count INTEGER NOT NULL DEFAULT 0"
+	  ");"
+	  "CREATE TABLE audit ("
+	  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	  "  time_ms INTEGER NOT NULL,"
+	  "  role TEXT NOT NULL,"
+	  "  action TEXT NOT NULL,"
+	  "  target TEXT NOT NULL,"
+	  "  result INTEGER NOT NULL,"
+	  "  message TEXT NOT NULL"
+	  ");" },
+};
+
+#define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+int store_schema_version(void)
+{
+	return migrations[N_MIGRATIONS - 1].version;
+}
+
+static int table_exists(sqlite3 *db, const char *name, bool *exists)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db,
+		"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+		-1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	*exists = rc == SQLITE_ROW;
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+out:
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+int store_schema_read(sqlite3 *db, int *version)
+{
+	sqlite3_stmt *stmt = NULL;
+	bool exists = false;
+	int rc;
+
+	*version = 0;
+	rc = table_exists(db, "schema_version", &exists);
+	if (rc != SQLITE_OK || !exists)
+		return rc;
+	rc = sqlite3_prepare_v2(db,
+		"SELECT coalesce(max(version), 0) FROM schema_version",
+		-1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		goto out;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		*version = sqlite3_column_int(stmt, 0);
+		rc = SQLITE_OK;
+	}
+out:
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+static int record(struct store *st, int version, struct gerr *err)
+{
+	sqlite3_stmt *stmt = NULL;
+	int ret = -1;
+
+	if (sqlite3_prepare_v2(st->db,
+		"INSERT INTO schema_version (version, applied_ms) VALUES (?, ?)",
+		-1, &stmt, NULL) != SQLITE_OK)
+		goto fail;
+	sqlite3_bind_int(stmt, 1, version);
+	sqlite3_bind_int64(stmt, 2, store_now_ms());
+	if (sqlite3_step(stmt) != SQLITE_DONE)
+		goto fail;
+	ret = 0;
+	goto out;
+fail:
+	store_fail(st, err, "cannot record schema version %d", version);
+out:
+	sqlite3_finalize(stmt);
+	return ret;
+}
+
+/* One step in its own write transaction. The version is read again
+ * inside it, so two processes starting together apply each step once. */
+static int apply(struct store *st, const struct migration *m,
+		 struct gerr *err)
+{
+	int current;
+
+	if (store_exec(st, "BEGIN IMMEDIATE", err) < 0)
+		return -1;
+	if (store_schema_read(st->db, &current) != SQLITE_OK) {
+		store_fail(st, err, "cannot read schema version");
+		goto fail;
+	}
+	if (current >= m->version)
+		return store_exec(st, "COMMIT", err);
+	if (sqlite3_exec(st->db, m->sql, NULL, NULL, NULL) != SQLITE_OK) {
+		store_fail(st, err, "migration %d failed", m->version);
+		goto fail;
+	}
+	if (record(st, m->version, err) < 0 ||
+	    store_exec(st, "COMMIT", err) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+int store_migrate(struct store *st, struct gerr *err)
+{
+	int current;
+
+	if (store_schema_read(st->db, &current) != SQLITE_OK)
+		return store_fail(st, err, "database %s: cannot read schema version",
+				  st->path);
+	for (int i = 0; i < N_MIGRATIONS; i++) {
+		if (migrations[i].version <= current)
+			continue;
+		if (apply(st, &migrations[i], err) < 0) {
+			gerr_prefix(err, "database %s", st->path);
+			return -1;
+		}
+	}
+	return 0;
+}

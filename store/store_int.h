@@ -1,0 +1,87 @@
+/* store internals shared by the table-family files of store/.
+ *
+ * Every public store function takes the store lock, fetches its cached
+ * statements with store_stmt(), and hands each back with store_stmt_done()
+ * before unlocking. Nothing here is meant for code outside store/. */
+#ifndef GRAIND_STORE_INT_H
+#define GRAIND_STORE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+/* One slot per SQL statement of the store; each slot is used by exactly
+ * one call site, always with the same SQL. */
+enum store_stmt_id {
+	STORE_STMT_OBJECT_PUT,
+	STORE_STMT_OBJECT_GET,
+	STORE_STMT_OBJECT_CONTENT,
+	STORE_STMT_OBJECT_LIST,
+	STORE_STMT_OBJECT_DELETE,
+	STORE_STMT_OBJECT_COUNT,
+	STORE_STMT_PROBE_COUNT,
+	STORE_STMT_PROBE_NAMES_BY_OBJECT,
+	STORE_STMT_SAMPLE_COUNT,
+	STORE_STMT_SINK_COUNT,
+	STORE_STMT_AUDIT_APPEND,
+	STORE_STMT_AUDIT_LIST,
+	STORE_STMT__COUNT
+};
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	pthread_mutex_t lock;
+	sqlite3_stmt *stmt[STORE_STMT__COUNT];
+};
+
+void store_lock(struct store *st);
+void store_unlock(struct store *st);
+
+/* The statement of slot `id`, prepared from `sql` on first use. Call with
+ * the lock held; give it back with store_stmt_done(). NULL and err filled
+ * when SQLite refuses the SQL. */
+sqlite3_stmt *store_stmt(struct store *st, enum store_stmt_id id,
+			 const char *sql, struct gerr *err);
+
+/* Reset the statement and drop its bindings, ready for the next use. */
+void store_stmt_done(sqlite3_stmt *stmt);
+
+/* Fill err from the connection's last error, as "<what>: <sqlite message>",
+ * and return -1. Status 409 for uniqueness and foreign-key conflicts, 413
+ * for a value over SQLite's size limit, 500 otherwise. */
+int store_fail(struct store *st, struct gerr *err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Run SQL without results (may hold several statements). Lock held. */
+int store_exec(struct store *st, const char *sql, struct gerr *err);
+
+/* The single integer a counting statement returns; 0 when it fails
+ * (the failure is logged: counts feed status pages, not decisions). */
+uint64_t store_count(struct store *st, enum store_stmt_id id, const char *sql);
+
+/* Unix time in milliseconds (CLOCK_REALTIME). */
+int64_t store_now_ms(void);
+
+/* probes.c */
+
+/* The names of the probes whose object is sha256, as "a, b, c" in buf
+ * (ending "... and 7 more" when they do not fit); *count says how many.
+ * Lock held. */
+int store_probes_using_object(struct store *st, const char *sha256,
+			      char *buf, size_t size, unsigned *count,
+			      struct gerr *err);
+
+/* migrations.c */
+
+/* The schema version recorded in db, 0 for a database without one.
+ * Returns an SQLite result code. Works on read-only connections. */
+int store_schema_read(sqlite3 *db, int *version);
+
+/* Apply every migration newer than the database's version, each in its
+ * own transaction. Lock held (or the store not yet shared). */
+int store_migrate(struct store *st, struct gerr *err);
+
+#endif

@@ -1,0 +1,132 @@
+"""graind benchmarks. Figures are ratios against a reference measured in
+the same run, since the machines are noisy. Run with `make bench`."""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+BUILD = os.environ.get("BUILD", "build")
+GRAIND_BIN = os.environ["GRAIND_BIN"]
+THREADS = 4  # graind's default --threads
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_agent(state_dir):
+    port = free_port()
+    proc = subprocess.Popen([GRAIND_BIN, "--listen", f"127.0.0.1:{port}",
+                             "--state-dir", state_dir, "--threads", str(THREADS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    while b"reader token" not in proc.stdout.readline():
+        if proc.poll() is not None:
+            sys.exit("graind did not start")
+    token = open(os.path.join(state_dir, "admin.token")).read().strip()
+    return proc, f"http://127.0.0.1:{port}", token
+
+
+def large_object(workdir, programs=200):
+    """An object with many programs, compiled here with clang."""
+    src = os.path.join(workdir, "large.bpf.c")
+    with open(src, "w") as f:
+        f.write('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n')
+        f.write("struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 64);"
+                " __type(key, __u32); __type(value, __u64); } counts SEC(\".maps\");\n")
+        for i in range(programs):
+            f.write(f'SEC("xdp") int prog{i}(struct xdp_md *ctx) {{\n'
+                    f"  __u32 k = (ctx->data_end - ctx->data + {i}) & 63;\n"
+                    "  __u64 *v = bpf_map_lookup_elem(&counts, &k);\n"
+                    "  if (v) __sync_fetch_and_add(v, 1);\n"
+                    "  return XDP_PASS;\n}\n")
+        f.write('char LICENSE[] SEC("license") = "GPL";\n')
+    obj = os.path.join(workdir, "large.bpf.o")
+    subprocess.run(["clang", "-target", "bpf", "-g", "-O2", f"-I{BUILD}",
+                    f"-I/usr/include/{os.uname().machine}-linux-gnu", "-c", src, "-o", obj],
+                   check=True)
+    return open(obj, "rb").read()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def wrk(url, token=None, seconds=5):
+    cmd = ["wrk", "-t2", "-c50", f"-d{seconds}s", "--latency"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="graind-bench-")
+    proc, url, token = start_agent(os.path.join(work, "state"))
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        print(f"idle RSS of graind: {rss_kib(proc.pid)} KiB")
+
+        blob = large_object(work)
+        t0 = time.monotonic()
+        r = requests.post(url + "/v1/objects?name=large", data=blob, headers={
+            **auth, "Content-Type": "application/octet-stream"})
+        t1 = time.monotonic()
+        r.raise_for_status()
+        sha = hashlib.sha256(blob).hexdigest()
+        v = requests.post(url + f"/v1/objects/{sha}:verify", headers=auth)
+        t2 = time.monotonic()
+        v.raise_for_status()
+        n = len(v.json().get("programs", []))
+        # Reference: the same object loaded once by bpftool (all programs together).
+        t3 = time.monotonic()
+        pin = f"/sys/fs/bpf/graind-bench-{os.getpid()}"
+        subprocess.run(["bpftool", "prog", "loadall", os.path.join(work, "large.bpf.o"), pin],
+                       check=True, capture_output=True)
+        t4 = time.monotonic()
+        shutil.rmtree(pin, ignore_errors=True)
+        print(f"upload of a {len(blob)} B object with {n} programs: {1000 * (t1 - t0):.1f} ms")
+        print(f"verify ({n} programs, one load each): {1000 * (t2 - t1):.1f} ms; "
+              f"bpftool loadall of the same object: {1000 * (t4 - t3):.1f} ms; "
+              f"ratio {(t2 - t1) / (t4 - t3):.2f}")
+
+        # HTTP: GET /v1/objects against a bare libmicrohttpd responder.
+        listing = requests.get(url + "/v1/objects", headers=auth).content
+        body_file = os.path.join(work, "body.json")
+        open(body_file, "wb").write(listing)
+        bare_bin = os.path.join(work, "bare_mhd")
+        subprocess.run(["cc", "-O2", "-o", bare_bin, os.path.join(HERE, "bare_mhd.c"),
+                        "-lmicrohttpd", "-lpthread"], check=True)
+        bare_port = free_port()
+        bare = subprocess.Popen([bare_bin, str(bare_port), str(THREADS), body_file],
+                                stdout=subprocess.PIPE)
+        bare.stdout.readline()
+        try:
+            ref = wrk(f"http://127.0.0.1:{bare_port}/v1/objects")
+            ours = wrk(url + "/v1/objects", token)
+        finally:
+            bare.send_signal(signal.SIGTERM)
+            bare.wait()
+        print(f"GET /v1/objects ({len(listing)} B): graind {ours:.0f} req/s, "
+              f"bare libmicrohttpd {ref:.0f} req/s, ratio {ours / ref:.2f} (goal >= 0.8)")
+        print(f"RSS of graind after the run: {rss_kib(proc.pid)} KiB")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

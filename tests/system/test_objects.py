@@ -1,0 +1,534 @@
+"""Objects: upload (raw, JSON, protobuf), read, list, delete, verify; status
+and the audit log."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from google.protobuf import json_format
+
+from conftest import GRAIND_BIN, TEST_BPF, agent_fds, assert_error, bpf_object
+
+PB = "application/x-protobuf"
+BPF_SRC = os.path.join(os.path.dirname(__file__), "..", "bpf")
+
+
+@pytest.fixture(scope="module")
+def a(module_agent):
+    return module_agent
+
+
+def sha_of(name):
+    return hashlib.sha256(bpf_object(name)).hexdigest()
+
+
+def ensure(a, name):
+    """Upload a test object (stored or not yet) and return its sha256."""
+    r = a.upload(bpf_object(name))
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["sha256"] == sha_of(name)
+    return sha_of(name)
+
+
+def curl_upload(a, path, data_file, token):
+    """POST a file with curl; returns (status, headers dict, body bytes)."""
+    out = subprocess.run(
+        ["curl", "-sS", "-D", "-", "-X", "POST", "--data-binary", f"@{data_file}",
+         "-H", f"Authorization: Bearer {token}",
+         "-H", "Content-Type: application/octet-stream", a.url + path],
+        capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def source_line_of(file, marker):
+    """1-based number of the line of tests/bpf/<file> holding `marker`."""
+    with open(os.path.join(BPF_SRC, file)) as f:
+        hits = [i for i, line in enumerate(f, 1) if marker in line]
+    assert len(hits) == 1, (file, marker, hits)
+    return hits[0]
+
+
+# ---------------------------------------------------------------- upload
+
+def test_raw_upload_with_curl(a):
+    data = bpf_object("accept.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    status, headers, body = curl_upload(a, "/v1/objects?name=accept.v1",
+                                        os.path.join(TEST_BPF, "accept.bpf.o"), a.admin)
+    assert status == 201, body
+    assert headers["location"] == f"/v1/objects/{sha}"
+    assert headers["content-type"].startswith("application/json")
+    obj = json.loads(body)
+    assert obj["sha256"] == sha
+    assert obj["name"] == "accept.v1"
+    assert obj["size"] == str(len(data))        # uint64: a JSON string
+    assert obj["license"] == "GPL"
+    assert obj["hasBtf"] is True
+    assert obj["hasBtfExt"] is True
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", obj["created"]), obj
+    assert "builtin" not in obj                 # false: omitted
+
+
+def test_upload_describes_programs(a):
+    ensure(a, "accept.bpf.o")
+    obj = a.get(f"/v1/objects/{sha_of('accept.bpf.o')}").json()
+    progs = {p["name"]: p for p in obj["programs"]}
+    assert set(progs) == {"count_packets", "trace_nanosleep"}
+    assert progs["count_packets"]["section"] == "xdp"
+    assert progs["count_packets"]["type"] == "xdp"
+    assert progs["count_packets"]["expectedAttachType"] == "xdp"
+    assert progs["trace_nanosleep"]["section"] == "tracepoint/syscalls/sys_enter_nanosleep"
+    assert progs["trace_nanosleep"]["type"] == "tracepoint"
+    for p in progs.values():
+        # Counted in 8-byte instructions; both programs are non-trivial.
+        assert p["insnCount"] > 5, p
+
+
+def test_upload_describes_maps(a):
+    ensure(a, "accept.bpf.o")
+    obj = a.get(f"/v1/objects/{sha_of('accept.bpf.o')}").json()
+    maps = {m["name"]: m for m in obj["maps"] if not m.get("internal")}
+    assert set(maps) == {"packets", "totals", "events"}, obj["maps"]
+
+    packets = maps["packets"]
+    assert packets["type"] == "hash"
+    assert packets["keySize"] == 2              # struct proto_key { u8, u8 }
+    assert packets["valueSize"] == 8
+    assert packets["maxEntries"] == 256
+    assert "proto_key" in packets["keyType"]
+    assert packets["valueType"] == "__u64"
+
+    totals = maps["totals"]
+    assert totals["type"] == "array"
+    assert (totals["keySize"], totals["valueSize"], totals["maxEntries"]) == (4, 8, 4)
+    assert totals["keyType"] == "__u32"
+    assert totals["valueType"] == "__u64"
+
+    events = maps["events"]
+    assert events["type"] == "ringbuf"
+    assert events["maxEntries"] == 4096
+    assert "keySize" not in events and "valueSize" not in events
+
+
+def test_same_bytes_again_is_200_and_stored_once(a):
+    data = bpf_object("accept.bpf.o")
+    first = a.upload(data, name="first-name")
+    assert first.status_code in (200, 201)
+    again = a.upload(data, name="second-name")
+    assert again.status_code == 200, again.text
+    assert "Location" not in again.headers
+    # The name of a stored object does not change.
+    assert again.json()["name"] == first.json()["name"]
+    assert again.json() == first.json()
+    listed = [o["sha256"] for o in list_all(a)]
+    assert listed.count(sha_of("accept.bpf.o")) == 1
+
+
+def test_default_name(a):
+    data = bpf_object("reject_helper.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    a.delete(f"/v1/objects/{sha}")
+    r = a.upload(data)
+    assert r.status_code == 201
+    assert r.json()["name"] == f"object-{sha[:8]}"
+
+
+def test_json_upload(a):
+    data = bpf_object("reject_oob.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    a.delete(f"/v1/objects/{sha}")
+    body = {"name": "oob-json", "content": base64.b64encode(data).decode()}
+    r = a.post("/v1/objects", json=body)
+    assert r.status_code == 201, r.text
+    assert r.headers["Location"] == f"/v1/objects/{sha}"
+    obj = r.json()
+    assert obj["sha256"] == sha
+    assert obj["name"] == "oob-json"
+    assert obj["size"] == str(len(data))
+    assert a.get(f"/v1/objects/{sha}/content").content == data
+
+    # The same bytes through JSON again: 200, same object.
+    r = a.post("/v1/objects", json=body)
+    assert r.status_code == 200
+    assert r.json()["sha256"] == sha
+
+
+def test_json_upload_with_proto_field_names_and_urlsafe_base64(a):
+    data = bpf_object("accept.bpf.o")
+    content = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    r = a.post("/v1/objects", json={"name": "x", "content": content})
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["sha256"] == sha_of("accept.bpf.o")
+
+
+def test_protobuf_upload(a, pb):
+    data = bpf_object("fentry.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    a.delete(f"/v1/objects/{sha}")
+    msg = pb.UploadObjectRequest(name="fentry-pb", content=data)
+    r = a.post("/v1/objects", data=msg.SerializeToString(),
+               headers={"Content-Type": PB, "Accept": PB})
+    assert r.status_code == 201, r.content[:300]
+    assert r.headers["Content-Type"] == PB
+    obj = pb.Object.FromString(r.content)
+    assert obj.sha256 == sha
+    assert obj.name == "fentry-pb"
+    assert obj.size == len(data)
+    assert obj.license == "GPL"
+    assert [p.name for p in obj.programs] == ["on_nanosleep"]
+    assert obj.programs[0].section == "fentry/do_nanosleep"
+    assert obj.programs[0].type == "tracing"
+
+
+def test_query_name_applies_to_raw_upload(a):
+    data = bpf_object("reject_helper.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    a.delete(f"/v1/objects/{sha}")
+    r = a.post("/v1/objects", params={"name": "Helper_1.0+b-2"}, data=data,
+               headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "Helper_1.0+b-2"
+
+
+# ---------------------------------------------------------------- read
+
+def test_get_json_and_protobuf_agree(a, pb):
+    sha = ensure(a, "accept.bpf.o")
+    j = a.get(f"/v1/objects/{sha}")
+    assert j.status_code == 200
+    assert j.headers["Content-Type"].startswith("application/json")
+    p = a.get(f"/v1/objects/{sha}", headers={"Accept": PB})
+    assert p.status_code == 200
+    assert p.headers["Content-Type"] == PB
+    binary = pb.Object.FromString(p.content)
+    from_json = json_format.Parse(j.text, pb.Object())
+    assert binary == from_json
+    # Field by field, for readable failures.
+    js = j.json()
+    assert binary.sha256 == js["sha256"] == sha
+    assert binary.name == js["name"]
+    assert binary.size == int(js["size"])
+    assert binary.license == js["license"]
+    assert binary.has_btf == js.get("hasBtf", False)
+    assert binary.has_btf_ext == js.get("hasBtfExt", False)
+    assert binary.created == js["created"]
+    assert binary.kernel_version == js.get("kernelVersion", 0)
+    assert list(binary.warnings) == js.get("warnings", [])
+    assert len(binary.programs) == len(js["programs"])
+    for bp, jp in zip(binary.programs, js["programs"]):
+        assert (bp.name, bp.section, bp.type, bp.insn_count) == \
+            (jp["name"], jp["section"], jp["type"], jp["insnCount"])
+        assert bp.expected_attach_type == jp.get("expectedAttachType", "")
+    assert len(binary.maps) == len(js["maps"])
+    for bm, jm in zip(binary.maps, js["maps"]):
+        assert bm.name == jm["name"] and bm.type == jm["type"]
+        assert bm.key_size == jm.get("keySize", 0)
+        assert bm.value_size == jm.get("valueSize", 0)
+        assert bm.max_entries == jm.get("maxEntries", 0)
+        assert bm.flags == jm.get("flags", 0)
+        assert bm.key_type == jm.get("keyType", "")
+        assert bm.value_type == jm.get("valueType", "")
+        assert bm.internal == jm.get("internal", False)
+    # And the canonical JSON python writes is exactly ours.
+    assert json_format.MessageToDict(binary) == js
+
+
+def test_accept_header_with_several_types(a, pb):
+    sha = ensure(a, "accept.bpf.o")
+    r = a.get(f"/v1/objects/{sha}", headers={"Accept": f"text/html, {PB};q=0.9"})
+    assert r.headers["Content-Type"] == PB
+    assert pb.Object.FromString(r.content).sha256 == sha
+    r = a.get(f"/v1/objects/{sha}", headers={"Accept": "*/*"})
+    assert r.headers["Content-Type"].startswith("application/json")
+
+
+def test_get_content_is_the_exact_bytes(a):
+    for name in ("accept.bpf.o", "reject_oob.bpf.o"):
+        sha = ensure(a, name)
+        r = a.get(f"/v1/objects/{sha}/content")
+        assert r.status_code == 200
+        assert r.headers["Content-Type"] == "application/octet-stream"
+        assert r.content == bpf_object(name)
+        assert int(r.headers["Content-Length"]) == len(bpf_object(name))
+
+
+def test_get_with_uppercase_id(a):
+    sha = ensure(a, "accept.bpf.o")
+    r = a.get(f"/v1/objects/{sha.upper()}")
+    assert r.status_code == 200
+    assert r.json()["sha256"] == sha
+
+
+def test_get_missing_is_404(a):
+    missing = "ab" * 32
+    assert_error(a.get(f"/v1/objects/{missing}"), 404, f"object {missing} not found")
+    assert_error(a.get(f"/v1/objects/{missing}/content"), 404, "not found")
+    assert_error(a.post(f"/v1/objects/{missing}:verify"), 404, "not found")
+
+
+# ---------------------------------------------------------------- list
+
+def list_all(a, page_size=None):
+    objs, token, pages = [], None, 0
+    while True:
+        params = {}
+        if page_size:
+            params["page_size"] = page_size
+        if token:
+            params["page_token"] = token
+        r = a.get("/v1/objects", params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        pages += 1
+        if page_size:
+            assert len(page.get("objects", [])) <= page_size
+        objs += page.get("objects", [])
+        token = page.get("nextPageToken")
+        if not token:
+            return objs
+        assert pages < 100
+
+
+def test_list_paging(a):
+    for name in ("accept.bpf.o", "reject_oob.bpf.o", "reject_helper.bpf.o", "fentry.bpf.o"):
+        ensure(a, name)
+    full = list_all(a)
+    shas = [o["sha256"] for o in full]
+    assert len(shas) >= 4
+    assert shas == sorted(shas)
+    assert len(set(shas)) == len(shas)
+    paged = list_all(a, page_size=1)
+    assert [o["sha256"] for o in paged] == shas
+    assert paged == full
+    by2 = list_all(a, page_size=2)
+    assert [o["sha256"] for o in by2] == shas
+
+    first = a.get("/v1/objects", params={"page_size": 1}).json()
+    assert len(first["objects"]) == 1
+    assert first["nextPageToken"] == shas[0]
+
+
+@pytest.mark.parametrize("size", ["0", "1001", "-1", "abc", ""])
+def test_list_bad_page_size(a, size):
+    assert_error(a.get(f"/v1/objects?page_size={size}"), 400, "page_size must be 1 to 1000")
+
+
+# ---------------------------------------------------------------- delete
+
+def test_delete(a):
+    sha = ensure(a, "fentry.bpf.o")
+    r = a.delete(f"/v1/objects/{sha}")
+    assert r.status_code == 204
+    assert r.content == b""
+    assert_error(a.get(f"/v1/objects/{sha}"), 404, "not found")
+    assert_error(a.get(f"/v1/objects/{sha}/content"), 404, "not found")
+    assert_error(a.delete(f"/v1/objects/{sha}"), 404, "not found")
+    assert sha not in [o["sha256"] for o in list_all(a)]
+    # Uploading it again creates it again.
+    r = a.upload(bpf_object("fentry.bpf.o"))
+    assert r.status_code == 201
+
+
+# ---------------------------------------------------------------- verify
+
+def verify(a, name, **kw):
+    sha = ensure(a, name)
+    r = a.post(f"/v1/objects/{sha}:verify", **kw)
+    assert r.status_code == 200, r.text
+    return sha, r
+
+
+def test_verify_accepts_accept(a):
+    sha, r = verify(a, "accept.bpf.o")
+    rep = r.json()
+    assert rep["sha256"] == sha
+    assert rep["accepted"] is True
+    assert rep["kernelRelease"] == os.uname().release
+    progs = {p["program"]: p for p in rep["programs"]}
+    assert set(progs) == {"count_packets", "trace_nanosleep"}
+    assert progs["count_packets"]["section"] == "xdp"
+    assert progs["count_packets"]["type"] == "xdp"
+    assert progs["trace_nanosleep"]["type"] == "tracepoint"
+    for p in progs.values():
+        assert p["accepted"] is True, p
+        assert p["verifiedInsns"] > 0, p
+        assert "error" not in p and "sourceLine" not in p, p
+
+
+def test_verify_rejects_out_of_bounds_read(a):
+    _, r = verify(a, "reject_oob.bpf.o")
+    rep = r.json()
+    assert rep.get("accepted", False) is False
+    [p] = rep["programs"]
+    assert p["program"] == "read_past_end"
+    assert p.get("accepted", False) is False
+    assert p["error"], p
+    assert "\n" not in p["error"]
+    assert p["verifierLog"].strip(), p
+    line = source_line_of("reject_oob.bpf.c", "arr[8]")
+    m = re.search(r"reject_oob\.bpf\.c:(\d+)$", p["sourceLine"])
+    assert m, p["sourceLine"]
+    assert int(m.group(1)) == line, (p["sourceLine"], line)
+    assert "arr[8]" in p.get("sourceText", ""), p
+
+
+def test_verify_rejects_forbidden_helper(a):
+    _, r = verify(a, "reject_helper.bpf.o")
+    rep = r.json()
+    assert rep.get("accepted", False) is False
+    [p] = rep["programs"]
+    assert p["program"] == "filter_by_pid"
+    assert p["type"] == "socket_filter"
+    assert p.get("accepted", False) is False
+    assert "bpf_get_current_pid_tgid" in p["error"], p["error"]
+    assert "bpf_get_current_pid_tgid" in p["verifierLog"]
+
+
+def test_verify_fentry(a):
+    _, r = verify(a, "fentry.bpf.o")
+    rep = r.json()
+    [p] = rep["programs"]
+    assert p["program"] == "on_nanosleep"
+    assert p["type"] == "tracing"
+    if p.get("accepted"):
+        assert rep["accepted"] is True
+        assert p["verifiedInsns"] > 0
+        assert "missingFeature" not in p
+    else:
+        assert rep.get("accepted", False) is False
+        assert p["error"]
+        assert p["missingFeature"], p
+
+
+def test_verify_report_in_protobuf(a, pb):
+    sha, r = verify(a, "reject_oob.bpf.o", headers={"Accept": PB})
+    assert r.headers["Content-Type"] == PB
+    rep = pb.VerifyReport.FromString(r.content)
+    assert rep.sha256 == sha
+    assert rep.accepted is False
+    assert rep.kernel_release == os.uname().release
+    [p] = rep.programs
+    assert p.program == "read_past_end" and not p.accepted
+    assert p.source_line.endswith(f"reject_oob.bpf.c:{source_line_of('reject_oob.bpf.c', 'arr[8]')}")
+    assert p.verifier_log
+
+
+def test_verify_leaves_nothing_loaded(a):
+    def prog_ids():
+        out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+        return {p["id"]: p.get("name", "") for p in json.loads(out)}
+
+    ours = {"count_packets", "trace_nanosleep", "read_past_end", "filter_by_pid",
+            "on_nanosleep"}
+    before = prog_ids()
+    for name in ("accept.bpf.o", "reject_oob.bpf.o", "reject_helper.bpf.o",
+                 "fentry.bpf.o"):
+        verify(a, name)
+    after = prog_ids()
+    new = {i: n for i, n in after.items() if i not in before and n in ours}
+    assert new == {}, new
+    # And the process holds no BPF program, map or link.
+    assert agent_fds(a) == []
+
+
+# ---------------------------------------------------------------- status, audit
+
+def test_status(a):
+    ensure(a, "accept.bpf.o")
+    r = a.get("/v1/status", token="reader")
+    assert r.status_code == 200
+    st = r.json()
+    version = subprocess.run([GRAIND_BIN, "--version"],
+                             capture_output=True, text=True).stdout.split()[1]
+    assert st["version"] == version
+    assert st["kernelRelease"] == os.uname().release
+    feats = st["features"]
+    assert feats["btf"] is True
+    assert feats.get("kprobes", False) is False
+    assert any("CONFIG_KPROBES" in n for n in feats["notes"]), feats["notes"]
+    assert feats["bpffs"] is True
+    assert int(st["objectCount"]) == len(list_all(a))
+    assert int(st.get("probeCount", "0")) == 0
+    assert int(st["databaseBytes"]) > 0
+    assert f"127.0.0.1:{a.port}" in st["listen"]
+    assert f"unix:{a.socket_path}" in st["listen"]
+    assert int(st.get("uptimeSeconds", "0")) < 600
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", st["started"])
+
+
+def audit_all(a):
+    entries, token = [], None
+    while True:
+        params = {"page_size": 50}
+        if token:
+            params["page_token"] = token
+        r = a.get("/v1/audit", params=params, token="reader")
+        assert r.status_code == 200, r.text
+        page = r.json()
+        entries += page.get("entries", [])
+        token = page.get("nextPageToken")
+        if not token:
+            return entries
+
+
+def test_audit_records_changes(a):
+    data = bpf_object("reject_helper.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    a.delete(f"/v1/objects/{sha}")
+    start = len(audit_all(a))
+    assert a.upload(data, name="audited").status_code == 201
+    assert a.post(f"/v1/objects/{sha}:verify").status_code == 200
+    assert a.upload(data, token="reader").status_code == 403
+    assert a.get(f"/v1/objects/{sha}").status_code == 200   # reads are not audited
+    assert a.delete(f"/v1/objects/{sha}").status_code == 204
+    assert a.delete(f"/v1/objects/{sha}").status_code == 404
+
+    entries = audit_all(a)
+    ids = [int(e["id"]) for e in entries]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    new = entries[start:]
+    got = [(e["role"], e["action"], e["result"]) for e in new]
+    assert got == [
+        ("admin", "POST /v1/objects", 201),
+        ("admin", "POST /v1/objects/*:verify", 200),
+        ("reader", "POST /v1/objects", 403),
+        ("admin", "DELETE /v1/objects/*", 204),
+        ("admin", "DELETE /v1/objects/*", 404),
+    ], got
+    assert sha in new[0]["target"] and "audited" in new[0]["target"]
+    assert "message" not in new[0]
+    assert new[1]["target"] == sha
+    assert "may only read" in new[2]["message"]
+    assert new[3]["target"] == sha
+    assert "not found" in new[4]["message"]
+    for e in new:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", e["time"])
+    assert not any(e["action"].startswith("GET") for e in entries)
+
+
+def test_audit_paging(a):
+    entries = audit_all(a)
+    assert len(entries) >= 3
+    paged, token = [], None
+    while True:
+        r = a.get("/v1/audit", params={"page_size": 1, **({"page_token": token} if token else {})})
+        page = r.json()
+        assert len(page.get("entries", [])) <= 1
+        paged += page.get("entries", [])
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert paged == entries
+    assert_error(a.get("/v1/audit?page_token=xyz"), 400, "page_token")

@@ -1,0 +1,783 @@
+/* Unit tests for store/: schema and migrations, objects, audit, refusal
+ * of corrupt and newer databases, use from several threads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_store.XXXXXX");
+	assert_non_null(mkdtemp(fx->dir));
+	snprintf(fx->path, sizeof(fx->path), "%s/graind.db", fx->dir);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
+	char file[160];
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		snprintf(file, sizeof(file), "%s%s", fx->path, suffixes[i]);
+		unlink(file);
+	}
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static struct store *open_ok(const char *path)
+{
+	struct gerr err = { 0 };
+	struct store *st = NULL;
+
+	if (store_open(path, &st, &err) < 0)
+		fail_msg("store_open: %d %s", err.status, err.msg);
+	assert_non_null(st);
+	return st;
+}
+
+static void sha_of(unsigned i, char out[65])
+{
+	snprintf(out, 65, "%064x", i);
+}
+
+static void raw_exec(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	char *msg = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg);
+	sqlite3_close(db);
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	sqlite3 *db;
+	int64_t v;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	v = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return v;
+}
+
+static void *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat sb;
+	void *buf;
+
+	assert_non_null(f);
+	assert_int_equal(fstat(fileno(f), &sb), 0);
+	*len = (size_t)sb.st_size;
+	buf = malloc(*len + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, *len, f), *len);
+	fclose(f);
+	return buf;
+}
+
+static void spit(const char *path, const void *buf, size_t len, long offset)
+{
+	FILE *f = fopen(path, offset < 0 ? "wb" : "r+b");
+
+	assert_non_null(f);
+	if (offset > 0)
+		assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+	assert_int_equal(fwrite(buf, 1, len, f), len);
+	fclose(f);
+}
+
+static void random_bytes(unsigned char *buf, size_t len, unsigned seed)
+{
+	srandom(seed);
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (unsigned char)random();
+}
+
+static bool file_exists(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0;
+}
+
+/* store_open must fail with a message holding `want`, and leave the file
+ * (and the absence of a WAL) exactly as it was. */
+static void assert_refused(const char *path, const char *want,
+			   struct gerr *out)
+{
+	struct gerr err = { 0 };
+	struct store *st = NULL;
+	char wal[160];
+	size_t before_len, after_len;
+	void *before, *after;
+	bool had_wal;
+
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	had_wal = file_exists(wal);
+	before = slurp(path, &before_len);
+	assert_int_equal(store_open(path, &st, &err), -1);
+	assert_null(st);
+	assert_int_equal(err.status, 500);
+	if (!strstr(err.msg, want) || strchr(err.msg, '\n'))
+		fail_msg("message \"%s\" lacks \"%s\" or is not one line",
+			 err.msg, want);
+	after = slurp(path, &after_len);
+	assert_int_equal(after_len, before_len);
+	assert_memory_equal(after, before, before_len);
+	if (!had_wal && file_exists(wal)) {
+		size_t wal_len;
+		void *w = slurp(wal, &wal_len);
+
+		free(w);
+		assert_int_equal(wal_len, 0);
+	}
+	free(before);
+	free(after);
+	if (out)
+		*out = err;
+}
+
+static void put_ok(struct store *st, unsigned i, const char *name,
+		   bool want_created)
+{
+	struct gerr err = { 0 };
+	char sha[65], bytes[32], meta[16];
+	bool created = !want_created;
+	int n;
+
+	sha_of(i, sha);
+	n = snprintf(bytes, sizeof(bytes), "\x7f" "ELF object %u", i);
+	snprintf(meta, sizeof(meta), "meta%u", i);
+	if (store_object_put(st, sha, name, bytes, (size_t)n, meta,
+			     strlen(meta), false, &created, &err) < 0)
+		fail_msg("put %u: %s", i, err.msg);
+	assert_int_equal(created, want_created);
+}
+
+/* ---------------------------------------------------------------- schema */
+
+static void test_fresh_open_creates_schema(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t before = (int64_t)time(NULL) * 1000 - 1000;
+	struct store *st = open_ok(fx->path);
+	struct stat sb;
+
+	assert_int_equal(store_schema_version(), 1);
+	assert_int_equal(store_object_count(st), 0);
+	assert_int_equal(store_probe_count(st), 0);
+	assert_int_equal(store_sample_count(st), 0);
+	assert_int_equal(store_sink_count(st), 0);
+	assert_true(store_db_bytes(st) > 0);
+	store_close(st);
+
+	assert_int_equal(raw_int(fx->path, "SELECT max(version) FROM schema_version"),
+			 store_schema_version());
+	assert_true(raw_int(fx->path, "SELECT min(applied_ms) FROM schema_version") >= before);
+	assert_int_equal(raw_int(fx->path,
+		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+		" ('objects', 'probes', 'samples', 'sinks', 'sample_drops', 'audit')"), 6);
+	/* WAL is recorded in the header (bytes 18 and 19 are 2). */
+	{
+		size_t len;
+		unsigned char *hdr = slurp(fx->path, &len);
+
+		assert_true(len >= 100);
+		assert_int_equal(hdr[18], 2);
+		assert_int_equal(hdr[19], 2);
+		free(hdr);
+	}
+	/* It will hold sink credentials. */
+	assert_int_equal(stat(fx->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+static void test_reopen_is_idempotent(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+
+	put_ok(st, 1, "kept.o", true);
+	store_close(st);
+	for (int i = 0; i < 3; i++) {
+		st = open_ok(fx->path);
+		assert_int_equal(store_object_count(st), 1);
+		store_close(st);
+	}
+	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM schema_version"),
+			 store_schema_version());
+}
+
+/* The files as a crash would leave them: the newest commits only in the
+ * WAL. The read-only check must see them, and the store must keep them. */
+static void test_reopen_after_crash(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	char copy[160], from[160], to[160];
+	struct gerr err = { 0 };
+	size_t len;
+	void *buf;
+
+	put_ok(st, 1, "a.o", true);
+	assert_int_equal(store_audit_append(st, "admin", "POST /v1/objects", "a",
+					    201, NULL, &err), 0);
+	snprintf(copy, sizeof(copy), "%s/copy.db", fx->dir);
+	snprintf(from, sizeof(from), "%s-wal", fx->path);
+	snprintf(to, sizeof(to), "%s-wal", copy);
+	buf = slurp(from, &len);
+	assert_true(len > 0);
+	spit(to, buf, len, -1);
+	free(buf);
+	buf = slurp(fx->path, &len);
+	spit(copy, buf, len, -1);
+	free(buf);
+	store_close(st);
+
+	st = open_ok(copy);
+	assert_int_equal(store_object_count(st), 1);
+	store_close(st);
+	unlink(copy);
+	unlink(to);
+	snprintf(to, sizeof(to), "%s-shm", copy);
+	unlink(to);
+}
+
+static void test_open_missing_dir_fails(void **state)
+{
+	struct fixture *fx = *state;
+	struct gerr err = { 0 };
+	struct store *st = NULL;
+	char path[192];
+
+	snprintf(path, sizeof(path), "%s/nope/graind.db", fx->dir);
+	assert_int_equal(store_open(path, &st, &err), -1);
+	assert_null(st);
+	assert_int_equal(err.status, 500);
+	assert_non_null(strstr(err.msg, path));
+}
+
+/* ---------------------------------------------------------------- objects */
+
+static void test_object_put_get_content(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct store_object obj = { 0 };
+	struct gerr err = { 0 };
+	const char bytes[] = "\x7f" "ELF\0binary\0bytes";
+	char sha[65];
+	void *got;
+	size_t len;
+	bool created = false;
+
+	sha_of(7, sha);
+	assert_int_equal(store_object_put(st, sha, "first.o", bytes, sizeof(bytes),
+					  "M", 1, true, &created, &err), 0);
+	assert_true(created);
+	/* Same content again: not stored twice, first name kept. */
+	assert_int_equal(store_object_put(st, sha, "second.o", bytes, sizeof(bytes),
+					  "N", 1, false, &created, &err), 0);
+	assert_false(created);
+	assert_int_equal(store_object_count(st), 1);
+
+	assert_int_equal(store_object_get(st, sha, &obj, &err), 0);
+	assert_string_equal(obj.sha256, sha);
+	assert_string_equal(obj.name, "first.o");
+	assert_int_equal(obj.size, sizeof(bytes));
+	assert_true(obj.builtin);
+	assert_int_equal(obj.meta_len, 1);
+	assert_memory_equal(obj.meta, "M", 1);
+	assert_true(obj.created_ms > (int64_t)time(NULL) * 1000 - 60000);
+	store_object_clear(&obj);
+	assert_null(obj.name);
+
+	assert_int_equal(store_object_content(st, sha, &got, &len, &err), 0);
+	assert_int_equal(len, sizeof(bytes));
+	assert_memory_equal(got, bytes, sizeof(bytes));
+	free(got);
+
+	sha_of(8, sha);
+	assert_int_equal(store_object_get(st, sha, &obj, &err), -1);
+	assert_int_equal(err.status, 404);
+	assert_non_null(strstr(err.msg, sha));
+	assert_int_equal(store_object_content(st, sha, &got, &len, &err), -1);
+	assert_int_equal(err.status, 404);
+	assert_null(got);
+	store_close(st);
+}
+
+static void test_object_empty_and_no_meta(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct store_object obj = { 0 };
+	struct gerr err = { 0 };
+	char sha[65];
+	void *got;
+	size_t len = 99;
+	bool created;
+
+	sha_of(3, sha);
+	assert_int_equal(store_object_put(st, sha, NULL, NULL, 0, NULL, 0, false,
+					  &created, &err), 0);
+	assert_true(created);
+	assert_int_equal(store_object_get(st, sha, &obj, &err), 0);
+	assert_string_equal(obj.name, "");
+	assert_null(obj.meta);
+	assert_int_equal(obj.meta_len, 0);
+	store_object_clear(&obj);
+	assert_int_equal(store_object_content(st, sha, &got, &len, &err), 0);
+	assert_int_equal(len, 0);
+	assert_non_null(got);
+	free(got);
+	store_close(st);
+}
+
+static void test_object_bad_sha(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct gerr err = { 0 };
+	char upper[65];
+	bool created = true;
+
+	sha_of(0xabc, upper);
+	upper[63] = 'C';
+	assert_int_equal(store_object_put(st, "abc", "x", "b", 1, NULL, 0, false,
+					  &created, &err), -1);
+	assert_int_equal(err.status, 400);
+	assert_false(created);
+	assert_int_equal(store_object_put(st, upper, "x", "b", 1, NULL, 0, false,
+					  &created, &err), -1);
+	assert_int_equal(err.status, 400);
+	assert_int_equal(store_object_count(st), 0);
+	store_close(st);
+}
+
+struct collected {
+	char sha[16][65];
+	unsigned n;
+	unsigned stop_after;   /* 0: never */
+};
+
+static int collect_object(const struct store_object *obj, void *ctx)
+{
+	struct collected *c = ctx;
+
+	assert_true(c->n < 16);
+	assert_non_null(obj->name);
+	snprintf(c->sha[c->n++], 65, "%s", obj->sha256);
+	return c->stop_after && c->n == c->stop_after ? -7 : 0;
+}
+
+static void test_object_list_paging(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct gerr err = { 0 };
+	struct collected c = { 0 };
+	char sha[65];
+	bool more;
+
+	/* Out of order, to see the listing sort them. */
+	for (unsigned i = 5; i >= 1; i--)
+		put_ok(st, i, "o", true);
+
+	assert_int_equal(store_object_list(st, NULL, 2, collect_object, &c,
+					   &more, &err), 0);
+	assert_int_equal(c.n, 2);
+	assert_true(more);
+	sha_of(1, sha);
+	assert_string_equal(c.sha[0], sha);
+	sha_of(2, sha);
+	assert_string_equal(c.sha[1], sha);
+
+	assert_int_equal(store_object_list(st, c.sha[1], 2, collect_object, &c,
+					   &more, &err), 0);
+	assert_int_equal(c.n, 4);
+	assert_true(more);
+	sha_of(4, sha);
+	assert_string_equal(c.sha[3], sha);
+
+	assert_int_equal(store_object_list(st, c.sha[3], 2, collect_object, &c,
+					   &more, &err), 0);
+	assert_int_equal(c.n, 5);
+	assert_false(more);
+	sha_of(5, sha);
+	assert_string_equal(c.sha[4], sha);
+
+	/* Exactly a full last page: no more. */
+	c.n = 0;
+	assert_int_equal(store_object_list(st, "", 5, collect_object, &c,
+					   &more, &err), 0);
+	assert_int_equal(c.n, 5);
+	assert_false(more);
+
+	/* The callback's non-zero return stops the walk and comes back. */
+	c.n = 0;
+	c.stop_after = 2;
+	assert_int_equal(store_object_list(st, NULL, 5, collect_object, &c,
+					   &more, &err), -7);
+	assert_int_equal(c.n, 2);
+	store_close(st);
+}
+
+static void test_object_delete(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct gerr err = { 0 };
+	char sha[65];
+
+	put_ok(st, 1, "a.o", true);
+	put_ok(st, 2, "b.o", true);
+	sha_of(1, sha);
+	assert_int_equal(store_object_delete(st, sha, &err), 0);
+	assert_int_equal(store_object_count(st), 1);
+	assert_int_equal(store_object_delete(st, sha, &err), -1);
+	assert_int_equal(err.status, 404);
+	assert_non_null(strstr(err.msg, sha));
+	/* Deleted content can be uploaded again. */
+	put_ok(st, 1, "a.o", true);
+	assert_int_equal(store_object_count(st), 2);
+	store_close(st);
+}
+
+static void test_object_delete_in_use(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct gerr err = { 0 };
+	char sha[65], sql[512], want[256];
+
+	put_ok(st, 1, "a.o", true);
+	sha_of(1, sha);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
+		 " VALUES ('web', '%s', x'', 0, 0), ('dns', '%s', x'', 0, 0)",
+		 sha, sha);
+	raw_exec(fx->path, sql);
+	assert_int_equal(store_probe_count(st), 2);
+
+	assert_int_equal(store_object_delete(st, sha, &err), -1);
+	assert_int_equal(err.status, 409);
+	snprintf(want, sizeof(want),
+		 "object %s is used by probe(s): dns, web; delete them first", sha);
+	assert_string_equal(err.msg, want);
+	assert_int_equal(store_object_count(st), 1);
+
+	raw_exec(fx->path, "DELETE FROM probes");
+	assert_int_equal(store_object_delete(st, sha, &err), 0);
+	assert_int_equal(store_object_count(st), 0);
+	store_close(st);
+}
+
+static void test_object_delete_many_users(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct gerr err = { 0 };
+	char sha[65], sql[256];
+
+	put_ok(st, 1, "a.o", true);
+	sha_of(1, sha);
+	for (int i = 0; i < 60; i++) {
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
+			 " VALUES ('probe-with-a-long-name-%02d', '%s', x'', 0, 0)", i, sha);
+		raw_exec(fx->path, sql);
+	}
+	assert_int_equal(store_object_delete(st, sha, &err), -1);
+	assert_int_equal(err.status, 409);
+	assert_non_null(strstr(err.msg, "probe-with-a-long-name-00, "));
+	assert_non_null(strstr(err.msg, " more; delete them first"));
+	store_close(st);
+}
+
+/* ---------------------------------------------------------------- audit */
+
+struct audit_seen {
+	uint64_t ids[16];
+	char targets[16][16];
+	unsigned n;
+};
+
+static int collect_audit(const struct store_audit *rec, void *ctx)
+{
+	struct audit_seen *s = ctx;
+
+	assert_true(s->n < 16);
+	assert_string_equal(rec->role, "admin");
+	assert_string_equal(rec->action, "PUT /v1/probes/{name}");
+	assert_true(rec->time_ms > (int64_t)time(NULL) * 1000 - 60000);
+	s->ids[s->n] = rec->id;
+	snprintf(s->targets[s->n++], 16, "%s", rec->target);
+	return 0;
+}
+
+static void test_audit_append_list(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct audit_seen s = { 0 };
+	struct gerr err = { 0 };
+	char target[16];
+	bool more;
+
+	for (int i = 0; i < 5; i++) {
+		snprintf(target, sizeof(target), "p%d", i);
+		assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
+						    target, 200 + i, NULL, &err), 0);
+	}
+	assert_int_equal(store_audit_list(st, 0, 3, collect_audit, &s, &more, &err), 0);
+	assert_int_equal(s.n, 3);
+	assert_true(more);
+	assert_string_equal(s.targets[0], "p0");
+	assert_string_equal(s.targets[2], "p2");
+	assert_true(s.ids[0] < s.ids[1] && s.ids[1] < s.ids[2]);
+
+	assert_int_equal(store_audit_list(st, s.ids[2], 3, collect_audit, &s, &more,
+					  &err), 0);
+	assert_int_equal(s.n, 5);
+	assert_false(more);
+	assert_string_equal(s.targets[3], "p3");
+	assert_string_equal(s.targets[4], "p4");
+
+	assert_int_equal(store_audit_list(st, s.ids[4], 3, collect_audit, &s, &more,
+					  &err), 0);
+	assert_int_equal(s.n, 5);
+	assert_false(more);
+	store_close(st);
+
+	/* Ids never go back, even after the newest record is removed. */
+	raw_exec(fx->path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
+	st = open_ok(fx->path);
+	assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
+					    "p5", 200, "", &err), 0);
+	s.n = 0;
+	assert_int_equal(store_audit_list(st, s.ids[3], 10, collect_audit, &s,
+					  &more, &err), 0);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.targets[0], "p5");
+	assert_true(s.ids[0] > 5);
+	store_close(st);
+}
+
+/* ---------------------------------------------------------------- refusal */
+
+/* Garbage over one page in the middle of a real database, for several
+ * pages in turn: some fail quick_check, others fail reading at all. */
+static void test_corrupt_database_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct gerr err = { 0 };
+	unsigned char garbage[4096];
+	size_t len, pages;
+	void *pristine;
+	int checked = 0;
+
+	for (unsigned i = 0; i < 1500; i++) {
+		put_ok(st, i, "object.o", true);
+		assert_int_equal(store_audit_append(st, "admin", "DELETE /v1/objects/{sha256}",
+						    "some target", 204, "", &err), 0);
+	}
+	store_close(st);
+
+	pristine = slurp(fx->path, &len);
+	pages = len / 4096;
+	assert_true(pages > 32);
+	for (size_t page = pages / 2 - 8; page < pages / 2 + 8; page++) {
+		spit(fx->path, pristine, len, -1);
+		random_bytes(garbage, sizeof(garbage), (unsigned)page);
+		spit(fx->path, garbage, sizeof(garbage), (long)(page * 4096));
+		assert_refused(fx->path, "is corrupt (quick_check: ", &err);
+		if (strstr(err.msg, "quick_check: Page "))
+			checked++;
+		assert_refused(fx->path, "; refusing to start. Move it aside or restore a backup.", NULL);
+		assert_refused(fx->path, fx->path, NULL);
+	}
+	free(pristine);
+	/* Some pages were found out by quick_check itself, not by reading. */
+	assert_true(checked > 0);
+}
+
+static void test_random_file_refused(void **state)
+{
+	struct fixture *fx = *state;
+	unsigned char garbage[64 * 1024];
+
+	random_bytes(garbage, sizeof(garbage), 7);
+	spit(fx->path, garbage, sizeof(garbage), -1);
+	assert_refused(fx->path, "is corrupt or not a SQLite database", NULL);
+	assert_refused(fx->path, "refusing to start. Move it aside or restore a backup.", NULL);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	char want[160];
+
+	store_close(st);
+	raw_exec(fx->path, "INSERT INTO schema_version VALUES (99, 0)");
+	snprintf(want, sizeof(want),
+		 "database schema version 99 is newer than this graind supports (%d); upgrade graind",
+		 store_schema_version());
+	assert_refused(fx->path, want, NULL);
+	assert_int_equal(raw_int(fx->path, "SELECT max(version) FROM schema_version"), 99);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+#define THREADS 4
+#define PUTS_PER_THREAD 100
+
+struct worker {
+	struct store *st;
+	unsigned base;
+	int failures;
+};
+
+/* No cmocka assertions in here: they cannot fail from another thread. */
+struct walk {
+	unsigned seen;
+	bool out_of_order;
+	char last[65];
+};
+
+static int walk_object(const struct store_object *obj, void *ctx)
+{
+	struct walk *wk = ctx;
+
+	if (strcmp(obj->sha256, wk->last) <= 0)
+		wk->out_of_order = true;
+	snprintf(wk->last, sizeof(wk->last), "%s", obj->sha256);
+	wk->seen++;
+	return 0;
+}
+
+/* Every object, a page at a time. */
+static int walk_all(struct store *st, struct walk *wk, struct gerr *err)
+{
+	bool more = true;
+
+	memset(wk, 0, sizeof(*wk));
+	while (more)
+		if (store_object_list(st, wk->last, 50, walk_object, wk, &more,
+				      err) < 0)
+			return -1;
+	return 0;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct walk wk;
+	struct gerr err;
+	char sha[65], bytes[16];
+	bool created;
+
+	for (unsigned i = 0; i < PUTS_PER_THREAD; i++) {
+		sha_of(w->base + i, sha);
+		snprintf(bytes, sizeof(bytes), "obj%u", w->base + i);
+		if (store_object_put(w->st, sha, "t.o", bytes, strlen(bytes), NULL,
+				     0, false, &created, &err) < 0 || !created)
+			w->failures++;
+		if (store_audit_append(w->st, "admin", "POST /v1/objects", sha, 201,
+				       NULL, &err) < 0)
+			w->failures++;
+		if (walk_all(w->st, &wk, &err) < 0 || wk.out_of_order ||
+		    wk.seen < i + 1 || wk.seen > THREADS * PUTS_PER_THREAD)
+			w->failures++;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_ok(fx->path);
+	struct worker w[THREADS];
+	pthread_t tid[THREADS];
+	struct gerr err;
+	struct walk wk;
+
+	for (int i = 0; i < THREADS; i++) {
+		w[i] = (struct worker){ .st = st, .base = 1 + i * 10000 };
+		assert_int_equal(pthread_create(&tid[i], NULL, work, &w[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+		assert_int_equal(w[i].failures, 0);
+	}
+	assert_int_equal(store_object_count(st), THREADS * PUTS_PER_THREAD);
+	assert_int_equal(walk_all(st, &wk, &err), 0);
+	assert_int_equal(wk.seen, THREADS * PUTS_PER_THREAD);
+	assert_false(wk.out_of_order);
+	store_close(st);
+	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM audit"),
+			 THREADS * PUTS_PER_THREAD);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+		T(test_fresh_open_creates_schema),
+		T(test_reopen_is_idempotent),
+		T(test_reopen_after_crash),
+		T(test_open_missing_dir_fails),
+		T(test_object_put_get_content),
+		T(test_object_empty_and_no_meta),
+		T(test_object_bad_sha),
+		T(test_object_list_paging),
+		T(test_object_delete),
+		T(test_object_delete_in_use),
+		T(test_object_delete_many_users),
+		T(test_audit_append_list),
+		T(test_corrupt_database_refused),
+		T(test_random_file_refused),
+		T(test_newer_schema_refused),
+		T(test_threads),
+#undef T
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
