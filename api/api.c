@@ -45,6 +45,13 @@ static const struct api_route routes[] = {
 	{ "DELETE", "/v1/objects/*", AUTH_ADMIN, BODY_NONE, NULL, h_object_delete },
 	{ "GET", "/v1/objects/*/content", AUTH_READER, BODY_NONE, NULL, h_object_content },
 	{ "POST", "/v1/objects/*:verify", AUTH_ADMIN, BODY_NONE, NULL, h_object_verify },
+	{ "GET", "/v1/probes", AUTH_READER, BODY_NONE, NULL, h_probe_list },
+	{ "PUT", "/v1/probes/*", AUTH_ADMIN, BODY_MESSAGE,
+	  &graind__probe_spec__descriptor, h_probe_put },
+	{ "GET", "/v1/probes/*", AUTH_READER, BODY_NONE, NULL, h_probe_get },
+	{ "DELETE", "/v1/probes/*", AUTH_ADMIN, BODY_NONE, NULL, h_probe_delete },
+	{ "POST", "/v1/probes/*:attach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_attach },
+	{ "POST", "/v1/probes/*:detach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_detach },
 	{ "GET", "/v1/audit", AUTH_READER, BODY_NONE, NULL, h_audit_list },
 };
 
@@ -286,6 +293,16 @@ out:
 	codec_free(call.body);
 	codec_free(call.reply);
 	free(call.raw);
+}
+
+void api_refuse(const char *accept, int status, const char *msg,
+		struct api_response *resp)
+{
+	struct gerr err;
+
+	memset(resp, 0, sizeof(*resp));
+	gerr_set(&err, status, "%s", msg);
+	set_error(resp, reply_format(accept), &err);
 }
 
 void api_response_clear(struct api_response *resp)

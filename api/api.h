@@ -45,6 +45,11 @@ size_t api_max_body(const struct agent *agent);
 void api_handle(struct agent *agent, const struct api_request *req,
 		struct api_response *resp);
 
+/* An error response (a graind.Status in the format `accept` asks for),
+ * for refusals the transport makes itself, such as a body over the limit. */
+void api_refuse(const char *accept, int status, const char *msg,
+		struct api_response *resp);
+
 /* Free what api_handle put into resp. */
 void api_response_clear(struct api_response *resp);
 

@@ -70,13 +70,11 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
 
 static enum MHD_Result send_too_large(struct MHD_Connection *conn, size_t limit)
 {
-	struct api_response r = { .status = 413, .content_type = "application/json" };
-	char msg[160];
+	struct api_response r;
+	char msg[96];
 
-	snprintf(msg, sizeof(msg),
-		 "{\"code\":413,\"message\":\"request body is over the %zu-byte limit\"}", limit);
-	r.body = strdup(msg);
-	r.body_len = r.body ? strlen(r.body) : 0;
+	snprintf(msg, sizeof(msg), "request body is over the %zu-byte limit", limit);
+	api_refuse(header(conn, MHD_HTTP_HEADER_ACCEPT), 413, msg, &r);
 	return send_response(conn, &r);
 }
 
