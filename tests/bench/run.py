@@ -47,7 +47,7 @@ def large_object(workdir, programs=200):
                 " __type(key, __u32); __type(value, __u64); } counts SEC(\".maps\");\n")
         for i in range(programs):
             f.write(f'SEC("xdp") int prog{i}(struct xdp_md *ctx) {{\n'
-                    f"  __u32 k = (ctx->data_end - ctx->data + {i}) & 63;\n"
+                    f"  __u32 k = (ctx->rx_queue_index + {i}) & 63;\n"
                     "  __u64 *v = bpf_map_lookup_elem(&counts, &k);\n"
                     "  if (v) __sync_fetch_and_add(v, 1);\n"
                     "  return XDP_PASS;\n}\n")
