@@ -21,7 +21,7 @@ CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
 	-DGRAIND_VERSION=\"$(VERSION)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
-LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 GEN_C    := $(BUILD)/proto/graind.pb-c.c
 GEN_H    := $(BUILD)/proto/graind.pb-c.h

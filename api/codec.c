@@ -33,17 +33,18 @@ struct path {
 	size_t len;
 };
 
+/* Runs for every field encoded or decoded: plain copies, no printf. */
 static size_t path_push_field(struct path *p, const char *json_name)
 {
-	size_t saved = p->len;
-	int n;
+	size_t saved = p->len, n = strlen(json_name);
 
-	n = snprintf(p->buf + p->len, sizeof(p->buf) - p->len, "%s%s",
-		     p->len ? "." : "", json_name);
-	if (n > 0)
-		p->len += (size_t)n;
-	if (p->len >= sizeof(p->buf))
-		p->len = sizeof(p->buf) - 1;
+	if (p->len && p->len < sizeof(p->buf) - 1)
+		p->buf[p->len++] = '.';
+	if (n > sizeof(p->buf) - 1 - p->len)
+		n = sizeof(p->buf) - 1 - p->len;
+	memcpy(p->buf + p->len, json_name, n);
+	p->len += n;
+	p->buf[p->len] = '\0';
 	return saved;
 }
 
@@ -901,20 +902,29 @@ static void sb_puts(struct sbuf *sb, const char *s)
 	sb_put(sb, s, strlen(s));
 }
 
-__attribute__((format(printf, 2, 3)))
-static void sb_printf(struct sbuf *sb, const char *fmt, ...)
+/* Decimal digits of v, optionally negative and quoted (64-bit JSON ints). */
+static void emit_integer(struct sbuf *sb, uint64_t v, bool negative, bool quoted)
 {
-	char tmp[64];
-	va_list ap;
-	int n;
+	char tmp[24];
+	size_t i = sizeof(tmp);
 
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n >= 0 && (size_t)n < sizeof(tmp))
-		sb_put(sb, tmp, (size_t)n);
-	else
-		sb->failed = true;
+	if (quoted)
+		tmp[--i] = '"';
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (negative)
+		tmp[--i] = '-';
+	if (quoted)
+		tmp[--i] = '"';
+	sb_put(sb, tmp + i, sizeof(tmp) - i);
+}
+
+static void emit_signed(struct sbuf *sb, int64_t v, bool quoted)
+{
+	/* Negate in unsigned arithmetic: INT64_MIN has no positive twin. */
+	emit_integer(sb, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, v < 0, quoted);
 }
 
 /* A JSON string literal; the caller has checked s is UTF-8. */
@@ -1005,7 +1015,7 @@ static void emit_enum(struct sbuf *sb, const ProtobufCFieldDescriptor *f,
 	if (ev)
 		emit_string(sb, ev->name, strlen(ev->name));
 	else
-		sb_printf(sb, "%" PRId32, value);  /* a value newer than us */
+		emit_signed(sb, value, false);  /* a value newer than us */
 }
 
 static int emit_message(struct sbuf *sb, const ProtobufCMessage *msg,
@@ -1030,23 +1040,23 @@ static int emit_value(struct sbuf *sb, const ProtobufCFieldDescriptor *f,
 	case PROTOBUF_C_TYPE_SINT32:
 	case PROTOBUF_C_TYPE_SFIXED32:
 		memcpy(&i32, src, sizeof(i32));
-		sb_printf(sb, "%" PRId32, i32);
+		emit_signed(sb, i32, false);
 		break;
 	case PROTOBUF_C_TYPE_UINT32:
 	case PROTOBUF_C_TYPE_FIXED32:
 		memcpy(&u32, src, sizeof(u32));
-		sb_printf(sb, "%" PRIu32, u32);
+		emit_integer(sb, u32, false, false);
 		break;
 	case PROTOBUF_C_TYPE_INT64:
 	case PROTOBUF_C_TYPE_SINT64:
 	case PROTOBUF_C_TYPE_SFIXED64:
 		memcpy(&i64, src, sizeof(i64));
-		sb_printf(sb, "\"%" PRId64 "\"", i64);
+		emit_signed(sb, i64, true);
 		break;
 	case PROTOBUF_C_TYPE_UINT64:
 	case PROTOBUF_C_TYPE_FIXED64:
 		memcpy(&u64, src, sizeof(u64));
-		sb_printf(sb, "\"%" PRIu64 "\"", u64);
+		emit_integer(sb, u64, false, true);
 		break;
 	case PROTOBUF_C_TYPE_FLOAT:
 		memcpy(&fl, src, sizeof(fl));

@@ -53,6 +53,15 @@ int h_object_get(struct api_call *call, struct gerr *err);
 int h_object_content(struct api_call *call, struct gerr *err);
 int h_object_delete(struct api_call *call, struct gerr *err);
 int h_object_verify(struct api_call *call, struct gerr *err);
+/* Probe names: [a-z0-9][a-z0-9._-]{0,62}, else 400. */
+int api_check_probe_name(const char *name, struct gerr *err);
+
+int h_probe_put(struct api_call *call, struct gerr *err);
+int h_probe_list(struct api_call *call, struct gerr *err);
+int h_probe_get(struct api_call *call, struct gerr *err);
+int h_probe_attach(struct api_call *call, struct gerr *err);
+int h_probe_detach(struct api_call *call, struct gerr *err);
+int h_probe_delete(struct api_call *call, struct gerr *err);
 int h_audit_list(struct api_call *call, struct gerr *err);
 int h_web(struct api_call *call, struct gerr *err);
 

@@ -2,6 +2,7 @@
 #ifndef GRAIND_AGENT_H
 #define GRAIND_AGENT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,11 +10,16 @@
 
 struct store;
 struct auth;
+struct probe_mgr;
 
 struct agent {
 	struct config cfg;
 	struct store *store;
 	struct auth *auth;
+	struct probe_mgr *probes;
+	/* Serialises probe changes, so the store and the kernel change
+	 * together and concurrent requests cannot interleave them. */
+	pthread_mutex_t probe_lock;
 	int64_t started_ms;             /* unix ms */
 	char listen_tcp[128];           /* "127.0.0.1:9730" as bound */
 };

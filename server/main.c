@@ -15,6 +15,8 @@
 #include "server/elf/elfchk.h"
 #include "server/features.h"
 #include "server/http.h"
+#include "server/probe/probe.h"
+#include "server/reconcile.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -94,7 +96,13 @@ int main(int argc, char **argv)
 	    features_mount(&err) < 0 ||
 	    store_open(db_path, &ag.store, &err) < 0 ||
 	    auth_load(ag.cfg.state_dir, &ag.auth, &err) < 0 ||
-	    http_start(&ag, &http, &err) < 0) {
+	    probe_mgr_new(&ag.probes, &err) < 0) {
+		fprintf(stderr, "graind: %s\n", err.msg);
+		goto out;
+	}
+	pthread_mutex_init(&ag.probe_lock, NULL);
+	reconcile_probes(&ag);
+	if (http_start(&ag, &http, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
 	}
@@ -105,6 +113,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	http_stop(http);
+	probe_mgr_free(ag.probes);  /* pinned probes keep running */
 	auth_free(ag.auth);
 	store_close(ag.store);
 	return status;

@@ -87,6 +87,44 @@ uint64_t store_object_count(struct store *st);
 /* ---------------------------------------------------------------- probes
  * Desired state of probes (filled in by the probe manager). */
 
+struct store_probe {
+	char name[64];
+	char object_sha256[65];   /* "" for a built-in object */
+	void *spec;               /* malloc'd packed graind.ProbeSpec */
+	size_t spec_len;
+	uint64_t generation;      /* 1 at creation, +1 at every spec change */
+	bool attached;            /* desired state */
+	int64_t created_ms, updated_ms;
+};
+
+void store_probe_clear(struct store_probe *probe);  /* frees the fields */
+
+/* Create or update probe `name`. The generation changes only when the spec
+ * bytes change; `attached` (the desired state) is not part of the spec.
+ * `out` (may be NULL) receives the row as stored; *created and *changed
+ * say what happened. 404 when object_sha256 names no stored object. */
+int store_probe_put(struct store *st, const char *name, const char *object_sha256,
+		    const void *spec, size_t spec_len, bool attached,
+		    struct store_probe *out,
+		    bool *created, bool *changed, struct gerr *err);
+
+/* Set the desired state only. 404 when missing. */
+int store_probe_set_attached(struct store *st, const char *name, bool attached,
+			     struct gerr *err);
+
+/* 404 when missing. */
+int store_probe_get(struct store *st, const char *name, struct store_probe *out,
+		    struct gerr *err);
+
+/* 404 when missing. */
+int store_probe_delete(struct store *st, const char *name, struct gerr *err);
+
+/* Up to `limit` probes ordered by name after `after` ("" or NULL: from the
+ * start). fn runs with the store locked: it must not call the store. */
+int store_probe_list(struct store *st, const char *after, unsigned limit,
+		     int (*fn)(const struct store_probe *probe, void *ctx),
+		     void *ctx, bool *more, struct gerr *err);
+
 uint64_t store_probe_count(struct store *st);
 
 /* ---------------------------------------------------------------- samples */

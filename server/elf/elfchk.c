@@ -303,9 +303,8 @@ static int describe_sections(const void *buf, size_t len, Graind__Object *obj,
 	size_t size;
 	const void *version;
 
+	/* elfchk_check_layout made sure the license ends inside its section. */
 	license = elfchk_section(buf, len, "license", &size);
-	if (license && !memchr(license, '\0', size))
-		return gerr_set(err, 422, "license section is not NUL-terminated");
 	if (license && elfchk_set_str(&obj->license, license) < 0)
 		return gerr_set(err, 500, "out of memory");
 	version = elfchk_section(buf, len, "version", &size);

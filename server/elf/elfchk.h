@@ -26,7 +26,8 @@ void elfchk_init(void);
 /* Check `buf` (ELF64, EM_BPF, host byte order, sane section table, at
  * least one program, BTF parses when present, libbpf opens it) and fill
  * `obj` (a Graind__Object from codec_new) with license, BTF flags, kernel
- * version, programs and maps. Does not set sha256, name, size, created.
+ * version, programs, maps and warnings (e.g. "no BTF: maps will be dumped
+ * as hex"). Does not set sha256, name, size, created.
  * Fails with 400 (not an ELF, wrong machine/class/endianness, truncated,
  * bad section table: the message names what is wrong, e.g. "object is
  * big-endian; this host is little-endian") or 422 (a well-formed ELF
@@ -36,9 +37,11 @@ int elfchk_inspect(const void *buf, size_t len, Graind__Object *obj,
 
 /* Load every program of the (already inspected) object into the kernel one
  * at a time, record the verdict, and unload it. Fills `report` (a
- * Graind__VerifyReport from codec_new) except sha256. Per-program failures
- * are verdicts, not errors; the function fails (500/422) only when the
- * object cannot be opened at all. */
+ * Graind__VerifyReport from codec_new) except sha256. Maps are created
+ * for the dry run only: never pinned, never reused from bpffs. Per-program
+ * failures are verdicts, not errors; the function fails only when the
+ * object cannot be opened at all (400/422 as for elfchk_inspect) or on
+ * 500 (out of memory). Needs root (CAP_BPF and CAP_PERFMON). */
 int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 		  struct gerr *err);
 

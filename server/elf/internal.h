@@ -15,6 +15,11 @@
 int elfchk_check_layout(const void *buf, size_t len, int *has_btf,
 			int *has_btf_ext, struct gerr *err);
 
+/* Check what libbpf trusts in a parsed BTF: type ids and name offsets in
+ * range, and chains of modifiers that end. 422 naming the bad type. */
+struct btf;
+int elfchk_check_btf(const struct btf *btf, struct gerr *err);
+
 /* The bytes of the first section called `name` (not NOBITS), or NULL.
  * Only valid after elfchk_check_layout() accepted `buf`. */
 const void *elfchk_section(const void *buf, size_t len, const char *name,

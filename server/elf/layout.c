@@ -331,7 +331,19 @@ static int check_btf(const struct layout *l, int *has_btf, int *has_btf_ext,
 	if (!btf)
 		return gerr_set(err, 422, "BTF section does not parse: %s",
 				cap.last[0] ? cap.last : strerror(-ret));
+	ret = elfchk_check_btf(btf, err);
 	btf__free(btf);
+	return ret;
+}
+
+/* libbpf 1.1 copies the license up to one byte past its section. */
+static int check_license(const struct layout *l, struct gerr *err)
+{
+	Elf64_Shdr sh;
+
+	if (find_section(l, "license", &sh) &&
+	    !memchr(l->buf + sh.sh_offset, '\0', sh.sh_size))
+		return gerr_set(err, 422, "license section is not NUL-terminated");
 	return 0;
 }
 
@@ -348,7 +360,7 @@ int elfchk_check_layout(const void *buf, size_t len, int *has_btf,
 	for (i = 1; i < l.shnum; i++)
 		if (check_section(&l, i, err) < 0)
 			return -1;
-	if (check_tables(&l, err) < 0)
+	if (check_tables(&l, err) < 0 || check_license(&l, err) < 0)
 		return -1;
 	return check_btf(&l, has_btf, has_btf_ext, err);
 }

@@ -1,6 +1,10 @@
 /* elfchk_verify: a dry run of every program through the kernel verifier.
- * Each program is loaded alone from a fresh bpf_object, which is closed
- * again before the next one, so nothing stays in the kernel. */
+ *
+ * First the whole object is loaded once, each program with a small stats
+ * log that gives the kernel's own verification time. When the kernel
+ * accepts everything that is the report. Otherwise each program is loaded
+ * alone from a fresh bpf_object, so every refusal gets its own verdict and
+ * log. Objects are closed again, so nothing stays in the kernel. */
 #include "server/elf/elfchk.h"
 #include "server/elf/internal.h"
 
@@ -267,6 +271,15 @@ static void record_success(Graind__ProgramVerdict *v,
 		v->verified_insns = info.verified_insns;
 }
 
+static int fill_verdict_names(Graind__ProgramVerdict *v, const struct bpf_program *prog)
+{
+	const char *type = libbpf_bpf_prog_type_str(bpf_program__type(prog));
+
+	return elfchk_set_str(&v->program, bpf_program__name(prog)) < 0 ||
+	       elfchk_set_str(&v->section, bpf_program__section_name(prog)) < 0 ||
+	       elfchk_set_str(&v->type, type ? type : "unknown") < 0 ? -1 : 0;
+}
+
 /* Load the idx-th program alone and fill its verdict. */
 static int verify_one(const void *buf, size_t len, size_t idx,
 		      Graind__ProgramVerdict *v, struct gerr *err)
@@ -274,7 +287,7 @@ static int verify_one(const void *buf, size_t len, size_t idx,
 	struct attempt a = { .log = calloc(1, ELFCHK_VERIFIER_LOG_MAX) };
 	struct bpf_program *prog, *target = NULL;
 	struct bpf_object *obj = NULL;
-	const char *type;
+	struct bpf_map *map;
 	uint64_t start;
 	size_t i = 0;
 	int ret = -1;
@@ -295,10 +308,10 @@ static int verify_one(const void *buf, size_t len, size_t idx,
 		gerr_set(err, 500, "program %zu vanished between two opens", idx);
 		goto out;
 	}
-	type = libbpf_bpf_prog_type_str(bpf_program__type(target));
-	if (elfchk_set_str(&v->program, bpf_program__name(target)) < 0 ||
-	    elfchk_set_str(&v->section, bpf_program__section_name(target)) < 0 ||
-	    elfchk_set_str(&v->type, type ? type : "unknown") < 0)
+	/* A dry run must neither pin maps nor reuse maps pinned by others. */
+	bpf_object__for_each_map(map, obj)
+		bpf_map__set_pin_path(map, NULL);
+	if (fill_verdict_names(v, target) < 0)
 		goto oom;
 
 	/* Log level 0 keeps accepted loads fast; on failure libbpf retries
@@ -326,6 +339,65 @@ out:
 	return ret;
 }
 
+#define STATS_LOG_SIZE 512
+
+/* "verification time 123 usec" from a BPF_LOG_STATS log, 0 when absent. */
+static uint64_t verification_time_us(const char *log)
+{
+	const char *p = strstr(log, "verification time ");
+
+	return p ? strtoull(p + strlen("verification time "), NULL, 10) : 0;
+}
+
+
+/* Load every program at once. 1 when the kernel accepted them all (the
+ * verdicts are filled), 0 when something was refused (nothing filled). */
+static int verify_all(const void *buf, size_t len, Graind__VerifyReport *report,
+		      size_t n, struct gerr *err)
+{
+	struct bpf_object *obj;
+	struct bpf_program *prog;
+	struct bpf_map *map;
+	struct elfchk_capture cap;
+	char (*logs)[STATS_LOG_SIZE];
+	size_t i = 0;
+	int ret = -1;
+
+	logs = calloc(n, sizeof(*logs));
+	if (!logs)
+		return gerr_set(err, 500, "out of memory");
+	obj = elfchk_open(buf, len, NULL, NULL, err);
+	if (!obj)
+		goto out;
+	bpf_object__for_each_map(map, obj)
+		bpf_map__set_pin_path(map, NULL);
+	bpf_object__for_each_program(prog, obj) {
+		bpf_program__set_log_buf(prog, logs[i++], STATS_LOG_SIZE);
+		bpf_program__set_log_level(prog, 4);    /* BPF_LOG_STATS */
+	}
+	elfchk_capture_begin(&cap);
+	ret = bpf_object__load(obj) == 0;
+	elfchk_capture_end();
+	for (i = 0, prog = NULL; ret == 1 && (prog = bpf_object__next_program(obj, prog)); i++) {
+		Graind__ProgramVerdict *v;
+
+		v = (Graind__ProgramVerdict *)codec_new(&graind__program_verdict__descriptor);
+		if (!v || fill_verdict_names(v, prog) < 0) {
+			codec_free((ProtobufCMessage *)v);
+			ret = gerr_set(err, 500, "out of memory");
+			break;
+		}
+		report->programs[report->n_programs++] = v;
+		v->accepted = 1;
+		v->load_time_us = verification_time_us(logs[i]);
+		record_success(v, prog);
+	}
+out:
+	bpf_object__close(obj);
+	free(logs);
+	return ret;
+}
+
 int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 		  struct gerr *err)
 {
@@ -334,7 +406,6 @@ int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 	struct bpf_object *obj;
 	struct utsname uts;
 	size_t i, n = 0;
-	int ret = -1;
 
 	obj = elfchk_open(buf, len, NULL, NULL, err);
 	if (!obj)
@@ -351,17 +422,21 @@ int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 	if (!report->programs)
 		return gerr_set(err, 500, "out of memory");
 	report->accepted = 1;
+	switch (verify_all(buf, len, report, n, err)) {
+	case 1:
+		return 0;
+	case -1:
+		return -1;
+	}
 	for (i = 0; i < n; i++) {
 		v = (Graind__ProgramVerdict *)codec_new(&graind__program_verdict__descriptor);
 		if (!v)
 			return gerr_set(err, 500, "out of memory");
 		report->programs[report->n_programs++] = v;
 		if (verify_one(buf, len, i, v, err) < 0)
-			goto out;
+			return -1;
 		if (!v->accepted)
 			report->accepted = 0;
 	}
-	ret = 0;
-out:
-	return ret;
+	return 0;
 }

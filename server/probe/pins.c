@@ -1,0 +1,189 @@
+/* The probe's directory in bpffs: its meta map and its pinned links. */
+#include "server/probe/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int probe_pin_path(char *buf, size_t n, const char *dir, const char *file)
+{
+	int len = snprintf(buf, n, "%s/%s", dir, file);
+
+	return len < 0 || (size_t)len >= n ? -1 : 0;
+}
+
+void probe_map_file(char *buf, size_t n, const char *map)
+{
+	char *p;
+
+	snprintf(buf, n, "map_%s", map);
+	for (p = buf; *p; p++)
+		if (*p == '.')
+			*p = '-';
+}
+
+int probe_meta_read(const char *dir, struct probe_meta *meta)
+{
+	char path[PATH_MAX];
+	uint32_t key = 0;
+	int fd, ret;
+
+	if (probe_pin_path(path, sizeof(path), dir, "meta") < 0)
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return -errno;
+	ret = bpf_map_lookup_elem(fd, &key, meta) < 0 ? -errno : 0;
+	close(fd);
+	if (ret == 0 && (meta->magic != PROBE_META_MAGIC ||
+			 meta->n_progs > PROBE_META_MAX_PROGS))
+		ret = -EBADMSG;
+	return ret;
+}
+
+int probe_meta_write(const char *dir, const struct probe_meta *meta,
+		     struct gerr *err)
+{
+	char path[PATH_MAX];
+	uint32_t key = 0;
+	int fd, ret = -1;
+
+	if (probe_pin_path(path, sizeof(path), dir, "meta") < 0)
+		return gerr_set(err, 500, "pin path too long: %s", dir);
+	fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "graind_meta", sizeof(key),
+			    sizeof(*meta), 1, NULL);
+	if (fd < 0)
+		return gerr_set(err, 500, "cannot create the meta map: %s", strerror(errno));
+	if (bpf_map_update_elem(fd, &key, meta, BPF_ANY) < 0 ||
+	    bpf_obj_pin(fd, path) < 0) {
+		gerr_set(err, 500, "cannot pin %s: %s", path, strerror(errno));
+		goto out;
+	}
+	ret = 0;
+out:
+	close(fd);
+	return ret;
+}
+
+int probe_dir_remove(const char *dir, struct gerr *err)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 :
+		       gerr_set(err, 500, "cannot open %s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (probe_pin_path(path, sizeof(path), dir, de->d_name) < 0 ||
+		    unlink(path) < 0)
+			ret = gerr_set(err, 500, "cannot unpin %s: %s", path, strerror(errno));
+	}
+	closedir(d);
+	if (ret == 0 && rmdir(dir) < 0 && errno != ENOENT)
+		ret = gerr_set(err, 500, "cannot remove %s: %s", dir, strerror(errno));
+	return ret;
+}
+
+void probe_old_links_free(struct probe_old_link *links, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		close(links[i].fd);
+	free(links);
+}
+
+static int open_link(const char *dir, const char *file, struct probe_old_link *l)
+{
+	char path[PATH_MAX];
+
+	if (probe_pin_path(path, sizeof(path), dir, file) < 0)
+		return -1;
+	l->fd = bpf_obj_get(path);
+	if (l->fd < 0)
+		return -1;
+	if (probe_link_info(l->fd, &l->info) < 0) {
+		close(l->fd);
+		return -1;
+	}
+	snprintf(l->file, sizeof(l->file), "%s", file);
+	l->taken = false;
+	return 0;
+}
+
+int probe_old_links_open(const char *dir, struct probe_old_link **out,
+			 size_t *n)
+{
+	struct probe_old_link *links = NULL, *grown;
+	struct dirent *de;
+	size_t count = 0;
+	DIR *d;
+
+	*out = NULL;
+	*n = 0;
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, "link_", 5) != 0)
+			continue;
+		grown = realloc(links, (count + 1) * sizeof(*links));
+		if (!grown) {
+			closedir(d);
+			probe_old_links_free(links, count);
+			return -ENOMEM;
+		}
+		links = grown;
+		if (open_link(dir, de->d_name, &links[count]) == 0)
+			count++;
+	}
+	closedir(d);
+	*out = links;
+	*n = count;
+	return 0;
+}
+
+/* "link_<prog>" or "link_<prog>-<cpu>" */
+static bool is_link_of(const char *file, const char *prog)
+{
+	size_t n = strlen(prog);
+
+	return strncmp(file, "link_", 5) == 0 && strncmp(file + 5, prog, n) == 0 &&
+	       (file[5 + n] == '\0' || file[5 + n] == '-');
+}
+
+size_t probe_prog_links(const char *dir, const char *prog,
+			struct probe_link_info *first, bool *all_alive)
+{
+	struct probe_old_link l;
+	struct dirent *de;
+	size_t count = 0;
+	DIR *d;
+
+	*all_alive = true;
+	memset(first, 0, sizeof(*first));
+	d = opendir(dir);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (!is_link_of(de->d_name, prog) || open_link(dir, de->d_name, &l) < 0)
+			continue;
+		if (!probe_link_alive(&l.info))
+			*all_alive = false;
+		if (count++ == 0 || strcmp(de->d_name + 5, prog) == 0)
+			*first = l.info;
+		close(l.fd);
+	}
+	closedir(d);
+	if (!count)
+		*all_alive = false;
+	return count;
+}

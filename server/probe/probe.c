@@ -1,0 +1,690 @@
+/* probe: load, attach, pin, adopt, swap and detach; the kernel's view of a
+ * probe for the API. See internal.h for the pin layout. */
+#include "server/probe/probe.h"
+#include "server/probe/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/codec.h"
+#include "server/elf/elfchk.h"
+#include "server/elf/internal.h"
+#include "server/util/clock.h"
+#include "server/util/log.h"
+
+#define STAGING_PREFIX "_new_"
+
+/* Why the last attach of a probe failed, until it succeeds or detaches. */
+struct failure {
+	struct failure *next;
+	char *probe;
+	char program[PROBE_PROG_NAME_MAX];
+	char msg[GERR_MSG_MAX];
+};
+
+struct probe_mgr {
+	pthread_mutex_t lock;
+	int stats_fd;			/* keeps BPF run-time statistics on */
+	struct failure *failures;
+};
+
+/* One attach in progress. */
+struct attach_ctx {
+	const char *name;
+	char dir[PATH_MAX];		/* PROBE_PIN_ROOT/<name> */
+	char staging[PATH_MAX];		/* PROBE_PIN_ROOT/_new_<name> */
+	struct bpf_object *obj;
+	struct probe_prog *progs;
+	size_t n_progs;
+	struct probe_old_link *old;
+	size_t n_old;
+	const char *failed_program;
+};
+
+/* ---------------------------------------------------------------- manager */
+
+/* A generation being built when the agent died never became a probe. */
+static void remove_staging_leftovers(void)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir(PROBE_PIN_ROOT);
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, STAGING_PREFIX, strlen(STAGING_PREFIX)) != 0 ||
+		    probe_pin_path(path, sizeof(path), PROBE_PIN_ROOT, de->d_name) < 0)
+			continue;
+		log_warn("msg=\"removing an unfinished probe generation\" path=%s", path);
+		probe_dir_remove(path, NULL);
+	}
+	closedir(d);
+}
+
+int probe_mgr_new(struct probe_mgr **out, struct gerr *err)
+{
+	struct probe_mgr *mgr;
+
+	*out = NULL;
+	elfchk_init();
+	if (mkdir(PROBE_PIN_ROOT, 0700) < 0 && errno != EEXIST)
+		return gerr_set(err, 500, "cannot create %s: %s (is bpffs mounted at /sys/fs/bpf?)",
+				PROBE_PIN_ROOT, strerror(errno));
+	mgr = calloc(1, sizeof(*mgr));
+	if (!mgr)
+		return gerr_set(err, 500, "out of memory");
+	pthread_mutex_init(&mgr->lock, NULL);
+	remove_staging_leftovers();
+	mgr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+	if (mgr->stats_fd < 0)
+		log_warn("msg=\"BPF run-time statistics unavailable\" error=\"%s\"",
+			 strerror(errno));
+	*out = mgr;
+	return 0;
+}
+
+static void failure_clear(struct probe_mgr *mgr, const char *name)
+{
+	struct failure **pp = &mgr->failures, *f;
+
+	while ((f = *pp)) {
+		if (strcmp(f->probe, name) == 0) {
+			*pp = f->next;
+			free(f->probe);
+			free(f);
+		} else {
+			pp = &f->next;
+		}
+	}
+}
+
+static void failure_record(struct probe_mgr *mgr, const char *name,
+			   const char *program, const struct gerr *err)
+{
+	struct failure *f;
+
+	failure_clear(mgr, name);
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->probe = strdup(name))) {
+		free(f);
+		return;
+	}
+	snprintf(f->program, sizeof(f->program), "%s", program ? program : "");
+	snprintf(f->msg, sizeof(f->msg), "%s", err ? err->msg : "attach failed");
+	f->next = mgr->failures;
+	mgr->failures = f;
+}
+
+static const struct failure *failure_find(struct probe_mgr *mgr, const char *name)
+{
+	struct failure *f;
+
+	for (f = mgr->failures; f; f = f->next)
+		if (strcmp(f->probe, name) == 0)
+			return f;
+	return NULL;
+}
+
+void probe_mgr_free(struct probe_mgr *mgr)
+{
+	if (!mgr)
+		return;
+	while (mgr->failures)
+		failure_clear(mgr, mgr->failures->probe);
+	if (mgr->stats_fd >= 0)
+		close(mgr->stats_fd);
+	pthread_mutex_destroy(&mgr->lock);
+	free(mgr);
+}
+
+/* Names become directory names in bpffs, where ':' stands for '.'. */
+static int check_name(const char *name, struct gerr *err)
+{
+	size_t len = strlen(name);
+
+	if (!len || len > 128 || name[0] == '.' || name[0] == '_' ||
+	    strpbrk(name, "/:"))
+		return gerr_set(err, 400, "probe name %s cannot be a pin directory name", name);
+	return 0;
+}
+
+static int probe_dir(char *buf, size_t n, const char *prefix, const char *name)
+{
+	int len = snprintf(buf, n, "%s/%s%s", PROBE_PIN_ROOT, prefix, name);
+	char *p;
+
+	if (len < 0 || (size_t)len >= n)
+		return -1;
+	for (p = buf + strlen(PROBE_PIN_ROOT) + 1; *p; p++)
+		if (*p == '.')
+			*p = ':';
+	return 0;
+}
+
+/* ---------------------------------------------------------------- adopt */
+
+/* The pinned probe runs `generation` and every link still hooks something. */
+static bool adoptable(const char *dir, uint64_t generation)
+{
+	struct probe_meta meta;
+	struct probe_link_info first;
+	bool alive;
+	uint32_t i;
+
+	if (probe_meta_read(dir, &meta) < 0 || meta.generation != generation ||
+	    !meta.n_progs)
+		return false;
+	for (i = 0; i < meta.n_progs; i++) {
+		meta.progs[i].name[PROBE_PROG_NAME_MAX - 1] = '\0';
+		if (probe_prog_links(dir, meta.progs[i].name, &first, &alive) !=
+		    meta.progs[i].n_links || !alive)
+			return false;
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------- attach */
+
+static bool is_selected(const Graind__ProbeSpec *spec, const char *prog)
+{
+	size_t i;
+
+	for (i = 0; i < spec->n_programs; i++)
+		if (strcmp(spec->programs[i]->program, prog) == 0)
+			return true;
+	return spec->n_programs == 0;
+}
+
+/* Select the programs in spec order (object order for "all"), and switch
+ * off loading for the others. */
+static int select_programs(struct attach_ctx *c, const Graind__ProbeSpec *spec,
+			   struct gerr *err)
+{
+	struct bpf_program *prog;
+	size_t n = 0, i;
+
+	bpf_object__for_each_program(prog, c->obj)
+		n++;
+	c->progs = calloc(n ? n : 1, sizeof(*c->progs));
+	if (!c->progs)
+		return gerr_set(err, 500, "out of memory");
+	for (i = 0; i < spec->n_programs; i++) {
+		const char *want = spec->programs[i]->program;
+
+		if (!bpf_object__find_program_by_name(c->obj, want))
+			return gerr_set(err, 400, "program %s not found in the object", want);
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(spec->programs[j]->program, want) == 0)
+				return gerr_set(err, 400, "program %s is listed twice", want);
+	}
+	if (n > PROBE_META_MAX_PROGS)
+		return gerr_set(err, 400, "a probe runs at most %d programs", PROBE_META_MAX_PROGS);
+
+	bpf_object__for_each_program(prog, c->obj)
+		bpf_program__set_autoload(prog, is_selected(spec, bpf_program__name(prog)));
+	/* Attach in the order the spec lists. */
+	for (i = 0; i < (spec->n_programs ? spec->n_programs : n); i++) {
+		struct probe_prog *p = &c->progs[c->n_progs++];
+
+		if (spec->n_programs) {
+			p->prog = bpf_object__find_program_by_name(c->obj, spec->programs[i]->program);
+			p->attach = spec->programs[i]->attach;
+		} else {
+			size_t k = 0;
+
+			bpf_object__for_each_program(prog, c->obj)
+				if (k++ == i)
+					p->prog = prog;
+		}
+		p->name = bpf_program__name(p->prog);
+		p->cgroup_fd = -1;
+		if (strlen(p->name) >= PROBE_PROG_NAME_MAX)
+			return gerr_set(err, 400, "program name %s is too long", p->name);
+	}
+	return 0;
+}
+
+/* The verifier's word on the first refused program, with the report. */
+static int load_failure(struct attach_ctx *c, const void *obj, size_t obj_len,
+			int ret, const struct elfchk_capture *cap,
+			Graind__VerifyReport **report, struct gerr *err)
+{
+	Graind__VerifyReport *r;
+	struct gerr verr;
+	char reason[128];
+	size_t i, k;
+
+	r = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	if (r && elfchk_verify(obj, obj_len, r, &verr) == 0) {
+		for (i = 0; i < r->n_programs; i++) {
+			const Graind__ProgramVerdict *v = r->programs[i];
+
+			for (k = 0; k < c->n_progs; k++)
+				if (!v->accepted && strcmp(v->program, c->progs[k].name) == 0)
+					break;
+			if (k == c->n_progs)
+				continue;
+			c->failed_program = c->progs[k].name;
+			gerr_set(err, 422, "the verifier refused program %s: %s%s%s",
+				 v->program, v->error,
+				 v->source_line[0] ? " at " : "", v->source_line);
+			goto out;
+		}
+	}
+	libbpf_strerror(ret, reason, sizeof(reason));
+	gerr_set(err, 422, "cannot load the object: %s%s%s%s", reason,
+		 cap->first_warn[0] ? " (" : "", cap->first_warn,
+		 cap->first_warn[0] ? ")" : "");
+out:
+	if (report && r)
+		*report = r;
+	else
+		codec_free((ProtobufCMessage *)r);
+	return -1;
+}
+
+static int load(struct attach_ctx *c, const void *obj, size_t obj_len,
+		Graind__VerifyReport **report, struct gerr *err)
+{
+	struct elfchk_capture cap;
+	int ret;
+
+	elfchk_capture_begin(&cap);
+	ret = bpf_object__load(c->obj);
+	elfchk_capture_end();
+	if (ret == 0)
+		return 0;
+	return load_failure(c, obj, obj_len, ret, &cap, report, err);
+}
+
+static void undo_all(struct attach_ctx *c)
+{
+	size_t i;
+
+	/* Newest first, so a swapped link gets back what it ran. */
+	for (i = c->n_progs; i > 0; i--)
+		probe_hook_undo(&c->progs[i - 1]);
+}
+
+static int attach_all(struct attach_ctx *c, struct gerr *err)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_progs; i++) {
+		if (probe_hook_attach(&c->progs[i], err) < 0) {
+			c->failed_program = c->progs[i].name;
+			probe_hook_undo(&c->progs[i]);
+			undo_all(c);
+			return -1;
+		}
+		c->progs[i].attached_ms = clock_unix_ms();
+	}
+	return 0;
+}
+
+static int pin_fd(const char *dir, const char *file, int fd, struct gerr *err)
+{
+	char path[PATH_MAX];
+
+	if (probe_pin_path(path, sizeof(path), dir, file) < 0)
+		return gerr_set(err, 500, "pin path too long: %s/%s", dir, file);
+	if (bpf_obj_pin(fd, path) < 0)
+		return gerr_set(err, 500, "cannot pin %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Everything of the new generation pinned in the staging directory. */
+static int pin_staging(struct attach_ctx *c, uint64_t generation,
+		       struct gerr *err)
+{
+	struct probe_meta *meta;
+	struct bpf_map *map;
+	char file[NAME_MAX + 1];
+	size_t i, k;
+	int ret = -1;
+
+	meta = calloc(1, sizeof(*meta));
+	if (!meta)
+		return gerr_set(err, 500, "out of memory");
+	if (probe_dir_remove(c->staging, err) < 0)
+		goto out;
+	if (mkdir(c->staging, 0700) < 0) {
+		gerr_set(err, 500, "cannot create %s: %s", c->staging, strerror(errno));
+		goto out;
+	}
+	bpf_object__for_each_map(map, c->obj) {
+		if (bpf_map__fd(map) < 0)
+			continue;
+		probe_map_file(file, sizeof(file), bpf_map__name(map));
+		if (pin_fd(c->staging, file, bpf_map__fd(map), err) < 0)
+			goto out;
+	}
+	meta->magic = PROBE_META_MAGIC;
+	meta->generation = generation;
+	meta->n_progs = c->n_progs;
+	for (i = 0; i < c->n_progs; i++) {
+		struct probe_prog *p = &c->progs[i];
+
+		snprintf(meta->progs[i].name, PROBE_PROG_NAME_MAX, "%s", p->name);
+		meta->progs[i].attached_ms = p->attached_ms;
+		meta->progs[i].n_links = p->n_links;
+		for (k = 0; k < p->n_links; k++)
+			if (pin_fd(c->staging, p->links[k].file, p->links[k].fd, err) < 0)
+				goto out;
+	}
+	ret = probe_meta_write(c->staging, meta, err);
+out:
+	free(meta);
+	return ret;
+}
+
+/* Replace the pinned generation by the staged one. Links the new one did
+ * not take over go with the old directory. */
+static int commit(struct attach_ctx *c, uint64_t generation, struct gerr *err)
+{
+	if (pin_staging(c, generation, err) < 0)
+		goto fail;
+	if (probe_dir_remove(c->dir, err) < 0)
+		goto fail;
+	if (rename(c->staging, c->dir) < 0) {
+		gerr_set(err, 500, "cannot rename %s to %s: %s", c->staging, c->dir,
+			 strerror(errno));
+		goto fail;
+	}
+	return 0;
+fail:
+	undo_all(c);
+	probe_dir_remove(c->staging, NULL);
+	return -1;
+}
+
+static void ctx_release(struct attach_ctx *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_progs; i++)
+		probe_hook_release(&c->progs[i]);
+	free(c->progs);
+	probe_old_links_free(c->old, c->n_old);
+	bpf_object__close(c->obj);
+}
+
+static int attach_new(struct attach_ctx *c, uint64_t generation,
+		      const Graind__ProbeSpec *spec, const void *obj,
+		      size_t obj_len, Graind__VerifyReport **report,
+		      struct gerr *err)
+{
+	size_t i;
+
+	if (probe_old_links_open(c->dir, &c->old, &c->n_old) < 0)
+		return gerr_set(err, 500, "cannot read %s", c->dir);
+	c->obj = elfchk_open(obj, obj_len, NULL, NULL, err);
+	if (!c->obj)
+		return -1;
+	if (select_programs(c, spec, err) < 0 ||
+	    probe_set_constants(c->obj, spec->constants, spec->n_constants, err) < 0 ||
+	    probe_set_map_overrides(c->obj, spec->map_overrides, spec->n_map_overrides, err) < 0)
+		return -1;
+	for (i = 0; i < c->n_progs; i++) {
+		if (probe_hook_resolve(&c->progs[i], c->old, c->n_old, err) < 0) {
+			c->failed_program = c->progs[i].name;
+			return -1;
+		}
+	}
+	if (load(c, obj, obj_len, report, err) < 0 || attach_all(c, err) < 0)
+		return -1;
+	return commit(c, generation, err);
+}
+
+int probe_attach(struct probe_mgr *mgr, const char *name, uint64_t generation,
+		 const Graind__ProbeSpec *spec, const void *obj, size_t obj_len,
+		 bool *adopted, Graind__VerifyReport **report, struct gerr *err)
+{
+	struct attach_ctx c = { .name = name };
+	int ret;
+
+	*adopted = false;
+	if (report)
+		*report = NULL;
+	if (check_name(name, err) < 0)
+		return -1;
+	if (probe_dir(c.dir, sizeof(c.dir), "", name) < 0 ||
+	    probe_dir(c.staging, sizeof(c.staging), STAGING_PREFIX, name) < 0)
+		return gerr_set(err, 400, "probe name %s is too long", name);
+
+	pthread_mutex_lock(&mgr->lock);
+	if (adoptable(c.dir, generation)) {
+		*adopted = true;
+		failure_clear(mgr, name);
+		pthread_mutex_unlock(&mgr->lock);
+		return 0;
+	}
+	ret = attach_new(&c, generation, spec, obj, obj_len, report, err);
+	if (ret < 0)
+		failure_record(mgr, name, c.failed_program, err);
+	else
+		failure_clear(mgr, name);
+	ctx_release(&c);
+	pthread_mutex_unlock(&mgr->lock);
+	if (ret == 0)
+		log_info("msg=\"probe attached\" probe=%s generation=%llu", name,
+			 (unsigned long long)generation);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- detach */
+
+int probe_detach(struct probe_mgr *mgr, const char *name, struct gerr *err)
+{
+	char dir[PATH_MAX], staging[PATH_MAX];
+	int ret;
+
+	if (check_name(name, err) < 0)
+		return -1;
+	if (probe_dir(dir, sizeof(dir), "", name) < 0 ||
+	    probe_dir(staging, sizeof(staging), STAGING_PREFIX, name) < 0)
+		return gerr_set(err, 400, "probe name %s is too long", name);
+	pthread_mutex_lock(&mgr->lock);
+	failure_clear(mgr, name);
+	ret = probe_dir_remove(staging, err);
+	if (ret == 0)
+		ret = probe_dir_remove(dir, err);
+	pthread_mutex_unlock(&mgr->lock);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- status */
+
+static int format_time(char **field, int64_t ms)
+{
+	char buf[64];
+	time_t secs = ms / 1000;
+	struct tm tm;
+	size_t n;
+
+	gmtime_r(&secs, &tm);
+	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+	return codec_set_string(field, buf);
+}
+
+static void prog_stats(Graind__ProgramStatus *st)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(st->prog_id);
+
+	if (fd < 0)
+		return;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+		st->run_count = info.run_cnt;
+		st->run_time_ns = info.run_time_ns;
+	}
+	close(fd);
+}
+
+/* Fill st for program `prog` from the pins, the meta entry (may be NULL) and
+ * the last failure (may be NULL). */
+static int program_status(Graind__ProgramStatus *st, const char *dir,
+			  const char *prog, const struct probe_meta_prog *mp,
+			  const struct failure *f)
+{
+	struct probe_link_info first;
+	bool alive;
+	size_t n;
+
+	if (codec_set_string(&st->program, prog) < 0)
+		return -1;
+	n = mp ? probe_prog_links(dir, prog, &first, &alive) : 0;
+	if (f && (!n || !f->program[0] || strcmp(f->program, prog) == 0)) {
+		st->state = GRAIND__PROGRAM_STATE__PROGRAM_FAILED;
+		if (codec_set_string(&st->error, f->msg) < 0)
+			return -1;
+	} else {
+		st->state = n && alive ? GRAIND__PROGRAM_STATE__PROGRAM_ATTACHED :
+					 GRAIND__PROGRAM_STATE__PROGRAM_DETACHED;
+		if (n && !alive && codec_set_string(&st->error, "the link no longer hooks anything (interface removed?)") < 0)
+			return -1;
+	}
+	if (!n)
+		return 0;
+	st->prog_id = first.prog_id;
+	st->link_id = first.id;
+	prog_stats(st);
+	return format_time(&st->attached_at, mp->attached_ms);
+}
+
+static const struct probe_meta_prog *meta_prog(const struct probe_meta *meta,
+					       const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; meta && i < meta->n_progs; i++)
+		if (strcmp(meta->progs[i].name, name) == 0)
+			return &meta->progs[i];
+	return NULL;
+}
+
+static int add_status(Graind__Probe *probe, const char *dir, const char *prog,
+		      const struct probe_meta *meta, const struct failure *f)
+{
+	Graind__ProgramStatus *st, **grown;
+
+	grown = realloc(probe->programs, (probe->n_programs + 1) * sizeof(*grown));
+	if (!grown)
+		return -1;
+	probe->programs = grown;
+	st = (Graind__ProgramStatus *)codec_new(&graind__program_status__descriptor);
+	if (!st)
+		return -1;
+	probe->programs[probe->n_programs++] = st;
+	return program_status(st, dir, prog, meta_prog(meta, prog), f);
+}
+
+static int fill_status(Graind__Probe *probe, const char *dir,
+		       const struct probe_meta *meta, const struct failure *f)
+{
+	const Graind__ProbeSpec *spec = probe->spec;
+	size_t i;
+
+	if (spec && spec->n_programs) {
+		for (i = 0; i < spec->n_programs; i++)
+			if (add_status(probe, dir, spec->programs[i]->program, meta, f) < 0)
+				return -1;
+		return 0;
+	}
+	if (meta) {
+		for (i = 0; i < meta->n_progs; i++)
+			if (add_status(probe, dir, meta->progs[i].name, meta, f) < 0)
+				return -1;
+		return 0;
+	}
+	if (f)
+		return add_status(probe, dir, f->program, NULL, f);
+	return 0;
+}
+
+int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
+{
+	struct probe_meta *meta;
+	char dir[PATH_MAX];
+	size_t i;
+	int ret = 0;
+
+	if (check_name(probe->name, err) < 0)
+		return -1;
+	if (probe_dir(dir, sizeof(dir), "", probe->name) < 0)
+		return gerr_set(err, 400, "probe name %s is too long", probe->name);
+	meta = calloc(1, sizeof(*meta));
+	if (!meta)
+		return gerr_set(err, 500, "out of memory");
+	for (i = 0; i < probe->n_programs; i++)
+		codec_free((ProtobufCMessage *)probe->programs[i]);
+	free(probe->programs);
+	probe->programs = NULL;
+	probe->n_programs = 0;
+
+	pthread_mutex_lock(&mgr->lock);
+	if (probe_meta_read(dir, meta) < 0) {
+		free(meta);
+		meta = NULL;
+	}
+	if (fill_status(probe, dir, meta, failure_find(mgr, probe->name)) < 0)
+		ret = gerr_set(err, 500, "out of memory");
+	pthread_mutex_unlock(&mgr->lock);
+	free(meta);
+	return ret;
+}
+
+uint64_t probe_pinned_generation(struct probe_mgr *mgr, const char *name)
+{
+	struct probe_meta *meta = calloc(1, sizeof(*meta));
+	char dir[PATH_MAX];
+	uint64_t gen = 0;
+
+	if (!meta || check_name(name, NULL) < 0 ||
+	    probe_dir(dir, sizeof(dir), "", name) < 0) {
+		free(meta);
+		return 0;
+	}
+	pthread_mutex_lock(&mgr->lock);
+	if (probe_meta_read(dir, meta) == 0)
+		gen = meta->generation;
+	pthread_mutex_unlock(&mgr->lock);
+	free(meta);
+	return gen;
+}
+
+int probe_list_pinned(struct probe_mgr *mgr,
+		      int (*fn)(const char *name, void *ctx), void *ctx)
+{
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	(void)mgr;
+	d = opendir(PROBE_PIN_ROOT);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (ret == 0 && (de = readdir(d))) {
+		char *p;
+
+		if (de->d_name[0] == '.' || de->d_name[0] == '_' || de->d_type != DT_DIR)
+			continue;
+		for (p = de->d_name; *p; p++)
+			if (*p == ':')
+				*p = '.';
+		ret = fn(de->d_name, ctx);
+	}
+	closedir(d);
+	return ret;
+}

@@ -1,0 +1,80 @@
+/* probe: the kernel side of probes.
+ *
+ * Loads a stored object with libbpf, attaches the programs a ProbeSpec
+ * selects, and pins every link and map under PROBE_PIN_ROOT/<probe>/ so
+ * probes keep running when the agent stops or is killed. A restarted agent
+ * re-adopts pinned probes without touching the kernel; detaching removes
+ * every pin, link, program and map of a probe.
+ *
+ * bpffs refuses names with a dot, so probe "a.b" lives in directory "a:b".
+ * In it: "meta" (the manager's single-entry ARRAY map: generation and
+ * attach times), "link_<prog>" per program ("link_<prog>-<cpu>" for each
+ * CPU of a perf_event program) and "map_<map>" per map of the object, a
+ * dot in the map name written '-' ("map_graind-rodata").
+ *
+ * TC programs attach as TCX links (kernel 6.6+); TCX has no priorities, so
+ * TcAttach.priority is ignored.
+ *
+ * All functions are safe to call from several threads; operations on the
+ * kernel are serialised inside. */
+#ifndef GRAIND_PROBE_H
+#define GRAIND_PROBE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+#define PROBE_PIN_ROOT "/sys/fs/bpf/graind"
+
+struct probe_mgr;
+
+/* Create PROBE_PIN_ROOT (bpffs must be mounted) and enable kernel BPF run
+ * statistics for as long as the manager lives. */
+int probe_mgr_new(struct probe_mgr **out, struct gerr *err);
+
+/* Free the manager. Never detaches anything: pinned probes keep running. */
+void probe_mgr_free(struct probe_mgr *mgr);
+
+/* Make probe `name` run `spec` at `generation`, from the object's bytes.
+ *
+ * When the probe is already pinned at this generation and its links are
+ * alive, it is adopted as it is (*adopted = true, nothing changes in the
+ * kernel). Otherwise the object is loaded, every selected program attached
+ * and pinned; an attached XDP/TC program of the same name and hook is
+ * swapped in place (bpf_link_update) so the interface never runs nothing.
+ * All or nothing: when any program fails, no new state remains and a
+ * previous generation's attachment is left as it was.
+ *
+ * Errors name the cause: 400 spec does not fit the object (unknown
+ * program, attach kind that does not fit the program type); 404 interface,
+ * binary, symbol or cgroup not found; 409 the interface already runs an
+ * XDP program that is not ours (naming its id); 422 the kernel lacks what
+ * the hook needs (e.g. "kprobes are not available: kernel built without
+ * CONFIG_KPROBES") or the verifier refused a program — then *report (when
+ * report is not NULL) is a Graind__VerifyReport the caller frees with
+ * codec_free(). */
+int probe_attach(struct probe_mgr *mgr, const char *name, uint64_t generation,
+		 const Graind__ProbeSpec *spec, const void *obj, size_t obj_len,
+		 bool *adopted, Graind__VerifyReport **report, struct gerr *err);
+
+/* Remove every pin, link, program and map of probe `name`. Nothing pinned
+ * is not an error. */
+int probe_detach(struct probe_mgr *mgr, const char *name, struct gerr *err);
+
+/* Add the kernel's view to `probe` (a Graind__Probe whose name and spec are
+ * set): one Graind__ProgramStatus per program with state, program and link
+ * ids, attach time, run count and run time; a probe that failed its last
+ * attach reports PROGRAM_FAILED with the error. */
+int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err);
+
+/* The generation pinned for `name`, or 0 when nothing is pinned. */
+uint64_t probe_pinned_generation(struct probe_mgr *mgr, const char *name);
+
+/* Call fn for the name of every probe pinned under PROBE_PIN_ROOT. */
+int probe_list_pinned(struct probe_mgr *mgr,
+		      int (*fn)(const char *name, void *ctx), void *ctx);
+
+#endif

@@ -1,0 +1,684 @@
+/* Unit tests of server/elf: elfchk_inspect on good, foreign and damaged
+ * objects, and elfchk_verify against the running kernel (needs root).
+ * The BPF objects come from $GRAIND_TEST_BPF (default build/tests/bpf);
+ * their sources are read from tests/bpf/ to find line numbers. */
+#include <elf.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#include "api/codec.h"
+#include "server/elf/elfchk.h"
+
+/* ================================================================ fixtures */
+
+struct blob {
+	unsigned char *data;
+	size_t len;
+};
+
+static struct blob read_file(const char *path)
+{
+	struct blob b = { NULL, 0 };
+	FILE *f = fopen(path, "rb");
+	long size;
+
+	if (!f)
+		fail_msg("cannot open %s: %s", path, strerror(errno));
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b.data = malloc(size + 1);
+	assert_non_null(b.data);
+	b.len = fread(b.data, 1, size, f);
+	assert_int_equal(b.len, (size_t)size);
+	fclose(f);
+	return b;
+}
+
+static struct blob test_object(const char *name)
+{
+	const char *dir = getenv("GRAIND_TEST_BPF");
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "build/tests/bpf", name);
+	return read_file(path);
+}
+
+/* The line of tests/bpf/<file> that contains `needle`. */
+static int source_line_of(const char *file, const char *needle)
+{
+	char path[512], line[512];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "tests/bpf/%s", file);
+	f = fopen(path, "r");
+	if (!f)
+		fail_msg("cannot open %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		n++;
+		if (strstr(line, needle)) {
+			fclose(f);
+			return n;
+		}
+	}
+	fclose(f);
+	fail_msg("%s has no line with %s", path, needle);
+	return -1;
+}
+
+static Graind__Object *new_object(void)
+{
+	Graind__Object *obj = (Graind__Object *)codec_new(&graind__object__descriptor);
+
+	assert_non_null(obj);
+	return obj;
+}
+
+/* Inspect bytes expected to be refused; returns the status. */
+static int inspect_fails(const void *buf, size_t len, struct gerr *err)
+{
+	Graind__Object *obj = new_object();
+	int ret;
+
+	memset(err, 0, sizeof(*err));
+	ret = elfchk_inspect(buf, len, obj, err);
+	codec_free(&obj->base);
+	if (ret == 0)
+		return 0;
+	assert_true(ret < 0);
+	assert_true(err->status == 400 || err->status == 422);
+	assert_true(err->msg[0] != '\0');
+	return err->status;
+}
+
+static void assert_inspect_error(const void *buf, size_t len, int status,
+				 const char *message)
+{
+	struct gerr err;
+
+	assert_int_equal(inspect_fails(buf, len, &err), status);
+	assert_string_equal(err.msg, message);
+}
+
+static void assert_inspect_error_has(const void *buf, size_t len, int status,
+				     const char *part)
+{
+	struct gerr err;
+
+	assert_int_equal(inspect_fails(buf, len, &err), status);
+	if (!strstr(err.msg, part))
+		fail_msg("error \"%s\" does not mention \"%s\"", err.msg, part);
+}
+
+/* Section header `name` of an object the test knows is well formed. */
+static Elf64_Shdr *find_shdr(struct blob *b, const char *name)
+{
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)b->data;
+	Elf64_Shdr *sh = (Elf64_Shdr *)(b->data + eh->e_shoff);
+	const char *names = (const char *)b->data + sh[eh->e_shstrndx].sh_offset;
+	int i;
+
+	for (i = 0; i < eh->e_shnum; i++)
+		if (strcmp(names + sh[i].sh_name, name) == 0)
+			return &sh[i];
+	fail_msg("no section %s", name);
+	return NULL;
+}
+
+/* ================================================================ inspect */
+
+static void test_inspect_accept(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Graind__Object *obj = new_object();
+	struct gerr err = { 0 };
+	Graind__Program *p;
+	Graind__Map *m;
+
+	(void)state;
+	assert_int_equal(elfchk_inspect(b.data, b.len, obj, &err), 0);
+	assert_string_equal(obj->license, "GPL");
+	assert_true(obj->has_btf);
+	assert_true(obj->has_btf_ext);
+	assert_int_equal(obj->kernel_version, 0);
+	assert_int_equal(obj->n_warnings, 0);
+
+	assert_int_equal(obj->n_programs, 2);
+	p = obj->programs[0];
+	assert_string_equal(p->name, "count_packets");
+	assert_string_equal(p->section, "xdp");
+	assert_string_equal(p->type, "xdp");
+	assert_string_equal(p->expected_attach_type, "xdp");
+	assert_true(p->insn_count > 10);
+	p = obj->programs[1];
+	assert_string_equal(p->name, "trace_nanosleep");
+	assert_string_equal(p->section, "tracepoint/syscalls/sys_enter_nanosleep");
+	assert_string_equal(p->type, "tracepoint");
+	assert_string_equal(p->expected_attach_type, "");
+	assert_true(p->insn_count > 5);
+
+	assert_int_equal(obj->n_maps, 3);
+	m = obj->maps[0];
+	assert_string_equal(m->name, "packets");
+	assert_string_equal(m->type, "hash");
+	assert_int_equal(m->key_size, 2);
+	assert_int_equal(m->value_size, 8);
+	assert_int_equal(m->max_entries, 256);
+	assert_int_equal(m->flags, 0);
+	assert_string_equal(m->key_type, "struct proto_key");
+	assert_string_equal(m->value_type, "__u64");
+	assert_false(m->internal);
+	m = obj->maps[1];
+	assert_string_equal(m->name, "totals");
+	assert_string_equal(m->type, "array");
+	assert_int_equal(m->key_size, 4);
+	assert_int_equal(m->max_entries, 4);
+	assert_string_equal(m->key_type, "__u32");
+	assert_string_equal(m->value_type, "__u64");
+	m = obj->maps[2];
+	assert_string_equal(m->name, "events");
+	assert_string_equal(m->type, "ringbuf");
+	assert_int_equal(m->key_size, 0);
+	assert_int_equal(m->value_size, 0);
+	assert_int_equal(m->max_entries, 4096);
+	assert_string_equal(m->key_type, "");
+
+	codec_free(&obj->base);
+	free(b.data);
+}
+
+static void test_inspect_internal_map(void **state)
+{
+	struct blob b = test_object("fentry.bpf.o");
+	Graind__Object *obj = new_object();
+	struct gerr err = { 0 };
+
+	(void)state;
+	assert_int_equal(elfchk_inspect(b.data, b.len, obj, &err), 0);
+	assert_int_equal(obj->n_programs, 1);
+	assert_string_equal(obj->programs[0]->type, "tracing");
+	assert_string_equal(obj->programs[0]->expected_attach_type, "trace_fentry");
+	assert_int_equal(obj->n_maps, 1);
+	assert_string_equal(obj->maps[0]->name, ".bss");
+	assert_string_equal(obj->maps[0]->type, "array");
+	assert_true(obj->maps[0]->internal);
+	codec_free(&obj->base);
+	free(b.data);
+}
+
+static void test_inspect_without_btf(void **state)
+{
+	struct blob b = test_object("reject_helper.bpf.o");
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)b.data;
+	Elf64_Shdr *sh = (Elf64_Shdr *)(b.data + eh->e_shoff);
+	char *names = (char *)b.data + sh[eh->e_shstrndx].sh_offset;
+	Graind__Object *obj = new_object();
+	struct gerr err = { 0 };
+
+	(void)state;
+	/* Rename .BTF and .BTF.ext: the object then has no BTF at all. */
+	names[find_shdr(&b, ".BTF")->sh_name + 1] = 'X';
+	names[find_shdr(&b, ".BTF.ext")->sh_name + 1] = 'X';
+	assert_int_equal(elfchk_inspect(b.data, b.len, obj, &err), 0);
+	assert_false(obj->has_btf);
+	assert_false(obj->has_btf_ext);
+	assert_int_equal(obj->n_warnings, 1);
+	assert_string_equal(obj->warnings[0], "no BTF: maps will be dumped as hex");
+	codec_free(&obj->base);
+	free(b.data);
+}
+
+/* Maps declared in .maps need BTF: libbpf refuses, and says why. */
+static void test_inspect_maps_without_btf(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)b.data;
+	Elf64_Shdr *sh = (Elf64_Shdr *)(b.data + eh->e_shoff);
+	char *names = (char *)b.data + sh[eh->e_shstrndx].sh_offset;
+
+	(void)state;
+	names[find_shdr(&b, ".BTF")->sh_name + 1] = 'X';
+	names[find_shdr(&b, ".BTF.ext")->sh_name + 1] = 'X';
+	assert_inspect_error_has(b.data, b.len, 422, "libbpf cannot open the object: ");
+	assert_inspect_error_has(b.data, b.len, 422, "BTF is required");
+	free(b.data);
+}
+
+static void test_inspect_big_endian(void **state)
+{
+	struct blob b = test_object("accept.bpfeb.o");
+
+	(void)state;
+	assert_inspect_error(b.data, b.len, 400,
+			     "object is big-endian; this host is little-endian");
+	free(b.data);
+}
+
+static void test_inspect_host_binary(void **state)
+{
+	struct blob b = read_file("/bin/true");
+
+	(void)state;
+	assert_inspect_error(b.data, b.len, 400,
+			     "object is for x86-64 (e_machine 62), not eBPF (e_machine 247)");
+	free(b.data);
+}
+
+static void test_inspect_empty_and_garbage(void **state)
+{
+	unsigned char noise[4096];
+	size_t i;
+
+	(void)state;
+	assert_inspect_error("", 0, 400, "object is empty");
+	assert_inspect_error(NULL, 0, 400, "object is empty");
+	srand(42);
+	for (i = 0; i < sizeof(noise); i++)
+		noise[i] = rand();
+	noise[0] = 0;	/* a random start could, in theory, be the magic */
+	assert_inspect_error(noise, sizeof(noise), 400, "not an ELF file (bad magic)");
+	assert_inspect_error("\x7f" "EL", 3, 400, "not an ELF file (bad magic)");
+	assert_inspect_error("\x7f" "ELF\2\1\1", 7, 400, "truncated ELF header: 7 bytes, need 64");
+}
+
+static void test_inspect_elf32(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+
+	(void)state;
+	b.data[EI_CLASS] = ELFCLASS32;
+	assert_inspect_error(b.data, b.len, 400,
+			     "object is 32-bit ELF; eBPF objects are ELF64");
+	free(b.data);
+}
+
+static void test_inspect_not_relocatable(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+
+	(void)state;
+	((Elf64_Ehdr *)b.data)->e_type = ET_EXEC;
+	assert_inspect_error_has(b.data, b.len, 400, "eBPF objects are relocatable");
+	free(b.data);
+}
+
+/* Cut accept.bpf.o every 7 bytes and at every structure boundary. */
+static void test_inspect_truncated(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)b.data;
+	size_t cuts[64], ncuts = 0, len, i;
+	Elf64_Shdr *sh = (Elf64_Shdr *)(b.data + eh->e_shoff);
+	struct gerr err;
+
+	(void)state;
+	cuts[ncuts++] = sizeof(Elf64_Ehdr) - 1;
+	cuts[ncuts++] = sizeof(Elf64_Ehdr);
+	cuts[ncuts++] = eh->e_shoff;
+	cuts[ncuts++] = b.len - 1;
+	for (i = 1; i < eh->e_shnum && ncuts + 2 < 64; i++) {
+		cuts[ncuts++] = sh[i].sh_offset;
+		cuts[ncuts++] = sh[i].sh_offset + sh[i].sh_size - 1;
+	}
+	for (len = 0; len < b.len; len += 7)
+		assert_int_not_equal(inspect_fails(b.data, len, &err), 0);
+	for (i = 0; i < ncuts; i++)
+		if (cuts[i] < b.len)
+			assert_int_not_equal(inspect_fails(b.data, cuts[i], &err), 0);
+	free(b.data);
+}
+
+static void test_inspect_bad_btf(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Elf64_Shdr *btf = find_shdr(&b, ".BTF");
+
+	(void)state;
+	b.data[btf->sh_offset] ^= 0xff;	/* the 0xeB9F magic */
+	assert_inspect_error_has(b.data, b.len, 422, "BTF section does not parse");
+	free(b.data);
+}
+
+/* A pointer into the .BTF section of `b` at the first type of `kind`, and
+ * that type's id. */
+static unsigned char *find_btf_type(struct blob *b, int kind, __u32 *id)
+{
+	Elf64_Shdr *sh = find_shdr(b, ".BTF");
+	unsigned char *sec = b->data + sh->sh_offset;
+	struct btf *btf = btf__new(sec, sh->sh_size);
+	const void *raw;
+	__u32 size, i;
+
+	assert_non_null(btf);
+	raw = btf__raw_data(btf, &size);
+	assert_int_equal(size, sh->sh_size);
+	for (i = 1; i < btf__type_cnt(btf); i++) {
+		const struct btf_type *t = btf__type_by_id(btf, i);
+
+		if (btf_kind(t) == kind) {
+			*id = i;
+			btf__free(btf);
+			return sec + ((const unsigned char *)t - (const unsigned char *)raw);
+		}
+	}
+	fail_msg("no BTF type of kind %d", kind);
+	return NULL;
+}
+
+/* libbpf 1.1 follows BTF type ids without checking them. */
+static void test_inspect_btf_dangling_id(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	struct btf_type t;
+	struct btf_member m;
+	unsigned char *p;
+	__u32 id;
+
+	(void)state;
+	p = find_btf_type(&b, BTF_KIND_STRUCT, &id);
+	memcpy(&t, p, sizeof(t));
+	assert_true(btf_vlen(&t) > 0);
+	memcpy(&m, p + sizeof(t), sizeof(m));
+	m.type = 0x7fffffff;
+	memcpy(p + sizeof(t), &m, sizeof(m));
+	assert_inspect_error_has(b.data, b.len, 422, "which does not exist");
+	free(b.data);
+}
+
+static void test_inspect_btf_loop(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	struct btf_type t;
+	unsigned char *p;
+	__u32 id;
+
+	(void)state;
+	p = find_btf_type(&b, BTF_KIND_TYPEDEF, &id);
+	memcpy(&t, p, sizeof(t));
+	t.type = id;	/* typedef T T; */
+	memcpy(p, &t, sizeof(t));
+	assert_inspect_error_has(b.data, b.len, 422, "a loop?");
+	free(b.data);
+}
+
+static void test_inspect_license_unterminated(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Elf64_Shdr *license = find_shdr(&b, "license");
+
+	(void)state;
+	memset(b.data + license->sh_offset, 'G', license->sh_size);
+	assert_inspect_error(b.data, b.len, 422, "license section is not NUL-terminated");
+	free(b.data);
+}
+
+static void test_inspect_section_out_of_range(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+
+	(void)state;
+	find_shdr(&b, "xdp")->sh_offset = b.len - 4;
+	assert_inspect_error_has(b.data, b.len, 400, "(xdp)");
+	assert_inspect_error_has(b.data, b.len, 400, "lie outside the file");
+	find_shdr(&b, "xdp")->sh_offset = UINT64_MAX - 2;
+	assert_inspect_error_has(b.data, b.len, 400, "lie outside the file");
+	free(b.data);
+}
+
+static void test_inspect_bad_tables(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)b.data;
+	struct blob copy = { malloc(b.len), b.len };
+
+	(void)state;
+	assert_non_null(copy.data);
+	memcpy(copy.data, b.data, b.len);
+	((Elf64_Ehdr *)copy.data)->e_shentsize = 40;
+	assert_inspect_error(copy.data, copy.len, 400, "section header size is 40 bytes, expected 64");
+
+	memcpy(copy.data, b.data, b.len);
+	((Elf64_Ehdr *)copy.data)->e_shstrndx = eh->e_shnum;
+	assert_inspect_error_has(copy.data, copy.len, 400, "section name table index");
+
+	memcpy(copy.data, b.data, b.len);
+	((Elf64_Ehdr *)copy.data)->e_shnum = 60000;
+	assert_inspect_error_has(copy.data, copy.len, 400, "runs past the end of the file");
+
+	memcpy(copy.data, b.data, b.len);
+	find_shdr(&copy, "xdp")->sh_name = 0x7fffffff;
+	assert_inspect_error_has(copy.data, copy.len, 400, "name is not inside");
+
+	memcpy(copy.data, b.data, b.len);
+	find_shdr(&copy, ".symtab")->sh_entsize = 7;
+	assert_inspect_error_has(copy.data, copy.len, 400, "entry size 7");
+
+	memcpy(copy.data, b.data, b.len);
+	find_shdr(&copy, ".symtab")->sh_link = eh->e_shnum + 3;
+	assert_inspect_error_has(copy.data, copy.len, 400, "does not exist");
+
+	memcpy(copy.data, b.data, b.len);
+	find_shdr(&copy, ".relxdp")->sh_info = 999;
+	assert_inspect_error_has(copy.data, copy.len, 400, "relocation section .relxdp");
+
+	free(copy.data);
+	free(b.data);
+}
+
+/* Random byte damage anywhere: refused with 400/422 or described, never a
+ * crash (ASan watches the rest). */
+static void test_inspect_mutations(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	unsigned char *copy = malloc(b.len);
+	int round, k, refused = 0;
+	struct gerr err;
+
+	(void)state;
+	assert_non_null(copy);
+	srand(7);
+	for (round = 0; round < 1500; round++) {
+		memcpy(copy, b.data, b.len);
+		for (k = 0; k < 1 + round % 4; k++)
+			copy[rand() % b.len] = rand();
+		if (inspect_fails(copy, b.len, &err))
+			refused++;
+	}
+	assert_true(refused > 0);
+	free(copy);
+	free(b.data);
+}
+
+/* ================================================================ verify */
+
+/* Programs called `name` now in the kernel. */
+static int loaded_named(const char *name)
+{
+	__u32 id = 0;
+	int count = 0;
+
+	while (bpf_prog_get_next_id(id, &id) == 0) {
+		struct bpf_prog_info info;
+		__u32 len = sizeof(info);
+		int fd = bpf_prog_get_fd_by_id(id);
+
+		if (fd < 0)
+			continue;
+		memset(&info, 0, sizeof(info));
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+		    strcmp(info.name, name) == 0)
+			count++;
+		close(fd);
+	}
+	return count;
+}
+
+static Graind__VerifyReport *verify(const char *file)
+{
+	struct blob b = test_object(file);
+	Graind__VerifyReport *r;
+	struct gerr err = { 0 };
+
+	r = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	assert_non_null(r);
+	if (elfchk_verify(b.data, b.len, r, &err) < 0)
+		fail_msg("verify %s: %d %s", file, err.status, err.msg);
+	free(b.data);
+	assert_true(r->kernel_release[0] != '\0');
+	return r;
+}
+
+static void test_verify_accept(void **state)
+{
+	int before_xdp = loaded_named("count_packets");
+	int before_tp = loaded_named("trace_nanosleep");
+	Graind__VerifyReport *r = verify("accept.bpf.o");
+	size_t i;
+
+	(void)state;
+	assert_true(r->accepted);
+	assert_int_equal(r->n_programs, 2);
+	assert_string_equal(r->programs[0]->program, "count_packets");
+	assert_string_equal(r->programs[0]->type, "xdp");
+	assert_string_equal(r->programs[1]->program, "trace_nanosleep");
+	assert_string_equal(r->programs[1]->section, "tracepoint/syscalls/sys_enter_nanosleep");
+	for (i = 0; i < r->n_programs; i++) {
+		Graind__ProgramVerdict *v = r->programs[i];
+
+		assert_true(v->accepted);
+		assert_true(v->verified_insns > 0);
+		assert_true(v->load_time_us > 0);
+		assert_string_equal(v->error, "");
+		assert_string_equal(v->verifier_log, "");
+		assert_string_equal(v->missing_feature, "");
+	}
+	/* A dry run: nothing stays loaded. */
+	assert_int_equal(loaded_named("count_packets"), before_xdp);
+	assert_int_equal(loaded_named("trace_nanosleep"), before_tp);
+	codec_free(&r->base);
+}
+
+static void test_verify_reject_oob(void **state)
+{
+	Graind__VerifyReport *r = verify("reject_oob.bpf.o");
+	Graind__ProgramVerdict *v;
+	char where[64];
+
+	(void)state;
+	assert_false(r->accepted);
+	assert_int_equal(r->n_programs, 1);
+	v = r->programs[0];
+	assert_false(v->accepted);
+	assert_string_equal(v->program, "read_past_end");
+	assert_string_equal(v->error, "invalid access to map value, value_size=8 off=64 size=8");
+	snprintf(where, sizeof(where), "reject_oob.bpf.c:%d",
+		 source_line_of("reject_oob.bpf.c", "arr[8]"));
+	assert_string_equal(v->source_line, where);
+	assert_non_null(strstr(v->source_text, "return arr[8]"));
+	assert_non_null(strstr(v->verifier_log, "invalid access to map value"));
+	assert_false(v->verifier_log_truncated);
+	assert_string_equal(v->missing_feature, "");
+	assert_int_equal(loaded_named("read_past_end"), 0);
+	codec_free(&r->base);
+}
+
+static void test_verify_reject_helper(void **state)
+{
+	Graind__VerifyReport *r = verify("reject_helper.bpf.o");
+	Graind__ProgramVerdict *v;
+	char where[64];
+
+	(void)state;
+	assert_false(r->accepted);
+	v = r->programs[0];
+	assert_false(v->accepted);
+	assert_string_equal(v->type, "socket_filter");
+	assert_non_null(strstr(v->error, "bpf_skb_store_bytes"));
+	snprintf(where, sizeof(where), "reject_helper.bpf.c:%d",
+		 source_line_of("reject_helper.bpf.c", "bpf_skb_store_bytes(skb"));
+	assert_string_equal(v->source_line, where);
+	assert_string_equal(v->missing_feature, "");
+	codec_free(&r->base);
+}
+
+static void test_verify_fentry(void **state)
+{
+	Graind__VerifyReport *r = verify("fentry.bpf.o");
+	Graind__ProgramVerdict *v = r->programs[0];
+
+	(void)state;
+	assert_string_equal(v->type, "tracing");
+	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1) {
+		/* A kernel with BPF trampolines verifies it like any other. */
+		assert_true(v->accepted);
+	} else {
+		/* This kernel refuses tracing programs outright. */
+		assert_false(r->accepted);
+		assert_false(v->accepted);
+		assert_string_equal(v->missing_feature, "BPF trampoline (fentry/fexit) support");
+		assert_non_null(strstr(v->error, "BPF trampoline (fentry/fexit) support"));
+	}
+	codec_free(&r->base);
+}
+
+static void test_verify_garbage(void **state)
+{
+	Graind__VerifyReport *r;
+	struct gerr err = { 0 };
+	struct blob b = test_object("accept.bpfeb.o");
+
+	(void)state;
+	r = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	assert_int_equal(elfchk_verify("junk", 4, r, &err), -1);
+	assert_int_equal(err.status, 400);
+	assert_int_equal(elfchk_verify(b.data, b.len, r, &err), -1);
+	assert_string_equal(err.msg, "object is big-endian; this host is little-endian");
+	assert_int_equal(r->n_programs, 0);
+	codec_free(&r->base);
+	free(b.data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_inspect_accept),
+		cmocka_unit_test(test_inspect_internal_map),
+		cmocka_unit_test(test_inspect_without_btf),
+		cmocka_unit_test(test_inspect_maps_without_btf),
+		cmocka_unit_test(test_inspect_big_endian),
+		cmocka_unit_test(test_inspect_host_binary),
+		cmocka_unit_test(test_inspect_empty_and_garbage),
+		cmocka_unit_test(test_inspect_elf32),
+		cmocka_unit_test(test_inspect_not_relocatable),
+		cmocka_unit_test(test_inspect_truncated),
+		cmocka_unit_test(test_inspect_bad_btf),
+		cmocka_unit_test(test_inspect_btf_dangling_id),
+		cmocka_unit_test(test_inspect_btf_loop),
+		cmocka_unit_test(test_inspect_license_unterminated),
+		cmocka_unit_test(test_inspect_section_out_of_range),
+		cmocka_unit_test(test_inspect_bad_tables),
+		cmocka_unit_test(test_inspect_mutations),
+		cmocka_unit_test(test_verify_accept),
+		cmocka_unit_test(test_verify_reject_oob),
+		cmocka_unit_test(test_verify_reject_helper),
+		cmocka_unit_test(test_verify_fentry),
+		cmocka_unit_test(test_verify_garbage),
+	};
+
+	elfchk_init();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

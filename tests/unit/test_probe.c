@@ -1,0 +1,1017 @@
+/* Unit tests of server/probe against the running kernel (needs root): every
+ * hook kind of tests/bpf/hooks.bpf.c attached and counting, adoption,
+ * swapping in place, detaching without leftovers, and the errors.
+ * Packets travel over a veth pair: gpt0 here (198.18.0.1), gpt1 in the
+ * network namespace graind-pt (198.18.0.2). The BPF objects come from
+ * $GRAIND_TEST_BPF (default build/tests/bpf). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/if_link.h>
+#include <linux/perf_event.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "api/codec.h"
+#include "server/probe/probe.h"
+
+#define NETNS "graind-pt"
+#define IF_HERE "gpt0"
+#define ADDR_HERE "198.18.0.1"
+#define COUNT_PORT 9
+
+enum slot {
+	SLOT_XDP,
+	SLOT_TC,
+	SLOT_TRACEPOINT,
+	SLOT_RAW_TRACEPOINT,
+	SLOT_UPROBE,
+	SLOT_CGROUP_SKB,
+	SLOT_PERF_EVENT,
+};
+
+struct blob {
+	unsigned char *data;
+	size_t len;
+};
+
+static struct probe_mgr *mgr;
+static struct blob hooks, reject;
+
+/* The uprobe target: kept out of line so the symbol exists. */
+__attribute__((noinline)) int probe_test_target(int x)
+{
+	__asm__ volatile("" ::: "memory");
+	return x + 1;
+}
+
+/* ================================================================ fixtures */
+
+static struct blob read_blob(const char *name)
+{
+	const char *dir = getenv("GRAIND_TEST_BPF");
+	struct blob b = { NULL, 0 };
+	char path[512];
+	struct stat st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "build/tests/bpf", name);
+	f = fopen(path, "rb");
+	if (!f || fstat(fileno(f), &st) < 0)
+		fail_msg("cannot open %s: %s", path, strerror(errno));
+	b.data = malloc(st.st_size);
+	assert_non_null(b.data);
+	b.len = fread(b.data, 1, st.st_size, f);
+	assert_int_equal(b.len, (size_t)st.st_size);
+	fclose(f);
+	return b;
+}
+
+static void run(const char *cmd)
+{
+	if (system(cmd) != 0)
+		fail_msg("command failed: %s", cmd);
+}
+
+static const char *const test_probes[] = {
+	"ut-net", "ut.dotted", "ut-swap", "ut-tp", "ut-uprobe", "ut-cgroup", "ut-perf",
+	"ut-err", "ut-foreign", "ut-reject", "ut-partial", "ut-override",
+};
+
+static void cleanup_network(void)
+{
+	/* Either may be absent: nothing to check. */
+	int ret = system("ip link del " IF_HERE " 2>/dev/null; ip netns del " NETNS " 2>/dev/null");
+
+	(void)ret;
+}
+
+static int setup(void **state)
+{
+	struct gerr err = { 0 };
+
+	(void)state;
+	cleanup_network();
+	run("ip netns add " NETNS " && "
+	    "ip link add " IF_HERE " type veth peer name gpt1 netns " NETNS " && "
+	    "ip addr add " ADDR_HERE "/30 dev " IF_HERE " && ip link set " IF_HERE " up && "
+	    "ip -n " NETNS " addr add 198.18.0.2/30 dev gpt1 && "
+	    "ip -n " NETNS " link set gpt1 up && ip -n " NETNS " link set lo up");
+	hooks = read_blob("hooks.bpf.o");
+	reject = read_blob("reject_oob.bpf.o");
+	if (probe_mgr_new(&mgr, &err) < 0)
+		fail_msg("probe_mgr_new: %s", err.msg);
+	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
+		probe_detach(mgr, test_probes[i], NULL);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
+		probe_detach(mgr, test_probes[i], NULL);
+	probe_mgr_free(mgr);
+	cleanup_network();
+	free(hooks.data);
+	free(reject.data);
+	return 0;
+}
+
+/* ================================================================ specs */
+
+static Graind__ProbeSpec *spec_new(void)
+{
+	Graind__ProbeSpec *s = (Graind__ProbeSpec *)codec_new(&graind__probe_spec__descriptor);
+
+	assert_non_null(s);
+	return s;
+}
+
+#define NEW(type, desc) ((type *)codec_new(&desc))
+
+static void set(char **field, const char *value)
+{
+	assert_int_equal(codec_set_string(field, value), 0);
+}
+
+/* Add program `prog` with a new attach spec of kind `kind`, returned. */
+static Graind__AttachSpec *add_prog(Graind__ProbeSpec *s, const char *prog,
+				    Graind__AttachSpec__KindCase kind)
+{
+	Graind__ProgramAttach *pa = NEW(Graind__ProgramAttach, graind__program_attach__descriptor);
+	Graind__AttachSpec *a = NEW(Graind__AttachSpec, graind__attach_spec__descriptor);
+
+	set(&pa->program, prog);
+	pa->attach = a;
+	a->kind_case = kind;
+	switch (kind) {
+	case GRAIND__ATTACH_SPEC__KIND_AUTO:
+		a->auto_ = NEW(Graind__AutoAttach, graind__auto_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_XDP:
+		a->xdp = NEW(Graind__XdpAttach, graind__xdp_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_TC:
+		a->tc = NEW(Graind__TcAttach, graind__tc_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_TRACEPOINT:
+		a->tracepoint = NEW(Graind__TracepointAttach, graind__tracepoint_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_RAW_TRACEPOINT:
+		a->raw_tracepoint = NEW(Graind__RawTracepointAttach, graind__raw_tracepoint_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_UPROBE:
+		a->uprobe = NEW(Graind__UprobeAttach, graind__uprobe_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_KPROBE:
+		a->kprobe = NEW(Graind__KprobeAttach, graind__kprobe_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_PERF_EVENT:
+		a->perf_event = NEW(Graind__PerfEventAttach, graind__perf_event_attach__descriptor);
+		break;
+	case GRAIND__ATTACH_SPEC__KIND_CGROUP:
+		a->cgroup = NEW(Graind__CgroupAttach, graind__cgroup_attach__descriptor);
+		break;
+	default:
+		fail_msg("kind %d not handled by the test", kind);
+	}
+	s->programs = realloc(s->programs, (s->n_programs + 1) * sizeof(*s->programs));
+	assert_non_null(s->programs);
+	s->programs[s->n_programs++] = pa;
+	return a;
+}
+
+static void add_xdp(Graind__ProbeSpec *s, const char *prog, const char *ifname)
+{
+	set(&add_prog(s, prog, GRAIND__ATTACH_SPEC__KIND_XDP)->xdp->ifname, ifname);
+}
+
+static void add_constant(Graind__ProbeSpec *s, const char *name, const char *value)
+{
+	Graind__Constant *c = NEW(Graind__Constant, graind__constant__descriptor);
+
+	set(&c->name, name);
+	set(&c->value, value);
+	s->constants = realloc(s->constants, (s->n_constants + 1) * sizeof(*s->constants));
+	assert_non_null(s->constants);
+	s->constants[s->n_constants++] = c;
+}
+
+static void add_target_pid(Graind__ProbeSpec *s)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	add_constant(s, "target_pid", pid);
+}
+
+/* ================================================================ kernel */
+
+static void attach_ok(const char *name, uint64_t gen, Graind__ProbeSpec *s,
+		      const struct blob *obj, bool *adopted)
+{
+	struct gerr err = { 0 };
+	bool adopted_here;
+
+	if (probe_attach(mgr, name, gen, s, obj->data, obj->len,
+			 adopted ? adopted : &adopted_here, NULL, &err) < 0)
+		fail_msg("attach %s: %d %s", name, err.status, err.msg);
+}
+
+/* Attach must fail with `status` and a message containing `needle`, and
+ * leave nothing pinned. */
+static void attach_fails(const char *name, Graind__ProbeSpec *s,
+			 const struct blob *obj, int status, const char *needle)
+{
+	struct gerr err = { 0 };
+	char dir[PATH_MAX];
+	bool adopted;
+
+	assert_int_equal(probe_attach(mgr, name, 1, s, obj->data, obj->len,
+				      &adopted, NULL, &err), -1);
+	if (err.status != status || !strstr(err.msg, needle))
+		fail_msg("expected %d \"%s\", got %d \"%s\"", status, needle, err.status, err.msg);
+	snprintf(dir, sizeof(dir), PROBE_PIN_ROOT "/%s", name);
+	assert_int_equal(access(dir, F_OK), -1);
+	assert_int_equal(probe_pinned_generation(mgr, name), 0);
+}
+
+static uint64_t count(const char *probe, uint32_t slot)
+{
+	char path[PATH_MAX];
+	uint64_t value = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), PROBE_PIN_ROOT "/%s/map_counts", probe);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		fail_msg("%s: %s", path, strerror(errno));
+	assert_int_equal(bpf_map_lookup_elem(fd, &slot, &value), 0);
+	close(fd);
+	return value;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Wait for the counter to reach want (packets travel asynchronously). */
+static uint64_t count_settled(const char *probe, uint32_t slot, uint64_t want)
+{
+	for (int i = 0; i < 200 && count(probe, slot) < want; i++)
+		sleep_ms(10);
+	sleep_ms(50);
+	return count(probe, slot);
+}
+
+/* Send n UDP datagrams to ADDR_HERE:COUNT_PORT from inside NETNS. */
+static void send_udp(int n)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(COUNT_PORT) };
+		int ns = open("/run/netns/" NETNS, O_RDONLY), s;
+
+		if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
+			_exit(2);
+		inet_pton(AF_INET, ADDR_HERE, &to.sin_addr);
+		s = socket(AF_INET, SOCK_DGRAM, 0);
+		for (int i = 0; i < n; i++)
+			if (sendto(s, "x", 1, 0, (struct sockaddr *)&to, sizeof(to)) != 1)
+				_exit(3);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* The ids of everything a pinned probe holds in the kernel. */
+struct kernel_ids {
+	uint32_t prog[16], link[16], map[32];
+	size_t n_prog, n_link, n_map;
+};
+
+static void add_id(uint32_t *ids, size_t *n, size_t max, uint32_t id)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (ids[i] == id)
+			return;
+	assert_true(*n < max);
+	ids[(*n)++] = id;
+}
+
+static void collect_ids(const char *probe, struct kernel_ids *k)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 256];
+	struct dirent *de;
+	DIR *d;
+
+	memset(k, 0, sizeof(*k));
+	snprintf(dir, sizeof(dir), PROBE_PIN_ROOT "/%s", probe);
+	d = opendir(dir);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		union { struct bpf_link_info link; struct bpf_map_info map; } info;
+		struct bpf_prog_info pi;
+		uint32_t len = sizeof(info), map_ids[16], plen = sizeof(pi);
+		int fd, pfd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		fd = bpf_obj_get(path);
+		assert_true(fd >= 0);
+		memset(&info, 0, sizeof(info));
+		assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+		if (strncmp(de->d_name, "link_", 5) == 0) {
+			add_id(k->link, &k->n_link, 16, info.link.id);
+			add_id(k->prog, &k->n_prog, 16, info.link.prog_id);
+			pfd = bpf_prog_get_fd_by_id(info.link.prog_id);
+			assert_true(pfd >= 0);
+			memset(&pi, 0, sizeof(pi));
+			pi.nr_map_ids = 16;
+			pi.map_ids = (uintptr_t)map_ids;
+			assert_int_equal(bpf_obj_get_info_by_fd(pfd, &pi, &plen), 0);
+			for (uint32_t i = 0; i < pi.nr_map_ids && i < 16; i++)
+				add_id(k->map, &k->n_map, 32, map_ids[i]);
+			close(pfd);
+		} else {
+			add_id(k->map, &k->n_map, 32, info.map.id);
+		}
+		close(fd);
+	}
+	closedir(d);
+	assert_true(k->n_link > 0 && k->n_prog > 0 && k->n_map > 0);
+}
+
+static bool id_exists(int (*get)(uint32_t), uint32_t id)
+{
+	int fd = get(id);
+
+	if (fd < 0)
+		return errno != ENOENT;
+	close(fd);
+	return true;
+}
+
+static int link_by_id(uint32_t id) { return bpf_link_get_fd_by_id(id); }
+static int prog_by_id(uint32_t id) { return bpf_prog_get_fd_by_id(id); }
+static int map_by_id(uint32_t id) { return bpf_map_get_fd_by_id(id); }
+
+static bool any_exists(const struct kernel_ids *k)
+{
+	for (size_t i = 0; i < k->n_link; i++)
+		if (id_exists(link_by_id, k->link[i]))
+			return true;
+	for (size_t i = 0; i < k->n_prog; i++)
+		if (id_exists(prog_by_id, k->prog[i]))
+			return true;
+	for (size_t i = 0; i < k->n_map; i++)
+		if (id_exists(map_by_id, k->map[i]))
+			return true;
+	return false;
+}
+
+/* Objects go away asynchronously (RCU) after their last reference. */
+static void assert_all_gone(const struct kernel_ids *k)
+{
+	for (int i = 0; i < 200 && any_exists(k); i++)
+		sleep_ms(10);
+	assert_false(any_exists(k));
+}
+
+static void detach_clean(const char *probe)
+{
+	struct kernel_ids k;
+	struct gerr err = { 0 };
+	char dir[PATH_MAX];
+
+	collect_ids(probe, &k);
+	assert_int_equal(probe_detach(mgr, probe, &err), 0);
+	snprintf(dir, sizeof(dir), PROBE_PIN_ROOT "/%s", probe);
+	assert_int_equal(access(dir, F_OK), -1);
+	assert_all_gone(&k);
+}
+
+static Graind__Probe *status_of(const char *name, Graind__ProbeSpec *spec)
+{
+	Graind__Probe *p = NEW(Graind__Probe, graind__probe__descriptor);
+	struct gerr err = { 0 };
+
+	set(&p->name, name);
+	p->spec = spec;
+	if (probe_status(mgr, p, &err) < 0)
+		fail_msg("status: %s", err.msg);
+	return p;
+}
+
+static void status_free(Graind__Probe *p)
+{
+	p->spec = NULL;		/* the test's */
+	codec_free((ProtobufCMessage *)p);
+}
+
+static uint32_t pinned_link_id(const char *probe, const char *prog)
+{
+	struct bpf_link_info info;
+	char path[PATH_MAX];
+	uint32_t len = sizeof(info);
+	int fd;
+
+	snprintf(path, sizeof(path), PROBE_PIN_ROOT "/%s/link_%s", probe, prog);
+	fd = bpf_obj_get(path);
+	assert_true(fd >= 0);
+	memset(&info, 0, sizeof(info));
+	assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+	close(fd);
+	return info.id;
+}
+
+/* ================================================================ tests */
+
+static void test_xdp_and_tc_count_packets(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *tc;
+	Graind__Probe *st;
+
+	(void)state;
+	add_xdp(s, "count_xdp", IF_HERE);
+	tc = add_prog(s, "count_tc", GRAIND__ATTACH_SPEC__KIND_TC);
+	set(&tc->tc->ifname, IF_HERE);
+	tc->tc->direction = GRAIND__TC_DIRECTION__TC_INGRESS;
+	attach_ok("ut-net", 1, s, &hooks, NULL);
+	assert_int_equal(probe_pinned_generation(mgr, "ut-net"), 1);
+
+	send_udp(5);
+	assert_int_equal(count_settled("ut-net", SLOT_XDP, 5), 5);
+	assert_int_equal(count_settled("ut-net", SLOT_TC, 5), 5);
+
+	st = status_of("ut-net", s);
+	assert_int_equal(st->n_programs, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(st->programs[i]->state, GRAIND__PROGRAM_STATE__PROGRAM_ATTACHED);
+		assert_true(st->programs[i]->prog_id > 0);
+		assert_true(st->programs[i]->link_id > 0);
+		assert_true(st->programs[i]->run_count >= 5);
+		assert_int_equal(strlen(st->programs[i]->attached_at), 24);
+	}
+	assert_string_equal(st->programs[0]->program, "count_xdp");
+	status_free(st);
+
+	detach_clean("ut-net");
+	st = status_of("ut-net", s);
+	assert_int_equal(st->programs[0]->state, GRAIND__PROGRAM_STATE__PROGRAM_DETACHED);
+	status_free(st);
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_adopt_restart_and_swap(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	uint32_t link, tc_link, old_prog;
+	struct gerr err = { 0 };
+	Graind__AttachSpec *tc;
+	Graind__Probe *st;
+	bool adopted;
+
+	(void)state;
+	add_xdp(s, "count_xdp", IF_HERE);
+	tc = add_prog(s, "count_tc", GRAIND__ATTACH_SPEC__KIND_TC);
+	set(&tc->tc->ifname, IF_HERE);
+	tc->tc->direction = GRAIND__TC_DIRECTION__TC_EGRESS;
+	attach_ok("ut-swap", 1, s, &hooks, &adopted);
+	assert_false(adopted);
+	link = pinned_link_id("ut-swap", "count_xdp");
+	tc_link = pinned_link_id("ut-swap", "count_tc");
+	send_udp(2);
+	assert_int_equal(count_settled("ut-swap", SLOT_XDP, 2), 2);
+
+	/* Same generation: adopted, the kernel untouched. */
+	attach_ok("ut-swap", 1, s, &hooks, &adopted);
+	assert_true(adopted);
+	assert_int_equal(pinned_link_id("ut-swap", "count_xdp"), link);
+
+	/* A new manager (a restarted agent) adopts too, counts kept. */
+	probe_mgr_free(mgr);
+	assert_int_equal(probe_mgr_new(&mgr, &err), 0);
+	attach_ok("ut-swap", 1, s, &hooks, &adopted);
+	assert_true(adopted);
+	assert_int_equal(count("ut-swap", SLOT_XDP), 2);
+
+	/* A new generation swaps the program under the same link. */
+	st = status_of("ut-swap", s);
+	old_prog = st->programs[0]->prog_id;
+	status_free(st);
+	attach_ok("ut-swap", 2, s, &hooks, &adopted);
+	assert_false(adopted);
+	assert_int_equal(probe_pinned_generation(mgr, "ut-swap"), 2);
+	assert_int_equal(pinned_link_id("ut-swap", "count_xdp"), link);
+	assert_int_equal(pinned_link_id("ut-swap", "count_tc"), tc_link);
+	st = status_of("ut-swap", s);
+	assert_int_not_equal(st->programs[0]->prog_id, old_prog);
+	assert_int_equal(st->programs[0]->link_id, link);
+	status_free(st);
+	{
+		struct kernel_ids old = { .prog = { old_prog }, .n_prog = 1 };
+
+		assert_all_gone(&old);
+	}
+	send_udp(3);
+	assert_int_equal(count_settled("ut-swap", SLOT_XDP, 3), 3);
+
+	/* A generation that fails half-way leaves generation 2 running. */
+	{
+		Graind__ProbeSpec *bad = spec_new();
+		Graind__AttachSpec *a;
+
+		add_xdp(bad, "count_xdp", IF_HERE);
+		a = add_prog(bad, "count_sys_enter", GRAIND__ATTACH_SPEC__KIND_RAW_TRACEPOINT);
+		set(&a->raw_tracepoint->name, "no_such_tracepoint_xyz");
+		st = status_of("ut-swap", s);
+		old_prog = st->programs[0]->prog_id;
+		status_free(st);
+		assert_int_equal(probe_attach(mgr, "ut-swap", 3, bad, hooks.data, hooks.len,
+					      &adopted, NULL, &err), -1);
+		assert_int_equal(err.status, 404);
+		assert_int_equal(probe_pinned_generation(mgr, "ut-swap"), 2);
+		assert_int_equal(pinned_link_id("ut-swap", "count_xdp"), link);
+		st = status_of("ut-swap", s);
+		assert_int_equal(st->programs[0]->prog_id, old_prog);
+		status_free(st);
+		send_udp(1);
+		assert_int_equal(count_settled("ut-swap", SLOT_XDP, 4), 4);
+		codec_free((ProtobufCMessage *)bad);
+	}
+
+	detach_clean("ut-swap");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_tracepoints_with_constant(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *a;
+
+	(void)state;
+	a = add_prog(s, "count_getpid", GRAIND__ATTACH_SPEC__KIND_TRACEPOINT);
+	set(&a->tracepoint->category, "syscalls");
+	set(&a->tracepoint->name, "sys_enter_getpid");
+	a = add_prog(s, "count_sys_enter", GRAIND__ATTACH_SPEC__KIND_RAW_TRACEPOINT);
+	set(&a->raw_tracepoint->name, "sys_enter");
+	add_target_pid(s);
+	attach_ok("ut-tp", 1, s, &hooks, NULL);
+
+	for (int i = 0; i < 7; i++)
+		syscall(SYS_getpid);
+	assert_int_equal(count("ut-tp", SLOT_TRACEPOINT), 7);
+	assert_true(count("ut-tp", SLOT_RAW_TRACEPOINT) >= 7);
+	detach_clean("ut-tp");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_auto_attach_tracepoint(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+
+	(void)state;
+	add_prog(s, "count_getpid", GRAIND__ATTACH_SPEC__KIND_AUTO);
+	add_target_pid(s);
+	attach_ok("ut-tp", 1, s, &hooks, NULL);
+	for (int i = 0; i < 3; i++)
+		syscall(SYS_getpid);
+	assert_int_equal(count("ut-tp", SLOT_TRACEPOINT), 3);
+	detach_clean("ut-tp");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_uprobe(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *a;
+	char self[PATH_MAX];
+	ssize_t n;
+
+	(void)state;
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = '\0';
+	a = add_prog(s, "count_uprobe", GRAIND__ATTACH_SPEC__KIND_UPROBE);
+	set(&a->uprobe->binary, self);
+	set(&a->uprobe->symbol, "probe_test_target");
+	a->uprobe->pid = getpid();
+	attach_ok("ut-uprobe", 1, s, &hooks, NULL);
+	for (int i = 0; i < 4; i++)
+		probe_test_target(i);
+	assert_int_equal(count("ut-uprobe", SLOT_UPROBE), 4);
+	detach_clean("ut-uprobe");
+
+	set(&a->uprobe->symbol, "no_such_symbol_here");
+	attach_fails("ut-uprobe", s, &hooks, 404, "no_such_symbol_here");
+	set(&a->uprobe->binary, "/no/such/binary");
+	attach_fails("ut-uprobe", s, &hooks, 404, "binary /no/such/binary not found");
+	codec_free((ProtobufCMessage *)s);
+}
+
+/* Where cgroup v2 is mounted (a hybrid host has it below /sys/fs/cgroup). */
+static void cgroup2_mount(char *buf, size_t n)
+{
+	char dev[64], dir[PATH_MAX], type[64];
+	FILE *f = fopen("/proc/mounts", "r");
+
+	assert_non_null(f);
+	buf[0] = '\0';
+	while (fscanf(f, "%63s %4095s %63s %*[^\n]", dev, dir, type) == 3)
+		if (strcmp(type, "cgroup2") == 0 && !buf[0])
+			snprintf(buf, n, "%s", dir);
+	fclose(f);
+	if (!buf[0])
+		fail_msg("cgroup v2 is not mounted");
+}
+
+/* This process's cgroup v2 directory. */
+static void own_cgroup(char *buf, size_t n)
+{
+	char line[512], mount[PATH_MAX];
+	FILE *f = fopen("/proc/self/cgroup", "r");
+
+	cgroup2_mount(mount, sizeof(mount));
+	assert_non_null(f);
+	buf[0] = '\0';
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(buf, n, "%s%s", mount, line + 3);
+		}
+	}
+	fclose(f);
+	assert_true(buf[0] != '\0');
+}
+
+static void test_cgroup_skb(void **state)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(COUNT_PORT) };
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *a;
+	char cg[PATH_MAX], buf[8];
+	int rx, tx;
+
+	(void)state;
+	own_cgroup(cg, sizeof(cg));
+	a = add_prog(s, "count_cgroup_skb", GRAIND__ATTACH_SPEC__KIND_CGROUP);
+	set(&a->cgroup->path, cg);
+	attach_ok("ut-cgroup", 1, s, &hooks, NULL);
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	rx = socket(AF_INET, SOCK_DGRAM, 0);
+	tx = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_int_equal(bind(rx, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sendto(tx, "x", 1, 0, (struct sockaddr *)&addr, sizeof(addr)), 1);
+		assert_int_equal(recv(rx, buf, sizeof(buf), 0), 1);
+	}
+	close(rx);
+	close(tx);
+	assert_true(count("ut-cgroup", SLOT_CGROUP_SKB) >= 3);
+	detach_clean("ut-cgroup");
+
+	set(&a->cgroup->path, "/no/such/cgroup");
+	attach_fails("ut-cgroup", s, &hooks, 404, "cgroup /no/such/cgroup not found");
+	set(&a->cgroup->path, "/tmp");
+	attach_fails("ut-cgroup", s, &hooks, 400, "/tmp is not a cgroup v2 directory");
+	set(&a->cgroup->path, cg);
+	set(&a->cgroup->attach_type, "no_such_type");
+	attach_fails("ut-cgroup", s, &hooks, 400, "unknown cgroup attach type");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_perf_event_every_cpu(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *a;
+	char path[PATH_MAX];
+	struct timespec t0, t;
+
+	(void)state;
+	a = add_prog(s, "count_perf_event", GRAIND__ATTACH_SPEC__KIND_PERF_EVENT);
+	a->perf_event->type = PERF_TYPE_SOFTWARE;
+	a->perf_event->config = PERF_COUNT_SW_CPU_CLOCK;
+	a->perf_event->sample_freq = 1000;
+	attach_ok("ut-perf", 1, s, &hooks, NULL);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 100);
+	assert_true(count("ut-perf", SLOT_PERF_EVENT) > 0);
+	for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++) {
+		snprintf(path, sizeof(path), PROBE_PIN_ROOT "/ut-perf/link_count_perf_event-%ld", cpu);
+		assert_int_equal(access(path, F_OK), 0);
+	}
+	detach_clean("ut-perf");
+
+	a->perf_event->sample_freq = 0;
+	attach_fails("ut-perf", s, &hooks, 400, "sample_period or sample_freq");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_errors(void **state)
+{
+	Graind__ProbeSpec *s;
+	Graind__AttachSpec *a;
+
+	(void)state;
+	s = spec_new();
+	a = add_prog(s, "count_kprobe", GRAIND__ATTACH_SPEC__KIND_KPROBE);
+	set(&a->kprobe->function, "do_nanosleep");
+	attach_fails("ut-err", s, &hooks, 422, "kernel built without CONFIG_KPROBES");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_prog(s, "count_kprobe", GRAIND__ATTACH_SPEC__KIND_AUTO);
+	attach_fails("ut-err", s, &hooks, 422, "CONFIG_KPROBES");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_xdp(s, "count_xdp", "veth9");
+	attach_fails("ut-err", s, &hooks, 404, "interface veth9 not found");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	a = add_prog(s, "count_xdp", GRAIND__ATTACH_SPEC__KIND_TRACEPOINT);
+	set(&a->tracepoint->category, "syscalls");
+	set(&a->tracepoint->name, "sys_enter_getpid");
+	attach_fails("ut-err", s, &hooks, 400, "program count_xdp is xdp; it cannot attach as a tracepoint");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_xdp(s, "no_such_program", IF_HERE);
+	attach_fails("ut-err", s, &hooks, 400, "program no_such_program not found");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_prog(s, "count_xdp", GRAIND__ATTACH_SPEC__KIND_AUTO);
+	attach_fails("ut-err", s, &hooks, 400, "needs an interface");
+	codec_free((ProtobufCMessage *)s);
+
+	/* Every program, attach auto: the XDP one has no interface. */
+	s = spec_new();
+	attach_fails("ut-err", s, &hooks, 400, "needs an interface");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_xdp(s, "count_xdp", IF_HERE);
+	add_constant(s, "no_such_constant", "1");
+	attach_fails("ut-err", s, &hooks, 400, "constant no_such_constant not found");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_xdp(s, "count_xdp", IF_HERE);
+	add_constant(s, "target_pid", "0x100000000");
+	attach_fails("ut-err", s, &hooks, 400, "not a 4-byte integer");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_xdp(s, "count_xdp", IF_HERE);
+	add_constant(s, "label", "far too long");
+	attach_fails("ut-err", s, &hooks, 400, "at most 7 characters");
+	codec_free((ProtobufCMessage *)s);
+
+	s = spec_new();
+	add_xdp(s, "count_xdp", IF_HERE);
+	s->map_overrides = calloc(1, sizeof(*s->map_overrides));
+	s->map_overrides[0] = NEW(Graind__MapOverride, graind__map_override__descriptor);
+	s->n_map_overrides = 1;
+	set(&s->map_overrides[0]->map, "no_such_map");
+	s->map_overrides[0]->max_entries = 16;
+	attach_fails("ut-err", s, &hooks, 400, "map no_such_map not found");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_constants_and_overrides_apply(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+	int fd;
+
+	(void)state;
+	add_xdp(s, "count_xdp", IF_HERE);
+	add_constant(s, "target_pid", "0x2a");
+	add_constant(s, "label", "abc");
+	s->map_overrides = calloc(1, sizeof(*s->map_overrides));
+	s->map_overrides[0] = NEW(Graind__MapOverride, graind__map_override__descriptor);
+	s->n_map_overrides = 1;
+	set(&s->map_overrides[0]->map, "counts");
+	s->map_overrides[0]->max_entries = 16;
+	attach_ok("ut-override", 1, s, &hooks, NULL);
+
+	fd = bpf_obj_get(PROBE_PIN_ROOT "/ut-override/map_counts");
+	assert_true(fd >= 0);
+	memset(&info, 0, sizeof(info));
+	assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+	assert_int_equal(info.max_entries, 16);
+	close(fd);
+	{
+		struct { uint32_t pid; char label[8]; } ro;
+		uint32_t key = 0;
+
+		fd = bpf_obj_get(PROBE_PIN_ROOT "/ut-override/map_graind-rodata");
+		assert_true(fd >= 0);
+		assert_int_equal(bpf_map_lookup_elem(fd, &key, &ro), 0);
+		assert_int_equal(ro.pid, 42);
+		assert_string_equal(ro.label, "abc");
+		close(fd);
+	}
+	detach_clean("ut-override");
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_foreign_xdp_program(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	struct bpf_object *obj;
+	struct bpf_program *prog;
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+	int ifindex = if_nametoindex(IF_HERE);
+	char want[64];
+
+	(void)state;
+	obj = bpf_object__open_mem(hooks.data, hooks.len, NULL);
+	assert_non_null(obj);
+	bpf_object__for_each_program(prog, obj)
+		bpf_program__set_autoload(prog, strcmp(bpf_program__name(prog), "count_xdp") == 0);
+	assert_int_equal(bpf_object__load(obj), 0);
+	prog = bpf_object__find_program_by_name(obj, "count_xdp");
+	assert_int_equal(bpf_xdp_attach(ifindex, bpf_program__fd(prog), XDP_FLAGS_SKB_MODE, NULL), 0);
+	memset(&info, 0, sizeof(info));
+	assert_int_equal(bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len), 0);
+	snprintf(want, sizeof(want), "XDP program id %u", info.id);
+
+	add_xdp(s, "count_xdp", IF_HERE);
+	attach_fails("ut-foreign", s, &hooks, 409, want);
+
+	bpf_xdp_detach(ifindex, XDP_FLAGS_SKB_MODE, NULL);
+	bpf_object__close(obj);
+	codec_free((ProtobufCMessage *)s);
+}
+
+static void test_verifier_rejects(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	Graind__VerifyReport *report = NULL;
+	struct gerr err = { 0 };
+	bool adopted;
+
+	(void)state;
+	add_xdp(s, "read_past_end", IF_HERE);
+	assert_int_equal(probe_attach(mgr, "ut-reject", 1, s, reject.data, reject.len,
+				      &adopted, &report, &err), -1);
+	assert_int_equal(err.status, 422);
+	assert_non_null(strstr(err.msg, "the verifier refused program read_past_end"));
+	assert_non_null(report);
+	assert_false(report->accepted);
+	assert_int_equal(report->n_programs, 1);
+	assert_false(report->programs[0]->accepted);
+	assert_true(report->programs[0]->error[0] != '\0');
+	assert_true(report->programs[0]->verifier_log[0] != '\0');
+	assert_int_equal(probe_pinned_generation(mgr, "ut-reject"), 0);
+	codec_free((ProtobufCMessage *)report);
+	codec_free((ProtobufCMessage *)s);
+}
+
+/* The largest id of a program called one of `names`, above `after`. */
+static uint32_t newest_prog_named(const char *const *names, size_t n, uint32_t after)
+{
+	uint32_t id = after, found = 0;
+
+	while (bpf_prog_get_next_id(id, &id) == 0) {
+		struct bpf_prog_info info;
+		uint32_t len = sizeof(info);
+		int fd = bpf_prog_get_fd_by_id(id);
+
+		if (fd < 0)
+			continue;
+		memset(&info, 0, sizeof(info));
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			for (size_t i = 0; i < n; i++)
+				if (strcmp(info.name, names[i]) == 0)
+					found = id;
+		close(fd);
+	}
+	return found;
+}
+
+static void test_second_program_fails_leaves_nothing(void **state)
+{
+	static const char *const ours[] = { "count_getpid", "count_sys_enter" };
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *a;
+	Graind__Probe *st;
+	uint32_t before = 0, id = 0;
+
+	(void)state;
+	while (bpf_prog_get_next_id(id, &id) == 0)
+		before = id;
+	a = add_prog(s, "count_getpid", GRAIND__ATTACH_SPEC__KIND_TRACEPOINT);
+	set(&a->tracepoint->category, "syscalls");
+	set(&a->tracepoint->name, "sys_enter_getpid");
+	a = add_prog(s, "count_sys_enter", GRAIND__ATTACH_SPEC__KIND_RAW_TRACEPOINT);
+	set(&a->raw_tracepoint->name, "no_such_tracepoint_xyz");
+	attach_fails("ut-partial", s, &hooks, 404, "no_such_tracepoint_xyz");
+
+	for (int i = 0; i < 200 && newest_prog_named(ours, 2, before); i++)
+		sleep_ms(10);
+	assert_int_equal(newest_prog_named(ours, 2, before), 0);
+
+	st = status_of("ut-partial", s);
+	assert_int_equal(st->n_programs, 2);
+	assert_int_equal(st->programs[1]->state, GRAIND__PROGRAM_STATE__PROGRAM_FAILED);
+	assert_non_null(strstr(st->programs[1]->error, "no_such_tracepoint_xyz"));
+	status_free(st);
+	codec_free((ProtobufCMessage *)s);
+}
+
+static int find_listed(const char *name, void *ctx)
+{
+	if (strcmp(name, "ut.dotted") == 0)
+		++*(int *)ctx;
+	return 0;
+}
+
+/* bpffs refuses dots in names: the probe's directory stands in for them. */
+static void test_dotted_name_listed(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	int n = 0;
+
+	(void)state;
+	set(&add_prog(s, "count_xdp", GRAIND__ATTACH_SPEC__KIND_AUTO)->auto_->ifname, IF_HERE);
+	attach_ok("ut.dotted", 3, s, &hooks, NULL);
+	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 3);
+	assert_int_equal(probe_list_pinned(mgr, find_listed, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL), 0);
+	n = 0;
+	assert_int_equal(probe_list_pinned(mgr, find_listed, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 0);
+	/* Detaching what is not pinned is fine. */
+	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL), 0);
+	codec_free((ProtobufCMessage *)s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_xdp_and_tc_count_packets),
+		cmocka_unit_test(test_adopt_restart_and_swap),
+		cmocka_unit_test(test_tracepoints_with_constant),
+		cmocka_unit_test(test_auto_attach_tracepoint),
+		cmocka_unit_test(test_uprobe),
+		cmocka_unit_test(test_cgroup_skb),
+		cmocka_unit_test(test_perf_event_every_cpu),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_constants_and_overrides_apply),
+		cmocka_unit_test(test_foreign_xdp_program),
+		cmocka_unit_test(test_verifier_rejects),
+		cmocka_unit_test(test_second_program_fails_leaves_nothing),
+		cmocka_unit_test(test_dotted_name_listed),
+	};
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_probe needs root; skipped\n");
+		return 0;
+	}
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
