@@ -182,7 +182,7 @@ int h_probe_put(struct api_call *call, struct gerr *err)
 	struct agent *ag = call->agent;
 	struct store_probe old = { 0 }, row = { 0 };
 	uint64_t if_generation, generation = 1;
-	bool exists, created, changed, attached = spec_wants_attached(spec);
+	bool exists, created, changed = false, attached = spec_wants_attached(spec);
 	uint8_t *packed = NULL;
 	size_t packed_len;
 	int ret = -1, applied;

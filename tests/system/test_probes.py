@@ -671,21 +671,37 @@ def test_bad_probe_names(a, probes, bad):
     assert_error(r, 400, "[a-z0-9][a-z0-9._-]{0,62}")
 
 
-def test_name_with_slash_or_empty_is_refused(a, probes):
-    body = json.dumps(tp_spec(probes)).encode()
-    # Sent as they are: a client library would resolve the dots itself.
-    for path in ("/v1/probes/..", "/v1/probes/../x", "/v1/probes/..%2Fx", "/v1/probes/",
-                 "/v1/probes/x%2F..%2Fy"):
-        req = (f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.admin}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-               "Connection: close\r\n\r\n").encode() + body
-        status, _, reply = raw_http(a.port, req)
-        assert status in (400, 404, 405), (path, status, reply)
+def put_raw(a, path, spec):
+    """PUT sent as it is: a client library would resolve the dots itself."""
+    body = json.dumps(spec).encode()
+    req = (f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.admin}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+           "Connection: close\r\n\r\n").encode() + body
+    status, _, reply = raw_http(a.port, req)
+    return status, json.loads(reply)
+
+
+def test_dot_names_slashes_and_empty_name(a, probes):
+    for path in ("/v1/probes/..", "/v1/probes/%2E%2E", "/v1/probes/."):
+        status, reply = put_raw(a, path, tp_spec(probes))
+        assert (status, reply["code"]) == (400, 400), (path, reply)
+        assert "[a-z0-9][a-z0-9._-]{0,62}" in reply["message"]
+    # A name never holds '/': these paths name no probe at all.
+    for path in ("/v1/probes/../x", "/v1/probes/..%2Fx", "/v1/probes/x%2F..%2Fy",
+                 "/v1/probes/"):
+        status, reply = put_raw(a, path, tp_spec(probes))
+        assert (status, reply["code"]) == (404, 404), (path, reply)
+        assert "no such endpoint" in reply["message"]
     assert not [d for d in os.listdir(PIN_ROOT) if d in ("x", "..", "y")]
-    # A 63-character name is the longest allowed.
-    ok = "a" * 63
-    r = probes.put(ok, tp_spec(probes, state="DETACHED"))
-    assert r.status_code == 201, r.text
+    assert not os.path.exists("/sys/fs/bpf/x") and not os.path.exists("/sys/fs/x")
+
+    # The longest name, and one with dots (bpffs pins it as ':').
+    for name in ("a" * 63, f"dotted.name.{RUN}"):
+        p = probes.create(name, tp_spec(probes))
+        assert p["name"] == name
+        assert os.path.isdir(pin_dir(name)), os.listdir(PIN_ROOT)
+        assert_attached(p, "count_getpid", "perf_event")
+        delete_and_check(probes, name)
 
 
 def test_spec_errors(a, probes, net):
@@ -857,6 +873,7 @@ def test_restart_adopts_xdp_probe_without_losing_counts(net, restart_dirs):
         st2 = only_program(r.json())
         assert st2["state"] == "PROGRAM_ATTACHED", st2
         assert (st2["linkId"], st2["progId"]) == (st1["linkId"], st1["progId"])
+        assert f'msg="probe adopted" probe={name}' in a2.read_log()
         fp2 = footprint(name)
         assert set(fp2.links) == set(fp1.links) and fp2.progs == fp1.progs
         assert fp2.maps == fp1.maps
@@ -897,7 +914,8 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs, mark_bin):
         a2 = Agent(restart_dirs()).start()
         agents.append(a2)
         assert_gone(name, fp)
-        assert "stale" in a2.read_log() or name in a2.read_log()
+        log = a2.read_log()
+        assert "store does not know" in log and f"probe={name}" in log, log[-2000:]
         assert a2.get("/v1/probes").json().get("probes", []) == []
         assert a2.stop() == 0, a2.read_log()[-3000:]
     finally:

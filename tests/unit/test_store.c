@@ -249,7 +249,7 @@ static void test_reopen_after_crash(void **state)
 {
 	struct fixture *fx = *state;
 	struct store *st = open_ok(fx->path);
-	char copy[160], from[160], to[160];
+	char copy[160], from[200], to[200];
 	struct gerr err = { 0 };
 	size_t len;
 	void *buf;
