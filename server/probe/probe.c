@@ -137,8 +137,13 @@ void probe_mgr_free(struct probe_mgr *mgr)
 {
 	if (!mgr)
 		return;
-	while (mgr->failures)
-		failure_clear(mgr, mgr->failures->probe);
+	while (mgr->failures) {
+		struct failure *f = mgr->failures;
+
+		mgr->failures = f->next;
+		free(f->probe);
+		free(f);
+	}
 	if (mgr->stats_fd >= 0)
 		close(mgr->stats_fd);
 	pthread_mutex_destroy(&mgr->lock);

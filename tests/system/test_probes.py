@@ -663,6 +663,57 @@ def test_put_is_idempotent_and_generations_count_changes(a, probes):
     assert_error(a.delete(f"/v1/probes/{name}"), 404)
 
 
+def test_xdp_update_swaps_program_in_place(a, probes, net):
+    """A new generation of an XDP probe replaces the program under the same
+    link: the interface never runs nothing, the old program is unloaded."""
+    name = f"swap-{RUN}"
+    xdp = {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}
+    st1 = only_program(probes.create(name, probes.spec("count_xdp", xdp)))
+    fp1 = footprint(name)
+    r = probes.put(name, probes.spec("count_xdp", xdp, constants={"label": "v2"}), if_match=1)
+    assert r.status_code == 200, r.text
+    assert int(r.json()["generation"]) == 2
+    st2 = only_program(r.json())
+    assert st2["linkId"] == st1["linkId"]
+    assert st2["progId"] != st1["progId"]
+    fp2 = assert_attached(r.json(), "count_xdp", "xdp")
+    assert xdp_on(net.host_if) == [(st2["progId"], "generic")]
+    assert_gone(name + "-gen1", Footprint(files=[], progs=fp1.progs, maps=fp1.maps - fp2.maps))
+    send_udp_from_ns(net, net.host_ip, 6)
+    assert wait_count(name, "xdp", 6) == 6
+    delete_and_check(probes, name)
+    assert xdp_on(net.host_if) == []
+
+
+def test_failed_update_keeps_previous_generation(a, probes, net):
+    """All or nothing: a new generation that cannot attach leaves the
+    running one as it was, in the kernel and in the store."""
+    name = f"keep-{RUN}"
+    xdp = {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}
+    st1 = only_program(probes.create(name, probes.spec("count_xdp", xdp)))
+    fp1 = footprint(name)
+    send_udp_from_ns(net, net.host_ip, 2)
+    assert wait_count(name, "xdp", 2) == 2
+    bad = [(probes.spec("count_xdp", {"xdp": {"ifname": "nosuchif0"}}), 404),
+           (probes.spec("no_such_prog", xdp), 400),
+           (probes.spec("count_xdp", {"tracepoint": {"category": "syscalls",
+                                                     "name": "sys_enter_getpid"}}), 400)]
+    for spec, code in bad:
+        assert_error(probes.put(name, spec), code)
+        p = probes.get(name)
+        assert int(p["generation"]) == 1, p
+        assert p["spec"]["programs"][0]["attach"] == xdp
+        st = only_program(p)
+        assert (st["linkId"], st["progId"]) == (st1["linkId"], st1["progId"]), st
+        assert st["state"] == "PROGRAM_ATTACHED", st
+        fp = footprint(name)
+        assert set(fp.links) == set(fp1.links) and fp.maps == fp1.maps
+        assert xdp_on(net.host_if) == [(st1["progId"], "generic")]
+    send_udp_from_ns(net, net.host_ip, 3)
+    assert wait_count(name, "xdp", 5) == 5
+    delete_and_check(probes, name)
+
+
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("bad", ["UPPER", "a" * 64, "-x", ".hidden", "a b", "a%00b", "x:y"])
@@ -922,6 +973,22 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs, mark_bin):
         for ag in agents:
             ag.stop(signal.SIGKILL)
         shutil.rmtree(pin_dir(name), ignore_errors=True)
+
+
+def test_agent_exits_cleanly_after_failed_attaches(restart_dirs, net):
+    """Refused probes are remembered by the probe manager; shutting down
+    must still be clean (exit 0, nothing for the sanitizers to find)."""
+    ag = Agent(restart_dirs()).start()
+    try:
+        r = ag.upload(bpf_object("hooks.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        p = Probes(ag, r.json()["sha256"])
+        for i in range(3):
+            r = p.put(f"refused-{RUN}-{i}", p.spec("count_xdp", {"xdp": {"ifname": "nosuchif0"}}))
+            assert_error(r, 404, "nosuchif0")
+    finally:
+        rc = ag.stop()
+    assert rc == 0, ag.read_log()[-3000:]
 
 
 # ---------------------------------------------------------------- concurrency
