@@ -72,6 +72,68 @@ def wrk(url, token=None, seconds=5):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+def bench_probes(url, token, work):
+    """Attach+detach through the API vs bpftool load/attach/detach, same object."""
+    auth = {"Authorization": f"Bearer {token}"}
+    obj_path = os.path.join(os.environ["GRAIND_TEST_BPF"], "accept.bpf.o")
+    blob = open(obj_path, "rb").read()
+    sha = requests.post(url + "/v1/objects?name=accept", data=blob, headers={
+        **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
+    spec = {"objectSha256": sha, "programs": [
+        {"program": "count_packets", "attach": {"xdp": {"ifname": "lo", "mode": "XDP_MODE_SKB"}}}]}
+    cycles = 10
+
+    t0 = time.monotonic()
+    for _ in range(cycles):
+        r = requests.put(url + "/v1/probes/bench", json=spec, headers=auth)
+        r.raise_for_status()
+        requests.delete(url + "/v1/probes/bench", headers=auth).raise_for_status()
+    ours = (time.monotonic() - t0) / cycles
+
+    pin = f"/sys/fs/bpf/graind-bench-xdp-{os.getpid()}"
+    t0 = time.monotonic()
+    for _ in range(cycles):
+        subprocess.run(["bpftool", "prog", "load", obj_path, pin, "type", "xdp"],
+                       check=True, capture_output=True)
+        subprocess.run(["bpftool", "net", "attach", "xdpgeneric", "pinned", pin, "dev", "lo"],
+                       check=True, capture_output=True)
+        subprocess.run(["bpftool", "net", "detach", "xdpgeneric", "dev", "lo"],
+                       check=True, capture_output=True)
+        os.unlink(pin)
+    ref = (time.monotonic() - t0) / cycles
+    print(f"probe attach+detach cycle: graind API {1000 * ours:.1f} ms, "
+          f"bpftool {1000 * ref:.1f} ms, ratio {ours / ref:.2f} (goal <= 0.5)")
+    return sha
+
+
+def bench_reconcile(work, sha_probes=100):
+    """Start-up time with 100 pinned probes to re-adopt, vs with none."""
+    state = os.path.join(work, "reconcile")
+    t0 = time.monotonic()
+    proc, url, token = start_agent(state)
+    empty = time.monotonic() - t0
+    auth = {"Authorization": f"Bearer {token}"}
+    obj_path = os.path.join(os.environ["GRAIND_TEST_BPF"], "accept.bpf.o")
+    sha = requests.post(url + "/v1/objects", data=open(obj_path, "rb").read(), headers={
+        **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
+    spec = {"objectSha256": sha, "programs": [{"program": "trace_nanosleep", "attach": {
+        "tracepoint": {"category": "syscalls", "name": "sys_enter_nanosleep"}}}]}
+    for i in range(sha_probes):
+        requests.put(url + f"/v1/probes/rc{i}", json=spec, headers=auth).raise_for_status()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    t0 = time.monotonic()
+    proc, url, token = start_agent(state)
+    full = time.monotonic() - t0
+    print(f"start-up with {sha_probes} pinned probes to adopt: {1000 * full:.0f} ms, "
+          f"with none: {1000 * empty:.0f} ms, ratio {full / empty:.1f}")
+    auth = {"Authorization": f"Bearer {token}"}
+    for i in range(sha_probes):
+        requests.delete(url + f"/v1/probes/rc{i}", headers=auth)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+
+
 def main():
     work = tempfile.mkdtemp(prefix="graind-bench-")
     proc, url, token = start_agent(os.path.join(work, "state"))
@@ -98,7 +160,7 @@ def main():
         t4 = time.monotonic()
         shutil.rmtree(pin, ignore_errors=True)
         print(f"upload of a {len(blob)} B object with {n} programs: {1000 * (t1 - t0):.1f} ms")
-        print(f"verify ({n} programs, one load each): {1000 * (t2 - t1):.1f} ms; "
+        print(f"verify ({n} programs): {1000 * (t2 - t1):.1f} ms; "
               f"bpftool loadall of the same object: {1000 * (t4 - t3):.1f} ms; "
               f"ratio {(t2 - t1) / (t4 - t3):.2f}")
 
@@ -122,6 +184,8 @@ def main():
         print(f"GET /v1/objects ({len(listing)} B): graind {ours:.0f} req/s, "
               f"bare libmicrohttpd {ref:.0f} req/s, ratio {ours / ref:.2f} (goal >= 0.8)")
         print(f"RSS of graind after the run: {rss_kib(proc.pid)} KiB")
+        bench_probes(url, token, work)
+        bench_reconcile(work)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()

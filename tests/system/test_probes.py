@@ -102,11 +102,12 @@ def footprint(probe):
 
 
 def assert_gone(probe, fp, timeout=3):
-    """Nothing of the probe is left: no pin dir, link, program or map."""
+    """Nothing of the probe is left: no pin dir (unless probe is None: an
+    earlier generation), and none of fp's links, programs or maps."""
     deadline = time.time() + timeout
     while True:
         ids = kernel_ids()
-        left = {"pins": os.path.exists(pin_dir(probe)),
+        left = {"pins": probe is not None and os.path.exists(pin_dir(probe)),
                 "links": set(fp.links) & ids["link"],
                 "progs": fp.progs & ids["prog"],
                 "maps": fp.maps & ids["map"]}
@@ -202,7 +203,8 @@ def net():
         sh("ip", "-n", n.ns, "link", "set", n.ns_if, "up")
         sh("ip", "-n", n.ns, "link", "set", "lo", "up")
         # Static neighbours: no ARP round trip before the first datagram.
-        host_mac = open(f"/sys/class/net/{n.host_if}/address").read().strip()
+        with open(f"/sys/class/net/{n.host_if}/address") as f:
+            host_mac = f.read().strip()
         ns_mac = sh("ip", "netns", "exec", n.ns, "cat",
                     f"/sys/class/net/{n.ns_if}/address").stdout.strip()
         sh("ip", "neigh", "replace", n.ns_ip, "lladdr", ns_mac, "dev", n.host_if,
@@ -218,7 +220,7 @@ def net():
 def send_udp_from_ns(n, dst, count, port=COUNT_PORT, noise=3):
     """count datagrams to dst:port sent from inside the namespace, plus
     `noise` to NOISE_PORT that no counter may see."""
-    code = ("import socket,sys\n"
+    code = ("import socket\n"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
             f"for i in range({count}): s.sendto(b'graind', ('{dst}', {port}))\n"
             f"for i in range({noise}): s.sendto(b'noise', ('{dst}', {NOISE_PORT}))\n")
@@ -302,8 +304,8 @@ class Waiting:
 
 
 class Probes:
-    """PUT/attach/detach/delete probes of one test; whatever it created is
-    deleted afterwards, and the kernel must then hold nothing of it."""
+    """PUTs probes for one test and remembers their names: cleanup() deletes
+    them, and removes their pins should the agent have failed to."""
 
     def __init__(self, agent, sha):
         self.a, self.sha, self.names = agent, sha, []
@@ -425,12 +427,11 @@ def test_tc_egress_counts_packets(a, probes, net):
     name = f"tc-{RUN}"
     p = probes.create(name, probes.spec("count_tc", {"tc": {"ifname": net.host_if,
                                                              "direction": "TC_EGRESS"}}))
-    fp = assert_attached(p, "count_tc", "tcx")
+    assert_attached(p, "count_tc", "tcx")
     send_udp_from_host(net.ns_ip, 17)
     assert wait_count(name, "tc", 17) == 17
     assert count(name, "xdp") == 0
     delete_and_check(probes, name)
-    assert_gone(name, fp)
 
 
 def test_tracepoint_counts_syscalls_of_one_process(a, probes, mark_bin):
@@ -457,7 +458,8 @@ def test_raw_tracepoint_counts_syscalls(a, probes, mark_bin):
     n = 50
     proc = Waiting(mark_bin, n)
     try:
-        p = probes.create(name, probes.spec("count_sys_enter", {"rawTracepoint": {"name": "sys_enter"}},
+        p = probes.create(name, probes.spec("count_sys_enter",
+                                            {"rawTracepoint": {"name": "sys_enter"}},
                                             constants={"target_pid": proc.pid}))
         assert_attached(p, "count_sys_enter", "raw_tracepoint")
         proc.go()
@@ -522,7 +524,7 @@ def test_cgroup_skb_counts_ingress_of_cgroup(a, probes, net, cgroup):
     # A receiver in the namespace: moved into the cgroup before it opens
     # its socket (a socket belongs to the cgroup it was created in).
     n = 11
-    code = ("import socket,sys\n"
+    code = ("import socket\n"
             "print('ready', flush=True); sys.stdin.readline()\n"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
             f"s.bind(('{net.ns_ip}', {COUNT_PORT})); s.settimeout(5)\n"
@@ -633,8 +635,8 @@ def test_put_is_idempotent_and_generations_count_changes(a, probes):
     assert int(p3["generation"]) == 2
     fp3 = assert_attached(p3, "count_getpid", "perf_event")
     assert only_program(p3)["progId"] != only_program(p1)["progId"]
-    assert_gone(name + "-old", Footprint(files=[], links=fp1.links,
-                                         progs=fp1.progs, maps=fp1.maps - fp3.maps))
+    assert_gone(None, Footprint(files=[], links=fp1.links, progs=fp1.progs,
+                                maps=fp1.maps - fp3.maps))
 
     # If-Match: a stale generation is refused and changes nothing.
     r = probes.put(name, tp_spec(probes, pid=3), if_match=1)
@@ -678,7 +680,7 @@ def test_xdp_update_swaps_program_in_place(a, probes, net):
     assert st2["progId"] != st1["progId"]
     fp2 = assert_attached(r.json(), "count_xdp", "xdp")
     assert xdp_on(net.host_if) == [(st2["progId"], "generic")]
-    assert_gone(name + "-gen1", Footprint(files=[], progs=fp1.progs, maps=fp1.maps - fp2.maps))
+    assert_gone(None, Footprint(files=[], progs=fp1.progs, maps=fp1.maps - fp2.maps))
     send_udp_from_ns(net, net.host_ip, 6)
     assert wait_count(name, "xdp", 6) == 6
     delete_and_check(probes, name)
@@ -947,7 +949,7 @@ def test_restart_adopts_xdp_probe_without_losing_counts(net, restart_dirs):
         sh("ip", "link", "set", "dev", net.host_if, "xdpgeneric", "off", check=False)
 
 
-def test_start_removes_pins_the_store_does_not_know(restart_dirs, mark_bin):
+def test_start_removes_pins_the_store_does_not_know(restart_dirs):
     name = f"stale-{RUN}"
     agents = []
     try:
@@ -975,7 +977,7 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs, mark_bin):
         shutil.rmtree(pin_dir(name), ignore_errors=True)
 
 
-def test_agent_exits_cleanly_after_failed_attaches(restart_dirs, net):
+def test_agent_exits_cleanly_after_failed_attaches(restart_dirs):
     """Refused probes are remembered by the probe manager; shutting down
     must still be clean (exit 0, nothing for the sanitizers to find)."""
     ag = Agent(restart_dirs()).start()
@@ -1040,14 +1042,13 @@ def test_concurrent_clients_leave_kernel_equal_to_store(a, probes):
     assert sp["spec"]["constants"] == [{"name": "target_pid", "value": str(1000 + winner)}]
 
     # The store and the kernel agree, probe by probe.
-    listed = {}
-    token = None
+    listed, params = {}, {"page_size": 100}
     while True:
-        r = a.get("/v1/probes", params={"page_size": 100, **({"page_token": token} if token else {})})
+        r = a.get("/v1/probes", params=params)
         assert r.status_code == 200, r.text
         listed.update({p["name"]: p for p in r.json().get("probes", [])})
-        token = r.json().get("nextPageToken")
-        if not token:
+        params["page_token"] = r.json().get("nextPageToken")
+        if not params["page_token"]:
             break
     mine = {n: p for n, p in listed.items() if n.startswith(prefix)}
     expect_attached = {shared} | {names[i] for i in range(workers) if i % 2 == 1 and i % 4 != 1}
