@@ -1210,8 +1210,10 @@ static int emit_message(struct sbuf *sb, const ProtobufCMessage *msg,
 		if (!first)
 			sb_put(sb, ",", 1);
 		first = false;
-		emit_string(sb, json_name, strlen(json_name));
-		sb_put(sb, ":", 1);
+		/* Proto names are identifiers: their JSON names need no escaping. */
+		sb_put(sb, "\"", 1);
+		sb_put(sb, json_name, strlen(json_name));
+		sb_put(sb, "\":", 2);
 		saved = path_push_field(p, json_name);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED)
 			rc = emit_repeated(sb, msg, f, p, err);

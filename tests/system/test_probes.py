@@ -524,7 +524,7 @@ def test_cgroup_skb_counts_ingress_of_cgroup(a, probes, net, cgroup):
     # A receiver in the namespace: moved into the cgroup before it opens
     # its socket (a socket belongs to the cgroup it was created in).
     n = 11
-    code = ("import socket\n"
+    code = ("import socket, sys\n"
             "print('ready', flush=True); sys.stdin.readline()\n"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
             f"s.bind(('{net.ns_ip}', {COUNT_PORT})); s.settimeout(5)\n"
@@ -534,14 +534,16 @@ def test_cgroup_skb_counts_ingress_of_cgroup(a, probes, net, cgroup):
             "    s.recv(100); got += 1\n"
             "print(got, flush=True)\n")
     recv = subprocess.Popen(["ip", "netns", "exec", net.ns, "/usr/bin/python3", "-c", code],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         assert recv.stdout.readline().strip() == "ready"
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
             f.write(str(recv.pid))
         recv.stdin.write("go\n")
         recv.stdin.flush()
-        assert recv.stdout.readline().strip() == "bound"
+        line = recv.stdout.readline().strip()
+        assert line == "bound", (line, recv.poll() is not None and recv.stderr.read())
         # Traffic to a process outside the cgroup first: not counted.
         send_udp_from_host(net.ns_ip, n, noise=2)
         assert recv.stdout.readline().strip() == str(n)
