@@ -85,18 +85,6 @@ void elfchk_capture_end(void)
 	capture = NULL;
 }
 
-int elfchk_set_str(char **field, const char *s)
-{
-	char *copy = strdup(s ? s : "");
-
-	if (!copy)
-		return -1;
-	if (*field && *field != protobuf_c_empty_string)
-		free(*field);
-	*field = copy;
-	return 0;
-}
-
 struct bpf_object *elfchk_open(const void *buf, size_t len, int *has_btf,
 			       int *has_btf_ext, struct gerr *err)
 {
@@ -214,7 +202,7 @@ static int set_type_name(char **field, const struct btf *btf, __u32 id)
 	if (!btf || !id)
 		return 0;
 	type_name(btf, id, &name, 0);
-	return elfchk_set_str(field, name.s);
+	return codec_set_string(field, name.s);
 }
 
 /* ---------------------------------------------------------------- describe */
@@ -235,10 +223,10 @@ static int add_program(Graind__Object *obj, const struct bpf_program *prog)
 	if (attach == 0 && type != BPF_PROG_TYPE_CGROUP_SKB)
 		attach_str = NULL;
 	p->insn_count = bpf_program__insn_cnt(prog);
-	if (elfchk_set_str(&p->name, bpf_program__name(prog)) < 0 ||
-	    elfchk_set_str(&p->section, bpf_program__section_name(prog)) < 0 ||
-	    elfchk_set_str(&p->type, type_str ? type_str : "unknown") < 0 ||
-	    elfchk_set_str(&p->expected_attach_type, attach_str) < 0)
+	if (codec_set_string(&p->name, bpf_program__name(prog)) < 0 ||
+	    codec_set_string(&p->section, bpf_program__section_name(prog)) < 0 ||
+	    codec_set_string(&p->type, type_str ? type_str : "unknown") < 0 ||
+	    codec_set_string(&p->expected_attach_type, attach_str) < 0)
 		return -1;
 	return 0;
 }
@@ -271,8 +259,8 @@ static int add_map(Graind__Object *obj, const struct bpf_map *map,
 	m->max_entries = bpf_map__max_entries(map);
 	m->flags = bpf_map__map_flags(map);
 	m->internal = bpf_map__is_internal(map);
-	if (elfchk_set_str(&m->name, map_name(map)) < 0 ||
-	    elfchk_set_str(&m->type, type_str ? type_str : "unknown") < 0 ||
+	if (codec_set_string(&m->name, map_name(map)) < 0 ||
+	    codec_set_string(&m->type, type_str ? type_str : "unknown") < 0 ||
 	    set_type_name(&m->key_type, btf, bpf_map__btf_key_type_id(map)) < 0 ||
 	    set_type_name(&m->value_type, btf, bpf_map__btf_value_type_id(map)) < 0)
 		return -1;
@@ -305,7 +293,7 @@ static int describe_sections(const void *buf, size_t len, Graind__Object *obj,
 
 	/* elfchk_check_layout made sure the license ends inside its section. */
 	license = elfchk_section(buf, len, "license", &size);
-	if (license && elfchk_set_str(&obj->license, license) < 0)
+	if (license && codec_set_string(&obj->license, license) < 0)
 		return gerr_set(err, 500, "out of memory");
 	version = elfchk_section(buf, len, "version", &size);
 	if (version && size == sizeof(obj->kernel_version))

@@ -41,7 +41,4 @@ void elfchk_capture_end(void);
 struct bpf_object *elfchk_open(const void *buf, size_t len, int *has_btf,
 			       int *has_btf_ext, struct gerr *err);
 
-/* Replace a message's string field with a malloc'd copy of s. */
-int elfchk_set_str(char **field, const char *s);
-
 #endif

@@ -111,7 +111,7 @@ static int set_line(char **field, const char *s, size_t len)
 	copy = strndup(s, len);
 	if (!copy)
 		return -1;
-	ret = elfchk_set_str(field, copy);
+	ret = codec_set_string(field, copy);
 	free(copy);
 	return ret;
 }
@@ -230,7 +230,7 @@ static int set_verifier_log(Graind__ProgramVerdict *v, const struct attempt *a)
 				    len + 1 >= ELFCHK_VERIFIER_LOG_MAX;
 	if (v->verifier_log_truncated && (nl = strchr(log, '\n')))
 		log = nl + 1;
-	return elfchk_set_str(&v->verifier_log, log);
+	return codec_set_string(&v->verifier_log, log);
 }
 
 static int describe_failure(Graind__ProgramVerdict *v,
@@ -242,7 +242,7 @@ static int describe_failure(Graind__ProgramVerdict *v,
 	if (set_verifier_log(v, a) < 0 || parse_log(v, v->verifier_log) < 0)
 		return -1;
 	missing = missing_feature(prog, a, feature, sizeof(feature));
-	if (missing && elfchk_set_str(&v->missing_feature, missing) < 0)
+	if (missing && codec_set_string(&v->missing_feature, missing) < 0)
 		return -1;
 	if (v->error[0])
 		return 0;
@@ -257,7 +257,7 @@ static int describe_failure(Graind__ProgramVerdict *v,
 		snprintf(reason, sizeof(reason), "%s", a->cap.first_warn);
 	else
 		snprintf(reason, sizeof(reason), "%s", text);
-	return elfchk_set_str(&v->error, reason);
+	return codec_set_string(&v->error, reason);
 }
 
 static void record_success(Graind__ProgramVerdict *v,
@@ -275,9 +275,9 @@ static int fill_verdict_names(Graind__ProgramVerdict *v, const struct bpf_progra
 {
 	const char *type = libbpf_bpf_prog_type_str(bpf_program__type(prog));
 
-	return elfchk_set_str(&v->program, bpf_program__name(prog)) < 0 ||
-	       elfchk_set_str(&v->section, bpf_program__section_name(prog)) < 0 ||
-	       elfchk_set_str(&v->type, type ? type : "unknown") < 0 ? -1 : 0;
+	return codec_set_string(&v->program, bpf_program__name(prog)) < 0 ||
+	       codec_set_string(&v->section, bpf_program__section_name(prog)) < 0 ||
+	       codec_set_string(&v->type, type ? type : "unknown") < 0 ? -1 : 0;
 }
 
 /* Load the idx-th program alone and fill its verdict. */
@@ -416,7 +416,7 @@ int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 	if (!n)
 		return gerr_set(err, 422, "object has no programs (no executable section such as SEC(\"xdp\"))");
 
-	if (uname(&uts) == 0 && elfchk_set_str(&report->kernel_release, uts.release) < 0)
+	if (uname(&uts) == 0 && codec_set_string(&report->kernel_release, uts.release) < 0)
 		return gerr_set(err, 500, "out of memory");
 	report->programs = calloc(n, sizeof(*report->programs));
 	if (!report->programs)

@@ -529,7 +529,7 @@ def test_cgroup_skb_counts_ingress_of_cgroup(a, probes, net, cgroup):
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
             f"s.bind(('{net.ns_ip}', {COUNT_PORT})); s.settimeout(5)\n"
             "print('bound', flush=True)\n"
-            f"got=0\n"
+            "got=0\n"
             f"while got < {n}:\n"
             "    s.recv(100); got += 1\n"
             "print(got, flush=True)\n")
@@ -544,7 +544,7 @@ def test_cgroup_skb_counts_ingress_of_cgroup(a, probes, net, cgroup):
         recv.stdin.flush()
         line = recv.stdout.readline().strip()
         assert line == "bound", (line, recv.poll() is not None and recv.stderr.read())
-        # Traffic to a process outside the cgroup first: not counted.
+        # The noise to NOISE_PORT (no socket there) must not be counted.
         send_udp_from_host(net.ns_ip, n, noise=2)
         assert recv.stdout.readline().strip() == str(n)
         assert recv.wait(timeout=10) == 0
