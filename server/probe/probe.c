@@ -643,7 +643,9 @@ int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 		free(meta);
 		meta = NULL;
 	}
-	if (fill_status(probe, dir, meta, failure_find(mgr, probe->name)) < 0)
+	/* A failure matters only while nothing runs: a refused update leaves
+	 * the pinned generation running, and that is what the kernel has. */
+	if (fill_status(probe, dir, meta, meta ? NULL : failure_find(mgr, probe->name)) < 0)
 		ret = gerr_set(err, 500, "out of memory");
 	pthread_mutex_unlock(&mgr->lock);
 	free(meta);
