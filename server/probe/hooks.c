@@ -381,6 +381,11 @@ static int attach_error(const struct probe_prog *p, int ret, const char *what,
 	case 524:	/* ENOTSUPP, kernel-internal */
 		status = 422;
 		break;
+	case E2BIG:
+		/* A tracepoint's perf event runs at most 64 programs. */
+		return gerr_set(err, 409, "program %s: cannot attach to %s: the hook already "
+				"runs as many BPF programs as the kernel allows (E2BIG)",
+				p->name, what);
 	default:
 		status = 500;
 	}

@@ -28,9 +28,11 @@ def free_port():
 
 def start_agent(state_dir):
     port = free_port()
+    os.makedirs(state_dir, exist_ok=True)
     proc = subprocess.Popen([GRAIND_BIN, "--listen", f"127.0.0.1:{port}",
                              "--state-dir", state_dir, "--threads", str(THREADS)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE,
+                            stderr=open(os.path.join(state_dir, "graind.log"), "ab"))
     while b"reader token" not in proc.stdout.readline():
         if proc.poll() is not None:
             sys.exit("graind did not start")
@@ -113,13 +115,21 @@ def bench_reconcile(work, sha_probes=100):
     proc, url, token = start_agent(state)
     empty = time.monotonic() - t0
     auth = {"Authorization": f"Bearer {token}"}
-    obj_path = os.path.join(os.environ["GRAIND_TEST_BPF"], "accept.bpf.o")
-    sha = requests.post(url + "/v1/objects", data=open(obj_path, "rb").read(), headers={
-        **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
-    spec = {"objectSha256": sha, "programs": [{"program": "trace_nanosleep", "attach": {
-        "tracepoint": {"category": "syscalls", "name": "sys_enter_nanosleep"}}}]}
+    # A tracepoint runs at most 64 programs: half the probes on a tracepoint,
+    # half on a raw tracepoint.
+    specs = []
+    for obj, prog, attach in (
+            ("accept.bpf.o", "trace_nanosleep",
+             {"tracepoint": {"category": "syscalls", "name": "sys_enter_nanosleep"}}),
+            ("hooks.bpf.o", "count_sys_enter", {"rawTracepoint": {"name": "sys_enter"}})):
+        path = os.path.join(os.environ["GRAIND_TEST_BPF"], obj)
+        sha = requests.post(url + "/v1/objects", data=open(path, "rb").read(), headers={
+            **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
+        specs.append({"objectSha256": sha, "programs": [{"program": prog, "attach": attach}]})
     for i in range(sha_probes):
-        requests.put(url + f"/v1/probes/rc{i}", json=spec, headers=auth).raise_for_status()
+        r = requests.put(url + f"/v1/probes/rc{i}", json=specs[i % 2], headers=auth)
+        if r.status_code >= 300:
+            sys.exit(f"PUT rc{i}: {r.status_code} {r.text}")
     proc.send_signal(signal.SIGTERM)
     proc.wait()
     t0 = time.monotonic()
