@@ -14,6 +14,7 @@
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
 #include "server/util/log.h"
+#include "server/util/utf8.h"
 #include "store/store.h"
 
 #define MIME_JSON "application/json"
@@ -54,14 +55,6 @@ static const struct api_route routes[] = {
 	{ "POST", "/v1/probes/*:detach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_detach },
 	{ "GET", "/v1/audit", AUTH_READER, BODY_NONE, NULL, h_audit_list },
 };
-
-size_t api_max_body(const struct agent *agent)
-{
-	/* A JSON upload carries the object in base64: 4/3 of its size. */
-	size_t upload = agent->cfg.max_object_size / 3 * 4 + 64 * 1024;
-
-	return upload > API_MAX_MESSAGE_BODY ? upload : API_MAX_MESSAGE_BODY;
-}
 
 /* Does `path` match `pattern`? On a match the "*" segment goes to arg. */
 static bool route_match(const char *pattern, const char *path, char *arg, size_t n)
@@ -124,6 +117,27 @@ static const struct api_route *route_find(const char *method, const char *path,
 	return found;
 }
 
+size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
+		      const char *authorization)
+{
+	char arg[256], allow[64];
+	enum auth_role role = auth_role_of(agent->auth, authorization);
+	const struct api_route *route;
+	bool path_known;
+
+	route = route_find(method, path, arg, sizeof(arg), &path_known, allow, sizeof(allow));
+	if (!route || (route->role != AUTH_NONE && role == AUTH_NONE) ||
+	    (route->role == AUTH_ADMIN && role != AUTH_ADMIN))
+		return 0;
+	if (route->body == BODY_UPLOAD) {
+		/* A JSON upload carries the object in base64: 4/3 of its size. */
+		size_t upload = agent->cfg.max_object_size / 3 * 4 + 64 * 1024;
+
+		return upload > API_MAX_MESSAGE_BODY ? upload : API_MAX_MESSAGE_BODY;
+	}
+	return API_MAX_MESSAGE_BODY;
+}
+
 /* The media type of a Content-Type or Accept value, without parameters. */
 static bool media_is(const char *value, const char *type)
 {
@@ -182,9 +196,14 @@ static void set_error(struct api_response *resp, enum codec_format fmt,
 {
 	Graind__Status status = GRAIND__STATUS__INIT;
 
+	char msg[GERR_MSG_MAX];
+
+	/* Messages quote client input (paths, names): keep them valid text. */
+	snprintf(msg, sizeof(msg), "%s", err->msg);
+	utf8_scrub(msg);
 	resp->status = err->status >= 400 && err->status <= 599 ? err->status : 500;
 	status.code = resp->status;
-	status.message = (char *)err->msg;
+	status.message = msg;
 	set_body(resp, fmt, &status.base);
 }
 
@@ -229,12 +248,18 @@ static void audit(struct api_call *call, const struct api_route *route,
 	char action[96];
 	struct gerr aerr;
 
+	char target[sizeof(call->arg)], message[GERR_MSG_MAX];
+
+	/* The audit log is read back as JSON: only valid text goes in. */
 	snprintf(action, sizeof(action), "%s %s", call->req->method,
 		 route ? route->pattern : call->req->path);
+	snprintf(target, sizeof(target), "%s", call->audit_target[0] ? call->audit_target : call->arg);
+	snprintf(message, sizeof(message), "%s", resp->status >= 400 ? err->msg : "");
+	utf8_scrub(action);
+	utf8_scrub(target);
+	utf8_scrub(message);
 	if (store_audit_append(call->agent->store, auth_role_name(call->role), action,
-			       call->audit_target[0] ? call->audit_target : call->arg,
-			       resp->status, resp->status >= 400 ? err->msg : "",
-			       &aerr) < 0)
+			       target, resp->status, message, &aerr) < 0)
 		log_error("msg=\"cannot write audit record\" error=\"%s\"", aerr.msg);
 }
 

@@ -37,9 +37,14 @@ struct api_response {
 	char location[160];             /* Location header for 201, or "" */
 };
 
-/* Requests whose declared body is larger than this are refused (413)
- * before it is read, whatever the route. */
-size_t api_max_body(const struct agent *agent);
+/* How many body bytes a request may carry, judged from its method, path
+ * and token alone: the upload limit on the upload route for an admin,
+ * a message-sized limit on other routes, and 0 when the request will be
+ * refused anyway (unknown route, missing or insufficient token). The
+ * transport reads no more than this, so nobody without a token can make
+ * the agent buffer a large body. */
+size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
+		      const char *authorization);
 
 /* Answer one request. Never fails: every outcome is a response. */
 void api_handle(struct agent *agent, const struct api_request *req,

@@ -8,6 +8,7 @@
  * protobuf_c_message_free_unpacked() expects, so codec_free() frees both
  * kinds alike. */
 #include "api/codec.h"
+#include "server/util/utf8.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -148,47 +149,6 @@ void codec_json_name(const char *proto_name, char *buf, size_t n)
 		upper_next = false;
 	}
 	buf[o] = '\0';
-}
-
-static bool utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s, *end = p + len;
-
-	while (p < end) {
-		unsigned char c = *p;
-		size_t need;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			p++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if ((size_t)(end - p) <= need)
-			return false;
-		for (size_t i = 1; i <= need; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		/* overlong forms, surrogates, beyond U+10FFFF */
-		if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return false;
-		p += need + 1;
-	}
-	return true;
 }
 
 /* ================================================================ base64 */

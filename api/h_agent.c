@@ -118,8 +118,11 @@ int h_audit_list(struct api_call *call, struct gerr *err)
 	if (!ctx.resp)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &ctx.resp->base;
-	if (store_audit_list(call->agent->store, after, limit, audit_one, &ctx, &more, err) < 0)
+	if (store_audit_list(call->agent->store, after, limit, audit_one, &ctx, &more, err) != 0) {
+		if (!err->msg[0])
+			gerr_set(err, 500, "out of memory listing the audit log");
 		return -1;
+	}
 	if (more) {
 		snprintf(next, sizeof(next), "%llu", (unsigned long long)ctx.last_id);
 		if (codec_set_string(&ctx.resp->next_page_token, next) < 0)

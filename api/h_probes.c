@@ -350,8 +350,8 @@ int h_probe_list(struct api_call *call, struct gerr *err)
 	ret = store_probe_list(call->agent->store, api_query(call, "page_token"), limit,
 			       collect_row, &list, &more, err);
 	if (ret != 0) {
-		if (ret > 0 || ret == -1)
-			gerr_set(err, 500, "cannot list probes");
+		if (!err->msg[0])
+			gerr_set(err, 500, "out of memory listing probes");
 		ret = -1;
 		goto out;
 	}

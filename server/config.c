@@ -60,6 +60,11 @@ static int parse_listen(struct config *cfg, const char *s)
 	if (!colon)
 		return -1;
 	host_len = (size_t)(colon - s);
+	/* "[::1]:9730": the brackets only delimit an IPv6 address. */
+	if (host_len >= 2 && s[0] == '[' && s[host_len - 1] == ']') {
+		s++;
+		host_len -= 2;
+	}
 	if (host_len == 0 || host_len >= sizeof(cfg->listen_host))
 		return -1;
 	port = strtoul(colon + 1, &end, 10);

@@ -30,6 +30,7 @@ struct http_server {
 struct request_state {
 	uint8_t *body;
 	size_t len, cap;
+	size_t limit;           /* api_body_limit() of this request */
 	bool too_large;
 };
 
@@ -68,12 +69,42 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
 	return ret;
 }
 
-static enum MHD_Result send_too_large(struct MHD_Connection *conn, size_t limit)
+static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *conn,
+			      const char *method, const char *url,
+			      const struct request_state *st)
+{
+	struct api_request req = {
+		.method = method,
+		.path = url,
+		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE),
+		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
+		.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION),
+		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
+		.body = st->body,
+		.body_len = st->len,
+		.query = query_param,
+		.query_ctx = conn,
+	};
+	struct api_response resp;
+
+	api_handle(srv->agent, &req, &resp);
+	return send_response(conn, &resp);
+}
+
+/* A body over the request's limit: a request refused anyway (limit 0) gets
+ * that refusal, judged without its body; any other gets 413. */
+static enum MHD_Result answer_too_large(struct http_server *srv, struct MHD_Connection *conn,
+					const char *method, const char *url,
+					struct request_state *st)
 {
 	struct api_response r;
 	char msg[96];
 
-	snprintf(msg, sizeof(msg), "request body is over the %zu-byte limit", limit);
+	if (st->limit == 0) {
+		st->len = 0;
+		return answer(srv, conn, method, url, st);
+	}
+	snprintf(msg, sizeof(msg), "request body is over the %zu-byte limit", st->limit);
 	api_refuse(header(conn, MHD_HTTP_HEADER_ACCEPT), 413, msg, &r);
 	return send_response(conn, &r);
 }
@@ -111,9 +142,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 {
 	struct http_server *srv = cls;
 	struct request_state *st = *con_cls;
-	size_t limit = api_max_body(srv->agent);
-	struct api_request req;
-	struct api_response resp;
 
 	(void)version;
 	if (!st) {
@@ -123,36 +151,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		if (!st)
 			return MHD_NO;
 		*con_cls = st;
+		st->limit = api_body_limit(srv->agent, method, url,
+					   header(conn, MHD_HTTP_HEADER_AUTHORIZATION));
 		/* Refuse an announced oversized body before reading any of it. */
-		if (cl && strtoull(cl, NULL, 10) > limit) {
+		if (cl && strtoull(cl, NULL, 10) > st->limit) {
 			st->too_large = true;
-			return send_too_large(conn, limit);
+			return answer_too_large(srv, conn, method, url, st);
 		}
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (!append_body(st, upload_data, *upload_data_size, limit))
+		if (!append_body(st, upload_data, *upload_data_size, st->limit))
 			return MHD_NO;
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
 	if (st->too_large)
-		return send_too_large(conn, limit);
-
-	req = (struct api_request){
-		.method = method,
-		.path = url,
-		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE),
-		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
-		.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION),
-		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
-		.body = st->body,
-		.body_len = st->len,
-		.query = query_param,
-		.query_ctx = conn,
-	};
-	api_handle(srv->agent, &req, &resp);
-	return send_response(conn, &resp);
+		return answer_too_large(srv, conn, method, url, st);
+	return answer(srv, conn, method, url, st);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

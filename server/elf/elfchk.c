@@ -14,6 +14,7 @@
 #include <bpf/btf.h>
 
 #include "api/codec.h"
+#include "server/util/utf8.h"
 #include "server/util/log.h"
 
 /* libbpf names internal maps "<object name prefix><section>". */
@@ -338,6 +339,26 @@ static int describe(struct bpf_object *bobj, Graind__Object *obj,
 	return 0;
 }
 
+/* Every name the API will show must be valid UTF-8 (JSON and protobuf
+ * strings are). */
+static int check_text(const Graind__Object *obj, struct gerr *err)
+{
+	size_t i;
+
+	if (!utf8_valid(obj->license, strlen(obj->license)))
+		return gerr_set(err, 422, "the license string is not valid UTF-8");
+	for (i = 0; i < obj->n_programs; i++)
+		if (!utf8_valid(obj->programs[i]->name, strlen(obj->programs[i]->name)) ||
+		    !utf8_valid(obj->programs[i]->section, strlen(obj->programs[i]->section)))
+			return gerr_set(err, 422, "program %zu has a name or section that is not valid UTF-8", i);
+	for (i = 0; i < obj->n_maps; i++)
+		if (!utf8_valid(obj->maps[i]->name, strlen(obj->maps[i]->name)) ||
+		    !utf8_valid(obj->maps[i]->key_type, strlen(obj->maps[i]->key_type)) ||
+		    !utf8_valid(obj->maps[i]->value_type, strlen(obj->maps[i]->value_type)))
+			return gerr_set(err, 422, "map %zu has a name or type name that is not valid UTF-8", i);
+	return 0;
+}
+
 int elfchk_inspect(const void *buf, size_t len, Graind__Object *obj,
 		   struct gerr *err)
 {
@@ -352,6 +373,8 @@ int elfchk_inspect(const void *buf, size_t len, Graind__Object *obj,
 	ret = describe(bobj, obj, err);
 	if (ret == 0)
 		ret = describe_sections(buf, len, obj, err);
+	if (ret == 0)
+		ret = check_text(obj, err);
 	bpf_object__close(bobj);
 	return ret;
 }

@@ -229,8 +229,13 @@ static int check_symtab(const struct layout *l, const Elf64_Shdr *sh,
 
 	if (check_entries(l, sh, sizeof(Elf64_Sym), err) < 0)
 		return -1;
+	/* Section 0 is never checked, so it cannot be a string table. */
+	if (sh->sh_link == 0 || sh->sh_link >= l->shnum)
+		return gerr_set(err, 400, "symbol table %s does not link to a string table",
+				sec_name(l, sh));
 	read_shdr(l, sh->sh_link, &strs);
-	if (strs.sh_type != SHT_STRTAB || strs.sh_size == 0)
+	if (strs.sh_type != SHT_STRTAB || strs.sh_size == 0 ||
+	    !in_file(l->len, strs.sh_offset, strs.sh_size))
 		return gerr_set(err, 400, "symbol table %s does not link to a string table",
 				sec_name(l, sh));
 	for (i = 0; i < sh->sh_size / sizeof(sym); i++) {

@@ -267,8 +267,7 @@ static int resolve_cgroup(struct probe_prog *p, struct gerr *err)
 
 static int resolve_uprobe(struct probe_prog *p, struct gerr *err)
 {
-	const Graind__UprobeAttach *u = p->attach->uprobe ? p->attach->uprobe :
-							    p->attach->uretprobe;
+	const Graind__UprobeAttach *u = p->attach->uprobe;   /* or uretprobe: one storage */
 
 	if (!u->binary[0])
 		return gerr_set(err, 400, "program %s: uprobe needs a binary", p->name);
@@ -508,8 +507,9 @@ static struct bpf_link *attach_libbpf(struct probe_prog *p, char *what, size_t n
 	case HOOK_UPROBE: {
 		LIBBPF_OPTS(bpf_uprobe_opts, uo);
 
-		u = a->uprobe ? a->uprobe : a->uretprobe;
-		uo.retprobe = a->uretprobe != NULL;
+		/* uprobe and uretprobe share the oneof's storage: ask the case. */
+		u = a->uprobe;
+		uo.retprobe = a->kind_case == GRAIND__ATTACH_SPEC__KIND_URETPROBE;
 		uo.func_name = u->symbol[0] ? u->symbol : NULL;
 		snprintf(what, n, "%s in %s", u->symbol[0] ? u->symbol : "offset", u->binary);
 		return bpf_program__attach_uprobe_opts(p->prog, u->pid ? u->pid : -1,
@@ -518,8 +518,8 @@ static struct bpf_link *attach_libbpf(struct probe_prog *p, char *what, size_t n
 	case HOOK_KPROBE: {
 		LIBBPF_OPTS(bpf_kprobe_opts, ko);
 
-		k = a->kprobe ? a->kprobe : a->kretprobe;
-		ko.retprobe = a->kretprobe != NULL;
+		k = a->kprobe;          /* or kretprobe: one storage */
+		ko.retprobe = a->kind_case == GRAIND__ATTACH_SPEC__KIND_KRETPROBE;
 		ko.offset = k->offset;
 		snprintf(what, n, "kernel function %s", k->function);
 		return bpf_program__attach_kprobe_opts(p->prog, k->function, &ko);

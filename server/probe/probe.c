@@ -620,6 +620,8 @@ static int fill_status(Graind__Probe *probe, const char *dir,
 
 int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 {
+	const struct failure *found;
+	struct failure failure;
 	struct probe_meta *meta;
 	char dir[PATH_MAX];
 	size_t i;
@@ -638,16 +640,24 @@ int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 	probe->programs = NULL;
 	probe->n_programs = 0;
 
-	pthread_mutex_lock(&mgr->lock);
+	/* Pins change by atomic renames, so they are read without the lock,
+	 * which an attach holds for as long as the verifier runs. */
 	if (probe_meta_read(dir, meta) < 0) {
 		free(meta);
 		meta = NULL;
 	}
 	/* A failure matters only while nothing runs: a refused update leaves
 	 * the pinned generation running, and that is what the kernel has. */
-	if (fill_status(probe, dir, meta, meta ? NULL : failure_find(mgr, probe->name)) < 0)
-		ret = gerr_set(err, 500, "out of memory");
+	pthread_mutex_lock(&mgr->lock);
+	found = meta ? NULL : failure_find(mgr, probe->name);
+	if (found) {
+		failure = *found;
+		failure.next = NULL;
+		failure.probe = NULL;
+	}
 	pthread_mutex_unlock(&mgr->lock);
+	if (fill_status(probe, dir, meta, found ? &failure : NULL) < 0)
+		ret = gerr_set(err, 500, "out of memory");
 	free(meta);
 	return ret;
 }

@@ -82,7 +82,8 @@ static int set_one(const struct btf *btf, const struct btf_var_secinfo *vs,
 	const struct btf_type *t = type_id < 0 ? NULL : btf__type_by_id(btf, type_id);
 	uint64_t v;
 
-	if (vs->offset + vs->size > data_len || !t)
+	/* BTF comes from the upload: 64-bit sums, so a huge offset cannot wrap. */
+	if (!t || vs->size == 0 || (uint64_t)vs->offset + vs->size > data_len)
 		return gerr_set(err, 400, "constant %s: its BTF does not match .rodata", c->name);
 	if (btf_is_int(t) || btf_is_enum(t)) {
 		bool is_signed = btf_is_int(t) && (btf_int_encoding(t) & BTF_INT_SIGNED);
@@ -106,6 +107,8 @@ static int set_one(const struct btf *btf, const struct btf_var_secinfo *vs,
 		if (!elem || !btf_is_int(elem) || elem->size != 1)
 			return gerr_set(err, 400, "constant %s is an array that is not a string; only integers and char arrays can be set",
 					c->name);
+		if (arr->nelems != vs->size)
+			return gerr_set(err, 400, "constant %s: its BTF does not match .rodata", c->name);
 		if (len >= arr->nelems)
 			return gerr_set(err, 400, "constant %s holds at most %u characters; got %zu",
 					c->name, arr->nelems - 1, len);

@@ -382,8 +382,26 @@ def test_huge_content_length_refused_before_the_body(a):
 
 
 def test_declared_length_over_the_limit_without_token(a):
+    # Without a token no body is worth reading: the refusal is 401, at once.
     req = (b"POST /v1/objects HTTP/1.1\r\nHost: x\r\n"
            b"Content-Length: 99999999999\r\n\r\n")
+    status, _, _ = raw_http(a.port, req, timeout=10, read_all=False)
+    assert status == 401
+
+
+def test_reader_body_is_refused_before_it_is_read(a):
+    req = (b"POST /v1/objects HTTP/1.1\r\nHost: x\r\n"
+           b"Authorization: Bearer " + a.reader.encode() + b"\r\n"
+           b"Content-Length: 5000000\r\n\r\n")
+    status, _, _ = raw_http(a.port, req, timeout=10, read_all=False)
+    assert status == 403
+
+
+def test_message_route_body_over_a_mebibyte_is_413(a):
+    req = (b"PUT /v1/probes/big HTTP/1.1\r\nHost: x\r\n"
+           b"Authorization: Bearer " + a.admin.encode() + b"\r\n"
+           b"Content-Type: application/json\r\n"
+           b"Content-Length: 2000000\r\n\r\n")
     status, _, _ = raw_http(a.port, req, timeout=10, read_all=False)
     assert status == 413
 
@@ -402,3 +420,23 @@ def test_many_bad_requests_in_a_row(a):
             assert r.status_code in (200, 201, 400, 422), (i, r.status_code, r.text)
             if r.status_code >= 400:
                 assert r.json()["message"]
+
+
+def test_license_that_is_not_utf8(a):
+    data = bytearray(bpf_object("accept.bpf.o"))
+    off, size = elf_sections(bytes(data))["license"]
+    assert data[off:off + 3] == b"GPL"
+    data[off + 2] = 0xFF
+    assert_error(a.upload(bytes(data)), 422, "not valid UTF-8")
+
+
+def test_path_that_is_not_utf8_keeps_the_audit_log_readable(a):
+    # An anonymous request to a path of raw bytes: refused, and the record it
+    # leaves in the audit log still reads back as JSON.
+    status, _, _ = raw_http(a.port, b"POST /%ff%fe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                            read_all=False)
+    assert status == 404
+    r = a.get("/v1/audit?page_size=1000")
+    assert r.status_code == 200, r.text
+    actions = [e.get("action", "") for e in r.json()["entries"]]
+    assert any(x.startswith("POST /?") for x in actions), actions
