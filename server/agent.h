@@ -11,12 +11,14 @@
 struct store;
 struct auth;
 struct probe_mgr;
+struct collector;
 
 struct agent {
 	struct config cfg;
 	struct store *store;
 	struct auth *auth;
 	struct probe_mgr *probes;
+	struct collector *collector;
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

@@ -127,9 +127,45 @@ int store_probe_list(struct store *st, const char *after, unsigned limit,
 
 uint64_t store_probe_count(struct store *st);
 
-/* ---------------------------------------------------------------- samples */
+/* ---------------------------------------------------------------- samples
+ * The sample buffer: one append-only table, ids from AUTOINCREMENT so they
+ * keep increasing across restarts and deletions. Each row keeps probe,
+ * map, time, kind, name and value as columns (for queries) and the whole
+ * sample packed (graind.Sample without its id) as the payload. The buffer
+ * is bounded by rows and by payload bytes; at the bound the oldest rows go
+ * first and every dropped row is counted against its probe. */
+
+struct graind__sample;
+
+/* Bounds of the buffer; 0 leaves a bound as it is. Defaults: 1,000,000
+ * rows and 256 MiB of payload. Applied at the next append. */
+void store_samples_set_bounds(struct store *st, uint64_t max_rows, uint64_t max_bytes);
+
+/* Append n samples in ONE transaction and set each one's id. When the
+ * transaction commits, every sample is durable (it survives kill -9). */
+int store_samples_append(struct store *st, struct graind__sample **samples, size_t n,
+			 struct gerr *err);
+
+/* Up to `limit` samples with id > after, oldest first, filtered by probe
+ * and map when not NULL/"". fn gets a sample it must not keep (it is freed
+ * after the call); fn runs with the store locked and must not call the
+ * store. *more is set when more match after the last one visited. */
+int store_samples_list(struct store *st, const char *probe, const char *map,
+		       uint64_t after, unsigned limit,
+		       int (*fn)(const struct graind__sample *s, void *ctx), void *ctx,
+		       bool *more, struct gerr *err);
 
 uint64_t store_sample_count(struct store *st);
+
+/* Payload bytes held by the buffer. */
+uint64_t store_sample_bytes(struct store *st);
+
+/* The highest id ever given (0 when none). */
+uint64_t store_sample_last_id(struct store *st);
+
+/* Samples dropped at the bound, per probe: fn for each probe with drops. */
+int store_sample_drops(struct store *st,
+		       int (*fn)(const char *probe, uint64_t dropped, void *ctx), void *ctx);
 
 /* ---------------------------------------------------------------- sinks */
 

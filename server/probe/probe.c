@@ -705,3 +705,16 @@ int probe_list_pinned(struct probe_mgr *mgr,
 	closedir(d);
 	return ret;
 }
+
+int probe_map_open(const char *name, const char *map)
+{
+	char dir[PATH_MAX], file[256], path[PATH_MAX + 256];
+	int fd;
+
+	if (check_name(name, NULL) < 0 || probe_dir(dir, sizeof(dir), "", name) < 0)
+		return -EINVAL;
+	probe_map_file(file, sizeof(file), map);
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = bpf_obj_get(path);
+	return fd < 0 ? -errno : fd;
+}

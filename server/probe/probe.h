@@ -70,6 +70,11 @@ int probe_detach(struct probe_mgr *mgr, const char *name, struct gerr *err);
  * attach reports PROGRAM_FAILED with the error. */
 int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err);
 
+/* Open the pinned map `map` of probe `name` (its name in the object, e.g.
+ * "counts" or ".rodata"). Returns a new fd the caller closes, or a
+ * negative errno (-ENOENT when the probe or map is not pinned). */
+int probe_map_open(const char *name, const char *map);
+
 /* The generation pinned for `name`, or 0 when nothing is pinned. */
 uint64_t probe_pinned_generation(struct probe_mgr *mgr, const char *name);
 

@@ -1,0 +1,73 @@
+/* collect: turns what attached probes count or emit into samples.
+ *
+ * One collector thread runs an epoll loop over the ring buffers and perf
+ * buffers of every attached probe, plus a timer that polls metric maps at
+ * their intervals. Records are decoded with the object's BTF (decode.h)
+ * into graind.Sample messages, queued per probe in fixed-size queues
+ * (overflow counted, never unbounded memory), and written to the store in
+ * batches: one transaction per batch, bounded by rows and milliseconds.
+ * API threads never block on it.
+ *
+ * Which maps feed samples follows the probe's outputs (ProbeSpec.outputs);
+ * by default BTF-typed hash/array/LRU maps (per-CPU too) are polled as
+ * metrics every second, ringbuf and perf event array maps are drained as
+ * events, and internal maps (.rodata/.data/.bss/.kconfig) and program
+ * arrays give nothing.
+ *
+ * Metric samples: one per map entry and numeric value field, named
+ * "<map>.<field>" (or "<map>" for a plain number), with the key's decoded
+ * fields as tags; per-CPU values summed; counters optionally as deltas.
+ * Event samples: one per record, with its decoded fields. */
+#ifndef GRAIND_COLLECT_H
+#define GRAIND_COLLECT_H
+
+#include <stdint.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+struct agent;
+struct collector;
+
+struct collect_stats {
+	uint64_t collected;        /* samples made from kernel data */
+	uint64_t stored;           /* samples committed to the store */
+	uint64_t queue_dropped;    /* samples lost to full queues */
+	uint64_t queue_depth;      /* samples waiting now */
+	uint64_t events_lost;      /* perf buffer records the kernel lost */
+	uint64_t batches;          /* committed batches */
+	uint64_t batch_commit_us;  /* time spent committing, total */
+	uint64_t decode_errors;
+};
+
+/* Start the collector thread; it follows the probes the store says are
+ * attached. *out is stopped with collect_stop(). */
+int collect_start(struct agent *agent, struct collector **out, struct gerr *err);
+
+/* Flush what is queued to the store, stop the thread, free everything. */
+void collect_stop(struct collector *c);
+
+/* A probe was attached, updated, detached or deleted: the collector
+ * re-reads its spec and pinned maps (asynchronously, without blocking). */
+void collect_probe_changed(struct collector *c, const char *probe);
+
+void collect_get_stats(struct collector *c, struct collect_stats *out);
+
+/* Live decoded dump of a probe's pinned map (GET /v1/probes/{p}/maps/{m}).
+ * *out is a Graind__MapDump the caller frees with codec_free(). 404 when
+ * the probe or map does not exist or is not pinned. */
+int collect_dump_map(struct agent *agent, const char *probe, const char *map,
+		     Graind__MapDump **out, struct gerr *err);
+
+/* The Prometheus text exposition for GET /metrics, malloc'd (*len bytes):
+ * agent self-metrics (samples collected/stored/dropped, queue depth,
+ * batch commit time, SQLite size, buffer drops per probe, per-program
+ * kernel run count and run time, attach failures) and every metric-kind
+ * probe map as a family "graind_probe_<map>_<field>" with labels probe=
+ * and the decoded key fields (label names sanitised; at most
+ * COLLECT_MAX_SERIES series per map, the rest counted in
+ * graind_metric_series_dropped_total). NULL when out of memory. */
+#define COLLECT_MAX_SERIES 10000
+char *collect_metrics_text(struct agent *agent, size_t *len);
+
+#endif

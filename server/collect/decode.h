@@ -1,0 +1,53 @@
+/* decode: raw bytes of map keys, map values and ring-buffer records turned
+ * into named, typed fields, driven by the object's BTF.
+ *
+ * A decoder is compiled once per BTF type into a flat plan of leaves
+ * (nested structs and unions flattened with dots: "key.addr.v4"), then
+ * applied to every record. Leaves: signed/unsigned ints of every width,
+ * bool, enums (by value name), char arrays (strings: stop at NUL, escape
+ * non-printable bytes), other fixed arrays (one leaf per element: "a[0]"),
+ * bitfields. Well-known shapes are decoded by field-name convention (see
+ * decode.c's table, documented in README): IPv4/IPv6 addresses, ports in
+ * network order, ifindex → interface name, errno → name, syscall number →
+ * name, kernel address → symbol, cgroup id → path, hex.
+ *
+ * Without BTF (btf NULL or type_id 0) a decoder emits one leaf "raw" with
+ * the bytes as hex and the record size, and says so (decode_is_raw). */
+#ifndef GRAIND_DECODE_H
+#define GRAIND_DECODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+struct btf;
+struct decoder;
+
+/* Compile a decoder for `type_id` of `btf` for records of `size` bytes.
+ * A type whose size differs from `size`, or BTF that makes no sense, fails
+ * with 422 and a message naming the type. *out is freed by decode_free(). */
+int decode_new(const struct btf *btf, uint32_t type_id, size_t size,
+	       struct decoder **out, struct gerr *err);
+void decode_free(struct decoder *dec);
+
+/* True for the hex-dump decoder of data without BTF. */
+bool decode_is_raw(const struct decoder *dec);
+
+/* Append one Graind__Field per leaf of the record to (*fields, *n) (a
+ * codec-managed array that grows with realloc). `prefix` ("" or "key")
+ * is put before every name with a dot. Returns 0, or -1 when out of memory.
+ * A record shorter than the decoder's size is decoded as raw. */
+int decode_fields(const struct decoder *dec, const void *data, size_t len,
+		  const char *prefix, Graind__Field ***fields, size_t *n);
+
+/* A field's value as text (for tags and labels), into buf. */
+void decode_field_text(const Graind__Field *f, char *buf, size_t n);
+
+/* A field's value as a number, for metrics: false when it is not numeric
+ * (text). Bools are 0/1, enums their value. */
+bool decode_field_number(const Graind__Field *f, double *out);
+
+#endif
