@@ -18,6 +18,10 @@ static const char usage[] =
 "      --max-object-size BYTES largest object upload accepted (default 64M);\n"
 "                              suffixes K, M, G\n"
 "      --threads N             HTTP worker threads (default 4)\n"
+"      --pin-root DIR          bpffs directory for probe pins\n"
+"                              (default " CONFIG_DEFAULT_PIN_ROOT ")\n"
+"      --buffer-rows N         samples kept in the buffer at most (default 1000000)\n"
+"      --buffer-bytes BYTES    sample payload kept at most (default 256M)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -86,20 +90,24 @@ static int copy_path(char *dst, size_t n, const char *src)
 
 enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
-	enum { OPT_MAX_OBJECT = 256, OPT_THREADS };
+	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
+	       OPT_BUFFER_BYTES };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "max-object-size", required_argument, NULL, OPT_MAX_OBJECT },
 		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "pin-root", required_argument, NULL, OPT_PIN_ROOT },
+		{ "buffer-rows", required_argument, NULL, OPT_BUFFER_ROWS },
+		{ "buffer-bytes", required_argument, NULL, OPT_BUFFER_BYTES },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	const char *socket_arg = NULL;
-	size_t threads;
+	size_t threads, size;
 	int c;
 
 	memset(cfg, 0, sizeof(*cfg));
@@ -107,6 +115,9 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	strcpy(cfg->state_dir, CONFIG_DEFAULT_STATE_DIR);
 	cfg->max_object_size = CONFIG_DEFAULT_MAX_OBJECT_SIZE;
 	cfg->threads = CONFIG_DEFAULT_THREADS;
+	strcpy(cfg->pin_root, CONFIG_DEFAULT_PIN_ROOT);
+	cfg->buffer_rows = CONFIG_DEFAULT_BUFFER_ROWS;
+	cfg->buffer_bytes = CONFIG_DEFAULT_BUFFER_BYTES;
 	optind = 1;
 
 	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
@@ -138,6 +149,25 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				return CONFIG_EXIT_USAGE;
 			}
 			cfg->threads = (unsigned)threads;
+			break;
+		case OPT_PIN_ROOT:
+			if (optarg[0] != '/' || copy_path(cfg->pin_root, sizeof(cfg->pin_root) - 80,
+							  optarg) < 0) {
+				fprintf(stderr, "graind: --pin-root wants an absolute directory on bpffs, got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_BUFFER_ROWS:
+		case OPT_BUFFER_BYTES:
+			if (parse_size(optarg, &size) < 0) {
+				fprintf(stderr, "graind: --%s wants a positive number such as 100000 or 64M, got '%s'\n",
+					c == OPT_BUFFER_ROWS ? "buffer-rows" : "buffer-bytes", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			if (c == OPT_BUFFER_ROWS)
+				cfg->buffer_rows = size;
+			else
+				cfg->buffer_bytes = size;
 			break;
 		case 'v':
 			cfg->verbose = 1;

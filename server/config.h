@@ -11,12 +11,18 @@
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/graind"
 #define CONFIG_DEFAULT_MAX_OBJECT_SIZE (64u * 1024 * 1024)
 #define CONFIG_DEFAULT_THREADS 4
+#define CONFIG_DEFAULT_PIN_ROOT "/sys/fs/bpf/graind"
+#define CONFIG_DEFAULT_BUFFER_ROWS 1000000ull
+#define CONFIG_DEFAULT_BUFFER_BYTES (256ull * 1024 * 1024)
 
 struct config {
 	char listen_host[64];           /* "" when TCP is disabled */
 	unsigned listen_port;           /* 0: any free port */
 	char state_dir[PATH_MAX];
 	char socket_path[108];          /* "" when disabled */
+	char pin_root[PATH_MAX];        /* bpffs directory of the probes' pins */
+	unsigned long long buffer_rows; /* sample buffer bounds */
+	unsigned long long buffer_bytes;
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

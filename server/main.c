@@ -96,7 +96,7 @@ int main(int argc, char **argv)
 	    features_mount(&err) < 0 ||
 	    store_open(db_path, &ag.store, &err) < 0 ||
 	    auth_load(ag.cfg.state_dir, &ag.auth, &err) < 0 ||
-	    probe_mgr_new(&ag.probes, &err) < 0) {
+	    probe_mgr_new(ag.cfg.pin_root, &ag.probes, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
 	}

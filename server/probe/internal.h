@@ -1,13 +1,13 @@
 /* Shared by the files of server/probe/; not part of the module's contract.
  *
  * bpffs refuses names with a dot, so the probe's directory writes its '.'
- * as ':'. Pin layout of probe <name> under PROBE_PIN_ROOT/<dir>/:
+ * as ':'. Pin layout of probe <name> under <pin root>/<dir>/:
  *   meta              single-entry ARRAY map: struct probe_meta
  *   link_<prog>       the link of each program (link_<prog>-<cpu> for the
  *                     per-CPU links of a perf_event program)
  *   map_<map>         every map of the object, '.' written '-'
  *                     (map_graind-rodata)
- * A new generation is built in PROBE_PIN_ROOT/_new_<dir>/ and renamed into
+ * A new generation is built in <pin root>/_new_<dir>/ and renamed into
  * place once every program is attached. */
 #ifndef GRAIND_PROBE_INTERNAL_H
 #define GRAIND_PROBE_INTERNAL_H

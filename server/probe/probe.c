@@ -38,8 +38,8 @@ struct probe_mgr {
 /* One attach in progress. */
 struct attach_ctx {
 	const char *name;
-	char dir[PATH_MAX];		/* PROBE_PIN_ROOT/<name> */
-	char staging[PATH_MAX];		/* PROBE_PIN_ROOT/_new_<name> */
+	char dir[PATH_MAX];		/* pin_root/<name> */
+	char staging[PATH_MAX];		/* pin_root/_new_<name> */
 	struct bpf_object *obj;
 	struct probe_prog *progs;
 	size_t n_progs;
@@ -50,18 +50,22 @@ struct attach_ctx {
 
 /* ---------------------------------------------------------------- manager */
 
+/* Where probes are pinned: set once by probe_mgr_new (one manager per
+ * process), read by every function of the module. */
+static char pin_root[PATH_MAX] = PROBE_DEFAULT_PIN_ROOT;
+
 /* A generation being built when the agent died never became a probe. */
 static void remove_staging_leftovers(void)
 {
 	char path[PATH_MAX];
 	struct dirent *de;
-	DIR *d = opendir(PROBE_PIN_ROOT);
+	DIR *d = opendir(pin_root);
 
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, STAGING_PREFIX, strlen(STAGING_PREFIX)) != 0 ||
-		    probe_pin_path(path, sizeof(path), PROBE_PIN_ROOT, de->d_name) < 0)
+		    probe_pin_path(path, sizeof(path), pin_root, de->d_name) < 0)
 			continue;
 		log_warn("msg=\"removing an unfinished probe generation\" path=%s", path);
 		probe_dir_remove(path, NULL);
@@ -69,15 +73,18 @@ static void remove_staging_leftovers(void)
 	closedir(d);
 }
 
-int probe_mgr_new(struct probe_mgr **out, struct gerr *err)
+int probe_mgr_new(const char *root, struct probe_mgr **out, struct gerr *err)
 {
 	struct probe_mgr *mgr;
 
 	*out = NULL;
+	if (!root || !*root || strlen(root) >= sizeof(pin_root) - 80)
+		return gerr_set(err, 500, "pin root '%s' is empty or too long", root ? root : "");
+	snprintf(pin_root, sizeof(pin_root), "%s", root);
 	elfchk_init();
-	if (mkdir(PROBE_PIN_ROOT, 0700) < 0 && errno != EEXIST)
+	if (mkdir(pin_root, 0700) < 0 && errno != EEXIST)
 		return gerr_set(err, 500, "cannot create %s: %s (is bpffs mounted at /sys/fs/bpf?)",
-				PROBE_PIN_ROOT, strerror(errno));
+				pin_root, strerror(errno));
 	mgr = calloc(1, sizeof(*mgr));
 	if (!mgr)
 		return gerr_set(err, 500, "out of memory");
@@ -163,12 +170,12 @@ static int check_name(const char *name, struct gerr *err)
 
 static int probe_dir(char *buf, size_t n, const char *prefix, const char *name)
 {
-	int len = snprintf(buf, n, "%s/%s%s", PROBE_PIN_ROOT, prefix, name);
+	int len = snprintf(buf, n, "%s/%s%s", pin_root, prefix, name);
 	char *p;
 
 	if (len < 0 || (size_t)len >= n)
 		return -1;
-	for (p = buf + strlen(PROBE_PIN_ROOT) + 1; *p; p++)
+	for (p = buf + strlen(pin_root) + 1; *p; p++)
 		if (*p == '.')
 			*p = ':';
 	return 0;
@@ -689,7 +696,7 @@ int probe_list_pinned(struct probe_mgr *mgr,
 	int ret = 0;
 
 	(void)mgr;
-	d = opendir(PROBE_PIN_ROOT);
+	d = opendir(pin_root);
 	if (!d)
 		return errno == ENOENT ? 0 : -errno;
 	while (ret == 0 && (de = readdir(d))) {

@@ -1,7 +1,7 @@
 /* probe: the kernel side of probes.
  *
  * Loads a stored object with libbpf, attaches the programs a ProbeSpec
- * selects, and pins every link and map under PROBE_PIN_ROOT/<probe>/ so
+ * selects, and pins every link and map under the pin root/<probe>/ so
  * probes keep running when the agent stops or is killed. A restarted agent
  * re-adopts pinned probes without touching the kernel; detaching removes
  * every pin, link, program and map of a probe.
@@ -27,13 +27,15 @@
 #include "proto/graind.pb-c.h"
 #include "server/util/gerr.h"
 
-#define PROBE_PIN_ROOT "/sys/fs/bpf/graind"
+#define PROBE_DEFAULT_PIN_ROOT "/sys/fs/bpf/graind"
 
 struct probe_mgr;
 
-/* Create PROBE_PIN_ROOT (bpffs must be mounted) and enable kernel BPF run
- * statistics for as long as the manager lives. */
-int probe_mgr_new(struct probe_mgr **out, struct gerr *err);
+/* Pin probes under `pin_root` (PROBE_DEFAULT_PIN_ROOT unless the operator
+ * says otherwise; one manager per process), creating it (bpffs must be
+ * mounted), and enable kernel BPF run statistics for as long as the
+ * manager lives. */
+int probe_mgr_new(const char *pin_root, struct probe_mgr **out, struct gerr *err);
 
 /* Free the manager. Never detaches anything: pinned probes keep running. */
 void probe_mgr_free(struct probe_mgr *mgr);
@@ -78,7 +80,7 @@ int probe_map_open(const char *name, const char *map);
 /* The generation pinned for `name`, or 0 when nothing is pinned. */
 uint64_t probe_pinned_generation(struct probe_mgr *mgr, const char *name);
 
-/* Call fn for the name of every probe pinned under PROBE_PIN_ROOT. */
+/* Call fn for the name of every probe pinned under the pin root. */
 int probe_list_pinned(struct probe_mgr *mgr,
 		      int (*fn)(const char *name, void *ctx), void *ctx);
 

@@ -16,6 +16,8 @@ import requests
 GRAIND_BIN = os.environ.get("GRAIND_BIN", os.path.abspath("build/asan/graind"))
 TEST_BPF = os.environ.get("GRAIND_TEST_BPF", os.path.abspath("build/tests/bpf"))
 PROTO = os.environ.get("GRAIND_PROTO", os.path.abspath("proto/graind.proto"))
+# Where test agents pin probes; a separate root per concurrent test run.
+PIN_ROOT = os.environ.get("GRAIND_PIN_ROOT", "/sys/fs/bpf/graind")
 
 
 def free_port():
@@ -39,7 +41,7 @@ class Agent:
         self.log = open(os.path.join(self.state_dir, "graind.log"), "ab")
         self.proc = subprocess.Popen(
             [GRAIND_BIN, "--listen", f"127.0.0.1:{self.port}",
-             "--state-dir", self.state_dir, *self.extra_args],
+             "--state-dir", self.state_dir, "--pin-root", PIN_ROOT, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         self.banner = b""
         deadline = time.time() + timeout

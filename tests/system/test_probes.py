@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import TEST_BPF, Agent, assert_error, bpf_object, raw_http
+from conftest import PIN_ROOT, TEST_BPF, Agent, assert_error, bpf_object, raw_http
 
-PIN_ROOT = "/sys/fs/bpf/graind"
 COUNT_PORT = 9          # hooks.bpf.c counts UDP to this port only
 NOISE_PORT = 10         # sent alongside, must not be counted
 SLOT = {"xdp": 0, "tc": 1, "tracepoint": 2, "raw_tracepoint": 3, "uprobe": 4,

@@ -37,6 +37,10 @@
 #include "api/codec.h"
 #include "server/probe/probe.h"
 
+/* Its own pin root, so that an agent running on this machine (whose
+ * default root is PROBE_DEFAULT_PIN_ROOT) never takes these pins for stale. */
+#define TEST_PIN_ROOT "/sys/fs/bpf/graind-unit"
+
 #define NETNS "graind-pt"
 #define IF_HERE "gpt0"
 #define ADDR_HERE "198.18.0.1"
@@ -121,7 +125,7 @@ static int setup(void **state)
 	    "ip -n " NETNS " link set gpt1 up && ip -n " NETNS " link set lo up");
 	hooks = read_blob("hooks.bpf.o");
 	reject = read_blob("reject_oob.bpf.o");
-	if (probe_mgr_new(&mgr, &err) < 0)
+	if (probe_mgr_new(TEST_PIN_ROOT, &mgr, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
 	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
 		probe_detach(mgr, test_probes[i], NULL);
@@ -254,7 +258,7 @@ static void attach_fails(const char *name, Graind__ProbeSpec *s,
 				      &adopted, NULL, &err), -1);
 	if (err.status != status || !strstr(err.msg, needle))
 		fail_msg("expected %d \"%s\", got %d \"%s\"", status, needle, err.status, err.msg);
-	snprintf(dir, sizeof(dir), PROBE_PIN_ROOT "/%s", name);
+	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", name);
 	assert_int_equal(access(dir, F_OK), -1);
 	assert_int_equal(probe_pinned_generation(mgr, name), 0);
 }
@@ -265,7 +269,7 @@ static uint64_t count(const char *probe, uint32_t slot)
 	uint64_t value = 0;
 	int fd;
 
-	snprintf(path, sizeof(path), PROBE_PIN_ROOT "/%s/map_counts", probe);
+	snprintf(path, sizeof(path), TEST_PIN_ROOT "/%s/map_counts", probe);
 	fd = bpf_obj_get(path);
 	if (fd < 0)
 		fail_msg("%s: %s", path, strerror(errno));
@@ -336,7 +340,7 @@ static void collect_ids(const char *probe, struct kernel_ids *k)
 	DIR *d;
 
 	memset(k, 0, sizeof(*k));
-	snprintf(dir, sizeof(dir), PROBE_PIN_ROOT "/%s", probe);
+	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", probe);
 	d = opendir(dir);
 	assert_non_null(d);
 	while ((de = readdir(d))) {
@@ -417,7 +421,7 @@ static void detach_clean(const char *probe)
 
 	collect_ids(probe, &k);
 	assert_int_equal(probe_detach(mgr, probe, &err), 0);
-	snprintf(dir, sizeof(dir), PROBE_PIN_ROOT "/%s", probe);
+	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", probe);
 	assert_int_equal(access(dir, F_OK), -1);
 	assert_all_gone(&k);
 }
@@ -447,7 +451,7 @@ static uint32_t pinned_link_id(const char *probe, const char *prog)
 	uint32_t len = sizeof(info);
 	int fd;
 
-	snprintf(path, sizeof(path), PROBE_PIN_ROOT "/%s/link_%s", probe, prog);
+	snprintf(path, sizeof(path), TEST_PIN_ROOT "/%s/link_%s", probe, prog);
 	fd = bpf_obj_get(path);
 	assert_true(fd >= 0);
 	memset(&info, 0, sizeof(info));
@@ -523,7 +527,7 @@ static void test_adopt_restart_and_swap(void **state)
 
 	/* A new manager (a restarted agent) adopts too, counts kept. */
 	probe_mgr_free(mgr);
-	assert_int_equal(probe_mgr_new(&mgr, &err), 0);
+	assert_int_equal(probe_mgr_new(TEST_PIN_ROOT, &mgr, &err), 0);
 	attach_ok("ut-swap", 1, s, &hooks, &adopted);
 	assert_true(adopted);
 	assert_int_equal(count("ut-swap", SLOT_XDP), 2);
@@ -734,7 +738,7 @@ static void test_perf_event_every_cpu(void **state)
 	} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 100);
 	assert_true(count("ut-perf", SLOT_PERF_EVENT) > 0);
 	for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN); cpu++) {
-		snprintf(path, sizeof(path), PROBE_PIN_ROOT "/ut-perf/link_count_perf_event-%ld", cpu);
+		snprintf(path, sizeof(path), TEST_PIN_ROOT "/ut-perf/link_count_perf_event-%ld", cpu);
 		assert_int_equal(access(path, F_OK), 0);
 	}
 	detach_clean("ut-perf");
@@ -835,7 +839,7 @@ static void test_constants_and_overrides_apply(void **state)
 	s->map_overrides[0]->max_entries = 16;
 	attach_ok("ut-override", 1, s, &hooks, NULL);
 
-	fd = bpf_obj_get(PROBE_PIN_ROOT "/ut-override/map_counts");
+	fd = bpf_obj_get(TEST_PIN_ROOT "/ut-override/map_counts");
 	assert_true(fd >= 0);
 	memset(&info, 0, sizeof(info));
 	assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
@@ -845,7 +849,7 @@ static void test_constants_and_overrides_apply(void **state)
 		struct { uint32_t pid; char label[8]; } ro;
 		uint32_t key = 0;
 
-		fd = bpf_obj_get(PROBE_PIN_ROOT "/ut-override/map_graind-rodata");
+		fd = bpf_obj_get(TEST_PIN_ROOT "/ut-override/map_graind-rodata");
 		assert_true(fd >= 0);
 		assert_int_equal(bpf_map_lookup_elem(fd, &key, &ro), 0);
 		assert_int_equal(ro.pid, 42);
