@@ -4,6 +4,7 @@ BUILD    ?= build
 VERSION  := 0.1.0
 CC       ?= cc
 CLANG    ?= clang
+LLVM_STRIP ?= llvm-strip
 PYTHON   ?= /usr/bin/python3
 RUN_ARGS ?=
 
@@ -28,6 +29,10 @@ GEN_H    := $(BUILD)/proto/graind.pb-c.h
 LIB_SRC  := $(filter-out server/main.c,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
 WEB_FILES := $(sort $(wildcard web/*))
 EMBED_S  := $(BUILD)/embed.S
+# Built-in probes: bpf/<name>.bpf.c → $(BUILD)/bpf/<name>.bpf.o, embedded.
+BUILTIN_BPF_SRC := $(sort $(wildcard bpf/*.bpf.c))
+BUILTIN_BPF_OBJ := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BUILTIN_BPF_SRC))
+BPF_ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/;s/ppc64le/powerpc/;s/s390x/s390/')
 ALL_SRC  := $(LIB_SRC) $(GEN_C)
 
 OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/proto/graind.pb-c.o $(BUILD)/obj/embed.o
@@ -85,14 +90,22 @@ $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@
 
-# Web UI files embedded into the binary: symbols embed_<name>_start/_end.
-$(EMBED_S): $(WEB_FILES) Makefile
+# Web UI files embedded into the binary: symbols embed_<name>_start/_end;
+# built-in BPF objects: symbols embed_bpf_<name>_start/_end.
+$(EMBED_S): $(WEB_FILES) $(BUILTIN_BPF_OBJ) Makefile
 	@mkdir -p $(BUILD)
 	@{ echo '.section .rodata'; \
 	  for f in $(WEB_FILES); do \
 		s=$$(basename $$f | tr -c 'a-zA-Z0-9\n' '_'); \
 		echo ".global embed_$${s}_start"; echo ".global embed_$${s}_end"; \
 		echo "embed_$${s}_start:"; echo ".incbin \"$(CURDIR)/$$f\""; \
+		echo "embed_$${s}_end:"; echo ".byte 0"; \
+	  done; \
+	  for f in $(BUILTIN_BPF_OBJ); do \
+		s=bpf_$$(basename $$f .bpf.o | tr -c 'a-zA-Z0-9\n' '_'); \
+		echo ".balign 8"; \
+		echo ".global embed_$${s}_start"; echo ".global embed_$${s}_end"; \
+		echo "embed_$${s}_start:"; echo ".incbin \"$(abspath $$f)\""; \
 		echo "embed_$${s}_end:"; echo ".byte 0"; \
 	  done; echo '.section .note.GNU-stack,"",@progbits'; } > $@
 
@@ -140,14 +153,21 @@ $(BUILD)/tests/bpf/accept.bpfeb.o: tests/bpf/accept.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(dir $@)
 	$(CLANG) -target bpfeb $(BPF_CFLAGS) -c $< -o $@
 
+# The built-in probes, CO-RE against the running kernel's BTF. DWARF is
+# stripped (BTF and its line info stay): the objects ship in the binary.
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) -target bpf -D__TARGET_ARCH_$(BPF_ARCH) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
 # ---------------------------------------------------------------- run, test
 
 run: deps $(BUILD)/graind
 	$(BUILD)/graind $(RUN_ARGS)
 
-unit: deps-test asan $(TEST_BPF_OBJ)
+unit: deps-test asan $(TEST_BPF_OBJ) $(BUILTIN_BPF_OBJ)
 	@pass=0; fail=0; for t in $(UNIT_BIN); do \
-		if GRAIND_TEST_BPF=$(BUILD)/tests/bpf $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
+		if GRAIND_TEST_BPF=$(BUILD)/tests/bpf GRAIND_BUILTIN_BPF=$(BUILD)/bpf $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
 	done; echo "unit test programs: $$pass passed, $$fail failed"; [ $$fail = 0 ]
 
 system: deps-test $(BUILD)/asan/graind $(TEST_BPF_OBJ)

@@ -53,18 +53,28 @@ static const struct api_route routes[] = {
 	{ "DELETE", "/v1/probes/*", AUTH_ADMIN, BODY_NONE, NULL, h_probe_delete },
 	{ "POST", "/v1/probes/*:attach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_attach },
 	{ "POST", "/v1/probes/*:detach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_detach },
+	{ "GET", "/v1/probes/*/maps/*", AUTH_READER, BODY_NONE, NULL, h_probe_map },
+	{ "GET", "/v1/samples", AUTH_READER, BODY_NONE, NULL, h_samples_list },
+	{ "GET", "/metrics", AUTH_READER, BODY_NONE, NULL, h_metrics },
 	{ "GET", "/v1/audit", AUTH_READER, BODY_NONE, NULL, h_audit_list },
 };
 
-/* Does `path` match `pattern`? On a match the "*" segment goes to arg. */
-static bool route_match(const char *pattern, const char *path, char *arg, size_t n)
+/* Does `path` match `pattern`? On a match the "*" segments go to args
+ * (at most API_MAX_ARGS of them). */
+static bool route_match(const char *pattern, const char *path,
+			char args[API_MAX_ARGS][API_ARG_MAX])
 {
+	int n_args = 0;
+
 	while (*pattern && *path) {
 		if (*pattern == '*') {
 			const char *verb = strchr(pattern, ':');
 			const char *seg_end = path + strcspn(path, "/");
 			size_t len;
 
+			/* A ":verb" belongs to this segment only if no '/' comes first. */
+			if (verb && strchr(pattern, '/') && strchr(pattern, '/') < verb)
+				verb = NULL;
 			if (verb) {
 				/* "*:verb": the segment must end with ":verb". */
 				size_t vlen = strlen(verb);
@@ -78,10 +88,10 @@ static bool route_match(const char *pattern, const char *path, char *arg, size_t
 				len = (size_t)(seg_end - path);
 				pattern++;
 			}
-			if (len == 0 || len >= n)
+			if (len == 0 || len >= API_ARG_MAX || n_args == API_MAX_ARGS)
 				return false;
-			memcpy(arg, path, len);
-			arg[len] = '\0';
+			memcpy(args[n_args], path, len);
+			args[n_args++][len] = '\0';
 			path = seg_end;
 			continue;
 		}
@@ -94,15 +104,15 @@ static bool route_match(const char *pattern, const char *path, char *arg, size_t
 /* The route for the request; sets *path_known when some route has this
  * path (so a missing method is 405, not 404) and lists them in allow. */
 static const struct api_route *route_find(const char *method, const char *path,
-					  char *arg, size_t n, bool *path_known,
-					  char *allow, size_t allow_n)
+					  char args[API_MAX_ARGS][API_ARG_MAX],
+					  bool *path_known, char *allow, size_t allow_n)
 {
 	const struct api_route *found = NULL;
 
 	*path_known = false;
 	allow[0] = '\0';
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		if (!route_match(routes[i].pattern, path, arg, n))
+		if (!route_match(routes[i].pattern, path, args))
 			continue;
 		*path_known = true;
 		if (allow[0])
@@ -111,21 +121,21 @@ static const struct api_route *route_find(const char *method, const char *path,
 		if (!found && strcmp(routes[i].method, method) == 0)
 			found = &routes[i];
 	}
-	/* Re-match so arg holds the chosen route's segment. */
+	/* Re-match so args hold the chosen route's segments. */
 	if (found)
-		route_match(found->pattern, path, arg, n);
+		route_match(found->pattern, path, args);
 	return found;
 }
 
 size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
 		      const char *authorization)
 {
-	char arg[256], allow[64];
+	char args[API_MAX_ARGS][API_ARG_MAX], allow[64];
 	enum auth_role role = auth_role_of(agent->auth, authorization);
 	const struct api_route *route;
 	bool path_known;
 
-	route = route_find(method, path, arg, sizeof(arg), &path_known, allow, sizeof(allow));
+	route = route_find(method, path, args, &path_known, allow, sizeof(allow));
 	if (!route || (route->role != AUTH_NONE && role == AUTH_NONE) ||
 	    (route->role == AUTH_ADMIN && role != AUTH_ADMIN))
 		return 0;
@@ -248,12 +258,12 @@ static void audit(struct api_call *call, const struct api_route *route,
 	char action[96];
 	struct gerr aerr;
 
-	char target[sizeof(call->arg)], message[GERR_MSG_MAX];
+	char target[API_ARG_MAX], message[GERR_MSG_MAX];
 
 	/* The audit log is read back as JSON: only valid text goes in. */
 	snprintf(action, sizeof(action), "%s %s", call->req->method,
 		 route ? route->pattern : call->req->path);
-	snprintf(target, sizeof(target), "%s", call->audit_target[0] ? call->audit_target : call->arg);
+	snprintf(target, sizeof(target), "%s", call->audit_target[0] ? call->audit_target : call->args[0]);
 	snprintf(message, sizeof(message), "%s", resp->status >= 400 ? err->msg : "");
 	utf8_scrub(action);
 	utf8_scrub(target);
@@ -274,8 +284,8 @@ void api_handle(struct agent *agent, const struct api_request *req,
 
 	memset(resp, 0, sizeof(*resp));
 	call.role = auth_role_of(agent->auth, req->authorization);
-	route = route_find(req->method, req->path, call.arg, sizeof(call.arg),
-			   &path_known, resp->allow, sizeof(resp->allow));
+	route = route_find(req->method, req->path, call.args, &path_known,
+			   resp->allow, sizeof(resp->allow));
 	if (!route) {
 		if (path_known)
 			gerr_set(&err, 405, "method %s is not allowed on %s (allowed: %s)",

@@ -228,15 +228,15 @@ int h_object_list(struct api_call *call, struct gerr *err)
 
 int h_object_get(struct api_call *call, struct gerr *err)
 {
-	if (check_object_id(call->arg, err) < 0)
+	if (check_object_id(call->args[0], err) < 0)
 		return -1;
-	return reply_stored_object(call, call->arg, err);
+	return reply_stored_object(call, call->args[0], err);
 }
 
 int h_object_content(struct api_call *call, struct gerr *err)
 {
-	if (check_object_id(call->arg, err) < 0 ||
-	    store_object_content(call->agent->store, call->arg, &call->raw,
+	if (check_object_id(call->args[0], err) < 0 ||
+	    store_object_content(call->agent->store, call->args[0], &call->raw,
 				 &call->raw_len, err) < 0)
 		return -1;
 	call->raw_type = "application/octet-stream";
@@ -245,10 +245,10 @@ int h_object_content(struct api_call *call, struct gerr *err)
 
 int h_object_delete(struct api_call *call, struct gerr *err)
 {
-	if (check_object_id(call->arg, err) < 0 ||
-	    store_object_delete(call->agent->store, call->arg, err) < 0)
+	if (check_object_id(call->args[0], err) < 0 ||
+	    store_object_delete(call->agent->store, call->args[0], err) < 0)
 		return -1;
-	log_info("msg=\"object deleted\" sha256=%s", call->arg);
+	log_info("msg=\"object deleted\" sha256=%s", call->args[0]);
 	call->status = 204;
 	return 0;
 }
@@ -260,8 +260,8 @@ int h_object_verify(struct api_call *call, struct gerr *err)
 	size_t len;
 	int ret;
 
-	if (check_object_id(call->arg, err) < 0 ||
-	    store_object_content(call->agent->store, call->arg, &bytes, &len, err) < 0)
+	if (check_object_id(call->args[0], err) < 0 ||
+	    store_object_content(call->agent->store, call->args[0], &bytes, &len, err) < 0)
 		return -1;
 	report = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
 	if (!report) {
@@ -273,9 +273,9 @@ int h_object_verify(struct api_call *call, struct gerr *err)
 	free(bytes);
 	if (ret < 0)
 		return -1;
-	report->sha256 = strdup(call->arg);
+	report->sha256 = strdup(call->args[0]);
 	if (!report->sha256)
 		return gerr_set(err, 500, "out of memory");
-	log_info("msg=\"object verified\" sha256=%s accepted=%d", call->arg, report->accepted);
+	log_info("msg=\"object verified\" sha256=%s accepted=%d", call->args[0], report->accepted);
 	return 0;
 }

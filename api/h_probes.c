@@ -13,6 +13,8 @@
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
+#include "server/builtin.h"
+#include "server/collect/collect.h"
 #include "server/probe/probe.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -60,6 +62,13 @@ static int parse_if_match(const char *value, uint64_t *generation, struct gerr *
 	return 0;
 bad:
 	return gerr_set(err, 400, "If-Match must be a probe generation (a positive integer)");
+}
+
+/* The collector follows the store: tell it which probe changed. */
+static void notify_collector(struct agent *ag, const char *name)
+{
+	if (ag->collector)
+		collect_probe_changed(ag->collector, name);
 }
 
 static bool spec_wants_attached(const Graind__ProbeSpec *spec)
@@ -155,6 +164,7 @@ static int apply_to_kernel(struct api_call *call, const char *name, uint64_t gen
 {
 	struct agent *ag = call->agent;
 	Graind__VerifyReport *report = NULL;
+	char sha256[SHA256_HEX_LEN + 1];
 	bool adopted = false;
 	void *bytes = NULL;
 	size_t len = 0;
@@ -162,11 +172,15 @@ static int apply_to_kernel(struct api_call *call, const char *name, uint64_t gen
 
 	if (!attached)
 		return probe_detach(ag->probes, name, err);
-	if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN)
-		return gerr_set(err, 404, "no built-in object named '%s'", spec->builtin);
-	if (spec->object_case != GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256)
+	if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN) {
+		if (builtin_object_sha256(spec->builtin, sha256, err) < 0)
+			return -1;
+	} else if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256) {
+		snprintf(sha256, sizeof(sha256), "%s", spec->object_sha256);
+	} else {
 		return gerr_set(err, 400, "spec needs objectSha256 (or builtin)");
-	if (store_object_content(ag->store, spec->object_sha256, &bytes, &len, err) < 0)
+	}
+	if (store_object_content(ag->store, sha256, &bytes, &len, err) < 0)
 		return -1;
 	ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
 			   &report, err);
@@ -187,17 +201,17 @@ int h_probe_put(struct api_call *call, struct gerr *err)
 	size_t packed_len;
 	int ret = -1, applied;
 
-	if (api_check_probe_name(call->arg, err) < 0 ||
+	if (api_check_probe_name(call->args[0], err) < 0 ||
 	    parse_if_match(call->req->if_match, &if_generation, err) < 0 ||
 	    pack_spec(spec, &packed, &packed_len, err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
-	exists = store_probe_get(ag->store, call->arg, &old, NULL) == 0;
+	exists = store_probe_get(ag->store, call->args[0], &old, NULL) == 0;
 	if (if_generation && (!exists || old.generation != if_generation)) {
 		gerr_set(err, exists ? 412 : 404,
 			 exists ? "probe %s is at generation %llu, not the one in If-Match: re-read it and retry" :
 				  "no probe named %s (If-Match given)",
-			 call->arg, (unsigned long long)old.generation);
+			 call->args[0], (unsigned long long)old.generation);
 		goto out;
 	}
 	if (exists) {
@@ -206,22 +220,23 @@ int h_probe_put(struct api_call *call, struct gerr *err)
 	}
 	/* Same spec, same state, kernel in step: nothing to touch. */
 	if (!exists || changed || old.attached != attached ||
-	    (attached && probe_pinned_generation(ag->probes, call->arg) != generation)) {
-		applied = apply_to_kernel(call, call->arg, generation, spec, attached, err);
+	    (attached && probe_pinned_generation(ag->probes, call->args[0]) != generation)) {
+		applied = apply_to_kernel(call, call->args[0], generation, spec, attached, err);
 		if (applied != 0) {
 			ret = applied > 0 ? 0 : -1;
 			goto out;
 		}
 	}
-	if (store_probe_put(ag->store, call->arg,
+	if (store_probe_put(ag->store, call->args[0],
 			    spec->object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256 ?
 			    spec->object_sha256 : "",
 			    packed, packed_len, attached, &row, &created, &changed, err) < 0)
 		goto out;
 	if (created)
 		call->status = 201;
-	log_info("msg=\"probe stored\" probe=%s generation=%llu attached=%d", call->arg,
+	log_info("msg=\"probe stored\" probe=%s generation=%llu attached=%d", call->args[0],
 		 (unsigned long long)row.generation, attached);
+	notify_collector(ag, call->args[0]);
 	ret = 0;
 out:
 	pthread_mutex_unlock(&ag->probe_lock);
@@ -245,28 +260,29 @@ static int set_state(struct api_call *call, bool attached, struct gerr *err)
 	Graind__ProbeSpec *spec = NULL;
 	int ret = -1, applied;
 
-	if (api_check_probe_name(call->arg, err) < 0)
+	if (api_check_probe_name(call->args[0], err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
-	if (store_probe_get(ag->store, call->arg, &row, err) < 0)
+	if (store_probe_get(ag->store, call->args[0], &row, err) < 0)
 		goto out;
 	spec = unpack_spec(&row, err);
 	if (!spec)
 		goto out;
-	applied = apply_to_kernel(call, call->arg, row.generation, spec, attached, err);
+	applied = apply_to_kernel(call, call->args[0], row.generation, spec, attached, err);
 	if (applied != 0) {
 		ret = applied > 0 ? 0 : -1;
 		goto out;
 	}
-	if (store_probe_set_attached(ag->store, call->arg, attached, err) < 0)
+	if (store_probe_set_attached(ag->store, call->args[0], attached, err) < 0)
 		goto out;
+	notify_collector(ag, call->args[0]);
 	ret = 0;
 out:
 	pthread_mutex_unlock(&ag->probe_lock);
 	codec_free(spec ? &spec->base : NULL);
 	store_probe_clear(&row);
 	if (ret == 0 && !call->reply)
-		ret = reply_probe(call, call->arg, err);
+		ret = reply_probe(call, call->args[0], err);
 	return ret;
 }
 
@@ -286,17 +302,19 @@ int h_probe_delete(struct api_call *call, struct gerr *err)
 	struct store_probe row = { 0 };
 	int ret = -1;
 
-	if (api_check_probe_name(call->arg, err) < 0)
+	if (api_check_probe_name(call->args[0], err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
-	if (store_probe_get(ag->store, call->arg, &row, err) == 0 &&
-	    probe_detach(ag->probes, call->arg, err) == 0 &&
-	    store_probe_delete(ag->store, call->arg, err) == 0)
+	if (store_probe_get(ag->store, call->args[0], &row, err) == 0 &&
+	    probe_detach(ag->probes, call->args[0], err) == 0 &&
+	    store_probe_delete(ag->store, call->args[0], err) == 0) {
+		notify_collector(ag, call->args[0]);
 		ret = 0;
+	}
 	pthread_mutex_unlock(&ag->probe_lock);
 	store_probe_clear(&row);
 	if (ret == 0) {
-		log_info("msg=\"probe deleted\" probe=%s", call->arg);
+		log_info("msg=\"probe deleted\" probe=%s", call->args[0]);
 		call->status = 204;
 	}
 	return ret;
@@ -304,9 +322,9 @@ int h_probe_delete(struct api_call *call, struct gerr *err)
 
 int h_probe_get(struct api_call *call, struct gerr *err)
 {
-	if (api_check_probe_name(call->arg, err) < 0)
+	if (api_check_probe_name(call->args[0], err) < 0)
 		return -1;
-	return reply_probe(call, call->arg, err);
+	return reply_probe(call, call->args[0], err);
 }
 
 /* Rows are copied out first: the store is locked while listing, and the

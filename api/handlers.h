@@ -14,6 +14,8 @@
 #include "server/auth.h"
 #include "server/util/gerr.h"
 
+#define API_MAX_ARGS 2
+#define API_ARG_MAX 256
 /* Largest body of any route but the object upload (bytes). */
 #define API_MAX_MESSAGE_BODY (1024 * 1024)
 
@@ -21,7 +23,7 @@ struct api_call {
 	struct agent *agent;
 	const struct api_request *req;
 	enum auth_role role;
-	char arg[256];                  /* the "*" path segment, if any */
+	char args[API_MAX_ARGS][API_ARG_MAX];   /* the "*" path segments */
 	ProtobufCMessage *body;         /* decoded request, when the route has one */
 
 	int status;                     /* reply status, 200 by default */
@@ -62,6 +64,9 @@ int h_probe_get(struct api_call *call, struct gerr *err);
 int h_probe_attach(struct api_call *call, struct gerr *err);
 int h_probe_detach(struct api_call *call, struct gerr *err);
 int h_probe_delete(struct api_call *call, struct gerr *err);
+int h_probe_map(struct api_call *call, struct gerr *err);
+int h_samples_list(struct api_call *call, struct gerr *err);
+int h_metrics(struct api_call *call, struct gerr *err);
 int h_audit_list(struct api_call *call, struct gerr *err);
 int h_web(struct api_call *call, struct gerr *err);
 

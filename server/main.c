@@ -11,6 +11,8 @@
 
 #include "server/agent.h"
 #include "server/auth.h"
+#include "server/builtin.h"
+#include "server/collect/collect.h"
 #include "server/config.h"
 #include "server/elf/elfchk.h"
 #include "server/features.h"
@@ -95,14 +97,16 @@ int main(int argc, char **argv)
 	if (make_state_dir(ag.cfg.state_dir, &err) < 0 ||
 	    features_mount(&err) < 0 ||
 	    store_open(db_path, &ag.store, &err) < 0 ||
+	    builtin_register(ag.store, &err) < 0 ||
 	    auth_load(ag.cfg.state_dir, &ag.auth, &err) < 0 ||
 	    probe_mgr_new(ag.cfg.pin_root, &ag.probes, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
 	}
 	pthread_mutex_init(&ag.probe_lock, NULL);
+	store_samples_set_bounds(ag.store, ag.cfg.buffer_rows, ag.cfg.buffer_bytes);
 	reconcile_probes(&ag);
-	if (http_start(&ag, &http, &err) < 0) {
+	if (collect_start(&ag, &ag.collector, &err) < 0 || http_start(&ag, &http, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
 	}
@@ -113,6 +117,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	http_stop(http);
+	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */
 	auth_free(ag.auth);
 	store_close(ag.store);

@@ -135,35 +135,47 @@ uint64_t store_probe_count(struct store *st);
  * is bounded by rows and by payload bytes; at the bound the oldest rows go
  * first and every dropped row is counted against its probe. */
 
-struct graind__sample;
+struct Graind__Sample;
 
 /* Bounds of the buffer; 0 leaves a bound as it is. Defaults: 1,000,000
  * rows and 256 MiB of payload. Applied at the next append. */
 void store_samples_set_bounds(struct store *st, uint64_t max_rows, uint64_t max_bytes);
 
-/* Append n samples in ONE transaction and set each one's id. When the
- * transaction commits, every sample is durable (it survives kill -9). */
-int store_samples_append(struct store *st, struct graind__sample **samples, size_t n,
+/* Append n samples in ONE transaction and set each one's id (their id
+ * on entry is ignored), then drop the oldest rows beyond the bounds in
+ * the same transaction. Once it returns 0 every sample is durable
+ * against a crash or kill -9 of graind (WAL, synchronous=NORMAL; a power
+ * loss may still take the last commits). On failure nothing of the batch
+ * is kept, nothing is dropped and every id is 0; 413 for a sample over
+ * SQLite's size limit, 500 otherwise. */
+int store_samples_append(struct store *st, struct Graind__Sample **samples, size_t n,
 			 struct gerr *err);
 
 /* Up to `limit` samples with id > after, oldest first, filtered by probe
  * and map when not NULL/"". fn gets a sample it must not keep (it is freed
  * after the call); fn runs with the store locked and must not call the
- * store. *more is set when more match after the last one visited. */
+ * store. fn returns 0 to continue; any other value stops the walk and is
+ * returned as is. *more is set when more match after the last one
+ * visited. */
 int store_samples_list(struct store *st, const char *probe, const char *map,
 		       uint64_t after, unsigned limit,
-		       int (*fn)(const struct graind__sample *s, void *ctx), void *ctx,
+		       int (*fn)(const struct Graind__Sample *s, void *ctx), void *ctx,
 		       bool *more, struct gerr *err);
 
+/* Rows held by the buffer; counted once, then kept by append (a row
+ * deleted behind graind's back is not seen until the next start). */
 uint64_t store_sample_count(struct store *st);
 
-/* Payload bytes held by the buffer. */
+/* Payload bytes held by the buffer, kept like the count. */
 uint64_t store_sample_bytes(struct store *st);
 
-/* The highest id ever given (0 when none). */
+/* The highest id ever given (0 when none), also when its row is gone. */
 uint64_t store_sample_last_id(struct store *st);
 
-/* Samples dropped at the bound, per probe: fn for each probe with drops. */
+/* Samples dropped at the bound, per probe: fn for each probe with drops,
+ * by name, with the store locked (fn must not call the store). fn's
+ * nonzero return stops the walk and is returned; -1 when the drops cannot
+ * be read (logged). */
 int store_sample_drops(struct store *st,
 		       int (*fn)(const char *probe, uint64_t dropped, void *ctx), void *ctx);
 

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "store/store.h"
@@ -33,6 +34,16 @@ enum store_stmt_id {
 	STORE_STMT_SINK_COUNT,
 	STORE_STMT_AUDIT_APPEND,
 	STORE_STMT_AUDIT_LIST,
+	STORE_STMT_SAMPLE_INSERT,
+	STORE_STMT_SAMPLE_INSERT_MANY,
+	STORE_STMT_SAMPLE_OLDEST,
+	STORE_STMT_SAMPLE_DROPS_BY_PROBE,
+	STORE_STMT_SAMPLE_DROP_ADD,
+	STORE_STMT_SAMPLE_DELETE_UPTO,
+	STORE_STMT_SAMPLE_LIST,
+	STORE_STMT_SAMPLE_LIST_BY_PROBE,
+	STORE_STMT_SAMPLE_LAST_ID,
+	STORE_STMT_SAMPLE_DROPS,
 	STORE_STMT__COUNT
 };
 
@@ -41,6 +52,12 @@ struct store {
 	char *path;
 	pthread_mutex_t lock;
 	sqlite3_stmt *stmt[STORE_STMT__COUNT];
+
+	/* samples.c: the buffer's bounds (0: the default) and its size,
+	 * counted once at first use and then kept up to date by append. */
+	uint64_t samples_max_rows, samples_max_bytes;
+	bool samples_counted;
+	uint64_t samples_rows, samples_bytes;
 };
 
 void store_lock(struct store *st);

@@ -12,12 +12,25 @@
  * by default BTF-typed hash/array/LRU maps (per-CPU too) are polled as
  * metrics every second, ringbuf and perf event array maps are drained as
  * events, and internal maps (.rodata/.data/.bss/.kconfig) and program
- * arrays give nothing.
+ * arrays give nothing. A map the outputs do not name keeps its default
+ * (`none` silences one).
  *
  * Metric samples: one per map entry and numeric value field, named
  * "<map>.<field>" (or "<map>" for a plain number), with the key's decoded
- * fields as tags; per-CPU values summed; counters optionally as deltas.
- * Event samples: one per record, with its decoded fields. */
+ * fields as tags ("key" for a plain number); per-CPU values summed.
+ * Counters with `delta` give the increase since the previous poll: the
+ * first poll only records, and a counter that did not move gives nothing.
+ *
+ * Event samples: one per record, value 1, with its decoded fields. A ring
+ * buffer or perf event array has no value type, so its record type is the
+ * BTF struct named after the map ("events"), in the singular ("event"), or
+ * with "_event"/"_record" added; it must be in the object's BTF (e.g. a
+ * global `struct event *unused_event;`), else records are decoded raw.
+ * With count_by or histogram_field the records are aggregated in the
+ * agent instead and flushed every second as counter samples:
+ * "<map>.count" tagged with the count_by fields, and with a histogram
+ * "<map>.<field>_sum" and cumulative "<map>.<field>_bucket" tagged
+ * le=1,2,4,...; groups are bounded (the overflow counts as "_other"). */
 #ifndef GRAIND_COLLECT_H
 #define GRAIND_COLLECT_H
 
@@ -32,7 +45,7 @@ struct collector;
 struct collect_stats {
 	uint64_t collected;        /* samples made from kernel data */
 	uint64_t stored;           /* samples committed to the store */
-	uint64_t queue_dropped;    /* samples lost to full queues */
+	uint64_t queue_dropped;    /* samples lost to full queues or failed writes */
 	uint64_t queue_depth;      /* samples waiting now */
 	uint64_t events_lost;      /* perf buffer records the kernel lost */
 	uint64_t batches;          /* committed batches */
@@ -65,8 +78,9 @@ int collect_dump_map(struct agent *agent, const char *probe, const char *map,
  * kernel run count and run time, attach failures) and every metric-kind
  * probe map as a family "graind_probe_<map>_<field>" with labels probe=
  * and the decoded key fields (label names sanitised; at most
- * COLLECT_MAX_SERIES series per map, the rest counted in
- * graind_metric_series_dropped_total). NULL when out of memory. */
+ * COLLECT_MAX_SERIES series per map, the rest counted in the gauge
+ * graind_metric_series_dropped{probe,map} of each scrape). NULL when out
+ * of memory. */
 #define COLLECT_MAX_SERIES 10000
 char *collect_metrics_text(struct agent *agent, size_t *len);
 

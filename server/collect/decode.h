@@ -5,14 +5,19 @@
  * (nested structs and unions flattened with dots: "key.addr.v4"), then
  * applied to every record. Leaves: signed/unsigned ints of every width,
  * bool, enums (by value name), char arrays (strings: stop at NUL, escape
- * non-printable bytes), other fixed arrays (one leaf per element: "a[0]"),
- * bitfields. Well-known shapes are decoded by field-name convention (see
- * decode.c's table, documented in README): IPv4/IPv6 addresses, ports in
- * network order, ifindex → interface name, errno → name, syscall number →
- * name, kernel address → symbol, cgroup id → path, hex.
+ * non-printable bytes), other byte arrays (one hex leaf), other fixed
+ * arrays (one leaf per element: "a[0]"), bitfields. Well-known shapes
+ * are decoded by field-name convention (see decode.c's table, documented
+ * in README): IPv4/IPv6 addresses, ports in network order, ifindex →
+ * interface name, errno → name, syscall number → name, kernel address →
+ * symbol, cgroup id → path, hex.
  *
- * Without BTF (btf NULL or type_id 0) a decoder emits one leaf "raw" with
- * the bytes as hex and the record size, and says so (decode_is_raw). */
+ * Without BTF (btf NULL or type_id 0) a decoder emits two leaves, "raw"
+ * (the bytes as hex pairs, cut after 4096 bytes with "...") and "size"
+ * (the record's length), and says so (decode_is_raw).
+ *
+ * A decoder keeps nothing of the BTF it was made from, and is read-only
+ * once made: threads may share it. */
 #ifndef GRAIND_DECODE_H
 #define GRAIND_DECODE_H
 
@@ -27,8 +32,10 @@ struct btf;
 struct decoder;
 
 /* Compile a decoder for `type_id` of `btf` for records of `size` bytes.
- * A type whose size differs from `size`, or BTF that makes no sense, fails
- * with 422 and a message naming the type. *out is freed by decode_free(). */
+ * A type whose size differs from `size`, BTF that makes no sense, or a
+ * type beyond the limits (256 leaves, 8 levels of nesting) fails with 422
+ * and a message naming the type and field. *out is freed by
+ * decode_free(). */
 int decode_new(const struct btf *btf, uint32_t type_id, size_t size,
 	       struct decoder **out, struct gerr *err);
 void decode_free(struct decoder *dec);
@@ -38,8 +45,12 @@ bool decode_is_raw(const struct decoder *dec);
 
 /* Append one Graind__Field per leaf of the record to (*fields, *n) (a
  * codec-managed array that grows with realloc). `prefix` ("" or "key")
- * is put before every name with a dot. Returns 0, or -1 when out of memory.
- * A record shorter than the decoder's size is decoded as raw. */
+ * is put before every name with a dot ("key.addr"; "key[0]" for array
+ * elements; the prefix alone for a leaf of a plain-number type). Returns
+ * 0, or -1 when out of memory (the fields appended so far stay in the
+ * array, for the caller to free). A record shorter than the decoder's
+ * size is decoded as raw; bytes past the size (perf-buffer padding) are
+ * ignored. */
 int decode_fields(const struct decoder *dec, const void *data, size_t len,
 		  const char *prefix, Graind__Field ***fields, size_t *n);
 
@@ -47,7 +58,8 @@ int decode_fields(const struct decoder *dec, const void *data, size_t len,
 void decode_field_text(const Graind__Field *f, char *buf, size_t n);
 
 /* A field's value as a number, for metrics: false when it is not numeric
- * (text). Bools are 0/1, enums their value. */
+ * (text: strings, addresses, names of enum values, errnos, symbols...).
+ * Bools are 0/1. */
 bool decode_field_number(const Graind__Field *f, double *out);
 
 #endif

@@ -144,12 +144,29 @@ def bench_reconcile(work, sha_probes=100):
     proc.wait()
 
 
+def bench_dns(work):
+    """The built-in DNS parser's cost per packet in the kernel, as a ratio
+    to an XDP program that only passes (tests/bench/dns_bench.c)."""
+    obj = os.path.join(os.environ.get("GRAIND_BUILTIN_BPF", os.path.join(BUILD, "bpf")),
+                       "dns.bpf.o")
+    bench_bin = os.path.join(work, "dns_bench")
+    libbpf = subprocess.run(["pkg-config", "--cflags", "--libs", "libbpf"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-o", bench_bin, os.path.join(HERE, "dns_bench.c")] + libbpf,
+                   check=True)
+    out = subprocess.run([bench_bin, obj], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"dns_bench failed: {out.stderr.strip()}")
+    print(out.stdout.strip())
+
+
 def main():
     work = tempfile.mkdtemp(prefix="graind-bench-")
     proc, url, token = start_agent(os.path.join(work, "state"))
     auth = {"Authorization": f"Bearer {token}"}
     try:
         print(f"idle RSS of graind: {rss_kib(proc.pid)} KiB")
+        bench_dns(work)
 
         blob = large_object(work)
         t0 = time.monotonic()

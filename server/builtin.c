@@ -1,0 +1,156 @@
+/* Built-in probes: the embedded objects and their registration. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/codec.h"
+#include "proto/graind.pb-c.h"
+#include "server/builtin.h"
+#include "server/elf/elfchk.h"
+#include "server/util/log.h"
+#include "store/store.h"
+
+/* Symbols of the embedded objects, from the build's embed.S. */
+#define EMBEDDED(name) \
+	extern const unsigned char embed_bpf_##name##_start[], embed_bpf_##name##_end[]
+EMBEDDED(dns);
+EMBEDDED(netstat);
+EMBEDDED(syscalls);
+EMBEDDED(exec);
+EMBEDDED(tcpstate);
+EMBEDDED(runqlat);
+
+struct builtin {
+	const char *name;
+	const char *description;
+	const unsigned char *start, *end;
+};
+
+#define BUILTIN(name, description) \
+	{ #name, description, embed_bpf_##name##_start, embed_bpf_##name##_end }
+
+static const struct builtin builtins[] = {
+	BUILTIN(dns, "XDP DNS parser: each query and response on UDP port 53 as an event "
+		"(addresses, ports, id, flags, opcode, rcode, qname, qtype); parse errors counted"),
+	BUILTIN(netstat, "Packets and bytes by interface, direction, L3 and L4 protocol "
+		"(XDP ingress, TC ingress and egress)"),
+	BUILTIN(syscalls, "System calls counted by number (raw tracepoint sys_enter), "
+		"optionally for one process or cgroup"),
+	BUILTIN(exec, "Each program started (tracepoint sched_process_exec): pid, ppid, uid, "
+		"comm, filename"),
+	BUILTIN(tcpstate, "TCP state changes (tracepoint sock/inet_sock_set_state): "
+		"addresses, ports, old and new state, pid, comm"),
+	BUILTIN(runqlat, "Run-queue latency: time from wake-up to running as a log2 "
+		"histogram in microseconds"),
+};
+
+#define N_BUILTINS (sizeof(builtins) / sizeof(builtins[0]))
+
+static size_t builtin_len(const struct builtin *b)
+{
+	return (size_t)(b->end - b->start);
+}
+
+static const struct builtin *find(const char *name)
+{
+	for (size_t i = 0; i < N_BUILTINS; i++)
+		if (strcmp(builtins[i].name, name) == 0)
+			return &builtins[i];
+	return NULL;
+}
+
+size_t builtin_count(void)
+{
+	return N_BUILTINS;
+}
+
+const char *builtin_name(size_t i)
+{
+	return i < N_BUILTINS ? builtins[i].name : NULL;
+}
+
+int builtin_object_sha256(const char *name, char sha256[SHA256_HEX_LEN + 1],
+			  struct gerr *err)
+{
+	const struct builtin *b = find(name);
+	char names[256] = "";
+
+	if (!b) {
+		for (size_t i = 0; i < N_BUILTINS; i++) {
+			size_t used = strlen(names);
+
+			snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "",
+				 builtins[i].name);
+		}
+		return gerr_set(err, 404, "no built-in object named '%s' (built-ins: %s)", name,
+				names);
+	}
+	sha256_hex(b->start, builtin_len(b), sha256);
+	return 0;
+}
+
+/* The packed graind.Object of a built-in: what an upload would store,
+ * plus the description. *meta is malloc'd. */
+static int describe(const struct builtin *b, uint8_t **meta, size_t *meta_len,
+		    struct gerr *err)
+{
+	Graind__Object *obj = (Graind__Object *)codec_new(&graind__object__descriptor);
+	int ret = -1;
+
+	if (!obj)
+		return gerr_set(err, 500, "out of memory");
+	if (elfchk_inspect(b->start, builtin_len(b), obj, err) < 0) {
+		gerr_prefix(err, "built-in object %s does not pass the object checks", b->name);
+		if (err)
+			err->status = 500;
+		goto out;
+	}
+	if (codec_set_string(&obj->description, b->description) < 0) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	*meta_len = protobuf_c_message_get_packed_size(&obj->base);
+	*meta = malloc(*meta_len ? *meta_len : 1);
+	if (!*meta) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	protobuf_c_message_pack(&obj->base, *meta);
+	ret = 0;
+out:
+	codec_free(&obj->base);
+	return ret;
+}
+
+static int register_one(struct store *st, const struct builtin *b, struct gerr *err)
+{
+	char sha256[SHA256_HEX_LEN + 1];
+	struct store_object row = { 0 };
+	uint8_t *meta = NULL;
+	size_t meta_len = 0;
+	bool stored, created = false;
+	int ret;
+
+	sha256_hex(b->start, builtin_len(b), sha256);
+	stored = store_object_get(st, sha256, &row, NULL) == 0;
+	store_object_clear(&row);
+	if (stored)
+		return 0;
+	if (describe(b, &meta, &meta_len, err) < 0)
+		return -1;
+	ret = store_object_put(st, sha256, b->name, b->start, builtin_len(b), meta, meta_len,
+			       true, &created, err);
+	free(meta);
+	if (ret == 0 && created)
+		log_info("msg=\"built-in object stored\" name=%s sha256=%s size=%zu", b->name,
+			 sha256, builtin_len(b));
+	return ret;
+}
+
+int builtin_register(struct store *st, struct gerr *err)
+{
+	for (size_t i = 0; i < N_BUILTINS; i++)
+		if (register_one(st, &builtins[i], err) < 0)
+			return -1;
+	return 0;
+}

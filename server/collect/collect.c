@@ -1,0 +1,1201 @@
+/* The collector: one thread drains ring buffers and perf buffers and polls
+ * metric maps on timers, all in one epoll loop; a second thread writes
+ * what it makes to the store in batches.
+ *
+ * Two threads, so that decoding goes on while SQLite commits: the queue
+ * between them is the only shared state (one mutex, one condition). Each
+ * probe has its own queue of fixed bound, so a probe that floods cannot
+ * take the room of the others; what does not fit is counted and freed.
+ * The writer takes up to BATCH_MAX samples, starting at a different probe
+ * each time, and commits them in one transaction; a sample waits at most
+ * BATCH_WAIT_MS for its batch. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+
+#include "api/codec.h"
+#include "server/agent.h"
+#include "server/collect/collect.h"
+#include "server/collect/collect_int.h"
+#include "server/collect/decode.h"
+#include "server/util/clock.h"
+#include "server/util/log.h"
+#include "store/store.h"
+
+#define QUEUE_MAX     65536     /* samples waiting, per probe */
+#define BATCH_MAX     4096      /* samples per transaction */
+#define BATCH_WAIT_MS 50        /* the longest a sample waits for its batch */
+#define PERF_PAGES    64        /* perf buffer pages per CPU */
+#define DELTA_MAX     (1u << 18) /* remembered counter values, per map */
+#define TAG_TEXT_MAX  256
+
+/* ---------------------------------------------------------------- types */
+
+/* The samples of one probe waiting for the writer. It outlives the
+ * probe's sources until the writer has taken everything. */
+struct pqueue {
+	char probe[64];
+	Graind__Sample **ring;
+	size_t cap, head, len;
+	uint64_t dropped;       /* full queue or failed write */
+	uint64_t lost;          /* records the kernel could not hand over */
+	bool live;              /* the collector still fills it */
+	struct pqueue *next;
+};
+
+enum source_kind {
+	SOURCE_CONTROL,
+	SOURCE_RING,
+	SOURCE_PERF,
+	SOURCE_TIMER,
+	SOURCE_FLUSH,           /* the timer of an aggregated event map */
+};
+
+/* The last value of each (key, field) of a counter exported as deltas,
+ * by a 64-bit hash of both (no key bytes kept). */
+struct delta_slot {
+	uint64_t hash;          /* 0: free */
+	double last;
+};
+
+struct delta_table {
+	struct delta_slot *slots;
+	size_t cap, used;
+	/* Walks left that only record: the first one after start (nothing to
+	 * subtract from yet) and the two around a reset of a full table. */
+	int baseline_walks;
+};
+
+struct cprobe;
+
+struct source {
+	enum source_kind kind;
+	struct cprobe *probe;
+	const struct collect_map *map;
+	int map_fd, timer_fd;
+	struct ring_buffer *rb;
+	struct perf_buffer *pb;
+	struct delta_table delta;
+	struct collect_agg *agg;        /* events counted here, not stored */
+	struct source *peer;            /* SOURCE_FLUSH: the event source */
+	struct source *next;
+};
+
+/* A probe the collector follows: its view and its open sources. */
+struct cprobe {
+	struct collector *c;
+	struct collect_view *view;
+	struct pqueue *queue;
+	struct source *sources;
+	struct cprobe *next;
+};
+
+struct change {
+	char probe[64];
+	struct change *next;
+};
+
+struct collector {
+	struct agent *agent;
+	pthread_t thread, writer;
+	bool thread_started, writer_started;
+	int epfd, ctl_fd;
+	struct source control;
+
+	/* Time of the samples being made (collector thread only). */
+	int64_t now_ms;
+	char now_text[32];
+
+	/* Requests to the collector thread. */
+	pthread_mutex_t ctl_lock;
+	struct change *changes;
+	bool stopping;
+
+	/* The probes followed; changed by the collector thread under
+	 * probes_lock, which readers from other threads take. */
+	pthread_mutex_t probes_lock;
+	struct cprobe *probes;
+
+	/* The queues. */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	struct pqueue *queues;
+	struct pqueue *next_first;      /* where the next batch starts */
+	size_t depth;
+	bool writer_stop;
+
+	struct collect_stats stats;     /* updated with atomics */
+};
+
+static void stat_add(uint64_t *counter, uint64_t n)
+{
+	__atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- queues */
+
+static struct pqueue *queue_for(struct collector *c, const char *probe)
+{
+	struct pqueue *q;
+
+	pthread_mutex_lock(&c->qlock);
+	for (q = c->queues; q; q = q->next)
+		if (strcmp(q->probe, probe) == 0)
+			break;
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (q) {
+			snprintf(q->probe, sizeof(q->probe), "%s", probe);
+			q->next = c->queues;
+			c->queues = q;
+		}
+	}
+	if (q)
+		q->live = true;
+	pthread_mutex_unlock(&c->qlock);
+	return q;
+}
+
+static void queue_retire(struct collector *c, struct pqueue *q)
+{
+	pthread_mutex_lock(&c->qlock);
+	q->live = false;
+	pthread_cond_signal(&c->qcond);
+	pthread_mutex_unlock(&c->qlock);
+}
+
+/* Grow the ring (in order) up to QUEUE_MAX; called with qlock held. */
+static int queue_grow(struct pqueue *q)
+{
+	size_t cap = q->cap ? q->cap * 2 : 256;
+	Graind__Sample **ring;
+
+	if (cap > QUEUE_MAX)
+		cap = QUEUE_MAX;
+	ring = malloc(cap * sizeof(*ring));
+	if (!ring)
+		return -1;
+	for (size_t i = 0; i < q->len; i++)
+		ring[i] = q->ring[(q->head + i) % q->cap];
+	free(q->ring);
+	q->ring = ring;
+	q->cap = cap;
+	q->head = 0;
+	return 0;
+}
+
+static void queue_push(struct collector *c, struct pqueue *q, Graind__Sample *s)
+{
+	bool full;
+
+	stat_add(&c->stats.collected, 1);
+	pthread_mutex_lock(&c->qlock);
+	full = q->len == QUEUE_MAX || (q->len == q->cap && queue_grow(q) < 0);
+	if (full) {
+		q->dropped++;
+	} else {
+		q->ring[(q->head + q->len) % q->cap] = s;
+		q->len++;
+		c->depth++;
+		if (c->depth == 1 || c->depth == BATCH_MAX)
+			pthread_cond_signal(&c->qcond);
+	}
+	pthread_mutex_unlock(&c->qlock);
+	if (full) {
+		stat_add(&c->stats.queue_dropped, 1);
+		codec_free(&s->base);
+	}
+}
+
+/* Up to BATCH_MAX samples, each queue in turn; called with qlock held. */
+static size_t take_batch(struct collector *c, Graind__Sample **batch)
+{
+	struct pqueue *q = c->next_first ? c->next_first : c->queues;
+	size_t n = 0;
+
+	for (struct pqueue *start = q; q && n < BATCH_MAX;) {
+		while (q->len && n < BATCH_MAX) {
+			batch[n++] = q->ring[q->head];
+			q->head = (q->head + 1) % q->cap;
+			q->len--;
+		}
+		q = q->next ? q->next : c->queues;
+		if (q == start)
+			break;
+	}
+	c->next_first = q;
+	c->depth -= n;
+	return n;
+}
+
+/* Free queues nobody fills any more once empty; called with qlock held. */
+static void reap_queues(struct collector *c)
+{
+	for (struct pqueue **pp = &c->queues; *pp;) {
+		struct pqueue *q = *pp;
+
+		if (q->live || q->len) {
+			pp = &q->next;
+			continue;
+		}
+		*pp = q->next;
+		if (c->next_first == q)
+			c->next_first = NULL;
+		free(q->ring);
+		free(q);
+	}
+}
+
+/* Count a batch the store refused against the probes of its samples. */
+static void count_failed(struct collector *c, Graind__Sample **batch, size_t n)
+{
+	pthread_mutex_lock(&c->qlock);
+	for (size_t i = 0; i < n; i++)
+		for (struct pqueue *q = c->queues; q; q = q->next)
+			if (strcmp(q->probe, batch[i]->probe) == 0) {
+				q->dropped++;
+				break;
+			}
+	pthread_mutex_unlock(&c->qlock);
+	stat_add(&c->stats.queue_dropped, n);
+}
+
+static void write_batch(struct collector *c, Graind__Sample **batch, size_t n)
+{
+	struct gerr err = { 0 };
+	uint64_t t0 = clock_mono_us();
+
+	if (store_samples_append(c->agent->store, batch, n, &err) < 0) {
+		log_error("msg=\"samples not stored\" count=%zu error=\"%s\"", n, err.msg);
+		count_failed(c, batch, n);
+	} else {
+		stat_add(&c->stats.stored, n);
+		stat_add(&c->stats.batches, 1);
+		stat_add(&c->stats.batch_commit_us, clock_mono_us() - t0);
+	}
+	for (size_t i = 0; i < n; i++)
+		codec_free(&batch[i]->base);
+}
+
+static void deadline_after_ms(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_nsec += (long)ms * 1000000L;
+	ts->tv_sec += ts->tv_nsec / 1000000000L;
+	ts->tv_nsec %= 1000000000L;
+}
+
+/* The writer: waits for a first sample, gives the batch BATCH_WAIT_MS to
+ * fill (or less when it is full), commits, and at stop drains everything. */
+static void *writer_main(void *arg)
+{
+	struct collector *c = arg;
+	Graind__Sample **batch = malloc(BATCH_MAX * sizeof(*batch));
+	struct timespec deadline;
+	size_t n;
+
+	if (!batch) {
+		log_error("msg=\"sample writer out of memory\"");
+		return NULL;
+	}
+	pthread_mutex_lock(&c->qlock);
+	for (;;) {
+		reap_queues(c);
+		while (!c->depth && !c->writer_stop)
+			pthread_cond_wait(&c->qcond, &c->qlock);
+		if (!c->depth && c->writer_stop)
+			break;
+		deadline_after_ms(&deadline, BATCH_WAIT_MS);
+		while (c->depth < BATCH_MAX && !c->writer_stop &&
+		       pthread_cond_timedwait(&c->qcond, &c->qlock, &deadline) != ETIMEDOUT)
+			;
+		n = take_batch(c, batch);
+		pthread_mutex_unlock(&c->qlock);
+		if (n)
+			write_batch(c, batch, n);
+		pthread_mutex_lock(&c->qlock);
+	}
+	pthread_mutex_unlock(&c->qlock);
+	free(batch);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- samples */
+
+static void refresh_now(struct collector *c)
+{
+	int64_t ms = clock_unix_ms();
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+	size_t len;
+
+	if (ms == c->now_ms)
+		return;
+	c->now_ms = ms;
+
+	gmtime_r(&secs, &tm);
+	len = strftime(c->now_text, sizeof(c->now_text), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(c->now_text + len, sizeof(c->now_text) - len, ".%03uZ",
+		 (unsigned)(ms % 1000));
+}
+
+static Graind__Sample *sample_new(struct source *src, Graind__SampleKind kind,
+				  const char *name)
+{
+	struct collector *c = src->probe->c;
+	Graind__Sample *s = (Graind__Sample *)codec_new(&graind__sample__descriptor);
+
+	if (!s)
+		return NULL;
+	s->kind = kind;
+	if (codec_set_string(&s->probe, src->probe->view->probe) < 0 ||
+	    codec_set_string(&s->map, src->map->shown) < 0 ||
+	    codec_set_string(&s->time, c->now_text) < 0 ||
+	    codec_set_string(&s->name, name) < 0) {
+		codec_free(&s->base);
+		return NULL;
+	}
+	return s;
+}
+
+static void aggregate_event(struct source *src, const void *data, size_t size)
+{
+	Graind__Field **fields = NULL;
+	size_t n = 0;
+
+	if (decode_fields(src->map->value_dec, data, size, "", &fields, &n) < 0 ||
+	    collect_agg_add(src->agg, fields, n) < 0)
+		stat_add(&src->probe->c->stats.decode_errors, 1);
+	collect_fields_free(fields, n);
+}
+
+static void emit_event(struct source *src, const void *data, size_t size)
+{
+	struct collector *c = src->probe->c;
+	Graind__Sample *s;
+
+	if (src->agg) {
+		aggregate_event(src, data, size);
+		return;
+	}
+	s = sample_new(src, GRAIND__SAMPLE_KIND__EVENT, src->map->shown);
+
+	if (!s || decode_fields(src->map->value_dec, data, size, "", &s->fields,
+				&s->n_fields) < 0) {
+		stat_add(&c->stats.decode_errors, 1);
+		codec_free(s ? &s->base : NULL);
+		return;
+	}
+	s->value = 1;   /* one event */
+	queue_push(c, src->probe->queue, s);
+}
+
+static int on_ring_record(void *ctx, void *data, size_t size)
+{
+	emit_event(ctx, data, size);
+	return 0;
+}
+
+static void on_perf_record(void *ctx, int cpu, void *data, __u32 size)
+{
+	(void)cpu;
+	emit_event(ctx, data, size);
+}
+
+static void on_perf_lost(void *ctx, int cpu, __u64 count)
+{
+	struct source *src = ctx;
+	struct collector *c = src->probe->c;
+
+	(void)cpu;
+	stat_add(&c->stats.events_lost, count);
+	pthread_mutex_lock(&c->qlock);
+	src->probe->queue->lost += count;
+	pthread_mutex_unlock(&c->qlock);
+}
+
+/* ---------------------------------------------------------------- deltas */
+
+static uint64_t hash_bytes(const void *data, size_t len, uint64_t h)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static void delta_reset(struct delta_table *t)
+{
+	if (t->slots)
+		memset(t->slots, 0, t->cap * sizeof(*t->slots));
+	t->used = 0;
+}
+
+/* The increase of (key, field) since the last walk into *out; false when
+ * there is none to tell yet. A value that went down is a counter that
+ * restarted: its increase is the value itself. */
+static bool delta_next(struct delta_table *t, const struct collect_map *m,
+		       const void *key, size_t field, double value, double *out)
+{
+	uint64_t h = hash_bytes(key, m->key_size, 0xcbf29ce484222325ULL ^ (field + 1));
+	struct delta_slot *slot;
+	size_t i;
+
+	h |= 1;         /* 0 marks a free slot */
+	if (!t->slots) {
+		size_t want = (size_t)m->max_entries * 8, cap = 64;
+
+		while (cap < want && cap < DELTA_MAX)
+			cap *= 2;
+		t->slots = calloc(cap, sizeof(*t->slots));
+		if (!t->slots)
+			return false;
+		t->cap = cap;
+	}
+	for (i = h & (t->cap - 1); t->slots[i].hash && t->slots[i].hash != h;
+	     i = (i + 1) & (t->cap - 1))
+		;
+	slot = &t->slots[i];
+	if (slot->hash) {
+		*out = value >= slot->last ? value - slot->last : value;
+		slot->last = value;
+		return t->baseline_walks == 0;
+	}
+	if (t->used + 1 > t->cap / 4 * 3) {
+		/* Full of keys that may be gone: start over, two walks of
+		 * recording so that no key counts its whole value again. */
+		delta_reset(t);
+		t->baseline_walks = 2;
+		return delta_next(t, m, key, field, value, out);
+	}
+	slot->hash = h;
+	slot->last = value;
+	t->used++;
+	*out = value;
+	return t->baseline_walks == 0;
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+static int add_tags(Graind__Sample *s, Graind__Field **key, size_t n_key)
+{
+	char text[TAG_TEXT_MAX];
+
+	s->tags = calloc(n_key ? n_key : 1, sizeof(*s->tags));
+	if (!s->tags)
+		return -1;
+	for (size_t i = 0; i < n_key; i++) {
+		Graind__Tag *tag = (Graind__Tag *)codec_new(&graind__tag__descriptor);
+
+		if (!tag)
+			return -1;
+		s->tags[s->n_tags++] = tag;
+		decode_field_text(key[i], text, sizeof(text));
+		if (codec_set_string(&tag->key, collect_field_name(key[i], "key")) < 0 ||
+		    codec_set_string(&tag->value, text) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void emit_metric(struct source *src, const void *key, Graind__Field **key_fields,
+			size_t n_key, const Graind__Field *f, size_t field_index)
+{
+	const struct collect_map *m = src->map;
+	struct collector *c = src->probe->c;
+	const char *field = collect_field_name(f, "");
+	Graind__Sample *s;
+	char name[192];
+	double value;
+
+	if (!collect_field_selected(m, *field ? field : m->shown) ||
+	    !decode_field_number(f, &value))
+		return;
+	if (m->delta && (!delta_next(&src->delta, m, key, field_index, value, &value) ||
+			 value == 0))
+		return;
+	if (*field)
+		snprintf(name, sizeof(name), "%s.%s", m->shown, field);
+	else
+		snprintf(name, sizeof(name), "%s", m->shown);
+	s = sample_new(src, GRAIND__SAMPLE_KIND__METRIC, name);
+	if (!s || add_tags(s, key_fields, n_key) < 0) {
+		stat_add(&c->stats.decode_errors, 1);
+		codec_free(s ? &s->base : NULL);
+		return;
+	}
+	s->value = value;
+	s->metric_kind = m->gauge ? GRAIND__METRIC_KIND__GAUGE : GRAIND__METRIC_KIND__COUNTER;
+	queue_push(c, src->probe->queue, s);
+}
+
+static void emit_aggregate(void *ctx, const char *name, const char *const *tag_names,
+			   const char *const *tag_values, size_t n_tags, double value)
+{
+	struct source *src = ctx;
+	struct collector *c = src->probe->c;
+	Graind__Sample *s = sample_new(src, GRAIND__SAMPLE_KIND__METRIC, name);
+	bool ok = s && (s->tags = calloc(n_tags ? n_tags : 1, sizeof(*s->tags)));
+
+	for (size_t i = 0; ok && i < n_tags; i++) {
+		Graind__Tag *tag = (Graind__Tag *)codec_new(&graind__tag__descriptor);
+
+		ok = tag != NULL;
+		if (ok) {
+			s->tags[s->n_tags++] = tag;
+			ok = codec_set_string(&tag->key, tag_names[i]) == 0 &&
+			     codec_set_string(&tag->value, tag_values[i]) == 0;
+		}
+	}
+	if (!ok) {
+		stat_add(&c->stats.decode_errors, 1);
+		codec_free(s ? &s->base : NULL);
+		return;
+	}
+	s->value = value;
+	s->metric_kind = GRAIND__METRIC_KIND__COUNTER;
+	queue_push(c, src->probe->queue, s);
+}
+
+static void flush_aggregate(struct source *src)
+{
+	uint64_t expirations;
+
+	if (read(src->timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+		return;
+	collect_agg_flush(src->peer->agg, emit_aggregate, src);
+}
+
+static int emit_entry(const void *key, const void *value, void *ctx)
+{
+	struct source *src = ctx;
+	Graind__Field **key_fields = NULL, **fields = NULL;
+	size_t n_key = 0, n = 0;
+
+	if (decode_fields(src->map->key_dec, key, src->map->key_size, "", &key_fields,
+			  &n_key) < 0 ||
+	    collect_decode_value(src->map, value, &fields, &n) < 0) {
+		stat_add(&src->probe->c->stats.decode_errors, 1);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		emit_metric(src, key, key_fields, n_key, fields[i], i);
+out:
+	collect_fields_free(key_fields, n_key);
+	collect_fields_free(fields, n);
+	return 0;
+}
+
+static void poll_map(struct source *src)
+{
+	uint64_t expirations;
+	size_t total;
+	bool cut;
+	int ret;
+
+	if (read(src->timer_fd, &expirations, sizeof(expirations)) < 0)
+		return;
+	ret = collect_walk(src->map_fd, src->map, COLLECT_MAX_SERIES, emit_entry, src,
+			   &total, &cut);
+	if (ret < 0)
+		log_warn("msg=\"cannot read map\" probe=%s map=%s error=\"%s\"",
+			 src->probe->view->probe, src->map->shown, strerror(-ret));
+	if (src->delta.baseline_walks > 0)
+		src->delta.baseline_walks--;
+}
+
+/* ---------------------------------------------------------------- sources */
+
+static void source_close(struct collector *c, struct source *src)
+{
+	int fd = -1;
+
+	if (src->rb)
+		fd = ring_buffer__epoll_fd(src->rb);
+	else if (src->pb)
+		fd = perf_buffer__epoll_fd(src->pb);
+	else
+		fd = src->timer_fd;
+	if (fd >= 0)
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+	ring_buffer__free(src->rb);
+	perf_buffer__free(src->pb);
+	if (src->timer_fd >= 0)
+		close(src->timer_fd);
+	if (src->map_fd >= 0)
+		close(src->map_fd);
+	free(src->delta.slots);
+	collect_agg_free(src->agg);
+	free(src);
+}
+
+static int watch(struct collector *c, int fd, struct source *src)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = src };
+
+	return epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static int start_timer(struct source *src)
+{
+	struct itimerspec its = { 0 };
+	uint32_t ms = src->map->poll_ms;
+
+	src->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (src->timer_fd < 0)
+		return -errno;
+	its.it_interval.tv_sec = ms / 1000;
+	its.it_interval.tv_nsec = (long)(ms % 1000) * 1000000L;
+	its.it_value = its.it_interval;
+	return timerfd_settime(src->timer_fd, 0, &its, NULL) < 0 ? -errno : 0;
+}
+
+static int source_start(struct collector *c, struct source *src)
+{
+	int ret;
+
+	switch (src->kind) {
+	case SOURCE_RING:
+		src->rb = ring_buffer__new(src->map_fd, on_ring_record, src, NULL);
+		if (!src->rb)
+			return -errno;
+		return watch(c, ring_buffer__epoll_fd(src->rb), src);
+	case SOURCE_PERF:
+		src->pb = perf_buffer__new(src->map_fd, PERF_PAGES, on_perf_record, on_perf_lost,
+					   src, NULL);
+		if (!src->pb)
+			return -errno;
+		return watch(c, perf_buffer__epoll_fd(src->pb), src);
+	case SOURCE_TIMER:
+	case SOURCE_FLUSH:
+		ret = start_timer(src);
+		return ret < 0 ? ret : watch(c, src->timer_fd, src);
+	default:
+		return -EINVAL;
+	}
+}
+
+static struct source *source_new(struct cprobe *cp, const struct collect_map *m,
+				 enum source_kind kind)
+{
+	struct source *src = calloc(1, sizeof(*src));
+
+	if (!src)
+		return NULL;
+	src->kind = kind;
+	src->probe = cp;
+	src->map = m;
+	src->map_fd = -1;
+	src->timer_fd = -1;
+	src->delta.baseline_walks = 1;
+	return src;
+}
+
+static void add_source(struct cprobe *cp, struct source *src)
+{
+	src->next = cp->sources;
+	cp->sources = src;
+}
+
+/* The flush timer of an aggregated event source. */
+static int open_flush(struct collector *c, struct cprobe *cp, struct source *events)
+{
+	struct source *src = source_new(cp, events->map, SOURCE_FLUSH);
+	int ret;
+
+	if (!src)
+		return -ENOMEM;
+	src->peer = events;
+	ret = source_start(c, src);
+	if (ret < 0) {
+		source_close(c, src);
+		return ret;
+	}
+	add_source(cp, src);
+	return 0;
+}
+
+static void open_source(struct collector *c, struct cprobe *cp, const struct collect_map *m)
+{
+	struct source *src;
+	int ret = -ENOMEM;
+
+	if (m->out == COLLECT_OUT_METRIC)
+		src = source_new(cp, m, SOURCE_TIMER);
+	else
+		src = source_new(cp, m, m->type == BPF_MAP_TYPE_RINGBUF ? SOURCE_RING : SOURCE_PERF);
+	if (!src)
+		goto fail;
+	if (collect_agg_wanted(m) && !(src->agg = collect_agg_new(m)))
+		goto fail;
+	src->map_fd = collect_map_open(cp->view->probe, m);
+	ret = src->map_fd;
+	if (ret >= 0)
+		ret = source_start(c, src);
+	if (ret < 0)
+		goto fail;
+	add_source(cp, src);
+	if (src->agg && (ret = open_flush(c, cp, src)) < 0)
+		log_warn("msg=\"aggregated events not flushed\" probe=%s map=%s error=\"%s\"",
+			 cp->view->probe, m->shown, strerror(-ret));
+	return;
+fail:
+	log_warn("msg=\"map not collected\" probe=%s map=%s error=\"%s\"", cp->view->probe,
+		 m->shown, strerror(-ret));
+	if (src)
+		source_close(c, src);
+}
+
+static void close_probe(struct collector *c, struct cprobe *cp)
+{
+	while (cp->sources) {
+		struct source *src = cp->sources;
+
+		cp->sources = src->next;
+		source_close(c, src);
+	}
+	if (cp->queue)
+		queue_retire(c, cp->queue);
+	collect_view_put(cp->view);
+	free(cp);
+}
+
+static void unlink_probe(struct collector *c, const char *name)
+{
+	struct cprobe *gone = NULL;
+
+	pthread_mutex_lock(&c->probes_lock);
+	for (struct cprobe **pp = &c->probes; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->view->probe, name) == 0) {
+			gone = *pp;
+			*pp = gone->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->probes_lock);
+	if (gone)
+		close_probe(c, gone);
+}
+
+/* Follow probe `name` as the store has it now: close what it had, open
+ * what its current spec says, or nothing when it is not attached. */
+static void reload_probe(struct collector *c, const char *name)
+{
+	struct collect_view *view = NULL;
+	struct gerr err = { 0 };
+	struct cprobe *cp;
+
+	unlink_probe(c, name);
+	if (collect_view_build(c->agent->store, name, &view, &err) < 0) {
+		if (err.status != 404)
+			log_warn("msg=\"probe not collected\" probe=%s error=\"%s\"", name,
+				 err.msg);
+		return;
+	}
+	if (!view->attached) {
+		collect_view_put(view);
+		return;
+	}
+	cp = calloc(1, sizeof(*cp));
+	if (!cp || !(cp->queue = queue_for(c, view->probe))) {
+		log_error("msg=\"probe not collected: out of memory\" probe=%s", name);
+		free(cp);
+		collect_view_put(view);
+		return;
+	}
+	cp->c = c;
+	cp->view = view;
+	for (size_t i = 0; i < view->n_maps; i++)
+		if (view->maps[i].out != COLLECT_OUT_NONE)
+			open_source(c, cp, &view->maps[i]);
+	pthread_mutex_lock(&c->probes_lock);
+	cp->next = c->probes;
+	c->probes = cp;
+	pthread_mutex_unlock(&c->probes_lock);
+}
+
+/* ---------------------------------------------------------------- thread */
+
+/* Take the pending changes; true when the collector is to stop. */
+static bool take_changes(struct collector *c, struct change **changes)
+{
+	uint64_t n;
+	bool stop;
+
+	if (read(c->ctl_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn("msg=\"collector control read failed\" error=\"%s\"", strerror(errno));
+	pthread_mutex_lock(&c->ctl_lock);
+	*changes = c->changes;
+	c->changes = NULL;
+	stop = c->stopping;
+	pthread_mutex_unlock(&c->ctl_lock);
+	return stop;
+}
+
+static bool handle_control(struct collector *c)
+{
+	struct change *changes;
+	bool stop = take_changes(c, &changes);
+
+	while (changes) {
+		struct change *next = changes->next;
+
+		if (!stop)
+			reload_probe(c, changes->probe);
+		free(changes);
+		changes = next;
+	}
+	return stop;
+}
+
+static void handle(struct source *src)
+{
+	refresh_now(src->probe->c);
+	switch (src->kind) {
+	case SOURCE_RING:
+		ring_buffer__consume(src->rb);
+		break;
+	case SOURCE_PERF:
+		perf_buffer__consume(src->pb);
+		break;
+	case SOURCE_TIMER:
+		poll_map(src);
+		break;
+	case SOURCE_FLUSH:
+		flush_aggregate(src);
+		break;
+	default:
+		break;
+	}
+}
+
+static void *collector_main(void *arg)
+{
+	struct collector *c = arg;
+	struct epoll_event events[64];
+	bool stop = false;
+
+	while (!stop) {
+		bool control = false;
+		int n = epoll_wait(c->epfd, events, 64, -1);
+
+		if (n < 0 && errno != EINTR) {
+			log_error("msg=\"collector stopped\" error=\"%s\"", strerror(errno));
+			break;
+		}
+		/* Changes last: they may free sources of this round. */
+		for (int i = 0; i < n; i++) {
+			struct source *src = events[i].data.ptr;
+
+			if (src->kind == SOURCE_CONTROL)
+				control = true;
+			else
+				handle(src);
+		}
+		if (control)
+			stop = handle_control(c);
+	}
+	/* Drain what the buffers still hold, flush the aggregates, then let
+	 * go of every probe. */
+	refresh_now(c);
+	for (struct cprobe *cp = c->probes; cp; cp = cp->next)
+		for (struct source *src = cp->sources; src; src = src->next)
+			if (src->kind == SOURCE_RING || src->kind == SOURCE_PERF)
+				handle(src);
+	for (struct cprobe *cp = c->probes; cp; cp = cp->next)
+		for (struct source *src = cp->sources; src; src = src->next)
+			if (src->kind == SOURCE_FLUSH)
+				handle(src);
+	pthread_mutex_lock(&c->probes_lock);
+	while (c->probes) {
+		struct cprobe *cp = c->probes;
+
+		c->probes = cp->next;
+		close_probe(c, cp);
+	}
+	pthread_mutex_unlock(&c->probes_lock);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- start/stop */
+
+struct names {
+	char (*name)[64];
+	size_t n;
+};
+
+static int add_attached(const struct store_probe *row, void *ctx)
+{
+	struct names *names = ctx;
+	char (*grown)[64];
+
+	if (!row->attached)
+		return 0;
+	grown = realloc(names->name, (names->n + 1) * sizeof(*grown));
+	if (!grown)
+		return -1;
+	names->name = grown;
+	snprintf(grown[names->n++], sizeof(*grown), "%s", row->name);
+	return 0;
+}
+
+/* Every attached probe, before the thread runs: what the buffers hold from
+ * before the start is collected, not lost. */
+static void load_all(struct collector *c)
+{
+	struct names names = { 0 };
+	struct gerr err = { 0 };
+	char after[64] = "";
+	bool more = true;
+
+	while (more) {
+		size_t before = names.n;
+
+		if (store_probe_list(c->agent->store, after, 1000, add_attached, &names, &more,
+				     &err) != 0) {
+			log_error("msg=\"cannot list probes to collect\" error=\"%s\"", err.msg);
+			break;
+		}
+		if (names.n == before)
+			break;
+		snprintf(after, sizeof(after), "%s", names.name[names.n - 1]);
+	}
+	for (size_t i = 0; i < names.n; i++)
+		reload_probe(c, names.name[i]);
+	free(names.name);
+}
+
+int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
+{
+	struct collector *c = calloc(1, sizeof(*c));
+	pthread_condattr_t attr;
+
+	*out = NULL;
+	if (!c)
+		return gerr_set(err, 500, "out of memory");
+	c->agent = agent;
+	c->control.kind = SOURCE_CONTROL;
+	pthread_mutex_init(&c->ctl_lock, NULL);
+	pthread_mutex_init(&c->probes_lock, NULL);
+	pthread_mutex_init(&c->qlock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->qcond, &attr);
+	pthread_condattr_destroy(&attr);
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	c->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->epfd < 0 || c->ctl_fd < 0 || watch(c, c->ctl_fd, &c->control) < 0) {
+		gerr_set(err, 500, "collector: %s", strerror(errno));
+		goto fail;
+	}
+	if (pthread_create(&c->writer, NULL, writer_main, c) != 0) {
+		gerr_set(err, 500, "collector: cannot start the writer thread");
+		goto fail;
+	}
+	c->writer_started = true;
+	load_all(c);
+	if (pthread_create(&c->thread, NULL, collector_main, c) != 0) {
+		gerr_set(err, 500, "collector: cannot start its thread");
+		goto fail;
+	}
+	c->thread_started = true;
+	*out = c;
+	return 0;
+fail:
+	collect_stop(c);
+	return -1;
+}
+
+void collect_stop(struct collector *c)
+{
+	uint64_t one = 1;
+
+	if (!c)
+		return;
+	if (c->thread_started) {
+		pthread_mutex_lock(&c->ctl_lock);
+		c->stopping = true;
+		pthread_mutex_unlock(&c->ctl_lock);
+		if (write(c->ctl_fd, &one, sizeof(one)) < 0)
+			log_error("msg=\"cannot stop the collector\" error=\"%s\"", strerror(errno));
+		pthread_join(c->thread, NULL);
+	} else {
+		while (c->probes) {
+			struct cprobe *cp = c->probes;
+
+			c->probes = cp->next;
+			close_probe(c, cp);
+		}
+	}
+	if (c->writer_started) {
+		pthread_mutex_lock(&c->qlock);
+		c->writer_stop = true;
+		pthread_cond_signal(&c->qcond);
+		pthread_mutex_unlock(&c->qlock);
+		pthread_join(c->writer, NULL);
+	}
+	while (c->changes) {
+		struct change *next = c->changes->next;
+
+		free(c->changes);
+		c->changes = next;
+	}
+	while (c->queues) {
+		struct pqueue *q = c->queues;
+
+		c->queues = q->next;
+		for (size_t i = 0; i < q->len; i++)
+			codec_free(&q->ring[(q->head + i) % q->cap]->base);
+		free(q->ring);
+		free(q);
+	}
+	if (c->epfd >= 0)
+		close(c->epfd);
+	if (c->ctl_fd >= 0)
+		close(c->ctl_fd);
+	pthread_cond_destroy(&c->qcond);
+	pthread_mutex_destroy(&c->qlock);
+	pthread_mutex_destroy(&c->probes_lock);
+	pthread_mutex_destroy(&c->ctl_lock);
+	free(c);
+}
+
+void collect_probe_changed(struct collector *c, const char *probe)
+{
+	struct change *ch;
+	uint64_t one = 1;
+	bool pending = false;
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->ctl_lock);
+	for (ch = c->changes; ch; ch = ch->next)
+		if (strcmp(ch->probe, probe) == 0)
+			pending = true;
+	if (!pending) {
+		ch = calloc(1, sizeof(*ch));
+		if (ch) {
+			snprintf(ch->probe, sizeof(ch->probe), "%s", probe);
+			ch->next = c->changes;
+			c->changes = ch;
+		} else {
+			log_error("msg=\"probe change not seen by the collector: out of memory\" probe=%s",
+				  probe);
+		}
+	}
+	pthread_mutex_unlock(&c->ctl_lock);
+	if (write(c->ctl_fd, &one, sizeof(one)) < 0)
+		log_error("msg=\"cannot wake the collector\" error=\"%s\"", strerror(errno));
+}
+
+void collect_get_stats(struct collector *c, struct collect_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!c)
+		return;
+	out->collected = __atomic_load_n(&c->stats.collected, __ATOMIC_RELAXED);
+	out->stored = __atomic_load_n(&c->stats.stored, __ATOMIC_RELAXED);
+	out->queue_dropped = __atomic_load_n(&c->stats.queue_dropped, __ATOMIC_RELAXED);
+	out->events_lost = __atomic_load_n(&c->stats.events_lost, __ATOMIC_RELAXED);
+	out->batches = __atomic_load_n(&c->stats.batches, __ATOMIC_RELAXED);
+	out->batch_commit_us = __atomic_load_n(&c->stats.batch_commit_us, __ATOMIC_RELAXED);
+	out->decode_errors = __atomic_load_n(&c->stats.decode_errors, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&c->qlock);
+	out->queue_depth = c->depth;
+	pthread_mutex_unlock(&c->qlock);
+}
+
+/* ---------------------------------------------------------------- readers */
+
+int collect_queue_stats(struct collector *c, struct collect_queue_stat **out, size_t *n)
+{
+	size_t count = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!c)
+		return 0;
+	pthread_mutex_lock(&c->qlock);
+	for (struct pqueue *q = c->queues; q; q = q->next)
+		count++;
+	*out = calloc(count ? count : 1, sizeof(**out));
+	if (*out)
+		for (struct pqueue *q = c->queues; q; q = q->next) {
+			struct collect_queue_stat *st = &(*out)[(*n)++];
+
+			snprintf(st->probe, sizeof(st->probe), "%s", q->probe);
+			st->depth = q->len;
+			st->dropped = q->dropped;
+			st->lost = q->lost;
+		}
+	pthread_mutex_unlock(&c->qlock);
+	return *out ? 0 : -1;
+}
+
+void collect_views_free(struct collect_view **views, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		collect_view_put(views[i]);
+	free(views);
+}
+
+static int views_of_collector(struct collector *c, struct collect_view ***views, size_t *n)
+{
+	size_t count = 0;
+
+	pthread_mutex_lock(&c->probes_lock);
+	for (struct cprobe *cp = c->probes; cp; cp = cp->next)
+		count++;
+	*views = calloc(count ? count : 1, sizeof(**views));
+	if (*views)
+		for (struct cprobe *cp = c->probes; cp; cp = cp->next)
+			(*views)[(*n)++] = collect_view_get(cp->view);
+	pthread_mutex_unlock(&c->probes_lock);
+	return *views ? 0 : -1;
+}
+
+static int views_of_store(struct agent *agent, struct collect_view ***views, size_t *n)
+{
+	struct names names = { 0 };
+	char after[64] = "";
+	bool more = true;
+
+	while (more) {
+		size_t before = names.n;
+
+		if (store_probe_list(agent->store, after, 1000, add_attached, &names, &more,
+				     NULL) != 0 || names.n == before)
+			break;
+		snprintf(after, sizeof(after), "%s", names.name[names.n - 1]);
+	}
+	*views = calloc(names.n ? names.n : 1, sizeof(**views));
+	for (size_t i = 0; *views && i < names.n; i++) {
+		struct collect_view *view;
+
+		if (collect_view_build(agent->store, names.name[i], &view, NULL) == 0)
+			(*views)[(*n)++] = view;
+	}
+	free(names.name);
+	return *views ? 0 : -1;
+}
+
+int collect_views(struct agent *agent, struct collect_view ***views, size_t *n)
+{
+	*views = NULL;
+	*n = 0;
+	if (agent->collector)
+		return views_of_collector(agent->collector, views, n);
+	return views_of_store(agent, views, n);
+}

@@ -1,0 +1,142 @@
+/* Shared by the collector's files; not part of the module's contract. */
+#ifndef GRAIND_COLLECT_INT_H
+#define GRAIND_COLLECT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <bpf/libbpf.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+struct agent;
+struct collector;
+struct decoder;
+struct store;
+
+/* What a map feeds. */
+enum collect_out {
+	COLLECT_OUT_NONE,
+	COLLECT_OUT_METRIC,     /* polled: one sample per entry and value field */
+	COLLECT_OUT_EVENTS,     /* drained: one sample per record */
+};
+
+#define COLLECT_DEFAULT_POLL_MS 1000
+#define COLLECT_MIN_POLL_MS     10
+
+/* One map of a probe's object, as the collector sees it. */
+struct collect_map {
+	char name[64];                  /* as libbpf names it, as pinned */
+	const char *shown;              /* what a person calls it (".rodata") */
+	enum bpf_map_type type;
+	uint32_t key_size, value_size, max_entries;
+	bool internal;
+	bool percpu;
+	bool typed;                     /* decoded from BTF, not raw */
+	struct decoder *key_dec;        /* NULL for event maps */
+	struct decoder *value_dec;      /* the value, or an event map's record */
+	enum collect_out out;
+	/* metric output */
+	uint32_t poll_ms;
+	bool gauge;
+	bool delta;
+	char **fields;                  /* empty: every numeric field */
+	size_t n_fields;
+	/* event output: aggregation */
+	char **count_by;
+	size_t n_count_by;
+	const char *histogram_field;    /* "" when none */
+};
+
+/* A probe's object and outputs, shared read-only between the collector
+ * thread and API threads; freed when the last reference goes. */
+struct collect_view {
+	int refs;
+	char probe[64];
+	uint64_t generation;
+	bool attached;
+	Graind__ProbeSpec *spec;
+	struct btf *btf;                /* NULL without BTF */
+	struct collect_map *maps;
+	size_t n_maps;
+};
+
+/* Build the view of stored probe `probe`: 404 when there is none. */
+int collect_view_build(struct store *st, const char *probe,
+		       struct collect_view **out, struct gerr *err);
+struct collect_view *collect_view_get(struct collect_view *view);
+void collect_view_put(struct collect_view *view);
+const struct collect_map *collect_view_map(const struct collect_view *view,
+					   const char *name);
+
+/* ---------------------------------------------------------------- walk */
+
+/* Bytes of one lookup: value_size, or per CPU rounded up to 8 bytes. */
+size_t collect_value_len(const struct collect_map *m);
+
+/* Open the pinned map: a new fd, or a negative errno. */
+int collect_map_open(const char *probe, const struct collect_map *m);
+
+/* Call fn(key, value) for up to `limit` entries of the map (value as one
+ * lookup returns it). *cut tells that entries were left out; *total counts
+ * every entry seen. fn returns 0 to go on, else the walk stops with it.
+ * Returns 0 or a negative errno of the kernel. */
+int collect_walk(int fd, const struct collect_map *m, size_t limit,
+		 int (*fn)(const void *key, const void *value, void *ctx), void *ctx,
+		 size_t *total, bool *cut);
+
+/* Decode a value as one lookup returns it: per-CPU values summed field by
+ * field (numbers added, the rest from the first CPU). */
+int collect_decode_value(const struct collect_map *m, const void *value,
+			 Graind__Field ***fields, size_t *n);
+
+/* Free a field array decode_fields() filled. */
+void collect_fields_free(Graind__Field **fields, size_t n);
+
+/* The field's name, or `fallback` for the unnamed leaf of a scalar. */
+const char *collect_field_name(const Graind__Field *f, const char *fallback);
+
+/* Whether value field `name` is exported by metric map m. */
+bool collect_field_selected(const struct collect_map *m, const char *name);
+
+/* ---------------------------------------------------------------- aggregation */
+
+/* Events of map m counted by its count_by fields (histogram of its
+ * histogram_field), in the agent. */
+struct collect_agg;
+typedef void (*collect_agg_emit_fn)(void *ctx, const char *name, const char *const *tag_names,
+				    const char *const *tag_values, size_t n_tags, double value);
+
+struct collect_agg *collect_agg_new(const struct collect_map *m);
+void collect_agg_free(struct collect_agg *a);
+bool collect_agg_wanted(const struct collect_map *m);
+
+/* Count one decoded record; -1 when out of memory. */
+int collect_agg_add(struct collect_agg *a, Graind__Field **fields, size_t n);
+
+/* emit() for every group that changed since the last flush: "<map>.count"
+ * tagged with the count_by fields; with a histogram field also
+ * "<map>.<field>_sum" and cumulative "<map>.<field>_bucket" tagged le=2^k.
+ * Values are totals since the probe was opened (counters). */
+void collect_agg_flush(struct collect_agg *a, collect_agg_emit_fn emit, void *ctx);
+
+/* ---------------------------------------------------------------- state */
+
+/* The views of every attached probe: the collector's when it runs, else
+ * built from the store. *views is malloc'd; collect_views_free() puts
+ * every view and frees the array. */
+int collect_views(struct agent *agent, struct collect_view ***views, size_t *n);
+void collect_views_free(struct collect_view **views, size_t n);
+
+/* The queue of one probe, as seen now. */
+struct collect_queue_stat {
+	char probe[64];
+	uint64_t depth, dropped, lost;
+};
+
+/* Every probe queue; *out malloc'd (NULL when none), caller frees. */
+int collect_queue_stats(struct collector *c, struct collect_queue_stat **out, size_t *n);
+
+#endif

@@ -1,0 +1,447 @@
+/* GET /metrics: the Prometheus text exposition (format 0.0.4) of the
+ * agent's own counters and of every metric map of the attached probes,
+ * read live from the pinned maps at scrape time. */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/codec.h"
+#include "server/agent.h"
+#include "server/collect/collect.h"
+#include "server/collect/collect_int.h"
+#include "server/collect/decode.h"
+#include "server/probe/probe.h"
+#include "store/store.h"
+
+#define LABEL_TEXT_MAX 256
+
+/* One line of a probe map family, kept until every map is read so that
+ * the lines of a family (which maps of several probes share) are printed
+ * together under one HELP and TYPE. */
+struct series {
+	char *family;
+	char *labels;           /* without braces */
+	double value;
+	bool gauge;
+	size_t order;
+};
+
+struct scrape {
+	struct series *series;
+	size_t n, cap;
+	bool oom;
+};
+
+/* ---------------------------------------------------------------- text */
+
+/* A metric or label name: [a-zA-Z_:][a-zA-Z0-9_:]* (no ':' in labels). */
+static void sanitize(char *s, bool label)
+{
+	for (char *p = s; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && (label || *p != ':'))
+			*p = '_';
+}
+
+/* A label value: backslash, double quote and newline escaped. */
+static void put_escaped(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			fputc('\\', f);
+		if (*s == '\n') {
+			fputs("\\n", f);
+			continue;
+		}
+		fputc(*s, f);
+	}
+}
+
+static void family_head(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The shortest of %.15g and %.17g that reads back as the same number. */
+static void put_value(FILE *f, double v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%.15g", v);
+	if (strtod(buf, NULL) != v)
+		snprintf(buf, sizeof(buf), "%.17g", v);
+	fprintf(f, " %s\n", buf);
+}
+
+/* ---------------------------------------------------------------- agent */
+
+static void self_metric(FILE *f, const char *name, const char *type, const char *help,
+			double value)
+{
+	family_head(f, name, type, help);
+	fputs(name, f);
+	put_value(f, value);
+}
+
+static void agent_metrics(FILE *f, struct agent *agent)
+{
+	struct collect_stats st;
+
+	collect_get_stats(agent->collector, &st);
+	self_metric(f, "graind_samples_collected_total", "counter",
+		    "Samples made from kernel data.", (double)st.collected);
+	self_metric(f, "graind_samples_stored_total", "counter",
+		    "Samples committed to the store.", (double)st.stored);
+	self_metric(f, "graind_samples_dropped_total", "counter",
+		    "Samples lost to full queues or failed writes.", (double)st.queue_dropped);
+	self_metric(f, "graind_samples_queue_depth", "gauge",
+		    "Samples waiting to be stored.", (double)st.queue_depth);
+	self_metric(f, "graind_events_lost_total", "counter",
+		    "Perf buffer records the kernel could not hand over.", (double)st.events_lost);
+	self_metric(f, "graind_decode_errors_total", "counter",
+		    "Records or entries that could not be decoded.", (double)st.decode_errors);
+	self_metric(f, "graind_sample_batches_total", "counter",
+		    "Batches of samples committed.", (double)st.batches);
+	self_metric(f, "graind_sample_batch_commit_seconds_total", "counter",
+		    "Time spent committing batches of samples.", (double)st.batch_commit_us / 1e6);
+	self_metric(f, "graind_database_bytes", "gauge",
+		    "Size of the SQLite database and its WAL.", (double)store_db_bytes(agent->store));
+	self_metric(f, "graind_sample_buffer_rows", "gauge",
+		    "Samples held in the store.", (double)store_sample_count(agent->store));
+}
+
+static void queue_metrics(FILE *f, struct agent *agent)
+{
+	struct collect_queue_stat *qs = NULL;
+	size_t n = 0;
+
+	if (collect_queue_stats(agent->collector, &qs, &n) < 0 || !n)
+		goto out;
+	family_head(f, "graind_queue_depth", "gauge", "Samples of the probe waiting.");
+	for (size_t i = 0; i < n; i++) {
+		fputs("graind_queue_depth{probe=\"", f);
+		put_escaped(f, qs[i].probe);
+		fputs("\"}", f);
+		put_value(f, (double)qs[i].depth);
+	}
+	family_head(f, "graind_queue_dropped_total", "counter",
+		    "Samples of the probe lost to a full queue or a failed write.");
+	for (size_t i = 0; i < n; i++) {
+		fputs("graind_queue_dropped_total{probe=\"", f);
+		put_escaped(f, qs[i].probe);
+		fputs("\"}", f);
+		put_value(f, (double)qs[i].dropped);
+	}
+	family_head(f, "graind_perf_events_lost_total", "counter",
+		    "Perf buffer records of the probe the kernel could not hand over.");
+	for (size_t i = 0; i < n; i++) {
+		fputs("graind_perf_events_lost_total{probe=\"", f);
+		put_escaped(f, qs[i].probe);
+		fputs("\"}", f);
+		put_value(f, (double)qs[i].lost);
+	}
+out:
+	free(qs);
+}
+
+static int put_drop(const char *probe, uint64_t dropped, void *ctx)
+{
+	FILE *f = ctx;
+
+	fputs("graind_sample_buffer_dropped_total{probe=\"", f);
+	put_escaped(f, probe);
+	fputs("\"}", f);
+	put_value(f, (double)dropped);
+	return 0;
+}
+
+/* The kernel's view of each program: run count and time, failures. */
+static void program_metrics(FILE *f, struct agent *agent, struct collect_view **views,
+			    size_t n_views)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} families[] = {
+		{ "graind_program_run_count_total", "counter",
+		  "Runs of the program counted by the kernel (BPF stats)." },
+		{ "graind_program_run_time_seconds_total", "counter",
+		  "Time the program ran, counted by the kernel (BPF stats)." },
+		{ "graind_program_attach_failed", "gauge",
+		  "1 when the program failed its last attach." },
+	};
+	Graind__Probe **probes = calloc(n_views ? n_views : 1, sizeof(*probes));
+
+	if (!probes || !agent->probes)
+		goto out;
+	for (size_t i = 0; i < n_views; i++) {
+		Graind__Probe *p = (Graind__Probe *)codec_new(&graind__probe__descriptor);
+
+		if (!p || codec_set_string(&p->name, views[i]->probe) < 0) {
+			codec_free(p ? &p->base : NULL);
+			continue;
+		}
+		p->spec = views[i]->spec;       /* borrowed */
+		if (probe_status(agent->probes, p, NULL) < 0) {
+			p->spec = NULL;
+			codec_free(&p->base);
+			continue;
+		}
+		probes[i] = p;
+	}
+	for (size_t fam = 0; fam < sizeof(families) / sizeof(families[0]); fam++) {
+		family_head(f, families[fam].name, families[fam].type, families[fam].help);
+		for (size_t i = 0; i < n_views; i++)
+			for (size_t j = 0; probes[i] && j < probes[i]->n_programs; j++) {
+				const Graind__ProgramStatus *ps = probes[i]->programs[j];
+				double v = fam == 0 ? (double)ps->run_count :
+					   fam == 1 ? (double)ps->run_time_ns / 1e9 :
+					   ps->state == GRAIND__PROGRAM_STATE__PROGRAM_FAILED;
+
+				fprintf(f, "%s{probe=\"", families[fam].name);
+				put_escaped(f, probes[i]->name);
+				fputs("\",program=\"", f);
+				put_escaped(f, ps->program);
+				fputs("\"}", f);
+				put_value(f, v);
+			}
+	}
+out:
+	for (size_t i = 0; probes && i < n_views; i++)
+		if (probes[i]) {
+			probes[i]->spec = NULL;
+			codec_free(&probes[i]->base);
+		}
+	free(probes);
+}
+
+/* ---------------------------------------------------------------- maps */
+
+struct map_scrape {
+	struct scrape *sc;
+	const struct collect_view *view;
+	const struct collect_map *m;
+	size_t series;          /* of this map */
+	size_t dropped;
+	size_t per_entry;       /* series the last entry gave */
+};
+
+static int add_series(struct scrape *sc, char *family, char *labels, double value,
+		      bool gauge)
+{
+	if (sc->n == sc->cap) {
+		size_t cap = sc->cap ? sc->cap * 2 : 256;
+		struct series *grown = realloc(sc->series, cap * sizeof(*grown));
+
+		if (!grown)
+			goto oom;
+		sc->series = grown;
+		sc->cap = cap;
+	}
+	if (!family || !labels)
+		goto oom;
+	sc->series[sc->n] = (struct series){ family, labels, value, gauge, sc->n };
+	sc->n++;
+	return 0;
+oom:
+	free(family);
+	free(labels);
+	sc->oom = true;
+	return -1;
+}
+
+/* probe="..." and one label per key field. */
+static char *entry_labels(const char *probe, Graind__Field **key, size_t n_key)
+{
+	char text[LABEL_TEXT_MAX], name[128];
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	fputs("probe=\"", f);
+	put_escaped(f, probe);
+	fputc('"', f);
+	for (size_t i = 0; i < n_key; i++) {
+		const char *field = collect_field_name(key[i], "key");
+
+		snprintf(name, sizeof(name), "%s%s",
+			 isdigit((unsigned char)field[0]) || strcmp(field, "probe") == 0 ?
+			 "key_" : "", field);
+		sanitize(name, true);
+		decode_field_text(key[i], text, sizeof(text));
+		fprintf(f, ",%s=\"", name);
+		put_escaped(f, text);
+		fputc('"', f);
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static int scrape_entry(const void *key, const void *value, void *ctx)
+{
+	struct map_scrape *ms = ctx;
+	const struct collect_map *m = ms->m;
+	Graind__Field **key_fields = NULL, **fields = NULL;
+	size_t n_key = 0, n = 0, given = 0;
+	char *labels = NULL;
+
+	if (decode_fields(m->key_dec, key, m->key_size, "", &key_fields, &n_key) < 0 ||
+	    collect_decode_value(m, value, &fields, &n) < 0 ||
+	    !(labels = entry_labels(ms->view->probe, key_fields, n_key))) {
+		ms->sc->oom = true;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *field = collect_field_name(fields[i], "");
+		char *family = NULL;
+		double v;
+
+		if (!collect_field_selected(m, *field ? field : m->shown) ||
+		    !decode_field_number(fields[i], &v))
+			continue;
+		given++;
+		if (ms->series >= COLLECT_MAX_SERIES) {
+			ms->dropped++;
+			continue;
+		}
+		if (asprintf(&family, *field ? "graind_probe_%s_%s" : "graind_probe_%s%s",
+			     m->shown, field) < 0)
+			family = NULL;
+		else
+			sanitize(family, false);
+		if (add_series(ms->sc, family, strdup(labels), v, m->gauge) < 0)
+			goto out;
+		ms->series++;
+	}
+	ms->per_entry = given;
+out:
+	free(labels);
+	collect_fields_free(key_fields, n_key);
+	collect_fields_free(fields, n);
+	return ms->sc->oom ? -1 : 0;
+}
+
+struct map_drop {
+	const char *probe, *map;
+	size_t dropped;
+};
+
+static void scrape_map(struct scrape *sc, const struct collect_view *view,
+		       const struct collect_map *m, struct map_drop *drop)
+{
+	struct map_scrape ms = { .sc = sc, .view = view, .m = m };
+	size_t total = 0;
+	bool cut = false;
+	int fd = collect_map_open(view->probe, m);
+
+	if (fd < 0)
+		return;
+	collect_walk(fd, m, COLLECT_MAX_SERIES, scrape_entry, &ms, &total, &cut);
+	close(fd);
+	if (cut)        /* entries not even read: as many series as the last */
+		ms.dropped += (total - COLLECT_MAX_SERIES) * (ms.per_entry ? ms.per_entry : 1);
+	*drop = (struct map_drop){ view->probe, m->shown, ms.dropped };
+}
+
+static int cmp_series(const void *a, const void *b)
+{
+	const struct series *x = a, *y = b;
+	int c = strcmp(x->family, y->family);
+
+	if (c)
+		return c;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static void print_series(FILE *f, struct scrape *sc)
+{
+	qsort(sc->series, sc->n, sizeof(*sc->series), cmp_series);
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct series *s = &sc->series[i];
+
+		/* The first map of a family gives its type. */
+		if (i == 0 || strcmp(s->family, sc->series[i - 1].family) != 0)
+			family_head(f, s->family, s->gauge ? "gauge" : "counter",
+				    "A value field of a probe map.");
+		fprintf(f, "%s{%s}", s->family, s->labels);
+		put_value(f, s->value);
+	}
+}
+
+static void map_metrics(FILE *f, struct collect_view **views, size_t n_views, bool *oom)
+{
+	struct scrape sc = { 0 };
+	struct map_drop *drops = NULL;
+	size_t n_drops = 0, n_maps = 0;
+	char help[96];
+
+	for (size_t i = 0; i < n_views; i++)
+		n_maps += views[i]->n_maps;
+	drops = calloc(n_maps ? n_maps : 1, sizeof(*drops));
+	if (!drops) {
+		*oom = true;
+		return;
+	}
+	for (size_t i = 0; i < n_views && !sc.oom; i++)
+		for (size_t j = 0; j < views[i]->n_maps; j++)
+			if (views[i]->maps[j].out == COLLECT_OUT_METRIC)
+				scrape_map(&sc, views[i], &views[i]->maps[j], &drops[n_drops++]);
+	print_series(f, &sc);
+	snprintf(help, sizeof(help), "Series of the map left out of this scrape (over the cap of %d).",
+		 COLLECT_MAX_SERIES);
+	family_head(f, "graind_metric_series_dropped", "gauge", help);
+	for (size_t i = 0; i < n_drops; i++) {
+		if (!drops[i].probe)
+			continue;
+		fputs("graind_metric_series_dropped{probe=\"", f);
+		put_escaped(f, drops[i].probe);
+		fputs("\",map=\"", f);
+		put_escaped(f, drops[i].map);
+		fputs("\"}", f);
+		put_value(f, (double)drops[i].dropped);
+	}
+	*oom = sc.oom;
+	for (size_t i = 0; i < sc.n; i++) {
+		free(sc.series[i].family);
+		free(sc.series[i].labels);
+	}
+	free(sc.series);
+	free(drops);
+}
+
+char *collect_metrics_text(struct agent *agent, size_t *len)
+{
+	struct collect_view **views = NULL;
+	size_t n_views = 0;
+	bool oom = false;
+	char *buf = NULL;
+	FILE *f;
+
+	*len = 0;
+	f = open_memstream(&buf, len);
+	if (!f)
+		return NULL;
+	if (collect_views(agent, &views, &n_views) < 0)
+		oom = true;
+	agent_metrics(f, agent);
+	queue_metrics(f, agent);
+	family_head(f, "graind_sample_buffer_dropped_total", "counter",
+		    "Samples of the probe dropped at the bound of the store.");
+	store_sample_drops(agent->store, put_drop, f);
+	program_metrics(f, agent, views, n_views);
+	if (!oom)
+		map_metrics(f, views, n_views, &oom);
+	collect_views_free(views, n_views);
+	if (fclose(f) != 0 || oom) {
+		free(buf);
+		*len = 0;
+		return NULL;
+	}
+	return buf;
+}

@@ -1,0 +1,734 @@
+/* Unit tests for store/samples.c: append and list back, paging and
+ * filters, the row and byte bounds with their drop counts, ids across
+ * reopen and total drops, a failing append, use from several threads,
+ * and the append rate. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/graind.pb-c.h"
+#include "store/store.h"
+#include "store/store_int.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct store *st;
+};
+
+static struct store *open_ok(const char *path)
+{
+	struct gerr err = { 0 };
+	struct store *st = NULL;
+
+	if (store_open(path, &st, &err) < 0)
+		fail_msg("store_open: %d %s", err.status, err.msg);
+	assert_non_null(st);
+	return st;
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_samples.XXXXXX");
+	assert_non_null(mkdtemp(fx->dir));
+	snprintf(fx->path, sizeof(fx->path), "%s/graind.db", fx->dir);
+	fx->st = open_ok(fx->path);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
+	char file[160];
+
+	store_close(fx->st);
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		snprintf(file, sizeof(file), "%s%s", fx->path, suffixes[i]);
+		unlink(file);
+	}
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* A metric sample; the strings must outlive it. */
+static void sample_init(Graind__Sample *s, const char *probe, const char *map,
+			const char *name, double value)
+{
+	graind__sample__init(s);
+	s->probe = (char *)probe;
+	s->map = (char *)map;
+	s->name = (char *)name;
+	s->kind = GRAIND__SAMPLE_KIND__METRIC;
+	s->value = value;
+}
+
+static void append_ok(struct store *st, Graind__Sample **samples, size_t n)
+{
+	struct gerr err = { 0 };
+
+	if (store_samples_append(st, samples, n, &err) < 0)
+		fail_msg("store_samples_append: %d %s", err.status, err.msg);
+}
+
+/* n samples of the same shape; probe_of(i) names the probe of the i-th. */
+struct batch {
+	Graind__Sample *s;
+	Graind__Sample **ptr;
+	size_t n;
+};
+
+static void batch_init(struct batch *b, size_t n, const char *(*probe_of)(size_t),
+		       size_t first)
+{
+	b->n = n;
+	b->s = calloc(n, sizeof(*b->s));
+	b->ptr = calloc(n, sizeof(*b->ptr));
+	assert_non_null(b->s);
+	assert_non_null(b->ptr);
+	for (size_t i = 0; i < n; i++) {
+		sample_init(&b->s[i], probe_of(first + i), "counts", "hits",
+			    (double)(first + i));
+		b->ptr[i] = &b->s[i];
+	}
+}
+
+static void batch_free(struct batch *b)
+{
+	free(b->s);
+	free(b->ptr);
+}
+
+/* What a list call saw. */
+struct seen {
+	uint64_t ids[512];
+	double values[512];
+	char probes[512][16];
+	size_t n;
+	size_t stop_at;     /* return 7 from the visit that makes n this; 0: never */
+};
+
+static int collect(const Graind__Sample *s, void *ctx)
+{
+	struct seen *seen = ctx;
+
+	assert_true(seen->n < 512);
+	seen->ids[seen->n] = s->id;
+	seen->values[seen->n] = s->value;
+	snprintf(seen->probes[seen->n], sizeof(seen->probes[0]), "%s", s->probe);
+	seen->n++;
+	return seen->n == seen->stop_at ? 7 : 0;
+}
+
+static void list_ok(struct store *st, const char *probe, const char *map,
+		    uint64_t after, unsigned limit, struct seen *seen, bool *more)
+{
+	struct gerr err = { 0 };
+
+	memset(seen, 0, sizeof(*seen));
+	if (store_samples_list(st, probe, map, after, limit, collect, seen, more,
+			       &err) < 0)
+		fail_msg("store_samples_list: %d %s", err.status, err.msg);
+}
+
+struct drops {
+	char probe[4][16];
+	uint64_t count[4];
+	size_t n;
+};
+
+static int collect_drop(const char *probe, uint64_t dropped, void *ctx)
+{
+	struct drops *d = ctx;
+
+	assert_true(d->n < 4);
+	snprintf(d->probe[d->n], sizeof(d->probe[0]), "%s", probe);
+	d->count[d->n++] = dropped;
+	return 0;
+}
+
+static void drops_ok(struct store *st, struct drops *d)
+{
+	memset(d, 0, sizeof(*d));
+	assert_int_equal(store_sample_drops(st, collect_drop, d), 0);
+}
+
+static uint64_t packed_size(Graind__Sample *s)
+{
+	uint64_t id = s->id;
+	uint64_t len;
+
+	s->id = 0;
+	len = graind__sample__get_packed_size(s);
+	s->id = id;
+	return len;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_empty(void **state)
+{
+	struct fixture *fx = *state;
+	struct drops d;
+	struct seen seen;
+	bool more = true;
+
+	assert_int_equal(store_sample_count(fx->st), 0);
+	assert_int_equal(store_sample_bytes(fx->st), 0);
+	assert_int_equal(store_sample_last_id(fx->st), 0);
+	drops_ok(fx->st, &d);
+	assert_int_equal(d.n, 0);
+	list_ok(fx->st, NULL, NULL, 0, 10, &seen, &more);
+	assert_int_equal(seen.n, 0);
+	assert_false(more);
+	assert_int_equal(store_samples_append(fx->st, NULL, 0, NULL), 0);
+	assert_int_equal(store_sample_last_id(fx->st), 0);
+}
+
+/* Every field of the event sample comes back as it went in. */
+static int check_event(const Graind__Sample *s, void *ctx)
+{
+	const Graind__Sample *want = ctx;
+
+	assert_int_equal(s->id, want->id);
+	assert_string_equal(s->probe, "tcp");
+	assert_string_equal(s->map, "events");
+	assert_string_equal(s->time, "2024-05-01T12:00:00.123456789Z");
+	assert_int_equal(s->kind, GRAIND__SAMPLE_KIND__EVENT);
+	assert_string_equal(s->name, "connect");
+	assert_int_equal(s->n_tags, 2);
+	assert_string_equal(s->tags[0]->key, "comm");
+	assert_string_equal(s->tags[0]->value, "curl");
+	assert_string_equal(s->tags[1]->key, "pid");
+	assert_string_equal(s->tags[1]->value, "4242");
+	assert_true(s->value == 2.5);
+	assert_int_equal(s->metric_kind, GRAIND__METRIC_KIND__GAUGE);
+	assert_int_equal(s->n_fields, 3);
+	assert_string_equal(s->fields[0]->name, "saddr");
+	assert_int_equal(s->fields[0]->value_case, GRAIND__FIELD__VALUE_TEXT);
+	assert_string_equal(s->fields[0]->text, "10.0.0.1");
+	assert_int_equal(s->fields[1]->value_case, GRAIND__FIELD__VALUE_UINT);
+	assert_int_equal(s->fields[1]->uint, 443);
+	assert_int_equal(s->fields[2]->value_case, GRAIND__FIELD__VALUE_INT);
+	assert_int_equal(s->fields[2]->int_, -111);
+	return 0;
+}
+
+static void test_append_list(void **state)
+{
+	struct fixture *fx = *state;
+	Graind__Tag tag_comm = GRAIND__TAG__INIT, tag_pid = GRAIND__TAG__INIT;
+	Graind__Field f_addr = GRAIND__FIELD__INIT, f_port = GRAIND__FIELD__INIT;
+	Graind__Field f_err = GRAIND__FIELD__INIT;
+	Graind__Tag *tags[] = { &tag_comm, &tag_pid };
+	Graind__Field *fields[] = { &f_addr, &f_port, &f_err };
+	Graind__Sample s[6], *ptr[6];
+	struct gerr err = { 0 };
+	struct seen seen;
+	uint64_t bytes = 0;
+	bool more;
+
+	tag_comm.key = "comm";
+	tag_comm.value = "curl";
+	tag_pid.key = "pid";
+	tag_pid.value = "4242";
+	f_addr.name = "saddr";
+	f_addr.value_case = GRAIND__FIELD__VALUE_TEXT;
+	f_addr.text = "10.0.0.1";
+	f_port.name = "dport";
+	f_port.value_case = GRAIND__FIELD__VALUE_UINT;
+	f_port.uint = 443;
+	f_err.name = "err";
+	f_err.value_case = GRAIND__FIELD__VALUE_INT;
+	f_err.int_ = -111;
+
+	sample_init(&s[0], "tcp", "events", "connect", 2.5);
+	s[0].kind = GRAIND__SAMPLE_KIND__EVENT;
+	s[0].time = "2024-05-01T12:00:00.123456789Z";
+	s[0].metric_kind = GRAIND__METRIC_KIND__GAUGE;
+	s[0].n_tags = 2;
+	s[0].tags = tags;
+	s[0].n_fields = 3;
+	s[0].fields = fields;
+	s[0].id = 999;      /* ignored: the store gives the id */
+	sample_init(&s[1], "tcp", "counts", "bytes", 1);
+	sample_init(&s[2], "udp", "counts", "bytes", 2);
+	sample_init(&s[3], "tcp", "events", "close", 3);
+	sample_init(&s[4], "udp", "events", "send", 4);
+	sample_init(&s[5], "tcp", "counts", "bytes", 5);
+	for (int i = 0; i < 6; i++) {
+		ptr[i] = &s[i];
+		bytes += packed_size(&s[i]);
+	}
+
+	append_ok(fx->st, ptr, 3);
+	append_ok(fx->st, ptr + 3, 3);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(s[i].id, i + 1);
+	assert_int_equal(store_sample_count(fx->st), 6);
+	assert_int_equal(store_sample_bytes(fx->st), bytes);
+	assert_int_equal(store_sample_last_id(fx->st), 6);
+
+	/* Field by field, from a list starting at the first id. */
+	assert_int_equal(store_samples_list(fx->st, "tcp", "events", 0, 1, check_event,
+					    &s[0], &more, &err), 0);
+	assert_true(more);
+
+	list_ok(fx->st, NULL, NULL, 0, 100, &seen, &more);
+	assert_int_equal(seen.n, 6);
+	assert_false(more);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(seen.ids[i], i + 1);
+		assert_true(seen.values[i] == s[i].value);
+		assert_string_equal(seen.probes[i], s[i].probe);
+	}
+
+	list_ok(fx->st, "udp", NULL, 0, 100, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[0], 3);
+	assert_int_equal(seen.ids[1], 5);
+
+	list_ok(fx->st, "tcp", "counts", 0, 100, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[0], 2);
+	assert_int_equal(seen.ids[1], 6);
+
+	list_ok(fx->st, "", "events", 1, 100, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[0], 4);
+	assert_int_equal(seen.ids[1], 5);
+
+	list_ok(fx->st, "nope", NULL, 0, 100, &seen, &more);
+	assert_int_equal(seen.n, 0);
+	assert_false(more);
+
+	/* Paging: after the last id of a page, more until the end. */
+	list_ok(fx->st, "tcp", NULL, 0, 2, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[1], 2);
+	assert_true(more);
+	list_ok(fx->st, "tcp", NULL, 2, 2, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[0], 4);
+	assert_int_equal(seen.ids[1], 6);
+	assert_false(more);
+	list_ok(fx->st, NULL, NULL, 4, 2, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_false(more);
+	list_ok(fx->st, NULL, NULL, 6, 2, &seen, &more);
+	assert_int_equal(seen.n, 0);
+	assert_false(more);
+
+	/* fn stops the walk and its value comes back. */
+	memset(&seen, 0, sizeof(seen));
+	seen.stop_at = 2;
+	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 10, collect, &seen,
+					    &more, &err), 7);
+	assert_int_equal(seen.n, 2);
+}
+
+static const char *probe_a_or_b(size_t i)
+{
+	return i % 3 == 0 ? "a" : "b";  /* ids i+1: uneven, interleaved */
+}
+
+/* Drops of the ids 1..upto, as probe_a_or_b() assigned them. */
+static void expect_drops(struct store *st, uint64_t upto)
+{
+	uint64_t a = 0, b = 0;
+	struct drops d;
+
+	for (uint64_t i = 0; i < upto; i++)
+		(*probe_a_or_b(i) == 'a' ? &a : &b)[0]++;
+	drops_ok(st, &d);
+	assert_int_equal(d.n, 2);
+	assert_string_equal(d.probe[0], "a");
+	assert_int_equal(d.count[0], a);
+	assert_string_equal(d.probe[1], "b");
+	assert_int_equal(d.count[1], b);
+}
+
+static void expect_newest(struct store *st, uint64_t first, uint64_t last)
+{
+	uint64_t id = first;
+	struct seen seen;
+	bool more = true;
+	uint64_t after = 0;
+
+	while (more) {
+		list_ok(st, NULL, NULL, after, 64, &seen, &more);
+		for (size_t i = 0; i < seen.n; i++) {
+			assert_int_equal(seen.ids[i], id);
+			assert_true(seen.values[i] == (double)(id - 1));
+			id++;
+		}
+		if (seen.n)
+			after = seen.ids[seen.n - 1];
+	}
+	assert_int_equal(id, last + 1);
+}
+
+static void append_numbered(struct store *st, size_t total, size_t per_batch)
+{
+	struct batch b;
+
+	for (size_t done = 0; done < total; done += b.n) {
+		batch_init(&b, total - done < per_batch ? total - done : per_batch,
+			   probe_a_or_b, done);
+		append_ok(st, b.ptr, b.n);
+		for (size_t i = 0; i < b.n; i++)
+			assert_int_equal(b.s[i].id, done + i + 1);
+		batch_free(&b);
+	}
+}
+
+static void test_bound_rows(void **state)
+{
+	struct fixture *fx = *state;
+	Graind__Sample one, *ptr = &one;
+	uint64_t size;
+
+	store_samples_set_bounds(fx->st, 100, 0);
+	append_numbered(fx->st, 250, 30);
+	assert_int_equal(store_sample_count(fx->st), 100);
+	assert_int_equal(store_sample_last_id(fx->st), 250);
+	expect_newest(fx->st, 151, 250);
+	expect_drops(fx->st, 150);
+
+	/* The cached byte total matches the rows kept. */
+	sample_init(&one, "a", "counts", "hits", 150);
+	size = packed_size(&one);
+	assert_int_equal(store_sample_bytes(fx->st), 100 * size);
+
+	sample_init(&one, "c", "counts", "hits", 250);
+	append_ok(fx->st, &ptr, 1);
+	assert_int_equal(one.id, 251);
+	assert_int_equal(store_sample_count(fx->st), 100);
+}
+
+static void test_bound_bytes(void **state)
+{
+	struct fixture *fx = *state;
+	Graind__Sample one;
+	uint64_t size;
+
+	/* Every sample of append_numbered packs to the same size (values
+	 * are doubles, fixed width). */
+	sample_init(&one, "a", "counts", "hits", 1);
+	size = packed_size(&one);
+	store_samples_set_bounds(fx->st, 0, 100 * size);
+	append_numbered(fx->st, 250, 40);
+	assert_int_equal(store_sample_count(fx->st), 100);
+	assert_int_equal(store_sample_bytes(fx->st), 100 * size);
+	expect_newest(fx->st, 151, 250);
+	expect_drops(fx->st, 150);
+
+	/* Not one byte under: a bound between two sizes keeps the rows
+	 * that fit. */
+	store_samples_set_bounds(fx->st, 0, 50 * size + size / 2);
+	sample_init(&one, "a", "counts", "hits", 250);
+	{
+		Graind__Sample *ptr = &one;
+
+		append_ok(fx->st, &ptr, 1);
+	}
+	assert_int_equal(one.id, 251);
+	assert_int_equal(store_sample_count(fx->st), 50);
+	assert_int_equal(store_sample_bytes(fx->st), 50 * size);
+	expect_newest(fx->st, 202, 251);
+}
+
+/* Rows of different sizes: the fewest oldest rows go. */
+static void test_bound_bytes_uneven(void **state)
+{
+	struct fixture *fx = *state;
+	static char names[40][48];
+	Graind__Sample s[40], *ptr[40];
+	uint64_t size[40], max = 1000, kept = 0, kept_bytes = 0;
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(names[i], sizeof(names[i]), "%.*s", 1 + (i * 7) % 40,
+			 "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn");
+		sample_init(&s[i], "a", "m", names[i], i);
+		ptr[i] = &s[i];
+		size[i] = packed_size(&s[i]);
+	}
+	store_samples_set_bounds(fx->st, 0, max);
+	for (int i = 0; i < 40; i += 8)
+		append_ok(fx->st, ptr + i, 8);
+	for (int i = 39; i >= 0 && kept_bytes + size[i] <= max; i--) {
+		kept_bytes += size[i];
+		kept++;
+	}
+	assert_int_equal(store_sample_count(fx->st), kept);
+	assert_int_equal(store_sample_bytes(fx->st), kept_bytes);
+	expect_newest(fx->st, 41 - kept, 40);
+}
+
+static void test_ids_across_reopen(void **state)
+{
+	struct fixture *fx = *state;
+	Graind__Sample one, *ptr = &one;
+	uint64_t bytes;
+
+	append_numbered(fx->st, 10, 4);
+	bytes = store_sample_bytes(fx->st);
+	store_close(fx->st);
+	fx->st = open_ok(fx->path);
+	assert_int_equal(store_sample_count(fx->st), 10);
+	assert_int_equal(store_sample_bytes(fx->st), bytes);
+	assert_int_equal(store_sample_last_id(fx->st), 10);
+
+	sample_init(&one, "a", "counts", "hits", 10);
+	append_ok(fx->st, &ptr, 1);
+	assert_int_equal(one.id, 11);
+
+	/* A bound no sample fits: everything goes, the ids stay. */
+	store_samples_set_bounds(fx->st, 0, 1);
+	append_ok(fx->st, &ptr, 1);
+	assert_int_equal(one.id, 12);
+	assert_int_equal(store_sample_count(fx->st), 0);
+	assert_int_equal(store_sample_bytes(fx->st), 0);
+	assert_int_equal(store_sample_last_id(fx->st), 12);
+	expect_newest(fx->st, 13, 12);
+
+	store_close(fx->st);
+	fx->st = open_ok(fx->path);
+	assert_int_equal(store_sample_count(fx->st), 0);
+	assert_int_equal(store_sample_last_id(fx->st), 12);
+	append_ok(fx->st, &ptr, 1);
+	assert_int_equal(one.id, 13);
+	assert_int_equal(store_sample_count(fx->st), 1);
+}
+
+/* A sample over SQLite's length limit fails the batch: nothing of it is
+ * kept, the ids are 0, and the next batch carries on from the last id.
+ * The big sample sits in the second statement of many rows. */
+static void test_failing_append(void **state)
+{
+	struct fixture *fx = *state;
+	static char big[8192];
+	struct gerr err = { 0 };
+	struct drops d;
+	struct batch b;
+	uint64_t bytes;
+
+	append_numbered(fx->st, 5, 5);
+	bytes = store_sample_bytes(fx->st);
+
+	store_lock(fx->st);
+	sqlite3_limit(fx->st->db, SQLITE_LIMIT_LENGTH, 4096);
+	store_unlock(fx->st);
+	memset(big, 'x', sizeof(big) - 1);
+	batch_init(&b, 70, probe_a_or_b, 5);
+	b.s[40].name = big;
+	assert_int_equal(store_samples_append(fx->st, b.ptr, b.n, &err), -1);
+	assert_int_equal(err.status, 413);
+	assert_non_null(strstr(err.msg, "cannot store samples"));
+	for (size_t i = 0; i < b.n; i++)
+		assert_int_equal(b.s[i].id, 0);
+	assert_int_equal(store_sample_count(fx->st), 5);
+	assert_int_equal(store_sample_bytes(fx->st), bytes);
+	assert_int_equal(store_sample_last_id(fx->st), 5);
+	expect_newest(fx->st, 1, 5);
+
+	/* A failing batch that would have crossed the bound drops nothing. */
+	store_samples_set_bounds(fx->st, 3, 0);
+	assert_int_equal(store_samples_append(fx->st, b.ptr, b.n, &err), -1);
+	assert_int_equal(store_sample_count(fx->st), 5);
+	drops_ok(fx->st, &d);
+	assert_int_equal(d.n, 0);
+
+	b.s[40].name = "hits";
+	append_ok(fx->st, b.ptr, b.n);
+	for (size_t i = 0; i < b.n; i++)
+		assert_int_equal(b.s[i].id, 6 + i);
+	assert_int_equal(store_sample_count(fx->st), 3);
+	expect_newest(fx->st, 73, 75);
+	expect_drops(fx->st, 72);
+	batch_free(&b);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+#define WRITER_BATCHES 50
+#define WRITER_BATCH   100
+
+struct writer {
+	struct store *st;
+	const char *probe;
+	int failures;
+};
+
+static void *write_samples(void *arg)
+{
+	struct writer *w = arg;
+	Graind__Sample s[WRITER_BATCH], *ptr[WRITER_BATCH];
+	uint64_t last = 0;
+
+	for (int b = 0; b < WRITER_BATCHES; b++) {
+		for (int i = 0; i < WRITER_BATCH; i++) {
+			sample_init(&s[i], w->probe, "m", "n", b * WRITER_BATCH + i);
+			ptr[i] = &s[i];
+		}
+		if (store_samples_append(w->st, ptr, WRITER_BATCH, NULL) < 0) {
+			w->failures++;
+			continue;
+		}
+		for (int i = 0; i < WRITER_BATCH; i++) {
+			if (s[i].id <= last)
+				w->failures++;
+			last = s[i].id;
+		}
+	}
+	return NULL;
+}
+
+struct reader {
+	struct store *st;
+	volatile int *writers_done;
+	uint64_t last_id, seen, per_probe[2];
+	int failures;
+};
+
+static int read_one(const Graind__Sample *s, void *ctx)
+{
+	struct reader *r = ctx;
+
+	if (s->id <= r->last_id)
+		r->failures++;
+	r->last_id = s->id;
+	r->seen++;
+	r->per_probe[strcmp(s->probe, "w0") == 0 ? 0 : 1]++;
+	return 0;
+}
+
+/* Page through as the writers go, then to the end: every id once. */
+static void *read_samples(void *arg)
+{
+	struct reader *r = arg;
+	bool more, last_round = false;
+
+	for (;;) {
+		bool done = __atomic_load_n(r->writers_done, __ATOMIC_ACQUIRE);
+
+		do {
+			if (store_samples_list(r->st, NULL, NULL, r->last_id, 257,
+					       read_one, r, &more, NULL) < 0) {
+				r->failures++;
+				return NULL;
+			}
+		} while (more);
+		if (last_round)
+			break;
+		last_round = done;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct fixture *fx = *state;
+	struct writer w[2] = { { fx->st, "w0", 0 }, { fx->st, "w1", 0 } };
+	volatile int writers_done = 0;
+	struct reader r = { .st = fx->st, .writers_done = &writers_done };
+	pthread_t tw[2], tr;
+
+	assert_int_equal(pthread_create(&tr, NULL, read_samples, &r), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&tw[i], NULL, write_samples, &w[i]), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(tw[i], NULL), 0);
+	__atomic_store_n(&writers_done, 1, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(tr, NULL), 0);
+
+	assert_int_equal(w[0].failures + w[1].failures, 0);
+	assert_int_equal(r.failures, 0);
+	assert_int_equal(r.seen, 2 * WRITER_BATCHES * WRITER_BATCH);
+	assert_int_equal(r.per_probe[0], WRITER_BATCHES * WRITER_BATCH);
+	assert_int_equal(r.per_probe[1], WRITER_BATCHES * WRITER_BATCH);
+	assert_int_equal(r.last_id, 2 * WRITER_BATCHES * WRITER_BATCH);
+	assert_int_equal(store_sample_count(fx->st), 2 * WRITER_BATCHES * WRITER_BATCH);
+}
+
+/* ---------------------------------------------------------------- rate */
+
+static const char *probe_rate(size_t i)
+{
+	return i % 2 ? "syscalls" : "tcp_connect";
+}
+
+static double seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_rate(void **state)
+{
+	struct fixture *fx = *state;
+	const size_t total = 200000, per_batch = 1000;
+	uint64_t batch_bytes = 0;
+	struct batch b;
+	double start, took;
+
+	batch_init(&b, per_batch, probe_rate, 0);
+	for (size_t i = 0; i < per_batch; i++)
+		batch_bytes += packed_size(&b.s[i]);
+	start = seconds();
+	for (size_t done = 0; done < total; done += per_batch)
+		append_ok(fx->st, b.ptr, b.n);
+	took = seconds() - start;
+	print_message("appended %zu samples in batches of %zu: %.0f samples/s\n",
+		      total, per_batch, total / took);
+	assert_int_equal(b.s[per_batch - 1].id, total);
+	assert_int_equal(store_sample_count(fx->st), total);
+	assert_int_equal(store_sample_last_id(fx->st), total);
+	assert_int_equal(store_sample_bytes(fx->st), total / per_batch * batch_bytes);
+
+	/* At the bound, every batch also drops as many rows. */
+	store_samples_set_bounds(fx->st, total / 2, 0);
+	append_ok(fx->st, b.ptr, b.n);
+	start = seconds();
+	for (size_t done = 0; done < total / 2; done += per_batch)
+		append_ok(fx->st, b.ptr, b.n);
+	took = seconds() - start;
+	print_message("at the row bound: %.0f samples/s\n", total / 2 / took);
+	assert_int_equal(store_sample_count(fx->st), total / 2);
+	batch_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound_bytes_uneven, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ids_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failing_append, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
