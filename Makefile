@@ -13,8 +13,8 @@ DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
 	libjansson-dev clang llvm bpftool iproute2 curl
 DEB_TEST  := libcmocka-dev protobuf-compiler python3-pytest python3-requests \
-	python3-protobuf libclang-rt-14-dev
-DEB_BENCH := wrk
+	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools
+DEB_BENCH := wrk bpftrace
 
 PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib
 WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers

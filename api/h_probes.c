@@ -164,7 +164,6 @@ static int apply_to_kernel(struct api_call *call, const char *name, uint64_t gen
 {
 	struct agent *ag = call->agent;
 	Graind__VerifyReport *report = NULL;
-	char sha256[SHA256_HEX_LEN + 1];
 	bool adopted = false;
 	void *bytes = NULL;
 	size_t len = 0;
@@ -172,15 +171,7 @@ static int apply_to_kernel(struct api_call *call, const char *name, uint64_t gen
 
 	if (!attached)
 		return probe_detach(ag->probes, name, err);
-	if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN) {
-		if (builtin_object_sha256(spec->builtin, sha256, err) < 0)
-			return -1;
-	} else if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256) {
-		snprintf(sha256, sizeof(sha256), "%s", spec->object_sha256);
-	} else {
-		return gerr_set(err, 400, "spec needs objectSha256 (or builtin)");
-	}
-	if (store_object_content(ag->store, sha256, &bytes, &len, err) < 0)
+	if (builtin_spec_object(ag->store, spec, &bytes, &len, err) < 0)
 		return -1;
 	ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
 			   &report, err);

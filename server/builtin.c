@@ -154,3 +154,22 @@ int builtin_register(struct store *st, struct gerr *err)
 			return -1;
 	return 0;
 }
+
+int builtin_spec_object(struct store *st, const Graind__ProbeSpec *spec,
+			void **bytes, size_t *len, struct gerr *err)
+{
+	char sha256[SHA256_HEX_LEN + 1];
+
+	switch (spec->object_case) {
+	case GRAIND__PROBE_SPEC__OBJECT_BUILTIN:
+		if (builtin_object_sha256(spec->builtin, sha256, err) < 0)
+			return -1;
+		break;
+	case GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256:
+		snprintf(sha256, sizeof(sha256), "%s", spec->object_sha256);
+		break;
+	default:
+		return gerr_set(err, 400, "the spec names no object: set objectSha256 or builtin");
+	}
+	return store_object_content(st, sha256, bytes, len, err);
+}

@@ -26,6 +26,13 @@ int builtin_register(struct store *st, struct gerr *err);
 int builtin_object_sha256(const char *name, char sha256[SHA256_HEX_LEN + 1],
 			  struct gerr *err);
 
+/* The bytes of the object a probe spec runs: its objectSha256, or this
+ * binary's built-in of that name. *bytes is malloc'd; the caller frees
+ * it. 400 when the spec names no object, 404 when it does not exist. */
+struct Graind__ProbeSpec;
+int builtin_spec_object(struct store *st, const struct Graind__ProbeSpec *spec,
+			void **bytes, size_t *len, struct gerr *err);
+
 /* Number of built-ins, and the name of the i-th (NULL past the end). */
 size_t builtin_count(void);
 const char *builtin_name(size_t i);

@@ -52,7 +52,6 @@ static void reconcile_one(struct agent *ag, const char *name)
 	struct store_probe row = { 0 };
 	Graind__ProbeSpec *spec = NULL;
 	struct gerr err = { 0 };
-	char sha256[SHA256_HEX_LEN + 1];
 	bool adopted = false;
 	void *bytes = NULL;
 	size_t len = 0;
@@ -70,16 +69,7 @@ static void reconcile_one(struct agent *ag, const char *name)
 		gerr_set(&err, 500, "stored spec does not decode");
 		goto fail;
 	}
-	if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN) {
-		if (builtin_object_sha256(spec->builtin, sha256, &err) < 0)
-			goto fail;
-	} else if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256) {
-		snprintf(sha256, sizeof(sha256), "%s", spec->object_sha256);
-	} else {
-		gerr_set(&err, 400, "stored spec names no object");
-		goto fail;
-	}
-	if (store_object_content(ag->store, sha256, &bytes, &len, &err) < 0 ||
+	if (builtin_spec_object(ag->store, spec, &bytes, &len, &err) < 0 ||
 	    probe_attach(ag->probes, name, row.generation, spec, bytes, len, &adopted,
 			 NULL, &err) < 0)
 		goto fail;

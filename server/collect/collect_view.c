@@ -11,6 +11,7 @@
 #include <bpf/libbpf.h>
 
 #include "api/codec.h"
+#include "server/builtin.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
 #include "server/elf/elfchk.h"
@@ -77,11 +78,20 @@ const struct collect_map *collect_view_map(const struct collect_view *view, cons
 	return NULL;
 }
 
+static int find_struct(const struct btf *btf, const char *name)
+{
+	int id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+
+	return id > 0 ? id : btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF);
+}
+
 /* A ring buffer or perf event array has no value type: its record type is
- * the struct named after the map ("events"), in the singular ("event"), or
- * with "_event" / "_record" added. The struct must be in the object's BTF,
- * e.g. through a global `struct event *unused_event;`. */
-static uint32_t find_record_type(const struct btf *btf, const char *map)
+ * the one the output spec names (events.recordType, "struct x" or "x"),
+ * else the struct named after the map ("events"), in the singular
+ * ("event"), or with "_event" / "_record" added. The struct must be in the
+ * object's BTF, e.g. through a global `struct event *unused_event;`. */
+static uint32_t find_record_type(const struct btf *btf, const char *map,
+				 const char *named)
 {
 	static const char *const forms[] = { "%s", "%.*s", "%s_event", "%s_record" };
 	size_t len = strlen(map);
@@ -90,6 +100,12 @@ static uint32_t find_record_type(const struct btf *btf, const char *map)
 
 	if (!btf)
 		return 0;
+	if (named && *named) {
+		if (strncmp(named, "struct ", 7) == 0)
+			named += 7;
+		id = find_struct(btf, named);
+		return id > 0 ? (uint32_t)id : 0;
+	}
 	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
 		if (i == 1) {
 			if (len < 2 || map[len - 1] != 's')
@@ -98,9 +114,7 @@ static uint32_t find_record_type(const struct btf *btf, const char *map)
 		} else {
 			snprintf(name, sizeof(name), forms[i], map);
 		}
-		id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
-		if (id <= 0)
-			id = btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF);
+		id = find_struct(btf, name);
 		if (id > 0)
 			return (uint32_t)id;
 	}
@@ -206,7 +220,11 @@ static int describe_map(struct collect_view *view, const struct bpf_map *bm,
 		const struct btf *btf = view->btf;
 		long size;
 
-		record_type = find_record_type(btf, m->name);
+		const Graind__OutputSpec *o = find_output(view->spec, m);
+
+		record_type = find_record_type(btf, m->name,
+					       o && o->kind_case == GRAIND__OUTPUT_SPEC__KIND_EVENTS ?
+					       o->events->record_type : NULL);
 		size = record_type ? btf__resolve_size(btf, record_type) : 0;
 		if (size < 0)
 			record_type = 0, size = 0;
@@ -311,11 +329,7 @@ int collect_view_build(struct store *st, const char *probe, struct collect_view 
 		gerr_set(err, 500, "stored spec of probe %s does not decode", probe);
 		goto out;
 	}
-	if (view->spec->object_case != GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256) {
-		gerr_set(err, 404, "probe %s has no stored object", probe);
-		goto out;
-	}
-	if (store_object_content(st, view->spec->object_sha256, &bytes, &len, err) < 0 ||
+	if (builtin_spec_object(st, view->spec, &bytes, &len, err) < 0 ||
 	    read_object(view, bytes, len, err) < 0)
 		goto out;
 	warn_unknown_outputs(view);
