@@ -10,6 +10,7 @@
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
 #include "server/elf/elfchk.h"
+#include "server/objects.h"
 #include "server/util/log.h"
 #include "server/util/sha256.h"
 #include "store/store.h"
@@ -95,45 +96,6 @@ static int reply_stored_object(struct api_call *call, const char *sha256,
 	return ret;
 }
 
-static bool object_exists(struct api_call *call, const char *sha256)
-{
-	struct store_object row = { 0 };
-	bool found = store_object_get(call->agent->store, sha256, &row, NULL) == 0;
-
-	store_object_clear(&row);
-	return found;
-}
-
-/* Inspect new bytes and store them with their metadata. */
-static int store_new_object(struct api_call *call, const char *sha256, const char *name,
-			    const uint8_t *bytes, size_t len, bool *created,
-			    struct gerr *err)
-{
-	Graind__Object *obj;
-	uint8_t *meta = NULL;
-	size_t meta_len;
-	int ret = -1;
-
-	obj = (Graind__Object *)codec_new(&graind__object__descriptor);
-	if (!obj)
-		return gerr_set(err, 500, "out of memory");
-	if (elfchk_inspect(bytes, len, obj, err) < 0)
-		goto out;
-	meta_len = protobuf_c_message_get_packed_size(&obj->base);
-	meta = malloc(meta_len ? meta_len : 1);
-	if (!meta) {
-		gerr_set(err, 500, "out of memory");
-		goto out;
-	}
-	protobuf_c_message_pack(&obj->base, meta);
-	ret = store_object_put(call->agent->store, sha256, name, bytes, len, meta,
-			       meta_len, false, created, err);
-out:
-	free(meta);
-	codec_free(&obj->base);
-	return ret;
-}
-
 int h_object_upload(struct api_call *call, struct gerr *err)
 {
 	const struct api_request *req = call->req;
@@ -167,8 +129,8 @@ int h_object_upload(struct api_call *call, struct gerr *err)
 	snprintf(call->audit_target, sizeof(call->audit_target), "%s (%s)", sha256, name);
 
 	/* Content addressing: the same bytes are stored once. */
-	if (!object_exists(call, sha256) &&
-	    store_new_object(call, sha256, name, bytes, len, &created, err) < 0)
+	if (objects_add(call->agent->store, sha256, name, bytes, len, false, NULL, &created,
+			err) < 0)
 		return -1;
 	if (created) {
 		call->status = 201;

@@ -6,7 +6,7 @@
 #include "api/codec.h"
 #include "proto/graind.pb-c.h"
 #include "server/builtin.h"
-#include "server/elf/elfchk.h"
+#include "server/objects.h"
 #include "server/util/log.h"
 #include "store/store.h"
 
@@ -89,62 +89,24 @@ int builtin_object_sha256(const char *name, char sha256[SHA256_HEX_LEN + 1],
 	return 0;
 }
 
-/* The packed graind.Object of a built-in: what an upload would store,
- * plus the description. *meta is malloc'd. */
-static int describe(const struct builtin *b, uint8_t **meta, size_t *meta_len,
-		    struct gerr *err)
-{
-	Graind__Object *obj = (Graind__Object *)codec_new(&graind__object__descriptor);
-	int ret = -1;
-
-	if (!obj)
-		return gerr_set(err, 500, "out of memory");
-	if (elfchk_inspect(b->start, builtin_len(b), obj, err) < 0) {
-		gerr_prefix(err, "built-in object %s does not pass the object checks", b->name);
-		if (err)
-			err->status = 500;
-		goto out;
-	}
-	if (codec_set_string(&obj->description, b->description) < 0) {
-		gerr_set(err, 500, "out of memory");
-		goto out;
-	}
-	*meta_len = protobuf_c_message_get_packed_size(&obj->base);
-	*meta = malloc(*meta_len ? *meta_len : 1);
-	if (!*meta) {
-		gerr_set(err, 500, "out of memory");
-		goto out;
-	}
-	protobuf_c_message_pack(&obj->base, *meta);
-	ret = 0;
-out:
-	codec_free(&obj->base);
-	return ret;
-}
-
 static int register_one(struct store *st, const struct builtin *b, struct gerr *err)
 {
 	char sha256[SHA256_HEX_LEN + 1];
-	struct store_object row = { 0 };
-	uint8_t *meta = NULL;
-	size_t meta_len = 0;
-	bool stored, created = false;
-	int ret;
+	bool created;
 
 	sha256_hex(b->start, builtin_len(b), sha256);
-	stored = store_object_get(st, sha256, &row, NULL) == 0;
-	store_object_clear(&row);
-	if (stored)
-		return 0;
-	if (describe(b, &meta, &meta_len, err) < 0)
+	if (objects_add(st, sha256, b->name, b->start, builtin_len(b), true, b->description,
+			&created, err) < 0) {
+		/* Built-ins are ours: one that fails the checks is a build problem. */
+		gerr_prefix(err, "built-in object %s does not pass the object checks", b->name);
+		if (err)
+			err->status = 500;
 		return -1;
-	ret = store_object_put(st, sha256, b->name, b->start, builtin_len(b), meta, meta_len,
-			       true, &created, err);
-	free(meta);
-	if (ret == 0 && created)
+	}
+	if (created)
 		log_info("msg=\"built-in object stored\" name=%s sha256=%s size=%zu", b->name,
 			 sha256, builtin_len(b));
-	return ret;
+	return 0;
 }
 
 int builtin_register(struct store *st, struct gerr *err)

@@ -1,0 +1,54 @@
+#include "server/objects.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "api/codec.h"
+#include "proto/graind.pb-c.h"
+#include "server/elf/elfchk.h"
+#include "store/store.h"
+
+static bool object_stored(struct store *st, const char *sha256)
+{
+	struct store_object row = { 0 };
+	bool found = store_object_get(st, sha256, &row, NULL) == 0;
+
+	store_object_clear(&row);
+	return found;
+}
+
+int objects_add(struct store *st, const char *sha256, const char *name,
+		const void *bytes, size_t len, bool builtin, const char *description,
+		bool *created, struct gerr *err)
+{
+	Graind__Object *obj;
+	uint8_t *meta = NULL;
+	size_t meta_len;
+	int ret = -1;
+
+	*created = false;
+	if (object_stored(st, sha256))
+		return 0;
+	obj = (Graind__Object *)codec_new(&graind__object__descriptor);
+	if (!obj)
+		return gerr_set(err, 500, "out of memory");
+	if (elfchk_inspect(bytes, len, obj, err) < 0)
+		goto out;
+	if (description && codec_set_string(&obj->description, description) < 0) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	meta_len = protobuf_c_message_get_packed_size(&obj->base);
+	meta = malloc(meta_len ? meta_len : 1);
+	if (!meta) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	protobuf_c_message_pack(&obj->base, meta);
+	ret = store_object_put(st, sha256, name, bytes, len, meta, meta_len, builtin,
+			       created, err);
+out:
+	free(meta);
+	codec_free(&obj->base);
+	return ret;
+}
