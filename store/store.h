@@ -179,7 +179,53 @@ uint64_t store_sample_last_id(struct store *st);
 int store_sample_drops(struct store *st,
 		       int (*fn)(const char *probe, uint64_t dropped, void *ctx), void *ctx);
 
-/* ---------------------------------------------------------------- sinks */
+/* ---------------------------------------------------------------- sinks
+ * Each sink's configuration (a packed graind.Sink without health) and its
+ * delivery state: the cursor (the last sample id delivered), counters and
+ * the last success and error. */
+
+struct store_sink {
+	char name[64];
+	void *config;               /* malloc'd packed graind.Sink */
+	size_t config_len;
+	uint64_t cursor;
+	int64_t last_success_ms;    /* 0: never */
+	char *last_error;           /* malloc'd, "" when none */
+	uint64_t bytes_sent, samples_sent;
+};
+
+void store_sink_clear(struct store_sink *sink);
+
+/* Create or replace the configuration of sink `name` (*created says
+ * which); its delivery state is kept on replace, starts at cursor 0 (the
+ * oldest buffered sample) on create. */
+int store_sink_put(struct store *st, const char *name, const void *config,
+		   size_t config_len, bool *created, struct gerr *err);
+
+/* 404 when missing. */
+int store_sink_get(struct store *st, const char *name, struct store_sink *out,
+		   struct gerr *err);
+int store_sink_delete(struct store *st, const char *name, struct gerr *err);
+
+/* Every sink, ordered by name; fn runs with the store locked. */
+int store_sink_list(struct store *st,
+		    int (*fn)(const struct store_sink *sink, void *ctx), void *ctx,
+		    struct gerr *err);
+
+/* Record a delivery: in ONE transaction, move the cursor to `cursor`
+ * (only forward), add to the counters and set last_success. */
+int store_sink_delivered(struct store *st, const char *name, uint64_t cursor,
+			 uint64_t samples, uint64_t bytes, struct gerr *err);
+
+/* Record a failed delivery attempt (the cursor does not move). */
+int store_sink_failed(struct store *st, const char *name, const char *error,
+		      struct gerr *err);
+
+/* Delete samples every sink has delivered (id <= the smallest cursor) and
+ * older than `older_than_ms` (unix ms); with no sinks nothing is pruned
+ * here (the buffer bound still applies). *pruned says how many. */
+int store_samples_prune_delivered(struct store *st, int64_t older_than_ms,
+				  uint64_t *pruned, struct gerr *err);
 
 uint64_t store_sink_count(struct store *st);
 

@@ -1,0 +1,44 @@
+/* sink: forwards buffered samples to StatsD and S3, at least once.
+ *
+ * One forwarder thread per configured sink reads samples after the sink's
+ * cursor (store_samples_list), filters them by the sink's selector, hands
+ * a batch to the sink's driver (statsd.h, s3.h), and on success moves the
+ * cursor in the same transaction that records the delivery
+ * (store_sink_delivered). On failure it records the error and retries
+ * with exponential backoff and jitter (100 ms doubling to 60 s). A sample
+ * is therefore delivered at least once; S3 keys are derived from the id
+ * range, so a retry after a crash rewrites the same object.
+ *
+ * Samples delivered to every sink are pruned after the retention
+ * (--sink-retention, default 1 h). */
+#ifndef GRAIND_SINK_H
+#define GRAIND_SINK_H
+
+#include <stdint.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+struct agent;
+struct sinks;
+
+/* Start a forwarder for every stored sink. */
+int sinks_start(struct agent *agent, struct sinks **out, struct gerr *err);
+
+/* Stop every forwarder (a batch in flight finishes or is abandoned
+ * without moving the cursor), free everything. */
+void sinks_stop(struct sinks *s);
+
+/* A sink was created, changed or deleted: (re)start or stop its forwarder. */
+void sinks_changed(struct sinks *s, const char *name);
+
+/* Fill sink->health (lag in rows and seconds, last success, last error,
+ * counters, cursor) for a Graind__Sink whose name is set. */
+int sinks_health(struct sinks *s, Graind__Sink *sink, struct gerr *err);
+
+/* Validate a sink configuration before it is stored (400 naming the
+ * field: missing host/port/bucket/endpoint, max_datagram below 64 or
+ * above 65507, unreadable secret_file, ...). */
+int sinks_check_config(const Graind__Sink *sink, struct gerr *err);
+
+#endif

@@ -1,0 +1,30 @@
+/* statsd: samples as StatsD lines over UDP.
+ *
+ * Counters as deltas ("name:3|c"), gauges ("name:7|g"), histogram
+ * aggregates as timers ("name:12|ms"). Names and tags are sanitised;
+ * tags follow the sink's dialect: none (folded into the name:
+ * "prefix.map.field.tag_value"), dogstatsd ("|#k:v,k2:v2"), influx
+ * ("name,k=v,k2=v2:1|c"), graphite ("name;k=v;k2=v2:1|c"). Many lines per
+ * datagram, never above max_datagram bytes (default 1432). */
+#ifndef GRAIND_STATSD_H
+#define GRAIND_STATSD_H
+
+#include <stddef.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/util/gerr.h"
+
+struct statsd;
+
+/* Resolve host:port and open the UDP socket. */
+int statsd_open(const Graind__StatsdSink *cfg, struct statsd **out, struct gerr *err);
+void statsd_close(struct statsd *sd);
+
+/* Send the samples: metric samples as lines (counters as the change since
+ * the previous value of the same series, kept per series in memory),
+ * event samples as a counter "<map>.events" by 1. *bytes gets the bytes
+ * sent. Fails (502 with the socket error) when sending fails. */
+int statsd_send(struct statsd *sd, Graind__Sample *const *samples, size_t n,
+		size_t *bytes, struct gerr *err);
+
+#endif
