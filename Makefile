@@ -11,12 +11,13 @@ RUN_ARGS ?=
 # Debian packages: to build and run, then what tests and benchmarks add.
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
-	libjansson-dev clang llvm bpftool iproute2 curl
+	libjansson-dev libcurl4-openssl-dev clang llvm bpftool iproute2 curl
 DEB_TEST  := libcmocka-dev protobuf-compiler python3-pytest python3-requests \
-	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools
+	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
+	python3-botocore
 DEB_BENCH := wrk bpftrace
 
-PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib
+PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib libcurl
 WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
 	-DGRAIND_VERSION=\"$(VERSION)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

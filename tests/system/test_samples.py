@@ -529,7 +529,7 @@ for i in range(n_icmp):
 """
 
 UDP_FRAME = 14 + 20 + 8 + 20
-ICMP_FRAME = 14 + 20 + 8 + 16
+ICMP_FRAME = 14 + 20 + 8 + 12
 
 
 def test_xdp_netstat_counts_by_protocol(a, pb, net):
