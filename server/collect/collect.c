@@ -105,6 +105,9 @@ struct change {
 	struct change *next;
 };
 
+/* How long a probe change waits for the collector to take it in. */
+#define CHANGE_WAIT_S 2
+
 struct collector {
 	struct agent *agent;
 	pthread_t thread, writer;
@@ -116,9 +119,12 @@ struct collector {
 	int64_t now_ms;
 	char now_text[32];
 
-	/* Requests to the collector thread. */
+	/* Requests to the collector thread. A change is numbered when posted
+	 * (requested) and done once `applied` reaches its number. */
 	pthread_mutex_t ctl_lock;
+	pthread_cond_t ctl_applied;
 	struct change *changes;
+	uint64_t requested, applied;
 	bool stopping;
 
 	/* The probes followed; changed by the collector thread under
@@ -828,8 +834,9 @@ static void reload_probe(struct collector *c, const char *name)
 
 /* ---------------------------------------------------------------- thread */
 
-/* Take the pending changes; true when the collector is to stop. */
-static bool take_changes(struct collector *c, struct change **changes)
+/* Take the pending changes and the number of the last one; true when the
+ * collector is to stop. */
+static bool take_changes(struct collector *c, struct change **changes, uint64_t *upto)
 {
 	uint64_t n;
 	bool stop;
@@ -839,6 +846,7 @@ static bool take_changes(struct collector *c, struct change **changes)
 	pthread_mutex_lock(&c->ctl_lock);
 	*changes = c->changes;
 	c->changes = NULL;
+	*upto = c->requested;
 	stop = c->stopping;
 	pthread_mutex_unlock(&c->ctl_lock);
 	return stop;
@@ -847,7 +855,8 @@ static bool take_changes(struct collector *c, struct change **changes)
 static bool handle_control(struct collector *c)
 {
 	struct change *changes;
-	bool stop = take_changes(c, &changes);
+	uint64_t upto;
+	bool stop = take_changes(c, &changes, &upto);
 
 	while (changes) {
 		struct change *next = changes->next;
@@ -857,6 +866,10 @@ static bool handle_control(struct collector *c)
 		free(changes);
 		changes = next;
 	}
+	pthread_mutex_lock(&c->ctl_lock);
+	c->applied = upto;
+	pthread_cond_broadcast(&c->ctl_applied);
+	pthread_mutex_unlock(&c->ctl_lock);
 	return stop;
 }
 
@@ -988,6 +1001,7 @@ int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
 	c->agent = agent;
 	c->control.kind = SOURCE_CONTROL;
 	pthread_mutex_init(&c->ctl_lock, NULL);
+	pthread_cond_init(&c->ctl_applied, NULL);
 	pthread_mutex_init(&c->probes_lock, NULL);
 	pthread_mutex_init(&c->qlock, NULL);
 	pthread_condattr_init(&attr);
@@ -1027,6 +1041,7 @@ void collect_stop(struct collector *c)
 	if (c->thread_started) {
 		pthread_mutex_lock(&c->ctl_lock);
 		c->stopping = true;
+		pthread_cond_broadcast(&c->ctl_applied);
 		pthread_mutex_unlock(&c->ctl_lock);
 		if (write(c->ctl_fd, &one, sizeof(one)) < 0)
 			log_error("msg=\"cannot stop the collector\" error=\"%s\"", strerror(errno));
@@ -1069,18 +1084,23 @@ void collect_stop(struct collector *c)
 	pthread_mutex_destroy(&c->qlock);
 	pthread_mutex_destroy(&c->probes_lock);
 	pthread_mutex_destroy(&c->ctl_lock);
+	pthread_cond_destroy(&c->ctl_applied);
 	free(c);
 }
 
 void collect_probe_changed(struct collector *c, const char *probe)
 {
+	struct timespec deadline;
 	struct change *ch;
-	uint64_t one = 1;
+	uint64_t one = 1, ticket;
 	bool pending = false;
 
 	if (!c)
 		return;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += CHANGE_WAIT_S;
 	pthread_mutex_lock(&c->ctl_lock);
+	ticket = ++c->requested;
 	for (ch = c->changes; ch; ch = ch->next)
 		if (strcmp(ch->probe, probe) == 0)
 			pending = true;
@@ -1095,9 +1115,14 @@ void collect_probe_changed(struct collector *c, const char *probe)
 				  probe);
 		}
 	}
-	pthread_mutex_unlock(&c->ctl_lock);
 	if (write(c->ctl_fd, &one, sizeof(one)) < 0)
 		log_error("msg=\"cannot wake the collector\" error=\"%s\"", strerror(errno));
+	/* Wait until the collector reads the probe's buffers: a perf buffer
+	 * without a reader loses what the probe writes, uncounted. */
+	while (c->applied < ticket && !c->stopping &&
+	       pthread_cond_timedwait(&c->ctl_applied, &c->ctl_lock, &deadline) == 0)
+		;
+	pthread_mutex_unlock(&c->ctl_lock);
 }
 
 void collect_get_stats(struct collector *c, struct collect_stats *out)

@@ -61,7 +61,9 @@ int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
 void collect_stop(struct collector *c);
 
 /* A probe was attached, updated, detached or deleted: the collector
- * re-reads its spec and pinned maps (asynchronously, without blocking). */
+ * re-reads its spec and pinned maps. Returns once the collector has done
+ * so (at most a couple of seconds), so that what the probe writes after
+ * the API answered is read. */
 void collect_probe_changed(struct collector *c, const char *probe);
 
 void collect_get_stats(struct collector *c, struct collect_stats *out);

@@ -361,7 +361,8 @@ static int cmp_series(const void *a, const void *b)
 
 static void print_series(FILE *f, struct scrape *sc)
 {
-	qsort(sc->series, sc->n, sizeof(*sc->series), cmp_series);
+	if (sc->n)		/* qsort must not get NULL, even for no series */
+		qsort(sc->series, sc->n, sizeof(*sc->series), cmp_series);
 	for (size_t i = 0; i < sc->n; i++) {
 		const struct series *s = &sc->series[i];
 

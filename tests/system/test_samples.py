@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -206,13 +205,22 @@ class Emit:
 _emit_seq = iter(range(1000))
 
 
+def wait_collected(a, pb, probe):
+    """Once the per-CPU array `stats` has been polled, the collector has
+    opened every source of the probe: a perf event array drops what the
+    program writes before there is a reader (a ring buffer keeps it)."""
+    wait_for(lambda: any(s.name == "stats.hits" for s in samples(a, pb, probe, "stats")),
+             what=f"the collector to follow {probe}")
+
+
 @pytest.fixture
-def emit(a, emit_sha):
+def emit(a, pb, emit_sha):
     """A fresh emit probe aimed at a fresh caller."""
     caller = Caller()
     name = f"emit-{RUN}-{next(_emit_seq)}"
     try:
         put_probe(a, name, emit_spec(emit_sha, caller.tid))
+        wait_collected(a, pb, name)
         yield Emit(name, caller)
     finally:
         delete_probe(a, name)
