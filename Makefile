@@ -48,7 +48,7 @@ TEST_BPF_OBJ := $(patsubst tests/bpf/%.c,$(BUILD)/tests/bpf/%.o,$(TEST_BPF_SRC))
 	$(BUILD)/tests/bpf/accept.bpfeb.o
 BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: all help deps deps-test deps-bench run test unit system bench clean asan
+.PHONY: all help deps deps-test deps-bench run test unit system bench clean asan peers
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/graind
@@ -171,7 +171,15 @@ unit: deps-test asan $(TEST_BPF_OBJ) $(BUILTIN_BPF_OBJ)
 		if GRAIND_TEST_BPF=$(BUILD)/tests/bpf GRAIND_BUILTIN_BPF=$(BUILD)/bpf $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
 	done; echo "unit test programs: $$pass passed, $$fail failed"; [ $$fail = 0 ]
 
-system: deps-test $(BUILD)/asan/graind $(TEST_BPF_OBJ)
+# The sinks' real peers (StatsD daemon, s3rver), pinned by the lockfile.
+PEERS := tests/peers
+$(PEERS)/node_modules/.package-lock.json: $(PEERS)/package.json $(PEERS)/package-lock.json
+	cd $(PEERS) && npm ci --no-audit --no-fund
+	@touch $@
+
+peers: $(PEERS)/node_modules/.package-lock.json
+
+system: deps-test peers $(BUILD)/asan/graind $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/asan/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf \
 		GRAIND_PROTO=$(CURDIR)/proto/graind.proto \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/system

@@ -55,6 +55,10 @@ static const struct api_route routes[] = {
 	{ "POST", "/v1/probes/*:detach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_detach },
 	{ "GET", "/v1/probes/*/maps/*", AUTH_READER, BODY_NONE, NULL, h_probe_map },
 	{ "GET", "/v1/samples", AUTH_READER, BODY_NONE, NULL, h_samples_list },
+	{ "GET", "/v1/sinks", AUTH_READER, BODY_NONE, NULL, h_sink_list },
+	{ "PUT", "/v1/sinks/*", AUTH_ADMIN, BODY_MESSAGE, &graind__sink__descriptor, h_sink_put },
+	{ "GET", "/v1/sinks/*", AUTH_READER, BODY_NONE, NULL, h_sink_get },
+	{ "DELETE", "/v1/sinks/*", AUTH_ADMIN, BODY_NONE, NULL, h_sink_delete },
 	{ "GET", "/metrics", AUTH_READER, BODY_NONE, NULL, h_metrics },
 	{ "GET", "/v1/audit", AUTH_READER, BODY_NONE, NULL, h_audit_list },
 };

@@ -64,7 +64,7 @@ int h_status(struct api_call *call, struct gerr *err)
 	    (ag->listen_tcp[0] && add_listen(st, ag->listen_tcp) < 0) ||
 	    (ag->cfg.socket_path[0] && add_listen(st, unix_listen) < 0))
 		return gerr_set(err, 500, "out of memory");
-	return 0;
+	return api_sinks_all(call->agent, &st->sinks, &st->n_sinks, err);
 }
 
 struct audit_ctx {

@@ -11,6 +11,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "api/api.h"
+#include "proto/graind.pb-c.h"
 #include "server/auth.h"
 #include "server/util/gerr.h"
 
@@ -66,6 +67,14 @@ int h_probe_detach(struct api_call *call, struct gerr *err);
 int h_probe_delete(struct api_call *call, struct gerr *err);
 int h_probe_map(struct api_call *call, struct gerr *err);
 int h_samples_list(struct api_call *call, struct gerr *err);
+int h_sink_put(struct api_call *call, struct gerr *err);
+int h_sink_list(struct api_call *call, struct gerr *err);
+int h_sink_get(struct api_call *call, struct gerr *err);
+int h_sink_delete(struct api_call *call, struct gerr *err);
+/* Every stored sink as a reply shows it (secret masked, health added).
+ * *out is a malloc'd array of *n sinks, each freed with codec_free(),
+ * also when it fails half way. */
+int api_sinks_all(struct agent *agent, Graind__Sink ***out, size_t *n, struct gerr *err);
 int h_metrics(struct api_call *call, struct gerr *err);
 int h_audit_list(struct api_call *call, struct gerr *err);
 int h_web(struct api_call *call, struct gerr *err);

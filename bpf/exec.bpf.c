@@ -52,4 +52,8 @@ int trace_exec(struct trace_event_raw_sched_process_exec *ctx)
 	return 0;
 }
 
+/* Ring buffers carry no value type: this keeps struct exec_event in the
+ * object's BTF, where the collector finds the records' layout. */
+const struct exec_event *unused_exec_event __attribute__((unused));
+
 char LICENSE[] SEC("license") = "GPL";

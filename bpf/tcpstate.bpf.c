@@ -112,4 +112,8 @@ int trace_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
+/* Ring buffers carry no value type: this keeps struct tcpstate_event in the
+ * object's BTF, where the collector finds the records' layout. */
+const struct tcpstate_event *unused_tcpstate_event __attribute__((unused));
+
 char LICENSE[] SEC("license") = "GPL";

@@ -12,6 +12,7 @@ struct store;
 struct auth;
 struct probe_mgr;
 struct collector;
+struct sinks;
 
 struct agent {
 	struct config cfg;
@@ -19,6 +20,7 @@ struct agent {
 	struct auth *auth;
 	struct probe_mgr *probes;
 	struct collector *collector;
+	struct sinks *sinks;            /* forwarders to StatsD and S3 */
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

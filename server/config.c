@@ -22,6 +22,8 @@ static const char usage[] =
 "                              (default " CONFIG_DEFAULT_PIN_ROOT ")\n"
 "      --buffer-rows N         samples kept in the buffer at most (default 1000000)\n"
 "      --buffer-bytes BYTES    sample payload kept at most (default 256M)\n"
+"      --sink-retention SECS   keep samples every sink has delivered this long\n"
+"                              (default 3600)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -46,6 +48,20 @@ static int parse_size(const char *s, size_t *out)
 	if (*end || v == 0 || v > (1ull << 40) / mult)
 		return -1;
 	*out = (size_t)(v * mult);
+	return 0;
+}
+
+/* A number of seconds, 0 allowed, at most a year. */
+static int parse_seconds(const char *s, unsigned long long *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > 31536000)
+		return -1;
+	*out = v;
 	return 0;
 }
 
@@ -91,7 +107,7 @@ static int copy_path(char *dst, size_t n, const char *src)
 enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
-	       OPT_BUFFER_BYTES };
+	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -101,6 +117,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "pin-root", required_argument, NULL, OPT_PIN_ROOT },
 		{ "buffer-rows", required_argument, NULL, OPT_BUFFER_ROWS },
 		{ "buffer-bytes", required_argument, NULL, OPT_BUFFER_BYTES },
+		{ "sink-retention", required_argument, NULL, OPT_SINK_RETENTION },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -118,6 +135,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	strcpy(cfg->pin_root, CONFIG_DEFAULT_PIN_ROOT);
 	cfg->buffer_rows = CONFIG_DEFAULT_BUFFER_ROWS;
 	cfg->buffer_bytes = CONFIG_DEFAULT_BUFFER_BYTES;
+	cfg->sink_retention_s = CONFIG_DEFAULT_SINK_RETENTION_S;
 	optind = 1;
 
 	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
@@ -168,6 +186,12 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				cfg->buffer_rows = size;
 			else
 				cfg->buffer_bytes = size;
+			break;
+		case OPT_SINK_RETENTION:
+			if (parse_seconds(optarg, &cfg->sink_retention_s) < 0) {
+				fprintf(stderr, "graind: --sink-retention wants seconds (0 to 31536000), got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
 			break;
 		case 'v':
 			cfg->verbose = 1;

@@ -14,6 +14,7 @@
 #define CONFIG_DEFAULT_PIN_ROOT "/sys/fs/bpf/graind"
 #define CONFIG_DEFAULT_BUFFER_ROWS 1000000ull
 #define CONFIG_DEFAULT_BUFFER_BYTES (256ull * 1024 * 1024)
+#define CONFIG_DEFAULT_SINK_RETENTION_S 3600
 
 struct config {
 	char listen_host[64];           /* "" when TCP is disabled */
@@ -23,6 +24,7 @@ struct config {
 	char pin_root[PATH_MAX];        /* bpffs directory of the probes' pins */
 	unsigned long long buffer_rows; /* sample buffer bounds */
 	unsigned long long buffer_bytes;
+	unsigned long long sink_retention_s; /* delivered samples kept this long */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

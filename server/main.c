@@ -19,6 +19,7 @@
 #include "server/http.h"
 #include "server/probe/probe.h"
 #include "server/reconcile.h"
+#include "server/sink/sink.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -106,7 +107,9 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&ag.probe_lock, NULL);
 	store_samples_set_bounds(ag.store, ag.cfg.buffer_rows, ag.cfg.buffer_bytes);
 	reconcile_probes(&ag);
-	if (collect_start(&ag, &ag.collector, &err) < 0 || http_start(&ag, &http, &err) < 0) {
+	if (collect_start(&ag, &ag.collector, &err) < 0 ||
+	    sinks_start(&ag, &ag.sinks, &err) < 0 ||
+	    http_start(&ag, &http, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
 	}
@@ -117,6 +120,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	http_stop(http);
+	sinks_stop(ag.sinks);       /* a batch in flight is sent again next start */
 	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */
 	auth_free(ag.auth);

@@ -14,6 +14,7 @@
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
 #include "server/probe/probe.h"
+#include "server/sink/sink.h"
 #include "store/store.h"
 
 #define LABEL_TEXT_MAX 256
@@ -155,6 +156,101 @@ static int put_drop(const char *probe, uint64_t dropped, void *ctx)
 	fputs("\"}", f);
 	put_value(f, (double)dropped);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- sinks */
+
+struct sink_stat {
+	char name[64];
+	uint64_t cursor, bytes_sent, samples_sent, errors, lag_rows;
+	int64_t last_success_ms;
+	double lag_seconds;
+};
+
+struct sink_stats {
+	struct sink_stat *v;
+	size_t n;
+};
+
+static int copy_sink(const struct store_sink *row, void *ctx)
+{
+	struct sink_stats *ss = ctx;
+	struct sink_stat *grown = realloc(ss->v, (ss->n + 1) * sizeof(*grown));
+
+	if (!grown)
+		return -1;
+	ss->v = grown;
+	grown[ss->n] = (struct sink_stat){
+		.cursor = row->cursor,
+		.bytes_sent = row->bytes_sent,
+		.samples_sent = row->samples_sent,
+		.last_success_ms = row->last_success_ms,
+	};
+	snprintf(grown[ss->n].name, sizeof(grown[ss->n].name), "%s", row->name);
+	ss->n++;
+	return 0;
+}
+
+/* The lag and error count, which the forwarders know. */
+static void sink_lag(struct agent *agent, struct sink_stat *st)
+{
+	Graind__Sink sink = GRAIND__SINK__INIT;
+	struct gerr err;
+
+	sink.name = st->name;
+	st->errors = sinks_errors(agent->sinks, st->name);
+	if (agent->sinks && sinks_health(agent->sinks, &sink, &err) == 0) {
+		st->lag_rows = sink.health->lag_rows;
+		st->lag_seconds = sink.health->lag_seconds;
+	}
+	if (sink.health)
+		graind__sink_health__free_unpacked(sink.health, NULL);
+}
+
+static double sink_value(const struct sink_stat *st, int which)
+{
+	switch (which) {
+	case 0: return (double)st->lag_rows;
+	case 1: return st->lag_seconds;
+	case 2: return (double)st->last_success_ms / 1000.0;
+	case 3: return (double)st->bytes_sent;
+	case 4: return (double)st->samples_sent;
+	case 5: return (double)st->errors;
+	default: return (double)st->cursor;
+	}
+}
+
+static void sink_metrics(FILE *f, struct agent *agent)
+{
+	static const struct { const char *name, *type, *help; } families[] = {
+		{ "graind_sink_lag_rows", "gauge", "Buffered samples the sink has not been sent yet." },
+		{ "graind_sink_lag_seconds", "gauge", "Age of the oldest sample the sink has not been sent." },
+		{ "graind_sink_last_success_timestamp_seconds", "gauge",
+		  "When the sink last took a delivery (unix time; 0: never)." },
+		{ "graind_sink_sent_bytes_total", "counter", "Bytes delivered to the sink." },
+		{ "graind_sink_sent_samples_total", "counter", "Samples delivered to the sink." },
+		{ "graind_sink_errors_total", "counter",
+		  "Failed delivery attempts since the agent started." },
+		{ "graind_sink_cursor", "gauge", "The last sample id delivered to the sink." },
+	};
+	struct sink_stats ss = { 0 };
+	struct gerr err;
+
+	if (store_sink_list(agent->store, copy_sink, &ss, &err) != 0 || !ss.n)
+		goto out;
+	for (size_t i = 0; i < ss.n; i++)
+		sink_lag(agent, &ss.v[i]);
+	for (size_t k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
+		family_head(f, families[k].name, families[k].type, families[k].help);
+		for (size_t i = 0; i < ss.n; i++) {
+			fprintf(f, "%s{sink=\"", families[k].name);
+			put_escaped(f, ss.v[i].name);
+			fputs("\"}", f);
+			put_value(f, sink_value(&ss.v[i], (int)k));
+		}
+	}
+out:
+	free(ss.v);
 }
 
 /* The kernel's view of each program: run count and time, failures. */
@@ -435,6 +531,7 @@ char *collect_metrics_text(struct agent *agent, size_t *len)
 	family_head(f, "graind_sample_buffer_dropped_total", "counter",
 		    "Samples of the probe dropped at the bound of the store.");
 	store_sample_drops(agent->store, put_drop, f);
+	sink_metrics(f, agent);
 	program_metrics(f, agent, views, n_views);
 	if (!oom)
 		map_metrics(f, views, n_views, &oom);

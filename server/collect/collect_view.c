@@ -88,10 +88,11 @@ static int find_struct(const struct btf *btf, const char *name)
 /* A ring buffer or perf event array has no value type: its record type is
  * the one the output spec names (events.recordType, "struct x" or "x"),
  * else the struct named after the map ("events"), in the singular
- * ("event"), or with "_event" / "_record" added. The struct must be in the
- * object's BTF, e.g. through a global `struct event *unused_event;`. */
+ * ("event"), or with "_event" / "_record" added, or (for a built-in)
+ * "<built-in>_event". The struct must be in the object's BTF, e.g. through
+ * a global `struct event *unused_event;`. */
 static uint32_t find_record_type(const struct btf *btf, const char *map,
-				 const char *named)
+				 const char *named, const char *builtin)
 {
 	static const char *const forms[] = { "%s", "%.*s", "%s_event", "%s_record" };
 	size_t len = strlen(map);
@@ -114,6 +115,12 @@ static uint32_t find_record_type(const struct btf *btf, const char *map,
 		} else {
 			snprintf(name, sizeof(name), forms[i], map);
 		}
+		id = find_struct(btf, name);
+		if (id > 0)
+			return (uint32_t)id;
+	}
+	if (builtin && *builtin) {
+		snprintf(name, sizeof(name), "%s_event", builtin);
 		id = find_struct(btf, name);
 		if (id > 0)
 			return (uint32_t)id;
@@ -224,7 +231,9 @@ static int describe_map(struct collect_view *view, const struct bpf_map *bm,
 
 		record_type = find_record_type(btf, m->name,
 					       o && o->kind_case == GRAIND__OUTPUT_SPEC__KIND_EVENTS ?
-					       o->events->record_type : NULL);
+					       o->events->record_type : NULL,
+					       view->spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN ?
+					       view->spec->builtin : NULL);
 		size = record_type ? btf__resolve_size(btf, record_type) : 0;
 		if (size < 0)
 			record_type = 0, size = 0;

@@ -36,6 +36,10 @@ void sinks_changed(struct sinks *s, const char *name);
  * counters, cursor) for a Graind__Sink whose name is set. */
 int sinks_health(struct sinks *s, Graind__Sink *sink, struct gerr *err);
 
+/* Failed delivery attempts of sink `name` since its forwarder started
+ * (0 for an unknown sink), for /metrics. */
+uint64_t sinks_errors(struct sinks *s, const char *name);
+
 /* Validate a sink configuration before it is stored (400 naming the
  * field: missing host/port/bucket/endpoint, max_datagram below 64 or
  * above 65507, unreadable secret_file, ...). */

@@ -18,6 +18,8 @@ BUILD = os.environ.get("BUILD", "build")
 GRAIND_BIN = os.environ["GRAIND_BIN"]
 THREADS = 4  # graind's default --threads
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Probes pinned apart from a graind that may run on the host.
+PIN_ROOT = os.environ.get("GRAIND_PIN_ROOT", "/sys/fs/bpf/graind-bench")
 
 
 def free_port():
@@ -30,7 +32,8 @@ def start_agent(state_dir):
     port = free_port()
     os.makedirs(state_dir, exist_ok=True)
     proc = subprocess.Popen([GRAIND_BIN, "--listen", f"127.0.0.1:{port}",
-                             "--state-dir", state_dir, "--threads", str(THREADS)],
+                             "--state-dir", state_dir, "--threads", str(THREADS),
+                             "--pin-root", PIN_ROOT],
                             stdout=subprocess.PIPE,
                             stderr=open(os.path.join(state_dir, "graind.log"), "ab"))
     while b"reader token" not in proc.stdout.readline():
@@ -82,7 +85,7 @@ def bench_probes(url, token, work):
     sha = requests.post(url + "/v1/objects?name=accept", data=blob, headers={
         **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
     spec = {"objectSha256": sha, "programs": [
-        {"program": "count_packets", "attach": {"xdp": {"ifname": "lo", "mode": "XDP_MODE_SKB"}}}]}
+        {"program": "count_packets", "attach": {"xdp": {"ifname": ifname, "mode": "XDP_MODE_SKB"}}}]}
     cycles = 10
 
     t0 = time.monotonic()
@@ -160,8 +163,303 @@ def bench_dns(work):
     print(out.stdout.strip())
 
 
+# ---------------------------------------------------------------- samples
+
+XDP_SECONDS = 2.0       # source 1: how long BPF_PROG_TEST_RUN runs
+GETPID_CALLS = 300000   # source 2: getpid() calls of the workload
+
+
+def metrics(url, auth):
+    text = requests.get(url + "/metrics", headers=auth).text
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(graind_[a-z_]+) ([0-9.e+-]+)$", text, re.M)}
+
+
+def key_values(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
+
+
+def put_probe(url, auth, name, spec):
+    r = requests.put(url + f"/v1/probes/{name}", json=spec, headers=auth)
+    if r.status_code >= 300:
+        sys.exit(f"PUT probe {name}: {r.status_code} {r.text}")
+    states = [p.get("state") for p in r.json().get("programs", [])]
+    if states != ["PROGRAM_ATTACHED"]:
+        sys.exit(f"probe {name} not attached: {r.text}")
+    time.sleep(0.2)     # the collector opens the ring buffer
+
+
+def drained(url, auth, before, timeout=120):
+    """Wait until the collector has stored or dropped everything it made;
+    the samples stored since `before` and when the last one was."""
+    last, last_t = None, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = metrics(url, auth)
+        stored = m["graind_samples_stored_total"] - before["graind_samples_stored_total"]
+        if stored != last:
+            last, last_t = stored, time.monotonic()
+        elif (m["graind_samples_queue_depth"] == 0 and
+              m["graind_samples_collected_total"] ==
+              m["graind_samples_stored_total"] + m["graind_samples_dropped_total"] and
+              time.monotonic() - last_t > 0.5):
+            break
+        time.sleep(0.02)
+    m = metrics(url, auth)
+    return last, last_t, m["graind_samples_dropped_total"] - before["graind_samples_dropped_total"]
+
+
+def aggregated_count(url, auth, probe, produced, timeout=5):
+    """The last events.count the probe's aggregate reported (flushed every
+    second), once it stops growing or reaches what was produced."""
+    count, deadline = 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        after = 0
+        while True:
+            r = requests.get(url + "/v1/samples", params={
+                "probe": probe, "after": after, "limit": 1000}, headers=auth).json()
+            for s in r.get("samples", []):
+                if s.get("name") == "events.count":
+                    count = max(count, s.get("value", 0))
+                after = int(s.get("id", after))
+            if len(r.get("samples", [])) < 1000:
+                break
+        if count >= produced:
+            break
+        time.sleep(0.5)
+    return int(count)
+
+
+def rate_line(what, delivered, produced, full, dropped, seconds):
+    lost = produced - delivered
+    print(f"  {what:<28} {delivered / seconds / 1e6:6.2f} M events/s delivered, "
+          f"{delivered}/{produced} ({lost} lost: {full} ring full, {dropped} agent queue)")
+    return delivered / seconds
+
+
+def graind_run(url, auth, work, name, spec, trigger, aggregate):
+    """Attach `spec` as probe `name`, run trigger() (it returns the
+    workload's key=values), measure what graind delivered."""
+    pin_dir = os.path.join(PIN_ROOT, name)
+    put_probe(url, auth, name, spec)
+    before = metrics(url, auth)
+    t0 = time.monotonic()
+    out = trigger()
+    t_trigger = time.monotonic() - t0
+    counts = key_values(subprocess.run([os.path.join(work, "ringbuf_bench"), "counts", pin_dir],
+                                       capture_output=True, text=True, check=True).stdout)
+    produced, full = int(counts["produced"]), int(counts["full"])
+    if aggregate:
+        delivered = aggregated_count(url, auth, name, produced)
+        seconds, dropped = t_trigger, 0
+    else:
+        delivered, t_last, dropped = drained(url, auth, before)
+        delivered = int(delivered)
+        seconds = max(t_last, t0 + t_trigger) - t0
+    requests.delete(url + f"/v1/probes/{name}", headers=auth).raise_for_status()
+    return out, delivered, produced, full, int(dropped), seconds
+
+
+def getpid_workload(work, attach, detach=None):
+    """Start the getpid() loop, attach(pid) something to it, run it; its ns
+    per call."""
+    loop = subprocess.Popen([os.path.join(work, "ringbuf_bench"), "getpid-loop",
+                             str(GETPID_CALLS)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    pid = int(loop.stdout.readline().split("=")[1])
+    attach(pid)
+    loop.stdin.write("go\n")
+    loop.stdin.flush()
+    line = loop.stdout.readline()
+    loop.wait()
+    if detach:
+        detach()
+    return key_values(line)["ns_per_call"]
+
+
+def bpftrace_getpid(work):
+    """The same fields printed by bpftrace for the same tracepoint, into a
+    tmpfs file (so that the lines can be counted)."""
+    out_file = tempfile.NamedTemporaryFile(dir="/dev/shm", prefix="graind-bench-bt-",
+                                           delete=False).name
+    bt = None
+
+    def attach(pid):
+        nonlocal bt
+        prog = ("tracepoint:syscalls:sys_enter_getpid /pid == %d/ "
+                "{ printf(\"%%d %%s %%llu %%d %%d %%d %%d\\n\", pid, comm, nsecs, "
+                "cpu, 7, 21, 42); }" % pid)
+        bt = subprocess.Popen(["bpftrace", "-o", out_file, "-e", prog],
+                              stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while "Attaching" not in open(out_file).read(100):
+            if bt.poll() is not None or time.monotonic() > deadline:
+                sys.exit("bpftrace did not attach")
+            time.sleep(0.05)
+        time.sleep(0.2)
+
+    def detach():
+        time.sleep(0.5)     # what its perf buffer still holds
+        bt.send_signal(signal.SIGINT)
+        bt.wait()
+
+    t0 = time.monotonic()
+    ns = getpid_workload(work, attach, detach)
+    seconds = time.monotonic() - t0
+    delivered = lost = 0
+    with open(out_file) as f:
+        for line in f:
+            if line[:1].isdigit():
+                delivered += 1
+            elif line.startswith("Lost"):
+                lost += int(line.split()[1])
+    os.unlink(out_file)
+    return ns, delivered, lost, seconds
+
+
+def bench_samples_sources(url, auth, work):
+    obj = os.path.join(os.environ["GRAIND_TEST_BPF"], "bench_events.bpf.o")
+    tool = os.path.join(work, "ringbuf_bench")
+    libbpf = subprocess.run(["pkg-config", "--cflags", "--libs", "libbpf"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-o", tool, os.path.join(HERE, "ringbuf_bench.c")] + libbpf +
+                   ["-lpthread"], check=True)
+    sha = requests.post(url + "/v1/objects?name=bench_events", data=open(obj, "rb").read(),
+                        headers={**auth, "Content-Type": "application/octet-stream"}
+                        ).json()["sha256"]
+    quiet = {"map": "counts", "none": True}
+    agg = {"map": "events", "events": {"countBy": ["pid"]}}
+    # XDP goes on an interface of its own, where no other traffic runs it.
+    ifname = f"gbench{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", ifname, "type", "veth", "peer", "name", ifname + "p"],
+                   check=True)
+    try:
+        bench_source_xdp(url, auth, work, tool, obj, sha, ifname, quiet, agg)
+    finally:
+        subprocess.run(["ip", "link", "del", ifname], check=True)
+    bench_source_getpid(url, auth, work, tool, obj, sha, quiet, agg)
+
+
+def bench_source_xdp(url, auth, work, tool, obj, sha, ifname, quiet, agg):
+    print(f"samples pipeline, source 1: 64-byte records from BPF_PROG_TEST_RUN "
+          f"(XDP, repeat), {XDP_SECONDS:.0f} s")
+    bare = key_values(subprocess.run([tool, "xdp-bare", obj, str(XDP_SECONDS)],
+                                     capture_output=True, text=True, check=True).stdout)
+    ref = rate_line("(a) bare ring_buffer__poll", int(bare["delivered"]), int(bare["produced"]),
+                    int(bare["full"]), 0, bare["seconds"])
+
+    def xdp_trigger(name):
+        return lambda: subprocess.run([tool, "xdp-trigger", os.path.join(PIN_ROOT, name),
+                                       str(XDP_SECONDS)], capture_output=True, check=True)
+    xdp = {"programs": [{"program": "emit_xdp",
+                         "attach": {"xdp": {"ifname": ifname, "mode": "XDP_MODE_SKB"}}}]}
+    _, d, p, full, dropped, s = graind_run(url, auth, work, "rb-xdp",
+                                           {"objectSha256": sha, **xdp, "outputs": [quiet]},
+                                           xdp_trigger("rb-xdp"), False)
+    ours = rate_line("(b) graind (decode + SQLite)", d, p, full, dropped, s)
+    _, d, p, full, dropped, s = graind_run(url, auth, work, "rb-xdp-agg",
+                                           {"objectSha256": sha, **xdp, "outputs": [quiet, agg]},
+                                           xdp_trigger("rb-xdp-agg"), True)
+    agg_rate = rate_line("(d) graind, countBy pid", d, p, full, dropped, s)
+    print(f"  ratio graind/bare {ours / ref:.2f} (goal >= 0.5), graind "
+          f"{ours / 1e6:.2f} M events/s (goal >= 1), aggregated/bare {agg_rate / ref:.2f}")
+
+
+def bench_source_getpid(url, auth, work, tool, obj, sha, quiet, agg):
+
+    print(f"samples pipeline, source 2: tracepoint sys_enter_getpid, "
+          f"{GETPID_CALLS} getpid() calls")
+    alone = getpid_workload(work, lambda pid: None)
+    bare = key_values(subprocess.run([tool, "getpid-bare", obj, str(GETPID_CALLS)],
+                                     capture_output=True, text=True, check=True).stdout)
+    ref = rate_line("(a) bare ring_buffer__poll", int(bare["delivered"]), int(bare["produced"]),
+                    int(bare["full"]), 0, bare["seconds"])
+    tp = {"programs": [{"program": "emit_getpid", "attach": {
+        "tracepoint": {"category": "syscalls", "name": "sys_enter_getpid"}}}]}
+    ns = {}
+
+    def graind_getpid(name, outputs):
+        # The workload's pid is a constant of the probe: the loop starts
+        # first and waits for the word to go.
+        loop = subprocess.Popen([tool, "getpid-loop", str(GETPID_CALLS)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        pid = int(loop.stdout.readline().split("=")[1])
+
+        def run():
+            loop.stdin.write("go\n")
+            loop.stdin.flush()
+            ns[name] = key_values(loop.stdout.readline())["ns_per_call"]
+            loop.wait()
+        spec = {"objectSha256": sha, **tp, "outputs": outputs,
+                "constants": [{"name": "target_pid", "value": str(pid)}]}
+        return graind_run(url, auth, work, name, spec, run, agg in outputs)
+
+    _, d, p, full, dropped, s = graind_getpid("rb-getpid", [quiet])
+    rate_line("(b) graind (decode + SQLite)", d, p, full, dropped, s)
+    bt_ns, bt_delivered, bt_lost, bt_s = bpftrace_getpid(work)
+    rate_line("(c) bpftrace printf", bt_delivered, GETPID_CALLS, bt_lost, 0, bt_s)
+    _, d, p, full, dropped, s = graind_getpid("rb-getpid-agg", [quiet, agg])
+    rate_line("(d) graind, countBy pid", d, p, full, dropped, s)
+    print(f"  getpid() ns/call: alone {alone:.0f}, bare consumer {bare['ns_per_call']:.0f}, "
+          f"graind {ns['rb-getpid']:.0f}, graind countBy {ns['rb-getpid-agg']:.0f}, "
+          f"bpftrace {bt_ns:.0f} (goal: graind delivers all, slows less than bpftrace)")
+    print("  (BCC is not measured: it compiles probes against kernel headers, "
+          "which this kernel does not ship)")
+
+
+def bench_samples_idle(work, probes=10, seconds=10):
+    """RSS and CPU of an agent that only polls 10 probes' metric maps every second."""
+    proc, url, token = start_agent(os.path.join(work, "idle"))
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        obj = os.path.join(os.environ["GRAIND_TEST_BPF"], "bench_events.bpf.o")
+        sha = requests.post(url + "/v1/objects", data=open(obj, "rb").read(), headers={
+            **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
+        for i in range(probes):
+            put_probe(url, auth, f"idle{i}", {
+                "objectSha256": sha,
+                "programs": [{"program": "emit_getpid", "attach": {
+                    "tracepoint": {"category": "syscalls", "name": "sys_enter_getpid"}}}],
+                "constants": [{"name": "target_pid", "value": "1"}],
+                "outputs": [{"map": "counts", "metric": {"pollIntervalMs": 1000}}]})
+        time.sleep(2)
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+        c0, t0 = cpu(), time.monotonic()
+        time.sleep(seconds)
+        used = (cpu() - c0) / (time.monotonic() - t0)
+        rss = rss_kib(proc.pid)
+        print(f"idle with {probes} probes polled every second: RSS {rss / 1024:.1f} MiB "
+              f"(goal < 10), CPU {100 * used:.2f} % over {seconds} s (goal < 1)")
+        for i in range(probes):
+            requests.delete(url + f"/v1/probes/idle{i}", headers=auth)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+
+
+def bench_samples(work):
+    """The samples pipeline end to end, on an agent of its own."""
+    proc, url, token = start_agent(os.path.join(work, "samples"))
+    try:
+        bench_samples_sources(url, {"Authorization": f"Bearer {token}"}, work)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    bench_samples_idle(work)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="graind-bench-")
+    if sys.argv[1:] == ["samples"]:     # only this one: run.py samples
+        try:
+            bench_samples(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     proc, url, token = start_agent(os.path.join(work, "state"))
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -213,6 +511,7 @@ def main():
         print(f"RSS of graind after the run: {rss_kib(proc.pid)} KiB")
         bench_probes(url, token, work)
         bench_reconcile(work)
+        bench_samples(work)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()

@@ -245,3 +245,41 @@ def agent_fds(agent):
         if target.startswith("anon_inode:bpf"):
             kinds.append(target)
     return kinds
+
+
+# ---------------------------------------------------------------- sink peers
+# The real StatsD daemon and s3rver (behind a SigV4-verifying proxy) from
+# tests/peers, installed there by `make peers`.
+
+PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers")
+S3_ACCESS_KEY = "AKIAGRAINDTEST000001"
+
+
+def _peers():
+    if not os.path.isdir(os.path.join(PEERS_DIR, "node_modules")):
+        pytest.fail("tests/peers/node_modules is missing: run `make peers`")
+    if PEERS_DIR not in sys.path:
+        sys.path.insert(0, PEERS_DIR)
+    import peers  # noqa: E402
+    return peers
+
+
+@pytest.fixture
+def statsd_daemon(tmp_path):
+    """A StatsD daemon (statsd 0.9) on free ports: .port (UDP), .counters(),
+    .gauges(), .timers() through its management port; stop()/start() keep
+    the ports."""
+    d = _peers().StatsdDaemon(str(tmp_path)).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def s3_peer(tmp_path):
+    """s3rver with one bucket behind the verifying proxy (.endpoint) that
+    knows S3_ACCESS_KEY/.secret; .keys(), .ndjson(key), .entries() to read
+    back; stop()/start() keep the ports and the stored objects."""
+    secret = "graind-test-" + os.urandom(12).hex()
+    p = _peers().S3Peer(str(tmp_path), S3_ACCESS_KEY, secret).start()
+    yield p
+    p.stop()

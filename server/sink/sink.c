@@ -1,0 +1,804 @@
+/* sink: one forwarder thread per sink, and a pruner.
+ *
+ * A forwarder keeps a batch in memory: the samples after its cursor that
+ * its selector takes. It sends the batch when it is due (at once for
+ * StatsD; for S3 when it reaches its rows, bytes or age limit), and on
+ * success records the delivery and moves the cursor in one statement.
+ * A failed batch is kept as it is and sent again after a backoff, so a
+ * retry sends the same samples (and writes the same S3 keys). */
+#define _GNU_SOURCE
+#include "server/sink/sink.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/agent.h"
+#include "server/sink/s3.h"
+#include "server/sink/statsd.h"
+#include "server/util/clock.h"
+#include "server/util/log.h"
+#include "store/store.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 60000
+#define STATSD_DEFAULT_FLUSH_MS 1000
+#define STATSD_BATCH_ROWS 1000
+#define S3_DEFAULT_BATCH_ROWS 10000
+#define S3_DEFAULT_BATCH_BYTES (16ull << 20)
+#define S3_DEFAULT_BATCH_AGE_MS 60000
+#define S3_POLL_MS 1000
+#define PRUNE_PERIOD_MS 10000
+
+struct batch {
+	Graind__Sample **samples;
+	size_t n, cap;
+	uint64_t bytes;                 /* packed size of the samples */
+	uint64_t scanned;               /* the last id looked at */
+};
+
+struct forwarder {
+	struct forwarder *next;
+	struct sinks *owner;
+	char name[64];
+	Graind__Sink *cfg;
+	pthread_t thread;
+	pthread_cond_t wake;
+	bool stop;
+	/* Health kept in memory, under owner->lock. */
+	uint64_t errors;
+	int64_t pending_since_ms;       /* time of the oldest sample not sent */
+};
+
+struct sinks {
+	struct agent *agent;
+	pthread_mutex_t lock;           /* the list and every forwarder's flags */
+	pthread_mutex_t change_lock;    /* one sinks_changed at a time */
+	pthread_cond_t prune_wake;
+	struct forwarder *list;
+	pthread_t pruner;
+	bool pruner_running, stop;
+	char host[256];
+};
+
+/* ---------------------------------------------------------------- time */
+
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+static int cond_init_monotonic(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return rc;
+}
+
+/* Sleep up to ms unless told to stop; true when told to stop. */
+static bool wait_or_stop(struct forwarder *fw, unsigned ms)
+{
+	struct sinks *s = fw->owner;
+	struct timespec ts;
+	bool stop;
+
+	deadline_in(&ts, ms);
+	pthread_mutex_lock(&s->lock);
+	while (!fw->stop && pthread_cond_timedwait(&fw->wake, &s->lock, &ts) != ETIMEDOUT)
+		;
+	stop = fw->stop;
+	pthread_mutex_unlock(&s->lock);
+	return stop;
+}
+
+/* "2026-11-25T13:52:36.123Z" as unix ms; 0 when it does not parse. */
+static int64_t parse_time_ms(const char *text)
+{
+	struct tm tm = { 0 };
+	const char *rest;
+	int64_t ms = 0;
+
+	rest = text ? strptime(text, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+	if (!rest)
+		return 0;
+	if (*rest == '.') {
+		int digits = 0;
+
+		for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+			if (digits++ < 3)
+				ms = ms * 10 + (*rest - '0');
+		for (; digits < 3; digits++)
+			ms *= 10;
+	}
+	return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+/* Unix ms as RFC 3339 UTC, malloc'd ("2026-11-25T13:52:36.123Z"). */
+static char *time_text(int64_t unix_ms)
+{
+	time_t secs = (time_t)(unix_ms / 1000);
+	char buf[40];
+	struct tm tm;
+	size_t n;
+
+	gmtime_r(&secs, &tm);
+	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(unix_ms % 1000));
+	return strdup(buf);
+}
+
+/* Exponential backoff with full jitter: uniform in [d/2, d]. */
+static unsigned backoff_ms(unsigned failures)
+{
+	unsigned d = BACKOFF_MIN_MS;
+
+	while (failures-- > 1 && d < BACKOFF_MAX_MS)
+		d *= 2;
+	if (d > BACKOFF_MAX_MS)
+		d = BACKOFF_MAX_MS;
+	return d / 2 + (unsigned)(random() % (d / 2 + 1));
+}
+
+/* ---------------------------------------------------------------- batch */
+
+static bool name_listed(char **names, size_t n, const char *name)
+{
+	if (!n)
+		return true;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
+static bool selected(const Graind__Sink *cfg, const Graind__Sample *s)
+{
+	const Graind__SinkSelector *sel = cfg->selector;
+
+	return !sel || (name_listed(sel->probes, sel->n_probes, s->probe) &&
+			name_listed(sel->maps, sel->n_maps, s->map));
+}
+
+static void batch_clear(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		graind__sample__free_unpacked(b->samples[i], NULL);
+	b->n = 0;
+	b->bytes = 0;
+}
+
+static void batch_free(struct batch *b)
+{
+	batch_clear(b);
+	free(b->samples);
+}
+
+struct fill_ctx {
+	struct batch *batch;
+	const Graind__Sink *cfg;
+	size_t max_rows;
+	uint64_t max_bytes;
+	uint8_t *buf;
+	size_t buf_cap;
+};
+
+/* A copy of the sample, by packing it: the one given is freed after. */
+static Graind__Sample *copy_sample(struct fill_ctx *fc, const Graind__Sample *s, size_t *len)
+{
+	*len = graind__sample__get_packed_size(s);
+	if (*len > fc->buf_cap) {
+		uint8_t *grown = realloc(fc->buf, *len);
+
+		if (!grown)
+			return NULL;
+		fc->buf = grown;
+		fc->buf_cap = *len;
+	}
+	graind__sample__pack(s, fc->buf);
+	return graind__sample__unpack(NULL, *len, fc->buf);
+}
+
+/* store_samples_list callback: 1 stops when the batch is full, -1 when
+ * out of memory. */
+static int take_sample(const Graind__Sample *s, void *ctx)
+{
+	struct fill_ctx *fc = ctx;
+	struct batch *b = fc->batch;
+	Graind__Sample *copy;
+	size_t len;
+
+	if (selected(fc->cfg, s)) {
+		if (b->n == b->cap) {
+			size_t cap = b->cap ? b->cap * 2 : 64;
+			Graind__Sample **grown = realloc(b->samples, cap * sizeof(*grown));
+
+			if (!grown)
+				return -1;
+			b->samples = grown;
+			b->cap = cap;
+		}
+		copy = copy_sample(fc, s, &len);
+		if (!copy)
+			return -1;
+		b->samples[b->n++] = copy;
+		b->bytes += len;
+	}
+	b->scanned = s->id;
+	return b->n >= fc->max_rows || b->bytes >= fc->max_bytes ? 1 : 0;
+}
+
+static void batch_limits(const Graind__Sink *cfg, size_t *rows, uint64_t *bytes)
+{
+	const Graind__S3Sink *s3 = cfg->s3;
+
+	*rows = STATSD_BATCH_ROWS;
+	*bytes = UINT64_MAX;
+	if (cfg->kind_case == GRAIND__SINK__KIND_S3) {
+		*rows = s3->batch_max_rows ? s3->batch_max_rows : S3_DEFAULT_BATCH_ROWS;
+		*bytes = s3->batch_max_bytes ? s3->batch_max_bytes : S3_DEFAULT_BATCH_BYTES;
+	}
+}
+
+/* Add to the batch the samples after b->scanned, up to its limits.
+ * *full is set when the batch is at a limit. When every sample is read,
+ * b->scanned moves to the last id that existed before reading, so that
+ * samples the selector skips do not count as lag. */
+static int batch_fill(struct forwarder *fw, struct batch *b, bool *full, struct gerr *err)
+{
+	struct store *st = fw->owner->agent->store;
+	const Graind__SinkSelector *sel = fw->cfg->selector;
+	struct fill_ctx fc = { .batch = b, .cfg = fw->cfg };
+	uint64_t last_id = store_sample_last_id(st);
+	bool more = true;
+	int rc = 0;
+
+	batch_limits(fw->cfg, &fc.max_rows, &fc.max_bytes);
+	*full = b->n >= fc.max_rows || b->bytes >= fc.max_bytes;
+	/* Pages of rows the selector may mostly skip, until the batch is
+	 * full or every sample is read. */
+	while (!*full && more && rc == 0) {
+		rc = store_samples_list(st, sel && sel->n_probes == 1 ? sel->probes[0] : NULL,
+					sel && sel->n_maps == 1 ? sel->maps[0] : NULL,
+					b->scanned, (unsigned)(fc.max_rows - b->n), take_sample,
+					&fc, &more, err);
+		*full = rc == 1 || b->n >= fc.max_rows || b->bytes >= fc.max_bytes;
+	}
+	free(fc.buf);
+	if (rc < 0 && !err->msg[0])
+		gerr_set(err, 500, "out of memory reading samples for sink %s", fw->name);
+	if (rc < 0)
+		return -1;
+	if (rc == 0 && !more && last_id > b->scanned)
+		b->scanned = last_id;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- send */
+
+/* One object per probe; every object must be written before the
+ * cursor may move past any of the batch. */
+static int send_s3(struct forwarder *fw, struct batch *b, uint64_t *bytes, struct gerr *err)
+{
+	Graind__Sample **group;
+	size_t n_group, put;
+	bool *done;
+	int ret = -1;
+
+	*bytes = 0;
+	group = malloc((b->n ? b->n : 1) * sizeof(*group));
+	done = calloc(b->n ? b->n : 1, sizeof(*done));
+	if (!group || !done) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		if (done[i])
+			continue;
+		n_group = 0;
+		for (size_t j = i; j < b->n; j++) {
+			if (!done[j] && strcmp(b->samples[j]->probe, b->samples[i]->probe) == 0) {
+				group[n_group++] = b->samples[j];
+				done[j] = true;
+			}
+		}
+		if (s3_put_batch(fw->cfg->s3, fw->owner->host, b->samples[i]->probe, group,
+				 n_group, &put, err) < 0)
+			goto out;
+		*bytes += put;
+	}
+	ret = 0;
+out:
+	free(group);
+	free(done);
+	return ret;
+}
+
+static int send_batch(struct forwarder *fw, struct statsd **sd, struct batch *b,
+		      uint64_t *bytes, struct gerr *err)
+{
+	size_t sent = 0;
+
+	*bytes = 0;
+	if (!b->n)
+		return 0;
+	if (fw->cfg->kind_case == GRAIND__SINK__KIND_S3)
+		return send_s3(fw, b, bytes, err);
+	/* The socket is opened lazily, so a name that does not resolve yet
+	 * is retried like any failed send. */
+	if (!*sd && statsd_open(fw->cfg->statsd, sd, err) < 0)
+		return -1;
+	if (statsd_send(*sd, b->samples, b->n, &sent, err) < 0) {
+		*bytes = sent;
+		return -1;
+	}
+	*bytes = sent;
+	return 0;
+}
+
+/* Is the batch to be sent now? StatsD sends what it has; S3 waits for
+ * a full batch or for its oldest sample to reach the age limit. */
+static bool batch_due(const struct forwarder *fw, const struct batch *b, bool full)
+{
+	const Graind__S3Sink *s3 = fw->cfg->s3;
+	unsigned max_age;
+	int64_t first;
+
+	if (fw->cfg->kind_case != GRAIND__SINK__KIND_S3 || full || !b->n)
+		return true;
+	max_age = s3->batch_max_age_ms ? s3->batch_max_age_ms : S3_DEFAULT_BATCH_AGE_MS;
+	first = parse_time_ms(b->samples[0]->time);
+	return !first || clock_unix_ms() - first >= (int64_t)max_age;
+}
+
+static unsigned poll_ms(const Graind__Sink *cfg)
+{
+	if (cfg->kind_case == GRAIND__SINK__KIND_S3) {
+		unsigned age = cfg->s3->batch_max_age_ms;
+
+		return age && age < S3_POLL_MS ? age : S3_POLL_MS;
+	}
+	return cfg->statsd->flush_interval_ms ? cfg->statsd->flush_interval_ms
+					      : STATSD_DEFAULT_FLUSH_MS;
+}
+
+static void set_pending(struct forwarder *fw, const struct batch *b)
+{
+	pthread_mutex_lock(&fw->owner->lock);
+	fw->pending_since_ms = b->n ? parse_time_ms(b->samples[0]->time) : 0;
+	pthread_mutex_unlock(&fw->owner->lock);
+}
+
+static void note_failure(struct forwarder *fw, const struct gerr *cause)
+{
+	struct store *st = fw->owner->agent->store;
+	struct gerr err;
+
+	pthread_mutex_lock(&fw->owner->lock);
+	fw->errors++;
+	pthread_mutex_unlock(&fw->owner->lock);
+	log_warn("msg=\"sink delivery failed\" sink=%s error=\"%s\"", fw->name, cause->msg);
+	if (store_sink_failed(st, fw->name, cause->msg, &err) < 0)
+		log_error("msg=\"cannot record sink failure\" sink=%s error=\"%s\"",
+			  fw->name, err.msg);
+}
+
+/* One round: fill, maybe send and record. Returns how long to wait
+ * before the next round, in ms (0: go on at once). */
+static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct batch *b,
+			     uint64_t *cursor, unsigned *failures)
+{
+	struct store *st = fw->owner->agent->store;
+	struct gerr err = { 0 };
+	bool full = false, retry = *failures > 0;
+	uint64_t bytes = 0;
+
+	/* A failed batch goes again as it was. */
+	if ((!*failures || !b->n) && batch_fill(fw, b, &full, &err) < 0)
+		goto failed;
+	set_pending(fw, b);
+	if (b->scanned == *cursor)
+		return poll_ms(fw->cfg);         /* nothing new */
+	if (!batch_due(fw, b, full))
+		return poll_ms(fw->cfg);
+	if (send_batch(fw, sd, b, &bytes, &err) < 0)
+		goto failed;
+	if (store_sink_delivered(st, fw->name, b->scanned, b->n, bytes, &err) < 0)
+		goto failed;
+	*cursor = b->scanned;
+	*failures = 0;
+	batch_clear(b);
+	set_pending(fw, b);
+	/* More may be waiting behind a full batch or a retried one. */
+	return full || retry ? 0 : poll_ms(fw->cfg);
+failed:
+	/* A StatsD socket in error is opened afresh next time. */
+	statsd_close(*sd);
+	*sd = NULL;
+	note_failure(fw, &err);
+	return backoff_ms(++*failures);
+}
+
+static void *forwarder_main(void *arg)
+{
+	struct forwarder *fw = arg;
+	struct store_sink row = { 0 };
+	struct statsd *sd = NULL;
+	struct batch b = { 0 };
+	unsigned failures = 0, wait = 0;
+	uint64_t cursor;
+	struct gerr err;
+
+	if (store_sink_get(fw->owner->agent->store, fw->name, &row, &err) < 0) {
+		log_error("msg=\"sink forwarder cannot start\" sink=%s error=\"%s\"",
+			  fw->name, err.msg);
+		return NULL;
+	}
+	cursor = b.scanned = row.cursor;
+	store_sink_clear(&row);
+	log_info("msg=\"sink forwarder started\" sink=%s cursor=%llu", fw->name,
+		 (unsigned long long)cursor);
+	while (!wait_or_stop(fw, wait))
+		wait = forward_once(fw, &sd, &b, &cursor, &failures);
+	statsd_close(sd);
+	batch_free(&b);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- forwarders */
+
+static void forwarder_free(struct forwarder *fw)
+{
+	if (!fw)
+		return;
+	if (fw->cfg)
+		graind__sink__free_unpacked(fw->cfg, NULL);
+	pthread_cond_destroy(&fw->wake);
+	free(fw);
+}
+
+/* Start the forwarder of a stored sink and add it to the list. */
+static int forwarder_start(struct sinks *s, const struct store_sink *row, struct gerr *err)
+{
+	struct forwarder *fw = calloc(1, sizeof(*fw));
+
+	if (!fw)
+		return gerr_set(err, 500, "out of memory");
+	fw->owner = s;
+	snprintf(fw->name, sizeof(fw->name), "%s", row->name);
+	cond_init_monotonic(&fw->wake);
+	/* Not checked again: what changed since (an unreadable secret file)
+	 * shows as a failed delivery in the sink's health. */
+	fw->cfg = graind__sink__unpack(NULL, row->config_len, row->config);
+	if (!fw->cfg || (fw->cfg->kind_case != GRAIND__SINK__KIND_STATSD &&
+			 fw->cfg->kind_case != GRAIND__SINK__KIND_S3)) {
+		forwarder_free(fw);
+		return gerr_set(err, 500, "stored configuration of sink %s does not decode",
+				row->name);
+	}
+	if (pthread_create(&fw->thread, NULL, forwarder_main, fw) != 0) {
+		forwarder_free(fw);
+		return gerr_set(err, 500, "cannot start the forwarder of sink %s", row->name);
+	}
+	pthread_mutex_lock(&s->lock);
+	fw->next = s->list;
+	s->list = fw;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static void forwarder_stop(struct sinks *s, struct forwarder *fw)
+{
+	pthread_mutex_lock(&s->lock);
+	fw->stop = true;
+	pthread_cond_signal(&fw->wake);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(fw->thread, NULL);
+	forwarder_free(fw);
+}
+
+/* Take the forwarder of sink `name` off the list; NULL when none. */
+static struct forwarder *forwarder_unlink(struct sinks *s, const char *name)
+{
+	struct forwarder **p, *fw = NULL;
+
+	pthread_mutex_lock(&s->lock);
+	for (p = &s->list; *p; p = &(*p)->next) {
+		if (strcmp((*p)->name, name) == 0) {
+			fw = *p;
+			*p = fw->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return fw;
+}
+
+/* A sink whose stored configuration is refused is logged and skipped:
+ * the others still run. */
+static int start_row(const struct store_sink *row, void *ctx)
+{
+	struct gerr err;
+
+	if (forwarder_start(ctx, row, &err) < 0)
+		log_error("msg=\"sink not started\" sink=%s error=\"%s\"", row->name, err.msg);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- pruner */
+
+static void *pruner_main(void *arg)
+{
+	struct sinks *s = arg;
+	int64_t retention_ms = (int64_t)s->agent->cfg.sink_retention_s * 1000;
+	unsigned period = PRUNE_PERIOD_MS;
+	struct timespec ts;
+	uint64_t pruned;
+	struct gerr err;
+
+	if (retention_ms / 2 < period)
+		period = retention_ms / 2 > 1000 ? (unsigned)(retention_ms / 2) : 1000;
+	pthread_mutex_lock(&s->lock);
+	while (!s->stop) {
+		deadline_in(&ts, period);
+		while (!s->stop && pthread_cond_timedwait(&s->prune_wake, &s->lock, &ts) != ETIMEDOUT)
+			;
+		if (s->stop)
+			break;
+		pthread_mutex_unlock(&s->lock);
+		if (store_samples_prune_delivered(s->agent->store, clock_unix_ms() - retention_ms,
+						  &pruned, &err) < 0)
+			log_error("msg=\"cannot prune delivered samples\" error=\"%s\"", err.msg);
+		else if (pruned)
+			log_debug("msg=\"delivered samples pruned\" rows=%llu",
+				  (unsigned long long)pruned);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- public */
+
+int sinks_start(struct agent *agent, struct sinks **out, struct gerr *err)
+{
+	struct sinks *s = calloc(1, sizeof(*s));
+
+	*out = NULL;
+	if (!s)
+		return gerr_set(err, 500, "out of memory");
+	s->agent = agent;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->change_lock, NULL);
+	cond_init_monotonic(&s->prune_wake);
+	if (gethostname(s->host, sizeof(s->host) - 1) < 0 || !s->host[0])
+		snprintf(s->host, sizeof(s->host), "localhost");
+	srandom((unsigned)clock_mono_us() ^ (unsigned)getpid());
+	if (store_sink_list(agent->store, start_row, s, err) != 0) {
+		sinks_stop(s);
+		return -1;
+	}
+	if (pthread_create(&s->pruner, NULL, pruner_main, s) != 0) {
+		sinks_stop(s);
+		return gerr_set(err, 500, "cannot start the sample pruner");
+	}
+	s->pruner_running = true;
+	*out = s;
+	return 0;
+}
+
+void sinks_stop(struct sinks *s)
+{
+	struct forwarder *fw;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stop = true;
+	pthread_cond_signal(&s->prune_wake);
+	pthread_mutex_unlock(&s->lock);
+	if (s->pruner_running)
+		pthread_join(s->pruner, NULL);
+	while (s->list) {
+		fw = s->list;
+		s->list = fw->next;
+		forwarder_stop(s, fw);
+	}
+	pthread_cond_destroy(&s->prune_wake);
+	pthread_mutex_destroy(&s->change_lock);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+void sinks_changed(struct sinks *s, const char *name)
+{
+	struct store_sink row = { 0 };
+	struct forwarder *old;
+	struct gerr err;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->change_lock);
+	old = forwarder_unlink(s, name);
+	if (old)
+		forwarder_stop(s, old);
+	if (store_sink_get(s->agent->store, name, &row, &err) == 0) {
+		if (forwarder_start(s, &row, &err) < 0)
+			log_error("msg=\"sink not started\" sink=%s error=\"%s\"", name, err.msg);
+		store_sink_clear(&row);
+	} else if (err.status != 404) {
+		log_error("msg=\"cannot read sink\" sink=%s error=\"%s\"", name, err.msg);
+	}
+	pthread_mutex_unlock(&s->change_lock);
+}
+
+/* Rows after the cursor. Ids are consecutive (AUTOINCREMENT inside the
+ * append transaction; deletions only take the oldest), so this is the
+ * distance to the last id, bounded by what the buffer holds. */
+static uint64_t lag_rows(struct store *st, uint64_t cursor)
+{
+	uint64_t last = store_sample_last_id(st), held = store_sample_count(st);
+	uint64_t lag = last > cursor ? last - cursor : 0;
+
+	return lag < held ? lag : held;
+}
+
+int sinks_health(struct sinks *s, Graind__Sink *sink, struct gerr *err)
+{
+	Graind__SinkHealth *h;
+	struct store_sink row = { 0 };
+	int64_t pending = 0;
+	int ret = -1;
+
+	if (store_sink_get(s->agent->store, sink->name, &row, err) < 0)
+		return -1;
+	h = sink->health;
+	if (!h) {
+		h = malloc(sizeof(*h));
+		if (!h) {
+			gerr_set(err, 500, "out of memory");
+			goto out;
+		}
+		graind__sink_health__init(h);
+		sink->health = h;
+	}
+	h->cursor = row.cursor;
+	h->lag_rows = lag_rows(s->agent->store, row.cursor);
+	h->bytes_sent = row.bytes_sent;
+	h->samples_sent = row.samples_sent;
+	pthread_mutex_lock(&s->lock);
+	for (struct forwarder *fw = s->list; fw; fw = fw->next)
+		if (strcmp(fw->name, sink->name) == 0)
+			pending = fw->pending_since_ms;
+	pthread_mutex_unlock(&s->lock);
+	if (pending && h->lag_rows)
+		h->lag_seconds = (double)(clock_unix_ms() - pending) / 1000.0;
+	if (row.last_success_ms && !(h->last_success = time_text(row.last_success_ms)))
+		goto oom;
+	if (row.last_error[0] && !(h->last_error = strdup(row.last_error)))
+		goto oom;
+	ret = 0;
+	goto out;
+oom:
+	gerr_set(err, 500, "out of memory");
+out:
+	store_sink_clear(&row);
+	return ret;
+}
+
+uint64_t sinks_errors(struct sinks *s, const char *name)
+{
+	uint64_t errors = 0;
+
+	if (!s)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	for (struct forwarder *fw = s->list; fw; fw = fw->next)
+		if (strcmp(fw->name, name) == 0)
+			errors = fw->errors;
+	pthread_mutex_unlock(&s->lock);
+	return errors;
+}
+
+/* ---------------------------------------------------------------- check */
+
+static bool empty(const char *s)
+{
+	return !s || !*s;
+}
+
+static int check_readable(const char *field, const char *path, struct gerr *err)
+{
+	if (access(path, R_OK) < 0)
+		return gerr_set(err, 400, "%s: cannot read %s: %s", field, path, strerror(errno));
+	return 0;
+}
+
+static int check_statsd(const Graind__StatsdSink *c, struct gerr *err)
+{
+	if (empty(c->host))
+		return gerr_set(err, 400, "statsd.host is required (a name or address)");
+	if (c->port == 0 || c->port > 65535)
+		return gerr_set(err, 400, "statsd.port must be 1 to 65535, got %u", c->port);
+	if (c->max_datagram && (c->max_datagram < 64 || c->max_datagram > 65507))
+		return gerr_set(err, 400, "statsd.maxDatagram must be 64 to 65507 bytes, got %u",
+				c->max_datagram);
+	if ((unsigned)c->dialect > GRAIND__TAG_DIALECT__TAG_DIALECT_GRAPHITE)
+		return gerr_set(err, 400, "statsd.dialect %d is not a known tag dialect",
+				(int)c->dialect);
+	if (c->flush_interval_ms > 3600000)
+		return gerr_set(err, 400, "statsd.flushIntervalMs must be at most 3600000, got %u",
+				c->flush_interval_ms);
+	if (strlen(c->prefix ? c->prefix : "") > 200)
+		return gerr_set(err, 400, "statsd.prefix is longer than 200 bytes");
+	return 0;
+}
+
+static bool bucket_name_ok(const char *b)
+{
+	size_t len = strlen(b);
+
+	if (len < 3 || len > 63)
+		return false;
+	for (const char *p = b; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+		      *p == '.' || *p == '-'))
+			return false;
+	return b[0] != '.' && b[0] != '-';
+}
+
+static int check_s3(const Graind__S3Sink *c, struct gerr *err)
+{
+	if (empty(c->endpoint) || (strncmp(c->endpoint, "http://", 7) != 0 &&
+				   strncmp(c->endpoint, "https://", 8) != 0))
+		return gerr_set(err, 400, "s3.endpoint must be an http:// or https:// URL");
+	if (empty(c->bucket) || !bucket_name_ok(c->bucket))
+		return gerr_set(err, 400,
+				"s3.bucket must be 3 to 63 lowercase letters, digits, '.' or '-'");
+	if (empty(c->access_key_id))
+		return gerr_set(err, 400, "s3.accessKeyId is required");
+	if (empty(c->secret_access_key) == empty(c->secret_file))
+		return gerr_set(err, 400,
+				"s3 needs exactly one of secretAccessKey and secretFile");
+	if (!empty(c->secret_file) && check_readable("s3.secretFile", c->secret_file, err) < 0)
+		return -1;
+	if (!empty(c->ca_file) && check_readable("s3.caFile", c->ca_file, err) < 0)
+		return -1;
+	if (strlen(c->key_prefix ? c->key_prefix : "") > 512)
+		return gerr_set(err, 400, "s3.keyPrefix is longer than 512 bytes");
+	if (c->batch_max_rows > 1000000)
+		return gerr_set(err, 400, "s3.batchMaxRows must be at most 1000000, got %u",
+				c->batch_max_rows);
+	if (c->batch_max_bytes > (1ull << 30))
+		return gerr_set(err, 400, "s3.batchMaxBytes must be at most 1 GiB");
+	if (c->batch_max_age_ms > 86400000)
+		return gerr_set(err, 400, "s3.batchMaxAgeMs must be at most 86400000 (a day)");
+	return 0;
+}
+
+int sinks_check_config(const Graind__Sink *sink, struct gerr *err)
+{
+	switch (sink->kind_case) {
+	case GRAIND__SINK__KIND_STATSD:
+		return check_statsd(sink->statsd, err);
+	case GRAIND__SINK__KIND_S3:
+		return check_s3(sink->s3, err);
+	default:
+		return gerr_set(err, 400, "a sink needs a 'statsd' or an 's3' section");
+	}
+}
