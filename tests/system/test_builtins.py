@@ -33,7 +33,7 @@ BUILTINS = {"dns", "netstat", "syscalls", "exec", "tcpstate", "runqlat"}
 SBIN = "/usr/sbin"
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- reading samples
 
 def wait_for(fn, timeout=8, what="condition"):
     """fn()'s first truthy answer, polled every 50 ms."""
