@@ -13,6 +13,7 @@
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
+#include "server/util/clock.h"
 #include "server/util/log.h"
 #include "server/util/utf8.h"
 #include "store/store.h"
@@ -376,13 +377,8 @@ int api_page_size(const struct api_call *call, unsigned *size, struct gerr *err)
 
 char *api_time_string(int64_t unix_ms)
 {
-	char buf[40];
-	time_t secs = (time_t)(unix_ms / 1000);
-	struct tm tm;
-	size_t n;
+	char buf[CLOCK_TEXT_MAX];
 
-	gmtime_r(&secs, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(unix_ms % 1000));
+	clock_format(unix_ms, buf);
 	return strdup(buf);
 }

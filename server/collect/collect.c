@@ -117,7 +117,7 @@ struct collector {
 
 	/* Time of the samples being made (collector thread only). */
 	int64_t now_ms;
-	char now_text[32];
+	char now_text[CLOCK_TEXT_MAX];
 
 	/* Requests to the collector thread. A change is numbered when posted
 	 * (requested) and done once `applied` reaches its number. */
@@ -341,18 +341,11 @@ static void *writer_main(void *arg)
 static void refresh_now(struct collector *c)
 {
 	int64_t ms = clock_unix_ms();
-	time_t secs = (time_t)(ms / 1000);
-	struct tm tm;
-	size_t len;
 
 	if (ms == c->now_ms)
 		return;
 	c->now_ms = ms;
-
-	gmtime_r(&secs, &tm);
-	len = strftime(c->now_text, sizeof(c->now_text), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(c->now_text + len, sizeof(c->now_text) - len, ".%03uZ",
-		 (unsigned)(ms % 1000));
+	clock_format(ms, c->now_text);
 }
 
 static Graind__Sample *sample_new(struct source *src, Graind__SampleKind kind,

@@ -1185,23 +1185,34 @@ static char *hex_bytes(const uint8_t *p, size_t n, bool more)
 	return out;
 }
 
+/* prefix + "." + name, or the one that is not empty; "[i]" names join
+ * without the dot. Built by hand: it runs for every field of every
+ * record, where asprintf() would cost more than the rest of the field. */
+static char *field_name(const char *prefix, const char *name)
+{
+	size_t lp = strlen(prefix), ln = strlen(name);
+	bool dot = lp && ln && name[0] != '[';
+	char *full = malloc(lp + dot + ln + 1);
+
+	if (!full)
+		return NULL;
+	memcpy(full, prefix, lp);
+	if (dot)
+		full[lp] = '.';
+	memcpy(full + lp + dot, name, ln + 1);
+	return full;
+}
+
 static Graind__Field *field_new(const char *prefix, const char *name)
 {
 	Graind__Field *f =
 		(Graind__Field *)codec_new(&graind__field__descriptor);
 	char *full;
-	int rc;
 
 	if (!f)
 		return NULL;
-	if (!*prefix)
-		rc = asprintf(&full, "%s", name);
-	else if (!*name)
-		rc = asprintf(&full, "%s", prefix);
-	else
-		rc = asprintf(&full, "%s%s%s", prefix,
-			      name[0] == '[' ? "" : ".", name);
-	if (rc < 0 || codec_take_string(&f->name, full)) {
+	full = field_name(prefix, name);
+	if (!full || codec_take_string(&f->name, full)) {
 		codec_free(&f->base);
 		return NULL;
 	}

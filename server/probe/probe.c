@@ -517,14 +517,9 @@ int probe_detach(struct probe_mgr *mgr, const char *name, struct gerr *err)
 
 static int format_time(char **field, int64_t ms)
 {
-	char buf[64];
-	time_t secs = ms / 1000;
-	struct tm tm;
-	size_t n;
+	char buf[CLOCK_TEXT_MAX];
 
-	gmtime_r(&secs, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+	clock_format(ms, buf);
 	return codec_set_string(field, buf);
 }
 

@@ -85,7 +85,7 @@ def bench_probes(url, token, work):
     sha = requests.post(url + "/v1/objects?name=accept", data=blob, headers={
         **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
     spec = {"objectSha256": sha, "programs": [
-        {"program": "count_packets", "attach": {"xdp": {"ifname": ifname, "mode": "XDP_MODE_SKB"}}}]}
+        {"program": "count_packets", "attach": {"xdp": {"ifname": "lo", "mode": "XDP_MODE_SKB"}}}]}
     cycles = 10
 
     t0 = time.monotonic()
@@ -301,7 +301,11 @@ def bpftrace_getpid(work):
     def detach():
         time.sleep(0.5)     # what its perf buffer still holds
         bt.send_signal(signal.SIGINT)
-        bt.wait()
+        try:
+            bt.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            bt.kill()
+            bt.wait()
 
     t0 = time.monotonic()
     ns = getpid_workload(work, attach, detach)
@@ -421,7 +425,10 @@ def bench_samples_idle(work, probes=10, seconds=10):
                 "programs": [{"program": "emit_getpid", "attach": {
                     "tracepoint": {"category": "syscalls", "name": "sys_enter_getpid"}}}],
                 "constants": [{"name": "target_pid", "value": "1"}],
-                "outputs": [{"map": "counts", "metric": {"pollIntervalMs": 1000}}]})
+                # Only polling: a drained ring buffer is mapped whole
+                # into the agent (8 MiB here, twice), which RSS counts.
+                "outputs": [{"map": "counts", "metric": {"pollIntervalMs": 1000}},
+                            {"map": "events", "none": True}]})
         time.sleep(2)
         tick = os.sysconf("SC_CLK_TCK")
 
