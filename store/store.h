@@ -213,11 +213,14 @@ int store_sink_list(struct store *st,
 		    struct gerr *err);
 
 /* Record a delivery: in ONE transaction, move the cursor to `cursor`
- * (only forward), add to the counters and set last_success. */
+ * (only forward), add to the counters, set last_success and clear
+ * last_error (an error shown is one not yet overcome). 404 when the sink
+ * is gone. */
 int store_sink_delivered(struct store *st, const char *name, uint64_t cursor,
 			 uint64_t samples, uint64_t bytes, struct gerr *err);
 
-/* Record a failed delivery attempt (the cursor does not move). */
+/* Record a failed delivery attempt (the cursor does not move). 404 when
+ * the sink is gone. */
 int store_sink_failed(struct store *st, const char *name, const char *error,
 		      struct gerr *err);
 

@@ -129,17 +129,12 @@ static int64_t parse_time_ms(const char *text)
 	return (int64_t)timegm(&tm) * 1000 + ms;
 }
 
-/* Unix ms as RFC 3339 UTC, malloc'd ("2026-11-25T13:52:36.123Z"). */
+/* Unix ms as RFC 3339 UTC, malloc'd. */
 static char *time_text(int64_t unix_ms)
 {
-	time_t secs = (time_t)(unix_ms / 1000);
-	char buf[40];
-	struct tm tm;
-	size_t n;
+	char buf[CLOCK_TEXT_MAX];
 
-	gmtime_r(&secs, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(unix_ms % 1000));
+	clock_format(unix_ms, buf);
 	return strdup(buf);
 }
 

@@ -10,7 +10,15 @@
  * range, so a retry after a crash rewrites the same object.
  *
  * Samples delivered to every sink are pruned after the retention
- * (--sink-retention, default 1 h). */
+ * (--sink-retention, default 1 h), checked every 10 s.
+ *
+ * Batches: StatsD reads up to 1000 samples at a time and sends them at
+ * once, looking for more every flush_interval_ms (default 1 s). S3 sends
+ * a batch when it holds batch_max_rows (default 10000) or
+ * batch_max_bytes (default 16 MiB, packed) or its first sample is
+ * batch_max_age_ms old (default 60 s); one object per probe, and the
+ * cursor moves only once every object of the batch is written. A failed
+ * batch is retried as it was, so a retry writes the same keys. */
 #ifndef GRAIND_SINK_H
 #define GRAIND_SINK_H
 
