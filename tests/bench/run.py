@@ -14,6 +14,8 @@ import time
 
 import requests
 
+import bench_sinks
+
 BUILD = os.environ.get("BUILD", "build")
 GRAIND_BIN = os.environ["GRAIND_BIN"]
 THREADS = 4  # graind's default --threads
@@ -519,6 +521,7 @@ def main():
         bench_probes(url, token, work)
         bench_reconcile(work)
         bench_samples(work)
+        bench_sinks.main(BUILD, GRAIND_BIN)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
