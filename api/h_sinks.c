@@ -216,12 +216,20 @@ int api_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr 
 	}
 	*out = sinks;
 	for (size_t i = 0; i < list.n; i++) {
-		if (sink_reply(ag, &list.rows[i], &sinks[i], err) < 0) {
-			*n = sinks[i] ? i + 1 : i;
+		struct gerr one = { 0 };
+
+		if (sink_reply(ag, &list.rows[i], &sinks[*n], &one) == 0) {
+			(*n)++;
+			continue;
+		}
+		codec_free((ProtobufCMessage *)sinks[*n]);
+		sinks[*n] = NULL;
+		/* A sink deleted while the list was built is just not listed. */
+		if (one.status != 404) {
+			*err = one;
 			goto out;
 		}
 	}
-	*n = list.n;
 	ret = 0;
 out:
 	for (size_t i = 0; i < list.n; i++)

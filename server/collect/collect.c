@@ -940,6 +940,7 @@ static void *collector_main(void *arg)
 struct names {
 	char (*name)[64];
 	size_t n;
+	char last[64];          /* the last probe listed, attached or not */
 };
 
 static int add_attached(const struct store_probe *row, void *ctx)
@@ -947,6 +948,7 @@ static int add_attached(const struct store_probe *row, void *ctx)
 	struct names *names = ctx;
 	char (*grown)[64];
 
+	snprintf(names->last, sizeof(names->last), "%s", row->name);
 	if (!row->attached)
 		return 0;
 	grown = realloc(names->name, (names->n + 1) * sizeof(*grown));
@@ -959,25 +961,27 @@ static int add_attached(const struct store_probe *row, void *ctx)
 
 /* Every attached probe, before the thread runs: what the buffers hold from
  * before the start is collected, not lost. */
-static void load_all(struct collector *c)
+/* The names of every attached probe, page by page. */
+static int attached_probes(struct store *st, struct names *names, struct gerr *err)
 {
-	struct names names = { 0 };
-	struct gerr err = { 0 };
 	char after[64] = "";
 	bool more = true;
 
 	while (more) {
-		size_t before = names.n;
-
-		if (store_probe_list(c->agent->store, after, 1000, add_attached, &names, &more,
-				     &err) != 0) {
-			log_error("msg=\"cannot list probes to collect\" error=\"%s\"", err.msg);
-			break;
-		}
-		if (names.n == before)
-			break;
-		snprintf(after, sizeof(after), "%s", names.name[names.n - 1]);
+		if (store_probe_list(st, after, 1000, add_attached, names, &more, err) != 0)
+			return -1;
+		snprintf(after, sizeof(after), "%s", names->last);
 	}
+	return 0;
+}
+
+static void load_all(struct collector *c)
+{
+	struct names names = { 0 };
+	struct gerr err = { 0 };
+
+	if (attached_probes(c->agent->store, &names, &err) < 0)
+		log_error("msg=\"cannot list probes to collect\" error=\"%s\"", err.msg);
 	for (size_t i = 0; i < names.n; i++)
 		reload_probe(c, names.name[i]);
 	free(names.name);
@@ -1187,17 +1191,8 @@ static int views_of_collector(struct collector *c, struct collect_view ***views,
 static int views_of_store(struct agent *agent, struct collect_view ***views, size_t *n)
 {
 	struct names names = { 0 };
-	char after[64] = "";
-	bool more = true;
 
-	while (more) {
-		size_t before = names.n;
-
-		if (store_probe_list(agent->store, after, 1000, add_attached, &names, &more,
-				     NULL) != 0 || names.n == before)
-			break;
-		snprintf(after, sizeof(after), "%s", names.name[names.n - 1]);
-	}
+	attached_probes(agent->store, &names, NULL);
 	*views = calloc(names.n ? names.n : 1, sizeof(**views));
 	for (size_t i = 0; *views && i < names.n; i++) {
 		struct collect_view *view;

@@ -409,7 +409,8 @@ static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct ba
 	set_pending(fw, b);
 	if (b->scanned == *cursor)
 		return poll_ms(fw->cfg);         /* nothing new */
-	if (!batch_due(fw, b, full))
+	/* A retried batch was due when it first failed; the backoff was its wait. */
+	if (!retry && !batch_due(fw, b, full))
 		return poll_ms(fw->cfg);
 	if (send_batch(fw, sd, b, &bytes, &err) < 0)
 		goto failed;
@@ -422,9 +423,9 @@ static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct ba
 	/* More may be waiting behind a full batch or a retried one. */
 	return full || retry ? 0 : poll_ms(fw->cfg);
 failed:
-	/* A StatsD socket in error is opened afresh next time. */
-	statsd_close(*sd);
-	*sd = NULL;
+	/* The StatsD driver is kept: its counter memory was rolled back for
+	 * this batch, and the retry must send the same deltas. (Reading
+	 * SO_ERROR cleared the socket's error.) */
 	note_failure(fw, &err);
 	return backoff_ms(++*failures);
 }
