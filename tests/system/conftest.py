@@ -1,6 +1,7 @@
 """Fixtures for system tests: a real graind process on a free port with a
 temporary state directory, driven over HTTP with requests and curl."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from dataclasses import dataclass
 
 import pytest
 import requests
@@ -283,3 +286,62 @@ def s3_peer(tmp_path):
     p = _peers().S3Peer(str(tmp_path), S3_ACCESS_KEY, secret).start()
     yield p
     p.stop()
+
+
+# ---------------------------------------------------------------- networks
+
+def sh(*cmd, check=True, timeout=30):
+    """Run a command; a failure is an AssertionError carrying its stderr."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr}")
+    return out
+
+
+@dataclass
+class Net:
+    ns: str
+    host_if: str
+    ns_if: str
+    host_ip: str
+    ns_ip: str
+
+
+@contextlib.contextmanager
+def veth_namespace(tag, block):
+    """A network namespace joined to the host by a veth pair. The host side
+    (where graind attaches) gets .1 and the namespace side .2 of a /30 of
+    198.18.0.0/15 (the benchmarking range), chosen by pid and `block` so that
+    modules of one run use different ones; `tag` (one letter) keeps the
+    interface and namespace names apart."""
+    run = os.getpid() % 10000
+    idx = (os.getpid() + block * 8192) % 32768
+    base = (198 << 24) | (18 << 16) | (idx * 4)
+
+    def quad(n):
+        return ".".join(str(((base + n) >> s) & 255) for s in (24, 16, 8, 0))
+
+    n = Net(ns=f"graind-{tag}{os.getpid()}", host_if=f"g{tag}{run}h", ns_if=f"g{tag}{run}n",
+            host_ip=quad(1), ns_ip=quad(2))
+    try:
+        sh("ip", "netns", "add", n.ns)
+        sh("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.ns_if,
+           "netns", n.ns)
+        sh("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_if)
+        sh("ip", "link", "set", n.host_if, "up")
+        sh("ip", "-n", n.ns, "addr", "add", f"{n.ns_ip}/30", "dev", n.ns_if)
+        sh("ip", "-n", n.ns, "link", "set", n.ns_if, "up")
+        sh("ip", "-n", n.ns, "link", "set", "lo", "up")
+        # Static neighbours: the first datagram leaves without an ARP round trip.
+        with open(f"/sys/class/net/{n.host_if}/address") as f:
+            host_mac = f.read().strip()
+        ns_mac = sh("ip", "netns", "exec", n.ns, "cat",
+                    f"/sys/class/net/{n.ns_if}/address").stdout.strip()
+        sh("ip", "neigh", "replace", n.ns_ip, "lladdr", ns_mac, "dev", n.host_if,
+           "nud", "permanent")
+        sh("ip", "-n", n.ns, "neigh", "replace", n.host_ip, "lladdr", host_mac,
+           "dev", n.ns_if, "nud", "permanent")
+        yield n
+    finally:
+        sh("ip", "link", "del", n.host_if, check=False)
+        sh("ip", "netns", "del", n.ns, check=False)

@@ -21,12 +21,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 import pytest
 from google.protobuf import json_format
 
-from test_probes import pin_dir, sh
+from conftest import sh, veth_namespace
+from test_probes import pin_dir
 
 RUN = os.getpid() % 10000
 BUILTINS = {"dns", "netstat", "syscalls", "exec", "tcpstate", "runqlat"}
@@ -241,47 +241,10 @@ def builtins(a):
     b.cleanup()
 
 
-@dataclass
-class Net:
-    ns: str
-    host_if: str
-    ns_if: str
-    host_ip: str
-    ns_ip: str
-
-
 @pytest.fixture(scope="module")
 def net():
-    """A network namespace joined to the host by a veth pair; the host side
-    (where the XDP parser runs) gets .1, the namespace side .2 of a /30
-    taken from 198.18.0.0/15 by pid."""
-    idx = os.getpid() % 32768
-    base = (198 << 24) | (18 << 16) | (idx * 4)
-    quad = lambda n: ".".join(str(((base + n) >> s) & 255) for s in (24, 16, 8, 0))
-    n = Net(ns=f"graind-b{os.getpid()}", host_if=f"gb{RUN}h", ns_if=f"gb{RUN}n",
-            host_ip=quad(1), ns_ip=quad(2))
-    try:
-        sh("ip", "netns", "add", n.ns)
-        sh("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.ns_if,
-           "netns", n.ns)
-        sh("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_if)
-        sh("ip", "link", "set", n.host_if, "up")
-        sh("ip", "-n", n.ns, "addr", "add", f"{n.ns_ip}/30", "dev", n.ns_if)
-        sh("ip", "-n", n.ns, "link", "set", n.ns_if, "up")
-        sh("ip", "-n", n.ns, "link", "set", "lo", "up")
-        # Static neighbours: the first datagram leaves without an ARP round trip.
-        with open(f"/sys/class/net/{n.host_if}/address") as f:
-            host_mac = f.read().strip()
-        ns_mac = sh("ip", "netns", "exec", n.ns, "cat",
-                    f"/sys/class/net/{n.ns_if}/address").stdout.strip()
-        sh("ip", "neigh", "replace", n.ns_ip, "lladdr", ns_mac, "dev", n.host_if,
-           "nud", "permanent")
-        sh("ip", "-n", n.ns, "neigh", "replace", n.host_ip, "lladdr", host_mac,
-           "dev", n.ns_if, "nud", "permanent")
+    with veth_namespace("b", 1) as n:
         yield n
-    finally:
-        sh("ip", "link", "del", n.host_if, check=False)
-        sh("ip", "netns", "del", n.ns, check=False)
 
 
 CALLER_C = r"""

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import PIN_ROOT, TEST_BPF, Agent, assert_error, bpf_object, raw_http
+from conftest import (PIN_ROOT, TEST_BPF, Agent, assert_error, bpf_object, raw_http, sh,
+                      veth_namespace)
 
 COUNT_PORT = 9          # hooks.bpf.c counts UDP to this port only
 NOISE_PORT = 10         # sent alongside, must not be counted
@@ -33,13 +34,6 @@ RUN = os.getpid() % 10000   # keeps names of this run apart from another's
 
 
 # ---------------------------------------------------------------- kernel side
-
-def sh(*cmd, check=True, timeout=30):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr}")
-    return out
-
 
 def bpftool(*args):
     """bpftool's JSON answer, or None when the object does not exist."""
@@ -173,47 +167,10 @@ def hooks_sha(a):
     return r.json()["sha256"]
 
 
-@dataclass
-class Net:
-    ns: str
-    host_if: str
-    ns_if: str
-    host_ip: str
-    ns_ip: str
-
-
 @pytest.fixture(scope="module")
 def net():
-    """A network namespace joined to the host by a veth pair; the host side
-    (where graind attaches) gets .1, the namespace side .2 of a /30 taken
-    from 198.18.0.0/15 by pid."""
-    idx = os.getpid() % 32768
-    base = (198 << 24) | (18 << 16) | (idx * 4)
-    quad = lambda n: ".".join(str(((base + n) >> s) & 255) for s in (24, 16, 8, 0))
-    n = Net(ns=f"graind-t{os.getpid()}", host_if=f"gt{RUN}h", ns_if=f"gt{RUN}n",
-            host_ip=quad(1), ns_ip=quad(2))
-    try:
-        sh("ip", "netns", "add", n.ns)
-        sh("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.ns_if,
-           "netns", n.ns)
-        sh("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_if)
-        sh("ip", "link", "set", n.host_if, "up")
-        sh("ip", "-n", n.ns, "addr", "add", f"{n.ns_ip}/30", "dev", n.ns_if)
-        sh("ip", "-n", n.ns, "link", "set", n.ns_if, "up")
-        sh("ip", "-n", n.ns, "link", "set", "lo", "up")
-        # Static neighbours: no ARP round trip before the first datagram.
-        with open(f"/sys/class/net/{n.host_if}/address") as f:
-            host_mac = f.read().strip()
-        ns_mac = sh("ip", "netns", "exec", n.ns, "cat",
-                    f"/sys/class/net/{n.ns_if}/address").stdout.strip()
-        sh("ip", "neigh", "replace", n.ns_ip, "lladdr", ns_mac, "dev", n.host_if,
-           "nud", "permanent")
-        sh("ip", "-n", n.ns, "neigh", "replace", n.host_ip, "lladdr", host_mac,
-           "dev", n.ns_if, "nud", "permanent")
+    with veth_namespace("t", 0) as n:
         yield n
-    finally:
-        sh("ip", "link", "del", n.host_if, check=False)
-        sh("ip", "netns", "del", n.ns, check=False)
 
 
 def send_udp_from_ns(n, dst, count, port=COUNT_PORT, noise=3):

@@ -24,8 +24,8 @@ import requests
 from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Agent, assert_error, bpf_object
-from test_probes import pin_dir, sh
+from conftest import Agent, assert_error, bpf_object, sh, veth_namespace
+from test_probes import pin_dir
 
 PB = "application/x-protobuf"
 RUN = os.getpid() % 10000
@@ -471,44 +471,10 @@ def test_detached_probe_gives_no_more_samples(a, pb, emit):
 
 # ---------------------------------------------------------------- packets
 
-@dataclass
-class Net:
-    ns: str
-    host_if: str
-    ns_if: str
-    host_ip: str
-    ns_ip: str
-
-
 @pytest.fixture(scope="module")
 def net():
-    """A namespace joined to the host by a veth pair, a /30 of 198.18.0.0/15
-    taken by pid (apart from test_probes' block for the same pid)."""
-    idx = (os.getpid() + 16384) % 32768
-    base = (198 << 24) | (18 << 16) | (idx * 4)
-    quad = lambda n: ".".join(str(((base + n) >> s) & 255) for s in (24, 16, 8, 0))
-    n = Net(ns=f"graind-s{os.getpid()}", host_if=f"gs{RUN}h", ns_if=f"gs{RUN}n",
-            host_ip=quad(1), ns_ip=quad(2))
-    try:
-        sh("ip", "netns", "add", n.ns)
-        sh("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.ns_if,
-           "netns", n.ns)
-        sh("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_if)
-        sh("ip", "link", "set", n.host_if, "up")
-        sh("ip", "-n", n.ns, "addr", "add", f"{n.ns_ip}/30", "dev", n.ns_if)
-        sh("ip", "-n", n.ns, "link", "set", n.ns_if, "up")
-        with open(f"/sys/class/net/{n.host_if}/address") as f:
-            host_mac = f.read().strip()
-        ns_mac = sh("ip", "netns", "exec", n.ns, "cat",
-                    f"/sys/class/net/{n.ns_if}/address").stdout.strip()
-        sh("ip", "neigh", "replace", n.ns_ip, "lladdr", ns_mac, "dev", n.host_if,
-           "nud", "permanent")
-        sh("ip", "-n", n.ns, "neigh", "replace", n.host_ip, "lladdr", host_mac,
-           "dev", n.ns_if, "nud", "permanent")
+    with veth_namespace("s", 2) as n:
         yield n
-    finally:
-        sh("ip", "link", "del", n.host_if, check=False)
-        sh("ip", "netns", "del", n.ns, check=False)
 
 
 SEND_C = r"""
