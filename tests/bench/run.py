@@ -450,11 +450,32 @@ def bench_samples_idle(work, probes=10, seconds=10):
         proc.wait()
 
 
+def bench_syscalls_overhead(url, auth, work):
+    """The syscalls built-in's cost per getpid() call, measured like
+    ebpf_exporter's benchmark: the same loop without and with the probe
+    (counting every process's syscalls, as deployed)."""
+    tool = os.path.join(work, "ringbuf_bench")
+    if not os.path.exists(tool):
+        return
+    alone = getpid_workload(work, lambda pid: None)
+
+    def attach(pid):
+        put_probe(url, auth, "bench-syscalls", {"builtin": "syscalls"})
+
+    def detach():
+        requests.delete(url + "/v1/probes/bench-syscalls", headers=auth)
+
+    probed = getpid_workload(work, attach, detach)
+    print(f"syscalls built-in: getpid() {alone:.0f} ns/call without, {probed:.0f} ns/call with "
+          f"the probe: +{probed - alone:.0f} ns per syscall, ratio {probed / alone:.2f}")
+
+
 def bench_samples(work):
     """The samples pipeline end to end, on an agent of its own."""
     proc, url, token = start_agent(os.path.join(work, "samples"))
     try:
         bench_samples_sources(url, {"Authorization": f"Bearer {token}"}, work)
+        bench_syscalls_overhead(url, {"Authorization": f"Bearer {token}"}, work)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
