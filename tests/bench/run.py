@@ -131,12 +131,14 @@ def bench_reconcile(work, sha_probes=100):
         sha = requests.post(url + "/v1/objects", data=open(path, "rb").read(), headers={
             **auth, "Content-Type": "application/octet-stream"}).json()["sha256"]
         specs.append({"objectSha256": sha, "programs": [{"program": prog, "attach": attach}]})
-    for i in range(sha_probes):
-        r = requests.put(url + f"/v1/probes/rc{i}", json=specs[i % 2], headers=auth)
-        if r.status_code >= 300:
-            sys.exit(f"PUT rc{i}: {r.status_code} {r.text}")
-    proc.send_signal(signal.SIGTERM)
-    proc.wait()
+    try:
+        for i in range(sha_probes):
+            r = requests.put(url + f"/v1/probes/rc{i}", json=specs[i % 2], headers=auth)
+            if r.status_code >= 300:
+                sys.exit(f"PUT rc{i}: {r.status_code} {r.text}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
     t0 = time.monotonic()
     proc, url, token = start_agent(state)
     full = time.monotonic() - t0
