@@ -538,6 +538,7 @@ static void emit_metric(struct source *src, const void *key, Graind__Field **key
 	}
 	s->value = value;
 	s->metric_kind = m->gauge ? GRAIND__METRIC_KIND__GAUGE : GRAIND__METRIC_KIND__COUNTER;
+	s->delta = m->delta;
 	queue_push(c, src->probe->queue, s);
 }
 

@@ -322,6 +322,9 @@ static int send_metric(struct statsd *sd, const Graind__Sample *s, struct gerr *
 	if (le < s->n_tags)
 		return send_bucket(sd, s, le, err);
 	series_text(sd, s, s->name, s->n_tags, head, tail, sizeof(head));
+	/* The collector already sent a change (outputs with delta): as it is. */
+	if (s->delta)
+		return s->value == 0 ? 0 : add_value(sd, head, s->value, "c", "", tail, err);
 	snprintf(key, sizeof(key), "%s|%s", head, tail);
 	delta = counter_delta(sd, key, s->value, &known);
 	if (!known || delta == 0)

@@ -445,6 +445,33 @@ static void test_statsd_types_and_deltas(void **state)
 	close(p.fd);
 }
 
+/* Samples the collector already made deltas (outputs with delta) go out
+ * as they are, from the first one: no baseline, no second difference. */
+static void test_statsd_collector_deltas(void **state)
+{
+	struct peer p;
+	struct statsd *sd;
+	Graind__Sample *s[1];
+	char buf[4096];
+	size_t n, max;
+
+	(void)state;
+	peer_open(&p);
+	sd = open_sd(&p, GRAIND__TAG_DIALECT__TAG_DIALECT_NONE, "gr", 0);
+	s[0] = metric("counts", "counts.count", GRAIND__METRIC_KIND__COUNTER, 6, NULL);
+	s[0]->delta = true;
+	send_ok(sd, s, 1);
+	peer_read(&p, buf, sizeof(buf), &n, &max);
+	assert_string_equal(buf, "gr.counts.count:6|c\n");
+	s[0]->value = 4;
+	send_ok(sd, s, 1);
+	peer_read(&p, buf, sizeof(buf), &n, &max);
+	assert_string_equal(buf, "gr.counts.count:4|c\n");
+	free_samples(s, 1);
+	statsd_close(sd);
+	close(p.fd);
+}
+
 static void test_statsd_dialects(void **state)
 {
 	static const struct {
@@ -687,6 +714,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prune_delivered, setup, teardown),
 		cmocka_unit_test(test_check_config),
 		cmocka_unit_test(test_statsd_types_and_deltas),
+		cmocka_unit_test(test_statsd_collector_deltas),
 		cmocka_unit_test(test_statsd_dialects),
 		cmocka_unit_test(test_statsd_datagram_limit),
 		cmocka_unit_test(test_statsd_histogram_as_timers),
