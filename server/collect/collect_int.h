@@ -42,6 +42,7 @@ struct collect_map {
 	uint32_t poll_ms;
 	bool gauge;
 	bool delta;
+	bool log2_histogram;            /* key: log2 slot; /metrics: histogram */
 	char **fields;                  /* empty: every numeric field */
 	size_t n_fields;
 	/* event output: aggregation */

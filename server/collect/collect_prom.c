@@ -423,6 +423,82 @@ out:
 	return ms->sc->oom ? -1 : 0;
 }
 
+/* A log2 histogram map: slot k of its integer key counts values in
+ * [2^k, 2^(k+1)). Shown as one Prometheus histogram: cumulative buckets
+ * with le = 2^(k+1), and a sum estimated from each slot's midpoint. */
+#define LOG2_SLOTS 64
+
+struct log2_scrape {
+	const struct collect_map *m;
+	double count[LOG2_SLOTS];
+};
+
+static int scrape_slot(const void *key, const void *value, void *ctx)
+{
+	struct log2_scrape *ls = ctx;
+	Graind__Field **key_fields = NULL, **fields = NULL;
+	size_t n_key = 0, n = 0;
+	double slot, v;
+
+	if (decode_fields(ls->m->key_dec, key, ls->m->key_size, "", &key_fields, &n_key) < 0 ||
+	    collect_decode_value(ls->m, value, &fields, &n) < 0) {
+		collect_fields_free(key_fields, n_key);
+		return -1;
+	}
+	if (n_key == 1 && n >= 1 && decode_field_number(key_fields[0], &slot) &&
+	    decode_field_number(fields[0], &v) && slot >= 0 && slot < LOG2_SLOTS)
+		ls->count[(int)slot] += v;
+	collect_fields_free(key_fields, n_key);
+	collect_fields_free(fields, n);
+	return 0;
+}
+
+static void log2_family(const struct collect_map *m, char *family, size_t n)
+{
+	snprintf(family, n, "graind_probe_%s", m->shown);
+	sanitize(family, false);
+}
+
+/* The lines of one probe's histogram (its family's head comes first). */
+static void log2_histogram(FILE *f, const struct collect_view *view, const struct collect_map *m)
+{
+	struct log2_scrape ls = { .m = m };
+	char family[160];
+	double cumulative = 0, sum = 0;
+	size_t total = 0;
+	bool cut = false;
+	int fd = collect_map_open(view->probe, m), top = 0;
+
+	if (fd < 0)
+		return;
+	collect_walk(fd, m, LOG2_SLOTS, scrape_slot, &ls, &total, &cut);
+	close(fd);
+	log2_family(m, family, sizeof(family));
+	for (int k = 0; k < LOG2_SLOTS; k++)
+		if (ls.count[k])
+			top = k;
+	for (int k = 0; k <= top; k++) {
+		cumulative += ls.count[k];
+		sum += ls.count[k] * 1.5 * (double)(1ull << k);
+		fprintf(f, "%s_bucket{probe=\"", family);
+		put_escaped(f, view->probe);
+		fprintf(f, "\",le=\"%llu\"}", 1ull << (k + 1));
+		put_value(f, cumulative);
+	}
+	fprintf(f, "%s_bucket{probe=\"", family);
+	put_escaped(f, view->probe);
+	fputs("\",le=\"+Inf\"}", f);
+	put_value(f, cumulative);
+	fprintf(f, "%s_sum{probe=\"", family);
+	put_escaped(f, view->probe);
+	fputs("\"}", f);
+	put_value(f, sum);
+	fprintf(f, "%s_count{probe=\"", family);
+	put_escaped(f, view->probe);
+	fputs("\"}", f);
+	put_value(f, cumulative);
+}
+
 struct map_drop {
 	const char *probe, *map;
 	size_t dropped;
@@ -471,6 +547,44 @@ static void print_series(FILE *f, struct scrape *sc)
 	}
 }
 
+static bool is_log2(const struct collect_map *m)
+{
+	return m->out == COLLECT_OUT_METRIC && m->log2_histogram;
+}
+
+/* Every histogram map, grouped by family: one head, then every probe's
+ * lines, as the text format wants a family's samples together. */
+static void log2_histograms(FILE *f, struct collect_view **views, size_t n_views)
+{
+	char family[160], other[160];
+
+	for (size_t i = 0; i < n_views; i++) {
+		for (size_t j = 0; j < views[i]->n_maps; j++) {
+			const struct collect_map *m = &views[i]->maps[j];
+			bool seen = false;
+
+			if (!is_log2(m))
+				continue;
+			log2_family(m, family, sizeof(family));
+			/* Printed already with an earlier probe's map of this name? */
+			for (size_t i2 = 0; i2 < i && !seen; i2++)
+				for (size_t j2 = 0; j2 < views[i2]->n_maps && !seen; j2++) {
+					log2_family(&views[i2]->maps[j2], other, sizeof(other));
+					seen = is_log2(&views[i2]->maps[j2]) && !strcmp(family, other);
+				}
+			if (seen)
+				continue;
+			family_head(f, family, "histogram", "A log2 histogram map of a probe.");
+			for (size_t i2 = i; i2 < n_views; i2++)
+				for (size_t j2 = 0; j2 < views[i2]->n_maps; j2++) {
+					log2_family(&views[i2]->maps[j2], other, sizeof(other));
+					if (is_log2(&views[i2]->maps[j2]) && !strcmp(family, other))
+						log2_histogram(f, views[i2], &views[i2]->maps[j2]);
+				}
+		}
+	}
+}
+
 static void map_metrics(FILE *f, struct collect_view **views, size_t n_views, bool *oom)
 {
 	struct scrape sc = { 0 };
@@ -487,9 +601,10 @@ static void map_metrics(FILE *f, struct collect_view **views, size_t n_views, bo
 	}
 	for (size_t i = 0; i < n_views && !sc.oom; i++)
 		for (size_t j = 0; j < views[i]->n_maps; j++)
-			if (views[i]->maps[j].out == COLLECT_OUT_METRIC)
+			if (views[i]->maps[j].out == COLLECT_OUT_METRIC && !is_log2(&views[i]->maps[j]))
 				scrape_map(&sc, views[i], &views[i]->maps[j], &drops[n_drops++]);
 	print_series(f, &sc);
+	log2_histograms(f, views, n_views);
 	snprintf(help, sizeof(help), "Series of the map left out of this scrape (over the cap of %d).",
 		 COLLECT_MAX_SERIES);
 	family_head(f, "graind_metric_series_dropped", "gauge", help);

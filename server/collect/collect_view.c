@@ -189,6 +189,7 @@ static void resolve_output(const struct collect_view *view, struct collect_map *
 				     COLLECT_MIN_POLL_MS : mo->poll_interval_ms;
 		m->gauge = mo->kind == GRAIND__METRIC_KIND__GAUGE;
 		m->delta = mo->delta && !m->gauge;
+		m->log2_histogram = mo->log2_histogram;
 		m->fields = mo->fields;
 		m->n_fields = mo->n_fields;
 		return;

@@ -698,6 +698,42 @@ def test_runqlat_histogram_samples(a, pb, builtins):
     assert sum(slots.values()) > 0, slots
 
 
+def test_runqlat_as_prometheus_histogram(a, builtins):
+    """With outputs log2Histogram, /metrics shows the latency map as one
+    Prometheus histogram: cumulative buckets at powers of two, +Inf equal
+    to the count, parsed by the Prometheus client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = f"runq-hist-{RUN}"
+    builtins.put(name, "runqlat", outputs=[
+        {"map": "latency_us", "metric": {"log2Histogram": True}}])
+    ping_pong(2000)
+
+    def histogram():
+        text = a.get("/metrics").text
+        for fam in text_string_to_metric_families(text):
+            if fam.name == "graind_probe_latency_us":
+                mine = [s for s in fam.samples if s.labels.get("probe") == name]
+                count = [s.value for s in mine if s.name.endswith("_count")]
+                if count and count[0] > 0:
+                    return fam, mine
+        return None
+
+    fam, samples = wait_for(histogram, what="latency_us histogram in /metrics")
+    assert fam.type == "histogram"
+    buckets = [(s.labels["le"], s.value) for s in samples if s.name.endswith("_bucket")]
+    assert buckets[-1][0] == "+Inf", buckets
+    bounds = [float(le) for le, _ in buckets[:-1]]
+    assert bounds == [2.0 ** (k + 1) for k in range(len(bounds))], bounds
+    values = [v for _, v in buckets]
+    assert values == sorted(values), buckets           # cumulative
+    count = next(s.value for s in samples if s.name.endswith("_count"))
+    assert values[-1] == count > 0
+    # The plain per-slot family is not emitted for a histogram map.
+    text = a.get("/metrics").text
+    assert f'graind_probe_latency_us{{probe="{name}"' not in text
+
+
 RUNQLAT_RE = re.compile(r"^\s*(\d+)\s+->\s+(\d+)\s+:\s+(\d+)\s+\|")
 
 
