@@ -76,6 +76,16 @@ static void put_value(FILE *f, double v)
 	fprintf(f, " %s\n", buf);
 }
 
+/* One sample line with one label: name{label="value"} v. */
+static void put_sample(FILE *f, const char *name, const char *label, const char *value,
+		       double v)
+{
+	fprintf(f, "%s{%s=\"", name, label);
+	put_escaped(f, value);
+	fputs("\"}", f);
+	put_value(f, v);
+}
+
 /* ---------------------------------------------------------------- agent */
 
 static void self_metric(FILE *f, const char *name, const char *type, const char *help,
@@ -122,26 +132,19 @@ static void queue_metrics(FILE *f, struct agent *agent)
 		goto out;
 	family_head(f, "graind_queue_depth", "gauge", "Samples of the probe waiting.");
 	for (size_t i = 0; i < n; i++) {
-		fputs("graind_queue_depth{probe=\"", f);
-		put_escaped(f, qs[i].probe);
-		fputs("\"}", f);
-		put_value(f, (double)qs[i].depth);
+		put_sample(f, "graind_queue_depth", "probe", qs[i].probe, (double)qs[i].depth);
 	}
 	family_head(f, "graind_queue_dropped_total", "counter",
 		    "Samples of the probe lost to a full queue or a failed write.");
 	for (size_t i = 0; i < n; i++) {
-		fputs("graind_queue_dropped_total{probe=\"", f);
-		put_escaped(f, qs[i].probe);
-		fputs("\"}", f);
-		put_value(f, (double)qs[i].dropped);
+		put_sample(f, "graind_queue_dropped_total", "probe", qs[i].probe,
+			   (double)qs[i].dropped);
 	}
 	family_head(f, "graind_perf_events_lost_total", "counter",
 		    "Perf buffer records of the probe the kernel could not hand over.");
 	for (size_t i = 0; i < n; i++) {
-		fputs("graind_perf_events_lost_total{probe=\"", f);
-		put_escaped(f, qs[i].probe);
-		fputs("\"}", f);
-		put_value(f, (double)qs[i].lost);
+		put_sample(f, "graind_perf_events_lost_total", "probe", qs[i].probe,
+			   (double)qs[i].lost);
 	}
 out:
 	free(qs);
@@ -151,10 +154,7 @@ static int put_drop(const char *probe, uint64_t dropped, void *ctx)
 {
 	FILE *f = ctx;
 
-	fputs("graind_sample_buffer_dropped_total{probe=\"", f);
-	put_escaped(f, probe);
-	fputs("\"}", f);
-	put_value(f, (double)dropped);
+	put_sample(f, "graind_sample_buffer_dropped_total", "probe", probe, (double)dropped);
 	return 0;
 }
 
@@ -243,10 +243,8 @@ static void sink_metrics(FILE *f, struct agent *agent)
 	for (size_t k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
 		family_head(f, families[k].name, families[k].type, families[k].help);
 		for (size_t i = 0; i < ss.n; i++) {
-			fprintf(f, "%s{sink=\"", families[k].name);
-			put_escaped(f, ss.v[i].name);
-			fputs("\"}", f);
-			put_value(f, sink_value(&ss.v[i], (int)k));
+			put_sample(f, families[k].name, "sink", ss.v[i].name,
+				   sink_value(&ss.v[i], (int)k));
 		}
 	}
 out:
@@ -463,7 +461,7 @@ static void log2_family(const struct collect_map *m, char *family, size_t n)
 static void log2_histogram(FILE *f, const struct collect_view *view, const struct collect_map *m)
 {
 	struct log2_scrape ls = { .m = m };
-	char family[160];
+	char family[160], name[176];
 	double cumulative = 0, sum = 0;
 	size_t total = 0;
 	bool cut = false;
@@ -489,14 +487,10 @@ static void log2_histogram(FILE *f, const struct collect_view *view, const struc
 	put_escaped(f, view->probe);
 	fputs("\",le=\"+Inf\"}", f);
 	put_value(f, cumulative);
-	fprintf(f, "%s_sum{probe=\"", family);
-	put_escaped(f, view->probe);
-	fputs("\"}", f);
-	put_value(f, sum);
-	fprintf(f, "%s_count{probe=\"", family);
-	put_escaped(f, view->probe);
-	fputs("\"}", f);
-	put_value(f, cumulative);
+	snprintf(name, sizeof(name), "%s_sum", family);
+	put_sample(f, name, "probe", view->probe, sum);
+	snprintf(name, sizeof(name), "%s_count", family);
+	put_sample(f, name, "probe", view->probe, cumulative);
 }
 
 struct map_drop {
