@@ -78,6 +78,26 @@ static const struct migration migrations[] = {
 	  "  result INTEGER NOT NULL,"
 	  "  message TEXT NOT NULL"
 	  ");" },
+	{ 2,
+	  /* Samples in blocks: a run of one probe and map with consecutive
+	   * ids per row (see store.h). A row per sample capped the buffer
+	   * at SQLite's insert rate. */
+	  "CREATE TABLE sample_blocks ("
+	  "  first_id INTEGER PRIMARY KEY,"
+	  "  last_id INTEGER NOT NULL,"
+	  "  probe TEXT NOT NULL,"
+	  "  map TEXT NOT NULL,"
+	  "  time_ns INTEGER NOT NULL,"         /* when stored */
+	  "  payload BLOB NOT NULL"
+	  ");"
+	  "CREATE INDEX sample_blocks_by_probe ON sample_blocks(probe, first_id);"
+	  /* The highest id ever given, kept when its samples are gone. */
+	  "CREATE TABLE sample_ids (last_id INTEGER NOT NULL);"
+	  "INSERT INTO sample_ids SELECT coalesce("
+	  "  (SELECT seq FROM sqlite_sequence WHERE name = 'samples'), 0);"
+	  "INSERT INTO sample_blocks"
+	  "  SELECT id, id, probe, map, time_ns, graind_sample_frame(payload) FROM samples;"
+	  "DROP TABLE samples;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

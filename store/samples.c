@@ -1,32 +1,34 @@
 /* samples: measured values, append-only, waiting for the sinks.
  *
- * The buffer's row count and payload bytes are counted once and then kept
- * in struct store, so that an append knows whether it crossed a bound
- * without scanning the table. They change only when a transaction
+ * Samples are stored in blocks: one row holds a run of samples of one
+ * probe and map with consecutive ids, packed one after the other (each
+ * after its length as a varint). A row per sample would cap the buffer
+ * at what SQLite inserts per second, well below what ring buffers carry.
+ *
+ * The buffer's sample count and payload bytes are counted once and then
+ * kept in struct store, so that an append knows whether it crossed a
+ * bound without scanning the table. They change only when a transaction
  * commits, which keeps them right when an append fails half way. */
 #include "store/store.h"
 #include "store/store_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "proto/graind.pb-c.h"
 #include "server/util/log.h"
+#include "server/util/pbwire.h"
 
 #define SAMPLES_DEFAULT_MAX_ROWS  1000000ULL
 #define SAMPLES_DEFAULT_MAX_BYTES (256ULL << 20)
-
-/* The packed payloads of the rows of one INSERT, reused by the next. */
-struct pack_buf {
-	uint8_t *data;
-	size_t cap;
-};
 
 /* What a batch did to the buffer, applied to the cache once it commits. */
 struct batch_delta {
 	uint64_t added_rows, added_bytes;
 	uint64_t dropped_rows, dropped_bytes;
+	uint64_t last_id;
 };
 
 static int64_t now_ns(void)
@@ -41,6 +43,61 @@ static const char *or_empty(const char *s)
 {
 	return s ? s : "";
 }
+
+/* ---------------------------------------------------------------- framing */
+
+/* The next sample of a block payload: false at the end or when the
+ * framing is broken (*broken then set). */
+struct block_walk {
+	const uint8_t *p, *end;
+	bool broken;
+};
+
+static bool block_next(struct block_walk *w, const uint8_t **sample, size_t *len)
+{
+	uint64_t n = 0;
+	unsigned shift = 0;
+
+	if (w->p >= w->end)
+		return false;
+	for (;;) {
+		if (w->p >= w->end || shift > 63)
+			goto broken;
+		n |= (uint64_t)(*w->p & 0x7f) << shift;
+		shift += 7;
+		if (!(*w->p++ & 0x80))
+			break;
+	}
+	if (n > (uint64_t)(w->end - w->p))
+		goto broken;
+	*sample = w->p;
+	*len = (size_t)n;
+	w->p += n;
+	return true;
+broken:
+	w->broken = true;
+	return false;
+}
+
+void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	const void *blob = sqlite3_value_blob(argv[0]);
+	size_t len = (size_t)sqlite3_value_bytes(argv[0]);
+	uint8_t *out = malloc(len + 10);
+	size_t at;
+
+	(void)argc;
+	if (!out) {
+		sqlite3_result_error_nomem(ctx);
+		return;
+	}
+	at = pbwire_varint_at(out, len);
+	if (len)
+		memcpy(out + at, blob, len);
+	sqlite3_result_blob(ctx, out, (int)(at + len), free);
+}
+
+/* ---------------------------------------------------------------- size */
 
 void store_samples_set_bounds(struct store *st, uint64_t max_rows, uint64_t max_bytes)
 {
@@ -62,8 +119,9 @@ static int samples_counted(struct store *st, struct gerr *err)
 		return 0;
 	/* length() of a blob reads the record header, not the blob. */
 	stmt = store_stmt(st, STORE_STMT_SAMPLE_COUNT,
-		"SELECT count(*), coalesce(sum(length(payload)), 0) FROM samples",
-		err);
+		"SELECT coalesce(sum(last_id - first_id + 1), 0),"
+		" coalesce(sum(length(payload)), 0),"
+		" (SELECT last_id FROM sample_ids) FROM sample_blocks", err);
 	if (!stmt)
 		return -1;
 	if (sqlite3_step(stmt) != SQLITE_ROW) {
@@ -72,6 +130,7 @@ static int samples_counted(struct store *st, struct gerr *err)
 	}
 	st->samples_rows = (uint64_t)sqlite3_column_int64(stmt, 0);
 	st->samples_bytes = (uint64_t)sqlite3_column_int64(stmt, 1);
+	st->samples_last_id = (uint64_t)sqlite3_column_int64(stmt, 2);
 	st->samples_counted = true;
 	ret = 0;
 out:
@@ -79,226 +138,200 @@ out:
 	return ret;
 }
 
-/* Rows per INSERT statement: one statement for many rows shares the
- * statement's fixed cost (AUTOINCREMENT reads and writes sqlite_sequence
- * at every statement) between them. The tail of a batch goes one row at
- * a time. */
-#define ROWS_PER_INSERT 32
-#define COLUMNS_PER_ROW 7
+/* ---------------------------------------------------------------- append */
 
-/* "INSERT ... VALUES (?, ...), (?, ...)" for `rows` rows into sql. */
-static void insert_sql(char *sql, size_t size, unsigned rows)
+static int insert_run(struct store *st, sqlite3_stmt *stmt, struct store_sample_run *run,
+		      int64_t time_ns, struct batch_delta *delta, struct gerr *err)
 {
-	size_t used;
-
-	used = snprintf(sql, size, "INSERT INTO samples"
-			" (probe, map, time_ns, kind, name, value, payload) VALUES ");
-	for (unsigned i = 0; i < rows && used < size; i++)
-		used += snprintf(sql + used, size - used, "%s(?, ?, ?, ?, ?, ?, ?)",
-				 i ? ", " : "");
-}
-
-static sqlite3_stmt *insert_stmt(struct store *st, unsigned rows, struct gerr *err)
-{
-	char sql[128 + ROWS_PER_INSERT * 24];
-
-	insert_sql(sql, sizeof(sql), rows);
-	return store_stmt(st, rows == 1 ? STORE_STMT_SAMPLE_INSERT
-					: STORE_STMT_SAMPLE_INSERT_MANY, sql, err);
-}
-
-/* Pack the samples, without their ids, one after the other into buf. */
-static int pack_samples(Graind__Sample **samples, unsigned rows, struct pack_buf *buf,
-			size_t *lens, struct gerr *err)
-{
-	size_t total = 0, at = 0;
-	uint8_t *grown;
-
-	for (unsigned i = 0; i < rows; i++) {
-		samples[i]->id = 0;
-		lens[i] = graind__sample__get_packed_size(samples[i]);
-		total += lens[i];
-	}
-	if (total > buf->cap) {
-		grown = realloc(buf->data, total);
-		if (!grown)
-			return gerr_set(err, 500, "out of memory packing %zu bytes of samples",
-					total);
-		buf->data = grown;
-		buf->cap = total;
-	}
-	for (unsigned i = 0; i < rows; i++)
-		at += graind__sample__pack(samples[i], buf->data + at);
-	return 0;
-}
-
-static int bind_sample(sqlite3_stmt *stmt, int col, const Graind__Sample *s,
-		       int64_t time_ns, const uint8_t *payload, size_t len)
-{
-	if (sqlite3_bind_text(stmt, col + 1, or_empty(s->probe), -1, SQLITE_STATIC) ||
-	    sqlite3_bind_text(stmt, col + 2, or_empty(s->map), -1, SQLITE_STATIC) ||
-	    sqlite3_bind_int64(stmt, col + 3, time_ns) ||
-	    sqlite3_bind_int(stmt, col + 4, (int)s->kind) ||
-	    sqlite3_bind_text(stmt, col + 5, or_empty(s->name), -1, SQLITE_STATIC) ||
-	    sqlite3_bind_double(stmt, col + 6, s->value) ||
-	    sqlite3_bind_blob64(stmt, col + 7, payload, len, SQLITE_STATIC))
-		return -1;
-	return 0;
-}
-
-/* Insert `rows` samples with one statement and give them their ids:
- * consecutive, as the rows of one INSERT take them in order. */
-static int insert_rows(struct store *st, sqlite3_stmt *stmt, Graind__Sample **samples,
-		       unsigned rows, int64_t time_ns, struct pack_buf *buf,
-		       struct batch_delta *delta, struct gerr *err)
-{
-	size_t lens[ROWS_PER_INSERT], at = 0;
-	uint64_t last;
-
-	if (pack_samples(samples, rows, buf, lens, err) < 0)
-		return -1;
+	run->first_id = delta->last_id + 1;
 	sqlite3_reset(stmt);
-	for (unsigned i = 0; i < rows; i++) {
-		if (bind_sample(stmt, i * COLUMNS_PER_ROW, samples[i], time_ns,
-				buf->data + at, lens[i]) < 0)
-			goto fail;
-		at += lens[i];
-	}
-	if (sqlite3_step(stmt) != SQLITE_DONE)
-		goto fail;
-	last = (uint64_t)sqlite3_last_insert_rowid(st->db);
-	for (unsigned i = 0; i < rows; i++)
-		samples[i]->id = last - (rows - 1) + i;
-	delta->added_rows += rows;
-	delta->added_bytes += at;
+	if (sqlite3_bind_int64(stmt, 1, (sqlite3_int64)run->first_id) ||
+	    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)(run->first_id + run->count - 1)) ||
+	    sqlite3_bind_text(stmt, 3, or_empty(run->probe), -1, SQLITE_STATIC) ||
+	    sqlite3_bind_text(stmt, 4, or_empty(run->map), -1, SQLITE_STATIC) ||
+	    sqlite3_bind_int64(stmt, 5, time_ns) ||
+	    sqlite3_bind_blob64(stmt, 6, run->data, run->len, SQLITE_STATIC) ||
+	    sqlite3_step(stmt) != SQLITE_DONE)
+		return store_fail(st, err, "cannot store samples of probe %.64s",
+				  or_empty(run->probe));
+	delta->last_id += run->count;
+	delta->added_rows += run->count;
+	delta->added_bytes += run->len;
 	return 0;
-fail:
-	return store_fail(st, err, "cannot store samples of probe %.64s%s",
-			  or_empty(samples[0]->probe), rows > 1 ? " and others" : "");
 }
 
-/* Insert every sample of the batch. time_ns is when the store received
- * them: the sample's own time stays, as given, in the payload. */
-static int insert_all(struct store *st, Graind__Sample **samples, size_t n,
+/* Insert every run as a block. time_ns is when the store received them:
+ * the sample's own time stays, as given, in the payload. */
+static int insert_all(struct store *st, struct store_sample_run *runs, size_t n,
 		      struct batch_delta *delta, struct gerr *err)
 {
-	struct pack_buf buf = { 0 };
 	int64_t time_ns = now_ns();
-	sqlite3_stmt *many = NULL, *one = NULL;
-	size_t i = 0;
+	sqlite3_stmt *stmt, *ids = NULL;
 	int ret = -1;
 
-	if (n >= ROWS_PER_INSERT) {
-		many = insert_stmt(st, ROWS_PER_INSERT, err);
-		if (!many)
-			goto out;
-		for (; n - i >= ROWS_PER_INSERT; i += ROWS_PER_INSERT)
-			if (insert_rows(st, many, samples + i, ROWS_PER_INSERT, time_ns,
-					&buf, delta, err) < 0)
-				goto out;
-	}
-	if (i < n) {
-		one = insert_stmt(st, 1, err);
-		if (!one)
-			goto out;
-		for (; i < n; i++)
-			if (insert_rows(st, one, samples + i, 1, time_ns, &buf, delta,
-					err) < 0)
-				goto out;
-	}
-	ret = 0;
-out:
-	store_stmt_done(many);
-	store_stmt_done(one);
-	free(buf.data);
-	return ret;
-}
-
-/* Find the newest id that must go for the buffer to hold at most
- * `rows` rows less and `bytes` bytes less, walking from the oldest row:
- * the walk is as long as what it deletes. *cut is 0 when nothing needs
- * to go. */
-static int find_cut(struct store *st, uint64_t rows, uint64_t bytes, int64_t *cut,
-		    struct batch_delta *delta, struct gerr *err)
-{
-	sqlite3_stmt *stmt;
-	int ret = -1, rc;
-
-	*cut = 0;
-	if (!rows && !bytes)
-		return 0;
-	stmt = store_stmt(st, STORE_STMT_SAMPLE_OLDEST,
-		"SELECT id, length(payload) FROM samples ORDER BY id", err);
+	stmt = store_stmt(st, STORE_STMT_SAMPLE_INSERT,
+		"INSERT INTO sample_blocks (first_id, last_id, probe, map, time_ns, payload)"
+		" VALUES (?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		return -1;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		*cut = sqlite3_column_int64(stmt, 0);
-		delta->dropped_rows++;
-		delta->dropped_bytes += (uint64_t)sqlite3_column_int64(stmt, 1);
-		if (delta->dropped_rows >= rows && delta->dropped_bytes >= bytes)
-			break;
-	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		store_fail(st, err, "cannot find the oldest samples");
+	for (size_t i = 0; i < n; i++)
+		if (runs[i].count && insert_run(st, stmt, &runs[i], time_ns, delta, err) < 0)
+			goto out;
+	ids = store_stmt(st, STORE_STMT_SAMPLE_LAST_ID_SET,
+			 "UPDATE sample_ids SET last_id = ?", err);
+	if (!ids)
+		goto out;
+	sqlite3_bind_int64(ids, 1, (sqlite3_int64)delta->last_id);
+	if (sqlite3_step(ids) != SQLITE_DONE) {
+		store_fail(st, err, "cannot store the last sample id");
 		goto out;
 	}
 	ret = 0;
 out:
+	store_stmt_done(ids);
 	store_stmt_done(stmt);
 	return ret;
 }
 
-/* Add the rows with id <= cut to their probe's drop count. */
-static int count_drops(struct store *st, int64_t cut, struct gerr *err)
-{
-	sqlite3_stmt *by_probe, *add = NULL;
-	int ret = -1, rc;
+/* ---------------------------------------------------------------- bounds */
 
-	/* NOT INDEXED: walk the id range and sort its probes, rather than
-	 * walk the whole samples_by_probe index to skip the sort. */
-	by_probe = store_stmt(st, STORE_STMT_SAMPLE_DROPS_BY_PROBE,
-		"SELECT probe, count(*) FROM samples NOT INDEXED WHERE id <= ?"
-		" GROUP BY probe", err);
-	if (!by_probe)
-		return -1;
-	add = store_stmt(st, STORE_STMT_SAMPLE_DROP_ADD,
-		"INSERT INTO sample_drops (probe, count) VALUES (?, ?)"
-		" ON CONFLICT (probe) DO UPDATE SET count = count + excluded.count", err);
-	if (!add)
-		goto out;
-	sqlite3_bind_int64(by_probe, 1, cut);
-	while ((rc = sqlite3_step(by_probe)) == SQLITE_ROW) {
-		sqlite3_bind_value(add, 1, sqlite3_column_value(by_probe, 0));
-		sqlite3_bind_int64(add, 2, sqlite3_column_int64(by_probe, 1));
-		if (sqlite3_step(add) != SQLITE_DONE) {
-			store_fail(st, err, "cannot count dropped samples");
-			goto out;
-		}
-		sqlite3_reset(add);
-	}
-	if (rc != SQLITE_DONE) {
-		store_fail(st, err, "cannot count dropped samples");
-		goto out;
-	}
-	ret = 0;
-out:
-	store_stmt_done(add);
-	store_stmt_done(by_probe);
-	return ret;
-}
-
-static int delete_upto(struct store *st, int64_t cut, struct gerr *err)
+static int count_drop(struct store *st, const char *probe, uint64_t count, struct gerr *err)
 {
 	sqlite3_stmt *stmt;
 	int ret = 0;
 
-	stmt = store_stmt(st, STORE_STMT_SAMPLE_DELETE_UPTO,
-			  "DELETE FROM samples WHERE id <= ?", err);
+	stmt = store_stmt(st, STORE_STMT_SAMPLE_DROP_ADD,
+		"INSERT INTO sample_drops (probe, count) VALUES (?, ?)"
+		" ON CONFLICT (probe) DO UPDATE SET count = count + excluded.count", err);
 	if (!stmt)
 		return -1;
-	sqlite3_bind_int64(stmt, 1, cut);
+	sqlite3_bind_text(stmt, 1, probe, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(stmt, 2, (sqlite3_int64)count);
+	if (sqlite3_step(stmt) != SQLITE_DONE)
+		ret = store_fail(st, err, "cannot count dropped samples");
+	store_stmt_done(stmt);
+	return ret;
+}
+
+static int drop_block(struct store *st, int64_t first_id, struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = 0;
+
+	stmt = store_stmt(st, STORE_STMT_SAMPLE_DROP_BLOCK,
+			  "DELETE FROM sample_blocks WHERE first_id = ?", err);
+	if (!stmt)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, first_id);
 	if (sqlite3_step(stmt) != SQLITE_DONE)
 		ret = store_fail(st, err, "cannot drop the oldest samples");
+	store_stmt_done(stmt);
+	return ret;
+}
+
+/* How many of the block's first samples must go for `rows` samples and
+ * `bytes` bytes to go; *cut_bytes their bytes, framing included. */
+static int samples_to_cut(const uint8_t *payload, size_t len, uint64_t rows, uint64_t bytes,
+			  uint64_t *cut, uint64_t *cut_bytes)
+{
+	struct block_walk w = { payload, payload + len, false };
+	const uint8_t *sample;
+	size_t sample_len;
+
+	*cut = *cut_bytes = 0;
+	while ((*cut < rows || *cut_bytes < bytes) && block_next(&w, &sample, &sample_len)) {
+		(*cut)++;
+		*cut_bytes = (uint64_t)(w.p - payload);
+	}
+	return w.broken ? -1 : 0;
+}
+
+int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
+			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err)
+{
+	sqlite3_stmt *read, *update = NULL;
+	const uint8_t *payload;
+	size_t len;
+	int ret = -1;
+
+	read = store_stmt(st, STORE_STMT_SAMPLE_BLOCK_PAYLOAD,
+			  "SELECT payload FROM sample_blocks WHERE first_id = ?", err);
+	if (!read)
+		return -1;
+	sqlite3_bind_int64(read, 1, first_id);
+	if (sqlite3_step(read) != SQLITE_ROW) {
+		store_fail(st, err, "cannot read the oldest samples");
+		goto out;
+	}
+	payload = sqlite3_column_blob(read, 0);
+	len = (size_t)sqlite3_column_bytes(read, 0);
+	if (samples_to_cut(payload, len, rows, bytes, cut, cut_bytes) < 0) {
+		gerr_set(err, 500, "samples %lld.. in the store are corrupt", (long long)first_id);
+		goto out;
+	}
+	if (*cut_bytes == len) {        /* the bytes wanted took every sample */
+		ret = drop_block(st, first_id, err);
+		goto out;
+	}
+	update = store_stmt(st, STORE_STMT_SAMPLE_TRIM_BLOCK,
+		"UPDATE sample_blocks SET first_id = ?, payload = ? WHERE first_id = ?", err);
+	if (!update)
+		goto out;
+	sqlite3_bind_int64(update, 1, first_id + (int64_t)*cut);
+	sqlite3_bind_blob64(update, 2, payload + *cut_bytes, len - *cut_bytes, SQLITE_STATIC);
+	sqlite3_bind_int64(update, 3, first_id);
+	if (sqlite3_step(update) != SQLITE_DONE) {
+		store_fail(st, err, "cannot drop the oldest samples");
+		goto out;
+	}
+	ret = 0;
+out:
+	store_stmt_done(update);
+	store_stmt_done(read);
+	return ret;
+}
+
+/* Drop the oldest samples, block by block and the last block in part,
+ * until `rows` samples and `bytes` bytes are gone, each drop counted
+ * against its probe. Inside the append's transaction. The payloads are
+ * not read but for the block cut in two. */
+static int drop_oldest(struct store *st, uint64_t rows, uint64_t bytes,
+		       struct batch_delta *delta, struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1, rc;
+
+	stmt = store_stmt(st, STORE_STMT_SAMPLE_OLDEST,
+		"SELECT first_id, last_id, probe, length(payload) FROM sample_blocks"
+		" ORDER BY first_id", err);
+	if (!stmt)
+		return -1;
+	while ((delta->dropped_rows < rows || delta->dropped_bytes < bytes) &&
+	       (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		int64_t first = sqlite3_column_int64(stmt, 0);
+		uint64_t count = (uint64_t)(sqlite3_column_int64(stmt, 1) - first + 1);
+		uint64_t len = (uint64_t)sqlite3_column_int64(stmt, 3);
+		uint64_t want_rows = rows - (delta->dropped_rows < rows ? delta->dropped_rows : rows);
+		uint64_t want_bytes = bytes - (delta->dropped_bytes < bytes ? delta->dropped_bytes
+									     : bytes);
+		uint64_t cut = count, cut_bytes = len;
+		char probe[128];
+
+		/* Copied: the row is about to change under the statement. */
+		snprintf(probe, sizeof(probe), "%s", (const char *)sqlite3_column_text(stmt, 2));
+		if (want_rows < count && want_bytes < len) {
+			if (store_samples_trim_block(st, first, want_rows, want_bytes, &cut, &cut_bytes, err) < 0)
+				goto out;
+		} else if (drop_block(st, first, err) < 0) {
+			goto out;
+		}
+		if (count_drop(st, probe, cut, err) < 0)
+			goto out;
+		delta->dropped_rows += cut;
+		delta->dropped_bytes += cut_bytes;
+	}
+	ret = 0;
+out:
 	store_stmt_done(stmt);
 	return ret;
 }
@@ -308,97 +341,190 @@ static uint64_t over(uint64_t have, uint64_t bound)
 	return have > bound ? have - bound : 0;
 }
 
-/* Drop the oldest rows until the buffer, grown by delta, is within its
- * bounds. Inside the append's transaction. */
+/* Drop the oldest samples until the buffer, grown by delta, is within
+ * its bounds. Inside the append's transaction. */
 static int enforce_bounds(struct store *st, struct batch_delta *delta, struct gerr *err)
 {
 	uint64_t max_rows = st->samples_max_rows ? st->samples_max_rows
 						 : SAMPLES_DEFAULT_MAX_ROWS;
 	uint64_t max_bytes = st->samples_max_bytes ? st->samples_max_bytes
 						   : SAMPLES_DEFAULT_MAX_BYTES;
-	uint64_t rows = st->samples_rows + delta->added_rows;
-	uint64_t bytes = st->samples_bytes + delta->added_bytes;
-	int64_t cut;
+	uint64_t rows = over(st->samples_rows + delta->added_rows, max_rows);
+	uint64_t bytes = over(st->samples_bytes + delta->added_bytes, max_bytes);
 
-	if (find_cut(st, over(rows, max_rows), over(bytes, max_bytes), &cut,
-		     delta, err) < 0)
-		return -1;
-	if (!cut)
+	if (!rows && !bytes)
 		return 0;
-	if (count_drops(st, cut, err) < 0 || delete_upto(st, cut, err) < 0)
-		return -1;
-	return 0;
+	return drop_oldest(st, rows, bytes, delta, err);
 }
 
-int store_samples_append(struct store *st, Graind__Sample **samples, size_t n,
-			 struct gerr *err)
+int store_samples_append_runs(struct store *st, struct store_sample_run *runs, size_t n,
+			      struct gerr *err)
 {
 	struct batch_delta delta = { 0 };
 	int ret = -1;
 
+	for (size_t i = 0; i < n; i++)
+		runs[i].first_id = 0;
 	if (!n)
 		return 0;
 	store_lock(st);
 	if (store_exec(st, "BEGIN IMMEDIATE", err) < 0)
 		goto out;
-	if (samples_counted(st, err) < 0 ||
-	    insert_all(st, samples, n, &delta, err) < 0 ||
+	if (samples_counted(st, err) < 0)
+		goto fail;
+	delta.last_id = st->samples_last_id;
+	if (insert_all(st, runs, n, &delta, err) < 0 ||
 	    enforce_bounds(st, &delta, err) < 0 ||
-	    store_exec(st, "COMMIT", err) < 0) {
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		goto out;
-	}
+	    store_exec(st, "COMMIT", err) < 0)
+		goto fail;
 	st->samples_rows += delta.added_rows - delta.dropped_rows;
 	st->samples_bytes += delta.added_bytes - delta.dropped_bytes;
+	st->samples_last_id = delta.last_id;
 	ret = 0;
+	goto out;
+fail:
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	for (size_t i = 0; i < n; i++)
+		runs[i].first_id = 0;
 out:
 	store_unlock(st);
-	if (ret < 0)
-		for (size_t i = 0; i < n; i++)
-			samples[i]->id = 0;
 	return ret;
 }
 
-/* The sample of the current row, its id restored; NULL when the payload
- * does not unpack. */
-static Graind__Sample *sample_from_row(sqlite3_stmt *stmt)
-{
-	const uint8_t *payload = sqlite3_column_blob(stmt, 1);
-	size_t len = (size_t)sqlite3_column_bytes(stmt, 1);
-	Graind__Sample *s;
+/* ---------------------------------------------------------------- messages */
 
-	s = graind__sample__unpack(NULL, len, payload ? payload : (const uint8_t *)"");
-	if (s)
-		s->id = (uint64_t)sqlite3_column_int64(stmt, 0);
-	return s;
+void store_sample_run_add(struct pbwire *w, const Graind__Sample *s)
+{
+	Graind__Sample copy = *s;
+	size_t len;
+
+	copy.id = 0;
+	len = graind__sample__get_packed_size(&copy);
+	pbwire_varint(w, len);
+	if (pbwire_reserve(w, len))
+		w->len += graind__sample__pack(&copy, w->data + w->len);
 }
 
+static bool same_run(const Graind__Sample *a, const Graind__Sample *b)
+{
+	return strcmp(or_empty(a->probe), or_empty(b->probe)) == 0 &&
+	       strcmp(or_empty(a->map), or_empty(b->map)) == 0;
+}
+
+/* Messages packed into runs, one per stretch of the same probe and map:
+ * runs[i] covers samples[starts[i]] onwards. */
+int store_samples_append(struct store *st, Graind__Sample **samples, size_t n,
+			 struct gerr *err)
+{
+	struct store_sample_run *runs = calloc(n ? n : 1, sizeof(*runs));
+	struct pbwire *bufs = calloc(n ? n : 1, sizeof(*bufs));
+	size_t *starts = calloc(n ? n : 1, sizeof(*starts));
+	size_t n_runs = 0;
+	int ret = -1;
+
+	if (!runs || !bufs || !starts) {
+		gerr_set(err, 500, "out of memory packing %zu samples", n);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!i || !same_run(samples[i - 1], samples[i])) {
+			starts[n_runs] = i;
+			runs[n_runs].probe = samples[i]->probe;
+			runs[n_runs].map = samples[i]->map;
+			n_runs++;
+		}
+		store_sample_run_add(&bufs[n_runs - 1], samples[i]);
+		runs[n_runs - 1].count++;
+	}
+	for (size_t r = 0; r < n_runs; r++) {
+		if (bufs[r].failed) {
+			gerr_set(err, 500, "out of memory packing %zu samples", n);
+			goto out;
+		}
+		runs[r].data = bufs[r].data;
+		runs[r].len = bufs[r].len;
+	}
+	ret = store_samples_append_runs(st, runs, n_runs, err);
+out:
+	for (size_t r = 0; r < n_runs; r++)
+		for (size_t i = 0; i < runs[r].count; i++)
+			samples[starts[r] + i]->id = runs[r].first_id ? runs[r].first_id + i : 0;
+	for (size_t r = 0; bufs && r < n_runs; r++)
+		pbwire_free(&bufs[r]);
+	free(starts);
+	free(bufs);
+	free(runs);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- list */
+
 static sqlite3_stmt *list_stmt(struct store *st, const char *probe, const char *map,
-			       uint64_t after, unsigned limit, struct gerr *err)
+			       uint64_t after, struct gerr *err)
 {
 	sqlite3_stmt *stmt;
 
-	/* One row past the page tells whether there is another page. */
+	/* The blocks that hold ids past `after`: the one `after` falls in
+	 * and every one starting after it. */
 	if (probe && *probe) {
 		stmt = store_stmt(st, STORE_STMT_SAMPLE_LIST_BY_PROBE,
-			"SELECT id, payload FROM samples INDEXED BY samples_by_probe"
-			" WHERE probe = ?1 AND id > ?2 AND (?3 IS NULL OR map = ?3)"
-			" ORDER BY id LIMIT ?4", err);
+			"SELECT first_id, last_id, payload FROM sample_blocks"
+			" INDEXED BY sample_blocks_by_probe"
+			" WHERE probe = ?1 AND last_id > ?2 AND (?3 IS NULL OR map = ?3)"
+			" AND first_id >= (SELECT coalesce(max(first_id), 0) FROM sample_blocks"
+			"                  WHERE first_id <= ?2)"
+			" ORDER BY first_id", err);
 		if (stmt)
 			sqlite3_bind_text(stmt, 1, probe, -1, SQLITE_STATIC);
 	} else {
 		stmt = store_stmt(st, STORE_STMT_SAMPLE_LIST,
-			"SELECT id, payload FROM samples"
-			" WHERE id > ?2 AND (?3 IS NULL OR map = ?3)"
-			" ORDER BY id LIMIT ?4", err);
+			"SELECT first_id, last_id, payload FROM sample_blocks"
+			" WHERE last_id > ?2 AND (?3 IS NULL OR map = ?3)"
+			" AND first_id >= (SELECT coalesce(max(first_id), 0) FROM sample_blocks"
+			"                  WHERE first_id <= ?2)"
+			" ORDER BY first_id", err);
 	}
 	if (!stmt)
 		return NULL;
 	sqlite3_bind_int64(stmt, 2, (sqlite3_int64)(after > INT64_MAX ? INT64_MAX : after));
 	if (map && *map)
 		sqlite3_bind_text(stmt, 3, map, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 4, (sqlite3_int64)limit + 1);
 	return stmt;
+}
+
+/* Visit the samples of the current block with ids past `after`; 1 when
+ * the page is full and one more sample was there. */
+static int visit_block(sqlite3_stmt *stmt, uint64_t after, unsigned limit, unsigned *seen,
+		       int (*fn)(const Graind__Sample *s, void *ctx), void *ctx,
+		       struct gerr *err)
+{
+	uint64_t id = (uint64_t)sqlite3_column_int64(stmt, 0);
+	const uint8_t *payload = sqlite3_column_blob(stmt, 2);
+	struct block_walk w = { payload, payload + sqlite3_column_bytes(stmt, 2), false };
+	const uint8_t *packed;
+	Graind__Sample *s;
+	size_t len;
+	int rc;
+
+	for (; block_next(&w, &packed, &len); id++) {
+		if (id <= after)
+			continue;
+		if ((*seen)++ == limit)
+			return 1;
+		s = graind__sample__unpack(NULL, len, packed);
+		if (!s)
+			return gerr_set(err, 500, "sample %llu in the store is corrupt",
+					(unsigned long long)id);
+		s->id = id;
+		rc = fn(s, ctx);
+		graind__sample__free_unpacked(s, NULL);
+		if (rc)
+			return rc;
+	}
+	if (w.broken)
+		return gerr_set(err, 500, "sample %llu in the store is corrupt",
+				(unsigned long long)id);
+	return 0;
 }
 
 int store_samples_list(struct store *st, const char *probe, const char *map,
@@ -406,36 +532,26 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 		       int (*fn)(const Graind__Sample *s, void *ctx), void *ctx,
 		       bool *more, struct gerr *err)
 {
-	Graind__Sample *s;
 	sqlite3_stmt *stmt;
 	unsigned seen = 0;
-	int ret = -1, rc;
+	int ret = -1, rc = SQLITE_DONE;
 
 	*more = false;
 	store_lock(st);
-	stmt = list_stmt(st, probe, map, after, limit, err);
+	stmt = list_stmt(st, probe, map, after, err);
 	if (!stmt)
 		goto out;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (seen++ == limit) {
+		ret = visit_block(stmt, after, limit, &seen, fn, ctx, err);
+		if (ret == 1) {
 			*more = true;
 			break;
 		}
-		s = sample_from_row(stmt);
-		if (!s) {
-			gerr_set(err, 500, "sample %lld in the store is corrupt; delete it",
-				 (long long)sqlite3_column_int64(stmt, 0));
+		if (ret)
 			goto out;
-		}
-		rc = fn(s, ctx);
-		graind__sample__free_unpacked(s, NULL);
-		if (rc) {
-			ret = rc;
-			goto out;
-		}
 	}
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		store_fail(st, err, "cannot list samples");
+		ret = store_fail(st, err, "cannot list samples");
 		goto out;
 	}
 	ret = 0;
@@ -445,15 +561,17 @@ out:
 	return ret;
 }
 
+/* ---------------------------------------------------------------- totals */
+
 /* The cached totals; 0 when the buffer cannot be counted (logged). */
-static uint64_t samples_total(struct store *st, bool bytes)
+static uint64_t samples_total(struct store *st, const uint64_t *field)
 {
 	struct gerr err;
 	uint64_t n = 0;
 
 	store_lock(st);
 	if (samples_counted(st, &err) == 0)
-		n = bytes ? st->samples_bytes : st->samples_rows;
+		n = *field;
 	else
 		log_error("msg=\"cannot count samples\" error=\"%s\"", err.msg);
 	store_unlock(st);
@@ -462,20 +580,17 @@ static uint64_t samples_total(struct store *st, bool bytes)
 
 uint64_t store_sample_count(struct store *st)
 {
-	return samples_total(st, false);
+	return samples_total(st, &st->samples_rows);
 }
 
 uint64_t store_sample_bytes(struct store *st)
 {
-	return samples_total(st, true);
+	return samples_total(st, &st->samples_bytes);
 }
 
-/* AUTOINCREMENT remembers the highest id in sqlite_sequence, also when
- * the rows themselves are gone. */
 uint64_t store_sample_last_id(struct store *st)
 {
-	return store_count(st, STORE_STMT_SAMPLE_LAST_ID,
-		"SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'samples'");
+	return samples_total(st, &st->samples_last_id);
 }
 
 int store_sample_drops(struct store *st,

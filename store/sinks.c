@@ -277,8 +277,8 @@ static int prune_size(struct store *st, uint64_t upto, int64_t before_ns,
 	int ret = -1;
 
 	stmt = store_stmt(st, STORE_STMT_SINK_PRUNE_SIZE,
-		"SELECT count(*), coalesce(sum(length(payload)), 0) FROM samples"
-		" WHERE id <= ?1 AND time_ns < ?2", err);
+		"SELECT coalesce(sum(last_id - first_id + 1), 0), coalesce(sum(length(payload)), 0)"
+		" FROM sample_blocks WHERE last_id <= ?1 AND time_ns < ?2", err);
 	if (!stmt)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, clamp_i64(upto));
@@ -301,7 +301,7 @@ static int prune_rows(struct store *st, uint64_t upto, int64_t before_ns, struct
 	int ret = 0;
 
 	stmt = store_stmt(st, STORE_STMT_SINK_PRUNE,
-			  "DELETE FROM samples WHERE id <= ?1 AND time_ns < ?2", err);
+			  "DELETE FROM sample_blocks WHERE last_id <= ?1 AND time_ns < ?2", err);
 	if (!stmt)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, clamp_i64(upto));
@@ -309,6 +309,40 @@ static int prune_rows(struct store *st, uint64_t upto, int64_t before_ns, struct
 	if (sqlite3_step(stmt) != SQLITE_DONE)
 		ret = store_fail(st, err, "cannot prune delivered samples");
 	store_stmt_done(stmt);
+	return ret;
+}
+
+/* The block that holds `upto` and ids past it loses its samples up to
+ * `upto`, when old enough. */
+static int prune_straddling(struct store *st, uint64_t upto, int64_t before_ns,
+			    uint64_t *rows, uint64_t *bytes, struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	uint64_t cut = 0, cut_bytes = 0;
+	int64_t first = 0;
+	int ret = -1, rc;
+
+	stmt = store_stmt(st, STORE_STMT_SINK_PRUNE_STRADDLING,
+		"SELECT first_id FROM sample_blocks"
+		" WHERE first_id <= ?1 AND last_id > ?1 AND time_ns < ?2", err);
+	if (!stmt)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, clamp_i64(upto));
+	sqlite3_bind_int64(stmt, 2, before_ns);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		first = sqlite3_column_int64(stmt, 0);
+	else if (rc != SQLITE_DONE)
+		store_fail(st, err, "cannot prune delivered samples");
+	store_stmt_done(stmt);
+	if (rc == SQLITE_ROW &&
+	    store_samples_trim_block(st, first, upto - (uint64_t)first + 1, 0, &cut, &cut_bytes,
+				     err) < 0)
+		return -1;
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		ret = 0;
+	*rows += cut;
+	*bytes += cut_bytes;
 	return ret;
 }
 
@@ -327,7 +361,8 @@ int store_samples_prune_delivered(struct store *st, int64_t older_than_ms,
 		goto out;
 	if (min_cursor(st, &upto, &any, err) < 0 ||
 	    (any && upto && (prune_size(st, upto, before_ns, &rows, &bytes, err) < 0 ||
-			     (rows && prune_rows(st, upto, before_ns, err) < 0))) ||
+			     (rows && prune_rows(st, upto, before_ns, err) < 0) ||
+			     prune_straddling(st, upto, before_ns, &rows, &bytes, err) < 0)) ||
 	    store_exec(st, "COMMIT", err) < 0) {
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 		goto out;

@@ -276,6 +276,25 @@ out:
 	return ret;
 }
 
+/* Pages of 64 KiB (for a new database; one made before keeps its own):
+ * sample blocks are tens of KiB, and SQLite writes, checkpoints and frees
+ * a blob page by page. The WAL is checkpointed when it reaches
+ * STORE_WAL_BYTES, and cut back to that size after. */
+#define STORE_PAGE_SIZE 65536
+#define STORE_WAL_BYTES (64 << 20)
+
+static int configure_wal(struct store *st, struct gerr *err)
+{
+	char sql[96];
+	int page_size = (int)store_count(st, STORE_STMT_PAGE_SIZE, "PRAGMA page_size");
+
+	if (page_size <= 0)
+		return store_fail(st, err, "cannot read the page size");
+	snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint=%d; PRAGMA journal_size_limit=%d",
+		 STORE_WAL_BYTES / page_size, STORE_WAL_BYTES);
+	return store_exec(st, sql, err);
+}
+
 /* synchronous=NORMAL: in WAL mode a commit is durable against a crash of
  * graind itself and the file is never corrupted, but a power loss may
  * lose the last commits before a checkpoint. FULL would fsync on every
@@ -283,10 +302,20 @@ out:
  * that the kernel counters carry on counting anyway. */
 static int configure(struct store *st, struct gerr *err)
 {
+	char sql[64];
+
 	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+	if (sqlite3_create_function(st->db, "graind_sample_frame", 1,
+				    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+				    store_sample_frame, NULL, NULL) != SQLITE_OK)
+		return store_fail(st, err, "database %s: cannot add SQL functions", st->path);
+	snprintf(sql, sizeof(sql), "PRAGMA page_size=%d", STORE_PAGE_SIZE);
+	if (store_exec(st, sql, err) < 0)
+		goto fail;
 	if (pragma_expect(st, "PRAGMA journal_mode=WAL", "wal", err) < 0)
 		return -1;
-	if (store_exec(st, "PRAGMA synchronous=NORMAL", err) < 0 ||
+	if (configure_wal(st, err) < 0 ||
+	    store_exec(st, "PRAGMA synchronous=NORMAL", err) < 0 ||
 	    store_exec(st, "PRAGMA foreign_keys=ON", err) < 0)
 		goto fail;
 	return pragma_expect(st, "PRAGMA foreign_keys", "1", err);

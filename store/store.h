@@ -128,26 +128,46 @@ int store_probe_list(struct store *st, const char *after, unsigned limit,
 uint64_t store_probe_count(struct store *st);
 
 /* ---------------------------------------------------------------- samples
- * The sample buffer: one append-only table, ids from AUTOINCREMENT so they
- * keep increasing across restarts and deletions. Each row keeps probe,
- * map, time, kind, name and value as columns (for queries) and the whole
- * sample packed (graind.Sample without its id) as the payload. The buffer
- * is bounded by rows and by payload bytes; at the bound the oldest rows go
- * first and every dropped row is counted against its probe. */
+ * The sample buffer. Ids keep increasing across restarts and deletions.
+ * Samples are kept in blocks, a run of samples of one probe and map with
+ * consecutive ids per row, each sample packed (graind.Sample without its
+ * id) after its length as a varint. The buffer is bounded by samples and
+ * by payload bytes (framing included); at the bound the oldest samples go
+ * first and every dropped sample is counted against its probe. */
 
 struct Graind__Sample;
+struct pbwire;
 
 /* Bounds of the buffer; 0 leaves a bound as it is. Defaults: 1,000,000
- * rows and 256 MiB of payload. Applied at the next append. */
+ * samples and 256 MiB of payload. Applied at the next append. */
 void store_samples_set_bounds(struct store *st, uint64_t max_rows, uint64_t max_bytes);
 
-/* Append n samples in ONE transaction and set each one's id (their id
- * on entry is ignored), then drop the oldest rows beyond the bounds in
- * the same transaction. Once it returns 0 every sample is durable
+/* Samples of one probe and map, packed as a block holds them. */
+struct store_sample_run {
+	const char *probe, *map;
+	const uint8_t *data;
+	size_t len;
+	uint32_t count;
+	uint64_t first_id;          /* set by append: ids first_id.. in order */
+};
+
+/* Append one sample to a run's data (w): its packed size, then it packed
+ * without its id. Out of memory shows as w->failed. */
+void store_sample_run_add(struct pbwire *w, const struct Graind__Sample *s);
+
+/* Append the runs in ONE transaction, one block each, and set each run's
+ * first_id (0 on failure), then drop the oldest samples beyond the bounds
+ * in the same transaction. Once it returns 0 every sample is durable
  * against a crash or kill -9 of graind (WAL, synchronous=NORMAL; a power
  * loss may still take the last commits). On failure nothing of the batch
- * is kept, nothing is dropped and every id is 0; 413 for a sample over
- * SQLite's size limit, 500 otherwise. */
+ * is kept and nothing is dropped; 413 for a run over SQLite's size limit,
+ * 500 otherwise. */
+int store_samples_append_runs(struct store *st, struct store_sample_run *runs, size_t n,
+			      struct gerr *err);
+
+/* The same for messages: packs them into runs (one per stretch of the
+ * same probe and map) and sets each one's id (0 on failure; the id on
+ * entry is ignored). */
 int store_samples_append(struct store *st, struct Graind__Sample **samples, size_t n,
 			 struct gerr *err);
 
@@ -162,14 +182,14 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 		       int (*fn)(const struct Graind__Sample *s, void *ctx), void *ctx,
 		       bool *more, struct gerr *err);
 
-/* Rows held by the buffer; counted once, then kept by append (a row
+/* Samples held by the buffer; counted once, then kept by append (a row
  * deleted behind graind's back is not seen until the next start). */
 uint64_t store_sample_count(struct store *st);
 
 /* Payload bytes held by the buffer, kept like the count. */
 uint64_t store_sample_bytes(struct store *st);
 
-/* The highest id ever given (0 when none), also when its row is gone. */
+/* The highest id ever given (0 when none), also when its sample is gone. */
 uint64_t store_sample_last_id(struct store *st);
 
 /* Samples dropped at the bound, per probe: fn for each probe with drops,

@@ -35,14 +35,14 @@ enum store_stmt_id {
 	STORE_STMT_AUDIT_APPEND,
 	STORE_STMT_AUDIT_LIST,
 	STORE_STMT_SAMPLE_INSERT,
-	STORE_STMT_SAMPLE_INSERT_MANY,
+	STORE_STMT_SAMPLE_LAST_ID_SET,
 	STORE_STMT_SAMPLE_OLDEST,
-	STORE_STMT_SAMPLE_DROPS_BY_PROBE,
 	STORE_STMT_SAMPLE_DROP_ADD,
-	STORE_STMT_SAMPLE_DELETE_UPTO,
+	STORE_STMT_SAMPLE_DROP_BLOCK,
+	STORE_STMT_SAMPLE_TRIM_BLOCK,
+	STORE_STMT_SAMPLE_BLOCK_PAYLOAD,
 	STORE_STMT_SAMPLE_LIST,
 	STORE_STMT_SAMPLE_LIST_BY_PROBE,
-	STORE_STMT_SAMPLE_LAST_ID,
 	STORE_STMT_SAMPLE_DROPS,
 	STORE_STMT_SINK_EXISTS,
 	STORE_STMT_SINK_INSERT,
@@ -55,6 +55,8 @@ enum store_stmt_id {
 	STORE_STMT_SINK_MIN_CURSOR,
 	STORE_STMT_SINK_PRUNE_SIZE,
 	STORE_STMT_SINK_PRUNE,
+	STORE_STMT_SINK_PRUNE_STRADDLING,
+	STORE_STMT_PAGE_SIZE,
 	STORE_STMT__COUNT
 };
 
@@ -64,11 +66,12 @@ struct store {
 	pthread_mutex_t lock;
 	sqlite3_stmt *stmt[STORE_STMT__COUNT];
 
-	/* samples.c: the buffer's bounds (0: the default) and its size,
-	 * counted once at first use and then kept up to date by append. */
+	/* samples.c: the buffer's bounds (0: the default), its size and
+	 * the last id given, read once at first use and then kept up to
+	 * date by append. */
 	uint64_t samples_max_rows, samples_max_bytes;
 	bool samples_counted;
-	uint64_t samples_rows, samples_bytes;
+	uint64_t samples_rows, samples_bytes, samples_last_id;
 };
 
 void store_lock(struct store *st);
@@ -107,6 +110,19 @@ int64_t store_now_ms(void);
 int store_probes_using_object(struct store *st, const char *sha256,
 			      char *buf, size_t size, unsigned *count,
 			      struct gerr *err);
+
+/* samples.c */
+
+/* SQL function graind_sample_frame(blob): the blob after its length as a
+ * varint, as samples sit in a block. */
+void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+
+/* Drop the first samples of block `first_id`, enough for `rows` samples
+ * and `bytes` bytes to go (*cut and *cut_bytes say how many went): its
+ * first id moves up, or it goes when that is all of it. Lock held, in a
+ * transaction. */
+int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
+			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err);
 
 /* migrations.c */
 

@@ -3,12 +3,21 @@
  * what it makes to the store in batches.
  *
  * Two threads, so that decoding goes on while SQLite commits: the queue
- * between them is the only shared state (one mutex, one condition). Each
- * probe has its own queue of fixed bound, so a probe that floods cannot
- * take the room of the others; what does not fit is counted and freed.
- * The writer takes up to BATCH_MAX samples, starting at a different probe
- * each time, and commits them in one transaction; a sample waits at most
- * BATCH_WAIT_MS for its batch. */
+ * between them is the only shared state (one mutex, one condition).
+ * Samples travel in chunks: the collector packs each sample, as the store
+ * keeps it, into the open chunk of its map, and hands the chunk over when
+ * it is full or when the source has nothing more for now; the writer
+ * stores each chunk as one block. Nothing is allocated per sample, and
+ * the lock is taken once per chunk.
+ *
+ * Each probe has its own queue of fixed bound, so a probe that floods
+ * cannot take the room of the others; a chunk that does not fit is
+ * counted and freed. Before that, a source whose queue is half full
+ * pauses: its records wait in the kernel's buffer, where they cost
+ * nothing, rather than be decoded only to be dropped, and the CPU goes to
+ * the writer instead. The writer takes up to BATCH_MAX samples, starting
+ * at a different probe each time, and commits them in one transaction; a
+ * sample waits at most BATCH_WAIT_MS for its batch. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -30,23 +39,52 @@
 #include "server/collect/decode.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
+#include "server/util/pbwire.h"
 #include "store/store.h"
 
-#define QUEUE_MAX     65536     /* samples waiting, per probe */
-#define BATCH_MAX     4096      /* samples per transaction */
+#define QUEUE_MAX     262144    /* samples waiting, per probe */
+#define QUEUE_MAX_BYTES (32u << 20) /* their bytes, per probe */
+#define QUEUE_HIGH    (QUEUE_MAX / 2) /* a source pauses past this... */
+#define QUEUE_LOW     (QUEUE_MAX / 8) /* ...and goes on below this */
+#define PAUSE_RETRY_MS 5
+#define CHUNK_BYTES   (64u << 10) /* a chunk is handed over once this full */
+#define BATCH_MAX     65536     /* samples per transaction */
 #define BATCH_WAIT_MS 50        /* the longest a sample waits for its batch */
 #define PERF_PAGES    64        /* perf buffer pages per CPU */
 #define DELTA_MAX     (1u << 18) /* remembered counter values, per map */
 #define TAG_TEXT_MAX  256
 
+/* Field numbers of graind.Sample (proto/graind.proto), for packing events
+ * by hand. */
+enum {
+	SAMPLE_FIELD_PROBE = 2,
+	SAMPLE_FIELD_MAP = 3,
+	SAMPLE_FIELD_TIME = 4,
+	SAMPLE_FIELD_KIND = 5,
+	SAMPLE_FIELD_NAME = 6,
+	SAMPLE_FIELD_VALUE = 8,
+	SAMPLE_FIELD_FIELDS = 10,
+};
+
 /* ---------------------------------------------------------------- types */
 
-/* The samples of one probe waiting for the writer. It outlives the
+struct pqueue;
+
+/* Samples of one map of a probe, packed as a store block holds them. */
+struct chunk {
+	struct chunk *next;
+	struct pqueue *queue;   /* set when queued */
+	char map[64];
+	uint32_t count;
+	struct pbwire data;
+};
+
+/* The chunks of one probe waiting for the writer. It outlives the
  * probe's sources until the writer has taken everything. */
 struct pqueue {
 	char probe[64];
-	Graind__Sample **ring;
-	size_t cap, head, len;
+	struct chunk *head, **tail;
+	size_t len, bytes;      /* samples and bytes waiting */
 	uint64_t dropped;       /* full queue or failed write */
 	uint64_t lost;          /* records the kernel could not hand over */
 	bool live;              /* the collector still fills it */
@@ -87,6 +125,11 @@ struct source {
 	struct perf_buffer *pb;
 	struct delta_table delta;
 	struct collect_agg *agg;        /* events counted here, not stored */
+	struct chunk *open;             /* being filled */
+	bool paused;                    /* its queue is too full: stop reading */
+	bool waiting;                   /* paused and out of the epoll set */
+	struct pbwire event_head;       /* what every event sample starts with */
+	int64_t event_head_ms;          /* the time it says */
 	struct source *peer;            /* SOURCE_FLUSH: the event source */
 	struct source *next;
 };
@@ -140,6 +183,8 @@ struct collector {
 	size_t depth;
 	bool writer_stop;
 
+	size_t paused;                  /* sources paused (collector thread) */
+
 	struct collect_stats stats;     /* updated with atomics */
 };
 
@@ -162,6 +207,7 @@ static struct pqueue *queue_for(struct collector *c, const char *probe)
 		q = calloc(1, sizeof(*q));
 		if (q) {
 			snprintf(q->probe, sizeof(q->probe), "%s", probe);
+			q->tail = &q->head;
 			q->next = c->queues;
 			c->queues = q;
 		}
@@ -180,68 +226,83 @@ static void queue_retire(struct collector *c, struct pqueue *q)
 	pthread_mutex_unlock(&c->qlock);
 }
 
-/* Grow the ring (in order) up to QUEUE_MAX; called with qlock held. */
-static int queue_grow(struct pqueue *q)
+static void chunk_free(struct chunk *ch)
 {
-	size_t cap = q->cap ? q->cap * 2 : 256;
-	Graind__Sample **ring;
-
-	if (cap > QUEUE_MAX)
-		cap = QUEUE_MAX;
-	ring = malloc(cap * sizeof(*ring));
-	if (!ring)
-		return -1;
-	for (size_t i = 0; i < q->len; i++)
-		ring[i] = q->ring[(q->head + i) % q->cap];
-	free(q->ring);
-	q->ring = ring;
-	q->cap = cap;
-	q->head = 0;
-	return 0;
+	if (ch) {
+		pbwire_free(&ch->data);
+		free(ch);
+	}
 }
 
-static void queue_push(struct collector *c, struct pqueue *q, Graind__Sample *s)
+/* Hand a chunk to the writer, or count it as dropped when the probe's
+ * queue has no room for it. True when the queue is past QUEUE_HIGH. */
+static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 {
-	bool full;
+	bool full, high;
 
-	stat_add(&c->stats.collected, 1);
+	stat_add(&c->stats.collected, ch->count);
 	pthread_mutex_lock(&c->qlock);
-	full = q->len == QUEUE_MAX || (q->len == q->cap && queue_grow(q) < 0);
+	full = q->len + ch->count > QUEUE_MAX || q->bytes + ch->data.len > QUEUE_MAX_BYTES;
 	if (full) {
-		q->dropped++;
+		q->dropped += ch->count;
 	} else {
-		q->ring[(q->head + q->len) % q->cap] = s;
-		q->len++;
-		c->depth++;
-		if (c->depth == 1 || c->depth == BATCH_MAX)
+		ch->queue = q;
+		*q->tail = ch;
+		q->tail = &ch->next;
+		q->len += ch->count;
+		q->bytes += ch->data.len;
+		c->depth += ch->count;
+		if (c->depth == ch->count || c->depth >= BATCH_MAX)
 			pthread_cond_signal(&c->qcond);
 	}
+	high = q->len >= QUEUE_HIGH;
 	pthread_mutex_unlock(&c->qlock);
 	if (full) {
-		stat_add(&c->stats.queue_dropped, 1);
-		codec_free(&s->base);
+		stat_add(&c->stats.queue_dropped, ch->count);
+		chunk_free(ch);
 	}
+	return high;
 }
 
-/* Up to BATCH_MAX samples, each queue in turn; called with qlock held. */
-static size_t take_batch(struct collector *c, Graind__Sample **batch)
+static bool queue_low(struct collector *c, struct pqueue *q)
+{
+	bool low;
+
+	pthread_mutex_lock(&c->qlock);
+	low = q->len < QUEUE_LOW;
+	pthread_mutex_unlock(&c->qlock);
+	return low;
+}
+
+/* Whole chunks, up to BATCH_MAX samples (at least one chunk), each queue
+ * in turn; called with qlock held. */
+static struct chunk *take_batch(struct collector *c, size_t *samples)
 {
 	struct pqueue *q = c->next_first ? c->next_first : c->queues;
-	size_t n = 0;
+	struct chunk *batch = NULL, **tail = &batch;
 
-	for (struct pqueue *start = q; q && n < BATCH_MAX;) {
-		while (q->len && n < BATCH_MAX) {
-			batch[n++] = q->ring[q->head];
-			q->head = (q->head + 1) % q->cap;
-			q->len--;
+	*samples = 0;
+	for (struct pqueue *start = q; q && *samples < BATCH_MAX;) {
+		while (q->head && (*samples == 0 || *samples + q->head->count <= BATCH_MAX)) {
+			struct chunk *ch = q->head;
+
+			q->head = ch->next;
+			if (!q->head)
+				q->tail = &q->head;
+			q->len -= ch->count;
+			q->bytes -= ch->data.len;
+			ch->next = NULL;
+			*tail = ch;
+			tail = &ch->next;
+			*samples += ch->count;
 		}
 		q = q->next ? q->next : c->queues;
 		if (q == start)
 			break;
 	}
 	c->next_first = q;
-	c->depth -= n;
-	return n;
+	c->depth -= *samples;
+	return batch;
 }
 
 /* Free queues nobody fills any more once empty; called with qlock held. */
@@ -250,47 +311,74 @@ static void reap_queues(struct collector *c)
 	for (struct pqueue **pp = &c->queues; *pp;) {
 		struct pqueue *q = *pp;
 
-		if (q->live || q->len) {
+		if (q->live || q->head) {
 			pp = &q->next;
 			continue;
 		}
 		*pp = q->next;
 		if (c->next_first == q)
 			c->next_first = NULL;
-		free(q->ring);
 		free(q);
 	}
 }
 
-/* Count a batch the store refused against the probes of its samples. */
-static void count_failed(struct collector *c, Graind__Sample **batch, size_t n)
+static void free_chunks(struct chunk *ch)
 {
-	pthread_mutex_lock(&c->qlock);
-	for (size_t i = 0; i < n; i++)
-		for (struct pqueue *q = c->queues; q; q = q->next)
-			if (strcmp(q->probe, batch[i]->probe) == 0) {
-				q->dropped++;
-				break;
-			}
-	pthread_mutex_unlock(&c->qlock);
-	stat_add(&c->stats.queue_dropped, n);
+	while (ch) {
+		struct chunk *next = ch->next;
+
+		chunk_free(ch);
+		ch = next;
+	}
 }
 
-static void write_batch(struct collector *c, Graind__Sample **batch, size_t n)
+/* Count a batch the store refused against the probes of its samples. */
+static void count_failed(struct collector *c, struct chunk *batch, size_t samples)
+{
+	pthread_mutex_lock(&c->qlock);
+	for (struct chunk *ch = batch; ch; ch = ch->next)
+		ch->queue->dropped += ch->count;
+	pthread_mutex_unlock(&c->qlock);
+	stat_add(&c->stats.queue_dropped, samples);
+}
+
+/* Store the chunks as one transaction, one block each. */
+static void write_batch(struct collector *c, struct chunk *batch, size_t samples,
+			struct store_sample_run **runs, size_t *runs_cap)
 {
 	struct gerr err = { 0 };
 	uint64_t t0 = clock_mono_us();
+	size_t n = 0;
 
-	if (store_samples_append(c->agent->store, batch, n, &err) < 0) {
-		log_error("msg=\"samples not stored\" count=%zu error=\"%s\"", n, err.msg);
-		count_failed(c, batch, n);
+	for (struct chunk *ch = batch; ch; ch = ch->next)
+		n++;
+	if (n > *runs_cap) {
+		struct store_sample_run *grown = realloc(*runs, n * sizeof(**runs));
+
+		if (!grown) {
+			log_error("msg=\"samples not stored: out of memory\" count=%zu", samples);
+			count_failed(c, batch, samples);
+			goto out;
+		}
+		*runs = grown;
+		*runs_cap = n;
+	}
+	n = 0;
+	for (struct chunk *ch = batch; ch; ch = ch->next)
+		(*runs)[n++] = (struct store_sample_run){
+			.probe = ch->queue->probe, .map = ch->map, .data = ch->data.data,
+			.len = ch->data.len, .count = ch->count,
+		};
+	if (store_samples_append_runs(c->agent->store, *runs, n, &err) < 0) {
+		log_error("msg=\"samples not stored\" count=%zu error=\"%s\"", samples, err.msg);
+		count_failed(c, batch, samples);
 	} else {
-		stat_add(&c->stats.stored, n);
+		stat_add(&c->stats.stored, samples);
 		stat_add(&c->stats.batches, 1);
 		stat_add(&c->stats.batch_commit_us, clock_mono_us() - t0);
 	}
-	for (size_t i = 0; i < n; i++)
-		codec_free(&batch[i]->base);
+out:
+	free_chunks(batch);
 }
 
 static void deadline_after_ms(struct timespec *ts, unsigned ms)
@@ -306,14 +394,11 @@ static void deadline_after_ms(struct timespec *ts, unsigned ms)
 static void *writer_main(void *arg)
 {
 	struct collector *c = arg;
-	Graind__Sample **batch = malloc(BATCH_MAX * sizeof(*batch));
+	struct store_sample_run *runs = NULL;
 	struct timespec deadline;
-	size_t n;
+	struct chunk *batch;
+	size_t runs_cap = 0, samples;
 
-	if (!batch) {
-		log_error("msg=\"sample writer out of memory\"");
-		return NULL;
-	}
 	pthread_mutex_lock(&c->qlock);
 	for (;;) {
 		reap_queues(c);
@@ -325,14 +410,14 @@ static void *writer_main(void *arg)
 		while (c->depth < BATCH_MAX && !c->writer_stop &&
 		       pthread_cond_timedwait(&c->qcond, &c->qlock, &deadline) != ETIMEDOUT)
 			;
-		n = take_batch(c, batch);
+		batch = take_batch(c, &samples);
 		pthread_mutex_unlock(&c->qlock);
-		if (n)
-			write_batch(c, batch, n);
+		if (batch)
+			write_batch(c, batch, samples, &runs, &runs_cap);
 		pthread_mutex_lock(&c->qlock);
 	}
 	pthread_mutex_unlock(&c->qlock);
-	free(batch);
+	free(runs);
 	return NULL;
 }
 
@@ -346,6 +431,76 @@ static void refresh_now(struct collector *c)
 		return;
 	c->now_ms = ms;
 	clock_format(ms, c->now_text);
+}
+
+/* The open chunk of the source's map, a new one when there is none. */
+static struct pbwire *chunk_of(struct source *src)
+{
+	/* Events fill chunks: room for a full one at once, as growing it
+	 * would copy it. Metrics come a few at a time. */
+	bool events = src->kind == SOURCE_RING || src->kind == SOURCE_PERF;
+
+	if (src->open)
+		return &src->open->data;
+	src->open = calloc(1, sizeof(*src->open));
+	if (!src->open || !pbwire_reserve(&src->open->data, events ? CHUNK_BYTES + 4096 : 1024)) {
+		chunk_free(src->open);
+		src->open = NULL;
+		return NULL;
+	}
+	snprintf(src->open->map, sizeof(src->open->map), "%s", src->map->shown);
+	return &src->open->data;
+}
+
+/* Hand the source's open chunk over. */
+static void source_flush(struct source *src)
+{
+	struct chunk *ch = src->open;
+
+	if (!ch)
+		return;
+	src->open = NULL;
+	if (!ch->count)
+		chunk_free(ch);
+	else if (queue_push(src->probe->c, src->probe->queue, ch))
+		src->paused = true;
+}
+
+/* A sample was packed into the open chunk (or failed to). A chunk that
+ * ran out of memory is lost with what it held. */
+static void sample_added(struct source *src)
+{
+	struct collector *c = src->probe->c;
+	struct chunk *ch = src->open;
+
+	if (ch->data.failed) {
+		stat_add(&c->stats.decode_errors, 1);
+		stat_add(&c->stats.collected, ch->count);
+		stat_add(&c->stats.queue_dropped, ch->count);
+		pthread_mutex_lock(&c->qlock);
+		src->probe->queue->dropped += ch->count;
+		pthread_mutex_unlock(&c->qlock);
+		chunk_free(ch);
+		src->open = NULL;
+		return;
+	}
+	ch->count++;
+	if (ch->data.len >= CHUNK_BYTES)
+		source_flush(src);
+}
+
+/* Queue a sample made as a message (metrics, aggregates); frees it. */
+static void push_sample(struct source *src, Graind__Sample *s)
+{
+	struct pbwire *w = chunk_of(src);
+
+	if (!w) {
+		stat_add(&src->probe->c->stats.decode_errors, 1);
+	} else {
+		store_sample_run_add(w, s);
+		sample_added(src);
+	}
+	codec_free(&s->base);
 }
 
 static Graind__Sample *sample_new(struct source *src, Graind__SampleKind kind,
@@ -378,31 +533,58 @@ static void aggregate_event(struct source *src, const void *data, size_t size)
 	collect_fields_free(fields, n);
 }
 
-static void emit_event(struct source *src, const void *data, size_t size)
+/* The fields every event sample of the source starts with, as of now:
+ * graind.Sample's probe, map, time, kind, name and value (1, one event). */
+static const struct pbwire *event_head(struct source *src)
 {
 	struct collector *c = src->probe->c;
-	Graind__Sample *s;
+	struct pbwire *w = &src->event_head;
+
+	if (w->len && src->event_head_ms == c->now_ms)
+		return w;
+	w->len = 0;
+	pbwire_string(w, SAMPLE_FIELD_PROBE, src->probe->view->probe);
+	pbwire_string(w, SAMPLE_FIELD_MAP, src->map->shown);
+	pbwire_string(w, SAMPLE_FIELD_TIME, c->now_text);
+	pbwire_uint(w, SAMPLE_FIELD_KIND, GRAIND__SAMPLE_KIND__EVENT);
+	pbwire_string(w, SAMPLE_FIELD_NAME, src->map->shown);
+	pbwire_double(w, SAMPLE_FIELD_VALUE, 1);
+	src->event_head_ms = c->now_ms;
+	return w;
+}
+
+/* One record, packed straight into the open chunk as its sample. */
+static void emit_event(struct source *src, const void *data, size_t size)
+{
+	const struct pbwire *head;
+	struct pbwire *w;
+	size_t opened;
 
 	if (src->agg) {
 		aggregate_event(src, data, size);
 		return;
 	}
-	s = sample_new(src, GRAIND__SAMPLE_KIND__EVENT, src->map->shown);
-
-	if (!s || decode_fields(src->map->value_dec, data, size, "", &s->fields,
-				&s->n_fields) < 0) {
-		stat_add(&c->stats.decode_errors, 1);
-		codec_free(s ? &s->base : NULL);
+	head = event_head(src);
+	w = chunk_of(src);
+	if (!w || head->failed) {
+		stat_add(&src->probe->c->stats.decode_errors, 1);
 		return;
 	}
-	s->value = 1;   /* one event */
-	queue_push(c, src->probe->queue, s);
+	opened = pbwire_begin_frame(w);
+	pbwire_raw(w, head->data, head->len);
+	decode_pack_fields(src->map->value_dec, data, size, "", SAMPLE_FIELD_FIELDS, w);
+	pbwire_close_frame(w, opened);
+	sample_added(src);
 }
 
+/* Stops the ring's consume once the source pauses: what is left waits in
+ * the kernel's buffer. */
 static int on_ring_record(void *ctx, void *data, size_t size)
 {
-	emit_event(ctx, data, size);
-	return 0;
+	struct source *src = ctx;
+
+	emit_event(src, data, size);
+	return src->paused ? -EAGAIN : 0;
 }
 
 static void on_perf_record(void *ctx, int cpu, void *data, __u32 size)
@@ -539,7 +721,7 @@ static void emit_metric(struct source *src, const void *key, Graind__Field **key
 	s->value = value;
 	s->metric_kind = m->gauge ? GRAIND__METRIC_KIND__GAUGE : GRAIND__METRIC_KIND__COUNTER;
 	s->delta = m->delta;
-	queue_push(c, src->probe->queue, s);
+	push_sample(src, s);
 }
 
 static void emit_aggregate(void *ctx, const char *name, const char *const *tag_names,
@@ -567,7 +749,7 @@ static void emit_aggregate(void *ctx, const char *name, const char *const *tag_n
 	}
 	s->value = value;
 	s->metric_kind = GRAIND__METRIC_KIND__COUNTER;
-	queue_push(c, src->probe->queue, s);
+	push_sample(src, s);
 }
 
 static void flush_aggregate(struct source *src)
@@ -619,24 +801,32 @@ static void poll_map(struct source *src)
 
 /* ---------------------------------------------------------------- sources */
 
+/* The fd the epoll set watches for the source. */
+static int source_fd(const struct source *src)
+{
+	if (src->rb)
+		return ring_buffer__epoll_fd(src->rb);
+	if (src->pb)
+		return perf_buffer__epoll_fd(src->pb);
+	return src->timer_fd;
+}
+
 static void source_close(struct collector *c, struct source *src)
 {
-	int fd = -1;
+	int fd = source_fd(src);
 
-	if (src->rb)
-		fd = ring_buffer__epoll_fd(src->rb);
-	else if (src->pb)
-		fd = perf_buffer__epoll_fd(src->pb);
-	else
-		fd = src->timer_fd;
 	if (fd >= 0)
 		epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+	if (src->waiting)
+		c->paused--;
 	ring_buffer__free(src->rb);
 	perf_buffer__free(src->pb);
 	if (src->timer_fd >= 0)
 		close(src->timer_fd);
 	if (src->map_fd >= 0)
 		close(src->map_fd);
+	source_flush(src);
+	pbwire_free(&src->event_head);
 	free(src->delta.slots);
 	collect_agg_free(src->agg);
 	free(src);
@@ -867,6 +1057,8 @@ static bool handle_control(struct collector *c)
 	return stop;
 }
 
+static void source_wait(struct source *src);
+
 static void handle(struct source *src)
 {
 	refresh_now(src->probe->c);
@@ -886,6 +1078,42 @@ static void handle(struct source *src)
 	default:
 		break;
 	}
+	source_flush(src);
+	if (src->paused && !src->waiting)
+		source_wait(src);
+}
+
+/* A paused source leaves the epoll set (its buffer stays readable, which
+ * would wake the loop at once) until its queue drains; timers only pause
+ * for their next tick. */
+static void source_wait(struct source *src)
+{
+	struct collector *c = src->probe->c;
+	struct epoll_event ev = { .events = 0, .data.ptr = src };
+
+	if (src->kind != SOURCE_RING && src->kind != SOURCE_PERF) {
+		src->paused = false;
+		return;
+	}
+	epoll_ctl(c->epfd, EPOLL_CTL_MOD, source_fd(src), &ev);
+	src->waiting = true;
+	c->paused++;
+}
+
+/* Read again the paused sources whose queue has drained. */
+static void resume_sources(struct collector *c)
+{
+	for (struct cprobe *cp = c->probes; cp; cp = cp->next)
+		for (struct source *src = cp->sources; src; src = src->next) {
+			struct epoll_event ev = { .events = EPOLLIN, .data.ptr = src };
+
+			if (!src->waiting || !queue_low(c, cp->queue))
+				continue;
+			epoll_ctl(c->epfd, EPOLL_CTL_MOD, source_fd(src), &ev);
+			src->paused = src->waiting = false;
+			c->paused--;
+			handle(src);
+		}
 }
 
 static void *collector_main(void *arg)
@@ -896,7 +1124,7 @@ static void *collector_main(void *arg)
 
 	while (!stop) {
 		bool control = false;
-		int n = epoll_wait(c->epfd, events, 64, -1);
+		int n = epoll_wait(c->epfd, events, 64, c->paused ? PAUSE_RETRY_MS : -1);
 
 		if (n < 0 && errno != EINTR) {
 			log_error("msg=\"collector stopped\" error=\"%s\"", strerror(errno));
@@ -913,6 +1141,8 @@ static void *collector_main(void *arg)
 		}
 		if (control)
 			stop = handle_control(c);
+		else if (c->paused)
+			resume_sources(c);
 	}
 	/* Drain what the buffers still hold, flush the aggregates, then let
 	 * go of every probe. */
@@ -1069,9 +1299,7 @@ void collect_stop(struct collector *c)
 		struct pqueue *q = c->queues;
 
 		c->queues = q->next;
-		for (size_t i = 0; i < q->len; i++)
-			codec_free(&q->ring[(q->head + i) % q->cap]->base);
-		free(q->ring);
+		free_chunks(q->head);
 		free(q);
 	}
 	if (c->epfd >= 0)

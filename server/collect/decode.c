@@ -6,9 +6,14 @@
  * "names[1]", "pairs[0].a"), members of anonymous structs and unions
  * count as members of the enclosing one, and unnamed bitfields (padding)
  * are skipped. A top-level type that is not a struct, union or array
- * yields one leaf named "" (the caller's prefix alone). decode_fields puts
- * its prefix before every name: "key" + "addr" = "key.addr", "key" +
- * "[0]" = "key[0]", "key" + "" = "key".
+ * yields one leaf named "" (the caller's prefix alone). decode_fields and
+ * decode_pack_fields put their prefix before every name: "key" + "addr" =
+ * "key.addr", "key" + "[0]" = "key[0]", "key" + "" = "key".
+ *
+ * One function computes a leaf's value (leaf_value), with any text in a
+ * scratch buffer sized per decoder; decode_fields copies it into a
+ * Graind__Field, decode_pack_fields writes it straight to the wire. The
+ * wire path allocates nothing per field: it is the collector's hot path.
  *
  * Values by BTF kind:
  *   signed int (1-8 bytes, bitfields)    int
@@ -94,6 +99,7 @@
 #include <bpf/btf.h>
 
 #include "api/codec.h"
+#include "server/util/pbwire.h"
 
 #define DECODE_MAX_LEAVES	256
 #define DECODE_MAX_DEPTH	8
@@ -134,6 +140,7 @@ enum leaf_conv {
 
 struct leaf {
 	char *name;		/* relative to the record */
+	size_t name_len;
 	uint64_t bit_off;	/* from the record's start */
 	uint32_t bits;		/* whole bytes unless a bitfield */
 	bool is_signed;
@@ -145,6 +152,7 @@ struct leaf {
 struct enum_value {
 	uint64_t value;		/* sign-extended for signed enums */
 	char *name;
+	size_t name_len;
 };
 
 struct enum_table {
@@ -160,6 +168,7 @@ struct decoder {
 	size_t n_leaves;
 	struct enum_table *enums;
 	size_t n_enums;
+	size_t text_max;	/* the longest text a record can give */
 };
 
 /* ================================================================ names */
@@ -383,6 +392,7 @@ static int add_leaf(struct builder *b, const char *name, uint64_t bit_off,
 	if (!l->name)
 		return gerr_set(b->err, 500, "out of memory");
 	sanitize_name(l->name);
+	l->name_len = strlen(l->name);
 	dec->n_leaves++;
 	return 0;
 }
@@ -460,6 +470,7 @@ static int enum_table(struct builder *b, uint32_t id,
 		if (!v->name)
 			return gerr_set(b->err, 500, "out of memory");
 		sanitize_name(v->name);
+		v->name_len = strlen(v->name);
 		tab->n++;
 	}
 	qsort(tab->values, tab->n, sizeof(*tab->values), cmp_enum_value);
@@ -706,6 +717,8 @@ static int walk(struct builder *b, uint32_t id, const char *name,
 
 /* ================================================================ lifetime */
 
+static size_t decoder_text_max(const struct decoder *dec);
+
 void decode_free(struct decoder *dec)
 {
 	if (!dec)
@@ -737,6 +750,7 @@ int decode_new(const struct btf *btf, uint32_t type_id, size_t size,
 	dec->size = size;
 	if (!btf || type_id == 0) {
 		dec->raw = true;
+		dec->text_max = decoder_text_max(dec);
 		*out = dec;
 		return 0;
 	}
@@ -756,6 +770,7 @@ int decode_new(const struct btf *btf, uint32_t type_id, size_t size,
 	}
 	if (walk(&b, type_id, "", "", 0, 0, 0))
 		goto out;
+	dec->text_max = decoder_text_max(dec);
 	*out = dec;
 	dec = NULL;
 	ret = 0;
@@ -1114,9 +1129,75 @@ static bool cgroup_lookup(uint64_t id, char *buf, size_t n)
 
 /* ================================================================ values */
 
-/* Bits [bit_off, bit_off + bits) of the record as an integer. */
-static uint64_t load_bits(const uint8_t *data, uint64_t bit_off,
-			  uint32_t bits, bool is_signed)
+/* A leaf's value, computed once and then either made a Graind__Field or
+ * written to the wire. Text lies in the caller's scratch buffer (at least
+ * dec->text_max bytes) or in memory that outlives the call (enum value
+ * names, errno and syscall names); it is not NUL-terminated. */
+struct leaf_value {
+	Graind__Field__ValueCase is;
+	union {
+		int64_t i;
+		uint64_t u;
+		double real;
+		bool flag;
+	};
+	const char *text;
+	size_t text_len;
+};
+
+/* Names, kernel symbols and cgroup paths are looked up into a buffer of
+ * this size, then escaped: up to 4 bytes each. */
+#define LOOKUP_MAX		512
+#define LOOKUP_TEXT_MAX		((LOOKUP_MAX - 1) * 4)
+#define HEX_TEXT_MAX		(2 + 32)	/* "0x" and a 128-bit int */
+#define RAW_TEXT_MAX(n)		((n) * 2 + 3)	/* hex pairs and "..." */
+
+/* The longest text of a leaf. */
+static size_t leaf_text_max(const struct leaf *l)
+{
+	size_t bytes = l->bits / 8;
+
+	switch (l->kind) {
+	case LEAF_CHARS:
+		return bytes * 4;
+	case LEAF_BYTES:
+		if (l->conv == CONV_IPV4 || l->conv == CONV_IPV6)
+			return INET6_ADDRSTRLEN;
+		return bytes * 2;
+	case LEAF_SINT:
+	case LEAF_UINT:
+	case LEAF_PTR:
+		if (l->conv == CONV_IFINDEX || l->conv == CONV_KSYM ||
+		    l->conv == CONV_CGROUP)
+			return LOOKUP_TEXT_MAX;
+		return HEX_TEXT_MAX;
+	case LEAF_INT128:
+		return HEX_TEXT_MAX;
+	default:
+		return 0;
+	}
+}
+
+/* Leaves, or the raw fallback of a record shorter than dec->size (so at
+ * most dec->size bytes shown), or of any record for a raw decoder. */
+static size_t decoder_text_max(const struct decoder *dec)
+{
+	size_t raw = dec->raw || dec->size > DECODE_RAW_MAX ? DECODE_RAW_MAX :
+		     dec->size;
+	size_t max = RAW_TEXT_MAX(raw);
+
+	for (size_t i = 0; i < dec->n_leaves; i++) {
+		size_t n = leaf_text_max(&dec->leaves[i]);
+
+		if (n > max)
+			max = n;
+	}
+	return max;
+}
+
+/* A bitfield, or an integer not on a byte boundary. */
+static uint64_t load_bitfield(const uint8_t *data, uint64_t bit_off,
+			      uint32_t bits, bool is_signed)
 {
 	const uint8_t *p = data + bit_off / 8;
 	unsigned shift = bit_off % 8;
@@ -1124,18 +1205,6 @@ static uint64_t load_bits(const uint8_t *data, uint64_t bit_off,
 	unsigned __int128 acc = 0;
 	uint64_t v;
 
-	if (shift == 0 && (bits == 8 || bits == 16 || bits == 32 ||
-			   bits == 64)) {
-		uint8_t u8; uint16_t u16; uint32_t u32;
-
-		switch (bits) {
-		case 8: memcpy(&u8, p, 1); v = u8; break;
-		case 16: memcpy(&u16, p, 2); v = u16; break;
-		case 32: memcpy(&u32, p, 4); v = u32; break;
-		default: memcpy(&v, p, 8); break;
-		}
-		return is_signed ? sign_extend(v, bits) : v;
-	}
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 	for (unsigned i = 0; i < nbytes; i++)
 		acc = acc << 8 | p[i];
@@ -1151,103 +1220,127 @@ static uint64_t load_bits(const uint8_t *data, uint64_t bit_off,
 	return is_signed ? sign_extend(v, bits) : v;
 }
 
-/* Printable ASCII kept, everything else \xNN, up to the first NUL. */
-static char *escape_chars(const uint8_t *p, size_t n)
+/* Bits [bit_off, bit_off + bits) of the record as an integer; whole
+ * bytes, the common case, without a call. */
+static inline uint64_t load_bits(const uint8_t *data, uint64_t bit_off,
+				 uint32_t bits, bool is_signed)
 {
-	char *out = malloc(n * 4 + 1), *w = out;
+	const uint8_t *p = data + bit_off / 8;
+	uint8_t u8;
+	uint16_t u16;
+	uint32_t u32;
+	uint64_t v;
 
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n && p[i]; i++) {
-		if (p[i] >= 0x20 && p[i] <= 0x7e && p[i] != '\\')
-			*w++ = (char)p[i];
-		else
-			w += sprintf(w, "\\x%02x", p[i]);
+	if (bit_off % 8)
+		return load_bitfield(data, bit_off, bits, is_signed);
+	switch (bits) {
+	case 8: memcpy(&u8, p, 1); v = u8; break;
+	case 16: memcpy(&u16, p, 2); v = u16; break;
+	case 32: memcpy(&u32, p, 4); v = u32; break;
+	case 64: memcpy(&v, p, 8); break;
+	default: return load_bitfield(data, bit_off, bits, is_signed);
 	}
-	*w = '\0';
-	return out;
+	return is_signed ? sign_extend(v, bits) : v;
 }
 
-static char *hex_bytes(const uint8_t *p, size_t n, bool more)
-{
-	static const char digits[] = "0123456789abcdef";
-	char *out = malloc(n * 2 + (more ? 3 : 0) + 1), *w = out;
+static const char hex_digits[] = "0123456789abcdef";
 
-	if (!out)
-		return NULL;
+/* Bytes a string keeps as they are: printable ASCII but '\'. */
+static const bool char_is_plain[256] = {
+	[0x20 ... 0x5b] = true,
+	[0x5d ... 0x7e] = true,
+};
+
+/* Printable ASCII kept, everything else \xNN, up to the first NUL; the
+ * length written to out (room for 4 bytes per byte). */
+static size_t escape_chars(char *out, const uint8_t *p, size_t n)
+{
+	char *w = out;
+
+	n = strnlen((const char *)p, n);
 	for (size_t i = 0; i < n; i++) {
-		*w++ = digits[p[i] >> 4];
-		*w++ = digits[p[i] & 15];
+		if (char_is_plain[p[i]]) {
+			*w++ = (char)p[i];
+		} else {
+			*w++ = '\\';
+			*w++ = 'x';
+			*w++ = hex_digits[p[i] >> 4];
+			*w++ = hex_digits[p[i] & 15];
+		}
 	}
-	if (more)
-		w = stpcpy(w, "...");
-	*w = '\0';
-	return out;
+	return w - out;
 }
 
-/* prefix + "." + name, or the one that is not empty; "[i]" names join
- * without the dot. Built by hand: it runs for every field of every
- * record, where asprintf() would cost more than the rest of the field. */
-static char *field_name(const char *prefix, const char *name)
+static size_t hex_bytes(char *out, const uint8_t *p, size_t n, bool more)
 {
-	size_t lp = strlen(prefix), ln = strlen(name);
-	bool dot = lp && ln && name[0] != '[';
-	char *full = malloc(lp + dot + ln + 1);
+	char *w = out;
 
-	if (!full)
-		return NULL;
-	memcpy(full, prefix, lp);
-	if (dot)
-		full[lp] = '.';
-	memcpy(full + lp + dot, name, ln + 1);
-	return full;
-}
-
-static Graind__Field *field_new(const char *prefix, const char *name)
-{
-	Graind__Field *f =
-		(Graind__Field *)codec_new(&graind__field__descriptor);
-	char *full;
-
-	if (!f)
-		return NULL;
-	full = field_name(prefix, name);
-	if (!full || codec_take_string(&f->name, full)) {
-		codec_free(&f->base);
-		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		*w++ = hex_digits[p[i] >> 4];
+		*w++ = hex_digits[p[i] & 15];
 	}
-	return f;
+	if (more) {
+		memcpy(w, "...", 3);
+		w += 3;
+	}
+	return w - out;
 }
 
-static void set_int(Graind__Field *f, int64_t v)
+/* "0x1f": as printf's "0x%" PRIx64, without printf. */
+static size_t hex_number(char *out, uint64_t v)
 {
-	f->value_case = GRAIND__FIELD__VALUE_INT;
-	f->int_ = v;
+	char digits[16];
+	size_t n = 0;
+
+	do {
+		digits[n++] = hex_digits[v & 15];
+		v >>= 4;
+	} while (v);
+	out[0] = '0';
+	out[1] = 'x';
+	for (size_t i = 0; i < n; i++)
+		out[2 + i] = digits[n - 1 - i];
+	return n + 2;
 }
 
-static void set_uint(Graind__Field *f, uint64_t v)
+/* "10.0.0.1" from four bytes in network order. */
+static size_t ipv4_text(char *out, const uint8_t *p)
 {
-	f->value_case = GRAIND__FIELD__VALUE_UINT;
-	f->uint = v;
+	char *w = out;
+
+	for (int i = 0; i < 4; i++) {
+		unsigned b = p[i];
+
+		if (i)
+			*w++ = '.';
+		if (b >= 100)
+			*w++ = (char)('0' + b / 100);
+		if (b >= 10)
+			*w++ = (char)('0' + b / 10 % 10);
+		*w++ = (char)('0' + b % 10);
+	}
+	return w - out;
 }
 
-/* Takes `text`; NULL means out of memory. */
-static int set_text(Graind__Field *f, char *text)
+static struct leaf_value text_value(const char *text, size_t len)
 {
-	if (!text)
-		return -1;
-	f->text = text;
-	f->value_case = GRAIND__FIELD__VALUE_TEXT;
-	return 0;
+	return (struct leaf_value){ .is = GRAIND__FIELD__VALUE_TEXT,
+				    .text = text, .text_len = len };
 }
 
-static int set_number(Graind__Field *f, uint64_t v, bool is_signed)
+/* A name found by lookup, escaped into scratch. */
+static struct leaf_value found_value(char *scratch, const char *name)
+{
+	return text_value(scratch, escape_chars(scratch, (const uint8_t *)name,
+						strlen(name)));
+}
+
+static struct leaf_value number_value(uint64_t u, bool is_signed)
 {
 	if (is_signed)
-		set_int(f, (int64_t)v);
-	else
-		set_uint(f, v);
-	return 0;
+		return (struct leaf_value){ .is = GRAIND__FIELD__VALUE_INT,
+					    .i = (int64_t)u };
+	return (struct leaf_value){ .is = GRAIND__FIELD__VALUE_UINT, .u = u };
 }
 
 static const char *errno_name(int64_t v)
@@ -1260,22 +1353,22 @@ static const char *errno_name(int64_t v)
 }
 
 /* An integer through its naming convention, or as itself. */
-static int emit_int(Graind__Field *f, const struct leaf *l, uint64_t v)
+static struct leaf_value int_value(const struct leaf *l, uint64_t u,
+				   char *scratch)
 {
-	int64_t sv = (int64_t)v;
-	char buf[512];
+	int64_t sv = (int64_t)u;
+	char buf[LOOKUP_MAX];
 	const char *name = NULL;
 
 	switch (l->conv) {
 	case CONV_IFINDEX:
-		if (v > 0 && v <= UINT32_MAX &&
-		    if_indextoname((unsigned)v, buf))
-			return set_text(f, escape_chars((uint8_t *)buf,
-							strlen(buf)));
+		if (u > 0 && u <= UINT32_MAX &&
+		    if_indextoname((unsigned)u, buf))
+			return found_value(scratch, buf);
 		break;
 	case CONV_ERRNO:
-		name = errno_name(l->is_signed ? sv : (int64_t)(v & 0xfff));
-		if (!l->is_signed && v > 0xfff)
+		name = errno_name(l->is_signed ? sv : (int64_t)(u & 0xfff));
+		if (!l->is_signed && u > 0xfff)
 			name = NULL;
 		break;
 	case CONV_ERRNO_NEG:
@@ -1283,118 +1376,280 @@ static int emit_int(Graind__Field *f, const struct leaf *l, uint64_t v)
 			name = errno_name(sv);
 		break;
 	case CONV_SYSCALL:
-		if (v < decode_syscall_count && decode_syscall_names[v])
-			name = decode_syscall_names[v];
+		if (u < decode_syscall_count && decode_syscall_names[u])
+			name = decode_syscall_names[u];
 		break;
 	case CONV_KSYM:
-		if (!ksym_lookup(v, buf, sizeof(buf)))
-			snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-		return set_text(f, escape_chars((uint8_t *)buf, strlen(buf)));
+		if (ksym_lookup(u, buf, sizeof(buf)))
+			return found_value(scratch, buf);
+		return text_value(scratch, hex_number(scratch, u));
 	case CONV_CGROUP:
-		if (cgroup_lookup(v, buf, sizeof(buf)))
-			return set_text(f, escape_chars((uint8_t *)buf,
-							strlen(buf)));
+		if (cgroup_lookup(u, buf, sizeof(buf)))
+			return found_value(scratch, buf);
 		break;
 	case CONV_HEX:
 		if (l->bits < 64)
-			v &= (1ULL << l->bits) - 1;
-		snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-		return set_text(f, strdup(buf));
+			u &= (1ULL << l->bits) - 1;
+		return text_value(scratch, hex_number(scratch, u));
 	default:
 		break;
 	}
 	if (name)
-		return set_text(f, strdup(name));
-	return set_number(f, v, l->is_signed);
+		return text_value(name, strlen(name));
+	return number_value(u, l->is_signed);
 }
 
-static int emit_enum(Graind__Field *f, const struct decoder *dec,
-		     const struct leaf *l, uint64_t v)
+static struct leaf_value enum_leaf_value(const struct decoder *dec,
+					 const struct leaf *l, uint64_t u)
 {
 	const struct enum_table *tab = &dec->enums[l->enum_idx];
-	struct enum_value key = { .value = v };
+	struct enum_value key = { .value = u };
 	const struct enum_value *hit;
 
 	hit = bsearch(&key, tab->values, tab->n, sizeof(key), cmp_enum_value);
 	if (hit)
-		return set_text(f, strdup(hit->name));
-	return set_number(f, v, l->is_signed);
+		return text_value(hit->name, hit->name_len);
+	return number_value(u, l->is_signed);
 }
 
-static int emit_bytes(Graind__Field *f, const struct leaf *l,
-		      const uint8_t *p)
+static struct leaf_value bytes_value(const struct leaf *l, const uint8_t *p,
+				     char *scratch)
 {
-	char buf[INET6_ADDRSTRLEN];
-	size_t n = l->bits / 8;
-
-	if (l->conv == CONV_IPV4 && inet_ntop(AF_INET, p, buf, sizeof(buf)))
-		return set_text(f, strdup(buf));
-	if (l->conv == CONV_IPV6 && inet_ntop(AF_INET6, p, buf, sizeof(buf)))
-		return set_text(f, strdup(buf));
-	return set_text(f, hex_bytes(p, n, false));
+	if (l->conv == CONV_IPV4)
+		return text_value(scratch, ipv4_text(scratch, p));
+	if (l->conv == CONV_IPV6 &&
+	    inet_ntop(AF_INET6, p, scratch, INET6_ADDRSTRLEN))
+		return text_value(scratch, strlen(scratch));
+	return text_value(scratch, hex_bytes(scratch, p, l->bits / 8, false));
 }
 
-static int emit_leaf(Graind__Field *f, const struct decoder *dec,
-		     const struct leaf *l, const uint8_t *data)
+static struct leaf_value int128_value(const uint8_t *p, char *scratch)
+{
+	uint64_t lo, hi;
+	size_t n;
+
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	memcpy(&hi, p, 8);
+	memcpy(&lo, p + 8, 8);
+#else
+	memcpy(&lo, p, 8);
+	memcpy(&hi, p + 8, 8);
+#endif
+	if (!hi)
+		return text_value(scratch, hex_number(scratch, lo));
+	n = hex_number(scratch, hi);
+	for (int shift = 60; shift >= 0; shift -= 4)
+		scratch[n++] = hex_digits[lo >> shift & 15];
+	return text_value(scratch, n);
+}
+
+static struct leaf_value real_value(const uint8_t *p, uint32_t bits)
+{
+	struct leaf_value v = { .is = GRAIND__FIELD__VALUE_REAL };
+
+	if (bits == 32) {
+		float x;
+
+		memcpy(&x, p, sizeof(x));
+		v.real = x;
+	} else {
+		memcpy(&v.real, p, sizeof(v.real));
+	}
+	return v;
+}
+
+/* The one place a leaf's value is computed. */
+static struct leaf_value leaf_value(const struct decoder *dec,
+				    const struct leaf *l, const uint8_t *data,
+				    char *scratch)
 {
 	const uint8_t *p = data + l->bit_off / 8;
-	char buf[512];
-	uint64_t v;
+	uint64_t u;
 
 	switch (l->kind) {
 	case LEAF_SINT:
 	case LEAF_UINT:
-		v = load_bits(data, l->bit_off, l->bits, l->is_signed);
 		if (l->conv == CONV_PORT)
-			return set_number(f, (uint64_t)p[0] << 8 | p[1], false);
-		return emit_int(f, l, v);
+			return number_value((uint64_t)p[0] << 8 | p[1], false);
+		u = load_bits(data, l->bit_off, l->bits, l->is_signed);
+		if (l->conv == CONV_NONE)
+			return number_value(u, l->is_signed);
+		return int_value(l, u, scratch);
 	case LEAF_BOOL:
-		f->value_case = GRAIND__FIELD__VALUE_FLAG;
-		f->flag = load_bits(data, l->bit_off, l->bits, false) != 0;
-		return 0;
+		return (struct leaf_value){
+			.is = GRAIND__FIELD__VALUE_FLAG,
+			.flag = load_bits(data, l->bit_off, l->bits, false) != 0,
+		};
 	case LEAF_ENUM:
-		v = load_bits(data, l->bit_off, l->bits, l->is_signed);
-		return emit_enum(f, dec, l, v);
+		u = load_bits(data, l->bit_off, l->bits, l->is_signed);
+		return enum_leaf_value(dec, l, u);
 	case LEAF_REAL:
-		f->value_case = GRAIND__FIELD__VALUE_REAL;
-		if (l->bits == 32) {
-			float x;
-
-			memcpy(&x, p, sizeof(x));
-			f->real = x;
-		} else {
-			memcpy(&f->real, p, sizeof(f->real));
-		}
-		return 0;
+		return real_value(p, l->bits);
 	case LEAF_CHARS:
-		return set_text(f, escape_chars(p, l->bits / 8));
+		return text_value(scratch, escape_chars(scratch, p, l->bits / 8));
 	case LEAF_BYTES:
-		return emit_bytes(f, l, p);
+		return bytes_value(l, p, scratch);
 	case LEAF_PTR:
-		v = load_bits(data, l->bit_off, l->bits, false);
+		u = load_bits(data, l->bit_off, l->bits, false);
 		if (l->conv == CONV_KSYM)
-			return emit_int(f, l, v);
-		snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-		return set_text(f, strdup(buf));
-	case LEAF_INT128: {
-		uint64_t lo, hi;
+			return int_value(l, u, scratch);
+		return text_value(scratch, hex_number(scratch, u));
+	case LEAF_INT128:
+		return int128_value(p, scratch);
+	}
+	return (struct leaf_value){ .is = GRAIND__FIELD__VALUE__NOT_SET };
+}
 
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-		memcpy(&hi, p, 8);
-		memcpy(&lo, p + 8, 8);
-#else
-		memcpy(&lo, p, 8);
-		memcpy(&hi, p + 8, 8);
-#endif
-		if (hi)
-			snprintf(buf, sizeof(buf), "0x%" PRIx64 "%016" PRIx64,
-				 hi, lo);
-		else
-			snprintf(buf, sizeof(buf), "0x%" PRIx64, lo);
-		return set_text(f, strdup(buf));
+/* ---------------------------------------------------------------- records */
+
+/* Receives every leaf of a record in turn: its name relative to the
+ * record, and its value. Non-zero stops the walk. */
+typedef int (*leaf_sink)(void *ctx, const char *name, size_t name_len,
+			 const struct leaf_value *v);
+
+static bool record_is_raw(const struct decoder *dec, size_t len)
+{
+	return dec->raw || len < dec->size;
+}
+
+static size_t record_leaves(const struct decoder *dec, size_t len)
+{
+	return record_is_raw(dec, len) ? 2 : dec->n_leaves;
+}
+
+/* Without BTF, or too short for it: "raw" and "size". */
+static int raw_leaves(const uint8_t *data, size_t len, char *scratch,
+		      leaf_sink sink, void *ctx)
+{
+	size_t shown = len < DECODE_RAW_MAX ? len : DECODE_RAW_MAX;
+	struct leaf_value v;
+
+	v = text_value(scratch, hex_bytes(scratch, data, shown, shown < len));
+	if (sink(ctx, "raw", 3, &v))
+		return -1;
+	v = number_value(len, false);
+	return sink(ctx, "size", 4, &v);
+}
+
+/* Scratch for the texts: on the stack unless the decoder's longest text
+ * does not fit there (huge char arrays). */
+#define STACK_SCRATCH	16384
+
+static int walk_record(const struct decoder *dec, const void *data,
+		       size_t len, leaf_sink sink, void *ctx)
+{
+	char stack[STACK_SCRATCH];
+	char *scratch = stack;
+	int ret = 0;
+
+	if (dec->text_max > sizeof(stack)) {
+		scratch = malloc(dec->text_max);
+		if (!scratch)
+			return -1;
 	}
+	if (record_is_raw(dec, len)) {
+		ret = raw_leaves(data, len, scratch, sink, ctx);
+		goto out;
 	}
-	return -1;
+	for (size_t i = 0; i < dec->n_leaves && !ret; i++) {
+		const struct leaf *l = &dec->leaves[i];
+		struct leaf_value v = leaf_value(dec, l, data, scratch);
+
+		ret = sink(ctx, l->name, l->name_len, &v);
+	}
+out:
+	if (scratch != stack)
+		free(scratch);
+	return ret;
+}
+
+/* The caller's prefix, put before every leaf name: "key" + "addr" =
+ * "key.addr", "key" + "[0]" = "key[0]", "key" + "" = "key". */
+struct prefix {
+	const char *s;
+	size_t len;
+};
+
+static struct prefix prefix_of(const char *s)
+{
+	if (!s)
+		s = "";
+	return (struct prefix){ s, strlen(s) };
+}
+
+static bool joins_with_dot(const struct prefix *pre, const char *name,
+			   size_t name_len)
+{
+	return pre->len && name_len && name[0] != '[';
+}
+
+/* ---------------------------------------------------------------- fields */
+
+struct fields_out {
+	struct prefix prefix;
+	Graind__Field **fields;
+	size_t *n;
+};
+
+static char *full_name(const struct prefix *pre, const char *name,
+		       size_t name_len)
+{
+	bool dot = joins_with_dot(pre, name, name_len);
+	char *full = malloc(pre->len + dot + name_len + 1);
+
+	if (!full)
+		return NULL;
+	memcpy(full, pre->s, pre->len);
+	if (dot)
+		full[pre->len] = '.';
+	memcpy(full + pre->len + dot, name, name_len);
+	full[pre->len + dot + name_len] = '\0';
+	return full;
+}
+
+static int field_from_value(Graind__Field *f, const struct leaf_value *v)
+{
+	switch (v->is) {
+	case GRAIND__FIELD__VALUE_INT:
+		f->int_ = v->i;
+		break;
+	case GRAIND__FIELD__VALUE_UINT:
+		f->uint = v->u;
+		break;
+	case GRAIND__FIELD__VALUE_REAL:
+		f->real = v->real;
+		break;
+	case GRAIND__FIELD__VALUE_FLAG:
+		f->flag = v->flag;
+		break;
+	case GRAIND__FIELD__VALUE_TEXT:
+		f->text = malloc(v->text_len + 1);
+		if (!f->text)
+			return -1;
+		memcpy(f->text, v->text, v->text_len);
+		f->text[v->text_len] = '\0';
+		break;
+	default:
+		return -1;
+	}
+	f->value_case = v->is;
+	return 0;
+}
+
+static int field_out(void *ctx, const char *name, size_t name_len,
+		     const struct leaf_value *v)
+{
+	struct fields_out *out = ctx;
+	Graind__Field *f =
+		(Graind__Field *)codec_new(&graind__field__descriptor);
+
+	if (!f)
+		return -1;
+	out->fields[(*out->n)++] = f;
+	if (codec_take_string(&f->name, full_name(&out->prefix, name,
+						  name_len)))
+		return -1;
+	return field_from_value(f, v);
 }
 
 static int append(Graind__Field ***fields, size_t *n, size_t more)
@@ -1407,46 +1662,131 @@ static int append(Graind__Field ***fields, size_t *n, size_t more)
 	return 0;
 }
 
-static int decode_raw(const void *data, size_t len, const char *prefix,
-		      Graind__Field ***fields, size_t *n)
-{
-	Graind__Field *f;
-	size_t shown = len < DECODE_RAW_MAX ? len : DECODE_RAW_MAX;
-
-	if (append(fields, n, 2))
-		return -1;
-	f = field_new(prefix, "raw");
-	if (!f)
-		return -1;
-	(*fields)[(*n)++] = f;
-	if (set_text(f, hex_bytes(data, shown, shown < len)))
-		return -1;
-	f = field_new(prefix, "size");
-	if (!f)
-		return -1;
-	set_uint(f, len);
-	(*fields)[(*n)++] = f;
-	return 0;
-}
-
 int decode_fields(const struct decoder *dec, const void *data, size_t len,
 		  const char *prefix, Graind__Field ***fields, size_t *n)
 {
-	if (!prefix)
-		prefix = "";
-	if (dec->raw || len < dec->size)
-		return decode_raw(data, len, prefix, fields, n);
-	if (dec->n_leaves && append(fields, n, dec->n_leaves))
-		return -1;
-	for (size_t i = 0; i < dec->n_leaves; i++) {
-		const struct leaf *l = &dec->leaves[i];
-		Graind__Field *f = field_new(prefix, l->name);
+	size_t more = record_leaves(dec, len);
+	struct fields_out out = { .prefix = prefix_of(prefix), .n = n };
 
-		if (!f)
-			return -1;
-		(*fields)[(*n)++] = f;
-		if (emit_leaf(f, dec, l, data))
-			return -1;
+	if (more && append(fields, n, more))
+		return -1;
+	out.fields = *fields;
+	return walk_record(dec, data, len, field_out, &out);
+}
+
+/* ---------------------------------------------------------------- wire */
+
+/* graind.Field's members: tags, wire types. */
+#define FIELD_NAME_TAG	(1 << 3 | PBWIRE_LEN)
+#define FIELD_INT_TAG	(2 << 3 | PBWIRE_VARINT)
+#define FIELD_UINT_TAG	(3 << 3 | PBWIRE_VARINT)
+#define FIELD_REAL_TAG	(4 << 3 | PBWIRE_FIXED64)
+#define FIELD_TEXT_TAG	(5 << 3 | PBWIRE_LEN)
+#define FIELD_FLAG_TAG	(6 << 3 | PBWIRE_VARINT)
+
+struct wire_out {
+	struct prefix prefix;
+	uint64_t tag;		/* of the Field in the enclosing message */
+	struct pbwire *w;
+};
+
+/* The oneof member's bytes, tag included (one byte for each). */
+static size_t value_size(const struct leaf_value *v)
+{
+	switch (v->is) {
+	case GRAIND__FIELD__VALUE_INT:
+		return 1 + pbwire_varint_size((uint64_t)v->i);
+	case GRAIND__FIELD__VALUE_UINT:
+		return 1 + pbwire_varint_size(v->u);
+	case GRAIND__FIELD__VALUE_REAL:
+		return 1 + sizeof(double);
+	case GRAIND__FIELD__VALUE_FLAG:
+		return 2;
+	case GRAIND__FIELD__VALUE_TEXT:
+		return 1 + pbwire_varint_size(v->text_len) + v->text_len;
+	default:
+		return 0;
+	}
+}
+
+static uint8_t *put_value(uint8_t *p, const struct leaf_value *v)
+{
+	switch (v->is) {
+	case GRAIND__FIELD__VALUE_INT:
+		*p++ = FIELD_INT_TAG;
+		return p + pbwire_varint_at(p, (uint64_t)v->i);
+	case GRAIND__FIELD__VALUE_UINT:
+		*p++ = FIELD_UINT_TAG;
+		return p + pbwire_varint_at(p, v->u);
+	case GRAIND__FIELD__VALUE_REAL:
+		*p++ = FIELD_REAL_TAG;
+		memcpy(p, &v->real, sizeof(double));	/* little-endian */
+		return p + sizeof(double);
+	case GRAIND__FIELD__VALUE_FLAG:
+		*p++ = FIELD_FLAG_TAG;
+		*p++ = v->flag;
+		return p;
+	case GRAIND__FIELD__VALUE_TEXT:
+		*p++ = FIELD_TEXT_TAG;
+		p += pbwire_varint_at(p, v->text_len);
+		memcpy(p, v->text, v->text_len);
+		return p + v->text_len;
+	default:
+		return p;
+	}
+}
+
+/* One graind.Field, its length known before it is written: room is made
+ * once and the bytes go straight in. An empty name is left out, as
+ * protobuf-c leaves out a proto3 string at its default. */
+static int wire_field(void *ctx, const char *name, size_t name_len,
+		      const struct leaf_value *v)
+{
+	struct wire_out *out = ctx;
+	const struct prefix *pre = &out->prefix;
+	bool dot = joins_with_dot(pre, name, name_len);
+	size_t full = pre->len + dot + name_len;
+	size_t body = value_size(v), total;
+	uint8_t *p;
+
+	if (full)
+		body += 1 + pbwire_varint_size(full) + full;
+	total = pbwire_varint_size(out->tag) + pbwire_varint_size(body) + body;
+	if (out->w->cap - out->w->len < total && !pbwire_reserve(out->w, total))
+		return -1;
+	p = out->w->data + out->w->len;
+	p += pbwire_varint_at(p, out->tag);
+	p += pbwire_varint_at(p, body);
+	if (full) {
+		*p++ = FIELD_NAME_TAG;
+		p += pbwire_varint_at(p, full);
+		memcpy(p, pre->s, pre->len);
+		p += pre->len;
+		if (dot)
+			*p++ = '.';
+		memcpy(p, name, name_len);
+		p += name_len;
+	}
+	p = put_value(p, v);
+	out->w->len = p - out->w->data;
+	return 0;
+}
+
+int decode_pack_fields(const struct decoder *dec, const void *data,
+		       size_t len, const char *prefix, uint32_t field_no,
+		       struct pbwire *w)
+{
+	struct wire_out out = {
+		.prefix = prefix_of(prefix),
+		.tag = (uint64_t)field_no << 3 | PBWIRE_LEN,
+		.w = w,
+	};
+
+	if (w->failed)
+		return -1;
+	if (walk_record(dec, data, len, wire_field, &out)) {
+		w->failed = true;
+		return -1;
 	}
 	return 0;
 }

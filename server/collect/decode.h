@@ -30,6 +30,7 @@
 
 struct btf;
 struct decoder;
+struct pbwire;
 
 /* Compile a decoder for `type_id` of `btf` for records of `size` bytes.
  * A type whose size differs from `size`, BTF that makes no sense, or a
@@ -53,6 +54,16 @@ bool decode_is_raw(const struct decoder *dec);
  * ignored. */
 int decode_fields(const struct decoder *dec, const void *data, size_t len,
 		  const char *prefix, Graind__Field ***fields, size_t *n);
+
+/* Append one graind.Field per leaf of the record to the message being
+ * written to w, each as length-delimited field `field_no` of it (10 for
+ * graind.Sample.fields): the same leaves, names and values that
+ * decode_fields() gives (raw fallback included), in protobuf wire format,
+ * byte for byte what protobuf-c packs for them, allocating nothing per
+ * field. Returns 0, or -1 when out of memory (w->failed; the fields
+ * written before stay in w). */
+int decode_pack_fields(const struct decoder *dec, const void *data, size_t len,
+		       const char *prefix, uint32_t field_no, struct pbwire *w);
 
 /* A field's value as text (for tags and labels), into buf. */
 void decode_field_text(const Graind__Field *f, char *buf, size_t n);

@@ -1,6 +1,8 @@
 /* Unit tests of server/collect/decode.c: every field of the BTF-typed
  * structs of tests/bpf/types.bpf.c decoded exactly, the naming
- * conventions one by one, the raw decoder, and BTF built to hurt. */
+ * conventions one by one, the raw decoder, and BTF built to hurt. Every
+ * record decoded is also packed straight to the wire and must read back
+ * as the same fields, in the same bytes protobuf-c packs. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -25,6 +27,7 @@
 
 #include "api/codec.h"
 #include "server/collect/decode.h"
+#include "server/util/pbwire.h"
 
 /* ======================================================== types.bpf.c */
 
@@ -212,6 +215,90 @@ static void assert_fields(const struct fields *fs, const struct want *w,
 	assert_int_equal(fs->n, n);
 }
 
+/* ============================================================ packing */
+
+static void assert_same_field(const Graind__Field *got,
+			      const Graind__Field *want)
+{
+	if (strcmp(got->name, want->name))
+		fail_msg("packed field \"%s\", decoded \"%s\"", got->name,
+			 want->name);
+	if (got->value_case != want->value_case)
+		fail_msg("field %s: packed value case %d, decoded %d",
+			 want->name, got->value_case, want->value_case);
+	switch (want->value_case) {
+	case GRAIND__FIELD__VALUE_INT:
+		assert_int_equal(got->int_, want->int_);
+		break;
+	case GRAIND__FIELD__VALUE_UINT:
+		assert_int_equal(got->uint, want->uint);
+		break;
+	case GRAIND__FIELD__VALUE_REAL:
+		assert_memory_equal(&got->real, &want->real, sizeof(double));
+		break;
+	case GRAIND__FIELD__VALUE_TEXT:
+		if (strcmp(got->text, want->text))
+			fail_msg("field %s: packed \"%s\", decoded \"%s\"",
+				 want->name, got->text, want->text);
+		break;
+	case GRAIND__FIELD__VALUE_FLAG:
+		assert_int_equal(got->flag, want->flag);
+		break;
+	default:
+		fail_msg("field %s: no value", want->name);
+	}
+}
+
+/* The record packed as graind.Sample.fields (after a Sample.name) reads
+ * back as decode_fields' fields, and its bytes are protobuf-c's. */
+static void assert_pack_matches(const struct decoder *dec, const void *data,
+				size_t len, const char *prefix)
+{
+	struct pbwire w = { 0 };
+	struct fields fs = { 0 };
+	Graind__Sample *got, want = GRAIND__SAMPLE__INIT;
+	uint8_t *packed;
+	size_t size;
+
+	assert_int_equal(decode_fields(dec, data, len, prefix, &fs.v, &fs.n),
+			 0);
+	pbwire_string(&w, 6, "sample");
+	assert_int_equal(decode_pack_fields(dec, data, len, prefix, 10, &w),
+			 0);
+	assert_false(w.failed);
+
+	got = graind__sample__unpack(NULL, w.len, w.data);
+	assert_non_null(got);
+	assert_string_equal(got->name, "sample");
+	assert_int_equal(got->n_fields, fs.n);
+	for (size_t i = 0; i < fs.n; i++)
+		assert_same_field(got->fields[i], fs.v[i]);
+	graind__sample__free_unpacked(got, NULL);
+
+	want.name = "sample";
+	want.fields = fs.v;
+	want.n_fields = fs.n;
+	size = graind__sample__get_packed_size(&want);
+	packed = malloc(size ? size : 1);
+	assert_non_null(packed);
+	assert_int_equal(graind__sample__pack(&want, packed), size);
+	assert_int_equal(w.len, size);
+	assert_memory_equal(w.data, packed, size);
+	free(packed);
+	pbwire_free(&w);
+	fields_free(&fs);
+}
+
+/* Both ways, with the prefixes the collector uses and the test's own. */
+static void assert_packs(const struct decoder *dec, const void *data,
+			 size_t len, const char *prefix)
+{
+	assert_pack_matches(dec, data, len, "");
+	assert_pack_matches(dec, data, len, "key");
+	if (prefix && *prefix && strcmp(prefix, "key"))
+		assert_pack_matches(dec, data, len, prefix);
+}
+
 static void decode_ok(const struct btf *btf, uint32_t id, const void *data,
 		      size_t size, const char *prefix, struct fields *fs)
 {
@@ -223,6 +310,7 @@ static void decode_ok(const struct btf *btf, uint32_t id, const void *data,
 	assert_false(decode_is_raw(dec));
 	assert_int_equal(decode_fields(dec, data, size, prefix, &fs->v,
 				       &fs->n), 0);
+	assert_packs(dec, data, size, prefix);
 	decode_free(dec);
 }
 
@@ -546,6 +634,7 @@ static void test_short_record_is_raw(void **state)
 				       &fs.v, &fs.n), 0);
 	assert_fields(&fs, want, 2);
 	fields_free(&fs);
+	assert_packs(dec, bytes, sizeof(bytes), "key");
 	decode_free(dec);
 }
 
@@ -568,6 +657,7 @@ static void test_raw_without_btf(void **state)
 				       &fs.n), 0);
 	assert_fields(&fs, want, 2);
 	fields_free(&fs);
+	assert_packs(dec, bytes, sizeof(bytes), "");
 
 	/* long records: the hex is cut and says so, the size is whole */
 	memset(big, 0xee, sizeof(big));
@@ -579,6 +669,8 @@ static void test_raw_without_btf(void **state)
 	assert_string_equal(fs.v[0]->text + 4096 * 2, "...");
 	assert_int_equal(fs.v[1]->uint, sizeof(big));
 	fields_free(&fs);
+	assert_packs(dec, big, sizeof(big), "v");
+	assert_packs(dec, big, 0, "v");
 	decode_free(dec);
 }
 
@@ -839,6 +931,148 @@ static void test_field_text_and_number(void **state)
 	assert_false(decode_field_number(&f, &d));
 }
 
+/* ------------------------------------------------------------- packing */
+
+static struct decoder *decoder_ok(const struct btf *btf, uint32_t id,
+				  size_t size)
+{
+	struct decoder *dec = NULL;
+	struct gerr err = { 0 };
+
+	if (decode_new(btf, id, size, &dec, &err))
+		fail_msg("decode_new: %d %s", err.status, err.msg);
+	return dec;
+}
+
+/* protobuf-c's bytes for messages holding decode_fields' output: a Sample
+ * with nothing but fields, and a MapEntry, whose key and value are fields
+ * 1 and 2. */
+static void test_pack_bytes_as_protobuf_c(void **state)
+{
+	struct fixture *fx = *state;
+	struct decoder *ev_dec = decoder_ok(fx->btf,
+					    struct_id(fx->btf, "types_event"),
+					    sizeof(struct types_event));
+	struct decoder *key_dec = decoder_ok(fx->btf,
+					     struct_id(fx->btf, "types_key"),
+					     sizeof(struct types_key));
+	struct types_event ev;
+	struct types_key key = { .ifindex = 1, .sport = htons(22) };
+	struct fields value = { 0 }, keys = { 0 };
+	Graind__Sample sample = GRAIND__SAMPLE__INIT;
+	Graind__MapEntry entry = GRAIND__MAP_ENTRY__INIT;
+	struct pbwire w = { 0 };
+	uint8_t packed[8192];
+
+	memset(&ev, 0x5a, sizeof(ev));
+	memcpy(ev.comm, "sshd\0", 5);
+	assert_int_equal(decode_fields(ev_dec, &ev, sizeof(ev), "", &value.v,
+				       &value.n), 0);
+	assert_int_equal(decode_fields(key_dec, &key, sizeof(key), "key",
+				       &keys.v, &keys.n), 0);
+	assert_true(value.n > 40);
+	assert_int_equal(keys.n, 2);
+
+	sample.fields = value.v;
+	sample.n_fields = value.n;
+	assert_true(graind__sample__get_packed_size(&sample) <= sizeof(packed));
+	assert_int_equal(decode_pack_fields(ev_dec, &ev, sizeof(ev), "", 10,
+					    &w), 0);
+	assert_int_equal(w.len, graind__sample__pack(&sample, packed));
+	assert_memory_equal(w.data, packed, w.len);
+	pbwire_free(&w);
+
+	entry.key = keys.v;
+	entry.n_key = keys.n;
+	entry.value = value.v;
+	entry.n_value = value.n;
+	assert_true(graind__map_entry__get_packed_size(&entry) <=
+		    sizeof(packed));
+	assert_int_equal(decode_pack_fields(key_dec, &key, sizeof(key), "key",
+					    1, &w), 0);
+	assert_int_equal(decode_pack_fields(ev_dec, &ev, sizeof(ev), "", 2,
+					    &w), 0);
+	assert_int_equal(w.len, graind__map_entry__pack(&entry, packed));
+	assert_memory_equal(w.data, packed, w.len);
+	pbwire_free(&w);
+
+	fields_free(&value);
+	fields_free(&keys);
+	decode_free(ev_dec);
+	decode_free(key_dec);
+}
+
+/* A string whose escaped text outgrows the stack scratch, 128-bit ints
+ * and a float. */
+static void test_pack_long_text_and_odd_widths(void **state)
+{
+	struct btf *btf = btf__new_empty();
+	struct rec {
+		char big[5000];
+		__int128 wide;
+		__int128 small;
+		float f;
+	} rec;
+	int c, arr, i128, flt, sid;
+	struct fields fs = { 0 };
+	char *want_big = malloc(sizeof(rec.big) * 4 + 1);
+
+	(void)state;
+	assert_non_null(want_big);
+	c = btf__add_int(btf, "char", 1, BTF_INT_SIGNED);
+	arr = btf__add_array(btf, c, c, sizeof(rec.big));
+	i128 = btf__add_int(btf, "__int128", 16, BTF_INT_SIGNED);
+	flt = btf__add_float(btf, "float", 4);
+	sid = btf__add_struct(btf, "r", sizeof(rec));
+	assert_int_equal(btf__add_field(btf, "big", arr, 0, 0), 0);
+	assert_int_equal(btf__add_field(btf, "wide", i128,
+					offsetof(struct rec, wide) * 8, 0), 0);
+	assert_int_equal(btf__add_field(btf, "small", i128,
+					offsetof(struct rec, small) * 8, 0), 0);
+	assert_int_equal(btf__add_field(btf, "f", flt,
+					offsetof(struct rec, f) * 8, 0), 0);
+
+	memset(&rec, 0, sizeof(rec));
+	memset(rec.big, 0x01, sizeof(rec.big) - 1);
+	for (size_t i = 0; i < sizeof(rec.big) - 1; i++)
+		memcpy(want_big + i * 4, "\\x01", 4);
+	want_big[(sizeof(rec.big) - 1) * 4] = '\0';
+	rec.wide = (__int128)1 << 64 | 0xabc;
+	rec.small = 0xabc;
+	rec.f = 1.5f;
+
+	const struct want want[] = {
+		W_TEXT("big", want_big),
+		W_TEXT("wide", "0x10000000000000abc"),
+		W_TEXT("small", "0xabc"),
+		W_REAL("f", 1.5),
+	};
+
+	decode_ok(btf, sid, &rec, sizeof(rec), "", &fs);
+	assert_fields(&fs, want, sizeof(want) / sizeof(want[0]));
+	fields_free(&fs);
+	free(want_big);
+	btf__free(btf);
+}
+
+/* A writer that has failed stays failed and is not written to. */
+static void test_pack_into_failed_writer(void **state)
+{
+	struct fixture *fx = *state;
+	struct decoder *dec = decoder_ok(fx->btf,
+					 struct_id(fx->btf, "types_key"),
+					 sizeof(struct types_key));
+	struct types_key key = { 0 };
+	struct pbwire w = { .failed = true };
+
+	assert_int_equal(decode_pack_fields(dec, &key, sizeof(key), "", 10,
+					    &w), -1);
+	assert_true(w.failed);
+	assert_int_equal(w.len, 0);
+	assert_null(w.data);
+	decode_free(dec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -856,6 +1090,9 @@ int main(void)
 		cmocka_unit_test(test_string_named_like_address),
 		cmocka_unit_test(test_hostile_btf),
 		cmocka_unit_test(test_field_text_and_number),
+		cmocka_unit_test(test_pack_bytes_as_protobuf_c),
+		cmocka_unit_test(test_pack_long_text_and_odd_widths),
+		cmocka_unit_test(test_pack_into_failed_writer),
 	};
 
 	return cmocka_run_group_tests(tests, setup_object, teardown_object);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "proto/graind.pb-c.h"
+#include "server/util/pbwire.h"
 #include "store/store.h"
 #include "store/store_int.h"
 
@@ -177,7 +178,7 @@ static uint64_t packed_size(Graind__Sample *s)
 	s->id = 0;
 	len = graind__sample__get_packed_size(s);
 	s->id = id;
-	return len;
+	return len + pbwire_varint_size(len);     /* its framing in the block */
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -642,6 +643,70 @@ static void *read_samples(void *arg)
 	return NULL;
 }
 
+/* A database of schema 1 held one row per sample: opening it moves every
+ * sample into blocks with its id, and new ids carry on after the highest
+ * one ever given. */
+static void test_migrate_rows_to_blocks(void **state)
+{
+	struct fixture *fx = *state;
+	static const uint64_t ids[] = { 5, 6, 9 };
+	Graind__Sample one, *ptr = &one;
+	uint8_t packed[128];
+	struct seen seen;
+	sqlite3_stmt *stmt;
+	sqlite3 *db;
+	bool more;
+
+	store_close(fx->st);
+	unlink(fx->path);
+	assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+		"CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
+		" applied_ms INTEGER NOT NULL);"
+		"INSERT INTO schema_version VALUES (1, 0);"
+		"CREATE TABLE samples (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+		" probe TEXT NOT NULL, map TEXT NOT NULL, time_ns INTEGER NOT NULL,"
+		" kind INTEGER NOT NULL, name TEXT NOT NULL, tags BLOB, value REAL,"
+		" payload BLOB);"
+		"CREATE TABLE sample_drops (probe TEXT PRIMARY KEY,"
+		" count INTEGER NOT NULL DEFAULT 0);", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db,
+		"INSERT INTO samples (id, probe, map, time_ns, kind, name, value, payload)"
+		" VALUES (?, 'old', 'counts', 1, 1, 'hits', ?, ?)", -1, &stmt, NULL), SQLITE_OK);
+	for (size_t i = 0; i < 3; i++) {
+		sample_init(&one, "old", "counts", "hits", (double)ids[i]);
+		sqlite3_bind_int64(stmt, 1, (sqlite3_int64)ids[i]);
+		sqlite3_bind_double(stmt, 2, (double)ids[i]);
+		sqlite3_bind_blob(stmt, 3, packed, (int)graind__sample__pack(&one, packed),
+				  SQLITE_STATIC);
+		assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+		sqlite3_reset(stmt);
+	}
+	sqlite3_finalize(stmt);
+	/* The highest id ever given was 12; its row is gone. */
+	assert_int_equal(sqlite3_exec(db, "UPDATE sqlite_sequence SET seq = 12",
+				      NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	fx->st = open_ok(fx->path);
+	assert_int_equal(store_sample_count(fx->st), 3);
+	assert_int_equal(store_sample_last_id(fx->st), 12);
+	list_ok(fx->st, "old", "counts", 0, 10, &seen, &more);
+	assert_int_equal(seen.n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(seen.ids[i], ids[i]);
+		assert_true(seen.values[i] == (double)ids[i]);
+		assert_string_equal(seen.probes[i], "old");
+	}
+	sample_init(&one, "new", "counts", "hits", 1);
+	append_ok(fx->st, &ptr, 1);
+	assert_int_equal(one.id, 13);
+	list_ok(fx->st, NULL, NULL, 6, 10, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[0], 9);
+	assert_int_equal(seen.ids[1], 13);
+}
+
 static void test_threads(void **state)
 {
 	struct fixture *fx = *state;
@@ -726,6 +791,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bound_bytes_uneven, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ids_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_append, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 	};

@@ -198,7 +198,7 @@ static void test_fresh_open_creates_schema(void **state)
 	struct store *st = open_ok(fx->path);
 	struct stat sb;
 
-	assert_int_equal(store_schema_version(), 1);
+	assert_int_equal(store_schema_version(), 2);
 	assert_int_equal(store_object_count(st), 0);
 	assert_int_equal(store_probe_count(st), 0);
 	assert_int_equal(store_sample_count(st), 0);
@@ -211,8 +211,10 @@ static void test_fresh_open_creates_schema(void **state)
 	assert_true(raw_int(fx->path, "SELECT min(applied_ms) FROM schema_version") >= before);
 	assert_int_equal(raw_int(fx->path,
 		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
-		" ('objects', 'probes', 'samples', 'sinks', 'sample_drops', 'audit')"), 6);
-	/* WAL is recorded in the header (bytes 18 and 19 are 2). */
+		" ('objects', 'probes', 'sample_blocks', 'sample_ids', 'sinks', 'sample_drops',"
+		"  'audit')"), 7);
+	/* WAL is recorded in the header (bytes 18 and 19 are 2), and the
+	 * pages are 64 KiB (bytes 16 and 17 say 1). */
 	{
 		size_t len;
 		unsigned char *hdr = slurp(fx->path, &len);
@@ -220,6 +222,7 @@ static void test_fresh_open_creates_schema(void **state)
 		assert_true(len >= 100);
 		assert_int_equal(hdr[18], 2);
 		assert_int_equal(hdr[19], 2);
+		assert_int_equal(hdr[16] << 8 | hdr[17], 1);
 		free(hdr);
 	}
 	/* It will hold sink credentials. */
@@ -608,9 +611,8 @@ static void test_corrupt_database_refused(void **state)
 	struct fixture *fx = *state;
 	struct store *st = open_ok(fx->path);
 	struct gerr err = { 0 };
-	unsigned char garbage[4096];
-	size_t len, pages;
-	void *pristine;
+	unsigned char *garbage, *pristine;
+	size_t len, pages, page_size, first;
 	int checked = 0;
 
 	for (unsigned i = 0; i < 1500; i++) {
@@ -621,18 +623,26 @@ static void test_corrupt_database_refused(void **state)
 	store_close(st);
 
 	pristine = slurp(fx->path, &len);
-	pages = len / 4096;
-	assert_true(pages > 32);
-	for (size_t page = pages / 2 - 8; page < pages / 2 + 8; page++) {
+	/* The page size, from the file header (1 stands for 65536). */
+	page_size = (size_t)pristine[16] << 8 | pristine[17];
+	if (page_size == 1)
+		page_size = 65536;
+	pages = len / page_size;
+	assert_true(pages > 8);
+	garbage = malloc(page_size);
+	assert_non_null(garbage);
+	first = pages > 17 ? pages / 2 - 8 : 1;
+	for (size_t page = first; page < first + 16 && page < pages; page++) {
 		spit(fx->path, pristine, len, -1);
-		random_bytes(garbage, sizeof(garbage), (unsigned)page);
-		spit(fx->path, garbage, sizeof(garbage), (long)(page * 4096));
+		random_bytes(garbage, page_size, (unsigned)page);
+		spit(fx->path, garbage, page_size, (long)(page * page_size));
 		assert_refused(fx->path, "is corrupt (quick_check: ", &err);
 		if (strstr(err.msg, "quick_check: Page "))
 			checked++;
 		assert_refused(fx->path, "; refusing to start. Move it aside or restore a backup.", NULL);
 		assert_refused(fx->path, fx->path, NULL);
 	}
+	free(garbage);
 	free(pristine);
 	/* Some pages were found out by quick_check itself, not by reading. */
 	assert_true(checked > 0);
