@@ -23,7 +23,8 @@ CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
 	-DGRAIND_VERSION=\"$(VERSION)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
-LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# libcurl is not linked: the S3 sink loads it on first use (server/sink/s3.c).
+LDLIBS   := $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpthread -lm -ldl
 
 GEN_C    := $(BUILD)/proto/graind.pb-c.c
 GEN_H    := $(BUILD)/proto/graind.pb-c.h

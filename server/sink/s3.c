@@ -1,10 +1,12 @@
 /* s3: one batch of samples → one gzip'd NDJSON object, PUT with SigV4. */
 #include "server/sink/s3.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,20 +376,66 @@ static size_t response_write(char *src, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc;
+/* libcurl, loaded when the first S3 batch goes out: with its TLS stack it
+ * would add megabytes to every agent, most of which never has an S3 sink.
+ * Its global state is set up once and never torn down (the process exits
+ * with it). */
+static struct {
+	CURLcode (*global_init)(long flags);
+	CURL *(*easy_init)(void);
+	CURLcode (*easy_setopt)(CURL *c, CURLoption opt, ...);
+	CURLcode (*easy_perform)(CURL *c);
+	CURLcode (*easy_getinfo)(CURL *c, CURLINFO info, ...);
+	void (*easy_cleanup)(CURL *c);
+	const char *(*easy_strerror)(CURLcode rc);
+	struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
+	void (*slist_free_all)(struct curl_slist *list);
+} curl;
 
-/* libcurl's global state is set up here, once, on first use; it is never
- * torn down (the process exits with it). curl_global_init counts its
- * callers, so main may call it too before starting threads. */
+#define LIBCURL "libcurl.so.4"
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static char curl_error[256];    /* why libcurl is not there; "" when it is */
+
+static bool curl_symbol(void *lib, const char *name, void *fn)
+{
+	void *sym = dlsym(lib, name);
+
+	if (!sym)
+		snprintf(curl_error, sizeof(curl_error), "%s has no %s", LIBCURL, name);
+	memcpy(fn, &sym, sizeof(sym));
+	return sym != NULL;
+}
+
 static void curl_init(void)
 {
-	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	void *lib = dlopen(LIBCURL, RTLD_NOW | RTLD_LOCAL);
+	CURLcode rc;
+
+	if (!lib) {
+		snprintf(curl_error, sizeof(curl_error),
+			 "S3 sinks need libcurl (%s, Debian package libcurl4): %s", LIBCURL,
+			 dlerror());
+		return;
+	}
+	if (!curl_symbol(lib, "curl_global_init", &curl.global_init) ||
+	    !curl_symbol(lib, "curl_easy_init", &curl.easy_init) ||
+	    !curl_symbol(lib, "curl_easy_setopt", &curl.easy_setopt) ||
+	    !curl_symbol(lib, "curl_easy_perform", &curl.easy_perform) ||
+	    !curl_symbol(lib, "curl_easy_getinfo", &curl.easy_getinfo) ||
+	    !curl_symbol(lib, "curl_easy_cleanup", &curl.easy_cleanup) ||
+	    !curl_symbol(lib, "curl_easy_strerror", &curl.easy_strerror) ||
+	    !curl_symbol(lib, "curl_slist_append", &curl.slist_append) ||
+	    !curl_symbol(lib, "curl_slist_free_all", &curl.slist_free_all))
+		return;
+	rc = curl.global_init(CURL_GLOBAL_DEFAULT);
+	if (rc != CURLE_OK)
+		snprintf(curl_error, sizeof(curl_error), "libcurl: %s", curl.easy_strerror(rc));
 }
 
 #define SETOPT(c, opt, val)                                          \
 	do {                                                         \
-		CURLcode rc_ = curl_easy_setopt(c, opt, val);        \
+		CURLcode rc_ = curl.easy_setopt(c, opt, val);        \
 		if (rc_ != CURLE_OK)                                 \
 			return rc_;                                  \
 	} while (0)
@@ -441,7 +489,7 @@ static int build_headers(const char *payload_hash, struct curl_slist **out)
 
 	snprintf(hash_header, sizeof(hash_header), "x-amz-content-sha256: %s", payload_hash);
 	for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-		h = curl_slist_append(*out, lines[i]);
+		h = curl.slist_append(*out, lines[i]);
 		if (!h)
 			return -1;
 		*out = h;
@@ -536,8 +584,8 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 	if (object_key(cfg, host, probe, samples, n, key, sizeof(key), err) < 0)
 		return -1;
 	pthread_once(&curl_once, curl_init);
-	if (curl_init_rc != CURLE_OK)
-		return gerr_set(err, 500, "S3: libcurl: %s", curl_easy_strerror(curl_init_rc));
+	if (curl_error[0])
+		return gerr_set(err, 500, "S3: %s", curl_error);
 
 	if (load_secret(cfg, &secret, err) < 0 || object_url(cfg, key, &url, err) < 0 ||
 	    build_body(samples, n, &body, err) < 0)
@@ -551,23 +599,23 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 		goto out;
 	}
 
-	c = curl_easy_init();
+	c = curl.easy_init();
 	if (!c) {
 		gerr_set(err, 500, "S3: cannot create a libcurl handle");
 		goto out;
 	}
 	rc = configure(c, cfg, url, secret, headers, &body, &response, errbuf, sigv4);
 	if (rc != CURLE_OK) {
-		gerr_set(err, 500, "S3: libcurl: %s", curl_easy_strerror(rc));
+		gerr_set(err, 500, "S3: libcurl: %s", curl.easy_strerror(rc));
 		goto out;
 	}
-	rc = curl_easy_perform(c);
+	rc = curl.easy_perform(c);
 	if (rc != CURLE_OK) {
 		gerr_set(err, 502, "S3 PUT %s: %s", key,
-			 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+			 errbuf[0] ? errbuf : curl.easy_strerror(rc));
 		goto out;
 	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (status < 200 || status > 299) {
 		http_error(key, status, &response, err);
 		goto out;
@@ -577,8 +625,9 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 	ret = 0;
 out:
 	if (c)
-		curl_easy_cleanup(c);
-	curl_slist_free_all(headers);
+		curl.easy_cleanup(c);
+	if (headers)
+		curl.slist_free_all(headers);
 	free(response.data);
 	free(body.data);
 	free(url);

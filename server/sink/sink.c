@@ -491,6 +491,7 @@ static int forwarder_start(struct sinks *s, const struct store_sink *row, struct
 		forwarder_free(fw);
 		return gerr_set(err, 500, "cannot start the forwarder of sink %s", row->name);
 	}
+	pthread_setname_np(fw->thread, "graind-sink");
 	pthread_mutex_lock(&s->lock);
 	fw->next = s->list;
 	s->list = fw;
@@ -594,6 +595,7 @@ int sinks_start(struct agent *agent, struct sinks **out, struct gerr *err)
 		return gerr_set(err, 500, "cannot start the sample pruner");
 	}
 	s->pruner_running = true;
+	pthread_setname_np(s->pruner, "graind-pruner");
 	*out = s;
 	return 0;
 }
