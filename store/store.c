@@ -316,7 +316,6 @@ static int configure(struct store *st, struct gerr *err)
 		return -1;
 	if (configure_wal(st, err) < 0 ||
 	    store_exec(st, "PRAGMA synchronous=NORMAL", err) < 0 ||
-	    store_exec(st, "PRAGMA cache_size=-512", err) < 0 ||
 	    store_exec(st, "PRAGMA foreign_keys=ON", err) < 0)
 		goto fail;
 	return pragma_expect(st, "PRAGMA foreign_keys", "1", err);
