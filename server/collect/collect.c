@@ -44,8 +44,6 @@
 
 #define QUEUE_MAX     262144    /* samples waiting, per probe */
 #define QUEUE_MAX_BYTES (32u << 20) /* their bytes, per probe */
-#define QUEUE_HIGH    (QUEUE_MAX / 2) /* a source pauses past this... */
-#define QUEUE_LOW     (QUEUE_MAX / 8) /* ...and goes on below this */
 #define PAUSE_RETRY_MS 5
 #define CHUNK_BYTES   (64u << 10) /* a chunk is handed over once this full */
 #define BATCH_MAX     65536     /* samples per transaction */
@@ -235,7 +233,8 @@ static void chunk_free(struct chunk *ch)
 }
 
 /* Hand a chunk to the writer, or count it as dropped when the probe's
- * queue has no room for it. True when the queue is past QUEUE_HIGH. */
+ * queue has no room for it. True when the queue is half full: its source
+ * pauses until it is down to an eighth. */
 static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 {
 	bool full, high;
@@ -255,7 +254,7 @@ static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 		if (c->depth == ch->count || c->depth >= BATCH_MAX)
 			pthread_cond_signal(&c->qcond);
 	}
-	high = q->len >= QUEUE_HIGH;
+	high = q->len >= QUEUE_MAX / 2 || q->bytes >= QUEUE_MAX_BYTES / 2;
 	pthread_mutex_unlock(&c->qlock);
 	if (full) {
 		stat_add(&c->stats.queue_dropped, ch->count);
@@ -269,7 +268,7 @@ static bool queue_low(struct collector *c, struct pqueue *q)
 	bool low;
 
 	pthread_mutex_lock(&c->qlock);
-	low = q->len < QUEUE_LOW;
+	low = q->len < QUEUE_MAX / 8 && q->bytes < QUEUE_MAX_BYTES / 8;
 	pthread_mutex_unlock(&c->qlock);
 	return low;
 }
@@ -524,13 +523,8 @@ static Graind__Sample *sample_new(struct source *src, Graind__SampleKind kind,
 
 static void aggregate_event(struct source *src, const void *data, size_t size)
 {
-	Graind__Field **fields = NULL;
-	size_t n = 0;
-
-	if (decode_fields(src->map->value_dec, data, size, "", &fields, &n) < 0 ||
-	    collect_agg_add(src->agg, fields, n) < 0)
+	if (collect_agg_add(src->agg, src->map->value_dec, data, size) < 0)
 		stat_add(&src->probe->c->stats.decode_errors, 1);
-	collect_fields_free(fields, n);
 }
 
 /* The fields every event sample of the source starts with, as of now:
@@ -1247,12 +1241,14 @@ int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
 		goto fail;
 	}
 	c->writer_started = true;
+	pthread_setname_np(c->writer, "graind-writer");   /* as top and perf show it */
 	load_all(c);
 	if (pthread_create(&c->thread, NULL, collector_main, c) != 0) {
 		gerr_set(err, 500, "collector: cannot start its thread");
 		goto fail;
 	}
 	c->thread_started = true;
+	pthread_setname_np(c->thread, "graind-collect");
 	*out = c;
 	return 0;
 fail:

@@ -29,6 +29,8 @@ struct agg_group {
 
 struct collect_agg {
 	const struct collect_map *m;
+	size_t by_len[AGG_MAX_BY];      /* strlen of each count_by name */
+	size_t histogram_len;
 	struct agg_group *slots[AGG_SLOTS];
 	struct agg_group *other;        /* past AGG_MAX_GROUPS */
 	size_t n_groups;
@@ -43,8 +45,12 @@ struct collect_agg *collect_agg_new(const struct collect_map *m)
 {
 	struct collect_agg *a = calloc(1, sizeof(*a));
 
-	if (a)
-		a->m = m;
+	if (!a)
+		return NULL;
+	a->m = m;
+	for (size_t i = 0; i < agg_by(m); i++)
+		a->by_len[i] = strlen(m->count_by[i]);
+	a->histogram_len = strlen(m->histogram_field);
 	return a;
 }
 
@@ -70,14 +76,6 @@ void collect_agg_free(struct collect_agg *a)
 	if (a->other)
 		group_free(a->other, agg_by(a->m));
 	free(a);
-}
-
-static const Graind__Field *find(Graind__Field **fields, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(collect_field_name(fields[i], ""), name) == 0)
-			return fields[i];
-	return NULL;
 }
 
 static uint64_t hash_text(uint64_t h, const char *s)
@@ -158,33 +156,74 @@ static size_t bucket_of(double v)
 	return u <= 1 ? 0 : (size_t)(64 - __builtin_clzll(u - 1));
 }
 
-int collect_agg_add(struct collect_agg *a, Graind__Field **fields, size_t n_fields)
+/* What one record gives: the count_by fields' values as text, the
+ * histogram field's number. */
+struct agg_record {
+	const struct collect_agg *a;
+	char (*values)[AGG_TEXT_MAX];
+	bool found[AGG_MAX_BY];
+	bool histogram_found;
+	bool has_number;
+	double number;
+	size_t missing;                 /* leaves wanted and not seen yet */
+};
+
+#define AGG_ALL_FOUND 1
+
+static bool is_named(const char *want, size_t want_len, const char *name, size_t name_len)
+{
+	return want_len == name_len && memcmp(want, name, name_len) == 0;
+}
+
+/* Takes the leaves wanted, the first of each name, and stops the walk once
+ * it has them all. */
+static int take_leaf(void *ctx, const char *name, size_t name_len, const struct decode_value *v)
+{
+	struct agg_record *r = ctx;
+	const struct collect_agg *a = r->a;
+	const struct collect_map *m = a->m;
+
+	for (size_t i = 0; i < agg_by(m); i++)
+		if (!r->found[i] && is_named(m->count_by[i], a->by_len[i], name, name_len)) {
+			decode_value_text(v, r->values[i], AGG_TEXT_MAX);
+			r->found[i] = true;
+			r->missing--;
+		}
+	if (*m->histogram_field && !r->histogram_found &&
+	    is_named(m->histogram_field, a->histogram_len, name, name_len)) {
+		r->has_number = decode_value_number(v, &r->number);
+		r->histogram_found = true;
+		r->missing--;
+	}
+	return r->missing ? 0 : AGG_ALL_FOUND;
+}
+
+int collect_agg_add(struct collect_agg *a, const struct decoder *dec, const void *data,
+		    size_t len)
 {
 	const struct collect_map *m = a->m;
 	char values[AGG_MAX_BY][AGG_TEXT_MAX];
 	size_t n = agg_by(m);
+	struct agg_record r = {
+		.a = a,
+		.values = values,
+		.missing = n + (*m->histogram_field != '\0'),
+	};
 	struct agg_group *g;
-	const Graind__Field *f;
-	double v;
 
-	for (size_t i = 0; i < n; i++) {
-		f = find(fields, n_fields, m->count_by[i]);
-		if (f)
-			decode_field_text(f, values[i], AGG_TEXT_MAX);
-		else
-			values[i][0] = '\0';
-	}
+	/* A field the record lacks counts as "". */
+	for (size_t i = 0; i < n; i++)
+		values[i][0] = '\0';
+	if (r.missing && decode_visit(dec, data, len, take_leaf, &r) < 0)
+		return -1;
 	g = group_of(a, values, n);
 	if (!g)
 		return -1;
 	g->count++;
 	g->changed = true;
-	if (*m->histogram_field) {
-		f = find(fields, n_fields, m->histogram_field);
-		if (f && decode_field_number(f, &v)) {
-			g->sum += v;
-			g->buckets[bucket_of(v)]++;
-		}
+	if (r.has_number) {
+		g->sum += r.number;
+		g->buckets[bucket_of(r.number)]++;
 	}
 	return 0;
 }

@@ -114,8 +114,11 @@ struct collect_agg *collect_agg_new(const struct collect_map *m);
 void collect_agg_free(struct collect_agg *a);
 bool collect_agg_wanted(const struct collect_map *m);
 
-/* Count one decoded record; -1 when out of memory. */
-int collect_agg_add(struct collect_agg *a, Graind__Field **fields, size_t n);
+/* Count one record of m, decoded by dec, reading only the fields counted
+ * by and the histogram field's; a count_by field the record lacks counts
+ * as "". Allocates only for a new group. -1 when out of memory. */
+int collect_agg_add(struct collect_agg *a, const struct decoder *dec, const void *data,
+		    size_t len);
 
 /* emit() for every group that changed since the last flush: "<map>.count"
  * tagged with the count_by fields; with a histogram field also

@@ -12,8 +12,9 @@
  *
  * One function computes a leaf's value (leaf_value), with any text in a
  * scratch buffer sized per decoder; decode_fields copies it into a
- * Graind__Field, decode_pack_fields writes it straight to the wire. The
- * wire path allocates nothing per field: it is the collector's hot path.
+ * Graind__Field, decode_pack_fields writes it straight to the wire,
+ * decode_visit hands it to its caller. The wire and visitor paths
+ * allocate nothing per field: they are the collector's hot paths.
  *
  * Values by BTF kind:
  *   signed int (1-8 bytes, bitfields)    int
@@ -1129,21 +1130,10 @@ static bool cgroup_lookup(uint64_t id, char *buf, size_t n)
 
 /* ================================================================ values */
 
-/* A leaf's value, computed once and then either made a Graind__Field or
- * written to the wire. Text lies in the caller's scratch buffer (at least
- * dec->text_max bytes) or in memory that outlives the call (enum value
- * names, errno and syscall names); it is not NUL-terminated. */
-struct leaf_value {
-	Graind__Field__ValueCase is;
-	union {
-		int64_t i;
-		uint64_t u;
-		double real;
-		bool flag;
-	};
-	const char *text;
-	size_t text_len;
-};
+/* A leaf's value (struct decode_value) is computed once, then made a
+ * Graind__Field, written to the wire or handed to a visitor. Text lies in
+ * the walk's scratch buffer (at least dec->text_max bytes) or in memory
+ * that outlives the call (enum value names, errno and syscall names). */
 
 /* Names, kernel symbols and cgroup paths are looked up into a buffer of
  * this size, then escaped: up to 4 bytes each. */
@@ -1322,25 +1312,25 @@ static size_t ipv4_text(char *out, const uint8_t *p)
 	return w - out;
 }
 
-static struct leaf_value text_value(const char *text, size_t len)
+static struct decode_value text_value(const char *text, size_t len)
 {
-	return (struct leaf_value){ .is = GRAIND__FIELD__VALUE_TEXT,
-				    .text = text, .text_len = len };
+	return (struct decode_value){ .is = GRAIND__FIELD__VALUE_TEXT,
+				      .text = text, .text_len = len };
 }
 
 /* A name found by lookup, escaped into scratch. */
-static struct leaf_value found_value(char *scratch, const char *name)
+static struct decode_value found_value(char *scratch, const char *name)
 {
 	return text_value(scratch, escape_chars(scratch, (const uint8_t *)name,
 						strlen(name)));
 }
 
-static struct leaf_value number_value(uint64_t u, bool is_signed)
+static struct decode_value number_value(uint64_t u, bool is_signed)
 {
 	if (is_signed)
-		return (struct leaf_value){ .is = GRAIND__FIELD__VALUE_INT,
-					    .i = (int64_t)u };
-	return (struct leaf_value){ .is = GRAIND__FIELD__VALUE_UINT, .u = u };
+		return (struct decode_value){ .is = GRAIND__FIELD__VALUE_INT,
+					      .i = (int64_t)u };
+	return (struct decode_value){ .is = GRAIND__FIELD__VALUE_UINT, .u = u };
 }
 
 static const char *errno_name(int64_t v)
@@ -1353,8 +1343,8 @@ static const char *errno_name(int64_t v)
 }
 
 /* An integer through its naming convention, or as itself. */
-static struct leaf_value int_value(const struct leaf *l, uint64_t u,
-				   char *scratch)
+static struct decode_value int_value(const struct leaf *l, uint64_t u,
+				     char *scratch)
 {
 	int64_t sv = (int64_t)u;
 	char buf[LOOKUP_MAX];
@@ -1399,8 +1389,8 @@ static struct leaf_value int_value(const struct leaf *l, uint64_t u,
 	return number_value(u, l->is_signed);
 }
 
-static struct leaf_value enum_leaf_value(const struct decoder *dec,
-					 const struct leaf *l, uint64_t u)
+static struct decode_value enum_leaf_value(const struct decoder *dec,
+					   const struct leaf *l, uint64_t u)
 {
 	const struct enum_table *tab = &dec->enums[l->enum_idx];
 	struct enum_value key = { .value = u };
@@ -1412,8 +1402,8 @@ static struct leaf_value enum_leaf_value(const struct decoder *dec,
 	return number_value(u, l->is_signed);
 }
 
-static struct leaf_value bytes_value(const struct leaf *l, const uint8_t *p,
-				     char *scratch)
+static struct decode_value bytes_value(const struct leaf *l, const uint8_t *p,
+				       char *scratch)
 {
 	if (l->conv == CONV_IPV4)
 		return text_value(scratch, ipv4_text(scratch, p));
@@ -1423,7 +1413,7 @@ static struct leaf_value bytes_value(const struct leaf *l, const uint8_t *p,
 	return text_value(scratch, hex_bytes(scratch, p, l->bits / 8, false));
 }
 
-static struct leaf_value int128_value(const uint8_t *p, char *scratch)
+static struct decode_value int128_value(const uint8_t *p, char *scratch)
 {
 	uint64_t lo, hi;
 	size_t n;
@@ -1443,9 +1433,9 @@ static struct leaf_value int128_value(const uint8_t *p, char *scratch)
 	return text_value(scratch, n);
 }
 
-static struct leaf_value real_value(const uint8_t *p, uint32_t bits)
+static struct decode_value real_value(const uint8_t *p, uint32_t bits)
 {
-	struct leaf_value v = { .is = GRAIND__FIELD__VALUE_REAL };
+	struct decode_value v = { .is = GRAIND__FIELD__VALUE_REAL };
 
 	if (bits == 32) {
 		float x;
@@ -1459,9 +1449,9 @@ static struct leaf_value real_value(const uint8_t *p, uint32_t bits)
 }
 
 /* The one place a leaf's value is computed. */
-static struct leaf_value leaf_value(const struct decoder *dec,
-				    const struct leaf *l, const uint8_t *data,
-				    char *scratch)
+static struct decode_value leaf_value(const struct decoder *dec,
+				      const struct leaf *l, const uint8_t *data,
+				      char *scratch)
 {
 	const uint8_t *p = data + l->bit_off / 8;
 	uint64_t u;
@@ -1476,7 +1466,7 @@ static struct leaf_value leaf_value(const struct decoder *dec,
 			return number_value(u, l->is_signed);
 		return int_value(l, u, scratch);
 	case LEAF_BOOL:
-		return (struct leaf_value){
+		return (struct decode_value){
 			.is = GRAIND__FIELD__VALUE_FLAG,
 			.flag = load_bits(data, l->bit_off, l->bits, false) != 0,
 		};
@@ -1497,15 +1487,10 @@ static struct leaf_value leaf_value(const struct decoder *dec,
 	case LEAF_INT128:
 		return int128_value(p, scratch);
 	}
-	return (struct leaf_value){ .is = GRAIND__FIELD__VALUE__NOT_SET };
+	return (struct decode_value){ .is = GRAIND__FIELD__VALUE__NOT_SET };
 }
 
 /* ---------------------------------------------------------------- records */
-
-/* Receives every leaf of a record in turn: its name relative to the
- * record, and its value. Non-zero stops the walk. */
-typedef int (*leaf_sink)(void *ctx, const char *name, size_t name_len,
-			 const struct leaf_value *v);
 
 static bool record_is_raw(const struct decoder *dec, size_t len)
 {
@@ -1519,14 +1504,16 @@ static size_t record_leaves(const struct decoder *dec, size_t len)
 
 /* Without BTF, or too short for it: "raw" and "size". */
 static int raw_leaves(const uint8_t *data, size_t len, char *scratch,
-		      leaf_sink sink, void *ctx)
+		      decode_visit_fn sink, void *ctx)
 {
 	size_t shown = len < DECODE_RAW_MAX ? len : DECODE_RAW_MAX;
-	struct leaf_value v;
+	struct decode_value v;
+	int ret;
 
 	v = text_value(scratch, hex_bytes(scratch, data, shown, shown < len));
-	if (sink(ctx, "raw", 3, &v))
-		return -1;
+	ret = sink(ctx, "raw", 3, &v);
+	if (ret)
+		return ret;
 	v = number_value(len, false);
 	return sink(ctx, "size", 4, &v);
 }
@@ -1536,7 +1523,7 @@ static int raw_leaves(const uint8_t *data, size_t len, char *scratch,
 #define STACK_SCRATCH	16384
 
 static int walk_record(const struct decoder *dec, const void *data,
-		       size_t len, leaf_sink sink, void *ctx)
+		       size_t len, decode_visit_fn sink, void *ctx)
 {
 	char stack[STACK_SCRATCH];
 	char *scratch = stack;
@@ -1553,7 +1540,7 @@ static int walk_record(const struct decoder *dec, const void *data,
 	}
 	for (size_t i = 0; i < dec->n_leaves && !ret; i++) {
 		const struct leaf *l = &dec->leaves[i];
-		struct leaf_value v = leaf_value(dec, l, data, scratch);
+		struct decode_value v = leaf_value(dec, l, data, scratch);
 
 		ret = sink(ctx, l->name, l->name_len, &v);
 	}
@@ -1561,6 +1548,12 @@ out:
 	if (scratch != stack)
 		free(scratch);
 	return ret;
+}
+
+int decode_visit(const struct decoder *dec, const void *data, size_t len,
+		 decode_visit_fn fn, void *ctx)
+{
+	return walk_record(dec, data, len, fn, ctx);
 }
 
 /* The caller's prefix, put before every leaf name: "key" + "addr" =
@@ -1607,7 +1600,7 @@ static char *full_name(const struct prefix *pre, const char *name,
 	return full;
 }
 
-static int field_from_value(Graind__Field *f, const struct leaf_value *v)
+static int field_from_value(Graind__Field *f, const struct decode_value *v)
 {
 	switch (v->is) {
 	case GRAIND__FIELD__VALUE_INT:
@@ -1637,7 +1630,7 @@ static int field_from_value(Graind__Field *f, const struct leaf_value *v)
 }
 
 static int field_out(void *ctx, const char *name, size_t name_len,
-		     const struct leaf_value *v)
+		     const struct decode_value *v)
 {
 	struct fields_out *out = ctx;
 	Graind__Field *f =
@@ -1691,7 +1684,7 @@ struct wire_out {
 };
 
 /* The oneof member's bytes, tag included (one byte for each). */
-static size_t value_size(const struct leaf_value *v)
+static size_t value_size(const struct decode_value *v)
 {
 	switch (v->is) {
 	case GRAIND__FIELD__VALUE_INT:
@@ -1709,7 +1702,7 @@ static size_t value_size(const struct leaf_value *v)
 	}
 }
 
-static uint8_t *put_value(uint8_t *p, const struct leaf_value *v)
+static uint8_t *put_value(uint8_t *p, const struct decode_value *v)
 {
 	switch (v->is) {
 	case GRAIND__FIELD__VALUE_INT:
@@ -1740,7 +1733,7 @@ static uint8_t *put_value(uint8_t *p, const struct leaf_value *v)
  * once and the bytes go straight in. An empty name is left out, as
  * protobuf-c leaves out a proto3 string at its default. */
 static int wire_field(void *ctx, const char *name, size_t name_len,
-		      const struct leaf_value *v)
+		      const struct decode_value *v)
 {
 	struct wire_out *out = ctx;
 	const struct prefix *pre = &out->prefix;
@@ -1793,48 +1786,118 @@ int decode_pack_fields(const struct decoder *dec, const void *data,
 
 /* ================================================================ reading */
 
-void decode_field_text(const Graind__Field *f, char *buf, size_t n)
+/* Decimal digits of u, written backwards ending at end. */
+static char *decimal_before(char *end, uint64_t u)
 {
+	do {
+		*--end = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	return end;
+}
+
+/* Up to n - 1 bytes of text into buf, NUL-terminated: stops at a NUL as
+ * "%s" would. */
+static size_t copy_text(char *buf, size_t n, const char *text, size_t len)
+{
+	len = strnlen(text, len);
+	if (len > n - 1)
+		len = n - 1;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	return len;
+}
+
+size_t decode_value_text(const struct decode_value *v, char *buf, size_t n)
+{
+	char digits[24], *end = digits + sizeof(digits), *p;
+	uint64_t magnitude;
+	int len;
+
 	if (!n)
-		return;
-	switch (f->value_case) {
+		return 0;
+	switch (v->is) {
 	case GRAIND__FIELD__VALUE_INT:
-		snprintf(buf, n, "%" PRId64, f->int_);
-		break;
+		magnitude = v->i < 0 ? -(uint64_t)v->i : (uint64_t)v->i;
+		p = decimal_before(end, magnitude);
+		if (v->i < 0)
+			*--p = '-';
+		return copy_text(buf, n, p, end - p);
 	case GRAIND__FIELD__VALUE_UINT:
-		snprintf(buf, n, "%" PRIu64, f->uint);
-		break;
+		p = decimal_before(end, v->u);
+		return copy_text(buf, n, p, end - p);
 	case GRAIND__FIELD__VALUE_REAL:
-		snprintf(buf, n, "%.17g", f->real);
-		break;
+		len = snprintf(buf, n, "%.17g", v->real);
+		return (size_t)len < n ? (size_t)len : n - 1;
 	case GRAIND__FIELD__VALUE_TEXT:
-		snprintf(buf, n, "%s", f->text ? f->text : "");
-		break;
+		return copy_text(buf, n, v->text, v->text_len);
 	case GRAIND__FIELD__VALUE_FLAG:
-		snprintf(buf, n, "%s", f->flag ? "true" : "false");
-		break;
+		return v->flag ? copy_text(buf, n, "true", 4) :
+				 copy_text(buf, n, "false", 5);
 	default:
 		buf[0] = '\0';
-		break;
+		return 0;
 	}
 }
 
-bool decode_field_number(const Graind__Field *f, double *out)
+bool decode_value_number(const struct decode_value *v, double *out)
 {
-	switch (f->value_case) {
+	switch (v->is) {
 	case GRAIND__FIELD__VALUE_INT:
-		*out = (double)f->int_;
+		*out = (double)v->i;
 		return true;
 	case GRAIND__FIELD__VALUE_UINT:
-		*out = (double)f->uint;
+		*out = (double)v->u;
 		return true;
 	case GRAIND__FIELD__VALUE_REAL:
-		*out = f->real;
+		*out = v->real;
 		return true;
 	case GRAIND__FIELD__VALUE_FLAG:
-		*out = f->flag ? 1 : 0;
+		*out = v->flag ? 1 : 0;
 		return true;
 	default:
 		return false;
 	}
+}
+
+/* A field's value as the visitor would have seen it. */
+static struct decode_value value_of_field(const Graind__Field *f)
+{
+	struct decode_value v = { .is = f->value_case };
+
+	switch (f->value_case) {
+	case GRAIND__FIELD__VALUE_INT:
+		v.i = f->int_;
+		break;
+	case GRAIND__FIELD__VALUE_UINT:
+		v.u = f->uint;
+		break;
+	case GRAIND__FIELD__VALUE_REAL:
+		v.real = f->real;
+		break;
+	case GRAIND__FIELD__VALUE_FLAG:
+		v.flag = f->flag;
+		break;
+	case GRAIND__FIELD__VALUE_TEXT:
+		v.text = f->text ? f->text : "";
+		v.text_len = strlen(v.text);
+		break;
+	default:
+		break;
+	}
+	return v;
+}
+
+void decode_field_text(const Graind__Field *f, char *buf, size_t n)
+{
+	struct decode_value v = value_of_field(f);
+
+	decode_value_text(&v, buf, n);
+}
+
+bool decode_field_number(const Graind__Field *f, double *out)
+{
+	struct decode_value v = value_of_field(f);
+
+	return decode_value_number(&v, out);
 }

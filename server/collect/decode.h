@@ -65,12 +65,47 @@ int decode_fields(const struct decoder *dec, const void *data, size_t len,
 int decode_pack_fields(const struct decoder *dec, const void *data, size_t len,
 		       const char *prefix, uint32_t field_no, struct pbwire *w);
 
-/* A field's value as text (for tags and labels), into buf. */
-void decode_field_text(const Graind__Field *f, char *buf, size_t n);
+/* One leaf's value, as decode_visit() hands it over: `is` tells which
+ * member holds it. Text is not NUL-terminated. */
+struct decode_value {
+	Graind__Field__ValueCase is;
+	union {
+		int64_t i;
+		uint64_t u;
+		double real;
+		bool flag;
+	};
+	const char *text;
+	size_t text_len;
+};
 
-/* A field's value as a number, for metrics: false when it is not numeric
- * (text: strings, addresses, names of enum values, errnos, symbols...).
- * Bools are 0/1. */
+/* Gets every leaf in turn: its name relative to the record, without any
+ * prefix ("" for the leaf of a plain-number type; "raw" and "size" for a
+ * raw record), and its value, whose text is valid only during the call.
+ * Returns 0 to go on; anything else stops the walk. */
+typedef int (*decode_visit_fn)(void *ctx, const char *name, size_t name_len,
+			       const struct decode_value *v);
+
+/* Call fn for every leaf of the record, in order: the same leaves and
+ * values as decode_fields() gives (raw fallback included), allocating
+ * nothing per leaf. Returns 0 once every leaf was visited, what fn
+ * returned when it stopped the walk, or -1 when out of memory for the
+ * texts of a decoder whose longest text exceeds 16 KiB. */
+int decode_visit(const struct decoder *dec, const void *data, size_t len,
+		 decode_visit_fn fn, void *ctx);
+
+/* A value as text (for tags, labels and groups) into buf, cut to n - 1
+ * bytes: ints in decimal, reals "%.17g", bools "true"/"false", texts as
+ * they are (up to a NUL). Returns the length written. Allocates nothing. */
+size_t decode_value_text(const struct decode_value *v, char *buf, size_t n);
+
+/* A value as a number, for metrics: false when it is not numeric (text:
+ * strings, addresses, names of enum values, errnos, symbols...). Bools
+ * are 0/1. */
+bool decode_value_number(const struct decode_value *v, double *out);
+
+/* decode_value_text() and decode_value_number() of a decoded field. */
+void decode_field_text(const Graind__Field *f, char *buf, size_t n);
 bool decode_field_number(const Graind__Field *f, double *out);
 
 #endif

@@ -24,11 +24,14 @@
 
 #include <cmocka.h>
 
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "api/codec.h"
 #include "server/agent.h"
 #include "server/collect/collect.h"
+#include "server/collect/collect_int.h"
+#include "server/collect/decode.h"
 #include "server/probe/probe.h"
 #include "server/util/sha256.h"
 #include "store/store.h"
@@ -833,6 +836,211 @@ static void test_events_aggregated(void **state)
 	}
 }
 
+/* ================================================================ aggregation */
+
+/* emit.bpf.c's struct event, checked against its BTF. */
+struct emit_event {
+	uint32_t pid;
+	uint64_t seq;
+	char comm[16];
+	uint32_t saddr;
+	uint32_t state;         /* 1: EMIT_ODD, 2: EMIT_EVEN */
+};
+
+/* What collect_agg_flush() emitted: "name{tag=value,...}" and its value. */
+struct emitted {
+	char (*series)[256];
+	double *value;
+	size_t n, cap;
+};
+
+static void keep_emitted(void *ctx, const char *name, const char *const *tag_names,
+			 const char *const *tag_values, size_t n_tags, double value)
+{
+	struct emitted *e = ctx;
+	char *series;
+	size_t used;
+
+	if (e->n == e->cap) {
+		e->cap = e->cap ? 2 * e->cap : 64;
+		e->series = realloc(e->series, e->cap * sizeof(*e->series));
+		e->value = realloc(e->value, e->cap * sizeof(*e->value));
+		assert_non_null(e->series);
+		assert_non_null(e->value);
+	}
+	series = e->series[e->n];
+	used = snprintf(series, sizeof(*e->series), "%s{", name);
+	for (size_t i = 0; i < n_tags; i++)
+		used += snprintf(series + used, sizeof(*e->series) - used, "%s%s=%s",
+				 i ? "," : "", tag_names[i], tag_values[i]);
+	snprintf(series + used, sizeof(*e->series) - used, "}");
+	e->value[e->n++] = value;
+}
+
+static void emitted_free(struct emitted *e)
+{
+	free(e->series);
+	free(e->value);
+	*e = (struct emitted){ 0 };
+}
+
+static double emitted(const struct emitted *e, const char *series)
+{
+	for (size_t i = 0; i < e->n; i++)
+		if (strcmp(e->series[i], series) == 0)
+			return e->value[i];
+	return -1;
+}
+
+static void flush(struct collect_agg *a, struct emitted *e)
+{
+	emitted_free(e);
+	collect_agg_flush(a, keep_emitted, e);
+}
+
+static struct decoder *event_decoder(struct bpf_object **obj)
+{
+	struct decoder *dec = NULL;
+	struct gerr err = { 0 };
+	const struct btf *btf;
+	int id;
+
+	*obj = bpf_object__open_mem(object, object_len, NULL);
+	assert_non_null(*obj);
+	btf = bpf_object__btf(*obj);
+	assert_non_null(btf);
+	id = btf__find_by_name_kind(btf, "event", BTF_KIND_STRUCT);
+	assert_true(id > 0);
+	assert_int_equal(btf__resolve_size(btf, id), sizeof(struct emit_event));
+	if (decode_new(btf, id, sizeof(struct emit_event), &dec, &err) < 0)
+		fail_msg("decode_new: %s", err.msg);
+	return dec;
+}
+
+static void add_event(struct collect_agg *a, const struct decoder *dec, uint32_t pid,
+		      uint32_t state, const char *comm_, uint64_t seq)
+{
+	struct emit_event ev = { .pid = pid, .seq = seq, .state = state };
+
+	strncpy(ev.comm, comm_, sizeof(ev.comm) - 1);
+	assert_int_equal(collect_agg_add(a, dec, &ev, sizeof(ev)), 0);
+}
+
+/* Records grouped by the text of their count_by fields (a missing one
+ * counts as ""), seq in power-of-two buckets; a flush gives the groups
+ * that changed since the last one, as totals. */
+static void test_agg_groups_and_histogram(void **state)
+{
+	char *by[] = { "state", "comm", "missing" };
+	struct collect_map m = {
+		.shown = "events",
+		.out = COLLECT_OUT_EVENTS,
+		.count_by = by,
+		.n_count_by = 3,
+		.histogram_field = "seq",
+	};
+	const char odd[] = "{state=EMIT_ODD,comm=a,missing=}";
+	const uint8_t short_record[4] = { 0 };
+	struct bpf_object *obj;
+	struct emitted e = { 0 };
+	struct collect_agg *a;
+	char series[256];
+
+	(void)state;
+	m.value_dec = event_decoder(&obj);
+	assert_true(collect_agg_wanted(&m));
+	a = collect_agg_new(&m);
+	assert_non_null(a);
+	for (uint64_t seq = 1; seq <= 6; seq++)
+		add_event(a, m.value_dec, 7, seq % 2 ? 1 : 2, "a", seq);
+	add_event(a, m.value_dec, 7, 2, "b", 1000);
+	flush(a, &e);
+
+	snprintf(series, sizeof(series), "events.count%s", odd);
+	assert_true(emitted(&e, series) == 3);
+	snprintf(series, sizeof(series), "events.seq_sum%s", odd);
+	assert_true(emitted(&e, series) == 9);
+	assert_true(emitted(&e, "events.seq_sum{state=EMIT_EVEN,comm=a,missing=}") == 12);
+	assert_true(emitted(&e, "events.count{state=EMIT_EVEN,comm=b,missing=}") == 1);
+	/* seq 1, 3, 5: cumulative up to 8, the highest bucket used. */
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_ODD,comm=a,missing=,le=1}") == 1);
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_ODD,comm=a,missing=,le=2}") == 1);
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_ODD,comm=a,missing=,le=4}") == 2);
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_ODD,comm=a,missing=,le=8}") == 3);
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_ODD,comm=a,missing=,le=16}") == -1);
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_EVEN,comm=b,missing=,le=512}") == 0);
+	assert_true(emitted(&e, "events.seq_bucket{state=EMIT_EVEN,comm=b,missing=,le=1024}") == 1);
+	/* 3 groups: count, sum, and 4, 4 and 11 buckets. */
+	assert_int_equal(e.n, 3 * 2 + 4 + 4 + 11);
+
+	/* Nothing changed, nothing emitted; then only the group that did. */
+	flush(a, &e);
+	assert_int_equal(e.n, 0);
+	add_event(a, m.value_dec, 8, 1, "a", 7);
+	flush(a, &e);
+	snprintf(series, sizeof(series), "events.count%s", odd);
+	assert_true(emitted(&e, series) == 4);
+	snprintf(series, sizeof(series), "events.seq_sum%s", odd);
+	assert_true(emitted(&e, series) == 16);
+	assert_int_equal(e.n, 2 + 4);
+
+	/* A record too short for its type is raw: none of the fields. */
+	assert_int_equal(collect_agg_add(a, m.value_dec, short_record, sizeof(short_record)),
+			 0);
+	flush(a, &e);
+	assert_true(emitted(&e, "events.count{state=,comm=,missing=}") == 1);
+	assert_true(emitted(&e, "events.seq_sum{state=,comm=,missing=}") == 0);
+	assert_true(emitted(&e, "events.seq_bucket{state=,comm=,missing=,le=1}") == 0);
+
+	emitted_free(&e);
+	collect_agg_free(a);
+	decode_free(m.value_dec);
+	bpf_object__close(obj);
+}
+
+/* Past 10000 groups, new values count in one group tagged "_other";
+ * known ones still count in their own. Numbers group by their decimal
+ * text; a text histogram field adds no buckets. */
+static void test_agg_bounded_groups(void **state)
+{
+	char *by[] = { "pid" };
+	struct collect_map m = {
+		.shown = "events",
+		.out = COLLECT_OUT_EVENTS,
+		.count_by = by,
+		.n_count_by = 1,
+		.histogram_field = "comm",
+	};
+	struct bpf_object *obj;
+	struct emitted e = { 0 };
+	struct collect_agg *a;
+
+	(void)state;
+	m.value_dec = event_decoder(&obj);
+	a = collect_agg_new(&m);
+	assert_non_null(a);
+	for (uint32_t pid = 0; pid < 10001; pid++)
+		add_event(a, m.value_dec, pid, 1, "a", 1);
+	add_event(a, m.value_dec, 4294967295U, 1, "a", 1);
+	add_event(a, m.value_dec, 5, 1, "a", 1);
+	flush(a, &e);
+	assert_true(emitted(&e, "events.count{pid=0}") == 1);
+	assert_true(emitted(&e, "events.count{pid=5}") == 2);
+	assert_true(emitted(&e, "events.count{pid=9999}") == 1);
+	assert_true(emitted(&e, "events.count{pid=10000}") == -1);
+	assert_true(emitted(&e, "events.count{pid=_other}") == 2);
+	assert_true(emitted(&e, "events.comm_sum{pid=5}") == 0);
+	assert_true(emitted(&e, "events.comm_bucket{pid=5,le=1}") == 0);
+	assert_true(emitted(&e, "events.comm_bucket{pid=5,le=2}") == -1);
+	/* Count, sum and one bucket for each of 10000 groups and _other. */
+	assert_int_equal(e.n, 10001 * 3);
+
+	emitted_free(&e);
+	collect_agg_free(a);
+	decode_free(m.value_dec);
+	bpf_object__close(obj);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -844,6 +1052,8 @@ int main(void)
 		cmocka_unit_test(test_metrics_text),
 		cmocka_unit_test(test_follows_detach_and_attach),
 		cmocka_unit_test(test_events_aggregated),
+		cmocka_unit_test(test_agg_groups_and_histogram),
+		cmocka_unit_test(test_agg_bounded_groups),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

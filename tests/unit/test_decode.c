@@ -931,6 +931,213 @@ static void test_field_text_and_number(void **state)
 	assert_false(decode_field_number(&f, &d));
 }
 
+/* ------------------------------------------------------------ visiting */
+
+/* What a visit saw: each leaf copied into a Graind__Field. */
+struct visit {
+	struct fields fs;
+	size_t calls;
+	size_t stop_at;		/* 0: never stop */
+	int stop_with;
+};
+
+static int visit_leaf(void *ctx, const char *name, size_t name_len,
+		      const struct decode_value *v)
+{
+	struct visit *vi = ctx;
+	Graind__Field *f;
+
+	vi->calls++;
+	vi->fs.v = realloc(vi->fs.v, (vi->fs.n + 1) * sizeof(*vi->fs.v));
+	assert_non_null(vi->fs.v);
+	f = (Graind__Field *)codec_new(&graind__field__descriptor);
+	assert_non_null(f);
+	vi->fs.v[vi->fs.n++] = f;
+	f->name = strndup(name, name_len);
+	f->value_case = v->is;
+	switch (v->is) {
+	case GRAIND__FIELD__VALUE_INT:
+		f->int_ = v->i;
+		break;
+	case GRAIND__FIELD__VALUE_UINT:
+		f->uint = v->u;
+		break;
+	case GRAIND__FIELD__VALUE_REAL:
+		f->real = v->real;
+		break;
+	case GRAIND__FIELD__VALUE_FLAG:
+		f->flag = v->flag;
+		break;
+	case GRAIND__FIELD__VALUE_TEXT:
+		f->text = strndup(v->text, v->text_len);
+		break;
+	default:
+		fail_msg("leaf %s without a value", f->name);
+	}
+	return vi->calls == vi->stop_at ? vi->stop_with : 0;
+}
+
+/* decode_visit() sees what decode_fields() gives, names without prefix. */
+static void assert_visit_matches(const struct decoder *dec, const void *data,
+				 size_t len)
+{
+	struct visit vi = { 0 };
+	struct fields fs = { 0 };
+
+	assert_int_equal(decode_visit(dec, data, len, visit_leaf, &vi), 0);
+	assert_int_equal(decode_fields(dec, data, len, "", &fs.v, &fs.n), 0);
+	assert_int_equal(vi.fs.n, fs.n);
+	for (size_t i = 0; i < fs.n; i++)
+		assert_same_field(vi.fs.v[i], fs.v[i]);
+	fields_free(&fs);
+	fields_free(&vi.fs);
+}
+
+static void test_visit_leaves(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t id = struct_id(fx->btf, "types_event");
+	struct decoder *dec;
+	struct gerr err = { 0 };
+	struct types_event ev;
+	struct visit vi = { 0 };
+	const struct want want[] = {
+		W_INT("s8", -5),
+		W_INT("s16", -300),
+		W_INT("s32", -70000),
+		W_INT("s64", -5000000000LL),
+		W_UINT("u8", 200),
+		W_UINT("u16", 0),
+		W_UINT("u32", 0),
+		W_UINT("u64", 0),
+		W_FLAG("flag", 1),
+		W_TEXT("color", "TYPES_BLUE"),
+		W_TEXT("comm", "bash"),
+	};
+	const size_t n_want = sizeof(want) / sizeof(want[0]);
+	const struct want nest_x = W_UINT("nest.x", 3);
+	const struct want deep_b = W_UINT("nest.deep.b", 5);
+	const struct want done = W_FLAG("done", 1);
+	const uint8_t short_record[3] = { 1, 2, 3 };
+
+	memset(&ev, 0, sizeof(ev));
+	ev.s8 = -5;
+	ev.s16 = -300;
+	ev.s32 = -70000;
+	ev.s64 = -5000000000LL;
+	ev.u8 = 200;
+	ev.flag = true;
+	ev.color = TYPES_BLUE;
+	memcpy(ev.comm, "bash", 5);
+	ev.nest.x = 3;
+	ev.nest.deep.a = 4;
+	ev.nest.deep.b = 5;
+	ev.done = true;
+	assert_int_equal(decode_new(fx->btf, id, sizeof(ev), &dec, &err), 0);
+	assert_visit_matches(dec, &ev, sizeof(ev));
+	assert_visit_matches(dec, short_record, sizeof(short_record));
+
+	/* Stopped after the 11th leaf, with what the visitor returned. */
+	vi.stop_at = n_want;
+	vi.stop_with = 42;
+	assert_int_equal(decode_visit(dec, &ev, sizeof(ev), visit_leaf, &vi),
+			 42);
+	assert_int_equal(vi.calls, n_want);
+	assert_fields(&vi.fs, want, n_want);
+	fields_free(&vi.fs);
+
+	/* Nested members by their dotted names, the bitfield bool last. */
+	vi = (struct visit){ 0 };
+	assert_int_equal(decode_visit(dec, &ev, sizeof(ev), visit_leaf, &vi),
+			 0);
+	assert_int_equal(vi.calls, 52);
+	assert_field(vi.fs.v[21], &nest_x);
+	assert_field(vi.fs.v[23], &deep_b);
+	assert_field(vi.fs.v[51], &done);
+	fields_free(&vi.fs);
+
+	/* A raw record stops at its first leaf too. */
+	vi = (struct visit){ .stop_at = 1, .stop_with = -7 };
+	assert_int_equal(decode_visit(dec, short_record, sizeof(short_record),
+				      visit_leaf, &vi), -7);
+	assert_int_equal(vi.calls, 1);
+	assert_string_equal(vi.fs.v[0]->name, "raw");
+	assert_string_equal(vi.fs.v[0]->text, "010203");
+	fields_free(&vi.fs);
+	decode_free(dec);
+}
+
+/* The leaf of a plain-number type is named "". */
+static void test_visit_plain_number(void **state)
+{
+	struct fixture *fx = *state;
+	struct bpf_map *map = bpf_object__find_map_by_name(fx->obj, "totals");
+	struct decoder *dec;
+	uint64_t total = 12345;
+	struct visit vi = { 0 };
+	const struct want bare = W_UINT("", 12345);
+	struct gerr err = { 0 };
+
+	assert_non_null(map);
+	assert_int_equal(decode_new(fx->btf, bpf_map__btf_value_type_id(map),
+				    sizeof(total), &dec, &err), 0);
+	assert_int_equal(decode_visit(dec, &total, sizeof(total), visit_leaf,
+				      &vi), 0);
+	assert_fields(&vi.fs, &bare, 1);
+	fields_free(&vi.fs);
+	decode_free(dec);
+}
+
+/* Values as text, as groups and tags read them, cut to the buffer. */
+static void test_value_text(void **state)
+{
+	struct decode_value v = { .is = GRAIND__FIELD__VALUE_INT,
+				  .i = INT64_MIN };
+	char buf[64];
+	double d;
+
+	(void)state;
+	assert_int_equal(decode_value_text(&v, buf, sizeof(buf)), 20);
+	assert_string_equal(buf, "-9223372036854775808");
+	v.i = 0;
+	decode_value_text(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "0");
+	v.i = -12345;
+	assert_int_equal(decode_value_text(&v, buf, 4), 3);
+	assert_string_equal(buf, "-12");
+
+	v = (struct decode_value){ .is = GRAIND__FIELD__VALUE_UINT,
+				   .u = UINT64_MAX };
+	decode_value_text(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "18446744073709551615");
+
+	v = (struct decode_value){ .is = GRAIND__FIELD__VALUE_REAL,
+				   .real = 0.1 };
+	assert_int_equal(decode_value_text(&v, buf, sizeof(buf)), 19);
+	assert_string_equal(buf, "0.10000000000000001");
+	assert_int_equal(decode_value_text(&v, buf, 5), 4);
+	assert_string_equal(buf, "0.10");
+
+	v = (struct decode_value){ .is = GRAIND__FIELD__VALUE_FLAG,
+				   .flag = false };
+	decode_value_text(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "false");
+	assert_true(decode_value_number(&v, &d));
+	assert_true(d == 0);
+
+	/* Not NUL-terminated: only text_len bytes count. */
+	v = (struct decode_value){ .is = GRAIND__FIELD__VALUE_TEXT,
+				   .text = "ENOENTxyz", .text_len = 6 };
+	assert_int_equal(decode_value_text(&v, buf, sizeof(buf)), 6);
+	assert_string_equal(buf, "ENOENT");
+	assert_false(decode_value_number(&v, &d));
+
+	v = (struct decode_value){ .is = GRAIND__FIELD__VALUE__NOT_SET };
+	assert_int_equal(decode_value_text(&v, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "");
+	assert_false(decode_value_number(&v, &d));
+}
+
 /* ------------------------------------------------------------- packing */
 
 static struct decoder *decoder_ok(const struct btf *btf, uint32_t id,
@@ -1093,6 +1300,9 @@ int main(void)
 		cmocka_unit_test(test_pack_bytes_as_protobuf_c),
 		cmocka_unit_test(test_pack_long_text_and_odd_widths),
 		cmocka_unit_test(test_pack_into_failed_writer),
+		cmocka_unit_test(test_visit_leaves),
+		cmocka_unit_test(test_visit_plain_number),
+		cmocka_unit_test(test_value_text),
 	};
 
 	return cmocka_run_group_tests(tests, setup_object, teardown_object);
