@@ -269,6 +269,34 @@ def test_ringbuf_events_every_field(a, pb, emit):
         }, (i, s)
 
 
+def test_events_aggregated_by_field_with_histogram(a, pb, emit_sha):
+    """countBy and histogramField: the agent counts the records by state
+    and sorts their seq into power-of-two buckets, and stores those
+    counters instead of the events."""
+    caller = Caller()
+    name = f"emit-agg-{RUN}"
+    outputs = [{"map": "stats", "metric": {"pollIntervalMs": 100, "kind": "GAUGE"}},
+               {"map": "events", "events": {"countBy": ["state"], "histogramField": "seq"}}]
+    try:
+        put_probe(a, name, emit_spec(emit_sha, caller.tid, outputs))
+        wait_collected(a, pb, name)
+        caller.call(10)     # seq 1..10: odd 1,3,5,7,9 and even 2,4,6,8,10
+        wait_metric(a, pb, name, "events.count", 5, state="EMIT_ODD")
+        wait_metric(a, pb, name, "events.count", 5, state="EMIT_EVEN")
+        wait_metric(a, pb, name, "events.seq_sum", 25, state="EMIT_ODD")
+        wait_metric(a, pb, name, "events.seq_sum", 30, state="EMIT_EVEN")
+        # Cumulative buckets: le=4 holds 1 and 3; le=8 adds 5 and 7.
+        wait_metric(a, pb, name, "events.seq_bucket", 2, state="EMIT_ODD", le="4")
+        wait_metric(a, pb, name, "events.seq_bucket", 4, state="EMIT_ODD", le="8")
+        wait_metric(a, pb, name, "events.seq_bucket", 5, state="EMIT_EVEN", le="16")
+        got = samples(a, pb, name, "events")
+        assert got and all(s.kind == pb.METRIC and s.metric_kind == pb.COUNTER for s in got)
+        assert not [s for s in got if s.name == "events"], "events stored one by one"
+    finally:
+        delete_probe(a, name)
+        caller.stop()
+
+
 def test_perf_event_array_every_field(a, pb, emit):
     half = 20
     emit.caller.call(half, cpu=0)
