@@ -232,6 +232,15 @@ static void chunk_free(struct chunk *ch)
 	}
 }
 
+/* Count samples of probe queue q as lost: a full queue, a failed write. */
+static void queue_count_lost(struct collector *c, struct pqueue *q, uint64_t n)
+{
+	pthread_mutex_lock(&c->qlock);
+	q->dropped += n;
+	pthread_mutex_unlock(&c->qlock);
+	stat_add(&c->stats.queue_dropped, n);
+}
+
 /* Hand a chunk to the writer, or count it as dropped when the probe's
  * queue has no room for it. True when the queue is half full: its source
  * pauses until it is down to an eighth. */
@@ -242,9 +251,7 @@ static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 	stat_add(&c->stats.collected, ch->count);
 	pthread_mutex_lock(&c->qlock);
 	full = q->len + ch->count > QUEUE_MAX || q->bytes + ch->data.len > QUEUE_MAX_BYTES;
-	if (full) {
-		q->dropped += ch->count;
-	} else {
+	if (!full) {
 		ch->queue = q;
 		*q->tail = ch;
 		q->tail = &ch->next;
@@ -257,7 +264,7 @@ static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 	high = q->len >= QUEUE_MAX / 2 || q->bytes >= QUEUE_MAX_BYTES / 2;
 	pthread_mutex_unlock(&c->qlock);
 	if (full) {
-		stat_add(&c->stats.queue_dropped, ch->count);
+		queue_count_lost(c, q, ch->count);
 		chunk_free(ch);
 	}
 	return high;
@@ -332,13 +339,10 @@ static void free_chunks(struct chunk *ch)
 }
 
 /* Count a batch the store refused against the probes of its samples. */
-static void count_failed(struct collector *c, struct chunk *batch, size_t samples)
+static void count_failed(struct collector *c, struct chunk *batch)
 {
-	pthread_mutex_lock(&c->qlock);
 	for (struct chunk *ch = batch; ch; ch = ch->next)
-		ch->queue->dropped += ch->count;
-	pthread_mutex_unlock(&c->qlock);
-	stat_add(&c->stats.queue_dropped, samples);
+		queue_count_lost(c, ch->queue, ch->count);
 }
 
 /* Store the chunks as one transaction, one block each. */
@@ -356,7 +360,7 @@ static void write_batch(struct collector *c, struct chunk *batch, size_t samples
 
 		if (!grown) {
 			log_error("msg=\"samples not stored: out of memory\" count=%zu", samples);
-			count_failed(c, batch, samples);
+			count_failed(c, batch);
 			goto out;
 		}
 		*runs = grown;
@@ -370,7 +374,7 @@ static void write_batch(struct collector *c, struct chunk *batch, size_t samples
 		};
 	if (store_samples_append_runs(c->agent->store, *runs, n, &err) < 0) {
 		log_error("msg=\"samples not stored\" count=%zu error=\"%s\"", samples, err.msg);
-		count_failed(c, batch, samples);
+		count_failed(c, batch);
 	} else {
 		stat_add(&c->stats.stored, samples);
 		stat_add(&c->stats.batches, 1);
@@ -475,10 +479,7 @@ static void sample_added(struct source *src)
 	if (ch->data.failed) {
 		stat_add(&c->stats.decode_errors, 1);
 		stat_add(&c->stats.collected, ch->count);
-		stat_add(&c->stats.queue_dropped, ch->count);
-		pthread_mutex_lock(&c->qlock);
-		src->probe->queue->dropped += ch->count;
-		pthread_mutex_unlock(&c->qlock);
+		queue_count_lost(c, src->probe->queue, ch->count);
 		chunk_free(ch);
 		src->open = NULL;
 		return;

@@ -707,6 +707,52 @@ static void test_migrate_rows_to_blocks(void **state)
 	assert_int_equal(seen.ids[1], 13);
 }
 
+/* A block whose framing is broken (a length past its end) is reported as
+ * corrupt, with its first id, by list and by a bound that cuts it in two;
+ * the block before it is listed. */
+static void test_corrupt_block(void **state)
+{
+	struct fixture *fx = *state;
+	static const uint8_t broken[] = { 0x7f, 1, 2, 3 };  /* says 127 bytes follow */
+	struct gerr err = { 0 };
+	struct seen seen;
+	sqlite3_stmt *stmt;
+	bool more;
+
+	append_numbered(fx->st, 3, 3);
+	store_lock(fx->st);
+	assert_int_equal(sqlite3_prepare_v2(fx->st->db,
+		"UPDATE sample_blocks SET payload = ? WHERE first_id = 2", -1, &stmt, NULL),
+		SQLITE_OK);
+	sqlite3_bind_blob(stmt, 1, broken, sizeof(broken), SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	sqlite3_finalize(stmt);
+	store_unlock(fx->st);
+
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 10, collect, &seen, &more,
+					    &err), -1);
+	assert_int_equal(err.status, 500);
+	assert_string_equal(err.msg, "sample 2 in the store is corrupt");
+	assert_int_equal(seen.n, 1);        /* block 1 (probe a), before it */
+
+	/* Blocks 1 and 2..3 (probe b): a bound of 2 drops block 1 and cuts
+	 * block 2, which needs its framing: the append fails whole and keeps
+	 * what was there. */
+	store_samples_set_bounds(fx->st, 2, 0);
+	{
+		Graind__Sample one, *ptr = &one;
+
+		sample_init(&one, "a", "counts", "hits", 4);
+		memset(&err, 0, sizeof(err));
+		assert_int_equal(store_samples_append(fx->st, &ptr, 1, &err), -1);
+		assert_int_equal(err.status, 500);
+		assert_string_equal(err.msg, "samples 2.. in the store are corrupt");
+		assert_int_equal(one.id, 0);
+	}
+	assert_int_equal(store_sample_count(fx->st), 3);
+}
+
 static void test_threads(void **state)
 {
 	struct fixture *fx = *state;
@@ -792,6 +838,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ids_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failing_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_block, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 	};
