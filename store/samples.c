@@ -46,14 +46,29 @@ static const char *or_empty(const char *s)
 
 /* ---------------------------------------------------------------- framing */
 
-/* The next sample of a block payload: false at the end or when the
- * framing is broken (*broken then set). */
+/* A frame whose first byte is 0 (no protobuf field has number 0) holds
+ * fields that every later sample of its block shares, up to the next
+ * such frame: a sample is those bytes followed by its own. */
+#define FRAME_SHARED 0x00
+
+/* Walks a block payload frame by frame. */
 struct block_walk {
 	const uint8_t *p, *end;
-	bool broken;
+	/* The shared frame in effect: whole, length included (to put in
+	 * front of a block's kept part when it is cut), and its fields. */
+	const uint8_t *shared_frame, *shared;
+	size_t shared_frame_len, shared_len;
+	bool broken;            /* the framing is broken */
 };
 
-static bool block_next(struct block_walk *w, const uint8_t **sample, size_t *len)
+static struct block_walk block_walk(const uint8_t *payload, size_t len)
+{
+	return (struct block_walk){ .p = payload, .end = payload + len };
+}
+
+/* The frame at w->p (its bytes after the length); false at the end or
+ * when broken. */
+static bool next_frame(struct block_walk *w, const uint8_t **frame, size_t *len)
 {
 	uint64_t n = 0;
 	unsigned shift = 0;
@@ -70,13 +85,72 @@ static bool block_next(struct block_walk *w, const uint8_t **sample, size_t *len
 	}
 	if (n > (uint64_t)(w->end - w->p))
 		goto broken;
-	*sample = w->p;
+	*frame = w->p;
 	*len = (size_t)n;
 	w->p += n;
 	return true;
 broken:
 	w->broken = true;
 	return false;
+}
+
+static bool frame_is_shared(const uint8_t *frame, size_t len)
+{
+	return len && frame[0] == FRAME_SHARED;
+}
+
+/* The next sample's own bytes; the shared ones in effect stay in w. */
+static bool block_next(struct block_walk *w, const uint8_t **sample, size_t *len)
+{
+	const uint8_t *start;
+
+	for (;;) {
+		start = w->p;
+		if (!next_frame(w, sample, len))
+			return false;
+		if (!frame_is_shared(*sample, *len))
+			return true;
+		w->shared_frame = start;
+		w->shared_frame_len = (size_t)(w->p - start);
+		w->shared = *sample + 1;
+		w->shared_len = *len - 1;
+	}
+}
+
+/* Whether the frame at w->p, if any, is a shared one. */
+static bool next_is_shared(const struct block_walk *w)
+{
+	struct block_walk peek = *w;
+	const uint8_t *frame;
+	size_t len;
+
+	return next_frame(&peek, &frame, &len) && frame_is_shared(frame, len);
+}
+
+/* A whole sample: the shared fields in effect, then its own. Points into
+ * the payload when nothing is shared, else into buf (reused from sample
+ * to sample); NULL when out of memory. */
+static const uint8_t *sample_bytes(const struct block_walk *w, const uint8_t *own,
+				   size_t own_len, struct pbwire *buf, size_t *len)
+{
+	if (!w->shared) {
+		*len = own_len;
+		return own;
+	}
+	buf->len = 0;
+	pbwire_raw(buf, w->shared, w->shared_len);
+	pbwire_raw(buf, own, own_len);
+	*len = buf->len;
+	return buf->failed ? NULL : buf->data;
+}
+
+void store_sample_run_share(struct pbwire *w, const void *fields, size_t len)
+{
+	pbwire_varint(w, len + 1);
+	if (pbwire_reserve(w, len + 1)) {
+		w->data[w->len++] = FRAME_SHARED;
+		pbwire_raw(w, fields, len);
+	}
 }
 
 void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv)
@@ -229,31 +303,91 @@ static int drop_block(struct store *st, int64_t first_id, struct gerr *err)
 	return ret;
 }
 
-/* How many of the block's first samples must go for `rows` samples and
- * `bytes` bytes to go; *cut_bytes their bytes, framing included. */
-static int samples_to_cut(const uint8_t *payload, size_t len, uint64_t rows, uint64_t bytes,
-			  uint64_t *cut, uint64_t *cut_bytes)
+/* Where to cut a block so that its first `rows` samples and `bytes`
+ * bytes go. */
+struct block_cut {
+	uint64_t samples;               /* samples cut */
+	size_t offset;                  /* where the kept frames begin */
+	const uint8_t *shared;          /* the shared frame the kept part */
+	size_t shared_len;              /* needs in front, or NULL */
+	bool all;                       /* no sample is left */
+};
+
+/* The bytes a cut takes from the block. */
+static size_t cut_bytes_of(const struct block_cut *cut)
 {
-	struct block_walk w = { payload, payload + len, false };
+	return cut->offset - cut->shared_len;
+}
+
+static int plan_cut(const uint8_t *payload, size_t len, uint64_t rows, uint64_t bytes,
+		    struct block_cut *cut)
+{
+	struct block_walk w = block_walk(payload, len), rest;
 	const uint8_t *sample;
 	size_t sample_len;
 
-	*cut = *cut_bytes = 0;
-	while ((*cut < rows || *cut_bytes < bytes) && block_next(&w, &sample, &sample_len)) {
-		(*cut)++;
-		*cut_bytes = (uint64_t)(w.p - payload);
+	*cut = (struct block_cut){ 0 };
+	while ((cut->samples < rows || cut_bytes_of(cut) < bytes) &&
+	       block_next(&w, &sample, &sample_len)) {
+		cut->samples++;
+		cut->offset = (size_t)(w.p - payload);
+		/* The kept samples still need the fields they share. */
+		if (w.shared_frame && !next_is_shared(&w)) {
+			cut->shared = w.shared_frame;
+			cut->shared_len = w.shared_frame_len;
+		} else {
+			cut->shared = NULL;
+			cut->shared_len = 0;
+		}
 	}
-	return w.broken ? -1 : 0;
+	rest = w;
+	cut->all = !block_next(&rest, &sample, &sample_len);
+	return w.broken || rest.broken ? -1 : 0;
+}
+
+/* The block's payload from the cut on, after the shared frame it needs. */
+static int write_cut(struct store *st, int64_t first_id, const uint8_t *payload, size_t len,
+		     const struct block_cut *cut, struct gerr *err)
+{
+	size_t kept = cut->shared_len + (len - cut->offset);
+	uint8_t *data = malloc(kept ? kept : 1);
+	sqlite3_stmt *update;
+	int ret = -1;
+
+	if (!data)
+		return gerr_set(err, 500, "out of memory cutting samples %lld..",
+				(long long)first_id);
+	if (cut->shared)
+		memcpy(data, cut->shared, cut->shared_len);
+	memcpy(data + cut->shared_len, payload + cut->offset, len - cut->offset);
+	update = store_stmt(st, STORE_STMT_SAMPLE_TRIM_BLOCK,
+		"UPDATE sample_blocks SET first_id = ?, payload = ? WHERE first_id = ?", err);
+	if (!update)
+		goto out;
+	sqlite3_bind_int64(update, 1, first_id + (int64_t)cut->samples);
+	sqlite3_bind_blob64(update, 2, data, kept, SQLITE_STATIC);
+	sqlite3_bind_int64(update, 3, first_id);
+	if (sqlite3_step(update) != SQLITE_DONE) {
+		store_fail(st, err, "cannot drop the oldest samples");
+		goto out;
+	}
+	ret = 0;
+out:
+	store_stmt_done(update);
+	free(data);
+	return ret;
 }
 
 int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err)
 {
-	sqlite3_stmt *read, *update = NULL;
+	struct block_cut plan;
+	sqlite3_stmt *read;
 	const uint8_t *payload;
 	size_t len;
 	int ret = -1;
 
+	*cut = *cut_bytes = 0;
 	read = store_stmt(st, STORE_STMT_SAMPLE_BLOCK_PAYLOAD,
 			  "SELECT payload FROM sample_blocks WHERE first_id = ?", err);
 	if (!read)
@@ -265,28 +399,19 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 	}
 	payload = sqlite3_column_blob(read, 0);
 	len = (size_t)sqlite3_column_bytes(read, 0);
-	if (samples_to_cut(payload, len, rows, bytes, cut, cut_bytes) < 0) {
+	if (plan_cut(payload, len, rows, bytes, &plan) < 0) {
 		gerr_set(err, 500, "samples %lld.. in the store are corrupt", (long long)first_id);
 		goto out;
 	}
-	if (*cut_bytes == len) {        /* the bytes wanted took every sample */
+	if (plan.all)
 		ret = drop_block(st, first_id, err);
-		goto out;
+	else
+		ret = write_cut(st, first_id, payload, len, &plan, err);
+	if (ret == 0) {
+		*cut = plan.samples;
+		*cut_bytes = plan.all ? len : cut_bytes_of(&plan);
 	}
-	update = store_stmt(st, STORE_STMT_SAMPLE_TRIM_BLOCK,
-		"UPDATE sample_blocks SET first_id = ?, payload = ? WHERE first_id = ?", err);
-	if (!update)
-		goto out;
-	sqlite3_bind_int64(update, 1, first_id + (int64_t)*cut);
-	sqlite3_bind_blob64(update, 2, payload + *cut_bytes, len - *cut_bytes, SQLITE_STATIC);
-	sqlite3_bind_int64(update, 3, first_id);
-	if (sqlite3_step(update) != SQLITE_DONE) {
-		store_fail(st, err, "cannot drop the oldest samples");
-		goto out;
-	}
-	ret = 0;
 out:
-	store_stmt_done(update);
 	store_stmt_done(read);
 	return ret;
 }
@@ -493,24 +618,30 @@ static sqlite3_stmt *list_stmt(struct store *st, const char *probe, const char *
 }
 
 /* Visit the samples of the current block with ids past `after`; 1 when
- * the page is full and one more sample was there. */
+ * the page is full and one more sample was there. buf is scratch for
+ * samples that share fields. */
 static int visit_block(sqlite3_stmt *stmt, uint64_t after, unsigned limit, unsigned *seen,
+		       struct pbwire *buf,
 		       int (*fn)(const Graind__Sample *s, void *ctx), void *ctx,
 		       struct gerr *err)
 {
 	uint64_t id = (uint64_t)sqlite3_column_int64(stmt, 0);
-	const uint8_t *payload = sqlite3_column_blob(stmt, 2);
-	struct block_walk w = { payload, payload + sqlite3_column_bytes(stmt, 2), false };
-	const uint8_t *packed;
+	struct block_walk w = block_walk(sqlite3_column_blob(stmt, 2),
+					 (size_t)sqlite3_column_bytes(stmt, 2));
+	const uint8_t *own, *packed;
 	Graind__Sample *s;
-	size_t len;
+	size_t own_len, len;
 	int rc;
 
-	for (; block_next(&w, &packed, &len); id++) {
+	for (; block_next(&w, &own, &own_len); id++) {
 		if (id <= after)
 			continue;
 		if ((*seen)++ == limit)
 			return 1;
+		packed = sample_bytes(&w, own, own_len, buf, &len);
+		if (!packed)
+			return gerr_set(err, 500, "out of memory reading sample %llu",
+					(unsigned long long)id);
 		s = graind__sample__unpack(NULL, len, packed);
 		if (!s)
 			return gerr_set(err, 500, "sample %llu in the store is corrupt",
@@ -532,6 +663,7 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 		       int (*fn)(const Graind__Sample *s, void *ctx), void *ctx,
 		       bool *more, struct gerr *err)
 {
+	struct pbwire buf = { 0 };
 	sqlite3_stmt *stmt;
 	unsigned seen = 0;
 	int ret = -1, rc = SQLITE_DONE;
@@ -542,7 +674,7 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 	if (!stmt)
 		goto out;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		ret = visit_block(stmt, after, limit, &seen, fn, ctx, err);
+		ret = visit_block(stmt, after, limit, &seen, &buf, fn, ctx, err);
 		if (ret == 1) {
 			*more = true;
 			break;
@@ -558,6 +690,7 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 out:
 	store_stmt_done(stmt);
 	store_unlock(st);
+	pbwire_free(&buf);
 	return ret;
 }
 

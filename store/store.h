@@ -131,7 +131,9 @@ uint64_t store_probe_count(struct store *st);
  * The sample buffer. Ids keep increasing across restarts and deletions.
  * Samples are kept in blocks, a run of samples of one probe and map with
  * consecutive ids per row, each sample packed (graind.Sample without its
- * id) after its length as a varint. The buffer is bounded by samples and
+ * id) after its length as a varint. Fields that samples share (probe,
+ * map, time...) may be packed once in front of them instead, in a frame
+ * of their own (store_sample_run_share). The buffer is bounded by samples and
  * by payload bytes (framing included); at the bound the oldest samples go
  * first and every dropped sample is counted against its probe. */
 
@@ -154,6 +156,12 @@ struct store_sample_run {
 /* Append one sample to a run's data (w): its packed size, then it packed
  * without its id. Out of memory shows as w->failed. */
 void store_sample_run_add(struct pbwire *w, const struct Graind__Sample *s);
+
+/* Say that every later sample of the run, up to the next call, begins
+ * with `fields` (graind.Sample fields, packed): a sample appended after
+ * this holds only its own fields, and is read as fields ++ its own bytes.
+ * Shared fields are thus packed once, not once per sample. */
+void store_sample_run_share(struct pbwire *w, const void *fields, size_t len);
 
 /* Append the runs in ONE transaction, one block each, and set each run's
  * first_id (0 on failure), then drop the oldest samples beyond the bounds

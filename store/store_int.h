@@ -119,7 +119,8 @@ void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv);
 
 /* Drop the first samples of block `first_id`, enough for `rows` samples
  * and `bytes` bytes to go (*cut and *cut_bytes say how many went): its
- * first id moves up, or it goes when that is all of it. Lock held, in a
+ * first id moves up and the fields its kept samples share are put back in
+ * front of them, or it goes when that is all of it. Lock held, in a
  * transaction. */
 int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err);

@@ -46,6 +46,8 @@
 #define QUEUE_MAX_BYTES (32u << 20) /* their bytes, per probe */
 #define PAUSE_RETRY_MS 5
 #define CHUNK_BYTES   (64u << 10) /* a chunk is handed over once this full */
+#define CHUNK_ROOM    (CHUNK_BYTES + 4096) /* an event chunk's buffer */
+#define SPARE_CHUNKS  32        /* event chunk buffers kept for reuse */
 #define BATCH_MAX     65536     /* samples per transaction */
 #define BATCH_WAIT_MS 50        /* the longest a sample waits for its batch */
 #define PERF_PAGES    64        /* perf buffer pages per CPU */
@@ -74,6 +76,8 @@ struct chunk {
 	struct pqueue *queue;   /* set when queued */
 	char map[64];
 	uint32_t count;
+	bool shares;            /* holds the event head of shared_ms */
+	int64_t shared_ms;
 	struct pbwire data;
 };
 
@@ -180,6 +184,10 @@ struct collector {
 	struct pqueue *next_first;      /* where the next batch starts */
 	size_t depth;
 	bool writer_stop;
+	/* Event chunks the writer is done with, kept for the collector to
+	 * fill again: a fresh 64 KiB buffer costs page faults every time. */
+	struct chunk *spare;
+	size_t n_spare;
 
 	size_t paused;                  /* sources paused (collector thread) */
 
@@ -224,12 +232,59 @@ static void queue_retire(struct collector *c, struct pqueue *q)
 	pthread_mutex_unlock(&c->qlock);
 }
 
-static void chunk_free(struct chunk *ch)
+static void chunk_destroy(struct chunk *ch)
 {
 	if (ch) {
 		pbwire_free(&ch->data);
 		free(ch);
 	}
+}
+
+/* Done with a chunk: an event chunk goes back to the spares. */
+static void chunk_free(struct collector *c, struct chunk *ch)
+{
+	if (!ch)
+		return;
+	if (ch->data.cap >= CHUNK_ROOM && !ch->data.failed) {
+		pthread_mutex_lock(&c->qlock);
+		if (c->n_spare < SPARE_CHUNKS) {
+			ch->next = c->spare;
+			c->spare = ch;
+			c->n_spare++;
+			ch = NULL;
+		}
+		pthread_mutex_unlock(&c->qlock);
+	}
+	chunk_destroy(ch);
+}
+
+/* An empty chunk with room for `room` bytes, a spare one for events. */
+static struct chunk *chunk_new(struct collector *c, size_t room)
+{
+	struct chunk *ch = NULL;
+	struct pbwire data;
+
+	if (room == CHUNK_ROOM) {
+		pthread_mutex_lock(&c->qlock);
+		ch = c->spare;
+		if (ch) {
+			c->spare = ch->next;
+			c->n_spare--;
+		}
+		pthread_mutex_unlock(&c->qlock);
+	}
+	if (ch) {
+		data = ch->data;
+		data.len = 0;
+		*ch = (struct chunk){ .data = data };
+		return ch;
+	}
+	ch = calloc(1, sizeof(*ch));
+	if (ch && !pbwire_reserve(&ch->data, room)) {
+		chunk_destroy(ch);
+		ch = NULL;
+	}
+	return ch;
 }
 
 /* Count samples of probe queue q as lost: a full queue, a failed write. */
@@ -265,7 +320,7 @@ static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 	pthread_mutex_unlock(&c->qlock);
 	if (full) {
 		queue_count_lost(c, q, ch->count);
-		chunk_free(ch);
+		chunk_free(c, ch);
 	}
 	return high;
 }
@@ -328,12 +383,12 @@ static void reap_queues(struct collector *c)
 	}
 }
 
-static void free_chunks(struct chunk *ch)
+static void free_chunks(struct collector *c, struct chunk *ch)
 {
 	while (ch) {
 		struct chunk *next = ch->next;
 
-		chunk_free(ch);
+		chunk_free(c, ch);
 		ch = next;
 	}
 }
@@ -381,7 +436,7 @@ static void write_batch(struct collector *c, struct chunk *batch, size_t samples
 		stat_add(&c->stats.batch_commit_us, clock_mono_us() - t0);
 	}
 out:
-	free_chunks(batch);
+	free_chunks(c, batch);
 }
 
 static void deadline_after_ms(struct timespec *ts, unsigned ms)
@@ -445,12 +500,9 @@ static struct pbwire *chunk_of(struct source *src)
 
 	if (src->open)
 		return &src->open->data;
-	src->open = calloc(1, sizeof(*src->open));
-	if (!src->open || !pbwire_reserve(&src->open->data, events ? CHUNK_BYTES + 4096 : 1024)) {
-		chunk_free(src->open);
-		src->open = NULL;
+	src->open = chunk_new(src->probe->c, events ? CHUNK_ROOM : 1024);
+	if (!src->open)
 		return NULL;
-	}
 	snprintf(src->open->map, sizeof(src->open->map), "%s", src->map->shown);
 	return &src->open->data;
 }
@@ -464,7 +516,7 @@ static void source_flush(struct source *src)
 		return;
 	src->open = NULL;
 	if (!ch->count)
-		chunk_free(ch);
+		chunk_free(src->probe->c, ch);
 	else if (queue_push(src->probe->c, src->probe->queue, ch))
 		src->paused = true;
 }
@@ -480,7 +532,7 @@ static void sample_added(struct source *src)
 		stat_add(&c->stats.decode_errors, 1);
 		stat_add(&c->stats.collected, ch->count);
 		queue_count_lost(c, src->probe->queue, ch->count);
-		chunk_free(ch);
+		chunk_free(c, ch);
 		src->open = NULL;
 		return;
 	}
@@ -528,8 +580,9 @@ static void aggregate_event(struct source *src, const void *data, size_t size)
 		stat_add(&src->probe->c->stats.decode_errors, 1);
 }
 
-/* The fields every event sample of the source starts with, as of now:
- * graind.Sample's probe, map, time, kind, name and value (1, one event). */
+/* The fields every event sample of the source shares, as of now:
+ * graind.Sample's probe, map, time, kind, name and value (1, one event).
+ * An event's own fields come after them (graind.Sample's fields). */
 static const struct pbwire *event_head(struct source *src)
 {
 	struct collector *c = src->probe->c;
@@ -548,7 +601,9 @@ static const struct pbwire *event_head(struct source *src)
 	return w;
 }
 
-/* One record, packed straight into the open chunk as its sample. */
+/* One record, packed straight into the open chunk as its sample: the
+ * head goes in once per chunk and millisecond, as fields the samples
+ * after it share, and the record's decoded fields go in each sample. */
 static void emit_event(struct source *src, const void *data, size_t size)
 {
 	const struct pbwire *head;
@@ -565,8 +620,12 @@ static void emit_event(struct source *src, const void *data, size_t size)
 		stat_add(&src->probe->c->stats.decode_errors, 1);
 		return;
 	}
+	if (!src->open->shares || src->open->shared_ms != src->event_head_ms) {
+		store_sample_run_share(w, head->data, head->len);
+		src->open->shares = true;
+		src->open->shared_ms = src->event_head_ms;
+	}
 	opened = pbwire_begin_frame(w);
-	pbwire_raw(w, head->data, head->len);
 	decode_pack_fields(src->map->value_dec, data, size, "", SAMPLE_FIELD_FIELDS, w);
 	pbwire_close_frame(w, opened);
 	sample_added(src);
@@ -1296,8 +1355,14 @@ void collect_stop(struct collector *c)
 		struct pqueue *q = c->queues;
 
 		c->queues = q->next;
-		free_chunks(q->head);
+		free_chunks(c, q->head);
 		free(q);
+	}
+	while (c->spare) {
+		struct chunk *next = c->spare->next;
+
+		chunk_destroy(c->spare);
+		c->spare = next;
 	}
 	if (c->epfd >= 0)
 		close(c->epfd);

@@ -1,7 +1,7 @@
 /* Unit tests for store/samples.c: append and list back, paging and
  * filters, the row and byte bounds with their drop counts, ids across
- * reopen and total drops, a failing append, use from several threads,
- * and the append rate. */
+ * reopen and total drops, a failing append, samples sharing fields, use
+ * from several threads, and the append rate. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -753,6 +753,167 @@ static void test_corrupt_block(void **state)
 	assert_int_equal(store_sample_count(fx->st), 3);
 }
 
+/* ---------------------------------------------------------------- shared */
+
+/* The payload bytes the table holds, counted by SQLite. */
+static uint64_t stored_bytes(struct store *st)
+{
+	sqlite3_stmt *stmt;
+	uint64_t n;
+
+	store_lock(st);
+	assert_int_equal(sqlite3_prepare_v2(st->db,
+		"SELECT coalesce(sum(length(payload)), 0) FROM sample_blocks", -1, &stmt, NULL),
+		SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	n = (uint64_t)sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	return n;
+}
+
+/* Event samples sharing their head: probe, map, time, kind, name, value. */
+static void share_head(struct pbwire *w, const char *time)
+{
+	Graind__Sample head;
+	uint8_t buf[256];
+	size_t len;
+
+	graind__sample__init(&head);
+	head.probe = "p";
+	head.map = "events";
+	head.time = (char *)time;
+	head.kind = GRAIND__SAMPLE_KIND__EVENT;
+	head.name = "events";
+	head.value = 1;
+	len = graind__sample__pack(&head, buf);
+	store_sample_run_share(w, buf, len);
+}
+
+/* A sample of only its own fields: one field "n" = n. */
+static void add_own(struct pbwire *w, uint64_t n)
+{
+	Graind__Field field, *fields = &field;
+	Graind__Sample own;
+
+	graind__field__init(&field);
+	field.name = "n";
+	field.value_case = GRAIND__FIELD__VALUE_UINT;
+	field.uint = n;
+	graind__sample__init(&own);
+	own.n_fields = 1;
+	own.fields = &fields;
+	store_sample_run_add(w, &own);
+}
+
+struct shared_seen {
+	uint64_t ids[8], n_field[8];
+	char time[8][8];
+	size_t n;
+};
+
+static int collect_shared(const Graind__Sample *s, void *ctx)
+{
+	struct shared_seen *seen = ctx;
+
+	assert_true(seen->n < 8);
+	assert_string_equal(s->probe, "p");
+	assert_string_equal(s->map, "events");
+	assert_string_equal(s->name, "events");
+	assert_int_equal(s->kind, GRAIND__SAMPLE_KIND__EVENT);
+	assert_true(s->value == 1);
+	assert_int_equal(s->n_fields, 1);
+	assert_string_equal(s->fields[0]->name, "n");
+	seen->ids[seen->n] = s->id;
+	seen->n_field[seen->n] = s->fields[0]->uint;
+	snprintf(seen->time[seen->n], sizeof(seen->time[0]), "%s", s->time);
+	seen->n++;
+	return 0;
+}
+
+/* The samples of probe p: ids first.., fields n = first.., times. */
+static void expect_shared(struct store *st, uint64_t first, const char *const *times,
+			  size_t n)
+{
+	struct shared_seen seen = { 0 };
+	struct gerr err = { 0 };
+	bool more;
+
+	assert_int_equal(store_samples_list(st, "p", NULL, 0, 10, collect_shared, &seen,
+					    &more, &err), 0);
+	assert_int_equal(seen.n, n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(seen.ids[i], first + i);
+		assert_int_equal(seen.n_field[i], first + i);
+		assert_string_equal(seen.time[i], times[i]);
+	}
+}
+
+static void append_one_other(struct store *st)
+{
+	Graind__Sample one, *ptr = &one;
+
+	sample_init(&one, "q", "counts", "hits", 1);
+	append_ok(st, &ptr, 1);
+}
+
+/* Samples 1..5 share head T1 (1-3) and T2 (4-5): each reads whole; a
+ * bound that cuts the block puts the head its kept samples need back in
+ * front of them, or not when the kept part starts with its own; the byte
+ * count follows what the table holds. */
+static void test_shared_fields(void **state)
+{
+	static const char *const times[] = { "T1", "T1", "T1", "T2", "T2" };
+	struct fixture *fx = *state;
+	struct pbwire w = { 0 };
+	struct gerr err = { 0 };
+	struct store_sample_run run = { .probe = "p", .map = "events", .count = 5 };
+	struct drops d;
+
+	share_head(&w, "T1");
+	add_own(&w, 1);
+	add_own(&w, 2);
+	add_own(&w, 3);
+	share_head(&w, "T2");
+	add_own(&w, 4);
+	add_own(&w, 5);
+	assert_false(w.failed);
+	run.data = w.data;
+	run.len = w.len;
+	assert_int_equal(store_samples_append_runs(fx->st, &run, 1, &err), 0);
+	assert_int_equal(run.first_id, 1);
+	expect_shared(fx->st, 1, times, 5);
+	assert_int_equal(store_sample_bytes(fx->st), w.len);
+
+	/* Cut after 2: sample 3 needs T1 again. */
+	store_samples_set_bounds(fx->st, 4, 0);
+	append_one_other(fx->st);
+	expect_shared(fx->st, 3, times + 2, 3);
+	assert_int_equal(store_sample_bytes(fx->st), stored_bytes(fx->st));
+
+	/* Cut after 3: the kept part starts with T2, T1 goes. */
+	append_one_other(fx->st);
+	expect_shared(fx->st, 4, times + 3, 2);
+	assert_int_equal(store_sample_bytes(fx->st), stored_bytes(fx->st));
+	drops_ok(fx->st, &d);
+	assert_int_equal(d.n, 1);
+	assert_string_equal(d.probe[0], "p");
+	assert_int_equal(d.count[0], 3);
+
+	/* A byte bound one byte short takes one more sample. */
+	{
+		Graind__Sample one;
+
+		sample_init(&one, "q", "counts", "hits", 1);
+		store_samples_set_bounds(fx->st, 100,
+					 store_sample_bytes(fx->st) + packed_size(&one) - 1);
+	}
+	append_one_other(fx->st);
+	expect_shared(fx->st, 5, times + 4, 1);
+	assert_int_equal(store_sample_bytes(fx->st), stored_bytes(fx->st));
+	pbwire_free(&w);
+}
+
 static void test_threads(void **state)
 {
 	struct fixture *fx = *state;
@@ -839,6 +1000,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failing_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_block, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_fields, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 	};
