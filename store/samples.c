@@ -127,21 +127,123 @@ static bool next_is_shared(const struct block_walk *w)
 	return next_frame(&peek, &frame, &len) && frame_is_shared(frame, len);
 }
 
-/* A whole sample: the shared fields in effect, then its own. Points into
- * the payload when nothing is shared, else into buf (reused from sample
- * to sample); NULL when out of memory. */
+/* graind.Sample's repeated `fields` (graind.Field). */
+#define SAMPLE_FIELDS_NUMBER 10
+
+/* One field of a packed message: its number, and its bytes whole (tag
+ * included) and, when length-delimited, after the length. */
+struct wire_item {
+	uint32_t number;
+	bool delimited;
+	const uint8_t *start, *body;
+	size_t len, body_len;
+};
+
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	unsigned shift = 0;
+
+	*v = 0;
+	while (*p < end && shift <= 63) {
+		*v |= (uint64_t)(**p & 0x7f) << shift;
+		shift += 7;
+		if (!(*(*p)++ & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/* The next field of the message at *p; false at its end or when broken
+ * (then *p is set past end). */
+static bool wire_next(const uint8_t **p, const uint8_t *end, struct wire_item *it)
+{
+	uint64_t tag, n;
+
+	if (*p >= end)
+		return false;
+	it->start = *p;
+	if (!wire_varint(p, end, &tag))
+		goto broken;
+	it->number = (uint32_t)(tag >> 3);
+	it->delimited = (tag & 7) == PBWIRE_LEN;
+	switch (tag & 7) {
+	case PBWIRE_VARINT:
+		if (!wire_varint(p, end, &n))
+			goto broken;
+		break;
+	case PBWIRE_FIXED64:
+	case 5:                 /* fixed32 */
+		n = (tag & 7) == 5 ? 4 : 8;
+		if (n > (uint64_t)(end - *p))
+			goto broken;
+		*p += n;
+		break;
+	case PBWIRE_LEN:
+		if (!wire_varint(p, end, &n) || n > (uint64_t)(end - *p))
+			goto broken;
+		it->body = *p;
+		it->body_len = (size_t)n;
+		*p += n;
+		break;
+	default:
+		goto broken;
+	}
+	it->len = (size_t)(*p - it->start);
+	return true;
+broken:
+	*p = end + 1;
+	return false;
+}
+
+/* The next `fields` entry of the shared fields, the name of the sample's
+ * entry at the same place. */
+static bool next_shared_field(const uint8_t **p, const uint8_t *end, struct wire_item *it)
+{
+	while (wire_next(p, end, it))
+		if (it->number == SAMPLE_FIELDS_NUMBER && it->delimited)
+			return true;
+	return false;
+}
+
+/* A whole sample: the shared fields in effect, then its own, the i-th
+ * shared `fields` entry merged into its i-th (its bytes in front of the
+ * entry's, as protobuf merges messages). Points into the payload when
+ * nothing is shared, else into buf (reused from sample to sample); NULL
+ * when the bytes are broken or out of memory (buf->failed). */
 static const uint8_t *sample_bytes(const struct block_walk *w, const uint8_t *own,
 				   size_t own_len, struct pbwire *buf, size_t *len)
 {
+	const uint8_t *sp = w->shared, *send = w->shared + w->shared_len;
+	const uint8_t *op = own, *oend = own + own_len;
+	struct wire_item it, name;
+	bool named = true;
+
 	if (!w->shared) {
 		*len = own_len;
 		return own;
 	}
 	buf->len = 0;
-	pbwire_raw(buf, w->shared, w->shared_len);
-	pbwire_raw(buf, own, own_len);
+	while (wire_next(&sp, send, &it))
+		if (it.number != SAMPLE_FIELDS_NUMBER)
+			pbwire_raw(buf, it.start, it.len);
+	if (sp > send)
+		return NULL;
+	sp = w->shared;
+	while (wire_next(&op, oend, &it)) {
+		if (it.number != SAMPLE_FIELDS_NUMBER || !it.delimited ||
+		    !(named = named && next_shared_field(&sp, send, &name))) {
+			pbwire_raw(buf, it.start, it.len);
+			continue;
+		}
+		pbwire_tag(buf, SAMPLE_FIELDS_NUMBER, PBWIRE_LEN);
+		pbwire_varint(buf, name.body_len + it.body_len);
+		pbwire_raw(buf, name.body, name.body_len);
+		pbwire_raw(buf, it.body, it.body_len);
+	}
+	if (op > oend || sp > send || buf->failed)
+		return NULL;
 	*len = buf->len;
-	return buf->failed ? NULL : buf->data;
+	return buf->data;
 }
 
 void store_sample_run_share(struct pbwire *w, const void *fields, size_t len)
@@ -639,10 +741,10 @@ static int visit_block(sqlite3_stmt *stmt, uint64_t after, unsigned limit, unsig
 		if ((*seen)++ == limit)
 			return 1;
 		packed = sample_bytes(&w, own, own_len, buf, &len);
-		if (!packed)
+		if (!packed && buf->failed)
 			return gerr_set(err, 500, "out of memory reading sample %llu",
 					(unsigned long long)id);
-		s = graind__sample__unpack(NULL, len, packed);
+		s = packed ? graind__sample__unpack(NULL, len, packed) : NULL;
 		if (!s)
 			return gerr_set(err, 500, "sample %llu in the store is corrupt",
 					(unsigned long long)id);

@@ -157,10 +157,13 @@ struct store_sample_run {
  * without its id. Out of memory shows as w->failed. */
 void store_sample_run_add(struct pbwire *w, const struct Graind__Sample *s);
 
-/* Say that every later sample of the run, up to the next call, begins
- * with `fields` (graind.Sample fields, packed): a sample appended after
- * this holds only its own fields, and is read as fields ++ its own bytes.
- * Shared fields are thus packed once, not once per sample. */
+/* Say that every later sample of the run, up to the next call, shares
+ * `fields` (graind.Sample fields, packed): a sample appended after this
+ * holds only its own fields. It is read as the shared fields followed by
+ * its own, except that the i-th shared `fields` entry (graind.Field, a
+ * name, say) is merged into the sample's i-th entry (its value), as
+ * protobuf merges messages: its bytes go in front of the entry's. Shared
+ * fields are thus packed once, not once per sample. */
 void store_sample_run_share(struct pbwire *w, const void *fields, size_t len);
 
 /* Append the runs in ONE transaction, one block each, and set each run's

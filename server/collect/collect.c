@@ -581,8 +581,9 @@ static void aggregate_event(struct source *src, const void *data, size_t size)
 }
 
 /* The fields every event sample of the source shares, as of now:
- * graind.Sample's probe, map, time, kind, name and value (1, one event).
- * An event's own fields come after them (graind.Sample's fields). */
+ * graind.Sample's probe, map, time, kind, name and value (1, one event),
+ * and the names of the record's fields. An event sample holds only the
+ * values of its fields (store_sample_run_share). */
 static const struct pbwire *event_head(struct source *src)
 {
 	struct collector *c = src->probe->c;
@@ -597,13 +598,15 @@ static const struct pbwire *event_head(struct source *src)
 	pbwire_uint(w, SAMPLE_FIELD_KIND, GRAIND__SAMPLE_KIND__EVENT);
 	pbwire_string(w, SAMPLE_FIELD_NAME, src->map->shown);
 	pbwire_double(w, SAMPLE_FIELD_VALUE, 1);
+	decode_pack_names(src->map->value_dec, "", SAMPLE_FIELD_FIELDS, w);
 	src->event_head_ms = c->now_ms;
 	return w;
 }
 
 /* One record, packed straight into the open chunk as its sample: the
  * head goes in once per chunk and millisecond, as fields the samples
- * after it share, and the record's decoded fields go in each sample. */
+ * after it share, and the values of the record's fields go in each
+ * sample. */
 static void emit_event(struct source *src, const void *data, size_t size)
 {
 	const struct pbwire *head;
@@ -626,7 +629,7 @@ static void emit_event(struct source *src, const void *data, size_t size)
 		src->open->shared_ms = src->event_head_ms;
 	}
 	opened = pbwire_begin_frame(w);
-	decode_pack_fields(src->map->value_dec, data, size, "", SAMPLE_FIELD_FIELDS, w);
+	decode_pack_values(src->map->value_dec, data, size, "", SAMPLE_FIELD_FIELDS, w);
 	pbwire_close_frame(w, opened);
 	sample_added(src);
 }

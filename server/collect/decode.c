@@ -1680,6 +1680,7 @@ int decode_fields(const struct decoder *dec, const void *data, size_t len,
 struct wire_out {
 	struct prefix prefix;
 	uint64_t tag;		/* of the Field in the enclosing message */
+	bool unnamed;		/* leave the names out */
 	struct pbwire *w;
 };
 
@@ -1731,14 +1732,15 @@ static uint8_t *put_value(uint8_t *p, const struct decode_value *v)
 
 /* One graind.Field, its length known before it is written: room is made
  * once and the bytes go straight in. An empty name is left out, as
- * protobuf-c leaves out a proto3 string at its default. */
+ * protobuf-c leaves out a proto3 string at its default; so is a value
+ * NOT_SET. */
 static int wire_field(void *ctx, const char *name, size_t name_len,
 		      const struct decode_value *v)
 {
 	struct wire_out *out = ctx;
 	const struct prefix *pre = &out->prefix;
 	bool dot = joins_with_dot(pre, name, name_len);
-	size_t full = pre->len + dot + name_len;
+	size_t full = out->unnamed ? 0 : pre->len + dot + name_len;
 	size_t body = value_size(v), total;
 	uint8_t *p;
 
@@ -1772,6 +1774,43 @@ int decode_pack_fields(const struct decoder *dec, const void *data,
 	struct wire_out out = {
 		.prefix = prefix_of(prefix),
 		.tag = (uint64_t)field_no << 3 | PBWIRE_LEN,
+		.w = w,
+	};
+
+	if (w->failed)
+		return -1;
+	if (walk_record(dec, data, len, wire_field, &out)) {
+		w->failed = true;
+		return -1;
+	}
+	return 0;
+}
+
+int decode_pack_names(const struct decoder *dec, const char *prefix, uint32_t field_no,
+		      struct pbwire *w)
+{
+	const struct decode_value name_only = { .is = GRAIND__FIELD__VALUE__NOT_SET };
+	struct wire_out out = {
+		.prefix = prefix_of(prefix),
+		.tag = (uint64_t)field_no << 3 | PBWIRE_LEN,
+		.w = w,
+	};
+
+	if (dec->raw)
+		return w->failed ? -1 : 0;
+	for (size_t i = 0; i < dec->n_leaves && !w->failed; i++)
+		if (wire_field(&out, dec->leaves[i].name, dec->leaves[i].name_len, &name_only))
+			w->failed = true;
+	return w->failed ? -1 : 0;
+}
+
+int decode_pack_values(const struct decoder *dec, const void *data, size_t len,
+		       const char *prefix, uint32_t field_no, struct pbwire *w)
+{
+	struct wire_out out = {
+		.prefix = prefix_of(prefix),
+		.tag = (uint64_t)field_no << 3 | PBWIRE_LEN,
+		.unnamed = !record_is_raw(dec, len),
 		.w = w,
 	};
 

@@ -65,6 +65,21 @@ int decode_fields(const struct decoder *dec, const void *data, size_t len,
 int decode_pack_fields(const struct decoder *dec, const void *data, size_t len,
 		       const char *prefix, uint32_t field_no, struct pbwire *w);
 
+/* decode_pack_fields() split in two, for records that share their names.
+ * decode_pack_names() writes one graind.Field per leaf holding only its
+ * name (an empty Field for an empty name; nothing for a decoder without
+ * BTF): the same for every record of the decoder. decode_pack_values()
+ * writes the record's Fields holding only their values, or, for a record
+ * decoded as raw, whole as decode_pack_fields() writes them. Merging the
+ * i-th name Field into the i-th value Field (their bytes one after the
+ * other, as protobuf merges) gives decode_pack_fields()'s i-th Field, the
+ * name of a raw record's own Field winning. Both return 0, or -1 when out
+ * of memory (w->failed). */
+int decode_pack_names(const struct decoder *dec, const char *prefix, uint32_t field_no,
+		      struct pbwire *w);
+int decode_pack_values(const struct decoder *dec, const void *data, size_t len,
+		       const char *prefix, uint32_t field_no, struct pbwire *w);
+
 /* One leaf's value, as decode_visit() hands it over: `is` tells which
  * member holds it. Text is not NUL-terminated. */
 struct decode_value {

@@ -289,10 +289,84 @@ static void assert_pack_matches(const struct decoder *dec, const void *data,
 	fields_free(&fs);
 }
 
+/* The next graind.Field entry (field 10, one tag byte) of packed bytes:
+ * its body. */
+static const uint8_t *next_entry(const uint8_t **p, const uint8_t *end, size_t *len)
+{
+	const uint8_t *body;
+	unsigned shift = 0;
+
+	if (*p >= end)
+		return NULL;
+	assert_int_equal(*(*p)++, 10 << 3 | 2);
+	*len = 0;
+	do {
+		assert_true(*p < end);
+		*len |= (size_t)(**p & 0x7f) << shift;
+		shift += 7;
+	} while (*(*p)++ & 0x80);
+	body = *p;
+	*p += *len;
+	assert_true(*p <= end);
+	return body;
+}
+
+/* decode_pack_names() and decode_pack_values(), the i-th name entry
+ * merged into the i-th value entry, read as decode_pack_fields()'s fields
+ * and are its very bytes, unless the values carry names of their own
+ * (a raw record): those win. */
+static void assert_split_matches(const struct decoder *dec, const void *data,
+				 size_t len, const char *prefix)
+{
+	struct pbwire whole = { 0 }, names = { 0 }, values = { 0 }, merged = { 0 };
+	const uint8_t *np, *nend, *vp, *vend, *name, *value;
+	size_t name_len = 0, value_len;
+	Graind__Sample *want, *got;
+	bool own_names = false;
+
+	assert_int_equal(decode_pack_fields(dec, data, len, prefix, 10, &whole), 0);
+	assert_int_equal(decode_pack_names(dec, prefix, 10, &names), 0);
+	assert_int_equal(decode_pack_values(dec, data, len, prefix, 10, &values), 0);
+	np = names.data;
+	nend = np + names.len;
+	vp = values.data;
+	vend = vp + values.len;
+	while ((value = next_entry(&vp, vend, &value_len))) {
+		name = next_entry(&np, nend, &name_len);
+		if (!name)
+			name_len = 0;
+		own_names |= value_len && value[0] == (1 << 3 | 2);
+		pbwire_tag(&merged, 10, PBWIRE_LEN);
+		pbwire_varint(&merged, name_len + value_len);
+		pbwire_raw(&merged, name, name_len);
+		pbwire_raw(&merged, value, value_len);
+	}
+	assert_false(merged.failed);
+	want = graind__sample__unpack(NULL, whole.len, whole.data);
+	got = graind__sample__unpack(NULL, merged.len, merged.data);
+	assert_non_null(want);
+	assert_non_null(got);
+	assert_int_equal(got->n_fields, want->n_fields);
+	for (size_t i = 0; i < want->n_fields; i++)
+		assert_same_field(got->fields[i], want->fields[i]);
+	if (!own_names) {
+		assert_int_equal(merged.len, whole.len);
+		if (whole.len)
+			assert_memory_equal(merged.data, whole.data, whole.len);
+	}
+	graind__sample__free_unpacked(got, NULL);
+	graind__sample__free_unpacked(want, NULL);
+	pbwire_free(&merged);
+	pbwire_free(&values);
+	pbwire_free(&names);
+	pbwire_free(&whole);
+}
+
 /* Both ways, with the prefixes the collector uses and the test's own. */
 static void assert_packs(const struct decoder *dec, const void *data,
 			 size_t len, const char *prefix)
 {
+	assert_split_matches(dec, data, len, "");
 	assert_pack_matches(dec, data, len, "");
 	assert_pack_matches(dec, data, len, "key");
 	if (prefix && *prefix && strcmp(prefix, "key"))

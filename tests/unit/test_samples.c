@@ -772,14 +772,20 @@ static uint64_t stored_bytes(struct store *st)
 	return n;
 }
 
-/* Event samples sharing their head: probe, map, time, kind, name, value. */
+/* Event samples sharing their head: probe, map, time, kind, name, value,
+ * and the name "n" of their first field. */
 static void share_head(struct pbwire *w, const char *time)
 {
+	Graind__Field name, *names = &name;
 	Graind__Sample head;
 	uint8_t buf[256];
 	size_t len;
 
+	graind__field__init(&name);
+	name.name = "n";
 	graind__sample__init(&head);
+	head.n_fields = 1;
+	head.fields = &names;
 	head.probe = "p";
 	head.map = "events";
 	head.time = (char *)time;
@@ -790,25 +796,29 @@ static void share_head(struct pbwire *w, const char *time)
 	store_sample_run_share(w, buf, len);
 }
 
-/* A sample of only its own fields: one field "n" = n. */
-static void add_own(struct pbwire *w, uint64_t n)
+/* A sample of only its own fields: one field, = n, without a name
+ * unless `name`, and a second one = n + 1 without a name when `second`. */
+static void add_own(struct pbwire *w, uint64_t n, const char *name, bool second)
 {
-	Graind__Field field, *fields = &field;
+	Graind__Field field[2], *fields[2] = { &field[0], &field[1] };
 	Graind__Sample own;
 
-	graind__field__init(&field);
-	field.name = "n";
-	field.value_case = GRAIND__FIELD__VALUE_UINT;
-	field.uint = n;
+	for (size_t i = 0; i < 2; i++) {
+		graind__field__init(&field[i]);
+		field[i].value_case = GRAIND__FIELD__VALUE_UINT;
+		field[i].uint = n + i;
+	}
+	if (name)
+		field[0].name = (char *)name;
 	graind__sample__init(&own);
-	own.n_fields = 1;
-	own.fields = &fields;
+	own.n_fields = second ? 2 : 1;
+	own.fields = fields;
 	store_sample_run_add(w, &own);
 }
 
 struct shared_seen {
 	uint64_t ids[8], n_field[8];
-	char time[8][8];
+	char time[8][8], name[8][8];
 	size_t n;
 };
 
@@ -822,8 +832,12 @@ static int collect_shared(const Graind__Sample *s, void *ctx)
 	assert_string_equal(s->name, "events");
 	assert_int_equal(s->kind, GRAIND__SAMPLE_KIND__EVENT);
 	assert_true(s->value == 1);
-	assert_int_equal(s->n_fields, 1);
-	assert_string_equal(s->fields[0]->name, "n");
+	assert_in_range(s->n_fields, 1, 2);
+	if (s->n_fields == 2) {         /* beyond the shared names: none */
+		assert_string_equal(s->fields[1]->name, "");
+		assert_int_equal(s->fields[1]->uint, s->fields[0]->uint + 1);
+	}
+	snprintf(seen->name[seen->n], sizeof(seen->name[0]), "%s", s->fields[0]->name);
 	seen->ids[seen->n] = s->id;
 	seen->n_field[seen->n] = s->fields[0]->uint;
 	snprintf(seen->time[seen->n], sizeof(seen->time[0]), "%s", s->time);
@@ -831,7 +845,8 @@ static int collect_shared(const Graind__Sample *s, void *ctx)
 	return 0;
 }
 
-/* The samples of probe p: ids first.., fields n = first.., times. */
+/* The samples of probe p: ids first.., first fields = first.., times,
+ * and the first field's name: "n", shared, but for sample 2's own. */
 static void expect_shared(struct store *st, uint64_t first, const char *const *times,
 			  size_t n)
 {
@@ -846,6 +861,7 @@ static void expect_shared(struct store *st, uint64_t first, const char *const *t
 		assert_int_equal(seen.ids[i], first + i);
 		assert_int_equal(seen.n_field[i], first + i);
 		assert_string_equal(seen.time[i], times[i]);
+		assert_string_equal(seen.name[i], first + i == 2 ? "own" : "n");
 	}
 }
 
@@ -857,7 +873,8 @@ static void append_one_other(struct store *st)
 	append_ok(st, &ptr, 1);
 }
 
-/* Samples 1..5 share head T1 (1-3) and T2 (4-5): each reads whole; a
+/* Samples 1..5 share head T1 (1-3) and T2 (4-5) with the name of their
+ * first field, which sample 2 names itself: each reads whole; a
  * bound that cuts the block puts the head its kept samples need back in
  * front of them, or not when the kept part starts with its own; the byte
  * count follows what the table holds. */
@@ -871,12 +888,12 @@ static void test_shared_fields(void **state)
 	struct drops d;
 
 	share_head(&w, "T1");
-	add_own(&w, 1);
-	add_own(&w, 2);
-	add_own(&w, 3);
+	add_own(&w, 1, NULL, false);
+	add_own(&w, 2, "own", false);
+	add_own(&w, 3, NULL, true);
 	share_head(&w, "T2");
-	add_own(&w, 4);
-	add_own(&w, 5);
+	add_own(&w, 4, NULL, false);
+	add_own(&w, 5, NULL, true);
 	assert_false(w.failed);
 	run.data = w.data;
 	run.len = w.len;
