@@ -121,6 +121,9 @@ static void agent_metrics(FILE *f, struct agent *agent)
 		    "Size of the SQLite database and its WAL.", (double)store_db_bytes(agent->store));
 	self_metric(f, "graind_sample_buffer_rows", "gauge",
 		    "Samples held in the store.", (double)store_sample_count(agent->store));
+	self_metric(f, "graind_sample_buffer_bytes", "gauge",
+		    "Payload bytes of the samples held in the store (--buffer-bytes bounds it).",
+		    (double)store_sample_bytes(agent->store));
 }
 
 static void queue_metrics(FILE *f, struct agent *agent)

@@ -1318,6 +1318,19 @@ static struct decode_value text_value(const char *text, size_t len)
 				      .text = text, .text_len = len };
 }
 
+/* A char array up to its first NUL: the bytes themselves when they are
+ * all printable (most are; copying them into scratch first would only
+ * slow the copy out of it), else escaped into scratch. */
+static struct decode_value chars_value(const uint8_t *p, size_t size, char *scratch)
+{
+	size_t n = strnlen((const char *)p, size);
+
+	for (size_t i = 0; i < n; i++)
+		if (!char_is_plain[p[i]])
+			return text_value(scratch, escape_chars(scratch, p, n));
+	return text_value((const char *)p, n);
+}
+
 /* A name found by lookup, escaped into scratch. */
 static struct decode_value found_value(char *scratch, const char *name)
 {
@@ -1476,7 +1489,7 @@ static struct decode_value leaf_value(const struct decoder *dec,
 	case LEAF_REAL:
 		return real_value(p, l->bits);
 	case LEAF_CHARS:
-		return text_value(scratch, escape_chars(scratch, p, l->bits / 8));
+		return chars_value(p, l->bits / 8, scratch);
 	case LEAF_BYTES:
 		return bytes_value(l, p, scratch);
 	case LEAF_PTR:

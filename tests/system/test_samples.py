@@ -390,6 +390,7 @@ def test_prometheus_text_parses_with_the_families(a, pb, emit):
         "graind_events_lost": "counter", "graind_decode_errors": "counter",
         "graind_sample_batches": "counter", "graind_sample_batch_commit_seconds": "counter",
         "graind_database_bytes": "gauge", "graind_sample_buffer_rows": "gauge",
+        "graind_sample_buffer_bytes": "gauge",
         "graind_sample_buffer_dropped": "counter", "graind_queue_depth": "gauge",
         "graind_queue_dropped": "counter", "graind_perf_events_lost": "counter",
         "graind_program_run_count": "counter", "graind_program_run_time_seconds": "counter",
@@ -682,6 +683,43 @@ def test_buffer_bound_keeps_the_newest_and_counts_drops(pb, private_agents):
         assert series(fams, "graind_sample_buffer_dropped", probe=name) == 150
         assert series(fams, "graind_sample_buffer_rows") == 50
         assert series(fams, "graind_samples_dropped") == 0
+        assert ag.delete(f"/v1/probes/{name}").status_code == 204
+        assert ag.stop() == 0, ag.read_log()[-3000:]
+    finally:
+        caller.stop()
+        shutil.rmtree(pin_dir(name), ignore_errors=True)
+
+
+def test_buffer_byte_bound_keeps_whole_newest_events(pb, private_agents):
+    """Events are stored sharing their head and field names; a byte bound
+    cuts into such blocks and every event kept still reads whole."""
+    name = f"bytes-{RUN}"
+    bound = 3000
+    caller = Caller()
+    ag = private_agents(extra_args=("--buffer-bytes", str(bound)))
+    try:
+        r = ag.upload(bpf_object("emit.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        only_events = [{"map": m, "none": True} for m in ("calls", "stats", "records")]
+        put_probe(ag, name, emit_spec(r.json()["sha256"], caller.tid, only_events))
+        for _ in range(4):              # several blocks, several heads
+            caller.call(50)
+            time.sleep(0.3)
+        wait_for(lambda: series(metrics(ag), "graind_samples_stored") == 200,
+                 what="200 samples stored")
+        kept = samples(ag, pb)
+        assert 10 < len(kept) < 200
+        assert [s.id for s in kept] == list(range(201 - len(kept), 201))
+        assert [fields(s)["seq"][1] for s in kept] == list(range(201 - len(kept), 201))
+        for s in kept:
+            assert (s.probe, s.map, s.name, s.kind, s.value) == (
+                name, "events", "events", pb.EVENT, 1)
+            assert TIME_RE.match(s.time)
+            assert fields(s)["comm"] == ("text", COMM)
+        fams = metrics(ag)
+        assert 0 < series(fams, "graind_sample_buffer_bytes") <= bound
+        assert series(fams, "graind_sample_buffer_dropped", probe=name) == 200 - len(kept)
+        assert series(fams, "graind_sample_buffer_rows") == len(kept)
         assert ag.delete(f"/v1/probes/{name}").status_code == 204
         assert ag.stop() == 0, ag.read_log()[-3000:]
     finally:
