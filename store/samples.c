@@ -2,14 +2,16 @@
  *
  * Samples are stored in blocks: one row holds a run of samples of one
  * probe and map with consecutive ids, packed one after the other (each
- * after its length as a varint). A row per sample would cap the buffer
- * at what SQLite inserts per second, well below what ring buffers carry.
+ * after its length as a varint; block.h tells the format). A row per
+ * sample would cap the buffer at what SQLite inserts per second, well
+ * below what ring buffers carry.
  *
  * The buffer's sample count and payload bytes are counted once and then
  * kept in struct store, so that an append knows whether it crossed a
  * bound without scanning the table. They change only when a transaction
  * commits, which keeps them right when an append fails half way. */
 #include "store/store.h"
+#include "store/block.h"
 #include "store/store_int.h"
 
 #include <stdio.h>
@@ -46,213 +48,9 @@ static const char *or_empty(const char *s)
 
 /* ---------------------------------------------------------------- framing */
 
-/* A frame whose first byte is 0 (no protobuf field has number 0) holds
- * fields that every later sample of its block shares, up to the next
- * such frame: a sample is those bytes followed by its own. */
-#define FRAME_SHARED 0x00
-
-/* Walks a block payload frame by frame. */
-struct block_walk {
-	const uint8_t *p, *end;
-	/* The shared frame in effect: whole, length included (to put in
-	 * front of a block's kept part when it is cut), and its fields. */
-	const uint8_t *shared_frame, *shared;
-	size_t shared_frame_len, shared_len;
-	bool broken;            /* the framing is broken */
-};
-
-static struct block_walk block_walk(const uint8_t *payload, size_t len)
-{
-	return (struct block_walk){ .p = payload, .end = payload + len };
-}
-
-/* The frame at w->p (its bytes after the length); false at the end or
- * when broken. */
-static bool next_frame(struct block_walk *w, const uint8_t **frame, size_t *len)
-{
-	uint64_t n = 0;
-	unsigned shift = 0;
-
-	if (w->p >= w->end)
-		return false;
-	for (;;) {
-		if (w->p >= w->end || shift > 63)
-			goto broken;
-		n |= (uint64_t)(*w->p & 0x7f) << shift;
-		shift += 7;
-		if (!(*w->p++ & 0x80))
-			break;
-	}
-	if (n > (uint64_t)(w->end - w->p))
-		goto broken;
-	*frame = w->p;
-	*len = (size_t)n;
-	w->p += n;
-	return true;
-broken:
-	w->broken = true;
-	return false;
-}
-
-static bool frame_is_shared(const uint8_t *frame, size_t len)
-{
-	return len && frame[0] == FRAME_SHARED;
-}
-
-/* The next sample's own bytes; the shared ones in effect stay in w. */
-static bool block_next(struct block_walk *w, const uint8_t **sample, size_t *len)
-{
-	const uint8_t *start;
-
-	for (;;) {
-		start = w->p;
-		if (!next_frame(w, sample, len))
-			return false;
-		if (!frame_is_shared(*sample, *len))
-			return true;
-		w->shared_frame = start;
-		w->shared_frame_len = (size_t)(w->p - start);
-		w->shared = *sample + 1;
-		w->shared_len = *len - 1;
-	}
-}
-
-/* Whether the frame at w->p, if any, is a shared one. */
-static bool next_is_shared(const struct block_walk *w)
-{
-	struct block_walk peek = *w;
-	const uint8_t *frame;
-	size_t len;
-
-	return next_frame(&peek, &frame, &len) && frame_is_shared(frame, len);
-}
-
-/* graind.Sample's repeated `fields` (graind.Field). */
-#define SAMPLE_FIELDS_NUMBER 10
-
-/* One field of a packed message: its number, and its bytes whole (tag
- * included) and, when length-delimited, after the length. */
-struct wire_item {
-	uint32_t number;
-	bool delimited;
-	const uint8_t *start, *body;
-	size_t len, body_len;
-};
-
-static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	unsigned shift = 0;
-
-	*v = 0;
-	while (*p < end && shift <= 63) {
-		*v |= (uint64_t)(**p & 0x7f) << shift;
-		shift += 7;
-		if (!(*(*p)++ & 0x80))
-			return true;
-	}
-	return false;
-}
-
-/* The next field of the message at *p; false at its end or when broken
- * (then *p is set past end). */
-static bool wire_next(const uint8_t **p, const uint8_t *end, struct wire_item *it)
-{
-	uint64_t tag, n;
-
-	if (*p >= end)
-		return false;
-	it->start = *p;
-	if (!wire_varint(p, end, &tag))
-		goto broken;
-	it->number = (uint32_t)(tag >> 3);
-	it->delimited = (tag & 7) == PBWIRE_LEN;
-	switch (tag & 7) {
-	case PBWIRE_VARINT:
-		if (!wire_varint(p, end, &n))
-			goto broken;
-		break;
-	case PBWIRE_FIXED64:
-	case 5:                 /* fixed32 */
-		n = (tag & 7) == 5 ? 4 : 8;
-		if (n > (uint64_t)(end - *p))
-			goto broken;
-		*p += n;
-		break;
-	case PBWIRE_LEN:
-		if (!wire_varint(p, end, &n) || n > (uint64_t)(end - *p))
-			goto broken;
-		it->body = *p;
-		it->body_len = (size_t)n;
-		*p += n;
-		break;
-	default:
-		goto broken;
-	}
-	it->len = (size_t)(*p - it->start);
-	return true;
-broken:
-	*p = end + 1;
-	return false;
-}
-
-/* The next `fields` entry of the shared fields, the name of the sample's
- * entry at the same place. */
-static bool next_shared_field(const uint8_t **p, const uint8_t *end, struct wire_item *it)
-{
-	while (wire_next(p, end, it))
-		if (it->number == SAMPLE_FIELDS_NUMBER && it->delimited)
-			return true;
-	return false;
-}
-
-/* A whole sample: the shared fields in effect, then its own, the i-th
- * shared `fields` entry merged into its i-th (its bytes in front of the
- * entry's, as protobuf merges messages). Points into the payload when
- * nothing is shared, else into buf (reused from sample to sample); NULL
- * when the bytes are broken or out of memory (buf->failed). */
-static const uint8_t *sample_bytes(const struct block_walk *w, const uint8_t *own,
-				   size_t own_len, struct pbwire *buf, size_t *len)
-{
-	const uint8_t *sp = w->shared, *send = w->shared + w->shared_len;
-	const uint8_t *op = own, *oend = own + own_len;
-	struct wire_item it, name;
-	bool named = true;
-
-	if (!w->shared) {
-		*len = own_len;
-		return own;
-	}
-	buf->len = 0;
-	while (wire_next(&sp, send, &it))
-		if (it.number != SAMPLE_FIELDS_NUMBER)
-			pbwire_raw(buf, it.start, it.len);
-	if (sp > send)
-		return NULL;
-	sp = w->shared;
-	while (wire_next(&op, oend, &it)) {
-		if (it.number != SAMPLE_FIELDS_NUMBER || !it.delimited ||
-		    !(named = named && next_shared_field(&sp, send, &name))) {
-			pbwire_raw(buf, it.start, it.len);
-			continue;
-		}
-		pbwire_tag(buf, SAMPLE_FIELDS_NUMBER, PBWIRE_LEN);
-		pbwire_varint(buf, name.body_len + it.body_len);
-		pbwire_raw(buf, name.body, name.body_len);
-		pbwire_raw(buf, it.body, it.body_len);
-	}
-	if (op > oend || sp > send || buf->failed)
-		return NULL;
-	*len = buf->len;
-	return buf->data;
-}
-
 void store_sample_run_share(struct pbwire *w, const void *fields, size_t len)
 {
-	pbwire_varint(w, len + 1);
-	if (pbwire_reserve(w, len + 1)) {
-		w->data[w->len++] = FRAME_SHARED;
-		pbwire_raw(w, fields, len);
-	}
+	block_share(w, fields, len);
 }
 
 void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv)
@@ -405,48 +203,6 @@ static int drop_block(struct store *st, int64_t first_id, struct gerr *err)
 	return ret;
 }
 
-/* Where to cut a block so that its first `rows` samples and `bytes`
- * bytes go. */
-struct block_cut {
-	uint64_t samples;               /* samples cut */
-	size_t offset;                  /* where the kept frames begin */
-	const uint8_t *shared;          /* the shared frame the kept part */
-	size_t shared_len;              /* needs in front, or NULL */
-	bool all;                       /* no sample is left */
-};
-
-/* The bytes a cut takes from the block. */
-static size_t cut_bytes_of(const struct block_cut *cut)
-{
-	return cut->offset - cut->shared_len;
-}
-
-static int plan_cut(const uint8_t *payload, size_t len, uint64_t rows, uint64_t bytes,
-		    struct block_cut *cut)
-{
-	struct block_walk w = block_walk(payload, len), rest;
-	const uint8_t *sample;
-	size_t sample_len;
-
-	*cut = (struct block_cut){ 0 };
-	while ((cut->samples < rows || cut_bytes_of(cut) < bytes) &&
-	       block_next(&w, &sample, &sample_len)) {
-		cut->samples++;
-		cut->offset = (size_t)(w.p - payload);
-		/* The kept samples still need the fields they share. */
-		if (w.shared_frame && !next_is_shared(&w)) {
-			cut->shared = w.shared_frame;
-			cut->shared_len = w.shared_frame_len;
-		} else {
-			cut->shared = NULL;
-			cut->shared_len = 0;
-		}
-	}
-	rest = w;
-	cut->all = !block_next(&rest, &sample, &sample_len);
-	return w.broken || rest.broken ? -1 : 0;
-}
-
 /* The block's payload from the cut on, after the shared frame it needs. */
 static int write_cut(struct store *st, int64_t first_id, const uint8_t *payload, size_t len,
 		     const struct block_cut *cut, struct gerr *err)
@@ -501,7 +257,7 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 	}
 	payload = sqlite3_column_blob(read, 0);
 	len = (size_t)sqlite3_column_bytes(read, 0);
-	if (plan_cut(payload, len, rows, bytes, &plan) < 0) {
+	if (block_plan_cut(payload, len, rows, bytes, &plan) < 0) {
 		gerr_set(err, 500, "samples %lld.. in the store are corrupt", (long long)first_id);
 		goto out;
 	}
@@ -511,7 +267,7 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 		ret = write_cut(st, first_id, payload, len, &plan, err);
 	if (ret == 0) {
 		*cut = plan.samples;
-		*cut_bytes = plan.all ? len : cut_bytes_of(&plan);
+		*cut_bytes = plan.all ? len : block_cut_bytes(&plan);
 	}
 out:
 	store_stmt_done(read);
@@ -740,7 +496,7 @@ static int visit_block(sqlite3_stmt *stmt, uint64_t after, unsigned limit, unsig
 			continue;
 		if ((*seen)++ == limit)
 			return 1;
-		packed = sample_bytes(&w, own, own_len, buf, &len);
+		packed = block_sample(&w, own, own_len, buf, &len);
 		if (!packed && buf->failed)
 			return gerr_set(err, 500, "out of memory reading sample %llu",
 					(unsigned long long)id);
