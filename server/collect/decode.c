@@ -1780,13 +1780,15 @@ static int wire_field(void *ctx, const char *name, size_t name_len,
 	return 0;
 }
 
-int decode_pack_fields(const struct decoder *dec, const void *data,
-		       size_t len, const char *prefix, uint32_t field_no,
+/* Every leaf of the record as a Field, named or not. */
+static int pack_record(const struct decoder *dec, const void *data, size_t len,
+		       const char *prefix, uint32_t field_no, bool unnamed,
 		       struct pbwire *w)
 {
 	struct wire_out out = {
 		.prefix = prefix_of(prefix),
 		.tag = (uint64_t)field_no << 3 | PBWIRE_LEN,
+		.unnamed = unnamed,
 		.w = w,
 	};
 
@@ -1797,6 +1799,13 @@ int decode_pack_fields(const struct decoder *dec, const void *data,
 		return -1;
 	}
 	return 0;
+}
+
+int decode_pack_fields(const struct decoder *dec, const void *data,
+		       size_t len, const char *prefix, uint32_t field_no,
+		       struct pbwire *w)
+{
+	return pack_record(dec, data, len, prefix, field_no, false, w);
 }
 
 int decode_pack_names(const struct decoder *dec, const char *prefix, uint32_t field_no,
@@ -1820,20 +1829,7 @@ int decode_pack_names(const struct decoder *dec, const char *prefix, uint32_t fi
 int decode_pack_values(const struct decoder *dec, const void *data, size_t len,
 		       const char *prefix, uint32_t field_no, struct pbwire *w)
 {
-	struct wire_out out = {
-		.prefix = prefix_of(prefix),
-		.tag = (uint64_t)field_no << 3 | PBWIRE_LEN,
-		.unnamed = !record_is_raw(dec, len),
-		.w = w,
-	};
-
-	if (w->failed)
-		return -1;
-	if (walk_record(dec, data, len, wire_field, &out)) {
-		w->failed = true;
-		return -1;
-	}
-	return 0;
+	return pack_record(dec, data, len, prefix, field_no, !record_is_raw(dec, len), w);
 }
 
 /* ================================================================ reading */
