@@ -550,6 +550,32 @@ def test_kprobe_needs_config_kprobes(a, probes):
     assert_no_new_programs(before, "count_kprobe")
 
 
+def test_tracepoint_program_limit_is_409(a, probes):
+    """The kernel runs at most 64 programs on one tracepoint (E2BIG): the
+    probe past the limit gets a 409 naming it, leaves nothing behind, and
+    fits once another probe there is gone."""
+    hook = {"tracepoint": {"category": "syscalls", "name": "sys_enter_getppid"}}
+    before = kernel_ids()
+    refused = None
+    for i in range(70):
+        r = probes.put(f"e2big-{RUN}-{i}", probes.spec("count_getpid", hook))
+        if r.status_code != 201:
+            refused = i
+            break
+    assert refused is not None, "70 programs attached to one tracepoint"
+    assert refused <= 64, f"probe {refused} was refused, past the kernel's limit of 64"
+    name = f"e2big-{RUN}-{refused}"
+    assert_error(r, 409, "as many BPF programs as the kernel allows (E2BIG)",
+                 "tracepoint syscalls:sys_enter_getppid")
+    assert_error(a.get(f"/v1/probes/{name}"), 404)
+    assert not os.path.exists(pin_dir(name))
+    attached = len([p for p in bpftool("prog", "show") or []
+                    if p["id"] not in before["prog"] and "count_getpid".startswith(p.get("name", "\0"))])
+    assert attached == refused, (attached, refused)
+    assert a.delete(f"/v1/probes/e2big-{RUN}-0").status_code == 204
+    probes.create(name, probes.spec("count_getpid", hook))
+
+
 def assert_no_new_programs(before, prog_name, timeout=2):
     deadline = time.time() + timeout
     while True:
