@@ -36,7 +36,8 @@
 #include "server/util/sha256.h"
 #include "store/store.h"
 
-#define TEST_PIN_ROOT "/sys/fs/bpf/graind-collect-unit"
+/* Pins of this run, apart from another run's on the same machine. */
+static char pin_root[64];
 #define PROBE "ut-emit"
 #define AGG_PROBE "ut-emit-agg"
 
@@ -252,7 +253,8 @@ static int setup(void **state)
 	snprintf(path, sizeof(path), "%s/graind.db", state_dir);
 	if (store_open(path, &ag.store, &err) < 0)
 		fail_msg("store_open: %s", err.msg);
-	if (probe_mgr_new(TEST_PIN_ROOT, &ag.probes, &err) < 0)
+	snprintf(pin_root, sizeof(pin_root), "/sys/fs/bpf/graind-collect-unit-%d", (int)getpid());
+	if (probe_mgr_new(pin_root, &ag.probes, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
 	probe_detach(ag.probes, PROBE, NULL);
 	probe_detach(ag.probes, AGG_PROBE, NULL);
@@ -269,7 +271,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	char cmd[PATH_MAX + 16];
+	char cmd[PATH_MAX + 96];
 
 	(void)state;
 	collect_stop(ag.collector);
@@ -278,7 +280,7 @@ static int teardown(void **state)
 	probe_detach(ag.probes, AGG_PROBE, NULL);
 	probe_mgr_free(ag.probes);
 	store_close(ag.store);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", state_dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", state_dir, pin_root);
 	if (system(cmd) != 0)
 		return -1;
 	free(object);
