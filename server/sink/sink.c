@@ -29,6 +29,7 @@
 #define BACKOFF_MAX_MS 60000
 #define STATSD_DEFAULT_FLUSH_MS 1000
 #define STATSD_BATCH_ROWS 1000
+#define RECALL_SAMPLES 100000   /* read back for counter values at a start */
 #define S3_DEFAULT_BATCH_ROWS 10000
 #define S3_DEFAULT_BATCH_BYTES (16ull << 20)
 #define S3_DEFAULT_BATCH_AGE_MS 60000
@@ -187,6 +188,8 @@ static void batch_free(struct batch *b)
 struct fill_ctx {
 	struct batch *batch;
 	const Graind__Sink *cfg;
+	uint64_t upto;                  /* the last id to read; 0: no end */
+	bool past_upto;                 /* a sample after it was seen */
 	size_t max_rows;
 	uint64_t max_bytes;
 	uint8_t *buf;
@@ -218,6 +221,10 @@ static int take_sample(const Graind__Sample *s, void *ctx)
 	Graind__Sample *copy;
 	size_t len;
 
+	if (fc->upto && s->id > fc->upto) {
+		fc->past_upto = true;
+		return 1;
+	}
 	if (selected(fc->cfg, s)) {
 		if (b->n == b->cap) {
 			size_t cap = b->cap ? b->cap * 2 : 64;
@@ -250,15 +257,17 @@ static void batch_limits(const Graind__Sink *cfg, size_t *rows, uint64_t *bytes)
 	}
 }
 
-/* Add to the batch the samples after b->scanned, up to its limits.
- * *full is set when the batch is at a limit. When every sample is read,
- * b->scanned moves to the last id that existed before reading, so that
- * samples the selector skips do not count as lag. */
-static int batch_fill(struct forwarder *fw, struct batch *b, bool *full, struct gerr *err)
+/* Add to the batch the samples after b->scanned, up to its limits and
+ * up to id `upto` (0: no end). *full is set when the batch is at a limit
+ * or at `upto`. When every sample is read, b->scanned moves to the last
+ * id that existed before reading, so that samples the selector skips do
+ * not count as lag. */
+static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool *full,
+		      struct gerr *err)
 {
 	struct store *st = fw->owner->agent->store;
 	const Graind__SinkSelector *sel = fw->cfg->selector;
-	struct fill_ctx fc = { .batch = b, .cfg = fw->cfg };
+	struct fill_ctx fc = { .batch = b, .cfg = fw->cfg, .upto = upto };
 	uint64_t last_id = store_sample_last_id(st);
 	bool more = true;
 	int rc = 0;
@@ -272,7 +281,8 @@ static int batch_fill(struct forwarder *fw, struct batch *b, bool *full, struct 
 					sel && sel->n_maps == 1 ? sel->maps[0] : NULL,
 					b->scanned, (unsigned)(fc.max_rows - b->n), take_sample,
 					&fc, &more, err);
-		*full = rc == 1 || b->n >= fc.max_rows || b->bytes >= fc.max_bytes;
+		*full = rc == 1 || fc.past_upto || b->n >= fc.max_rows ||
+			b->bytes >= fc.max_bytes;
 	}
 	free(fc.buf);
 	if (rc < 0 && !err->msg[0])
@@ -324,8 +334,36 @@ out:
 	return ret;
 }
 
+/* StatsD counters go out as the change since their series' previous
+ * value, which the driver keeps in memory. A new driver (after a restart,
+ * or when the sink changed) reads those values back from the last samples
+ * the sink delivered, up to RECALL_SAMPLES before its cursor, so the
+ * first change after them is not lost. A series with no value in reach
+ * (pruned, or older) starts again from its next value. */
+static void recall_counters(struct forwarder *fw, struct statsd *sd, uint64_t cursor)
+{
+	struct batch b = { .scanned = cursor > RECALL_SAMPLES ? cursor - RECALL_SAMPLES : 0 };
+	struct gerr err = { 0 };
+	uint64_t before;
+	bool full = true;
+
+	while (full && b.scanned < cursor) {
+		before = b.scanned;
+		if (batch_fill(fw, &b, cursor, &full, &err) < 0) {
+			log_warn("msg=\"counter values not recalled\" sink=%s error=\"%s\"",
+				 fw->name, err.msg);
+			break;
+		}
+		statsd_recall(sd, b.samples, b.n);
+		batch_clear(&b);
+		if (b.scanned == before)
+			break;
+	}
+	batch_free(&b);
+}
+
 static int send_batch(struct forwarder *fw, struct statsd **sd, struct batch *b,
-		      uint64_t *bytes, struct gerr *err)
+		      uint64_t cursor, uint64_t *bytes, struct gerr *err)
 {
 	size_t sent = 0;
 
@@ -336,8 +374,11 @@ static int send_batch(struct forwarder *fw, struct statsd **sd, struct batch *b,
 		return send_s3(fw, b, bytes, err);
 	/* The socket is opened lazily, so a name that does not resolve yet
 	 * is retried like any failed send. */
-	if (!*sd && statsd_open(fw->cfg->statsd, sd, err) < 0)
-		return -1;
+	if (!*sd) {
+		if (statsd_open(fw->cfg->statsd, sd, err) < 0)
+			return -1;
+		recall_counters(fw, *sd, cursor);
+	}
 	if (statsd_send(*sd, b->samples, b->n, &sent, err) < 0) {
 		*bytes = sent;
 		return -1;
@@ -404,7 +445,7 @@ static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct ba
 	uint64_t bytes = 0;
 
 	/* A failed batch goes again as it was. */
-	if ((!*failures || !b->n) && batch_fill(fw, b, &full, &err) < 0)
+	if ((!*failures || !b->n) && batch_fill(fw, b, 0, &full, &err) < 0)
 		goto failed;
 	set_pending(fw, b);
 	if (b->scanned == *cursor)
@@ -412,7 +453,7 @@ static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct ba
 	/* A retried batch was due when it first failed; the backoff was its wait. */
 	if (!retry && !batch_due(fw, b, full))
 		return poll_ms(fw->cfg);
-	if (send_batch(fw, sd, b, &bytes, &err) < 0)
+	if (send_batch(fw, sd, b, *cursor, &bytes, &err) < 0)
 		goto failed;
 	if (store_sink_delivered(st, fw->name, b->scanned, b->n, bytes, &err) < 0)
 		goto failed;

@@ -51,6 +51,7 @@ struct statsd {
 	struct series *series[SERIES_BUCKETS];
 	size_t n_series;
 	uint64_t batch;                 /* numbers the statsd_send calls */
+	bool recalling;                 /* statsd_recall: lines go nowhere */
 	/* The previous histogram bucket of this batch, to turn cumulative
 	 * bucket counts into per-bucket counts. */
 	char bucket_group[STATSD_LINE_MAX * 2 + 8];
@@ -256,6 +257,8 @@ static int add_value(struct statsd *sd, const char *head, double value, const ch
 {
 	char line[STATSD_LINE_MAX * 2 + 64];
 
+	if (sd->recalling)
+		return 0;
 	snprintf(line, sizeof(line), "%s:%.15g|%s%s%s", head, value, type, rate, tail);
 	return add_line(sd, line, err);
 }
@@ -420,6 +423,19 @@ out:
 		series_undo_batch(sd);
 	*bytes = sd->sent;
 	return ret;
+}
+
+void statsd_recall(struct statsd *sd, Graind__Sample *const *samples, size_t n)
+{
+	struct gerr ignored;
+
+	sd->batch++;
+	sd->bucket_group[0] = '\0';
+	sd->recalling = true;
+	for (size_t i = 0; i < n; i++)
+		if (samples[i]->kind == GRAIND__SAMPLE_KIND__METRIC)
+			send_metric(sd, samples[i], &ignored);
+	sd->recalling = false;
 }
 
 /* ---------------------------------------------------------------- open */

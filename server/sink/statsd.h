@@ -21,10 +21,18 @@ int statsd_open(const Graind__StatsdSink *cfg, struct statsd **out, struct gerr 
 void statsd_close(struct statsd *sd);
 
 /* Send the samples: metric samples as lines (counters as the change since
- * the previous value of the same series, kept per series in memory),
+ * the previous value of the same series, kept per series in memory and
+ * restored by statsd_recall),
  * event samples as a counter "<map>.events" by 1. *bytes gets the bytes
  * sent. Fails (502 with the socket error) when sending fails. */
 int statsd_send(struct statsd *sd, Graind__Sample *const *samples, size_t n,
 		size_t *bytes, struct gerr *err);
+
+/* Take samples that were sent before, by an earlier run of the sink
+ * (before a restart, or before its settings changed): their values become
+ * the previous values of their counter series, so that the first change
+ * after them goes out instead of being taken as a first value. Sends
+ * nothing. */
+void statsd_recall(struct statsd *sd, Graind__Sample *const *samples, size_t n);
 
 #endif

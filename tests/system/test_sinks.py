@@ -411,6 +411,44 @@ def test_statsd_restart_forwarding_resumes(a, pb, emit, statsd_daemon):
         delete_sink(a, name)
 
 
+def test_statsd_counter_change_while_down_arrives_after_restart(make_agent, pb, statsd_daemon):
+    """Counters go out as changes since the value sent before. Calls made
+    while the agent is down (killed once it had sent everything) show in
+    its first value after the restart; the agent reads back the value it
+    had sent, so their change arrives too."""
+    a = make_agent()
+    emit = Emit(a, pb)
+    name, prefix = unique("sd"), f"k{RUN}"
+    try:
+        put_sink(a, name, statsd_body(statsd_daemon.port, prefix, "TAG_DIALECT_GRAPHITE",
+                                      emit.name))
+        emit.caller.call(5)
+        wait_for(lambda: [s for s in samples(a, pb, emit.name, "calls") if s.value == 5],
+                 what="calls=5")
+        emit.caller.call(7)
+        tags = [(t.key, t.value) for t in samples(a, pb, emit.name, "calls")[-1].tags]
+        key = stored_name(prefix, "TAG_DIALECT_GRAPHITE", "calls", tags)
+        wait_for(lambda: statsd_daemon.counters().get(key) == 7, what="the first 7 calls")
+        wait_for(lambda: sink(a, pb, name).health.lag_rows == 0, what="the sink to catch up")
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        a.stop()
+
+        emit.caller.call(9)              # the probe stays attached, the agent is down
+        a = make_agent()
+        emit.a = a
+        wait_for(lambda: [s for s in samples(a, pb, emit.name, "calls") if s.value == 21],
+                 what="calls=21 after the restart")
+        wait_for(lambda: statsd_daemon.counters().get(key) == 16, timeout=20,
+                 what="the 9 calls made while the agent was down")
+        wait_for(lambda: sink(a, pb, name).health.lag_rows == 0, what="the sink to catch up")
+        assert statsd_daemon.counters().get(key) == 16
+    finally:
+        delete_sink(a, name)
+        emit.close()
+        assert a.stop() == 0, a.read_log()[-3000:]
+
+
 # ---------------------------------------------------------------- S3
 
 def check_objects(peer, pb, emit, want_ids, exactly_once=True):
