@@ -35,9 +35,9 @@ struct path {
 };
 
 /* Runs for every field encoded or decoded: plain copies, no printf. */
-static size_t path_push_field(struct path *p, const char *json_name)
+static size_t path_push_name(struct path *p, const char *json_name, size_t n)
 {
-	size_t saved = p->len, n = strlen(json_name);
+	size_t saved = p->len;
 
 	if (p->len && p->len < sizeof(p->buf) - 1)
 		p->buf[p->len++] = '.';
@@ -47,6 +47,11 @@ static size_t path_push_field(struct path *p, const char *json_name)
 	p->len += n;
 	p->buf[p->len] = '\0';
 	return saved;
+}
+
+static size_t path_push_field(struct path *p, const char *json_name)
+{
+	return path_push_name(p, json_name, strlen(json_name));
 }
 
 static size_t path_push_index(struct path *p, size_t i)
@@ -833,28 +838,37 @@ struct sbuf {
 	bool failed;
 };
 
-static void sb_put(struct sbuf *sb, const char *s, size_t n)
+static bool sb_grow(struct sbuf *sb, size_t n)
 {
+	size_t cap = sb->cap ? sb->cap : 4096;
 	char *grown;
-	size_t cap;
 
-	if (sb->failed)
-		return;
-	if (sb->len + n + 1 > sb->cap) {
-		cap = sb->cap ? sb->cap : 256;
-		while (sb->len + n + 1 > cap)
-			cap *= 2;
-		grown = realloc(sb->buf, cap);
-		if (!grown) {
-			sb->failed = true;
-			return;
-		}
-		sb->buf = grown;
-		sb->cap = cap;
+	while (sb->len + n + 1 > cap)
+		cap *= 2;
+	grown = realloc(sb->buf, cap);
+	if (!grown) {
+		sb->failed = true;
+		return false;
 	}
-	memcpy(sb->buf + sb->len, s, n);
-	sb->len += n;
-	sb->buf[sb->len] = '\0';
+	sb->buf = grown;
+	sb->cap = cap;
+	return true;
+}
+
+/* Room for n more bytes and the NUL that ends the text at last. */
+static inline bool sb_reserve(struct sbuf *sb, size_t n)
+{
+	if (sb->failed)
+		return false;
+	return sb->cap - sb->len > n || sb_grow(sb, n);
+}
+
+static inline void sb_put(struct sbuf *sb, const char *s, size_t n)
+{
+	if (sb_reserve(sb, n)) {
+		memcpy(sb->buf + sb->len, s, n);
+		sb->len += n;
+	}
 }
 
 static void sb_puts(struct sbuf *sb, const char *s)
@@ -1151,11 +1165,41 @@ static bool is_present(const ProtobufCMessage *msg,
 	return true;
 }
 
+/* `"jsonName":`, after a comma unless first, made from the field's proto
+ * name as codec_json_name() makes it; its JSON name goes on the path.
+ * Proto names are identifiers: their JSON names need no escaping. */
+static size_t emit_key(struct sbuf *sb, const char *proto_name, bool first, struct path *p)
+{
+	size_t n = strlen(proto_name), start;
+	bool upper_next = false;
+	char *o;
+
+	if (!sb_reserve(sb, n + 4))
+		return p->len;
+	o = sb->buf + sb->len;
+	if (!first)
+		*o++ = ',';
+	*o++ = '"';
+	start = (size_t)(o - sb->buf);
+	for (const char *c = proto_name; *c; c++) {
+		if (*c == '_') {
+			upper_next = true;
+			continue;
+		}
+		*o++ = upper_next ? (char)toupper((unsigned char)*c) : *c;
+		upper_next = false;
+	}
+	n = (size_t)(o - sb->buf) - start;
+	*o++ = '"';
+	*o++ = ':';
+	sb->len = (size_t)(o - sb->buf);
+	return path_push_name(p, sb->buf + start, n);
+}
+
 static int emit_message(struct sbuf *sb, const ProtobufCMessage *msg,
 			struct path *p, struct gerr *err)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
-	char json_name[JSON_NAME_MAX];
 	bool first = true;
 
 	sb_put(sb, "{", 1);
@@ -1166,15 +1210,8 @@ static int emit_message(struct sbuf *sb, const ProtobufCMessage *msg,
 
 		if (!is_present(msg, f))
 			continue;
-		codec_json_name(f->name, json_name, sizeof(json_name));
-		if (!first)
-			sb_put(sb, ",", 1);
+		saved = emit_key(sb, f->name, first, p);
 		first = false;
-		/* Proto names are identifiers: their JSON names need no escaping. */
-		sb_put(sb, "\"", 1);
-		sb_put(sb, json_name, strlen(json_name));
-		sb_put(sb, "\":", 2);
-		saved = path_push_field(p, json_name);
 		if (f->label == PROTOBUF_C_LABEL_REPEATED)
 			rc = emit_repeated(sb, msg, f, p, err);
 		else
@@ -1197,11 +1234,12 @@ static int encode_json(const ProtobufCMessage *msg, char **out, size_t *len,
 		gerr_prefix(err, "cannot encode %s", msg->descriptor->name);
 		goto fail;
 	}
-	if (sb.failed) {
+	if (!sb_reserve(&sb, 0)) {
 		gerr_set(err, 500, "out of memory encoding %s",
 			 msg->descriptor->name);
 		goto fail;
 	}
+	sb.buf[sb.len] = '\0';
 	*out = sb.buf;
 	*len = sb.len;
 	return 0;
