@@ -42,7 +42,7 @@
 #include "server/util/pbwire.h"
 #include "store/store.h"
 
-#define QUEUE_MAX     262144    /* samples waiting, per probe */
+#define QUEUE_MAX     COLLECT_QUEUE_MAX
 #define QUEUE_MAX_BYTES (32u << 20) /* their bytes, per probe */
 #define PAUSE_RETRY_MS 5
 #define CHUNK_BYTES   (64u << 10) /* a chunk is handed over once this full */

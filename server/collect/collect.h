@@ -42,6 +42,12 @@
 struct agent;
 struct collector;
 
+/* Samples waiting for the store, per probe, at most (and 32 MiB). A
+ * source whose probe has half as many waiting stops reading its ring or
+ * perf buffer until they are down to an eighth: its records wait in the
+ * kernel, which drops (and counts) what does not fit there. */
+#define COLLECT_QUEUE_MAX 262144
+
 struct collect_stats {
 	uint64_t collected;        /* samples made from kernel data */
 	uint64_t stored;           /* samples committed to the store */

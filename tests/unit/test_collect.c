@@ -35,6 +35,7 @@
 #include "server/probe/probe.h"
 #include "server/util/sha256.h"
 #include "store/store.h"
+#include "store/store_int.h"
 
 /* Pins of this run, apart from another run's on the same machine. */
 static char pin_root[64];
@@ -541,6 +542,45 @@ static void test_stats_add_up(void **state)
 	assert_true(st.stored + st.queue_depth == st.collected);
 	assert_true(store_sample_count(ag.store) <= st.stored);
 	assert_true(store_sample_count(ag.store) + 200 >= st.stored);
+}
+
+/* The store stalls (its lock held): the probe's queue grows to half its
+ * bound, then its sources stop reading instead of dropping samples; once
+ * the store is back, everything queued is stored and reading resumes. */
+static void test_stalled_store_pauses_sources(void **state)
+{
+	struct collect_stats st, before;
+	uint64_t depth = 0;
+
+	(void)state;
+	collect_get_stats(ag.collector, &before);
+	store_lock(ag.store);
+	for (int round = 0; round < 40 && depth < COLLECT_QUEUE_MAX / 2; round++) {
+		call_getpid(10000);
+		sleep_ms(20);
+		collect_get_stats(ag.collector, &st);
+		depth = st.queue_depth;
+	}
+	/* Paused: more calls leave the queue as it was. */
+	call_getpid(20000);
+	sleep_ms(100);
+	collect_get_stats(ag.collector, &st);
+	store_unlock(ag.store);
+	assert_true(depth >= COLLECT_QUEUE_MAX / 2);
+	assert_true(st.queue_depth <= depth + 2000);
+	assert_true(st.queue_depth < COLLECT_QUEUE_MAX);
+	assert_int_equal(st.queue_dropped, before.queue_dropped);
+
+	for (int i = 0; i < 200; i++) {
+		sleep_ms(50);
+		collect_get_stats(ag.collector, &st);
+		if (!st.queue_depth && st.stored == st.collected)
+			break;
+	}
+	assert_int_equal(st.queue_depth, 0);
+	assert_int_equal(st.stored, st.collected);
+	assert_int_equal(st.queue_dropped, before.queue_dropped);
+	assert_true(st.stored - before.stored >= COLLECT_QUEUE_MAX / 2);
 }
 
 static void test_dump_hash_percpu_and_bss(void **state)
@@ -1056,6 +1096,8 @@ int main(void)
 		cmocka_unit_test(test_events_aggregated),
 		cmocka_unit_test(test_agg_groups_and_histogram),
 		cmocka_unit_test(test_agg_bounded_groups),
+		/* Last: it leaves the store holding 130000 samples more. */
+		cmocka_unit_test(test_stalled_store_pauses_sources),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
