@@ -19,33 +19,20 @@
 #include "server/util/pbwire.h"
 #include "store/store.h"
 #include "store/store_int.h"
+#include "tests/unit/tmpdb.h"
 
 struct fixture {
-	char dir[64];
-	char path[128];
+	struct tmpdb db;
 	struct store *st;
 };
-
-static struct store *open_ok(const char *path)
-{
-	struct gerr err = { 0 };
-	struct store *st = NULL;
-
-	if (store_open(path, &st, &err) < 0)
-		fail_msg("store_open: %d %s", err.status, err.msg);
-	assert_non_null(st);
-	return st;
-}
 
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
 
 	assert_non_null(fx);
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_samples.XXXXXX");
-	assert_non_null(mkdtemp(fx->dir));
-	snprintf(fx->path, sizeof(fx->path), "%s/graind.db", fx->dir);
-	fx->st = open_ok(fx->path);
+	tmpdb_make(&fx->db, "test_samples");
+	fx->st = tmpdb_open(fx->db.path);
 	*state = fx;
 	return 0;
 }
@@ -53,15 +40,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
-	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
-	char file[160];
 
 	store_close(fx->st);
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		snprintf(file, sizeof(file), "%s%s", fx->path, suffixes[i]);
-		unlink(file);
-	}
-	rmdir(fx->dir);
+	tmpdb_remove(&fx->db);
 	free(fx);
 	return 0;
 }
@@ -491,7 +472,7 @@ static void test_ids_across_reopen(void **state)
 	append_numbered(fx->st, 10, 4);
 	bytes = store_sample_bytes(fx->st);
 	store_close(fx->st);
-	fx->st = open_ok(fx->path);
+	fx->st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_sample_count(fx->st), 10);
 	assert_int_equal(store_sample_bytes(fx->st), bytes);
 	assert_int_equal(store_sample_last_id(fx->st), 10);
@@ -510,7 +491,7 @@ static void test_ids_across_reopen(void **state)
 	expect_newest(fx->st, 13, 12);
 
 	store_close(fx->st);
-	fx->st = open_ok(fx->path);
+	fx->st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_sample_count(fx->st), 0);
 	assert_int_equal(store_sample_last_id(fx->st), 12);
 	append_ok(fx->st, &ptr, 1);
@@ -658,8 +639,8 @@ static void test_migrate_rows_to_blocks(void **state)
 	bool more;
 
 	store_close(fx->st);
-	unlink(fx->path);
-	assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+	unlink(fx->db.path);
+	assert_int_equal(sqlite3_open(fx->db.path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
 		"CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
 		" applied_ms INTEGER NOT NULL);"
@@ -688,7 +669,7 @@ static void test_migrate_rows_to_blocks(void **state)
 				      NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 
-	fx->st = open_ok(fx->path);
+	fx->st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_sample_count(fx->st), 3);
 	assert_int_equal(store_sample_last_id(fx->st), 12);
 	list_ok(fx->st, "old", "counts", 0, 10, &seen, &more);

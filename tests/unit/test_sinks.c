@@ -23,26 +23,22 @@
 #include "server/sink/sink.h"
 #include "server/sink/statsd.h"
 #include "store/store.h"
+#include "tests/unit/tmpdb.h"
 
 /* ---------------------------------------------------------------- store */
 
 struct fixture {
-	char dir[64];
-	char path[128];
+	struct tmpdb db;
 	struct store *st;
 };
 
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct gerr err = { 0 };
 
 	assert_non_null(fx);
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_sinks.XXXXXX");
-	assert_non_null(mkdtemp(fx->dir));
-	snprintf(fx->path, sizeof(fx->path), "%s/graind.db", fx->dir);
-	if (store_open(fx->path, &fx->st, &err) < 0)
-		fail_msg("store_open: %s", err.msg);
+	tmpdb_make(&fx->db, "test_sinks");
+	fx->st = tmpdb_open(fx->db.path);
 	*state = fx;
 	return 0;
 }
@@ -50,15 +46,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
-	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
-	char file[160];
 
 	store_close(fx->st);
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		snprintf(file, sizeof(file), "%s%s", fx->path, suffixes[i]);
-		unlink(file);
-	}
-	rmdir(fx->dir);
+	tmpdb_remove(&fx->db);
 	free(fx);
 	return 0;
 }

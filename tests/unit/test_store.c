@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "tests/unit/tmpdb.h"
 
 struct fixture {
-	char dir[64];
-	char path[128];
+	struct tmpdb db;
 };
 
 static int setup(void **state)
@@ -26,9 +26,7 @@ static int setup(void **state)
 	struct fixture *fx = calloc(1, sizeof(*fx));
 
 	assert_non_null(fx);
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_store.XXXXXX");
-	assert_non_null(mkdtemp(fx->dir));
-	snprintf(fx->path, sizeof(fx->path), "%s/graind.db", fx->dir);
+	tmpdb_make(&fx->db, "test_store");
 	*state = fx;
 	return 0;
 }
@@ -36,30 +34,13 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
-	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
-	char file[160];
 
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		snprintf(file, sizeof(file), "%s%s", fx->path, suffixes[i]);
-		unlink(file);
-	}
-	rmdir(fx->dir);
+	tmpdb_remove(&fx->db);
 	free(fx);
 	return 0;
 }
 
 /* ---------------------------------------------------------------- helpers */
-
-static struct store *open_ok(const char *path)
-{
-	struct gerr err = { 0 };
-	struct store *st = NULL;
-
-	if (store_open(path, &st, &err) < 0)
-		fail_msg("store_open: %d %s", err.status, err.msg);
-	assert_non_null(st);
-	return st;
-}
 
 static void sha_of(unsigned i, char out[65])
 {
@@ -195,7 +176,7 @@ static void test_fresh_open_creates_schema(void **state)
 {
 	struct fixture *fx = *state;
 	int64_t before = (int64_t)time(NULL) * 1000 - 1000;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct stat sb;
 
 	assert_int_equal(store_schema_version(), 2);
@@ -206,10 +187,10 @@ static void test_fresh_open_creates_schema(void **state)
 	assert_true(store_db_bytes(st) > 0);
 	store_close(st);
 
-	assert_int_equal(raw_int(fx->path, "SELECT max(version) FROM schema_version"),
+	assert_int_equal(raw_int(fx->db.path, "SELECT max(version) FROM schema_version"),
 			 store_schema_version());
-	assert_true(raw_int(fx->path, "SELECT min(applied_ms) FROM schema_version") >= before);
-	assert_int_equal(raw_int(fx->path,
+	assert_true(raw_int(fx->db.path, "SELECT min(applied_ms) FROM schema_version") >= before);
+	assert_int_equal(raw_int(fx->db.path,
 		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
 		" ('objects', 'probes', 'sample_blocks', 'sample_ids', 'sinks', 'sample_drops',"
 		"  'audit')"), 7);
@@ -217,7 +198,7 @@ static void test_fresh_open_creates_schema(void **state)
 	 * pages are 64 KiB (bytes 16 and 17 say 1). */
 	{
 		size_t len;
-		unsigned char *hdr = slurp(fx->path, &len);
+		unsigned char *hdr = slurp(fx->db.path, &len);
 
 		assert_true(len >= 100);
 		assert_int_equal(hdr[18], 2);
@@ -226,23 +207,23 @@ static void test_fresh_open_creates_schema(void **state)
 		free(hdr);
 	}
 	/* It will hold sink credentials. */
-	assert_int_equal(stat(fx->path, &sb), 0);
+	assert_int_equal(stat(fx->db.path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
 static void test_reopen_is_idempotent(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 
 	put_ok(st, 1, "kept.o", true);
 	store_close(st);
 	for (int i = 0; i < 3; i++) {
-		st = open_ok(fx->path);
+		st = tmpdb_open(fx->db.path);
 		assert_int_equal(store_object_count(st), 1);
 		store_close(st);
 	}
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM schema_version"),
+	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM schema_version"),
 			 store_schema_version());
 }
 
@@ -251,7 +232,7 @@ static void test_reopen_is_idempotent(void **state)
 static void test_reopen_after_crash(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	char copy[160], from[200], to[200];
 	struct gerr err = { 0 };
 	size_t len;
@@ -260,19 +241,19 @@ static void test_reopen_after_crash(void **state)
 	put_ok(st, 1, "a.o", true);
 	assert_int_equal(store_audit_append(st, "admin", "POST /v1/objects", "a",
 					    201, NULL, &err), 0);
-	snprintf(copy, sizeof(copy), "%s/copy.db", fx->dir);
-	snprintf(from, sizeof(from), "%s-wal", fx->path);
+	snprintf(copy, sizeof(copy), "%s/copy.db", fx->db.dir);
+	snprintf(from, sizeof(from), "%s-wal", fx->db.path);
 	snprintf(to, sizeof(to), "%s-wal", copy);
 	buf = slurp(from, &len);
 	assert_true(len > 0);
 	spit(to, buf, len, -1);
 	free(buf);
-	buf = slurp(fx->path, &len);
+	buf = slurp(fx->db.path, &len);
 	spit(copy, buf, len, -1);
 	free(buf);
 	store_close(st);
 
-	st = open_ok(copy);
+	st = tmpdb_open(copy);
 	assert_int_equal(store_object_count(st), 1);
 	store_close(st);
 	unlink(copy);
@@ -288,7 +269,7 @@ static void test_open_missing_dir_fails(void **state)
 	struct store *st = NULL;
 	char path[192];
 
-	snprintf(path, sizeof(path), "%s/nope/graind.db", fx->dir);
+	snprintf(path, sizeof(path), "%s/nope/graind.db", fx->db.dir);
 	assert_int_equal(store_open(path, &st, &err), -1);
 	assert_null(st);
 	assert_int_equal(err.status, 500);
@@ -300,7 +281,7 @@ static void test_open_missing_dir_fails(void **state)
 static void test_object_put_get_content(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct store_object obj = { 0 };
 	struct gerr err = { 0 };
 	const char bytes[] = "\x7f" "ELF\0binary\0bytes";
@@ -348,7 +329,7 @@ static void test_object_put_get_content(void **state)
 static void test_object_empty_and_no_meta(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct store_object obj = { 0 };
 	struct gerr err = { 0 };
 	char sha[65];
@@ -375,7 +356,7 @@ static void test_object_empty_and_no_meta(void **state)
 static void test_object_bad_sha(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct gerr err = { 0 };
 	char upper[65];
 	bool created = true;
@@ -412,7 +393,7 @@ static int collect_object(const struct store_object *obj, void *ctx)
 static void test_object_list_paging(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct gerr err = { 0 };
 	struct collected c = { 0 };
 	char sha[65];
@@ -464,7 +445,7 @@ static void test_object_list_paging(void **state)
 static void test_object_delete(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct gerr err = { 0 };
 	char sha[65];
 
@@ -485,7 +466,7 @@ static void test_object_delete(void **state)
 static void test_object_delete_in_use(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct gerr err = { 0 };
 	char sha[65], sql[512], want[256];
 
@@ -495,7 +476,7 @@ static void test_object_delete_in_use(void **state)
 		 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
 		 " VALUES ('web', '%s', x'', 0, 0), ('dns', '%s', x'', 0, 0)",
 		 sha, sha);
-	raw_exec(fx->path, sql);
+	raw_exec(fx->db.path, sql);
 	assert_int_equal(store_probe_count(st), 2);
 
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
@@ -505,7 +486,7 @@ static void test_object_delete_in_use(void **state)
 	assert_string_equal(err.msg, want);
 	assert_int_equal(store_object_count(st), 1);
 
-	raw_exec(fx->path, "DELETE FROM probes");
+	raw_exec(fx->db.path, "DELETE FROM probes");
 	assert_int_equal(store_object_delete(st, sha, &err), 0);
 	assert_int_equal(store_object_count(st), 0);
 	store_close(st);
@@ -514,7 +495,7 @@ static void test_object_delete_in_use(void **state)
 static void test_object_delete_many_users(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct gerr err = { 0 };
 	char sha[65], sql[256];
 
@@ -524,7 +505,7 @@ static void test_object_delete_many_users(void **state)
 		snprintf(sql, sizeof(sql),
 			 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
 			 " VALUES ('probe-with-a-long-name-%02d', '%s', x'', 0, 0)", i, sha);
-		raw_exec(fx->path, sql);
+		raw_exec(fx->db.path, sql);
 	}
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
 	assert_int_equal(err.status, 409);
@@ -557,7 +538,7 @@ static int collect_audit(const struct store_audit *rec, void *ctx)
 static void test_audit_append_list(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct audit_seen s = { 0 };
 	struct gerr err = { 0 };
 	char target[16];
@@ -589,8 +570,8 @@ static void test_audit_append_list(void **state)
 	store_close(st);
 
 	/* Ids never go back, even after the newest record is removed. */
-	raw_exec(fx->path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
-	st = open_ok(fx->path);
+	raw_exec(fx->db.path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
+	st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
 					    "p5", 200, "", &err), 0);
 	s.n = 0;
@@ -609,7 +590,7 @@ static void test_audit_append_list(void **state)
 static void test_corrupt_database_refused(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct gerr err = { 0 };
 	unsigned char *garbage, *pristine;
 	size_t len, pages, page_size, first;
@@ -622,7 +603,7 @@ static void test_corrupt_database_refused(void **state)
 	}
 	store_close(st);
 
-	pristine = slurp(fx->path, &len);
+	pristine = slurp(fx->db.path, &len);
 	/* The page size, from the file header (1 stands for 65536). */
 	page_size = (size_t)pristine[16] << 8 | pristine[17];
 	if (page_size == 1)
@@ -633,14 +614,14 @@ static void test_corrupt_database_refused(void **state)
 	assert_non_null(garbage);
 	first = pages > 17 ? pages / 2 - 8 : 1;
 	for (size_t page = first; page < first + 16 && page < pages; page++) {
-		spit(fx->path, pristine, len, -1);
+		spit(fx->db.path, pristine, len, -1);
 		random_bytes(garbage, page_size, (unsigned)page);
-		spit(fx->path, garbage, page_size, (long)(page * page_size));
-		assert_refused(fx->path, "is corrupt (quick_check: ", &err);
+		spit(fx->db.path, garbage, page_size, (long)(page * page_size));
+		assert_refused(fx->db.path, "is corrupt (quick_check: ", &err);
 		if (strstr(err.msg, "quick_check: Page "))
 			checked++;
-		assert_refused(fx->path, "; refusing to start. Move it aside or restore a backup.", NULL);
-		assert_refused(fx->path, fx->path, NULL);
+		assert_refused(fx->db.path, "; refusing to start. Move it aside or restore a backup.", NULL);
+		assert_refused(fx->db.path, fx->db.path, NULL);
 	}
 	free(garbage);
 	free(pristine);
@@ -654,24 +635,24 @@ static void test_random_file_refused(void **state)
 	unsigned char garbage[64 * 1024];
 
 	random_bytes(garbage, sizeof(garbage), 7);
-	spit(fx->path, garbage, sizeof(garbage), -1);
-	assert_refused(fx->path, "is corrupt or not a SQLite database", NULL);
-	assert_refused(fx->path, "refusing to start. Move it aside or restore a backup.", NULL);
+	spit(fx->db.path, garbage, sizeof(garbage), -1);
+	assert_refused(fx->db.path, "is corrupt or not a SQLite database", NULL);
+	assert_refused(fx->db.path, "refusing to start. Move it aside or restore a backup.", NULL);
 }
 
 static void test_newer_schema_refused(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	char want[160];
 
 	store_close(st);
-	raw_exec(fx->path, "INSERT INTO schema_version VALUES (99, 0)");
+	raw_exec(fx->db.path, "INSERT INTO schema_version VALUES (99, 0)");
 	snprintf(want, sizeof(want),
 		 "database schema version 99 is newer than this graind supports (%d); upgrade graind",
 		 store_schema_version());
-	assert_refused(fx->path, want, NULL);
-	assert_int_equal(raw_int(fx->path, "SELECT max(version) FROM schema_version"), 99);
+	assert_refused(fx->db.path, want, NULL);
+	assert_int_equal(raw_int(fx->db.path, "SELECT max(version) FROM schema_version"), 99);
 }
 
 /* ---------------------------------------------------------------- threads */
@@ -743,7 +724,7 @@ static void *work(void *arg)
 static void test_threads(void **state)
 {
 	struct fixture *fx = *state;
-	struct store *st = open_ok(fx->path);
+	struct store *st = tmpdb_open(fx->db.path);
 	struct worker w[THREADS];
 	pthread_t tid[THREADS];
 	struct gerr err;
@@ -762,7 +743,7 @@ static void test_threads(void **state)
 	assert_int_equal(wk.seen, THREADS * PUTS_PER_THREAD);
 	assert_false(wk.out_of_order);
 	store_close(st);
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM audit"),
+	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"),
 			 THREADS * PUTS_PER_THREAD);
 }
 

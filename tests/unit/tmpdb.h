@@ -1,0 +1,51 @@
+/* tmpdb: a database path in a fresh temporary directory, for the unit
+ * tests of the store, and its removal with the files SQLite puts next to
+ * it. Header only: every test program is one source file. */
+#ifndef GRAIND_TESTS_TMPDB_H
+#define GRAIND_TESTS_TMPDB_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+struct tmpdb {
+	char dir[64];
+	char path[128];         /* <dir>/graind.db, not created */
+};
+
+/* A new directory /tmp/<prefix>.XXXXXX. */
+static inline void tmpdb_make(struct tmpdb *db, const char *prefix)
+{
+	snprintf(db->dir, sizeof(db->dir), "/tmp/%s.XXXXXX", prefix);
+	assert_non_null(mkdtemp(db->dir));
+	snprintf(db->path, sizeof(db->path), "%s/graind.db", db->dir);
+}
+
+/* The database, its WAL, shared memory and journal, and the directory. */
+static inline void tmpdb_remove(struct tmpdb *db)
+{
+	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
+	char file[160];
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		snprintf(file, sizeof(file), "%s%s", db->path, suffixes[i]);
+		unlink(file);
+	}
+	rmdir(db->dir);
+}
+
+/* store_open() of path, which must succeed. */
+static inline struct store *tmpdb_open(const char *path)
+{
+	struct gerr err = { 0 };
+	struct store *st = NULL;
+
+	if (store_open(path, &st, &err) < 0)
+		fail_msg("store_open: %d %s", err.status, err.msg);
+	assert_non_null(st);
+	return st;
+}
+
+#endif
