@@ -240,12 +240,13 @@ static void chunk_destroy(struct chunk *ch)
 	}
 }
 
-/* Done with a chunk: an event chunk goes back to the spares. */
+/* Done with a chunk: an event chunk goes back to the spares, unless a
+ * huge record grew it. */
 static void chunk_free(struct collector *c, struct chunk *ch)
 {
 	if (!ch)
 		return;
-	if (ch->data.cap >= CHUNK_ROOM && !ch->data.failed) {
+	if (ch->data.cap >= CHUNK_ROOM && ch->data.cap <= 2 * CHUNK_ROOM && !ch->data.failed) {
 		pthread_mutex_lock(&c->qlock);
 		if (c->n_spare < SPARE_CHUNKS) {
 			ch->next = c->spare;
