@@ -73,9 +73,16 @@ class Agent:
             return f.read().decode(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stop graind; its exit status. One that does not stop in time is
+        killed (and the timeout raised), so that no agent outlives a test."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=timeout)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
         rc = self.proc.returncode if self.proc else None
         if self.proc:
             self.proc.stdout.close()
