@@ -22,9 +22,9 @@ void statsd_close(struct statsd *sd);
 
 /* Send the samples: metric samples as lines (counters as the change since
  * the previous value of the same series, kept per series in memory and
- * restored by statsd_recall),
- * event samples as a counter "<map>.events" by 1. *bytes gets the bytes
- * sent. Fails (502 with the socket error) when sending fails. */
+ * restored by statsd_recall), event samples as a counter "<map>.events"
+ * by 1. *bytes gets the bytes sent. Fails (502 with the socket error)
+ * when sending fails. */
 int statsd_send(struct statsd *sd, Graind__Sample *const *samples, size_t n,
 		size_t *bytes, struct gerr *err);
 
