@@ -734,6 +734,82 @@ static void test_corrupt_block(void **state)
 	assert_int_equal(store_sample_count(fx->st), 3);
 }
 
+/* Payloads of random frames: valid sample bytes, shared frames, random
+ * bytes, lengths past the end. Listing or cutting such a block gives the
+ * samples or a 500 saying it is corrupt, never a crash (the sanitizers
+ * watch), and a failed cut keeps the block. */
+static const uint8_t *const valid_frames[] = {
+	(const uint8_t *)"\x03\x32\x01x",                      /* name "x" */
+	(const uint8_t *)"\x04\x52\x02\x18\x05",              /* a field, uint 5 */
+	(const uint8_t *)"\x05\x52\x03\x0a\x01n",             /* a field named n */
+	(const uint8_t *)"\x06\x00\x12\x01p\x28\x02",        /* shared: probe p, kind */
+	(const uint8_t *)"\x06\x00\x52\x03\x0a\x01m",        /* shared: a field name */
+	(const uint8_t *)"\x00",                              /* an empty sample */
+};
+
+static void test_garbage_blocks(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+	unsigned listed = 0, corrupt = 0;
+	uint8_t payload[256];
+	sqlite3_stmt *stmt;
+
+	append_numbered(fx->st, 4, 4);  /* one block, ids 1..4 */
+	for (int round = 0; round < 3000; round++) {
+		struct gerr err = { 0 };
+		uint64_t cut, cut_bytes;
+		struct seen seen;
+		size_t len = 0;
+		bool more;
+		int rc;
+
+		while (len < sizeof(payload) - 40) {
+			const uint8_t *f;
+			size_t n;
+
+			seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+			if (seed % 64 == 0) {           /* random bytes after a random length */
+				n = (seed >> 8) % 24;
+				payload[len++] = (uint8_t)n;
+				for (size_t i = 0; i < n; i++)
+					payload[len++] = (uint8_t)(seed >> (8 * (i % 8))) ^ (uint8_t)i;
+			} else {
+				f = valid_frames[(seed >> 8) % 6];
+				memcpy(payload + len, f, (size_t)f[0] + 1);
+				len += (size_t)f[0] + 1;
+			}
+			if ((seed >> 50) % 9 == 0)
+				break;
+		}
+		if ((seed >> 20) % 16 == 0)
+			payload[len - 1 - (seed >> 30) % len] ^= 0x80;  /* one flipped bit */
+		store_lock(fx->st);
+		assert_int_equal(sqlite3_prepare_v2(fx->st->db,
+			"UPDATE sample_blocks SET payload = ?", -1, &stmt, NULL), SQLITE_OK);
+		sqlite3_bind_blob(stmt, 1, payload, (int)len, SQLITE_STATIC);
+		assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+		sqlite3_finalize(stmt);
+		store_unlock(fx->st);
+		memset(&seen, 0, sizeof(seen));
+		rc = store_samples_list(fx->st, NULL, NULL, 0, 500, collect, &seen, &more, &err);
+		assert_true(rc == 0 || (rc == -1 && err.status == 500 &&
+					strstr(err.msg, "corrupt")));
+		listed += rc == 0 && seen.n > 0;
+		corrupt += rc == -1;
+		store_lock(fx->st);
+		assert_int_equal(sqlite3_exec(fx->st->db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+		memset(&err, 0, sizeof(err));
+		rc = store_samples_trim_block(fx->st, 1, 2, 0, &cut, &cut_bytes, &err);
+		assert_true(rc == 0 || (rc == -1 && err.status == 500));
+		assert_int_equal(sqlite3_exec(fx->st->db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		store_unlock(fx->st);
+	}
+	assert_int_equal(store_sample_count(fx->st), 4);
+	/* Both ways were taken, many times. */
+	assert_true(listed > 100 && corrupt > 100);
+}
+
 /* ---------------------------------------------------------------- shared */
 
 /* The payload bytes the table holds, counted by SQLite. */
@@ -999,6 +1075,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_block, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_fields, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 	};
