@@ -1,7 +1,8 @@
 /* Unit tests for store/samples.c: append and list back, paging and
  * filters, the row and byte bounds with their drop counts, ids across
- * reopen and total drops, a failing append, samples sharing fields, use
- * from several threads, and the append rate. */
+ * reopen and total drops, a failing append, corrupt and random blocks,
+ * samples sharing fields, use from several threads, and the append
+ * rate. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
