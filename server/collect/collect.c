@@ -45,6 +45,11 @@
 #define QUEUE_MAX     COLLECT_QUEUE_MAX
 #define QUEUE_MAX_BYTES (32u << 20) /* their bytes, per probe */
 #define PAUSE_RETRY_MS 5
+/* A wake-up that brought fewer records than this means the producers wake
+ * the collector for nearly every record, which costs them an interrupt
+ * each: the collector then lets records gather for COALESCE_US first. */
+#define COALESCE_BELOW 64
+#define COALESCE_US   1000
 #define CHUNK_BYTES   (64u << 10) /* a chunk is handed over once this full */
 #define CHUNK_ROOM    (CHUNK_BYTES + 4096) /* an event chunk's buffer */
 #define SPARE_CHUNKS  32        /* event chunk buffers kept for reuse */
@@ -190,6 +195,8 @@ struct collector {
 	size_t n_spare;
 
 	size_t paused;                  /* sources paused (collector thread) */
+	uint64_t records;               /* ring and perf records read (ditto) */
+	bool trickle;                   /* few records per wake-up this round */
 
 	struct collect_stats stats;     /* updated with atomics */
 };
@@ -614,6 +621,7 @@ static void emit_event(struct source *src, const void *data, size_t size)
 	struct pbwire *w;
 	size_t opened;
 
+	src->probe->c->records++;
 	if (src->agg) {
 		aggregate_event(src, data, size);
 		return;
@@ -1119,13 +1127,18 @@ static void source_wait(struct source *src);
 
 static void handle(struct source *src)
 {
-	refresh_now(src->probe->c);
+	struct collector *c = src->probe->c;
+	uint64_t before = c->records;
+
+	refresh_now(c);
 	switch (src->kind) {
 	case SOURCE_RING:
 		ring_buffer__consume(src->rb);
+		c->trickle |= c->records - before < COALESCE_BELOW;
 		break;
 	case SOURCE_PERF:
 		perf_buffer__consume(src->pb);
+		c->trickle |= c->records - before < COALESCE_BELOW;
 		break;
 	case SOURCE_TIMER:
 		poll_map(src);
@@ -1201,6 +1214,12 @@ static void *collector_main(void *arg)
 			stop = handle_control(c);
 		else if (c->paused)
 			resume_sources(c);
+		if (c->trickle && !stop) {
+			struct timespec ts = { 0, COALESCE_US * 1000L };
+
+			c->trickle = false;
+			nanosleep(&ts, NULL);
+		}
 	}
 	/* Drain what the buffers still hold, flush the aggregates, then let
 	 * go of every probe. */
