@@ -32,9 +32,10 @@ def free_port():
 class Agent:
     """A running graind. `url` is its base URL; `admin`/`reader` its tokens."""
 
-    def __init__(self, state_dir, extra_args=()):
+    def __init__(self, state_dir, extra_args=(), wrapper=()):
         self.state_dir = state_dir
         self.extra_args = list(extra_args)
+        self.wrapper = list(wrapper)    # a command that execs graind
         self.proc = None
         self.port = None
 
@@ -43,7 +44,7 @@ class Agent:
         self.socket_path = os.path.join(self.state_dir, "graind.sock")
         self.log = open(os.path.join(self.state_dir, "graind.log"), "ab")
         self.proc = subprocess.Popen(
-            [GRAIND_BIN, "--listen", f"127.0.0.1:{self.port}",
+            [*self.wrapper, GRAIND_BIN, "--listen", f"127.0.0.1:{self.port}",
              "--state-dir", self.state_dir, "--pin-root", PIN_ROOT, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         self.banner = b""
@@ -144,8 +145,8 @@ def make_agent(state_dir):
     """Start agents by hand (for restart tests); all are stopped at the end."""
     started = []
 
-    def start(extra_args=(), directory=None):
-        a = Agent(directory or state_dir, extra_args).start()
+    def start(extra_args=(), directory=None, wrapper=()):
+        a = Agent(directory or state_dir, extra_args, wrapper).start()
         started.append(a)
         return a
 

@@ -10,6 +10,7 @@ one `records` event sample and moves the `calls` counter and the `stats`
 gauges."""
 
 import base64
+import glob
 import hashlib
 import os
 import re
@@ -559,6 +560,35 @@ def test_s3_outage_every_sample_arrives(a, pb, emit, s3_peer):
         check_objects(s3_peer, pb, emit, want)
     finally:
         delete_sink(a, name)
+
+
+def test_s3_without_libcurl_names_the_package(make_agent, pb, s3_peer):
+    """libcurl is loaded on the first S3 batch. On a host without it (here
+    /dev/null mounted over it, in a mount namespace of the agent's own),
+    the sink reports an error naming the package, keeps its samples, and
+    the agent goes on."""
+    libs = glob.glob("/usr/lib/*-linux-gnu/libcurl.so.4")
+    assert libs, "no libcurl.so.4 to hide"
+    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind /dev/null "$0" && exec "$@"', libs[0]]
+    a = make_agent(wrapper=hide)
+    emit = Emit(a, pb)
+    name = unique("s3")
+    puts = len(s3_peer.entries("verified", "PUT"))
+    try:
+        put_sink(a, name, s3_body(s3_peer, emit.name, rows=10, age_ms=50))
+        emit.caller.call(10)
+        h = wait_for(lambda: (lambda s: "libcurl" in s.health.last_error and s)(
+            sink(a, pb, name)), what="the sink to report the missing libcurl").health
+        assert "S3 sinks need libcurl (libcurl.so.4, Debian package libcurl4)" in \
+            h.last_error, h.last_error
+        assert h.samples_sent == 0 and h.lag_rows > 0, h
+        assert len(s3_peer.entries("verified", "PUT")) == puts
+        assert a.get("/healthz").status_code == 200
+    finally:
+        delete_sink(a, name)
+        emit.close()
+        assert a.stop() == 0, a.read_log()[-3000:]
 
 
 def test_s3_kill9_mid_upload_loses_nothing(make_agent, pb, s3_peer):
