@@ -499,16 +499,20 @@ static void refresh_now(struct collector *c)
 	clock_format(ms, c->now_text);
 }
 
+/* A ring or perf buffer: records pushed by the kernel, not a timer. */
+static bool reads_records(const struct source *src)
+{
+	return src->kind == SOURCE_RING || src->kind == SOURCE_PERF;
+}
+
 /* The open chunk of the source's map, a new one when there is none. */
 static struct pbwire *chunk_of(struct source *src)
 {
-	/* Events fill chunks: room for a full one at once, as growing it
-	 * would copy it. Metrics come a few at a time. */
-	bool events = src->kind == SOURCE_RING || src->kind == SOURCE_PERF;
-
 	if (src->open)
 		return &src->open->data;
-	src->open = chunk_new(src->probe->c, events ? CHUNK_ROOM : 1024);
+	/* Events fill chunks: room for a full one at once, as growing it
+	 * would copy it. Metrics come a few at a time. */
+	src->open = chunk_new(src->probe->c, reads_records(src) ? CHUNK_ROOM : 1024);
 	if (!src->open)
 		return NULL;
 	snprintf(src->open->map, sizeof(src->open->map), "%s", src->map->shown);
@@ -1134,11 +1138,9 @@ static void handle(struct source *src)
 	switch (src->kind) {
 	case SOURCE_RING:
 		ring_buffer__consume(src->rb);
-		c->trickle |= c->records - before < COALESCE_BELOW;
 		break;
 	case SOURCE_PERF:
 		perf_buffer__consume(src->pb);
-		c->trickle |= c->records - before < COALESCE_BELOW;
 		break;
 	case SOURCE_TIMER:
 		poll_map(src);
@@ -1149,6 +1151,8 @@ static void handle(struct source *src)
 	default:
 		break;
 	}
+	if (reads_records(src))
+		c->trickle |= c->records - before < COALESCE_BELOW;
 	source_flush(src);
 	if (src->paused && !src->waiting)
 		source_wait(src);
@@ -1162,7 +1166,7 @@ static void source_wait(struct source *src)
 	struct collector *c = src->probe->c;
 	struct epoll_event ev = { .events = 0, .data.ptr = src };
 
-	if (src->kind != SOURCE_RING && src->kind != SOURCE_PERF) {
+	if (!reads_records(src)) {
 		src->paused = false;
 		return;
 	}
@@ -1226,7 +1230,7 @@ static void *collector_main(void *arg)
 	refresh_now(c);
 	for (struct cprobe *cp = c->probes; cp; cp = cp->next)
 		for (struct source *src = cp->sources; src; src = src->next)
-			if (src->kind == SOURCE_RING || src->kind == SOURCE_PERF)
+			if (reads_records(src))
 				handle(src);
 	for (struct cprobe *cp = c->probes; cp; cp = cp->next)
 		for (struct source *src = cp->sources; src; src = src->next)
