@@ -22,32 +22,6 @@
 #include "store/store_int.h"
 #include "tests/unit/tmpdb.h"
 
-struct fixture {
-	struct tmpdb db;
-	struct store *st;
-};
-
-static int setup(void **state)
-{
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	assert_non_null(fx);
-	tmpdb_make(&fx->db, "test_samples");
-	fx->st = tmpdb_open(fx->db.path);
-	*state = fx;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-
-	store_close(fx->st);
-	tmpdb_remove(&fx->db);
-	free(fx);
-	return 0;
-}
-
 /* ---------------------------------------------------------------- helpers */
 
 /* A metric sample; the strings must outlive it. */
@@ -167,7 +141,7 @@ static uint64_t packed_size(Graind__Sample *s)
 
 static void test_empty(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct drops d;
 	struct seen seen;
 	bool more = true;
@@ -215,7 +189,7 @@ static int check_event(const Graind__Sample *s, void *ctx)
 
 static void test_append_list(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	Graind__Tag tag_comm = GRAIND__TAG__INIT, tag_pid = GRAIND__TAG__INIT;
 	Graind__Field f_addr = GRAIND__FIELD__INIT, f_port = GRAIND__FIELD__INIT;
 	Graind__Field f_err = GRAIND__FIELD__INIT;
@@ -383,7 +357,7 @@ static void append_numbered(struct store *st, size_t total, size_t per_batch)
 
 static void test_bound_rows(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	Graind__Sample one, *ptr = &one;
 	uint64_t size;
 
@@ -407,7 +381,7 @@ static void test_bound_rows(void **state)
 
 static void test_bound_bytes(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	Graind__Sample one;
 	uint64_t size;
 
@@ -440,7 +414,7 @@ static void test_bound_bytes(void **state)
 /* Rows of different sizes: the fewest oldest rows go. */
 static void test_bound_bytes_uneven(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	static char names[40][48];
 	Graind__Sample s[40], *ptr[40];
 	uint64_t size[40], max = 1000, kept = 0, kept_bytes = 0;
@@ -466,7 +440,7 @@ static void test_bound_bytes_uneven(void **state)
 
 static void test_ids_across_reopen(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	Graind__Sample one, *ptr = &one;
 	uint64_t bytes;
 
@@ -505,7 +479,7 @@ static void test_ids_across_reopen(void **state)
  * The big sample sits in the second statement of many rows. */
 static void test_failing_append(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	static char big[8192];
 	struct gerr err = { 0 };
 	struct drops d;
@@ -630,7 +604,7 @@ static void *read_samples(void *arg)
  * one ever given. */
 static void test_migrate_rows_to_blocks(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	static const uint64_t ids[] = { 5, 6, 9 };
 	Graind__Sample one, *ptr = &one;
 	uint8_t packed[128];
@@ -694,7 +668,7 @@ static void test_migrate_rows_to_blocks(void **state)
  * the block before it is listed. */
 static void test_corrupt_block(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	static const uint8_t broken[] = { 0x7f, 1, 2, 3 };  /* says 127 bytes follow */
 	struct gerr err = { 0 };
 	struct seen seen;
@@ -750,7 +724,7 @@ static const uint8_t *const valid_frames[] = {
 
 static void test_garbage_blocks(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	uint64_t seed = 0x9e3779b97f4a7c15ULL;
 	unsigned listed = 0, corrupt = 0;
 	uint8_t payload[256];
@@ -939,7 +913,7 @@ static void append_one_other(struct store *st)
 static void test_shared_fields(void **state)
 {
 	static const char *const times[] = { "T1", "T1", "T1", "T2", "T2" };
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct pbwire w = { 0 };
 	struct gerr err = { 0 };
 	struct store_sample_run run = { .probe = "p", .map = "events", .count = 5 };
@@ -991,7 +965,7 @@ static void test_shared_fields(void **state)
 
 static void test_threads(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct writer w[2] = { { fx->st, "w0", 0 }, { fx->st, "w1", 0 } };
 	volatile int writers_done = 0;
 	struct reader r = { .st = fx->st, .writers_done = &writers_done };
@@ -1031,7 +1005,7 @@ static double seconds(void)
 
 static void test_rate(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	const size_t total = 200000, per_batch = 1000;
 	uint64_t batch_bytes = 0;
 	struct batch b;
@@ -1066,19 +1040,19 @@ static void test_rate(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_append_list, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bound_rows, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bound_bytes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bound_bytes_uneven, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ids_across_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_failing_append, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_corrupt_block, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_shared_fields, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_garbage_blocks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_append_list, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_bound_rows, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_bound_bytes, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_bound_bytes_uneven, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_ids_across_reopen, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_failing_append, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_block, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_shared_fields, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_blocks, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_threads, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_rate, tmpdb_setup, tmpdb_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

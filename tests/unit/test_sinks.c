@@ -27,32 +27,6 @@
 
 /* ---------------------------------------------------------------- store */
 
-struct fixture {
-	struct tmpdb db;
-	struct store *st;
-};
-
-static int setup(void **state)
-{
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	assert_non_null(fx);
-	tmpdb_make(&fx->db, "test_sinks");
-	fx->st = tmpdb_open(fx->db.path);
-	*state = fx;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-
-	store_close(fx->st);
-	tmpdb_remove(&fx->db);
-	free(fx);
-	return 0;
-}
-
 static void put_ok(struct store *st, const char *name, const char *config, bool want_created)
 {
 	struct gerr err = { 0 };
@@ -73,7 +47,7 @@ static void get_ok(struct store *st, const char *name, struct store_sink *row)
 
 static void test_put_get_replace_delete(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct store_sink row = { 0 };
 	struct gerr err = { 0 };
 
@@ -115,7 +89,7 @@ static int list_name(const struct store_sink *sink, void *ctx)
 
 static void test_list_ordered(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct gerr err = { 0 };
 	char names[64] = "";
 
@@ -128,7 +102,7 @@ static void test_list_ordered(void **state)
 
 static void test_delivered_and_failed(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct store_sink row = { 0 };
 	struct gerr err = { 0 };
 
@@ -196,7 +170,7 @@ static int count_listed(const Graind__Sample *s, void *ctx)
 
 static void test_prune_delivered(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	struct gerr err = { 0 };
 	uint64_t pruned = 99, first = 0;
 	bool more;
@@ -627,7 +601,7 @@ static bool has_error(const struct store_sink *row, uint64_t unused)
 
 static void test_forwarder_statsd(void **state)
 {
-	struct fixture *fx = *state;
+	struct tmpdb_fixture *fx = *state;
 	Graind__Sink sink = GRAIND__SINK__INIT;
 	Graind__StatsdSink sd = GRAIND__STATSD_SINK__INIT;
 	Graind__SinkSelector sel = GRAIND__SINK_SELECTOR__INIT;
@@ -698,10 +672,10 @@ static void test_forwarder_statsd(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_put_get_replace_delete, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_list_ordered, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_delivered_and_failed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_prune_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_get_replace_delete, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_list_ordered, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_delivered_and_failed, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_prune_delivered, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test(test_check_config),
 		cmocka_unit_test(test_statsd_types_and_deltas),
 		cmocka_unit_test(test_statsd_collector_deltas),
@@ -709,7 +683,7 @@ int main(void)
 		cmocka_unit_test(test_statsd_datagram_limit),
 		cmocka_unit_test(test_statsd_histogram_as_timers),
 		cmocka_unit_test(test_statsd_refused),
-		cmocka_unit_test_setup_teardown(test_forwarder_statsd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forwarder_statsd, tmpdb_setup, tmpdb_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

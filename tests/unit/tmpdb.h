@@ -48,4 +48,31 @@ static inline struct store *tmpdb_open(const char *path)
 	return st;
 }
 
+/* A cmocka fixture: a store open on a fresh temporary database. */
+struct tmpdb_fixture {
+	struct tmpdb db;
+	struct store *st;
+};
+
+static inline int tmpdb_setup(void **state)
+{
+	struct tmpdb_fixture *fx = calloc(1, sizeof(*fx));
+
+	assert_non_null(fx);
+	tmpdb_make(&fx->db, "graind-unit");
+	fx->st = tmpdb_open(fx->db.path);
+	*state = fx;
+	return 0;
+}
+
+static inline int tmpdb_teardown(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+
+	store_close(fx->st);
+	tmpdb_remove(&fx->db);
+	free(fx);
+	return 0;
+}
+
 #endif
