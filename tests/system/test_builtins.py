@@ -26,7 +26,7 @@ import pytest
 from google.protobuf import json_format
 
 from conftest import sh, veth_namespace
-from test_probes import pin_dir
+from test_probes import Waiting, pin_dir
 
 RUN = os.getpid() % 10000
 BUILTINS = {"dns", "netstat", "syscalls", "exec", "tcpstate", "runqlat"}
@@ -280,27 +280,6 @@ def caller_bin():
     sh("gcc", "-O1", "-o", binary, src)
     yield binary
     shutil.rmtree(d, ignore_errors=True)
-
-
-class Caller:
-    """The caller binary, started and waiting: its pid is known before it
-    makes the calls; go() lets it run to the end."""
-
-    def __init__(self, binary, n):
-        self.proc = subprocess.Popen([binary, str(n)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
-        self.pid = int(self.proc.stdout.readline())
-
-    def go(self):
-        self.proc.stdin.write(b"g")
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=20) == 0
-        self.proc.stdout.close()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # ---------------------------------------------------------------- objects
@@ -605,7 +584,7 @@ def syscall_counts(a, pb, probe):
 
 def test_syscalls_counts_by_name_for_target_pid(a, pb, builtins, caller_bin):
     n = 777
-    c = Caller(caller_bin, n)
+    c = Waiting([caller_bin, str(n)])
     try:
         name = f"sys-{RUN}"
         builtins.put(name, "syscalls", programs=SYSCALLS_ATTACH,
@@ -631,7 +610,7 @@ def test_syscalls_agrees_with_syscount(a, pb, builtins, tools, caller_bin):
     return) and exit_group never returns (graind alone sees it). Between
     them the counts must match exactly: n getpid calls."""
     n = 1234
-    c = Caller(caller_bin, n)
+    c = Waiting([caller_bin, str(n)])
     try:
         name = f"sys-peer-{RUN}"
         builtins.put(name, "syscalls", programs=SYSCALLS_ATTACH,

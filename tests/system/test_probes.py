@@ -239,12 +239,12 @@ def mark_bin():
 
 
 class Waiting:
-    """The mark binary started with "wait": its pid is known before it makes
-    the calls the probes count; go() lets it run to the end."""
+    """A program that prints its pid and waits for a byte on stdin before it
+    makes the calls the probes count (the mark binary with "wait", say):
+    its pid is known before; go() lets it run to the end."""
 
-    def __init__(self, binary, n):
-        self.proc = subprocess.Popen([binary, str(n), "wait"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pid = int(self.proc.stdout.readline())
 
     def go(self):
@@ -392,7 +392,7 @@ def test_tc_egress_counts_packets(a, probes, net):
 
 def test_tracepoint_counts_syscalls_of_one_process(a, probes, mark_bin):
     name = f"tp-{RUN}"
-    proc = Waiting(mark_bin, 37)
+    proc = Waiting([mark_bin, "37", "wait"])
     try:
         p = probes.create(name, probes.spec(
             "count_getpid", {"tracepoint": {"category": "syscalls", "name": "sys_enter_getpid"}},
@@ -412,7 +412,7 @@ def test_tracepoint_counts_syscalls_of_one_process(a, probes, mark_bin):
 def test_raw_tracepoint_counts_syscalls(a, probes, mark_bin):
     name = f"rawtp-{RUN}"
     n = 50
-    proc = Waiting(mark_bin, n)
+    proc = Waiting([mark_bin, str(n), "wait"])
     try:
         p = probes.create(name, probes.spec("count_sys_enter",
                                             {"rawTracepoint": {"name": "sys_enter"}},
