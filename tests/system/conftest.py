@@ -19,8 +19,10 @@ import requests
 GRAIND_BIN = os.environ.get("GRAIND_BIN", os.path.abspath("build/asan/graind"))
 TEST_BPF = os.environ.get("GRAIND_TEST_BPF", os.path.abspath("build/tests/bpf"))
 PROTO = os.environ.get("GRAIND_PROTO", os.path.abspath("proto/graind.proto"))
-# Where test agents pin probes; a separate root per concurrent test run.
-PIN_ROOT = os.environ.get("GRAIND_PIN_ROOT", "/sys/fs/bpf/graind")
+# Where test agents pin probes: a root of this run's own, never the
+# production /sys/fs/bpf/graind, so that concurrent runs (and a real agent
+# on the host) never see each other's probes.
+PIN_ROOT = os.environ.get("GRAIND_PIN_ROOT", f"/sys/fs/bpf/graind-test-{os.getpid()}")
 
 
 def free_port():
@@ -353,3 +355,12 @@ def veth_namespace(tag, block):
     finally:
         sh("ip", "link", "del", n.host_if, check=False)
         sh("ip", "netns", "del", n.ns, check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pin_root_removed():
+    """The run's pin root goes when the run ends; probes the tests left
+    attached there are detached with it."""
+    yield
+    if PIN_ROOT.startswith("/sys/fs/bpf/graind-test-"):
+        shutil.rmtree(PIN_ROOT, ignore_errors=True)
