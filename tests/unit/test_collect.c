@@ -32,6 +32,7 @@
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
+#include "server/features.h"
 #include "server/probe/probe.h"
 #include "server/util/sha256.h"
 #include "store/store.h"
@@ -255,6 +256,9 @@ static int setup(void **state)
 	if (store_open(path, &ag.store, &err) < 0)
 		fail_msg("store_open: %s", err.msg);
 	snprintf(pin_root, sizeof(pin_root), "/sys/fs/bpf/graind-collect-unit-%d", (int)getpid());
+	/* A fresh host may not have bpffs (or tracefs) mounted yet. */
+	if (features_mount(&err) < 0)
+		fail_msg("features_mount: %s", err.msg);
 	if (probe_mgr_new(pin_root, &ag.probes, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
 	probe_detach(ag.probes, PROBE, NULL);

@@ -35,6 +35,7 @@
 #include <bpf/libbpf.h>
 
 #include "api/codec.h"
+#include "server/features.h"
 #include "server/probe/probe.h"
 
 /* Its own pin root, so that an agent running on this machine (whose
@@ -125,6 +126,9 @@ static int setup(void **state)
 	    "ip -n " NETNS " link set gpt1 up && ip -n " NETNS " link set lo up");
 	hooks = read_blob("hooks.bpf.o");
 	reject = read_blob("reject_oob.bpf.o");
+	/* A fresh host may not have bpffs (or tracefs) mounted yet. */
+	if (features_mount(&err) < 0)
+		fail_msg("features_mount: %s", err.msg);
 	if (probe_mgr_new(TEST_PIN_ROOT, &mgr, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
 	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
