@@ -9,7 +9,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "api/codec.h"
+#include "server/util/codec.h"
+#include "server/util/pbmsg.h"
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
@@ -330,8 +331,8 @@ fail:
 out:
 	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
 		audit(&call, route, resp, &err);
-	codec_free(call.body);
-	codec_free(call.reply);
+	pbmsg_free(call.body);
+	pbmsg_free(call.reply);
 	free(call.raw);
 }
 

@@ -5,7 +5,7 @@
 #include <sys/utsname.h>
 #include <time.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
@@ -15,12 +15,12 @@
 
 int h_healthz(struct api_call *call, struct gerr *err)
 {
-	Graind__Health *health = (Graind__Health *)codec_new(&graind__health__descriptor);
+	Graind__Health *health = (Graind__Health *)pbmsg_new(&graind__health__descriptor);
 
 	if (!health)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &health->base;
-	if (codec_set_string(&health->status, "ok") < 0)
+	if (pbmsg_set_string(&health->status, "ok") < 0)
 		return gerr_set(err, 500, "out of memory");
 	return 0;
 }
@@ -43,11 +43,11 @@ int h_status(struct api_call *call, struct gerr *err)
 	struct utsname uts;
 	char unix_listen[128];
 
-	st = (Graind__AgentStatus *)codec_new(&graind__agent_status__descriptor);
+	st = (Graind__AgentStatus *)pbmsg_new(&graind__agent_status__descriptor);
 	if (!st)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &st->base;
-	st->features = (Graind__Features *)codec_new(&graind__features__descriptor);
+	st->features = (Graind__Features *)pbmsg_new(&graind__features__descriptor);
 	if (!st->features)
 		return gerr_set(err, 500, "out of memory");
 	features_detect(st->features);
@@ -58,9 +58,9 @@ int h_status(struct api_call *call, struct gerr *err)
 	st->sample_count = store_sample_count(ag->store);
 	st->database_bytes = store_db_bytes(ag->store);
 	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", ag->cfg.socket_path);
-	if (codec_set_string(&st->version, GRAIND_VERSION) < 0 ||
-	    codec_set_string(&st->kernel_release, uts.release) < 0 ||
-	    codec_take_string(&st->started, api_time_string(ag->started_ms)) < 0 ||
+	if (pbmsg_set_string(&st->version, GRAIND_VERSION) < 0 ||
+	    pbmsg_set_string(&st->kernel_release, uts.release) < 0 ||
+	    pbmsg_take_string(&st->started, api_time_string(ag->started_ms)) < 0 ||
 	    (ag->listen_tcp[0] && add_listen(st, ag->listen_tcp) < 0) ||
 	    (ag->cfg.socket_path[0] && add_listen(st, unix_listen) < 0))
 		return gerr_set(err, 500, "out of memory");
@@ -82,18 +82,18 @@ static int audit_one(const struct store_audit *rec, void *ctx_)
 	if (!grown)
 		return -1;
 	resp->entries = grown;
-	e = (Graind__AuditEntry *)codec_new(&graind__audit_entry__descriptor);
+	e = (Graind__AuditEntry *)pbmsg_new(&graind__audit_entry__descriptor);
 	if (!e)
 		return -1;
 	resp->entries[resp->n_entries++] = e;
 	e->id = rec->id;
 	e->result = rec->result;
 	ctx->last_id = rec->id;
-	if (codec_take_string(&e->time, api_time_string(rec->time_ms)) < 0 ||
-	    codec_set_string(&e->role, rec->role) < 0 ||
-	    codec_set_string(&e->action, rec->action) < 0 ||
-	    codec_set_string(&e->target, rec->target) < 0 ||
-	    codec_set_string(&e->message, rec->message) < 0)
+	if (pbmsg_take_string(&e->time, api_time_string(rec->time_ms)) < 0 ||
+	    pbmsg_set_string(&e->role, rec->role) < 0 ||
+	    pbmsg_set_string(&e->action, rec->action) < 0 ||
+	    pbmsg_set_string(&e->target, rec->target) < 0 ||
+	    pbmsg_set_string(&e->message, rec->message) < 0)
 		return -1;
 	return 0;
 }
@@ -114,7 +114,7 @@ int h_audit_list(struct api_call *call, struct gerr *err)
 		if (!*token || *end)
 			return gerr_set(err, 400, "page_token must be a token from next_page_token");
 	}
-	ctx.resp = (Graind__ListAuditResponse *)codec_new(&graind__list_audit_response__descriptor);
+	ctx.resp = (Graind__ListAuditResponse *)pbmsg_new(&graind__list_audit_response__descriptor);
 	if (!ctx.resp)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &ctx.resp->base;
@@ -125,7 +125,7 @@ int h_audit_list(struct api_call *call, struct gerr *err)
 	}
 	if (more) {
 		snprintf(next, sizeof(next), "%llu", (unsigned long long)ctx.last_id);
-		if (codec_set_string(&ctx.resp->next_page_token, next) < 0)
+		if (pbmsg_set_string(&ctx.resp->next_page_token, next) < 0)
 			return gerr_set(err, 500, "out of memory");
 	}
 	return 0;

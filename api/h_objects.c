@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
@@ -70,10 +70,10 @@ static int object_from_row(const struct store_object *row, Graind__Object **out,
 				row->sha256);
 	obj->size = row->size;
 	obj->builtin = row->builtin;
-	if (codec_set_string(&obj->sha256, row->sha256) < 0 ||
-	    codec_set_string(&obj->name, row->name) < 0 ||
-	    codec_take_string(&obj->created, api_time_string(row->created_ms)) < 0) {
-		codec_free(&obj->base);
+	if (pbmsg_set_string(&obj->sha256, row->sha256) < 0 ||
+	    pbmsg_set_string(&obj->name, row->name) < 0 ||
+	    pbmsg_take_string(&obj->created, api_time_string(row->created_ms)) < 0) {
+		pbmsg_free(&obj->base);
 		return gerr_set(err, 500, "out of memory");
 	}
 	*out = obj;
@@ -155,7 +155,7 @@ static int list_one(const struct store_object *row, void *ctx_)
 		return -1;
 	grown = realloc(resp->objects, (resp->n_objects + 1) * sizeof(*grown));
 	if (!grown) {
-		codec_free(&obj->base);
+		pbmsg_free(&obj->base);
 		return gerr_set(ctx->err, 500, "out of memory");
 	}
 	resp->objects = grown;
@@ -173,7 +173,7 @@ int h_object_list(struct api_call *call, struct gerr *err)
 
 	if (api_page_size(call, &limit, err) < 0)
 		return -1;
-	resp = (Graind__ListObjectsResponse *)codec_new(&graind__list_objects_response__descriptor);
+	resp = (Graind__ListObjectsResponse *)pbmsg_new(&graind__list_objects_response__descriptor);
 	if (!resp)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &resp->base;
@@ -225,7 +225,7 @@ int h_object_verify(struct api_call *call, struct gerr *err)
 	if (check_object_id(call->args[0], err) < 0 ||
 	    store_object_content(call->agent->store, call->args[0], &bytes, &len, err) < 0)
 		return -1;
-	report = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	report = (Graind__VerifyReport *)pbmsg_new(&graind__verify_report__descriptor);
 	if (!report) {
 		free(bytes);
 		return gerr_set(err, 500, "out of memory");

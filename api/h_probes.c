@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
@@ -111,7 +111,7 @@ static Graind__ProbeSpec *unpack_spec(const struct store_probe *row, struct gerr
 static int probe_reply(struct api_call *call, const struct store_probe *row,
 		       Graind__Probe **out, struct gerr *err)
 {
-	Graind__Probe *probe = (Graind__Probe *)codec_new(&graind__probe__descriptor);
+	Graind__Probe *probe = (Graind__Probe *)pbmsg_new(&graind__probe__descriptor);
 
 	*out = probe;
 	if (!probe)
@@ -120,9 +120,9 @@ static int probe_reply(struct api_call *call, const struct store_probe *row,
 	if (!probe->spec)
 		return -1;
 	probe->generation = row->generation;
-	if (codec_set_string(&probe->name, row->name) < 0 ||
-	    codec_take_string(&probe->created, api_time_string(row->created_ms)) < 0 ||
-	    codec_take_string(&probe->updated, api_time_string(row->updated_ms)) < 0)
+	if (pbmsg_set_string(&probe->name, row->name) < 0 ||
+	    pbmsg_take_string(&probe->created, api_time_string(row->created_ms)) < 0 ||
+	    pbmsg_take_string(&probe->updated, api_time_string(row->updated_ms)) < 0)
 		return gerr_set(err, 500, "out of memory");
 	return probe_status(call->agent->probes, probe, err);
 }
@@ -145,17 +145,17 @@ static int reply_probe(struct api_call *call, const char *name, struct gerr *err
 static int refuse_with_report(struct api_call *call, Graind__VerifyReport *report,
 			      const struct gerr *cause)
 {
-	Graind__Status *status = (Graind__Status *)codec_new(&graind__status__descriptor);
+	Graind__Status *status = (Graind__Status *)pbmsg_new(&graind__status__descriptor);
 
 	if (!status) {
-		codec_free(&report->base);
+		pbmsg_free(&report->base);
 		return -1;
 	}
 	status->code = cause->status;
 	status->verify_report = report;
 	call->status = cause->status;
 	call->reply = &status->base;
-	return codec_set_string(&status->message, cause->msg);
+	return pbmsg_set_string(&status->message, cause->msg);
 }
 
 /* Make the kernel run (or stop running) `spec` for probe `name`. */
@@ -270,7 +270,7 @@ static int set_state(struct api_call *call, bool attached, struct gerr *err)
 	ret = 0;
 out:
 	pthread_mutex_unlock(&ag->probe_lock);
-	codec_free(spec ? &spec->base : NULL);
+	pbmsg_free(spec ? &spec->base : NULL);
 	store_probe_clear(&row);
 	if (ret == 0 && !call->reply)
 		ret = reply_probe(call, call->args[0], err);
@@ -352,7 +352,7 @@ int h_probe_list(struct api_call *call, struct gerr *err)
 
 	if (api_page_size(call, &limit, err) < 0)
 		return -1;
-	resp = (Graind__ListProbesResponse *)codec_new(&graind__list_probes_response__descriptor);
+	resp = (Graind__ListProbesResponse *)pbmsg_new(&graind__list_probes_response__descriptor);
 	if (!resp)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &resp->base;
@@ -378,7 +378,7 @@ int h_probe_list(struct api_call *call, struct gerr *err)
 		if (ret < 0)
 			goto out;
 	}
-	if (more && list.n && codec_set_string(&resp->next_page_token, list.rows[list.n - 1].name) < 0)
+	if (more && list.n && pbmsg_set_string(&resp->next_page_token, list.rows[list.n - 1].name) < 0)
 		ret = gerr_set(err, 500, "out of memory");
 out:
 	for (size_t i = 0; i < list.n; i++)

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
@@ -36,7 +36,7 @@ static int keep_sample(const Graind__Sample *s, void *ctx)
 		Graind__Sample **grown = realloc(resp->samples, cap * sizeof(*grown));
 
 		if (!grown) {
-			codec_free(&copy->base);
+			pbmsg_free(&copy->base);
 			return -1;
 		}
 		resp->samples = grown;
@@ -67,7 +67,7 @@ int h_samples_list(struct api_call *call, struct gerr *err)
 		if (!*limit_s || *end || limit == 0 || limit > 10000 || limit_s[0] == '-')
 			return gerr_set(err, 400, "limit must be 1 to 10000, got '%s'", limit_s);
 	}
-	list.resp = (Graind__ListSamplesResponse *)codec_new(&graind__list_samples_response__descriptor);
+	list.resp = (Graind__ListSamplesResponse *)pbmsg_new(&graind__list_samples_response__descriptor);
 	if (!list.resp)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &list.resp->base;
@@ -81,7 +81,7 @@ int h_samples_list(struct api_call *call, struct gerr *err)
 	if (list.resp->n_samples)
 		after = list.resp->samples[list.resp->n_samples - 1]->id;
 	snprintf(next, sizeof(next), "%llu", after);
-	if (codec_set_string(&list.resp->next_page_token, next) < 0)
+	if (pbmsg_set_string(&list.resp->next_page_token, next) < 0)
 		return gerr_set(err, 500, "out of memory");
 	return 0;
 }

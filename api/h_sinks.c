@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
@@ -42,13 +42,13 @@ static int sink_reply(struct agent *ag, const struct store_sink *row, Graind__Si
 	*out = sink;
 	if (!sink)
 		return -1;
-	if (codec_set_string(&sink->name, row->name) < 0)
+	if (pbmsg_set_string(&sink->name, row->name) < 0)
 		return gerr_set(err, 500, "out of memory");
 	if (sink->kind_case == GRAIND__SINK__KIND_S3 && sink->s3->secret_access_key[0] &&
-	    codec_set_string(&sink->s3->secret_access_key, SECRET_MASK) < 0)
+	    pbmsg_set_string(&sink->s3->secret_access_key, SECRET_MASK) < 0)
 		return gerr_set(err, 500, "out of memory");
 	if (sink->health) {
-		codec_free(&sink->health->base);
+		pbmsg_free(&sink->health->base);
 		sink->health = NULL;
 	}
 	return ag->sinks ? sinks_health(ag->sinks, sink, err) : 0;
@@ -86,7 +86,7 @@ static int keep_masked_secret(struct agent *ag, const char *name, Graind__S3Sink
 			 SECRET_MASK, name);
 		goto out;
 	}
-	if (codec_set_string(&s3->secret_access_key, old->s3->secret_access_key) < 0) {
+	if (pbmsg_set_string(&s3->secret_access_key, old->s3->secret_access_key) < 0) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
@@ -127,7 +127,7 @@ int h_sink_put(struct api_call *call, struct gerr *err)
 	if (sink->name[0] && strcmp(sink->name, name) != 0)
 		return gerr_set(err, 400, "name '%s' in the body differs from '%s' in the path",
 				sink->name, name);
-	if (codec_set_string(&sink->name, name) < 0)
+	if (pbmsg_set_string(&sink->name, name) < 0)
 		return gerr_set(err, 500, "out of memory");
 	if ((sink->kind_case == GRAIND__SINK__KIND_S3 &&
 	     keep_masked_secret(ag, name, sink->s3, err) < 0) ||
@@ -222,7 +222,7 @@ int api_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr 
 			(*n)++;
 			continue;
 		}
-		codec_free((ProtobufCMessage *)sinks[*n]);
+		pbmsg_free((ProtobufCMessage *)sinks[*n]);
 		sinks[*n] = NULL;
 		/* A sink deleted while the list was built is just not listed. */
 		if (one.status != 404) {
@@ -242,7 +242,7 @@ int h_sink_list(struct api_call *call, struct gerr *err)
 {
 	Graind__ListSinksResponse *resp;
 
-	resp = (Graind__ListSinksResponse *)codec_new(&graind__list_sinks_response__descriptor);
+	resp = (Graind__ListSinksResponse *)pbmsg_new(&graind__list_sinks_response__descriptor);
 	if (!resp)
 		return gerr_set(err, 500, "out of memory");
 	call->reply = &resp->base;

@@ -72,7 +72,7 @@ int h_sink_list(struct api_call *call, struct gerr *err);
 int h_sink_get(struct api_call *call, struct gerr *err);
 int h_sink_delete(struct api_call *call, struct gerr *err);
 /* Every stored sink as a reply shows it (secret masked, health added).
- * *out is a malloc'd array of *n sinks, each freed with codec_free(),
+ * *out is a malloc'd array of *n sinks, each freed with pbmsg_free(),
  * also when it fails half way. */
 int api_sinks_all(struct agent *agent, Graind__Sink ***out, size_t *n, struct gerr *err);
 int h_metrics(struct api_call *call, struct gerr *err);
