@@ -735,6 +735,31 @@ out:
 	return rc;
 }
 
+int codec_set_text(ProtobufCMessage *msg, const char *field, const char *text,
+		   struct gerr *err)
+{
+	const ProtobufCFieldDescriptor *f =
+		protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, field);
+	struct path p = { .len = 0 };
+	json_t *v;
+	int rc;
+
+	if (!f || f->label == PROTOBUF_C_LABEL_REPEATED || f->type == PROTOBUF_C_TYPE_MESSAGE)
+		return gerr_set(err, 500, "%s has no scalar field %s", msg->descriptor->name, field);
+	/* Text comes by the field's proto name (a query parameter, a path
+	 * segment): errors name it so. */
+	path_push_field(&p, f->name);
+	if (f->type == PROTOBUF_C_TYPE_BOOL && (!strcmp(text, "true") || !strcmp(text, "false")))
+		v = json_boolean(!strcmp(text, "true"));
+	else
+		v = json_string(text);
+	if (!v)
+		return path_err(err, 400, &p, "not valid UTF-8 text");
+	rc = decode_field(v, msg, f, &p, err);
+	json_decref(v);
+	return rc;
+}
+
 /* ================================================================ protobuf decode */
 
 static int check_strings(const ProtobufCMessage *msg, struct path *p,

@@ -54,6 +54,13 @@ int codec_decode(enum codec_format fmt, const ProtobufCMessageDescriptor *desc,
 int codec_encode(enum codec_format fmt, const ProtobufCMessage *msg,
 		 char **out, size_t *len, struct gerr *err);
 
+/* Set the singular scalar field `field` (its proto name) of `msg` from
+ * text, read as a proto3 JSON string of that field would be: decimal
+ * integers, enum names or numbers, "true"/"false", strings as they are.
+ * 400 naming the field when the text does not fit its type. */
+int codec_set_text(ProtobufCMessage *msg, const char *field, const char *text,
+		   struct gerr *err);
+
 /* lowerCamelCase of a proto field name ("has_btf_ext" -> "hasBtfExt") into
  * buf of size n. Exposed for tests and error messages. */
 void codec_json_name(const char *proto_name, char *buf, size_t n);

@@ -834,14 +834,14 @@ def test_audit_records_probe_changes(a, probes):
     new = audit_all(a)[start:]
     got = [(e["role"], e["action"], e["target"], e["result"]) for e in new]
     assert got == [
-        ("admin", "PUT /v1/probes/*", name, 201),
-        ("admin", "PUT /v1/probes/*", name, 200),
-        ("admin", "PUT /v1/probes/*", name, 412),
-        ("admin", "POST /v1/probes/*:detach", name, 200),
-        ("reader", "POST /v1/probes/*:attach", name, 403),
-        ("admin", "POST /v1/probes/*:attach", name, 200),
-        ("admin", "DELETE /v1/probes/*", name, 204),
-        ("admin", "PUT /v1/probes/*", "BAD", 400),
+        ("admin", "PutProbe", name, 201),
+        ("admin", "PutProbe", name, 200),
+        ("admin", "PutProbe", name, 412),
+        ("admin", "DetachProbe", name, 200),
+        ("reader", "AttachProbe", name, 403),
+        ("admin", "AttachProbe", name, 200),
+        ("admin", "DeleteProbe", name, 204),
+        ("admin", "PutProbe", "BAD", 400),
     ], got
     assert "generation" in new[2]["message"]
     assert "message" not in new[0]
