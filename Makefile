@@ -12,7 +12,7 @@ RUN_ARGS ?=
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
 	libjansson-dev libcurl4-openssl-dev clang llvm bpftool iproute2 curl
-DEB_TEST  := libcmocka-dev protobuf-compiler python3-pytest python3-requests \
+DEB_TEST  := libcmocka-dev strace protobuf-compiler python3-pytest python3-requests \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore
 DEB_BENCH := wrk bpftrace

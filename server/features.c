@@ -1,5 +1,6 @@
 #include "server/features.h"
 
+#include <stdbool.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <stdio.h>
@@ -71,37 +72,39 @@ static int file_contains(const char *path, const char *word)
 	return strstr(buf, word) != NULL;
 }
 
+/* Record whether a feature is there; when it is not, say why. */
+static bool feature(Graind__Features *f, Graind__FeatureState *state, bool present,
+		    const char *why)
+{
+	*state = present ? GRAIND__FEATURE_STATE__FEATURE_PRESENT :
+			   GRAIND__FEATURE_STATE__FEATURE_MISSING;
+	if (!present)
+		note(f, why);
+	return present;
+}
+
 int features_detect(Graind__Features *f)
 {
-	f->btf = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
-	if (!f->btf)
-		note(f, "btf: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF); CO-RE objects cannot load");
-	f->bpffs = fs_is(BPFFS_DIR, BPF_FS_MAGIC);
-	if (!f->bpffs)
-		note(f, "bpffs: not mounted at " BPFFS_DIR "; probes cannot be pinned");
-	f->tracefs = fs_is(TRACEFS_DIR, TRACEFS_MAGIC);
-	if (!f->tracefs)
-		note(f, "tracefs: not mounted at " TRACEFS_DIR "; tracepoint probes cannot attach");
+	feature(f, &f->btf, access("/sys/kernel/btf/vmlinux", R_OK) == 0,
+		"btf: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF); CO-RE objects cannot load");
+	feature(f, &f->bpffs, fs_is(BPFFS_DIR, BPF_FS_MAGIC),
+		"bpffs: not mounted at " BPFFS_DIR "; probes cannot be pinned");
+	feature(f, &f->tracefs, fs_is(TRACEFS_DIR, TRACEFS_MAGIC),
+		"tracefs: not mounted at " TRACEFS_DIR "; tracepoint probes cannot attach");
 	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
-	f->kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) == 0;
-	if (!f->kprobes)
-		note(f, "kprobes: kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices); kprobe/kretprobe probes cannot attach");
-	f->ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
-	if (!f->ringbuf)
-		note(f, "ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel older than 5.8)");
-	f->xdp = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1;
-	if (!f->xdp)
-		note(f, "xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
-	f->bpf_stats = access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0;
-	if (!f->bpf_stats)
-		note(f, "bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
+	feature(f, &f->kprobes, access("/sys/bus/event_source/devices/kprobe", F_OK) == 0,
+		"kprobes: kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices); kprobe/kretprobe probes cannot attach");
+	feature(f, &f->ringbuf, libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1,
+		"ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel older than 5.8)");
+	feature(f, &f->xdp, libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1,
+		"xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
+	feature(f, &f->bpf_stats, access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0,
+		"bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
 	/* fentry/fexit need BPF trampolines, which ride on ftrace. */
-	f->fentry = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1 &&
-		    access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0;
-	if (!f->fentry)
-		note(f, "fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace); fentry/fexit programs cannot attach");
-	f->lsm = file_contains("/sys/kernel/security/lsm", "bpf");
-	if (!f->lsm)
-		note(f, "lsm: BPF LSM is not active (needs CONFIG_BPF_LSM and 'bpf' in the lsm= boot parameter)");
+	feature(f, &f->fentry, libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1 &&
+		access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0,
+		"fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace); fentry/fexit programs cannot attach");
+	feature(f, &f->lsm, file_contains("/sys/kernel/security/lsm", "bpf"),
+		"lsm: BPF LSM is not active (needs CONFIG_BPF_LSM and 'bpf' in the lsm= boot parameter)");
 	return 0;
 }

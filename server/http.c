@@ -278,7 +278,7 @@ static int listen_unix(const char *path, struct gerr *err)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat sb;
-	int fd;
+	int fd, ret = -1;
 
 	/* A socket left by an earlier run is replaced; any other file is not. */
 	if (lstat(path, &sb) == 0) {
@@ -289,8 +289,18 @@ static int listen_unix(const char *path, struct gerr *err)
 	}
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-	    chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
+	if (fd >= 0) {
+		/* The socket file gets its final mode (0660) as bind creates
+		 * it: chmod afterwards would leave a moment with the caller's
+		 * umask, when anyone might connect. The umask is the
+		 * process's: a file another thread creates meanwhile only
+		 * loses the same bits (group execute, everything for others). */
+		mode_t old = umask(0117);
+
+		ret = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+		umask(old);
+	}
+	if (fd < 0 || ret < 0 || listen(fd, 128) < 0) {
 		gerr_set(err, 500, "cannot listen on unix socket %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
@@ -217,3 +218,26 @@ def test_state_dir_that_is_a_file_is_refused(tmp_path):
     err = start_expecting_failure(str(f))
     assert str(f) in err
     assert "not a directory" in err
+
+
+def test_unix_socket_has_its_mode_from_the_moment_it_exists(make_agent, tmp_path):
+    # Started with umask 0, the socket file would be 0777 between bind() and
+    # a later chmod(). strace (of the main thread, which binds) shows the
+    # umask in force when bind() creates it.
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    trace = tmp_path / "strace.log"
+    # LeakSanitizer cannot run under ptrace.
+    a = make_agent(wrapper=["env", "ASAN_OPTIONS=detect_leaks=0", "strace", "-qq", "-e", "trace=umask,bind,chmod,fchmodat",
+                            "-o", str(trace), "sh", "-c", 'umask 0; exec "$0" "$@"'])
+    assert stat.S_IMODE(os.stat(a.socket_path).st_mode) == 0o660
+    # strace does not pass SIGTERM on: stop graind, its child, directly.
+    [child] = open(f"/proc/{a.proc.pid}/task/{a.proc.pid}/children").read().split()
+    os.kill(int(child), signal.SIGTERM)
+    assert a.stop() == 0
+    calls = trace.read_text().splitlines()
+    binds = [i for i, c in enumerate(calls) if c.startswith("bind(") and a.socket_path in c]
+    assert len(binds) == 1, calls
+    umasks = [c for c in calls[:binds[0]] if c.startswith("umask(")]
+    assert umasks and umasks[-1].startswith("umask(0117)"), umasks
+    assert not [c for c in calls if a.socket_path in c and "chmod" in c], calls

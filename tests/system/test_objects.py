@@ -447,7 +447,7 @@ def test_verify_fentry(a):
     [p] = rep["programs"]
     assert {p["program"]: p["section"]} == programs_in("fentry.bpf.c")
     assert p["type"] == "tracing"
-    fentry_supported = a.get("/v1/status").json()["features"].get("fentry", False)
+    fentry_supported = a.get("/v1/status").json()["features"]["fentry"] == "FEATURE_PRESENT"
     if p.get("accepted"):
         assert rep["accepted"] is True
         assert p["verifiedInsns"] > 0
@@ -516,10 +516,16 @@ def test_status(a):
     assert st["version"] == version
     assert st["kernelRelease"] == os.uname().release
     feats = st["features"]
-    assert feats["btf"] is True
-    assert feats.get("kprobes", False) is False
+    # Every feature is named, present or missing: a curl user can tell "no"
+    # from "unknown".
+    assert set(feats) == {"btf", "bpffs", "tracefs", "kprobes", "ringbuf", "xdp",
+                          "bpfStats", "fentry", "lsm", "notes"}, feats
+    assert feats["btf"] == "FEATURE_PRESENT"
+    assert feats["kprobes"] == "FEATURE_MISSING"
     assert any("CONFIG_KPROBES" in n for n in feats["notes"]), feats["notes"]
-    assert feats["bpffs"] is True
+    assert feats["bpffs"] == "FEATURE_PRESENT"
+    missing = [k for k, v in feats.items() if v == "FEATURE_MISSING"]
+    assert len(feats["notes"]) == len(missing), (missing, feats["notes"])
     assert int(st["objectCount"]) == len(list_all(a))
     assert int(st.get("probeCount", "0")) == 0
     assert int(st["databaseBytes"]) > 0

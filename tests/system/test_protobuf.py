@@ -79,7 +79,8 @@ def test_status(a, pb):
     js.uptime_seconds = bin_.uptime_seconds = 0
     assert js == bin_
     assert bin_.object_count >= 3
-    assert bin_.features.btf and not bin_.features.kprobes
+    assert bin_.features.btf == pb.FEATURE_PRESENT
+    assert bin_.features.kprobes == pb.FEATURE_MISSING
     assert any("CONFIG_KPROBES" in n for n in bin_.features.notes)
 
 
