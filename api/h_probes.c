@@ -170,11 +170,11 @@ static int apply_to_kernel(struct api_call *call, const char *name, uint64_t gen
 	int ret;
 
 	if (!attached)
-		return probe_detach(ag->probes, name, err);
+		return probe_detach(ag->probes, name, NULL, err);
 	if (builtin_spec_object(ag->store, spec, &bytes, &len, err) < 0)
 		return -1;
 	ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
-			   &report, err);
+			   &report, NULL, err);
 	free(bytes);
 	if (ret < 0 && report && refuse_with_report(call, report, err) == 0)
 		return 1;       /* answered with the report */
@@ -297,7 +297,7 @@ int h_probe_delete(struct api_call *call, struct gerr *err)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
 	if (store_probe_get(ag->store, call->args[0], &row, err) == 0 &&
-	    probe_detach(ag->probes, call->args[0], err) == 0 &&
+	    probe_detach(ag->probes, call->args[0], NULL, err) == 0 &&
 	    store_probe_delete(ag->store, call->args[0], err) == 0) {
 		notify_collector(ag, call->args[0]);
 		ret = 0;

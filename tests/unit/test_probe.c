@@ -132,7 +132,7 @@ static int setup(void **state)
 	if (probe_mgr_new(TEST_PIN_ROOT, &mgr, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
 	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
-		probe_detach(mgr, test_probes[i], NULL);
+		probe_detach(mgr, test_probes[i], NULL, NULL);
 	return 0;
 }
 
@@ -140,7 +140,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
-		probe_detach(mgr, test_probes[i], NULL);
+		probe_detach(mgr, test_probes[i], NULL, NULL);
 	probe_mgr_free(mgr);
 	cleanup_network();
 	free(hooks.data);
@@ -245,7 +245,7 @@ static void attach_ok(const char *name, uint64_t gen, Graind__ProbeSpec *s,
 	bool adopted_here;
 
 	if (probe_attach(mgr, name, gen, s, obj->data, obj->len,
-			 adopted ? adopted : &adopted_here, NULL, &err) < 0)
+			 adopted ? adopted : &adopted_here, NULL, NULL, &err) < 0)
 		fail_msg("attach %s: %d %s", name, err.status, err.msg);
 }
 
@@ -259,7 +259,7 @@ static void attach_fails(const char *name, Graind__ProbeSpec *s,
 	bool adopted;
 
 	assert_int_equal(probe_attach(mgr, name, 1, s, obj->data, obj->len,
-				      &adopted, NULL, &err), -1);
+				      &adopted, NULL, NULL, &err), -1);
 	if (err.status != status || !strstr(err.msg, needle))
 		fail_msg("expected %d \"%s\", got %d \"%s\"", status, needle, err.status, err.msg);
 	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", name);
@@ -424,7 +424,7 @@ static void detach_clean(const char *probe)
 	char dir[PATH_MAX];
 
 	collect_ids(probe, &k);
-	assert_int_equal(probe_detach(mgr, probe, &err), 0);
+	assert_int_equal(probe_detach(mgr, probe, NULL, &err), 0);
 	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", probe);
 	assert_int_equal(access(dir, F_OK), -1);
 	assert_all_gone(&k);
@@ -569,7 +569,7 @@ static void test_adopt_restart_and_swap(void **state)
 		old_prog = st->programs[0]->prog_id;
 		status_free(st);
 		assert_int_equal(probe_attach(mgr, "ut-swap", 3, bad, hooks.data, hooks.len,
-					      &adopted, NULL, &err), -1);
+					      &adopted, NULL, NULL, &err), -1);
 		assert_int_equal(err.status, 404);
 		assert_int_equal(probe_pinned_generation(mgr, "ut-swap"), 2);
 		assert_int_equal(pinned_link_id("ut-swap", "count_xdp"), link);
@@ -904,7 +904,7 @@ static void test_verifier_rejects(void **state)
 	(void)state;
 	add_xdp(s, "read_past_end", IF_HERE);
 	assert_int_equal(probe_attach(mgr, "ut-reject", 1, s, reject.data, reject.len,
-				      &adopted, &report, &err), -1);
+				      &adopted, &report, NULL, &err), -1);
 	assert_int_equal(err.status, 422);
 	assert_non_null(strstr(err.msg, "the verifier refused program read_past_end"));
 	assert_non_null(report);
@@ -989,13 +989,13 @@ static void test_dotted_name_listed(void **state)
 	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 3);
 	assert_int_equal(probe_list_pinned(mgr, find_listed, &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL), 0);
+	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL, NULL), 0);
 	n = 0;
 	assert_int_equal(probe_list_pinned(mgr, find_listed, &n), 0);
 	assert_int_equal(n, 0);
 	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 0);
 	/* Detaching what is not pinned is fine. */
-	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL), 0);
+	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL, NULL), 0);
 	codec_free((ProtobufCMessage *)s);
 }
 
