@@ -58,6 +58,8 @@ static void reconcile_one(struct agent *ag, const char *name)
 
 	if (store_probe_get(ag->store, name, &row, &err) < 0)
 		goto fail;
+	/* Both calls first settle what a crash left of a change, in favour
+	 * of the stored state (reconcile.h). */
 	if (!row.attached) {
 		if (probe_detach(ag->probes, name, NULL, &err) < 0)
 			goto fail;

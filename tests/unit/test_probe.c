@@ -1110,6 +1110,20 @@ static void assert_no_leftovers(void)
 	closedir(d);
 }
 
+/* The descriptors this process has open. */
+static int open_fds(void)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
 struct reader {
 	pthread_t thread;
 	atomic_bool stop;
@@ -1206,9 +1220,11 @@ static void test_generation_rollback_and_commit(void **state)
 	struct gerr err = { 0 };
 	struct kernel_ids new_gen;
 	bool adopted;
+	int fds;
 
 	(void)state;
 	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	fds = open_fds();
 	send_udp(2);
 	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
 	old_xdp = pinned_prog_id(TXN_PROBE, "count_xdp");
@@ -1218,6 +1234,7 @@ static void test_generation_rollback_and_commit(void **state)
 
 	/* Pending: the new generation runs, on the same link, with new maps. */
 	txn = attach_pending(2, s);
+	assert_int_equal(open_fds(), fds);
 	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 2);
 	assert_int_equal(pinned_link_id(TXN_PROBE, "count_xdp"), link);
 	assert_int_not_equal(pinned_prog_id(TXN_PROBE, "count_xdp"), old_xdp);
@@ -1260,6 +1277,8 @@ static void test_generation_rollback_and_commit(void **state)
 		send_udp(2);
 		assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
 	}
+	/* A pending change holds no descriptor: its state is all pinned. */
+	assert_int_equal(open_fds(), fds);
 	detach_clean(TXN_PROBE);
 	codec_free((ProtobufCMessage *)s);
 }
@@ -1271,9 +1290,11 @@ static void test_detach_rollback_and_commit(void **state)
 	struct gerr err = { 0 };
 	struct kernel_ids k;
 	uint32_t link, prog;
+	int fds;
 
 	(void)state;
 	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	fds = open_fds();
 	send_udp(2);
 	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
 	link = pinned_link_id(TXN_PROBE, "count_xdp");
@@ -1281,6 +1302,7 @@ static void test_detach_rollback_and_commit(void **state)
 
 	/* Pending: out of sight, still attached. */
 	txn = detach_pending();
+	assert_int_equal(open_fds(), fds);
 	assert_int_equal(access(TXN_DIR, F_OK), -1);
 	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 0);
 	assert_true(id_exists(link_by_id, link));
@@ -1292,6 +1314,7 @@ static void test_detach_rollback_and_commit(void **state)
 	/* It counted all along, into the same map. */
 	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 3), 3);
 	assert_no_leftovers();
+	assert_int_equal(open_fds(), fds);
 
 	collect_ids(TXN_PROBE, &k);
 	txn = detach_pending();
