@@ -1398,12 +1398,15 @@ static void crash_during(uint64_t gen, Graind__ProbeSpec *s)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct probe_txn *txn = NULL;
+		struct gerr err = { 0 };
 		bool adopted;
 
 		if (gen ? probe_attach(mgr, TXN_PROBE, gen, s, hooks.data, hooks.len, &adopted,
-				       NULL, &txn, NULL) < 0 :
-			  probe_detach(mgr, TXN_PROBE, &txn, NULL) < 0)
+				       NULL, &txn, &err) < 0 :
+			  probe_detach(mgr, TXN_PROBE, &txn, &err) < 0) {
+			fprintf(stderr, "child: %d %s\n", err.status, err.msg);
 			_exit(2);
+		}
 		raise(SIGKILL);
 		_exit(3);
 	}
