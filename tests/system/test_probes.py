@@ -933,8 +933,53 @@ def test_restart_adopts_xdp_probe_without_losing_counts(net, restart_dirs):
         sh("ip", "link", "set", "dev", net.host_if, "xdpgeneric", "off", check=False)
 
 
-def test_start_removes_pins_the_store_does_not_know(restart_dirs):
+def test_restart_settles_a_detach_killed_before_its_commit(net, restart_dirs):
+    """An agent killed between moving a probe's pins aside (_old_<probe>)
+    and removing them leaves the probe running there; the store still wants
+    it attached, so the next start puts it back, counts and all."""
+    d = restart_dirs()
+    name = f"aside-{RUN}"
+    aside = os.path.join(PIN_ROOT, "_old_" + name)
+    agents = []
+    try:
+        a1 = Agent(d).start()
+        agents.append(a1)
+        r = a1.upload(bpf_object("hooks.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        p = Probes(a1, r.json()["sha256"])
+        st1 = only_program(p.create(name, p.spec(
+            "count_xdp", {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}})))
+        send_udp_from_ns(net, net.host_ip, 4)
+        assert wait_count(name, "xdp", 4) == 4
+        a1.stop(signal.SIGKILL)
+        os.rename(pin_dir(name), aside)
+
+        a2 = Agent(d).start()
+        agents.append(a2)
+        st2 = only_program(a2.get(f"/v1/probes/{name}").json())
+        assert st2["state"] == "PROGRAM_ATTACHED", st2
+        assert (st2["linkId"], st2["progId"]) == (st1["linkId"], st1["progId"])
+        assert not os.path.exists(aside)
+        assert "a detach was never committed" in a2.read_log()
+        send_udp_from_ns(net, net.host_ip, 1)
+        assert wait_count(name, "xdp", 5) == 5
+        assert a2.delete(f"/v1/probes/{name}").status_code == 204
+        assert xdp_on(net.host_if) == []
+        assert a2.stop() == 0, a2.read_log()[-3000:]
+    finally:
+        for ag in agents:
+            ag.stop(signal.SIGKILL)
+        for path in (pin_dir(name), aside):
+            shutil.rmtree(path, ignore_errors=True)
+        sh("ip", "link", "set", "dev", net.host_if, "xdpgeneric", "off", check=False)
+
+
+# "": the probe's own directory; "_new_", "_old_": all an agent killed in
+# the middle of a first attach or of a detach leaves of it.
+@pytest.mark.parametrize("left_as", ["", "_new_", "_old_"])
+def test_start_removes_pins_the_store_does_not_know(restart_dirs, left_as):
     name = f"stale-{RUN}"
+    left = os.path.join(PIN_ROOT, left_as + name)
     agents = []
     try:
         a1 = Agent(restart_dirs()).start()
@@ -946,11 +991,14 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs):
         fp = footprint(name)
         a1.stop(signal.SIGKILL)
         assert footprint(name).links.keys() == fp.links.keys()   # still pinned
+        if left_as:
+            os.rename(pin_dir(name), left)
 
         # A fresh agent with an empty store, on the same bpffs root.
         a2 = Agent(restart_dirs()).start()
         agents.append(a2)
         assert_gone(name, fp)
+        assert not os.path.exists(left)
         log = a2.read_log()
         assert "store does not know" in log and f"probe={name}" in log, log[-2000:]
         assert a2.get("/v1/probes").json().get("probes", []) == []
@@ -958,7 +1006,7 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs):
     finally:
         for ag in agents:
             ag.stop(signal.SIGKILL)
-        shutil.rmtree(pin_dir(name), ignore_errors=True)
+        shutil.rmtree(left, ignore_errors=True)
 
 
 def test_agent_exits_cleanly_after_failed_attaches(restart_dirs):
