@@ -143,11 +143,12 @@ static int relink_one(const char *dir, const char *link, const char *undo)
 	char path[PATH_MAX];
 	int link_fd = -1, prog_fd = -1, ret = -1;
 
+	/* ENOLINK: the interface is gone, and with it what to put back. */
 	if (probe_pin_path(path, sizeof(path), dir, link) < 0 ||
 	    (link_fd = bpf_obj_get(path)) < 0 ||
 	    probe_pin_path(path, sizeof(path), dir, undo) < 0 ||
 	    (prog_fd = bpf_obj_get(path)) < 0 ||
-	    bpf_link_update(link_fd, prog_fd, NULL) < 0) {
+	    (bpf_link_update(link_fd, prog_fd, NULL) < 0 && errno != ENOLINK)) {
 		log_error("msg=\"cannot put the previous program back on a link\" dir=%s link=%s error=\"%s\"",
 			  dir, link, strerror(errno));
 		goto out;

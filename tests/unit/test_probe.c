@@ -1331,6 +1331,37 @@ static void test_detach_rollback_and_commit(void **state)
 	codec_free((ProtobufCMessage *)s);
 }
 
+/* The interface going away while a change is pending leaves the lent link
+ * with nothing to put back; the rest of the old generation still returns. */
+static void test_rollback_after_interface_removed(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	struct probe_txn *txn;
+	Graind__AttachSpec *a;
+	uint32_t old_map;
+
+	(void)state;
+	run("ip link del gptx0 2>/dev/null; ip link add gptx0 type veth peer name gptx1 && ip link set gptx0 up");
+	add_xdp(s, "count_xdp", "gptx0");
+	a = add_prog(s, "count_getpid", GRAIND__ATTACH_SPEC__KIND_TRACEPOINT);
+	set(&a->tracepoint->category, "syscalls");
+	set(&a->tracepoint->name, "sys_enter_getpid");
+	add_target_pid(s);
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	old_map = pinned_map_id(TXN_PROBE, "map_counts");
+	txn = attach_pending(2, s);
+	run("ip link del gptx0");
+	probe_txn_rollback(txn);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_equal(pinned_map_id(TXN_PROBE, "map_counts"), old_map);
+	assert_no_leftovers();
+	for (int i = 0; i < 3; i++)
+		syscall(SYS_getpid);
+	assert_int_equal(count(TXN_PROBE, SLOT_TRACEPOINT), 3);
+	assert_int_equal(probe_detach(mgr, TXN_PROBE, NULL, NULL), 0);
+	codec_free((ProtobufCMessage *)s);
+}
+
 /* A bind mount of the live directory on itself makes renaming it fail
  * with EBUSY, as any failure of the kernel's rename would. */
 static bool pin_dir_busy(void)
@@ -1515,6 +1546,7 @@ int main(void)
 		cmocka_unit_test(test_generation_rollback_and_commit),
 		cmocka_unit_test(test_detach_rollback_and_commit),
 		cmocka_unit_test(test_failed_rename_keeps_old_generation),
+		cmocka_unit_test(test_rollback_after_interface_removed),
 		cmocka_unit_test(test_crash_leftovers_settle),
 	};
 
