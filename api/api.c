@@ -1,5 +1,12 @@
-/* api: routing, authentication, content negotiation and the error model.
- * The handlers themselves live in api/h_*.c. */
+/* api: REST over the service layer.
+ *
+ * Each route maps a method and a path onto one rpc of service Graind.
+ * The request message is built from the path ("{field}" segments), the
+ * query (any parameter named like a scalar field of the request) and the
+ * body (the whole request, or one field of it, JSON or protobuf by
+ * Content-Type); the response message goes back as JSON or protobuf by
+ * Accept, or as raw bytes where a route says so. Errors are a
+ * graind.Status body with the status the service chose. */
 #include "api/api.h"
 
 #include <stdbool.h>
@@ -7,96 +14,107 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
-#include "api/codec.h"
-#include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
-#include "server/util/clock.h"
+#include "server/svc/svc.h"
+#include "server/util/codec.h"
 #include "server/util/log.h"
+#include "server/util/pbmsg.h"
 #include "server/util/utf8.h"
-#include "store/store.h"
 
 #define MIME_JSON "application/json"
 #define MIME_PROTOBUF "application/x-protobuf"
+#define MIME_OCTETS "application/octet-stream"
 
-enum body_kind {
-	BODY_NONE,      /* the route takes no body; one sent is refused */
-	BODY_MESSAGE,   /* a request message, JSON or protobuf */
-	BODY_UPLOAD,    /* raw bytes (application/octet-stream) or a message */
+/* Largest body of any route but the object upload (bytes). */
+#define API_MAX_MESSAGE_BODY (1024 * 1024)
+#define API_MAX_BINDINGS 2
+#define API_ARG_MAX 256
+
+enum route_flag {
+	ROUTE_RAW_UPLOAD = 1 << 0,      /* an octet-stream body is the request's `content` */
+	ROUTE_IF_MATCH = 1 << 1,        /* If-Match: the request's `if_generation` */
 };
 
 struct api_route {
 	const char *method;
-	const char *pattern;            /* "*" matches one segment; "*:verb" too */
-	enum auth_role role;            /* least role allowed; AUTH_NONE: open */
-	enum body_kind body;
-	const ProtobufCMessageDescriptor *request;
-	api_handler_fn handler;
+	const char *pattern;            /* "{field}" binds one segment; may end in ":verb" */
+	const char *rpc;                /* NULL: the console page */
+	const char *body;               /* NULL: none; "*": the request; else that field */
+	unsigned flags;
+	const char *location;           /* Location of a 201: "{field}" of the response */
+	const char *raw_reply;          /* the response field sent as the body itself */
+	const char *raw_type;
 };
 
 static const struct api_route routes[] = {
-	{ "GET", "/healthz", AUTH_NONE, BODY_NONE, NULL, h_healthz },
-	{ "GET", "/", AUTH_NONE, BODY_NONE, NULL, h_web },
-	{ "GET", "/v1/status", AUTH_READER, BODY_NONE, NULL, h_status },
-	{ "GET", "/v1/objects", AUTH_READER, BODY_NONE, NULL, h_object_list },
-	{ "POST", "/v1/objects", AUTH_ADMIN, BODY_UPLOAD,
-	  &graind__upload_object_request__descriptor, h_object_upload },
-	{ "GET", "/v1/objects/*", AUTH_READER, BODY_NONE, NULL, h_object_get },
-	{ "DELETE", "/v1/objects/*", AUTH_ADMIN, BODY_NONE, NULL, h_object_delete },
-	{ "GET", "/v1/objects/*/content", AUTH_READER, BODY_NONE, NULL, h_object_content },
-	{ "POST", "/v1/objects/*:verify", AUTH_ADMIN, BODY_NONE, NULL, h_object_verify },
-	{ "GET", "/v1/probes", AUTH_READER, BODY_NONE, NULL, h_probe_list },
-	{ "PUT", "/v1/probes/*", AUTH_ADMIN, BODY_MESSAGE,
-	  &graind__probe_spec__descriptor, h_probe_put },
-	{ "GET", "/v1/probes/*", AUTH_READER, BODY_NONE, NULL, h_probe_get },
-	{ "DELETE", "/v1/probes/*", AUTH_ADMIN, BODY_NONE, NULL, h_probe_delete },
-	{ "POST", "/v1/probes/*:attach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_attach },
-	{ "POST", "/v1/probes/*:detach", AUTH_ADMIN, BODY_NONE, NULL, h_probe_detach },
-	{ "GET", "/v1/probes/*/maps/*", AUTH_READER, BODY_NONE, NULL, h_probe_map },
-	{ "GET", "/v1/samples", AUTH_READER, BODY_NONE, NULL, h_samples_list },
-	{ "GET", "/v1/sinks", AUTH_READER, BODY_NONE, NULL, h_sink_list },
-	{ "PUT", "/v1/sinks/*", AUTH_ADMIN, BODY_MESSAGE, &graind__sink__descriptor, h_sink_put },
-	{ "GET", "/v1/sinks/*", AUTH_READER, BODY_NONE, NULL, h_sink_get },
-	{ "DELETE", "/v1/sinks/*", AUTH_ADMIN, BODY_NONE, NULL, h_sink_delete },
-	{ "GET", "/metrics", AUTH_READER, BODY_NONE, NULL, h_metrics },
-	{ "GET", "/v1/audit", AUTH_READER, BODY_NONE, NULL, h_audit_list },
+	{ "GET", "/healthz", "GetHealth" },
+	{ "GET", "/", NULL },
+	{ "GET", "/v1/status", "GetStatus" },
+	{ "GET", "/v1/objects", "ListObjects" },
+	{ "POST", "/v1/objects", "UploadObject", "*", ROUTE_RAW_UPLOAD, "/v1/objects/{sha256}" },
+	{ "GET", "/v1/objects/{sha256}", "GetObject" },
+	{ "DELETE", "/v1/objects/{sha256}", "DeleteObject" },
+	{ "GET", "/v1/objects/{sha256}/content", "GetObjectContent", .raw_reply = "content",
+	  .raw_type = MIME_OCTETS },
+	{ "POST", "/v1/objects/{sha256}:verify", "VerifyObject" },
+	{ "GET", "/v1/probes", "ListProbes" },
+	{ "PUT", "/v1/probes/{name}", "PutProbe", "spec", ROUTE_IF_MATCH, "/v1/probes/{name}" },
+	{ "GET", "/v1/probes/{name}", "GetProbe" },
+	{ "DELETE", "/v1/probes/{name}", "DeleteProbe" },
+	{ "POST", "/v1/probes/{name}:attach", "AttachProbe" },
+	{ "POST", "/v1/probes/{name}:detach", "DetachProbe" },
+	{ "GET", "/v1/probes/{probe}/maps/{map}", "DumpMap" },
+	{ "GET", "/v1/samples", "ListSamples" },
+	{ "GET", "/v1/sinks", "ListSinks" },
+	{ "PUT", "/v1/sinks/{name}", "PutSink", "sink", 0, "/v1/sinks/{name}" },
+	{ "GET", "/v1/sinks/{name}", "GetSink" },
+	{ "DELETE", "/v1/sinks/{name}", "DeleteSink" },
+	{ "GET", "/metrics", "GetMetrics", .raw_reply = "text",
+	  .raw_type = "text/plain; version=0.0.4; charset=utf-8" },
+	{ "GET", "/v1/audit", "ListAudit" },
+};
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* A path segment bound to a request field. */
+struct binding {
+	char field[32];
+	char value[API_ARG_MAX];
 };
 
-/* Does `path` match `pattern`? On a match the "*" segments go to args
- * (at most API_MAX_ARGS of them). */
+/* Does `path` match `pattern`? On a match the "{field}" segments go to b
+ * (*n of them). */
 static bool route_match(const char *pattern, const char *path,
-			char args[API_MAX_ARGS][API_ARG_MAX])
+			struct binding b[API_MAX_BINDINGS], size_t *n)
 {
-	int n_args = 0;
-
+	*n = 0;
 	while (*pattern && *path) {
-		if (*pattern == '*') {
-			const char *verb = strchr(pattern, ':');
+		if (*pattern == '{') {
+			const char *close = strchr(pattern, '}');
 			const char *seg_end = path + strcspn(path, "/");
-			size_t len;
+			const char *verb = close[1] == ':' ? close + 1 : NULL;
+			size_t flen = (size_t)(close - pattern - 1), len;
 
-			/* A ":verb" belongs to this segment only if no '/' comes first. */
-			if (verb && strchr(pattern, '/') && strchr(pattern, '/') < verb)
-				verb = NULL;
+			len = (size_t)(seg_end - path);
 			if (verb) {
-				/* "*:verb": the segment must end with ":verb". */
-				size_t vlen = strlen(verb);
+				/* "{field}:verb": the segment must end with ":verb". */
+				size_t vlen = strcspn(verb, "/");
 
-				if ((size_t)(seg_end - path) <= vlen ||
-				    strncmp(seg_end - vlen, verb, vlen) != 0)
+				if (len <= vlen || strncmp(seg_end - vlen, verb, vlen) != 0)
 					return false;
-				len = (size_t)(seg_end - path) - vlen;
-				pattern += 1 + vlen;
+				len -= vlen;
+				pattern = verb + vlen;
 			} else {
-				len = (size_t)(seg_end - path);
-				pattern++;
+				pattern = close + 1;
 			}
-			if (len == 0 || len >= API_ARG_MAX || n_args == API_MAX_ARGS)
+			if (len == 0 || len >= API_ARG_MAX || *n == API_MAX_BINDINGS ||
+			    flen >= sizeof(b[0].field))
 				return false;
-			memcpy(args[n_args], path, len);
-			args[n_args++][len] = '\0';
+			memcpy(b[*n].field, close - flen, flen);
+			b[*n].field[flen] = '\0';
+			memcpy(b[*n].value, path, len);
+			b[(*n)++].value[len] = '\0';
 			path = seg_end;
 			continue;
 		}
@@ -109,15 +127,15 @@ static bool route_match(const char *pattern, const char *path,
 /* The route for the request; sets *path_known when some route has this
  * path (so a missing method is 405, not 404) and lists them in allow. */
 static const struct api_route *route_find(const char *method, const char *path,
-					  char args[API_MAX_ARGS][API_ARG_MAX],
+					  struct binding b[API_MAX_BINDINGS], size_t *n,
 					  bool *path_known, char *allow, size_t allow_n)
 {
 	const struct api_route *found = NULL;
 
 	*path_known = false;
 	allow[0] = '\0';
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		if (!route_match(routes[i].pattern, path, args))
+	for (size_t i = 0; i < N_ROUTES; i++) {
+		if (!route_match(routes[i].pattern, path, b, n))
 			continue;
 		*path_known = true;
 		if (allow[0])
@@ -126,25 +144,31 @@ static const struct api_route *route_find(const char *method, const char *path,
 		if (!found && strcmp(routes[i].method, method) == 0)
 			found = &routes[i];
 	}
-	/* Re-match so args hold the chosen route's segments. */
+	/* Match again so the bindings are the chosen route's. */
 	if (found)
-		route_match(found->pattern, path, args);
+		route_match(found->pattern, path, b, n);
 	return found;
 }
 
 size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
 		      const char *authorization)
 {
-	char args[API_MAX_ARGS][API_ARG_MAX], allow[64];
+	struct binding b[API_MAX_BINDINGS];
 	enum auth_role role = auth_role_of(agent->auth, authorization);
+	const struct svc_method *m;
 	const struct api_route *route;
 	bool path_known;
+	char allow[64];
+	size_t n;
 
-	route = route_find(method, path, args, &path_known, allow, sizeof(allow));
-	if (!route || (route->role != AUTH_NONE && role == AUTH_NONE) ||
-	    (route->role == AUTH_ADMIN && role != AUTH_ADMIN))
+	route = route_find(method, path, b, &n, &path_known, allow, sizeof(allow));
+	m = route && route->rpc ? svc_method_find(route->rpc) : NULL;
+	/* A body on a route without one still reaches the route, to be
+	 * refused with a clear 400. */
+	if (!m || (m->role != AUTH_NONE && role == AUTH_NONE) ||
+	    (m->role == AUTH_ADMIN && role != AUTH_ADMIN))
 		return 0;
-	if (route->body == BODY_UPLOAD) {
+	if (route->flags & ROUTE_RAW_UPLOAD) {
 		/* A JSON upload carries the object in base64: 4/3 of its size. */
 		size_t upload = agent->cfg.max_object_size / 3 * 4 + 64 * 1024;
 
@@ -172,7 +196,7 @@ static bool is_protobuf_type(const char *value)
 
 static bool is_raw_type(const char *value)
 {
-	return !value || !*value || media_is(value, "application/octet-stream") ||
+	return !value || !*value || media_is(value, MIME_OCTETS) ||
 	       media_is(value, "application/x-elf");
 }
 
@@ -206,11 +230,11 @@ static void set_body(struct api_response *resp, enum codec_format fmt,
 	resp->content_type = fmt == CODEC_PROTOBUF ? MIME_PROTOBUF : MIME_JSON;
 }
 
+/* A Status body; `report` (may be NULL) is the verifier's, lent. */
 static void set_error(struct api_response *resp, enum codec_format fmt,
-		      const struct gerr *err)
+		      const struct gerr *err, Graind__VerifyReport *report)
 {
 	Graind__Status status = GRAIND__STATUS__INIT;
-
 	char msg[GERR_MSG_MAX];
 
 	/* Messages quote client input (paths, names): keep them valid text. */
@@ -219,24 +243,51 @@ static void set_error(struct api_response *resp, enum codec_format fmt,
 	resp->status = err->status >= 400 && err->status <= 599 ? err->status : 500;
 	status.code = resp->status;
 	status.message = msg;
+	status.verify_report = report;
 	set_body(resp, fmt, &status.base);
 }
 
-/* Decode the request body for the route into call->body. */
-static int decode_body(const struct api_route *route, struct api_call *call,
-		       struct gerr *err)
+static const ProtobufCFieldDescriptor *field_of(const ProtobufCMessageDescriptor *desc,
+						const char *name)
 {
-	const struct api_request *req = call->req;
+	return protobuf_c_message_descriptor_get_field_by_name(desc, name);
+}
+
+/* A string field's value, or NULL when the message has no such field. */
+static const char *string_field(const ProtobufCMessage *msg, const char *name)
+{
+	const ProtobufCFieldDescriptor *f = field_of(msg->descriptor, name);
+
+	if (!f || f->type != PROTOBUF_C_TYPE_STRING)
+		return NULL;
+	return *(const char *const *)((const char *)msg + f->offset);
+}
+
+/* The body, decoded into the whole request or into one field of it. An
+ * octet-stream upload lends the body bytes to `content` (*lent set). */
+static int decode_body(const struct api_route *route, const struct api_request *req,
+		       ProtobufCMessage **msg, bool *lent, struct gerr *err)
+{
+	const ProtobufCMessageDescriptor *desc = (*msg)->descriptor;
+	const ProtobufCFieldDescriptor *f = NULL;
+	ProtobufCMessage *part;
 	enum codec_format fmt;
 
-	if (route->body == BODY_NONE) {
+	if (!route->body) {
 		if (req->body_len)
 			return gerr_set(err, 400, "%s %s takes no request body",
 					route->method, req->path);
 		return 0;
 	}
-	if (route->body == BODY_UPLOAD && is_raw_type(req->content_type))
-		return 0;       /* the handler reads the raw bytes */
+	if ((route->flags & ROUTE_RAW_UPLOAD) && is_raw_type(req->content_type)) {
+		ProtobufCBinaryData *content =
+			(ProtobufCBinaryData *)((char *)*msg + field_of(desc, "content")->offset);
+
+		content->data = (uint8_t *)req->body;
+		content->len = req->body_len;
+		*lent = true;
+		return 0;
+	}
 	if (media_is(req->content_type, MIME_JSON))
 		fmt = CODEC_JSON;
 	else if (is_protobuf_type(req->content_type))
@@ -245,51 +296,175 @@ static int decode_body(const struct api_route *route, struct api_call *call,
 		return gerr_set(err, 415, "unsupported Content-Type '%s': send %s or %s%s",
 				req->content_type ? req->content_type : "",
 				MIME_JSON, MIME_PROTOBUF,
-				route->body == BODY_UPLOAD ?
+				route->flags & ROUTE_RAW_UPLOAD ?
 				" (or the raw object as application/octet-stream)" : "");
-	if (route->body == BODY_MESSAGE && req->body_len > API_MAX_MESSAGE_BODY)
+	if (!(route->flags & ROUTE_RAW_UPLOAD) && req->body_len > API_MAX_MESSAGE_BODY)
 		return gerr_set(err, 413, "request body of %zu bytes is over the %d-byte limit",
 				req->body_len, API_MAX_MESSAGE_BODY);
+	if (strcmp(route->body, "*") != 0) {
+		f = field_of(desc, route->body);
+		desc = f->descriptor;
+	}
 	if (fmt == CODEC_JSON && req->body_len == 0)
-		return gerr_set(err, 400, "empty body: expected a JSON %s message",
-				route->request->name);
-	return codec_decode(fmt, route->request, req->body, req->body_len,
-			    &call->body, err);
+		return gerr_set(err, 400, "empty body: expected a JSON %s message", desc->name);
+	if (codec_decode(fmt, desc, req->body, req->body_len, &part, err) < 0)
+		return -1;
+	if (f) {
+		*(ProtobufCMessage **)((char *)*msg + f->offset) = part;
+	} else {
+		pbmsg_free(*msg);
+		*msg = part;
+	}
+	return 0;
 }
 
-static void audit(struct api_call *call, const struct api_route *route,
-		  const struct api_response *resp, const struct gerr *err)
+/* If-Match: a probe generation, bare or as a quoted entity tag. */
+static int parse_if_match(const char *value, uint64_t *generation, struct gerr *err)
 {
-	char action[96];
-	struct gerr aerr;
+	char buf[32], *end;
+	size_t len = strlen(value);
 
-	char target[API_ARG_MAX], message[GERR_MSG_MAX];
+	if (len >= 2 && value[0] == '"' && value[len - 1] == '"') {
+		value++;
+		len -= 2;
+	}
+	if (len == 0 || len >= sizeof(buf))
+		goto bad;
+	memcpy(buf, value, len);
+	buf[len] = '\0';
+	*generation = strtoull(buf, &end, 10);
+	if (*end || buf[0] < '0' || buf[0] > '9' || *generation == 0)
+		goto bad;
+	return 0;
+bad:
+	return gerr_set(err, 400, "If-Match must be a probe generation (a positive integer)");
+}
 
-	/* The audit log is read back as JSON: only valid text goes in. */
-	snprintf(action, sizeof(action), "%s %s", call->req->method,
-		 route ? route->pattern : call->req->path);
-	snprintf(target, sizeof(target), "%s", call->audit_target[0] ? call->audit_target : call->args[0]);
-	snprintf(message, sizeof(message), "%s", resp->status >= 400 ? err->msg : "");
-	utf8_scrub(action);
-	utf8_scrub(target);
-	utf8_scrub(message);
-	if (store_audit_append(call->agent->store, auth_role_name(call->role), action,
-			       target, resp->status, message, &aerr) < 0)
-		log_error("msg=\"cannot write audit record\" error=\"%s\"", aerr.msg);
+static bool is_bound(const char *field, const struct binding *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(b[i].field, field) == 0)
+			return true;
+	return false;
+}
+
+/* The request message of the route: body, then path, query and headers. */
+static int build_request(const struct api_route *route, const struct svc_method *m,
+			 const struct api_request *req, const struct binding *b, size_t n,
+			 ProtobufCMessage **msg, bool *lent, struct gerr *err)
+{
+	const ProtobufCMessageDescriptor *desc = svc_rpc(m)->input;
+
+	*msg = pbmsg_new(desc);
+	if (!*msg)
+		return gerr_set(err, 500, "out of memory");
+	if (decode_body(route, req, msg, lent, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (codec_set_text(*msg, b[i].field, b[i].value, err) < 0)
+			return -1;
+	/* Any scalar field the path does not bind may come as a query
+	 * parameter; a body's own value wins over the query's. */
+	for (unsigned i = 0; req->query && i < desc->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &desc->fields[i];
+		const char *value, *given;
+
+		if (f->label == PROTOBUF_C_LABEL_REPEATED || f->type == PROTOBUF_C_TYPE_MESSAGE ||
+		    f->type == PROTOBUF_C_TYPE_BYTES || is_bound(f->name, b, n))
+			continue;
+		value = req->query(req->query_ctx, f->name);
+		given = string_field(*msg, f->name);
+		if (!value || (given && given[0]))
+			continue;
+		if (codec_set_text(*msg, f->name, value, err) < 0)
+			return -1;
+	}
+	if ((route->flags & ROUTE_IF_MATCH) && req->if_match) {
+		uint64_t generation = 0;
+
+		if (parse_if_match(req->if_match, &generation, err) < 0)
+			return -1;
+		*(uint64_t *)((char *)*msg + field_of(desc, "if_generation")->offset) = generation;
+	}
+	return 0;
+}
+
+/* Location of a created resource: the route's template, its "{field}"
+ * taken from the response. */
+static void set_location(struct api_response *resp, const char *tmpl,
+			 const ProtobufCMessage *reply)
+{
+	const char *open = strchr(tmpl, '{'), *close = open ? strchr(open, '}') : NULL;
+	char field[32];
+	const char *value;
+
+	if (!close || (size_t)(close - open) > sizeof(field))
+		return;
+	snprintf(field, sizeof(field), "%.*s", (int)(close - open - 1), open + 1);
+	value = string_field(reply, field);
+	if (value)
+		snprintf(resp->location, sizeof(resp->location), "%.*s%s%s",
+			 (int)(open - tmpl), tmpl, value, close + 1);
+}
+
+/* A response field sent as the body itself (object bytes, metrics text). */
+static void set_raw(struct api_response *resp, const struct api_route *route,
+		    ProtobufCMessage *reply)
+{
+	const ProtobufCFieldDescriptor *f = field_of(reply->descriptor, route->raw_reply);
+	char *member = (char *)reply + f->offset;
+
+	if (f->type == PROTOBUF_C_TYPE_BYTES) {
+		ProtobufCBinaryData *bd = (ProtobufCBinaryData *)member;
+
+		resp->body = (char *)bd->data;
+		resp->body_len = bd->len;
+		bd->data = NULL;
+		bd->len = 0;
+	} else {
+		char **text = (char **)member;
+
+		resp->body_len = strlen(*text);
+		resp->body = *text == protobuf_c_empty_string ? strdup("") : *text;
+		*text = (char *)protobuf_c_empty_string;
+	}
+	resp->content_type = route->raw_type;
+}
+
+/* The console page, embedded at build time (see the Makefile). */
+extern const char embed_index_html_start[], embed_index_html_end[];
+
+static void set_console(struct api_response *resp)
+{
+	size_t len = (size_t)(embed_index_html_end - embed_index_html_start);
+
+	resp->status = 200;
+	resp->body = malloc(len ? len : 1);
+	if (!resp->body) {
+		api_refuse(NULL, 500, "out of memory", resp);
+		return;
+	}
+	memcpy(resp->body, embed_index_html_start, len);
+	resp->body_len = len;
+	resp->content_type = "text/html; charset=utf-8";
 }
 
 void api_handle(struct agent *agent, const struct api_request *req,
 		struct api_response *resp)
 {
-	struct api_call call = { .agent = agent, .req = req, .status = 200 };
-	const struct api_route *route;
+	struct svc_call call = { .agent = agent };
+	struct binding b[API_MAX_BINDINGS];
 	enum codec_format fmt = reply_format(req->accept);
+	ProtobufCMessage *msg = NULL, *reply = NULL;
+	const struct svc_method *m = NULL;
+	const struct api_route *route;
 	struct gerr err = { 0 };
-	bool path_known;
+	bool path_known, lent = false;
+	char spelled[API_ARG_MAX + 16];
+	size_t n;
 
 	memset(resp, 0, sizeof(*resp));
-	call.role = auth_role_of(agent->auth, req->authorization);
-	route = route_find(req->method, req->path, call.args, &path_known,
+	route = route_find(req->method, req->path, b, &n, &path_known,
 			   resp->allow, sizeof(resp->allow));
 	if (!route) {
 		if (path_known)
@@ -300,39 +475,41 @@ void api_handle(struct agent *agent, const struct api_request *req,
 		goto fail;
 	}
 	resp->allow[0] = '\0';
-	if (route->role != AUTH_NONE && call.role == AUTH_NONE) {
-		gerr_set(&err, 401, req->authorization ?
-			 "invalid token: use a token from the agent's admin.token or reader.token" :
-			 "missing token: send 'Authorization: Bearer <token>'");
-		goto fail;
+	if (!route->rpc) {
+		set_console(resp);
+		return;
 	}
-	if (route->role == AUTH_ADMIN && call.role != AUTH_ADMIN) {
-		gerr_set(&err, 403, "the %s token may only read; %s %s needs the admin token",
-			 auth_role_name(call.role), req->method, req->path);
+	m = svc_method_find(route->rpc);
+	snprintf(spelled, sizeof(spelled), "%s %s", req->method, req->path);
+	call.spelled = spelled;
+	call.role = auth_role_of(agent->auth, req->authorization);
+	call.credential = call.role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
+			  req->authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;
+	/* Who may not call it learns so before any body is looked at. */
+	if (svc_authorize(&call, m, n ? b[0].value : "", &err) < 0 ||
+	    build_request(route, m, req, b, n, &msg, &lent, &err) < 0 ||
+	    svc_run(&call, m, msg, &reply, &err) < 0)
 		goto fail;
-	}
-	if (decode_body(route, &call, &err) < 0 || route->handler(&call, &err) < 0)
-		goto fail;
-
-	resp->status = call.status;
-	snprintf(resp->location, sizeof(resp->location), "%s", call.location);
-	if (call.raw || call.raw_type) {
-		resp->body = call.raw;
-		resp->body_len = call.raw_len;
-		resp->content_type = call.raw_type;
-		call.raw = NULL;
-	} else if (call.reply) {
-		set_body(resp, fmt, call.reply);
-	}
+	resp->status = call.created ? 201 : svc_rpc(m)->output == &graind__empty__descriptor ? 204 : 200;
+	if (call.created && route->location)
+		set_location(resp, route->location, reply);
+	if (route->raw_reply)
+		set_raw(resp, route, reply);
+	else if (resp->status != 204)
+		set_body(resp, fmt, reply);
 	goto out;
 fail:
-	set_error(resp, fmt, &err);
+	set_error(resp, fmt, &err, call.report);
 out:
-	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
-		audit(&call, route, resp, &err);
-	codec_free(call.body);
-	codec_free(call.reply);
-	free(call.raw);
+	if (lent) {
+		ProtobufCBinaryData *content = &((Graind__UploadObjectRequest *)msg)->content;
+
+		content->data = NULL;
+		content->len = 0;
+	}
+	pbmsg_free(msg);
+	pbmsg_free(reply);
+	pbmsg_free(call.report ? &call.report->base : NULL);
 }
 
 void api_refuse(const char *accept, int status, const char *msg,
@@ -342,7 +519,7 @@ void api_refuse(const char *accept, int status, const char *msg,
 
 	memset(resp, 0, sizeof(*resp));
 	gerr_set(&err, status, "%s", msg);
-	set_error(resp, reply_format(accept), &err);
+	set_error(resp, reply_format(accept), &err, NULL);
 }
 
 void api_response_clear(struct api_response *resp)
@@ -350,35 +527,4 @@ void api_response_clear(struct api_response *resp)
 	free(resp->body);
 	resp->body = NULL;
 	resp->body_len = 0;
-}
-
-const char *api_query(const struct api_call *call, const char *key)
-{
-	const struct api_request *req = call->req;
-
-	return req->query ? req->query(req->query_ctx, key) : NULL;
-}
-
-int api_page_size(const struct api_call *call, unsigned *size, struct gerr *err)
-{
-	const char *s = api_query(call, "page_size");
-	unsigned long v;
-	char *end;
-
-	*size = 100;
-	if (!s)
-		return 0;
-	v = strtoul(s, &end, 10);
-	if (!*s || *end || v == 0 || v > 1000 || s[0] == '-')
-		return gerr_set(err, 400, "page_size must be 1 to 1000, got '%s'", s);
-	*size = (unsigned)v;
-	return 0;
-}
-
-char *api_time_string(int64_t unix_ms)
-{
-	char buf[CLOCK_TEXT_MAX];
-
-	clock_format(unix_ms, buf);
-	return strdup(buf);
 }

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/codec.h"
 #include "proto/graind.pb-c.h"
 #include "server/builtin.h"
 #include "server/objects.h"

@@ -10,7 +10,7 @@
  * only logged, since only tracepoint probes need it. */
 int features_mount(struct gerr *err);
 
-/* Fill a Graind__Features (from codec_new) by probing the kernel; every
+/* Fill a Graind__Features (from pbmsg_new) by probing the kernel; every
  * missing feature gets a note naming what is missing. */
 int features_detect(Graind__Features *f);
 

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "proto/graind.pb-c.h"
 #include "server/elf/elfchk.h"
 #include "store/store.h"
@@ -29,12 +29,12 @@ int objects_add(struct store *st, const char *sha256, const char *name,
 	*created = false;
 	if (object_stored(st, sha256))
 		return 0;
-	obj = (Graind__Object *)codec_new(&graind__object__descriptor);
+	obj = (Graind__Object *)pbmsg_new(&graind__object__descriptor);
 	if (!obj)
 		return gerr_set(err, 500, "out of memory");
 	if (elfchk_inspect(bytes, len, obj, err) < 0)
 		goto out;
-	if (description && codec_set_string(&obj->description, description) < 0) {
+	if (description && pbmsg_set_string(&obj->description, description) < 0) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
@@ -49,6 +49,6 @@ int objects_add(struct store *st, const char *sha256, const char *name,
 			       created, err);
 out:
 	free(meta);
-	codec_free(&obj->base);
+	pbmsg_free(&obj->base);
 	return ret;
 }

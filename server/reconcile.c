@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
 #include "server/builtin.h"
@@ -82,7 +82,7 @@ fail:
 	log_error("msg=\"cannot reconcile probe\" probe=%s error=\"%s\"", name, err.msg);
 out:
 	free(bytes);
-	codec_free(spec ? &spec->base : NULL);
+	pbmsg_free(spec ? &spec->base : NULL);
 	store_probe_clear(&row);
 }
 

@@ -32,7 +32,7 @@
 
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/agent.h"
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
@@ -564,23 +564,23 @@ static void push_sample(struct source *src, Graind__Sample *s)
 		store_sample_run_add(w, s);
 		sample_added(src);
 	}
-	codec_free(&s->base);
+	pbmsg_free(&s->base);
 }
 
 static Graind__Sample *sample_new(struct source *src, Graind__SampleKind kind,
 				  const char *name)
 {
 	struct collector *c = src->probe->c;
-	Graind__Sample *s = (Graind__Sample *)codec_new(&graind__sample__descriptor);
+	Graind__Sample *s = (Graind__Sample *)pbmsg_new(&graind__sample__descriptor);
 
 	if (!s)
 		return NULL;
 	s->kind = kind;
-	if (codec_set_string(&s->probe, src->probe->view->probe) < 0 ||
-	    codec_set_string(&s->map, src->map->shown) < 0 ||
-	    codec_set_string(&s->time, c->now_text) < 0 ||
-	    codec_set_string(&s->name, name) < 0) {
-		codec_free(&s->base);
+	if (pbmsg_set_string(&s->probe, src->probe->view->probe) < 0 ||
+	    pbmsg_set_string(&s->map, src->map->shown) < 0 ||
+	    pbmsg_set_string(&s->time, c->now_text) < 0 ||
+	    pbmsg_set_string(&s->name, name) < 0) {
+		pbmsg_free(&s->base);
 		return NULL;
 	}
 	return s;
@@ -749,14 +749,14 @@ static int add_tags(Graind__Sample *s, Graind__Field **key, size_t n_key)
 	if (!s->tags)
 		return -1;
 	for (size_t i = 0; i < n_key; i++) {
-		Graind__Tag *tag = (Graind__Tag *)codec_new(&graind__tag__descriptor);
+		Graind__Tag *tag = (Graind__Tag *)pbmsg_new(&graind__tag__descriptor);
 
 		if (!tag)
 			return -1;
 		s->tags[s->n_tags++] = tag;
 		decode_field_text(key[i], text, sizeof(text));
-		if (codec_set_string(&tag->key, collect_field_name(key[i], "key")) < 0 ||
-		    codec_set_string(&tag->value, text) < 0)
+		if (pbmsg_set_string(&tag->key, collect_field_name(key[i], "key")) < 0 ||
+		    pbmsg_set_string(&tag->value, text) < 0)
 			return -1;
 	}
 	return 0;
@@ -785,7 +785,7 @@ static void emit_metric(struct source *src, const void *key, Graind__Field **key
 	s = sample_new(src, GRAIND__SAMPLE_KIND__METRIC, name);
 	if (!s || add_tags(s, key_fields, n_key) < 0) {
 		stat_add(&c->stats.decode_errors, 1);
-		codec_free(s ? &s->base : NULL);
+		pbmsg_free(s ? &s->base : NULL);
 		return;
 	}
 	s->value = value;
@@ -803,18 +803,18 @@ static void emit_aggregate(void *ctx, const char *name, const char *const *tag_n
 	bool ok = s && (s->tags = calloc(n_tags ? n_tags : 1, sizeof(*s->tags)));
 
 	for (size_t i = 0; ok && i < n_tags; i++) {
-		Graind__Tag *tag = (Graind__Tag *)codec_new(&graind__tag__descriptor);
+		Graind__Tag *tag = (Graind__Tag *)pbmsg_new(&graind__tag__descriptor);
 
 		ok = tag != NULL;
 		if (ok) {
 			s->tags[s->n_tags++] = tag;
-			ok = codec_set_string(&tag->key, tag_names[i]) == 0 &&
-			     codec_set_string(&tag->value, tag_values[i]) == 0;
+			ok = pbmsg_set_string(&tag->key, tag_names[i]) == 0 &&
+			     pbmsg_set_string(&tag->value, tag_values[i]) == 0;
 		}
 	}
 	if (!ok) {
 		stat_add(&c->stats.decode_errors, 1);
-		codec_free(s ? &s->base : NULL);
+		pbmsg_free(s ? &s->base : NULL);
 		return;
 	}
 	s->value = value;

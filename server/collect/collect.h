@@ -75,7 +75,7 @@ void collect_probe_changed(struct collector *c, const char *probe);
 void collect_get_stats(struct collector *c, struct collect_stats *out);
 
 /* Live decoded dump of a probe's pinned map (GET /v1/probes/{p}/maps/{m}).
- * *out is a Graind__MapDump the caller frees with codec_free(). 404 when
+ * *out is a Graind__MapDump the caller frees with pbmsg_free(). 404 when
  * the probe or map does not exist or is not pinned. */
 int collect_dump_map(struct agent *agent, const char *probe, const char *map,
 		     Graind__MapDump **out, struct gerr *err);

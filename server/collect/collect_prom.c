@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/agent.h"
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
@@ -273,16 +273,16 @@ static void program_metrics(FILE *f, struct agent *agent, struct collect_view **
 	if (!probes || !agent->probes)
 		goto out;
 	for (size_t i = 0; i < n_views; i++) {
-		Graind__Probe *p = (Graind__Probe *)codec_new(&graind__probe__descriptor);
+		Graind__Probe *p = (Graind__Probe *)pbmsg_new(&graind__probe__descriptor);
 
-		if (!p || codec_set_string(&p->name, views[i]->probe) < 0) {
-			codec_free(p ? &p->base : NULL);
+		if (!p || pbmsg_set_string(&p->name, views[i]->probe) < 0) {
+			pbmsg_free(p ? &p->base : NULL);
 			continue;
 		}
 		p->spec = views[i]->spec;       /* borrowed */
 		if (probe_status(agent->probes, p, NULL) < 0) {
 			p->spec = NULL;
-			codec_free(&p->base);
+			pbmsg_free(&p->base);
 			continue;
 		}
 		probes[i] = p;
@@ -308,7 +308,7 @@ out:
 	for (size_t i = 0; probes && i < n_views; i++)
 		if (probes[i]) {
 			probes[i]->spec = NULL;
-			codec_free(&probes[i]->base);
+			pbmsg_free(&probes[i]->base);
 		}
 	free(probes);
 }

@@ -10,7 +10,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/builtin.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
@@ -65,7 +65,7 @@ void collect_view_put(struct collect_view *view)
 	}
 	free(view->maps);
 	btf__free(view->btf);
-	codec_free(view->spec ? &view->spec->base : NULL);
+	pbmsg_free(view->spec ? &view->spec->base : NULL);
 	free(view);
 }
 

@@ -10,7 +10,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/agent.h"
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
@@ -101,7 +101,7 @@ out:
 void collect_fields_free(Graind__Field **fields, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		codec_free(&fields[i]->base);
+		pbmsg_free(&fields[i]->base);
 	free(fields);
 }
 
@@ -198,7 +198,7 @@ static int dump_entry(const void *key, const void *value, void *ctx)
 		d->out->entries = grown;
 		d->cap = cap;
 	}
-	e = (Graind__MapEntry *)codec_new(&graind__map_entry__descriptor);
+	e = (Graind__MapEntry *)pbmsg_new(&graind__map_entry__descriptor);
 	if (!e)
 		return -ENOMEM;
 	d->out->entries[d->out->n_entries++] = e;
@@ -236,7 +236,7 @@ static int set_warning(Graind__MapDump *dump, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	return codec_set_string(&dump->warning, buf);
+	return pbmsg_set_string(&dump->warning, buf);
 }
 
 int collect_dump_map(struct agent *agent, const char *probe, const char *map,
@@ -266,9 +266,9 @@ int collect_dump_map(struct agent *agent, const char *probe, const char *map,
 		goto out;
 	}
 	d.m = m;
-	d.out = (Graind__MapDump *)codec_new(&graind__map_dump__descriptor);
-	if (!d.out || codec_set_string(&d.out->probe, view->probe) < 0 ||
-	    codec_set_string(&d.out->map, m->shown) < 0) {
+	d.out = (Graind__MapDump *)pbmsg_new(&graind__map_dump__descriptor);
+	if (!d.out || pbmsg_set_string(&d.out->probe, view->probe) < 0 ||
+	    pbmsg_set_string(&d.out->map, m->shown) < 0) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
@@ -293,7 +293,7 @@ int collect_dump_map(struct agent *agent, const char *probe, const char *map,
 out:
 	if (fd >= 0)
 		close(fd);
-	codec_free(d.out ? &d.out->base : NULL);
+	pbmsg_free(d.out ? &d.out->base : NULL);
 	collect_view_put(view);
 	return ret;
 }

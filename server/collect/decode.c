@@ -99,7 +99,7 @@
 
 #include <bpf/btf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/util/pbwire.h"
 
 #define DECODE_MAX_LEAVES	256
@@ -1647,12 +1647,12 @@ static int field_out(void *ctx, const char *name, size_t name_len,
 {
 	struct fields_out *out = ctx;
 	Graind__Field *f =
-		(Graind__Field *)codec_new(&graind__field__descriptor);
+		(Graind__Field *)pbmsg_new(&graind__field__descriptor);
 
 	if (!f)
 		return -1;
 	out->fields[(*out->n)++] = f;
-	if (codec_take_string(&f->name, full_name(&out->prefix, name,
+	if (pbmsg_take_string(&f->name, full_name(&out->prefix, name,
 						  name_len)))
 		return -1;
 	return field_from_value(f, v);

@@ -13,7 +13,7 @@
 
 #include <bpf/btf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/util/utf8.h"
 #include "server/util/log.h"
 
@@ -203,7 +203,7 @@ static int set_type_name(char **field, const struct btf *btf, __u32 id)
 	if (!btf || !id)
 		return 0;
 	type_name(btf, id, &name, 0);
-	return codec_set_string(field, name.s);
+	return pbmsg_set_string(field, name.s);
 }
 
 /* ---------------------------------------------------------------- describe */
@@ -216,7 +216,7 @@ static int add_program(Graind__Object *obj, const struct bpf_program *prog)
 	const char *attach_str = libbpf_bpf_attach_type_str(attach);
 	Graind__Program *p;
 
-	p = (Graind__Program *)codec_new(&graind__program__descriptor);
+	p = (Graind__Program *)pbmsg_new(&graind__program__descriptor);
 	if (!p)
 		return -1;
 	obj->programs[obj->n_programs++] = p;
@@ -224,10 +224,10 @@ static int add_program(Graind__Object *obj, const struct bpf_program *prog)
 	if (attach == 0 && type != BPF_PROG_TYPE_CGROUP_SKB)
 		attach_str = NULL;
 	p->insn_count = bpf_program__insn_cnt(prog);
-	if (codec_set_string(&p->name, bpf_program__name(prog)) < 0 ||
-	    codec_set_string(&p->section, bpf_program__section_name(prog)) < 0 ||
-	    codec_set_string(&p->type, type_str ? type_str : "unknown") < 0 ||
-	    codec_set_string(&p->expected_attach_type, attach_str) < 0)
+	if (pbmsg_set_string(&p->name, bpf_program__name(prog)) < 0 ||
+	    pbmsg_set_string(&p->section, bpf_program__section_name(prog)) < 0 ||
+	    pbmsg_set_string(&p->type, type_str ? type_str : "unknown") < 0 ||
+	    pbmsg_set_string(&p->expected_attach_type, attach_str) < 0)
 		return -1;
 	return 0;
 }
@@ -251,7 +251,7 @@ static int add_map(Graind__Object *obj, const struct bpf_map *map,
 	const char *type_str = libbpf_bpf_map_type_str(bpf_map__type(map));
 	Graind__Map *m;
 
-	m = (Graind__Map *)codec_new(&graind__map__descriptor);
+	m = (Graind__Map *)pbmsg_new(&graind__map__descriptor);
 	if (!m)
 		return -1;
 	obj->maps[obj->n_maps++] = m;
@@ -260,8 +260,8 @@ static int add_map(Graind__Object *obj, const struct bpf_map *map,
 	m->max_entries = bpf_map__max_entries(map);
 	m->flags = bpf_map__map_flags(map);
 	m->internal = bpf_map__is_internal(map);
-	if (codec_set_string(&m->name, map_name(map)) < 0 ||
-	    codec_set_string(&m->type, type_str ? type_str : "unknown") < 0 ||
+	if (pbmsg_set_string(&m->name, map_name(map)) < 0 ||
+	    pbmsg_set_string(&m->type, type_str ? type_str : "unknown") < 0 ||
 	    set_type_name(&m->key_type, btf, bpf_map__btf_key_type_id(map)) < 0 ||
 	    set_type_name(&m->value_type, btf, bpf_map__btf_value_type_id(map)) < 0)
 		return -1;
@@ -294,7 +294,7 @@ static int describe_sections(const void *buf, size_t len, Graind__Object *obj,
 
 	/* elfchk_check_layout made sure the license ends inside its section. */
 	license = elfchk_section(buf, len, "license", &size);
-	if (license && codec_set_string(&obj->license, license) < 0)
+	if (license && pbmsg_set_string(&obj->license, license) < 0)
 		return gerr_set(err, 500, "out of memory");
 	version = elfchk_section(buf, len, "version", &size);
 	if (version && size == sizeof(obj->kernel_version))

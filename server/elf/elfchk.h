@@ -25,7 +25,7 @@ void elfchk_init(void);
 
 /* Check `buf` (ELF64, EM_BPF, host byte order, sane section table, at
  * least one program, BTF parses when present, libbpf opens it) and fill
- * `obj` (a Graind__Object from codec_new) with license, BTF flags, kernel
+ * `obj` (a Graind__Object from pbmsg_new) with license, BTF flags, kernel
  * version, programs, maps and warnings (e.g. "no BTF: maps will be dumped
  * as hex"). Does not set sha256, name, size, created.
  * Fails with 400 (not an ELF, wrong machine/class/endianness, truncated,
@@ -37,7 +37,7 @@ int elfchk_inspect(const void *buf, size_t len, Graind__Object *obj,
 
 /* Load every program of the (already inspected) object into the kernel one
  * at a time, record the verdict, and unload it. Fills `report` (a
- * Graind__VerifyReport from codec_new) except sha256. Maps are created
+ * Graind__VerifyReport from pbmsg_new) except sha256. Maps are created
  * for the dry run only: never pinned, never reused from bpffs. Per-program
  * failures are verdicts, not errors; the function fails only when the
  * object cannot be opened at all (400/422 as for elfchk_inspect) or on

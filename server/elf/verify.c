@@ -18,7 +18,7 @@
 
 #include <bpf/bpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 
 #ifndef ENOTSUPP
 #define ENOTSUPP 524	/* kernel-internal, leaks out of bpf() */
@@ -111,7 +111,7 @@ static int set_line(char **field, const char *s, size_t len)
 	copy = strndup(s, len);
 	if (!copy)
 		return -1;
-	ret = codec_set_string(field, copy);
+	ret = pbmsg_set_string(field, copy);
 	free(copy);
 	return ret;
 }
@@ -230,7 +230,7 @@ static int set_verifier_log(Graind__ProgramVerdict *v, const struct attempt *a)
 				    len + 1 >= ELFCHK_VERIFIER_LOG_MAX;
 	if (v->verifier_log_truncated && (nl = strchr(log, '\n')))
 		log = nl + 1;
-	return codec_set_string(&v->verifier_log, log);
+	return pbmsg_set_string(&v->verifier_log, log);
 }
 
 static int describe_failure(Graind__ProgramVerdict *v,
@@ -242,7 +242,7 @@ static int describe_failure(Graind__ProgramVerdict *v,
 	if (set_verifier_log(v, a) < 0 || parse_log(v, v->verifier_log) < 0)
 		return -1;
 	missing = missing_feature(prog, a, feature, sizeof(feature));
-	if (missing && codec_set_string(&v->missing_feature, missing) < 0)
+	if (missing && pbmsg_set_string(&v->missing_feature, missing) < 0)
 		return -1;
 	if (v->error[0])
 		return 0;
@@ -257,7 +257,7 @@ static int describe_failure(Graind__ProgramVerdict *v,
 		snprintf(reason, sizeof(reason), "%s", a->cap.first_warn);
 	else
 		snprintf(reason, sizeof(reason), "%s", text);
-	return codec_set_string(&v->error, reason);
+	return pbmsg_set_string(&v->error, reason);
 }
 
 static void record_success(Graind__ProgramVerdict *v,
@@ -275,9 +275,9 @@ static int fill_verdict_names(Graind__ProgramVerdict *v, const struct bpf_progra
 {
 	const char *type = libbpf_bpf_prog_type_str(bpf_program__type(prog));
 
-	return codec_set_string(&v->program, bpf_program__name(prog)) < 0 ||
-	       codec_set_string(&v->section, bpf_program__section_name(prog)) < 0 ||
-	       codec_set_string(&v->type, type ? type : "unknown") < 0 ? -1 : 0;
+	return pbmsg_set_string(&v->program, bpf_program__name(prog)) < 0 ||
+	       pbmsg_set_string(&v->section, bpf_program__section_name(prog)) < 0 ||
+	       pbmsg_set_string(&v->type, type ? type : "unknown") < 0 ? -1 : 0;
 }
 
 /* Load the idx-th program alone and fill its verdict. */
@@ -381,9 +381,9 @@ static int verify_all(const void *buf, size_t len, Graind__VerifyReport *report,
 	for (i = 0, prog = NULL; ret == 1 && (prog = bpf_object__next_program(obj, prog)); i++) {
 		Graind__ProgramVerdict *v;
 
-		v = (Graind__ProgramVerdict *)codec_new(&graind__program_verdict__descriptor);
+		v = (Graind__ProgramVerdict *)pbmsg_new(&graind__program_verdict__descriptor);
 		if (!v || fill_verdict_names(v, prog) < 0) {
-			codec_free((ProtobufCMessage *)v);
+			pbmsg_free((ProtobufCMessage *)v);
 			ret = gerr_set(err, 500, "out of memory");
 			break;
 		}
@@ -416,7 +416,7 @@ int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 	if (!n)
 		return gerr_set(err, 422, "object has no programs (no executable section such as SEC(\"xdp\"))");
 
-	if (uname(&uts) == 0 && codec_set_string(&report->kernel_release, uts.release) < 0)
+	if (uname(&uts) == 0 && pbmsg_set_string(&report->kernel_release, uts.release) < 0)
 		return gerr_set(err, 500, "out of memory");
 	report->programs = calloc(n, sizeof(*report->programs));
 	if (!report->programs)
@@ -429,7 +429,7 @@ int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
-		v = (Graind__ProgramVerdict *)codec_new(&graind__program_verdict__descriptor);
+		v = (Graind__ProgramVerdict *)pbmsg_new(&graind__program_verdict__descriptor);
 		if (!v)
 			return gerr_set(err, 500, "out of memory");
 		report->programs[report->n_programs++] = v;

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/elf/elfchk.h"
 #include "server/elf/internal.h"
 #include "server/util/clock.h"
@@ -247,7 +247,7 @@ static int load_failure(struct attach_ctx *c, const void *obj, size_t obj_len,
 	char reason[128];
 	size_t i, k;
 
-	r = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	r = (Graind__VerifyReport *)pbmsg_new(&graind__verify_report__descriptor);
 	if (r && elfchk_verify(obj, obj_len, r, &verr) == 0) {
 		for (i = 0; i < r->n_programs; i++) {
 			const Graind__ProgramVerdict *v = r->programs[i];
@@ -272,7 +272,7 @@ out:
 	if (report && r)
 		*report = r;
 	else
-		codec_free((ProtobufCMessage *)r);
+		pbmsg_free((ProtobufCMessage *)r);
 	return -1;
 }
 
@@ -570,7 +570,7 @@ static int format_time(char **field, int64_t ms)
 	char buf[CLOCK_TEXT_MAX];
 
 	clock_format(ms, buf);
-	return codec_set_string(field, buf);
+	return pbmsg_set_string(field, buf);
 }
 
 static void prog_stats(Graind__ProgramStatus *st)
@@ -599,17 +599,17 @@ static int program_status(Graind__ProgramStatus *st, const char *dir,
 	bool alive;
 	size_t n;
 
-	if (codec_set_string(&st->program, prog) < 0)
+	if (pbmsg_set_string(&st->program, prog) < 0)
 		return -1;
 	n = mp ? probe_prog_links(dir, prog, &first, &alive) : 0;
 	if (f && (!n || !f->program[0] || strcmp(f->program, prog) == 0)) {
 		st->state = GRAIND__PROGRAM_STATE__PROGRAM_FAILED;
-		if (codec_set_string(&st->error, f->msg) < 0)
+		if (pbmsg_set_string(&st->error, f->msg) < 0)
 			return -1;
 	} else {
 		st->state = n && alive ? GRAIND__PROGRAM_STATE__PROGRAM_ATTACHED :
 					 GRAIND__PROGRAM_STATE__PROGRAM_DETACHED;
-		if (n && !alive && codec_set_string(&st->error, "the link no longer hooks anything (interface removed?)") < 0)
+		if (n && !alive && pbmsg_set_string(&st->error, "the link no longer hooks anything (interface removed?)") < 0)
 			return -1;
 	}
 	if (!n)
@@ -640,7 +640,7 @@ static int add_status(Graind__Probe *probe, const char *dir, const char *prog,
 	if (!grown)
 		return -1;
 	probe->programs = grown;
-	st = (Graind__ProgramStatus *)codec_new(&graind__program_status__descriptor);
+	st = (Graind__ProgramStatus *)pbmsg_new(&graind__program_status__descriptor);
 	if (!st)
 		return -1;
 	probe->programs[probe->n_programs++] = st;
@@ -687,7 +687,7 @@ int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 	if (!meta)
 		return gerr_set(err, 500, "out of memory");
 	for (i = 0; i < probe->n_programs; i++)
-		codec_free((ProtobufCMessage *)probe->programs[i]);
+		pbmsg_free((ProtobufCMessage *)probe->programs[i]);
 	free(probe->programs);
 	probe->programs = NULL;
 	probe->n_programs = 0;

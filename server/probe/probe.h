@@ -80,7 +80,7 @@ void probe_mgr_free(struct probe_mgr *mgr);
  * the hook needs (e.g. "kprobes are not available: kernel built without
  * CONFIG_KPROBES") or the verifier refused a program — then *report (when
  * report is not NULL) is a Graind__VerifyReport the caller frees with
- * codec_free(). */
+ * pbmsg_free(). */
 int probe_attach(struct probe_mgr *mgr, const char *name, uint64_t generation,
 		 const Graind__ProbeSpec *spec, const void *obj, size_t obj_len,
 		 bool *adopted, Graind__VerifyReport **report,

@@ -15,7 +15,7 @@
 #include <curl/curl.h>
 #include <zlib.h>
 
-#include "api/codec.h"
+#include "server/util/codec.h"
 #include "server/util/sha256.h"
 
 #ifndef GRAIND_VERSION

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/codec.h"
+#include "server/util/codec.h"
 #include "server/sink/s3.h"
 
 #define N_FIELDS 12

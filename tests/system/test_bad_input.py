@@ -431,12 +431,25 @@ def test_license_that_is_not_utf8(a):
 
 
 def test_path_that_is_not_utf8_keeps_the_audit_log_readable(a):
-    # An anonymous request to a path of raw bytes: refused, and the record it
-    # leaves in the audit log still reads back as JSON.
-    status, _, _ = raw_http(a.port, b"POST /%ff%fe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-                            read_all=False)
-    assert status == 404
+    # A change to a path of raw bytes is refused for what it is, and the
+    # audit log still reads back as JSON.
+    req = (b"POST /v1/probes/%ff%fe:detach HTTP/1.1\r\nHost: x\r\n"
+           b"Authorization: Bearer " + a.admin.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    status, _, body = raw_http(a.port, req, read_all=False)
+    assert status == 400
+    assert "name: not valid UTF-8" in json.loads(body)["message"]
     r = a.get("/v1/audit?page_size=1000")
     assert r.status_code == 200, r.text
-    actions = [e.get("action", "") for e in r.json()["entries"]]
-    assert any(x.startswith("POST /?") for x in actions), actions
+    assert all(isinstance(e.get("target", ""), str) for e in r.json().get("entries", []))
+
+
+def test_anonymous_noise_is_not_audited(a):
+    # Requests without a valid token, and to paths that do not exist, leave
+    # no record: anyone can make them.
+    before = a.get("/v1/audit?page_size=1000").json().get("entries", [])
+    for path in ("/v1/objects", "/v1/probes/x:attach", "/nowhere"):
+        raw_http(a.port, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode(),
+                 read_all=False)
+    assert a.post("/v1/probes/x:attach", token=None).status_code == 401
+    after = a.get("/v1/audit?page_size=1000").json().get("entries", [])
+    assert after == before

@@ -16,6 +16,8 @@ import signal
 import socket
 import subprocess
 import tempfile
+import hashlib
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -834,14 +836,14 @@ def test_audit_records_probe_changes(a, probes):
     new = audit_all(a)[start:]
     got = [(e["role"], e["action"], e["target"], e["result"]) for e in new]
     assert got == [
-        ("admin", "PUT /v1/probes/*", name, 201),
-        ("admin", "PUT /v1/probes/*", name, 200),
-        ("admin", "PUT /v1/probes/*", name, 412),
-        ("admin", "POST /v1/probes/*:detach", name, 200),
-        ("reader", "POST /v1/probes/*:attach", name, 403),
-        ("admin", "POST /v1/probes/*:attach", name, 200),
-        ("admin", "DELETE /v1/probes/*", name, 204),
-        ("admin", "PUT /v1/probes/*", "BAD", 400),
+        ("admin", "PutProbe", name, 201),
+        ("admin", "PutProbe", name, 200),
+        ("admin", "PutProbe", name, 412),
+        ("admin", "DetachProbe", name, 200),
+        ("reader", "AttachProbe", name, 403),
+        ("admin", "AttachProbe", name, 200),
+        ("admin", "DeleteProbe", name, 204),
+        ("admin", "PutProbe", "BAD", 400),
     ], got
     assert "generation" in new[2]["message"]
     assert "message" not in new[0]
@@ -1102,3 +1104,69 @@ def test_concurrent_clients_leave_kernel_equal_to_store(a, probes):
     for n, fp in fps.items():
         assert_gone(n, fp)
     assert not [d for d in os.listdir(PIN_ROOT) if prefix in d]
+
+
+# ---------------------------------------------------------------- objects in use
+
+def test_builtin_object_in_use_cannot_be_deleted(a, probes):
+    name = f"inuse-{RUN}"
+    objects = a.get("/v1/objects", params={"page_size": 1000}).json()["objects"]
+    exec_sha = next(o["sha256"] for o in objects if o.get("builtin") and o["name"] == "exec")
+    probes.create(name, {"builtin": "exec"})
+    assert_error(a.delete(f"/v1/objects/{exec_sha}"), 409, name, "delete them first")
+    # Still there, and the probe can still be re-attached.
+    assert a.get(f"/v1/objects/{exec_sha}").status_code == 200
+    assert a.post(f"/v1/probes/{name}:detach").status_code == 200
+    r = a.post(f"/v1/probes/{name}:attach")
+    assert r.status_code == 200, r.text
+    assert only_program(r.json())["state"] == "PROGRAM_ATTACHED"
+
+
+def test_object_delete_racing_probe_puts_leaves_no_unknown_probe(a, probes):
+    """Deletes of an object race PUTs of probes that use it: whatever wins,
+    every probe the kernel runs from that object is one the API lists."""
+    data = bpf_object("hooks.bpf.o")
+    sha = hashlib.sha256(data).hexdigest()
+    names = [f"race{i}-{RUN}" for i in range(2)]
+    stop = time.time() + 4
+    results = {"put": set(), "delete": set()}
+
+    def getpid_progs():
+        return {p["id"] for p in bpftool("prog", "show") or [] if p.get("name") == "count_getpid"}
+
+    before = getpid_progs()
+
+    def putter(name):
+        while time.time() < stop:
+            r = probes.put(name, tp_spec(probes))
+            results["put"].add(r.status_code)
+            if r.status_code in (200, 201):
+                a.delete(f"/v1/probes/{name}")
+            time.sleep(random.uniform(0, 0.02))   # leaves the object unused at times
+
+    def deleter():
+        while time.time() < stop:
+            results["delete"].add(a.delete(f"/v1/objects/{sha}").status_code)
+            assert a.upload(data).status_code in (200, 201)
+
+    threads = [threading.Thread(target=putter, args=(n,)) for n in names]
+    threads.append(threading.Thread(target=deleter))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert a.upload(data).status_code in (200, 201)
+    # Both sides won at times: the race was real.
+    assert results["delete"] & {204} and results["delete"] & {409}, results
+    assert results["put"] & {200, 201}, results
+
+    listed = {p["name"]: p for p in a.get("/v1/probes", params={"page_size": 1000}).json()
+              .get("probes", [])}
+    pinned = {d.replace(":", ".") for d in os.listdir(PIN_ROOT) if d.startswith("race")}
+    assert pinned <= set(listed), (pinned, set(listed))
+    listed_progs = {s["progId"] for n in pinned for s in listed[n].get("programs", [])
+                    if s.get("progId")}
+    assert {prog for n in pinned for prog in footprint(n).progs} == listed_progs
+    # Every program the race left in the kernel belongs to a listed probe.
+    time.sleep(0.2)
+    assert getpid_progs() - before <= listed_progs, (getpid_progs() - before, listed_progs)

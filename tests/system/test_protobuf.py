@@ -89,7 +89,7 @@ def test_audit(a, pb):
     assert js == bin_
     assert len(bin_.entries) >= 4
     last = bin_.entries[-1]
-    assert last.action == "POST /v1/objects/*:verify"
+    assert last.action == "VerifyObject"
     assert last.role == "admin" and last.result == 200
     assert [e.id for e in bin_.entries] == sorted(e.id for e in bin_.entries)
 

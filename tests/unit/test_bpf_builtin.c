@@ -22,7 +22,6 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
 #include "bpf/dns.h"
 #include "bpf/netstat.h"
 #include "proto/graind.pb-c.h"

@@ -12,7 +12,8 @@
 
 #include <cmocka.h>
 
-#include "api/codec.h"
+#include "server/util/codec.h"
+#include "server/util/pbmsg.h"
 #include "proto/graind.pb-c.h"
 
 /* ================================================================ descriptors */
@@ -63,6 +64,30 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__agent_status__descriptor,
 	&graind__audit_entry__descriptor,
 	&graind__list_audit_response__descriptor,
+	&graind__empty__descriptor,
+	&graind__health_request__descriptor,
+	&graind__get_status_request__descriptor,
+	&graind__list_objects_request__descriptor,
+	&graind__get_object_request__descriptor,
+	&graind__get_object_content_request__descriptor,
+	&graind__object_content__descriptor,
+	&graind__delete_object_request__descriptor,
+	&graind__verify_object_request__descriptor,
+	&graind__put_probe_request__descriptor,
+	&graind__list_probes_request__descriptor,
+	&graind__get_probe_request__descriptor,
+	&graind__attach_probe_request__descriptor,
+	&graind__detach_probe_request__descriptor,
+	&graind__delete_probe_request__descriptor,
+	&graind__dump_map_request__descriptor,
+	&graind__list_samples_request__descriptor,
+	&graind__put_sink_request__descriptor,
+	&graind__list_sinks_request__descriptor,
+	&graind__get_sink_request__descriptor,
+	&graind__delete_sink_request__descriptor,
+	&graind__list_audit_request__descriptor,
+	&graind__get_metrics_request__descriptor,
+	&graind__metrics_text__descriptor,
 };
 
 #define N_SCHEMA (sizeof(schema_messages) / sizeof(schema_messages[0]))
@@ -283,7 +308,7 @@ static void fill_value(const ProtobufCFieldDescriptor *f, void *dst,
 		memcpy(dst, &bd, sizeof(bd));
 		break;
 	case PROTOBUF_C_TYPE_MESSAGE:
-		sub = codec_new(f->descriptor);
+		sub = pbmsg_new(f->descriptor);
 		assert_non_null(sub);
 		if (depth < 3)
 			fill_message(sub, depth + 1, salt);
@@ -421,7 +446,7 @@ static void round_trip(const ProtobufCMessageDescriptor *desc, unsigned variant)
 	char *pb0, *pb1, *json1, *json2;
 	size_t len0, len1;
 
-	orig = codec_new(desc);
+	orig = pbmsg_new(desc);
 	assert_non_null(orig);
 	fill_message(orig, 0, variant);
 	pb0 = pack(orig, &len0);
@@ -444,9 +469,9 @@ static void round_trip(const ProtobufCMessageDescriptor *desc, unsigned variant)
 	free(pb1);
 	free(json1);
 	free(json2);
-	codec_free(orig);
-	codec_free(from_j);
-	codec_free(from_pb);
+	pbmsg_free(orig);
+	pbmsg_free(from_j);
+	pbmsg_free(from_pb);
 }
 
 static void test_round_trip_every_message(void **state)
@@ -473,7 +498,7 @@ static void test_fill_sets_every_field(void **state)
 	(void)state;
 	for (size_t i = 0; i < N_SCHEMA; i++) {
 		const ProtobufCMessageDescriptor *desc = schema_messages[i];
-		ProtobufCMessage *msg = codec_new(desc);
+		ProtobufCMessage *msg = pbmsg_new(desc);
 		char *json;
 
 		fill_message(msg, 0, 0);
@@ -491,7 +516,7 @@ static void test_fill_sets_every_field(void **state)
 				fail_msg("%s lacks %s: %s", desc->name, name, json);
 		}
 		free(json);
-		codec_free(msg);
+		pbmsg_free(msg);
 	}
 }
 
@@ -554,14 +579,14 @@ static void test_camel_case_out_both_in(void **state)
 	back = (Graind__Object *)from_json(&graind__object__descriptor, json);
 	assert_true(back->has_btf_ext);
 	assert_int_equal(back->kernel_version, 5);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	back = (Graind__Object *)from_json(&graind__object__descriptor,
 		"{\"has_btf_ext\":true,\"kernel_version\":7,\"has_btf\":true}");
 	assert_true(back->has_btf_ext);
 	assert_true(back->has_btf);
 	assert_int_equal(back->kernel_version, 7);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	expect_bad(&graind__object__descriptor,
 		   "{\"hasBtf\":true,\"has_btf\":false}", "hasBtf: field given twice");
@@ -580,17 +605,17 @@ static void test_uint64_max_as_string(void **state)
 	back = (Graind__Object *)from_json(&graind__object__descriptor,
 		"{\"size\":\"18446744073709551615\"}");
 	assert_true(back->size == UINT64_MAX);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	/* numbers too, and integral reals */
 	back = (Graind__Object *)from_json(&graind__object__descriptor,
 					   "{\"size\":1e3}");
 	assert_true(back->size == 1000);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 	back = (Graind__Object *)from_json(&graind__object__descriptor,
 					   "{\"size\":9223372036854775807}");
 	assert_true(back->size == INT64_MAX);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	expect_bad(&graind__object__descriptor,
 		   "{\"size\":\"18446744073709551616\"}", "size: expected an integer");
@@ -624,12 +649,12 @@ static void test_negative_int64(void **state)
 		"{\"int\":\"-9223372036854775808\"}");
 	assert_int_equal(back->value_case, GRAIND__FIELD__VALUE_INT);
 	assert_true(back->int_ == INT64_MIN);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	back = (Graind__Field *)from_json(&graind__field__descriptor,
 					  "{\"int\":-42}");
 	assert_true(back->int_ == -42);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	expect_bad(&graind__field__descriptor,
 		   "{\"int\":\"-9223372036854775809\"}",
@@ -649,7 +674,7 @@ static void test_int32(void **state)
 	back = (Graind__UprobeAttach *)from_json(&graind__uprobe_attach__descriptor,
 						 "{\"pid\":\"42\"}");
 	assert_int_equal(back->pid, 42);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	expect_bad(&graind__uprobe_attach__descriptor, "{\"pid\":2147483648}",
 		   "pid: 2147483648 is out of range for int32");
@@ -683,7 +708,7 @@ static void test_bytes_base64(void **state)
 			&graind__upload_object_request__descriptor, inputs[i]);
 		assert_int_equal(back->content.len, sizeof(content));
 		assert_memory_equal(back->content.data, content, sizeof(content));
-		codec_free(&back->base);
+		pbmsg_free(&back->base);
 	}
 
 	/* every length modulo 3 */
@@ -699,7 +724,7 @@ static void test_bytes_base64(void **state)
 		assert_int_equal(back->content.len, n);
 		if (n)
 			assert_memory_equal(back->content.data, raw, n);
-		codec_free(&back->base);
+		pbmsg_free(&back->base);
 		free(json);
 	}
 
@@ -729,11 +754,11 @@ static void test_enum(void **state)
 	back = (Graind__XdpAttach *)from_json(&graind__xdp_attach__descriptor,
 					      "{\"mode\":\"XDP_MODE_HW\"}");
 	assert_int_equal(back->mode, GRAIND__XDP_MODE__XDP_MODE_HW);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 	back = (Graind__XdpAttach *)from_json(&graind__xdp_attach__descriptor,
 					      "{\"mode\":2}");
 	assert_int_equal(back->mode, GRAIND__XDP_MODE__XDP_MODE_DRV);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	expect_bad(&graind__xdp_attach__descriptor, "{\"mode\":\"XDP_MODE_FOO\"}",
 		   "mode: unknown enum value \"XDP_MODE_FOO\" for graind.XdpMode");
@@ -780,13 +805,13 @@ static void test_defaults_omitted(void **state)
 	expect_json(&back->base, "{}");
 	assert_string_equal(back->name, "");
 	assert_string_equal(back->license, "");
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	for (size_t i = 0; i < N_SCHEMA; i++) {
-		ProtobufCMessage *msg = codec_new(schema_messages[i]);
+		ProtobufCMessage *msg = pbmsg_new(schema_messages[i]);
 
 		expect_json(msg, "{}");
-		codec_free(msg);
+		pbmsg_free(msg);
 	}
 }
 
@@ -813,7 +838,7 @@ static void test_oneof_at_default(void **state)
 	pb = pack(&back->base, &len);
 	assert_int_equal(len, 2);  /* the member travels in protobuf too */
 	free(pb);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	/* an empty string and empty bytes stay selected */
 	back = NULL;
@@ -823,7 +848,7 @@ static void test_oneof_at_default(void **state)
 
 		assert_int_equal(f->value_case, GRAIND__FIELD__VALUE_TEXT);
 		expect_json(&f->base, "{\"text\":\"\"}");
-		codec_free(&f->base);
+		pbmsg_free(&f->base);
 	}
 	{
 		AllTypes *a = (AllTypes *)from_json(&all_types_descriptor,
@@ -833,7 +858,7 @@ static void test_oneof_at_default(void **state)
 		pb = pack(&a->base, &len);
 		assert_int_equal(len, 3);
 		free(pb);
-		codec_free(&a->base);
+		pbmsg_free(&a->base);
 	}
 	{
 		AllTypes *a = (AllTypes *)from_json(&all_types_descriptor,
@@ -841,7 +866,7 @@ static void test_oneof_at_default(void **state)
 
 		assert_true(a->has_opt_u32);
 		expect_json(&a->base, "{\"optU32\":0,\"cChild\":{}}");
-		codec_free(&a->base);
+		pbmsg_free(&a->base);
 	}
 }
 
@@ -863,7 +888,7 @@ static void test_two_oneof_members_rejected(void **state)
 
 		assert_int_equal(s->object_case, GRAIND__PROBE_SPEC__OBJECT_BUILTIN);
 		assert_string_equal(s->builtin, "b");
-		codec_free(&s->base);
+		pbmsg_free(&s->base);
 	}
 }
 
@@ -1000,7 +1025,7 @@ static void test_invalid_protobuf(void **state)
 	assert_int_equal(codec_decode(CODEC_PROTOBUF, &graind__object__descriptor,
 				      "", 0, &msg, &err), 0);
 	expect_json(msg, "{}");
-	codec_free(msg);
+	pbmsg_free(msg);
 }
 
 /* ================================================================ floats */
@@ -1030,19 +1055,19 @@ static void test_floats(void **state)
 	back = (Graind__Sample *)from_json(&graind__sample__descriptor,
 					   "{\"value\":\"NaN\"}");
 	assert_true(isnan(back->value));
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 	back = (Graind__Sample *)from_json(&graind__sample__descriptor,
 					   "{\"value\":\"-Infinity\"}");
 	assert_true(isinf(back->value) && back->value < 0);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 	back = (Graind__Sample *)from_json(&graind__sample__descriptor,
 					   "{\"value\":\"1.25\"}");
 	assert_true(back->value == 1.25);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 	back = (Graind__Sample *)from_json(&graind__sample__descriptor,
 					   "{\"value\":3}");
 	assert_true(back->value == 3.0);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	expect_bad(&graind__sample__descriptor, "{\"value\":\"abc\"}",
 		   "value: expected a number, got \"abc\"");
@@ -1052,10 +1077,10 @@ static void test_floats(void **state)
 		   "value: expected a number");
 
 	/* 32-bit floats print their own shortest form */
-	a = (AllTypes *)codec_new(&all_types_descriptor);
+	a = (AllTypes *)pbmsg_new(&all_types_descriptor);
 	a->fl = 0.1f;
 	expect_json(&a->base, "{\"fl\":0.1}");
-	codec_free(&a->base);
+	pbmsg_free(&a->base);
 	expect_bad(&all_types_descriptor, "{\"fl\":1e39}",
 		   "fl: 1e+39 is out of range for float");
 }
@@ -1073,7 +1098,7 @@ static void test_string_escapes(void **state)
 	back = (Graind__Health *)from_json(&graind__health__descriptor,
 		"{\"status\":\"a\\\"b\\\\c\\n\\u0001 \\u00e9\"}");
 	assert_string_equal(back->status, h.status);
-	codec_free(&back->base);
+	pbmsg_free(&back->base);
 
 	/* a hand-built message holding bytes that are not UTF-8 */
 	h.status = "\xc3\x28";

@@ -27,7 +27,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/agent.h"
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
@@ -163,11 +163,11 @@ static void read_object(void)
 	fclose(f);
 }
 
-#define NEW(type, desc) ((type *)codec_new(&desc))
+#define NEW(type, desc) ((type *)pbmsg_new(&desc))
 
 static void set(char **field, const char *value)
 {
-	assert_int_equal(codec_set_string(field, value), 0);
+	assert_int_equal(pbmsg_set_string(field, value), 0);
 }
 
 static void add_output(Graind__ProbeSpec *s, Graind__OutputSpec *o)
@@ -233,7 +233,7 @@ static void attach_spec(const char *name, Graind__ProbeSpec *s)
 			    &err) < 0)
 		fail_msg("store_probe_put: %s", err.msg);
 	free(packed);
-	codec_free(&s->base);
+	pbmsg_free(&s->base);
 }
 
 static void attach_probe(void)
@@ -613,7 +613,7 @@ static void test_dump_hash_percpu_and_bss(void **state)
 	assert_int_equal(e->raw_key.len, 20);
 	assert_int_equal(e->raw_value.len, 8);
 	assert_memory_equal(e->raw_value.data, &calls_made, 8);
-	codec_free(&d->base);
+	pbmsg_free(&d->base);
 
 	if (collect_dump_map(&ag, PROBE, "stats", &d, &err) < 0)
 		fail_msg("dump stats: %s", err.msg);
@@ -623,7 +623,7 @@ static void test_dump_hash_percpu_and_bss(void **state)
 	assert_int_equal(uint_field(e->value, e->n_value, "hits"), calls_made);
 	assert_int_equal(uint_field(e->value, e->n_value, "weight"), 2 * calls_made);
 	assert_int_equal(e->raw_value.len, 16 * (size_t)cpus);
-	codec_free(&d->base);
+	pbmsg_free(&d->base);
 
 	/* An internal map, by the name a person writes. */
 	if (collect_dump_map(&ag, PROBE, ".bss", &d, &err) < 0)
@@ -632,7 +632,7 @@ static void test_dump_hash_percpu_and_bss(void **state)
 	assert_int_equal(d->n_entries, 1);
 	e = d->entries[0];
 	assert_int_equal(uint_field(e->value, e->n_value, "seq"), calls_made);
-	codec_free(&d->base);
+	pbmsg_free(&d->base);
 }
 
 static void test_dump_errors(void **state)
@@ -825,8 +825,8 @@ static void test_events_aggregated(void **state)
 	add_output(s, o);
 	add_none_output(s, "records");
 	/* calls and stats: the metric outputs of emit_spec are replaced */
-	codec_free(&s->outputs[0]->base);
-	codec_free(&s->outputs[1]->base);
+	pbmsg_free(&s->outputs[0]->base);
+	pbmsg_free(&s->outputs[1]->base);
 	memmove(s->outputs, s->outputs + 2, (s->n_outputs - 2) * sizeof(*s->outputs));
 	s->n_outputs -= 2;
 	add_metric_output(s, "calls", 50, GRAIND__METRIC_KIND__COUNTER);

@@ -25,7 +25,7 @@
 #include <linux/magic.h>
 #include <linux/types.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/collect/decode.h"
 #include "server/util/pbwire.h"
 
@@ -166,7 +166,7 @@ struct fields {
 static void fields_free(struct fields *fs)
 {
 	for (size_t i = 0; i < fs->n; i++)
-		codec_free(&fs->v[i]->base);
+		pbmsg_free(&fs->v[i]->base);
 	free(fs->v);
 	fs->v = NULL;
 	fs->n = 0;
@@ -1024,7 +1024,7 @@ static int visit_leaf(void *ctx, const char *name, size_t name_len,
 	vi->calls++;
 	vi->fs.v = realloc(vi->fs.v, (vi->fs.n + 1) * sizeof(*vi->fs.v));
 	assert_non_null(vi->fs.v);
-	f = (Graind__Field *)codec_new(&graind__field__descriptor);
+	f = (Graind__Field *)pbmsg_new(&graind__field__descriptor);
 	assert_non_null(f);
 	vi->fs.v[vi->fs.n++] = f;
 	f->name = strndup(name, name_len);

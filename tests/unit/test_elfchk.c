@@ -19,7 +19,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/elf/elfchk.h"
 
 /* ================================================================ fixtures */
@@ -82,7 +82,7 @@ static int source_line_of(const char *file, const char *needle)
 
 static Graind__Object *new_object(void)
 {
-	Graind__Object *obj = (Graind__Object *)codec_new(&graind__object__descriptor);
+	Graind__Object *obj = (Graind__Object *)pbmsg_new(&graind__object__descriptor);
 
 	assert_non_null(obj);
 	return obj;
@@ -96,7 +96,7 @@ static int inspect_fails(const void *buf, size_t len, struct gerr *err)
 
 	memset(err, 0, sizeof(*err));
 	ret = elfchk_inspect(buf, len, obj, err);
-	codec_free(&obj->base);
+	pbmsg_free(&obj->base);
 	if (ret == 0)
 		return 0;
 	assert_true(ret < 0);
@@ -197,7 +197,7 @@ static void test_inspect_accept(void **state)
 	assert_int_equal(m->max_entries, 4096);
 	assert_string_equal(m->key_type, "");
 
-	codec_free(&obj->base);
+	pbmsg_free(&obj->base);
 	free(b.data);
 }
 
@@ -216,7 +216,7 @@ static void test_inspect_internal_map(void **state)
 	assert_string_equal(obj->maps[0]->name, ".bss");
 	assert_string_equal(obj->maps[0]->type, "array");
 	assert_true(obj->maps[0]->internal);
-	codec_free(&obj->base);
+	pbmsg_free(&obj->base);
 	free(b.data);
 }
 
@@ -238,7 +238,7 @@ static void test_inspect_without_btf(void **state)
 	assert_false(obj->has_btf_ext);
 	assert_int_equal(obj->n_warnings, 1);
 	assert_string_equal(obj->warnings[0], "no BTF: maps will be dumped as hex");
-	codec_free(&obj->base);
+	pbmsg_free(&obj->base);
 	free(b.data);
 }
 
@@ -533,7 +533,7 @@ static Graind__VerifyReport *verify(const char *file)
 	Graind__VerifyReport *r;
 	struct gerr err = { 0 };
 
-	r = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	r = (Graind__VerifyReport *)pbmsg_new(&graind__verify_report__descriptor);
 	assert_non_null(r);
 	if (elfchk_verify(b.data, b.len, r, &err) < 0)
 		fail_msg("verify %s: %d %s", file, err.status, err.msg);
@@ -569,7 +569,7 @@ static void test_verify_accept(void **state)
 	/* A dry run: nothing stays loaded. */
 	assert_int_equal(loaded_named("count_packets"), before_xdp);
 	assert_int_equal(loaded_named("trace_nanosleep"), before_tp);
-	codec_free(&r->base);
+	pbmsg_free(&r->base);
 }
 
 static void test_verify_reject_oob(void **state)
@@ -593,7 +593,7 @@ static void test_verify_reject_oob(void **state)
 	assert_false(v->verifier_log_truncated);
 	assert_string_equal(v->missing_feature, "");
 	assert_int_equal(loaded_named("read_past_end"), 0);
-	codec_free(&r->base);
+	pbmsg_free(&r->base);
 }
 
 static void test_verify_reject_helper(void **state)
@@ -612,7 +612,7 @@ static void test_verify_reject_helper(void **state)
 		 source_line_of("reject_helper.bpf.c", "bpf_skb_store_bytes(skb"));
 	assert_string_equal(v->source_line, where);
 	assert_string_equal(v->missing_feature, "");
-	codec_free(&r->base);
+	pbmsg_free(&r->base);
 }
 
 static void test_verify_fentry(void **state)
@@ -632,7 +632,7 @@ static void test_verify_fentry(void **state)
 		assert_string_equal(v->missing_feature, "BPF trampoline (fentry/fexit) support");
 		assert_non_null(strstr(v->error, "BPF trampoline (fentry/fexit) support"));
 	}
-	codec_free(&r->base);
+	pbmsg_free(&r->base);
 }
 
 static void test_verify_garbage(void **state)
@@ -642,13 +642,13 @@ static void test_verify_garbage(void **state)
 	struct blob b = test_object("accept.bpfeb.o");
 
 	(void)state;
-	r = (Graind__VerifyReport *)codec_new(&graind__verify_report__descriptor);
+	r = (Graind__VerifyReport *)pbmsg_new(&graind__verify_report__descriptor);
 	assert_int_equal(elfchk_verify("junk", 4, r, &err), -1);
 	assert_int_equal(err.status, 400);
 	assert_int_equal(elfchk_verify(b.data, b.len, r, &err), -1);
 	assert_string_equal(err.msg, "object is big-endian; this host is little-endian");
 	assert_int_equal(r->n_programs, 0);
-	codec_free(&r->base);
+	pbmsg_free(&r->base);
 	free(b.data);
 }
 

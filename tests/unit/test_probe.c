@@ -40,7 +40,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "api/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/features.h"
 #include "server/probe/probe.h"
 
@@ -158,17 +158,17 @@ static int teardown(void **state)
 
 static Graind__ProbeSpec *spec_new(void)
 {
-	Graind__ProbeSpec *s = (Graind__ProbeSpec *)codec_new(&graind__probe_spec__descriptor);
+	Graind__ProbeSpec *s = (Graind__ProbeSpec *)pbmsg_new(&graind__probe_spec__descriptor);
 
 	assert_non_null(s);
 	return s;
 }
 
-#define NEW(type, desc) ((type *)codec_new(&desc))
+#define NEW(type, desc) ((type *)pbmsg_new(&desc))
 
 static void set(char **field, const char *value)
 {
-	assert_int_equal(codec_set_string(field, value), 0);
+	assert_int_equal(pbmsg_set_string(field, value), 0);
 }
 
 /* Add program `prog` with a new attach spec of kind `kind`, returned. */
@@ -451,7 +451,7 @@ static Graind__Probe *status_of(const char *name, Graind__ProbeSpec *spec)
 static void status_free(Graind__Probe *p)
 {
 	p->spec = NULL;		/* the test's */
-	codec_free((ProtobufCMessage *)p);
+	pbmsg_free((ProtobufCMessage *)p);
 }
 
 static uint32_t pinned_link_id(const char *probe, const char *prog)
@@ -506,7 +506,7 @@ static void test_xdp_and_tc_count_packets(void **state)
 	st = status_of("ut-net", s);
 	assert_int_equal(st->programs[0]->state, GRAIND__PROGRAM_STATE__PROGRAM_DETACHED);
 	status_free(st);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_adopt_restart_and_swap(void **state)
@@ -584,11 +584,11 @@ static void test_adopt_restart_and_swap(void **state)
 		status_free(st);
 		send_udp(1);
 		assert_int_equal(count_settled("ut-swap", SLOT_XDP, 4), 4);
-		codec_free((ProtobufCMessage *)bad);
+		pbmsg_free((ProtobufCMessage *)bad);
 	}
 
 	detach_clean("ut-swap");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_tracepoints_with_constant(void **state)
@@ -610,7 +610,7 @@ static void test_tracepoints_with_constant(void **state)
 	assert_int_equal(count("ut-tp", SLOT_TRACEPOINT), 7);
 	assert_true(count("ut-tp", SLOT_RAW_TRACEPOINT) >= 7);
 	detach_clean("ut-tp");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_auto_attach_tracepoint(void **state)
@@ -625,7 +625,7 @@ static void test_auto_attach_tracepoint(void **state)
 		syscall(SYS_getpid);
 	assert_int_equal(count("ut-tp", SLOT_TRACEPOINT), 3);
 	detach_clean("ut-tp");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_uprobe(void **state)
@@ -653,7 +653,7 @@ static void test_uprobe(void **state)
 	attach_fails("ut-uprobe", s, &hooks, 404, "no_such_symbol_here");
 	set(&a->uprobe->binary, "/no/such/binary");
 	attach_fails("ut-uprobe", s, &hooks, 404, "binary /no/such/binary not found");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 /* Where cgroup v2 is mounted (a hybrid host has it below /sys/fs/cgroup). */
@@ -725,7 +725,7 @@ static void test_cgroup_skb(void **state)
 	set(&a->cgroup->path, cg);
 	set(&a->cgroup->attach_type, "no_such_type");
 	attach_fails("ut-cgroup", s, &hooks, 400, "unknown cgroup attach type");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_perf_event_every_cpu(void **state)
@@ -755,7 +755,7 @@ static void test_perf_event_every_cpu(void **state)
 
 	a->perf_event->sample_freq = 0;
 	attach_fails("ut-perf", s, &hooks, 400, "sample_period or sample_freq");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_errors(void **state)
@@ -768,57 +768,57 @@ static void test_errors(void **state)
 	a = add_prog(s, "count_kprobe", GRAIND__ATTACH_SPEC__KIND_KPROBE);
 	set(&a->kprobe->function, "do_nanosleep");
 	attach_fails("ut-err", s, &hooks, 422, "kernel built without CONFIG_KPROBES");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_prog(s, "count_kprobe", GRAIND__ATTACH_SPEC__KIND_AUTO);
 	attach_fails("ut-err", s, &hooks, 422, "CONFIG_KPROBES");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_xdp(s, "count_xdp", "veth9");
 	attach_fails("ut-err", s, &hooks, 404, "interface veth9 not found");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	a = add_prog(s, "count_xdp", GRAIND__ATTACH_SPEC__KIND_TRACEPOINT);
 	set(&a->tracepoint->category, "syscalls");
 	set(&a->tracepoint->name, "sys_enter_getpid");
 	attach_fails("ut-err", s, &hooks, 400, "program count_xdp is xdp; it cannot attach as a tracepoint");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_xdp(s, "no_such_program", IF_HERE);
 	attach_fails("ut-err", s, &hooks, 400, "program no_such_program not found");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_prog(s, "count_xdp", GRAIND__ATTACH_SPEC__KIND_AUTO);
 	attach_fails("ut-err", s, &hooks, 400, "needs an interface");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	/* Every program, attach auto: the XDP one has no interface. */
 	s = spec_new();
 	attach_fails("ut-err", s, &hooks, 400, "needs an interface");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_xdp(s, "count_xdp", IF_HERE);
 	add_constant(s, "no_such_constant", "1");
 	attach_fails("ut-err", s, &hooks, 400, "constant no_such_constant not found");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_xdp(s, "count_xdp", IF_HERE);
 	add_constant(s, "target_pid", "0x100000000");
 	attach_fails("ut-err", s, &hooks, 400, "not a 4-byte integer");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_xdp(s, "count_xdp", IF_HERE);
 	add_constant(s, "label", "far too long");
 	attach_fails("ut-err", s, &hooks, 400, "at most 7 characters");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 
 	s = spec_new();
 	add_xdp(s, "count_xdp", IF_HERE);
@@ -828,7 +828,7 @@ static void test_errors(void **state)
 	set(&s->map_overrides[0]->map, "no_such_map");
 	s->map_overrides[0]->max_entries = 16;
 	attach_fails("ut-err", s, &hooks, 400, "map no_such_map not found");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_constants_and_overrides_apply(void **state)
@@ -867,7 +867,7 @@ static void test_constants_and_overrides_apply(void **state)
 		close(fd);
 	}
 	detach_clean("ut-override");
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_foreign_xdp_program(void **state)
@@ -897,7 +897,7 @@ static void test_foreign_xdp_program(void **state)
 
 	bpf_xdp_detach(ifindex, XDP_FLAGS_SKB_MODE, NULL);
 	bpf_object__close(obj);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_verifier_rejects(void **state)
@@ -920,8 +920,8 @@ static void test_verifier_rejects(void **state)
 	assert_true(report->programs[0]->error[0] != '\0');
 	assert_true(report->programs[0]->verifier_log[0] != '\0');
 	assert_int_equal(probe_pinned_generation(mgr, "ut-reject"), 0);
-	codec_free((ProtobufCMessage *)report);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)report);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 /* The largest id of a program called one of `names`, above `after`. */
@@ -973,7 +973,7 @@ static void test_second_program_fails_leaves_nothing(void **state)
 	assert_int_equal(st->programs[1]->state, GRAIND__PROGRAM_STATE__PROGRAM_FAILED);
 	assert_non_null(strstr(st->programs[1]->error, "no_such_tracepoint_xyz"));
 	status_free(st);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static int find_listed(const char *name, void *ctx)
@@ -1002,7 +1002,7 @@ static void test_dotted_name_listed(void **state)
 	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 0);
 	/* Detaching what is not pinned is fine. */
 	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL, NULL), 0);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 /* ================================================================ txn */
@@ -1177,7 +1177,7 @@ static void test_swap_never_leaves_a_gap(void **state)
 	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 9);
 	assert_no_leftovers();
 	detach_clean(TXN_PROBE);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_new_probe_rollback_and_commit(void **state)
@@ -1209,7 +1209,7 @@ static void test_new_probe_rollback_and_commit(void **state)
 
 	probe_txn_commit(NULL);
 	probe_txn_rollback(NULL);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_generation_rollback_and_commit(void **state)
@@ -1280,7 +1280,7 @@ static void test_generation_rollback_and_commit(void **state)
 	/* A pending change holds no descriptor: its state is all pinned. */
 	assert_int_equal(open_fds(), fds);
 	detach_clean(TXN_PROBE);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 static void test_detach_rollback_and_commit(void **state)
@@ -1328,7 +1328,7 @@ static void test_detach_rollback_and_commit(void **state)
 	txn = (struct probe_txn *)&txn;
 	assert_int_equal(probe_detach(mgr, TXN_PROBE, &txn, &err), 0);
 	assert_null(txn);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 /* The interface going away while a change is pending leaves the lent link
@@ -1359,7 +1359,7 @@ static void test_rollback_after_interface_removed(void **state)
 		syscall(SYS_getpid);
 	assert_int_equal(count(TXN_PROBE, SLOT_TRACEPOINT), 3);
 	assert_int_equal(probe_detach(mgr, TXN_PROBE, NULL, NULL), 0);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 /* A bind mount of the live directory on itself makes renaming it fail
@@ -1389,7 +1389,7 @@ static void test_failed_rename_keeps_old_generation(void **state)
 	prog = pinned_prog_id(TXN_PROBE, "count_xdp");
 	if (!pin_dir_busy()) {
 		detach_clean(TXN_PROBE);
-		codec_free((ProtobufCMessage *)s);
+		pbmsg_free((ProtobufCMessage *)s);
 		skip();
 	}
 	ret = probe_attach(mgr, TXN_PROBE, 2, s, hooks.data, hooks.len, &adopted, NULL,
@@ -1416,7 +1416,7 @@ static void test_failed_rename_keeps_old_generation(void **state)
 	assert_int_equal(xdp_prog_on_interface(), prog);
 	assert_no_leftovers();
 	detach_clean(TXN_PROBE);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 /* Run a pending change in a child that is then killed (the agent killed
@@ -1522,7 +1522,7 @@ static void test_crash_leftovers_settle(void **state)
 	assert_int_equal(probe_detach(mgr, TXN_PROBE, NULL, NULL), 0);
 	assert_no_leftovers();
 	assert_all_gone(&k);
-	codec_free((ProtobufCMessage *)s);
+	pbmsg_free((ProtobufCMessage *)s);
 }
 
 int main(void)

@@ -18,7 +18,8 @@
 #include <cmocka.h>
 #include <zlib.h>
 
-#include "api/codec.h"
+#include "server/util/codec.h"
+#include "server/util/pbmsg.h"
 #include "proto/graind.pb-c.h"
 #include "server/sink/s3.h"
 #include "server/util/sha256.h"
@@ -65,7 +66,7 @@ static void samples_load(Graind__Sample **samples)
 static void samples_free(Graind__Sample **samples, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		codec_free(&samples[i]->base);
+		pbmsg_free(&samples[i]->base);
 }
 
 /* Two messages are equal when their protobuf encodings are. */
@@ -409,7 +410,7 @@ static void assert_body_holds(const struct request *req, Graind__Sample **sample
 
 		assert_true(i < n);
 		assert_same_sample(got, samples[i++]);
-		codec_free(&got->base);
+		pbmsg_free(&got->base);
 	}
 	assert_int_equal(i, n);
 	free(text);

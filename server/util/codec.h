@@ -23,8 +23,7 @@
  * message naming the field path, e.g. `programs[2].attach.xdp.mode: ...`.
  *
  * Memory: every message the codec returns, and every message handed to it,
- * is a heap tree freeable by codec_free(): strings, bytes, arrays and
- * sub-messages malloc'd, unset strings pointing at protobuf_c_empty_string. */
+ * is a heap tree freeable by pbmsg_free() (server/util/pbmsg.h). */
 #ifndef GRAIND_CODEC_H
 #define GRAIND_CODEC_H
 
@@ -43,7 +42,7 @@ enum codec_format {
 #define CODEC_MAX_DEPTH 64
 
 /* Decode `len` bytes into a new message of type `desc`. On success *out is
- * the caller's, to free with codec_free(). On failure *out is NULL and err
+ * the caller's, to free with pbmsg_free(). On failure *out is NULL and err
  * holds status 400 and the reason. */
 int codec_decode(enum codec_format fmt, const ProtobufCMessageDescriptor *desc,
 		 const void *buf, size_t len, ProtobufCMessage **out,
@@ -55,19 +54,12 @@ int codec_decode(enum codec_format fmt, const ProtobufCMessageDescriptor *desc,
 int codec_encode(enum codec_format fmt, const ProtobufCMessage *msg,
 		 char **out, size_t *len, struct gerr *err);
 
-/* A new message of type `desc`, initialised to its defaults, or NULL when
- * out of memory. Free with codec_free(). */
-ProtobufCMessage *codec_new(const ProtobufCMessageDescriptor *desc);
-
-/* Free a message tree (NULL is fine). */
-void codec_free(ProtobufCMessage *msg);
-
-/* Replace a string field of a codec-managed message: frees the old value
- * (unless it is the shared empty default) and stores a copy of `value`
- * (codec_set_string) or `value` itself (codec_take_string, which also
- * accepts NULL as "out of memory"). Return -1 when out of memory. */
-int codec_set_string(char **field, const char *value);
-int codec_take_string(char **field, char *value);
+/* Set the singular scalar field `field` (its proto name) of `msg` from
+ * text, read as a proto3 JSON string of that field would be: decimal
+ * integers, enum names or numbers, "true"/"false", strings as they are.
+ * 400 naming the field when the text does not fit its type. */
+int codec_set_text(ProtobufCMessage *msg, const char *field, const char *text,
+		   struct gerr *err);
 
 /* lowerCamelCase of a proto field name ("has_btf_ext" -> "hasBtfExt") into
  * buf of size n. Exposed for tests and error messages. */

@@ -1,26 +1,24 @@
-/* Agent handlers: health, status, audit log and the web UI. */
+/* svc agent: health, status, the audit log, metrics. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
-#include <time.h>
 
-#include "api/codec.h"
-#include "api/handlers.h"
-#include "proto/graind.pb-c.h"
 #include "server/agent.h"
+#include "server/collect/collect.h"
 #include "server/features.h"
+#include "server/svc/svc_int.h"
 #include "server/util/clock.h"
 #include "store/store.h"
 
-int h_healthz(struct api_call *call, struct gerr *err)
+int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,
+		   Graind__Health **resp, struct gerr *err)
 {
-	Graind__Health *health = (Graind__Health *)codec_new(&graind__health__descriptor);
-
-	if (!health)
-		return gerr_set(err, 500, "out of memory");
-	call->reply = &health->base;
-	if (codec_set_string(&health->status, "ok") < 0)
+	(void)call;
+	(void)req;
+	if (SVC_NEW(resp, &graind__health__descriptor, err) < 0)
+		return -1;
+	if (pbmsg_set_string(&(*resp)->status, "ok") < 0)
 		return gerr_set(err, 500, "out of memory");
 	return 0;
 }
@@ -36,20 +34,20 @@ static int add_listen(Graind__AgentStatus *st, const char *what)
 	return st->listen[st->n_listen++] ? 0 : -1;
 }
 
-int h_status(struct api_call *call, struct gerr *err)
+int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
+		   Graind__AgentStatus **resp, struct gerr *err)
 {
 	const struct agent *ag = call->agent;
 	Graind__AgentStatus *st;
 	struct utsname uts;
 	char unix_listen[128];
 
-	st = (Graind__AgentStatus *)codec_new(&graind__agent_status__descriptor);
-	if (!st)
-		return gerr_set(err, 500, "out of memory");
-	call->reply = &st->base;
-	st->features = (Graind__Features *)codec_new(&graind__features__descriptor);
-	if (!st->features)
-		return gerr_set(err, 500, "out of memory");
+	(void)req;
+	if (SVC_NEW(resp, &graind__agent_status__descriptor, err) < 0)
+		return -1;
+	st = *resp;
+	if (SVC_NEW(&st->features, &graind__features__descriptor, err) < 0)
+		return -1;
 	features_detect(st->features);
 	uname(&uts);
 	st->uptime_seconds = (uint64_t)(clock_unix_ms() - ag->started_ms) / 1000;
@@ -58,13 +56,13 @@ int h_status(struct api_call *call, struct gerr *err)
 	st->sample_count = store_sample_count(ag->store);
 	st->database_bytes = store_db_bytes(ag->store);
 	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", ag->cfg.socket_path);
-	if (codec_set_string(&st->version, GRAIND_VERSION) < 0 ||
-	    codec_set_string(&st->kernel_release, uts.release) < 0 ||
-	    codec_take_string(&st->started, api_time_string(ag->started_ms)) < 0 ||
+	if (pbmsg_set_string(&st->version, GRAIND_VERSION) < 0 ||
+	    pbmsg_set_string(&st->kernel_release, uts.release) < 0 ||
+	    pbmsg_set_time(&st->started, ag->started_ms) < 0 ||
 	    (ag->listen_tcp[0] && add_listen(st, ag->listen_tcp) < 0) ||
 	    (ag->cfg.socket_path[0] && add_listen(st, unix_listen) < 0))
 		return gerr_set(err, 500, "out of memory");
-	return api_sinks_all(call->agent, &st->sinks, &st->n_sinks, err);
+	return svc_sinks_all(call->agent, &st->sinks, &st->n_sinks, err);
 }
 
 struct audit_ctx {
@@ -82,42 +80,42 @@ static int audit_one(const struct store_audit *rec, void *ctx_)
 	if (!grown)
 		return -1;
 	resp->entries = grown;
-	e = (Graind__AuditEntry *)codec_new(&graind__audit_entry__descriptor);
+	e = (Graind__AuditEntry *)pbmsg_new(&graind__audit_entry__descriptor);
 	if (!e)
 		return -1;
 	resp->entries[resp->n_entries++] = e;
 	e->id = rec->id;
 	e->result = rec->result;
 	ctx->last_id = rec->id;
-	if (codec_take_string(&e->time, api_time_string(rec->time_ms)) < 0 ||
-	    codec_set_string(&e->role, rec->role) < 0 ||
-	    codec_set_string(&e->action, rec->action) < 0 ||
-	    codec_set_string(&e->target, rec->target) < 0 ||
-	    codec_set_string(&e->message, rec->message) < 0)
+	if (pbmsg_set_time(&e->time, rec->time_ms) < 0 ||
+	    pbmsg_set_string(&e->role, rec->role) < 0 ||
+	    pbmsg_set_string(&e->action, rec->action) < 0 ||
+	    pbmsg_set_string(&e->target, rec->target) < 0 ||
+	    pbmsg_set_string(&e->message, rec->message) < 0)
 		return -1;
 	return 0;
 }
 
-int h_audit_list(struct api_call *call, struct gerr *err)
+int svc_list_audit(struct svc_call *call, const Graind__ListAuditRequest *req,
+		   Graind__ListAuditResponse **resp, struct gerr *err)
 {
-	const char *token = api_query(call, "page_token");
+	const char *token = req->page_token;
 	struct audit_ctx ctx = { 0 };
 	unsigned long long after = 0;
 	char next[24], *end;
 	unsigned limit;
 	bool more = false;
 
-	if (api_page_size(call, &limit, err) < 0)
+	if (svc_page_size("page_size", req->page_size, 100, 1000, &limit, err) < 0)
 		return -1;
-	if (token) {
+	if (token[0]) {
 		after = strtoull(token, &end, 10);
-		if (!*token || *end)
+		if (*end || token[0] == '-')
 			return gerr_set(err, 400, "page_token must be a token from next_page_token");
 	}
-	ctx.resp = (Graind__ListAuditResponse *)codec_new(&graind__list_audit_response__descriptor);
-	if (!ctx.resp)
-		return gerr_set(err, 500, "out of memory");
-	call->reply = &ctx.resp->base;
+	if (SVC_NEW(resp, &graind__list_audit_response__descriptor, err) < 0)
+		return -1;
+	ctx.resp = *resp;
 	if (store_audit_list(call->agent->store, after, limit, audit_one, &ctx, &more, err) != 0) {
 		if (!err->msg[0])
 			gerr_set(err, 500, "out of memory listing the audit log");
@@ -125,24 +123,23 @@ int h_audit_list(struct api_call *call, struct gerr *err)
 	}
 	if (more) {
 		snprintf(next, sizeof(next), "%llu", (unsigned long long)ctx.last_id);
-		if (codec_set_string(&ctx.resp->next_page_token, next) < 0)
+		if (pbmsg_set_string(&ctx.resp->next_page_token, next) < 0)
 			return gerr_set(err, 500, "out of memory");
 	}
 	return 0;
 }
 
-/* The web UI's page, embedded at build time (see the Makefile). */
-extern const char embed_index_html_start[], embed_index_html_end[];
-
-int h_web(struct api_call *call, struct gerr *err)
+int svc_get_metrics(struct svc_call *call, const Graind__GetMetricsRequest *req,
+		    Graind__MetricsText **resp, struct gerr *err)
 {
-	size_t len = (size_t)(embed_index_html_end - embed_index_html_start);
+	size_t len;
+	char *text;
 
-	call->raw = malloc(len ? len : 1);
-	if (!call->raw)
-		return gerr_set(err, 500, "out of memory");
-	memcpy(call->raw, embed_index_html_start, len);
-	call->raw_len = len;
-	call->raw_type = "text/html; charset=utf-8";
+	(void)req;
+	if (SVC_NEW(resp, &graind__metrics_text__descriptor, err) < 0)
+		return -1;
+	text = collect_metrics_text(call->agent, &len);
+	if (pbmsg_take_string(&(*resp)->text, text) < 0)
+		return gerr_set(err, 500, "out of memory writing metrics");
 	return 0;
 }

@@ -1,28 +1,18 @@
-/* Sink handlers: create/replace, list, get, delete.
+/* svc sinks: put, list, get, delete.
  *
  * The store keeps the configuration as sent (secrets included); every
- * reply masks the secret and adds the forwarder's health. */
+ * answer masks the secret and adds the forwarder's health. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/codec.h"
-#include "api/handlers.h"
-#include "proto/graind.pb-c.h"
 #include "server/agent.h"
 #include "server/sink/sink.h"
+#include "server/svc/svc_int.h"
 #include "server/util/log.h"
 #include "store/store.h"
 
 #define SECRET_MASK "********"
-
-static int check_sink_name(const char *name, struct gerr *err)
-{
-	if (api_check_probe_name(name, err) < 0)
-		return gerr_set(err, 400,
-				"sink name must match [a-z0-9][a-z0-9._-]{0,62} (lowercase letters, digits, '.', '_', '-')");
-	return 0;
-}
 
 static Graind__Sink *unpack_sink(const struct store_sink *row, struct gerr *err)
 {
@@ -33,38 +23,37 @@ static Graind__Sink *unpack_sink(const struct store_sink *row, struct gerr *err)
 	return sink;
 }
 
-/* The sink as a reply: its name, the secret masked, the health added. */
-static int sink_reply(struct agent *ag, const struct store_sink *row, Graind__Sink **out,
-		      struct gerr *err)
+/* The sink as answered: its name, the secret masked, the health added. */
+static int sink_from_row(struct agent *ag, const struct store_sink *row, Graind__Sink **out,
+			 struct gerr *err)
 {
 	Graind__Sink *sink = unpack_sink(row, err);
 
 	*out = sink;
 	if (!sink)
 		return -1;
-	if (codec_set_string(&sink->name, row->name) < 0)
+	if (pbmsg_set_string(&sink->name, row->name) < 0)
 		return gerr_set(err, 500, "out of memory");
 	if (sink->kind_case == GRAIND__SINK__KIND_S3 && sink->s3->secret_access_key[0] &&
-	    codec_set_string(&sink->s3->secret_access_key, SECRET_MASK) < 0)
+	    pbmsg_set_string(&sink->s3->secret_access_key, SECRET_MASK) < 0)
 		return gerr_set(err, 500, "out of memory");
 	if (sink->health) {
-		codec_free(&sink->health->base);
+		pbmsg_free(&sink->health->base);
 		sink->health = NULL;
 	}
 	return ag->sinks ? sinks_health(ag->sinks, sink, err) : 0;
 }
 
-static int reply_sink(struct api_call *call, const char *name, struct gerr *err)
+static int stored_sink(struct agent *ag, const char *name, Graind__Sink **out,
+		       struct gerr *err)
 {
 	struct store_sink row = { 0 };
-	Graind__Sink *sink = NULL;
 	int ret;
 
-	if (store_sink_get(call->agent->store, name, &row, err) < 0)
+	if (store_sink_get(ag->store, name, &row, err) < 0)
 		return -1;
-	ret = sink_reply(call->agent, &row, &sink, err);
+	ret = sink_from_row(ag, &row, out, err);
 	store_sink_clear(&row);
-	call->reply = sink ? &sink->base : NULL;
 	return ret;
 }
 
@@ -86,24 +75,25 @@ static int keep_masked_secret(struct agent *ag, const char *name, Graind__S3Sink
 			 SECRET_MASK, name);
 		goto out;
 	}
-	if (codec_set_string(&s3->secret_access_key, old->s3->secret_access_key) < 0) {
+	if (pbmsg_set_string(&s3->secret_access_key, old->s3->secret_access_key) < 0) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
 	ret = 0;
 out:
-	if (old)
-		graind__sink__free_unpacked(old, NULL);
+	pbmsg_free(old ? &old->base : NULL);
 	store_sink_clear(&row);
 	return ret;
 }
 
-/* The configuration as stored: the request without health. */
-static int pack_config(Graind__Sink *sink, uint8_t **out, size_t *len, struct gerr *err)
+/* The configuration as stored: the sink as sent, named, without health. */
+static int pack_config(const Graind__Sink *sink, const char *name, uint8_t **out, size_t *len,
+		       struct gerr *err)
 {
 	Graind__Sink copy = *sink;
 
 	copy.health = NULL;
+	copy.name = (char *)name;
 	*len = graind__sink__get_packed_size(&copy);
 	*out = malloc(*len ? *len : 1);
 	if (!*out)
@@ -112,57 +102,66 @@ static int pack_config(Graind__Sink *sink, uint8_t **out, size_t *len, struct ge
 	return 0;
 }
 
-int h_sink_put(struct api_call *call, struct gerr *err)
+int svc_put_sink(struct svc_call *call, const Graind__PutSinkRequest *req,
+		 Graind__Sink **resp, struct gerr *err)
 {
-	Graind__Sink *sink = (Graind__Sink *)call->body;
 	struct agent *ag = call->agent;
-	const char *name = call->args[0];
+	Graind__S3Sink s3 = GRAIND__S3_SINK__INIT;
+	Graind__Sink sink;
 	uint8_t *packed = NULL;
 	size_t packed_len;
-	bool created;
 	int ret = -1;
 
-	if (check_sink_name(name, err) < 0)
+	if (svc_check_name("sink", req->name, err) < 0)
 		return -1;
-	if (sink->name[0] && strcmp(sink->name, name) != 0)
+	if (!req->sink)
+		return gerr_set(err, 400, "sink is missing: send the Sink to store");
+	if (req->sink->name[0] && strcmp(req->sink->name, req->name) != 0)
 		return gerr_set(err, 400, "name '%s' in the body differs from '%s' in the path",
-				sink->name, name);
-	if (codec_set_string(&sink->name, name) < 0)
-		return gerr_set(err, 500, "out of memory");
-	if ((sink->kind_case == GRAIND__SINK__KIND_S3 &&
-	     keep_masked_secret(ag, name, sink->s3, err) < 0) ||
-	    sinks_check_config(sink, err) < 0 ||
-	    pack_config(sink, &packed, &packed_len, err) < 0 ||
-	    store_sink_put(ag->store, name, packed, packed_len, &created, err) < 0)
-		goto out;
-	log_info("msg=\"sink stored\" sink=%s kind=%s created=%d", name,
-		 sink->kind_case == GRAIND__SINK__KIND_S3 ? "s3" : "statsd", created);
-	sinks_changed(ag->sinks, name);
-	if (created) {
-		call->status = 201;
-		snprintf(call->location, sizeof(call->location), "/v1/sinks/%.64s", name);
+				req->sink->name, req->name);
+	/* A shallow copy: the masked secret may be replaced by the stored one. */
+	sink = *req->sink;
+	if (sink.kind_case == GRAIND__SINK__KIND_S3) {
+		s3 = *sink.s3;
+		s3.secret_access_key = strdup(s3.secret_access_key);
+		if (!s3.secret_access_key)
+			return gerr_set(err, 500, "out of memory");
+		sink.s3 = &s3;
+		if (keep_masked_secret(ag, req->name, &s3, err) < 0)
+			goto out;
 	}
-	ret = reply_sink(call, name, err);
+	if (sinks_check_config(&sink, err) < 0 ||
+	    pack_config(&sink, req->name, &packed, &packed_len, err) < 0 ||
+	    store_sink_put(ag->store, req->name, packed, packed_len, &call->created, err) < 0)
+		goto out;
+	log_info("msg=\"sink stored\" sink=%s kind=%s created=%d", req->name,
+		 sink.kind_case == GRAIND__SINK__KIND_S3 ? "s3" : "statsd", call->created);
+	sinks_changed(ag->sinks, req->name);
+	ret = stored_sink(ag, req->name, resp, err);
 out:
+	if (s3.secret_access_key != protobuf_c_empty_string)
+		free(s3.secret_access_key);
 	free(packed);
 	return ret;
 }
 
-int h_sink_get(struct api_call *call, struct gerr *err)
+int svc_get_sink(struct svc_call *call, const Graind__GetSinkRequest *req,
+		 Graind__Sink **resp, struct gerr *err)
 {
-	if (check_sink_name(call->args[0], err) < 0)
+	if (svc_check_name("sink", req->name, err) < 0)
 		return -1;
-	return reply_sink(call, call->args[0], err);
+	return stored_sink(call->agent, req->name, resp, err);
 }
 
-int h_sink_delete(struct api_call *call, struct gerr *err)
+int svc_delete_sink(struct svc_call *call, const Graind__DeleteSinkRequest *req,
+		    Graind__Empty **resp, struct gerr *err)
 {
-	if (check_sink_name(call->args[0], err) < 0 ||
-	    store_sink_delete(call->agent->store, call->args[0], err) < 0)
+	if (svc_check_name("sink", req->name, err) < 0 ||
+	    SVC_NEW(resp, &graind__empty__descriptor, err) < 0 ||
+	    store_sink_delete(call->agent->store, req->name, err) < 0)
 		return -1;
-	sinks_changed(call->agent->sinks, call->args[0]);
-	log_info("msg=\"sink deleted\" sink=%s", call->args[0]);
-	call->status = 204;
+	sinks_changed(call->agent->sinks, req->name);
+	log_info("msg=\"sink deleted\" sink=%s", req->name);
 	return 0;
 }
 
@@ -196,7 +195,7 @@ static int copy_row(const struct store_sink *row, void *ctx)
 	return 0;
 }
 
-int api_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr *err)
+int svc_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr *err)
 {
 	struct sink_rows list = { 0 };
 	Graind__Sink **sinks = NULL;
@@ -218,11 +217,11 @@ int api_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr 
 	for (size_t i = 0; i < list.n; i++) {
 		struct gerr one = { 0 };
 
-		if (sink_reply(ag, &list.rows[i], &sinks[*n], &one) == 0) {
+		if (sink_from_row(ag, &list.rows[i], &sinks[*n], &one) == 0) {
 			(*n)++;
 			continue;
 		}
-		codec_free((ProtobufCMessage *)sinks[*n]);
+		pbmsg_free((ProtobufCMessage *)sinks[*n]);
 		sinks[*n] = NULL;
 		/* A sink deleted while the list was built is just not listed. */
 		if (one.status != 404) {
@@ -238,13 +237,11 @@ out:
 	return ret;
 }
 
-int h_sink_list(struct api_call *call, struct gerr *err)
+int svc_list_sinks(struct svc_call *call, const Graind__ListSinksRequest *req,
+		   Graind__ListSinksResponse **resp, struct gerr *err)
 {
-	Graind__ListSinksResponse *resp;
-
-	resp = (Graind__ListSinksResponse *)codec_new(&graind__list_sinks_response__descriptor);
-	if (!resp)
-		return gerr_set(err, 500, "out of memory");
-	call->reply = &resp->base;
-	return api_sinks_all(call->agent, &resp->sinks, &resp->n_sinks, err);
+	(void)req;
+	if (SVC_NEW(resp, &graind__list_sinks_response__descriptor, err) < 0)
+		return -1;
+	return svc_sinks_all(call->agent, &(*resp)->sinks, &(*resp)->n_sinks, err);
 }

@@ -5,9 +5,10 @@
  * fills a message; the JSON encoder writes text directly, which keeps field
  * order, compact output and shortest round-tripping floats under our
  * control. Decoded messages hold only malloc'd memory laid out the way
- * protobuf_c_message_free_unpacked() expects, so codec_free() frees both
+ * protobuf_c_message_free_unpacked() expects, so pbmsg_free() frees both
  * kinds alike. */
-#include "api/codec.h"
+#include "server/util/codec.h"
+#include "server/util/pbmsg.h"
 #include "server/util/utf8.h"
 
 #include <ctype.h>
@@ -504,7 +505,7 @@ static int decode_submessage(json_t *v, const ProtobufCFieldDescriptor *f,
 		return path_err(err, 400, p, "expected an object (%s), got %s",
 				((const ProtobufCMessageDescriptor *)f->descriptor)->name,
 				json_kind(v));
-	sub = codec_new(f->descriptor);
+	sub = pbmsg_new(f->descriptor);
 	if (!sub)
 		return path_err(err, 500, p, "out of memory");
 	/* owned by the parent from here on, even if decoding fails */
@@ -563,7 +564,7 @@ static int decode_repeated(json_t *arr, ProtobufCMessage *msg,
 	if (!elems)
 		return path_err(err, 500, p, "out of memory");
 	/* the message owns the array now; *count grows with each element so
-	 * that a failure part way leaves a tree codec_free() can free */
+	 * that a failure part way leaves a tree pbmsg_free() can free */
 	memcpy(member_of(msg, f), &elems, sizeof(elems));
 	*count = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -718,7 +719,7 @@ static int decode_json(const ProtobufCMessageDescriptor *desc, const void *buf,
 			 CODEC_MAX_DEPTH);
 		goto out;
 	}
-	msg = codec_new(desc);
+	msg = pbmsg_new(desc);
 	if (!msg) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
@@ -727,10 +728,35 @@ static int decode_json(const ProtobufCMessageDescriptor *desc, const void *buf,
 out:
 	json_decref(root);
 	if (rc) {
-		codec_free(msg);
+		pbmsg_free(msg);
 		msg = NULL;
 	}
 	*out = msg;
+	return rc;
+}
+
+int codec_set_text(ProtobufCMessage *msg, const char *field, const char *text,
+		   struct gerr *err)
+{
+	const ProtobufCFieldDescriptor *f =
+		protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, field);
+	struct path p = { .len = 0 };
+	json_t *v;
+	int rc;
+
+	if (!f || f->label == PROTOBUF_C_LABEL_REPEATED || f->type == PROTOBUF_C_TYPE_MESSAGE)
+		return gerr_set(err, 500, "%s has no scalar field %s", msg->descriptor->name, field);
+	/* Text comes by the field's proto name (a query parameter, a path
+	 * segment): errors name it so. */
+	path_push_field(&p, f->name);
+	if (f->type == PROTOBUF_C_TYPE_BOOL && (!strcmp(text, "true") || !strcmp(text, "false")))
+		v = json_boolean(!strcmp(text, "true"));
+	else
+		v = json_string(text);
+	if (!v)
+		return path_err(err, 400, &p, "not valid UTF-8 text");
+	rc = decode_field(v, msg, f, &p, err);
+	json_decref(v);
 	return rc;
 }
 
@@ -812,7 +838,7 @@ static int decode_protobuf(const ProtobufCMessageDescriptor *desc,
 		return gerr_set(err, 400, "body is not a valid protobuf %s",
 				desc->name);
 	if (check_strings(msg, &p, err)) {
-		codec_free(msg);
+		pbmsg_free(msg);
 		return -1;
 	}
 	*out = msg;
@@ -1273,36 +1299,4 @@ int codec_encode(enum codec_format fmt, const ProtobufCMessage *msg,
 	if (fmt == CODEC_PROTOBUF)
 		return encode_protobuf(msg, out, len, err);
 	return encode_json(msg, out, len, err);
-}
-
-/* ================================================================ memory */
-
-ProtobufCMessage *codec_new(const ProtobufCMessageDescriptor *desc)
-{
-	ProtobufCMessage *msg = malloc(desc->sizeof_message);
-
-	if (msg)
-		protobuf_c_message_init(desc, msg);
-	return msg;
-}
-
-void codec_free(ProtobufCMessage *msg)
-{
-	if (msg)
-		protobuf_c_message_free_unpacked(msg, NULL);
-}
-
-int codec_take_string(char **field, char *value)
-{
-	if (!value)
-		return -1;
-	if (*field && *field != protobuf_c_empty_string)
-		free(*field);
-	*field = value;
-	return 0;
-}
-
-int codec_set_string(char **field, const char *value)
-{
-	return codec_take_string(field, strdup(value ? value : ""));
 }

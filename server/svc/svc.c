@@ -1,0 +1,203 @@
+/* svc: the table of operations, the role check and the audit record. */
+#include "server/svc/svc.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server/agent.h"
+#include "server/svc/svc_int.h"
+#include "server/util/log.h"
+#include "server/util/utf8.h"
+#include "store/store.h"
+
+/* Each operation behind the one signature of the table. The typed
+ * functions stay the contract; these only convert the pointers. */
+#define SVC_ENTRY(fn, Req, Resp)                                                     \
+	static int fn##_entry(struct svc_call *call, const ProtobufCMessage *req,      \
+			      ProtobufCMessage **resp, struct gerr *err)               \
+	{                                                                              \
+		Resp *out = NULL;                                                      \
+		int ret = fn(call, (const Req *)req, &out, err);                       \
+		*resp = out ? &out->base : NULL;                                       \
+		return ret;                                                            \
+	}
+
+SVC_ENTRY(svc_get_health, Graind__HealthRequest, Graind__Health)
+SVC_ENTRY(svc_get_status, Graind__GetStatusRequest, Graind__AgentStatus)
+SVC_ENTRY(svc_upload_object, Graind__UploadObjectRequest, Graind__Object)
+SVC_ENTRY(svc_list_objects, Graind__ListObjectsRequest, Graind__ListObjectsResponse)
+SVC_ENTRY(svc_get_object, Graind__GetObjectRequest, Graind__Object)
+SVC_ENTRY(svc_get_object_content, Graind__GetObjectContentRequest, Graind__ObjectContent)
+SVC_ENTRY(svc_verify_object, Graind__VerifyObjectRequest, Graind__VerifyReport)
+SVC_ENTRY(svc_delete_object, Graind__DeleteObjectRequest, Graind__Empty)
+SVC_ENTRY(svc_put_probe, Graind__PutProbeRequest, Graind__Probe)
+SVC_ENTRY(svc_list_probes, Graind__ListProbesRequest, Graind__ListProbesResponse)
+SVC_ENTRY(svc_get_probe, Graind__GetProbeRequest, Graind__Probe)
+SVC_ENTRY(svc_attach_probe, Graind__AttachProbeRequest, Graind__Probe)
+SVC_ENTRY(svc_detach_probe, Graind__DetachProbeRequest, Graind__Probe)
+SVC_ENTRY(svc_delete_probe, Graind__DeleteProbeRequest, Graind__Empty)
+SVC_ENTRY(svc_dump_map, Graind__DumpMapRequest, Graind__MapDump)
+SVC_ENTRY(svc_list_samples, Graind__ListSamplesRequest, Graind__ListSamplesResponse)
+SVC_ENTRY(svc_put_sink, Graind__PutSinkRequest, Graind__Sink)
+SVC_ENTRY(svc_list_sinks, Graind__ListSinksRequest, Graind__ListSinksResponse)
+SVC_ENTRY(svc_get_sink, Graind__GetSinkRequest, Graind__Sink)
+SVC_ENTRY(svc_delete_sink, Graind__DeleteSinkRequest, Graind__Empty)
+SVC_ENTRY(svc_list_audit, Graind__ListAuditRequest, Graind__ListAuditResponse)
+SVC_ENTRY(svc_get_metrics, Graind__GetMetricsRequest, Graind__MetricsText)
+
+/* In the order of service Graind; svc_method_at() and a unit test hold
+ * the two together. */
+#define RPC(i) (i)
+static const struct svc_method methods[] = {
+	{ RPC(0), AUTH_NONE, false, svc_get_health_entry },
+	{ RPC(1), AUTH_READER, false, svc_get_status_entry },
+	{ RPC(2), AUTH_ADMIN, true, svc_upload_object_entry },
+	{ RPC(3), AUTH_READER, false, svc_list_objects_entry },
+	{ RPC(4), AUTH_READER, false, svc_get_object_entry },
+	{ RPC(5), AUTH_READER, false, svc_get_object_content_entry },
+	{ RPC(6), AUTH_ADMIN, true, svc_verify_object_entry },
+	{ RPC(7), AUTH_ADMIN, true, svc_delete_object_entry },
+	{ RPC(8), AUTH_ADMIN, true, svc_put_probe_entry },
+	{ RPC(9), AUTH_READER, false, svc_list_probes_entry },
+	{ RPC(10), AUTH_READER, false, svc_get_probe_entry },
+	{ RPC(11), AUTH_ADMIN, true, svc_attach_probe_entry },
+	{ RPC(12), AUTH_ADMIN, true, svc_detach_probe_entry },
+	{ RPC(13), AUTH_ADMIN, true, svc_delete_probe_entry },
+	{ RPC(14), AUTH_READER, false, svc_dump_map_entry },
+	{ RPC(15), AUTH_READER, false, svc_list_samples_entry },
+	{ RPC(16), AUTH_ADMIN, true, svc_put_sink_entry },
+	{ RPC(17), AUTH_READER, false, svc_list_sinks_entry },
+	{ RPC(18), AUTH_READER, false, svc_get_sink_entry },
+	{ RPC(19), AUTH_ADMIN, true, svc_delete_sink_entry },
+	{ RPC(20), AUTH_READER, false, svc_list_audit_entry },
+	{ RPC(21), AUTH_READER, false, svc_get_metrics_entry },
+};
+#define N_METHODS (sizeof(methods) / sizeof(methods[0]))
+
+const ProtobufCMethodDescriptor *svc_rpc(const struct svc_method *m)
+{
+	return &graind__graind__descriptor.methods[m->index];
+}
+
+const struct svc_method *svc_method_at(size_t i)
+{
+	return i < N_METHODS && i < graind__graind__descriptor.n_methods ? &methods[i] : NULL;
+}
+
+const struct svc_method *svc_method_find(const char *name)
+{
+	for (size_t i = 0; i < N_METHODS; i++)
+		if (strcmp(svc_rpc(&methods[i])->name, name) == 0)
+			return &methods[i];
+	return NULL;
+}
+
+/* The request's name field ("name", "sha256" or "probe"), the default
+ * audit target of a change. */
+static const char *request_name(const ProtobufCMessage *req)
+{
+	static const char *const fields[] = { "name", "sha256", "probe" };
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const ProtobufCFieldDescriptor *f =
+			protobuf_c_message_descriptor_get_field_by_name(req->descriptor, fields[i]);
+
+		if (f && f->type == PROTOBUF_C_TYPE_STRING &&
+		    f->label != PROTOBUF_C_LABEL_REPEATED)
+			return *(const char *const *)((const char *)req + f->offset);
+	}
+	return "";
+}
+
+/* Only authorised changes are recorded: who sent no valid credential is
+ * noise anyone can make, and the audit log must not be theirs to fill. */
+static void audit(struct svc_call *call, const struct svc_method *m, const char *what,
+		  int status, const char *message)
+{
+	char target[sizeof(call->target)], msg[GERR_MSG_MAX];
+	struct gerr aerr;
+
+	/* The audit log is read back as JSON: only valid text goes in. */
+	snprintf(target, sizeof(target), "%s", what ? what : "");
+	snprintf(msg, sizeof(msg), "%s", message);
+	utf8_scrub(target);
+	utf8_scrub(msg);
+	if (store_audit_append(call->agent->store, auth_role_name(call->role), svc_rpc(m)->name,
+			       target, status, msg, &aerr) < 0)
+		log_error("msg=\"cannot write audit record\" error=\"%s\"", aerr.msg);
+}
+
+/* The status of a success, as REST answers it. */
+static int success_status(const struct svc_call *call, const struct svc_method *m)
+{
+	if (call->created)
+		return 201;
+	return svc_rpc(m)->output == &graind__empty__descriptor ? 204 : 200;
+}
+
+int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,
+		  struct gerr *err)
+{
+	if (m->role != AUTH_NONE && call->role == AUTH_NONE)
+		return gerr_set(err, 401, call->credential == SVC_CREDENTIAL_NONE ?
+				"missing token: send 'Authorization: Bearer <token>'" :
+				"invalid token: use a token from the agent's admin.token or reader.token");
+	if (m->role == AUTH_ADMIN && call->role != AUTH_ADMIN) {
+		gerr_set(err, 403, "the %s token may only read; %s needs the admin token",
+			 auth_role_name(call->role), call->spelled ? call->spelled : svc_rpc(m)->name);
+		if (m->changes)
+			audit(call, m, target, err->status, err->msg);
+		return -1;
+	}
+	return 0;
+}
+
+int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
+	    ProtobufCMessage **resp, struct gerr *err)
+{
+	int ret;
+
+	*resp = NULL;
+	if (svc_authorize(call, m, request_name(req), err) < 0)
+		return -1;
+	ret = m->run(call, req, resp, err);
+	if (ret < 0) {
+		pbmsg_free(*resp);
+		*resp = NULL;
+	}
+	if (m->changes)
+		audit(call, m, call->target[0] ? call->target : request_name(req),
+		      ret < 0 ? (err->status ? err->status : 500) : success_status(call, m),
+		      ret < 0 ? err->msg : "");
+	return ret;
+}
+
+int svc_check_name(const char *what, const char *name, struct gerr *err)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > 63 || !(islower((unsigned char)name[0]) ||
+				      isdigit((unsigned char)name[0])))
+		goto bad;
+	for (size_t i = 1; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!islower(c) && !isdigit(c) && !strchr("._-", c))
+			goto bad;
+	}
+	return 0;
+bad:
+	return gerr_set(err, 400,
+			"%s name must match [a-z0-9][a-z0-9._-]{0,62} (lowercase letters, digits, '.', '_', '-')",
+			what);
+}
+
+int svc_page_size(const char *field, uint32_t asked, unsigned dflt, unsigned max,
+		  unsigned *size, struct gerr *err)
+{
+	*size = asked ? asked : dflt;
+	if (asked > max)
+		return gerr_set(err, 400, "%s must be 1 to %u, got %u", field, max, asked);
+	return 0;
+}

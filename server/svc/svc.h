@@ -1,0 +1,146 @@
+/* svc: the agent's operations, one function each, free of any transport.
+ *
+ * Every rpc of `service Graind` (proto/graind.proto) is one function here
+ * that takes its typed request message and returns its typed response
+ * message, or fails with a gerr whose status names the cause (400 bad
+ * input, 401/403, 404, 409 in use, 412 stale generation, 413, 422 unusable
+ * object or refused by the verifier, 500 the agent's own failure).
+ * Transports (REST in api/, gRPC) decode a request, run it through
+ * svc_run() and encode the answer; they never reach a subsystem.
+ *
+ * What makes an operation safe lives here: the caller's role is checked,
+ * probe changes hold agent->probe_lock from reading the stored row to
+ * writing it back, the kernel changes first and is rolled back when the
+ * store then refuses, the collector hears of a change last, and every
+ * authorised change leaves an audit record.
+ *
+ * Memory: requests are the caller's and are not changed; a response is
+ * allocated by the operation (pbmsg_new) and handed to the caller, who
+ * frees it with pbmsg_free(), also when the call failed half way. */
+#ifndef GRAIND_SVC_H
+#define GRAIND_SVC_H
+
+#include <stdbool.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "proto/graind.pb-c.h"
+#include "server/auth.h"
+#include "server/util/gerr.h"
+
+struct agent;
+
+enum svc_credential {
+	SVC_CREDENTIAL_NONE,            /* the caller sent none */
+	SVC_CREDENTIAL_INVALID,         /* it sent one that grants nothing */
+	SVC_CREDENTIAL_VALID,
+};
+
+/* One call of an operation: who calls, and what the operation tells the
+ * transport beside its response. */
+struct svc_call {
+	struct agent *agent;
+	enum auth_role role;
+	enum svc_credential credential;
+	/* How the caller named the operation, for its messages ("POST
+	 * /v1/objects"); NULL: the rpc's name. */
+	const char *spelled;
+
+	/* Set by the operation. */
+	bool created;                   /* it created its resource (REST: 201) */
+	char target[160];               /* what a change was about, for the audit log */
+	/* With a 422 from the verifier: its report, the caller's to free. */
+	Graind__VerifyReport *report;
+};
+
+typedef int (*svc_fn)(struct svc_call *call, const ProtobufCMessage *req,
+		      ProtobufCMessage **resp, struct gerr *err);
+
+struct svc_method {
+	unsigned index;                         /* of the rpc in service Graind */
+	enum auth_role role;                    /* least role allowed; AUTH_NONE: anyone */
+	bool changes;                           /* a change: audited */
+	svc_fn run;
+};
+
+/* The rpc of service Graind that m runs: its name, request and response
+ * message types. */
+const ProtobufCMethodDescriptor *svc_rpc(const struct svc_method *m);
+
+/* The operation named like an rpc of service Graind ("PutProbe"), or NULL. */
+const struct svc_method *svc_method_find(const char *name);
+
+/* The i-th operation, in the order of service Graind (NULL past the end). */
+const struct svc_method *svc_method_at(size_t i);
+
+/* 401 without a valid credential, 403 when the role is too low for m;
+ * a refused change is audited against `target` (what it was about).
+ * svc_run() checks this itself; a transport calls it first only to
+ * refuse before it reads a request. */
+int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,
+		  struct gerr *err);
+
+/* Run one operation for `call`: 401 without a valid credential, 403 when
+ * the role is too low (see svc_authorize), else the operation itself; an
+ * authorised change is audited whatever its outcome. Who sent no valid
+ * credential is never recorded: that is noise anyone can make. On return
+ * *resp (NULL on failure) is the caller's. */
+int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
+	    ProtobufCMessage **resp, struct gerr *err);
+
+/* The operations. Names of probes and sinks: [a-z0-9][a-z0-9._-]{0,62};
+ * object ids: 64 hex digits, either case. */
+int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,
+		   Graind__Health **resp, struct gerr *err);
+int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
+		   Graind__AgentStatus **resp, struct gerr *err);
+
+int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *req,
+		      Graind__Object **resp, struct gerr *err);
+int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *req,
+		     Graind__ListObjectsResponse **resp, struct gerr *err);
+int svc_get_object(struct svc_call *call, const Graind__GetObjectRequest *req,
+		   Graind__Object **resp, struct gerr *err);
+int svc_get_object_content(struct svc_call *call, const Graind__GetObjectContentRequest *req,
+			   Graind__ObjectContent **resp, struct gerr *err);
+int svc_verify_object(struct svc_call *call, const Graind__VerifyObjectRequest *req,
+		      Graind__VerifyReport **resp, struct gerr *err);
+/* 409 while a probe (of an uploaded or a built-in object) uses it. */
+int svc_delete_object(struct svc_call *call, const Graind__DeleteObjectRequest *req,
+		      Graind__Empty **resp, struct gerr *err);
+
+/* Idempotent: the same spec twice is one generation. 412 when
+ * if_generation is set and differs; 422 (with call->report) when the
+ * verifier refuses a program. */
+int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
+		  Graind__Probe **resp, struct gerr *err);
+int svc_list_probes(struct svc_call *call, const Graind__ListProbesRequest *req,
+		    Graind__ListProbesResponse **resp, struct gerr *err);
+int svc_get_probe(struct svc_call *call, const Graind__GetProbeRequest *req,
+		  Graind__Probe **resp, struct gerr *err);
+int svc_attach_probe(struct svc_call *call, const Graind__AttachProbeRequest *req,
+		     Graind__Probe **resp, struct gerr *err);
+int svc_detach_probe(struct svc_call *call, const Graind__DetachProbeRequest *req,
+		     Graind__Probe **resp, struct gerr *err);
+int svc_delete_probe(struct svc_call *call, const Graind__DeleteProbeRequest *req,
+		     Graind__Empty **resp, struct gerr *err);
+int svc_dump_map(struct svc_call *call, const Graind__DumpMapRequest *req,
+		 Graind__MapDump **resp, struct gerr *err);
+
+int svc_list_samples(struct svc_call *call, const Graind__ListSamplesRequest *req,
+		     Graind__ListSamplesResponse **resp, struct gerr *err);
+
+int svc_put_sink(struct svc_call *call, const Graind__PutSinkRequest *req,
+		 Graind__Sink **resp, struct gerr *err);
+int svc_list_sinks(struct svc_call *call, const Graind__ListSinksRequest *req,
+		   Graind__ListSinksResponse **resp, struct gerr *err);
+int svc_get_sink(struct svc_call *call, const Graind__GetSinkRequest *req,
+		 Graind__Sink **resp, struct gerr *err);
+int svc_delete_sink(struct svc_call *call, const Graind__DeleteSinkRequest *req,
+		    Graind__Empty **resp, struct gerr *err);
+
+int svc_list_audit(struct svc_call *call, const Graind__ListAuditRequest *req,
+		   Graind__ListAuditResponse **resp, struct gerr *err);
+int svc_get_metrics(struct svc_call *call, const Graind__GetMetricsRequest *req,
+		    Graind__MetricsText **resp, struct gerr *err);
+
+#endif

@@ -1,0 +1,239 @@
+/* svc objects: upload, list, get, content, verify, delete. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/agent.h"
+#include "server/elf/elfchk.h"
+#include "server/objects.h"
+#include "server/svc/svc_int.h"
+#include "server/util/log.h"
+#include "server/util/sha256.h"
+#include "store/store.h"
+
+#define OBJECT_NAME_MAX 128
+
+/* Object names label uploads for people: letters, digits, ".", "_", "-",
+ * "+", starting with a letter or digit, so they can never be a path. */
+static int check_object_name(const char *name, struct gerr *err)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > OBJECT_NAME_MAX)
+		return gerr_set(err, 400, "object name must be 1 to %d characters",
+				OBJECT_NAME_MAX);
+	if (!isalnum((unsigned char)name[0]))
+		return gerr_set(err, 400, "object name must start with a letter or digit");
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!isalnum(c) && !strchr("._+-", c))
+			return gerr_set(err, 400,
+					"object name may hold only letters, digits, '.', '_', '+' and '-'; "
+					"character %zu is not allowed", i + 1);
+	}
+	return 0;
+}
+
+/* An object id: 64 hex digits, either case, into `id` lowercased. */
+static int check_object_id(const char *given, char id[SHA256_HEX_LEN + 1], struct gerr *err)
+{
+	size_t len = strlen(given);
+
+	for (size_t i = 0; i < len; i++)
+		if (!isxdigit((unsigned char)given[i]))
+			return gerr_set(err, 400,
+					"object id must be the object's sha256: 64 hex digits");
+	if (len != SHA256_HEX_LEN)
+		return gerr_set(err, 400,
+				"object id must be the object's sha256: 64 hex digits, got %zu characters",
+				len);
+	for (size_t i = 0; i <= len; i++)
+		id[i] = (char)tolower((unsigned char)given[i]);
+	return 0;
+}
+
+/* A Graind__Object for a stored row: the metadata blob plus the columns. */
+static int object_from_row(const struct store_object *row, Graind__Object **out,
+			   struct gerr *err)
+{
+	Graind__Object *obj;
+
+	*out = NULL;
+	obj = graind__object__unpack(NULL, row->meta_len, row->meta);
+	if (!obj)
+		return gerr_set(err, 500, "stored metadata of object %s does not decode",
+				row->sha256);
+	obj->size = row->size;
+	obj->builtin = row->builtin;
+	if (pbmsg_set_string(&obj->sha256, row->sha256) < 0 ||
+	    pbmsg_set_string(&obj->name, row->name) < 0 ||
+	    pbmsg_set_time(&obj->created, row->created_ms) < 0) {
+		pbmsg_free(&obj->base);
+		return gerr_set(err, 500, "out of memory");
+	}
+	*out = obj;
+	return 0;
+}
+
+static int stored_object(struct agent *ag, const char *sha256, Graind__Object **resp,
+			 struct gerr *err)
+{
+	struct store_object row = { 0 };
+	int ret;
+
+	if (store_object_get(ag->store, sha256, &row, err) < 0)
+		return -1;
+	ret = object_from_row(&row, resp, err);
+	store_object_clear(&row);
+	return ret;
+}
+
+int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *req,
+		      Graind__Object **resp, struct gerr *err)
+{
+	size_t max = call->agent->cfg.max_object_size;
+	const char *name = req->name;
+	char sha256[SHA256_HEX_LEN + 1], fallback_name[16];
+
+	if (req->content.len > max)
+		return gerr_set(err, 413, "object of %zu bytes is over the %zu-byte limit (--max-object-size)",
+				req->content.len, max);
+	if (req->content.len == 0)
+		return gerr_set(err, 400, "empty object: send the ELF file's bytes as the body "
+				"(Content-Type: application/octet-stream)");
+	sha256_hex(req->content.data, req->content.len, sha256);
+	if (!name[0]) {
+		snprintf(fallback_name, sizeof(fallback_name), "object-%.8s", sha256);
+		name = fallback_name;
+	}
+	if (check_object_name(name, err) < 0)
+		return -1;
+	snprintf(call->target, sizeof(call->target), "%s (%s)", sha256, name);
+
+	/* Content addressing: the same bytes are stored once. */
+	if (objects_add(call->agent->store, sha256, name, req->content.data, req->content.len,
+			false, NULL, &call->created, err) < 0)
+		return -1;
+	if (call->created)
+		log_info("msg=\"object stored\" sha256=%s name=%s size=%zu", sha256, name,
+			 req->content.len);
+	return stored_object(call->agent, sha256, resp, err);
+}
+
+struct list_ctx {
+	Graind__ListObjectsResponse *resp;
+	struct gerr *err;
+};
+
+static int list_one(const struct store_object *row, void *ctx_)
+{
+	struct list_ctx *ctx = ctx_;
+	Graind__ListObjectsResponse *resp = ctx->resp;
+	Graind__Object **grown, *obj;
+
+	if (object_from_row(row, &obj, ctx->err) < 0)
+		return -1;
+	grown = realloc(resp->objects, (resp->n_objects + 1) * sizeof(*grown));
+	if (!grown) {
+		pbmsg_free(&obj->base);
+		return gerr_set(ctx->err, 500, "out of memory");
+	}
+	resp->objects = grown;
+	resp->objects[resp->n_objects++] = obj;
+	return 0;
+}
+
+int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *req,
+		     Graind__ListObjectsResponse **resp, struct gerr *err)
+{
+	struct list_ctx ctx = { .err = err };
+	unsigned limit;
+	bool more = false;
+
+	if (svc_page_size("page_size", req->page_size, 100, 1000, &limit, err) < 0 ||
+	    SVC_NEW(resp, &graind__list_objects_response__descriptor, err) < 0)
+		return -1;
+	ctx.resp = *resp;
+	if (store_object_list(call->agent->store, req->page_token[0] ? req->page_token : NULL,
+			      limit, list_one, &ctx, &more, err) < 0)
+		return -1;
+	if (more && ctx.resp->n_objects &&
+	    pbmsg_set_string(&ctx.resp->next_page_token,
+			     ctx.resp->objects[ctx.resp->n_objects - 1]->sha256) < 0)
+		return gerr_set(err, 500, "out of memory");
+	return 0;
+}
+
+int svc_get_object(struct svc_call *call, const Graind__GetObjectRequest *req,
+		   Graind__Object **resp, struct gerr *err)
+{
+	char id[SHA256_HEX_LEN + 1];
+
+	if (check_object_id(req->sha256, id, err) < 0)
+		return -1;
+	return stored_object(call->agent, id, resp, err);
+}
+
+int svc_get_object_content(struct svc_call *call, const Graind__GetObjectContentRequest *req,
+			   Graind__ObjectContent **resp, struct gerr *err)
+{
+	char id[SHA256_HEX_LEN + 1];
+	void *bytes;
+	size_t len;
+
+	if (check_object_id(req->sha256, id, err) < 0 ||
+	    SVC_NEW(resp, &graind__object_content__descriptor, err) < 0 ||
+	    store_object_content(call->agent->store, id, &bytes, &len, err) < 0)
+		return -1;
+	(*resp)->content.data = bytes;
+	(*resp)->content.len = len;
+	return 0;
+}
+
+int svc_verify_object(struct svc_call *call, const Graind__VerifyObjectRequest *req,
+		      Graind__VerifyReport **resp, struct gerr *err)
+{
+	char id[SHA256_HEX_LEN + 1];
+	void *bytes;
+	size_t len;
+	int ret;
+
+	if (check_object_id(req->sha256, id, err) < 0 ||
+	    store_object_content(call->agent->store, id, &bytes, &len, err) < 0)
+		return -1;
+	if (SVC_NEW(resp, &graind__verify_report__descriptor, err) < 0) {
+		free(bytes);
+		return -1;
+	}
+	ret = elfchk_verify(bytes, len, *resp, err);
+	free(bytes);
+	if (ret < 0)
+		return -1;
+	if (pbmsg_set_string(&(*resp)->sha256, id) < 0)
+		return gerr_set(err, 500, "out of memory");
+	log_info("msg=\"object verified\" sha256=%s accepted=%d", id, (*resp)->accepted);
+	return 0;
+}
+
+int svc_delete_object(struct svc_call *call, const Graind__DeleteObjectRequest *req,
+		      Graind__Empty **resp, struct gerr *err)
+{
+	struct agent *ag = call->agent;
+	char id[SHA256_HEX_LEN + 1];
+	int ret;
+
+	if (check_object_id(req->sha256, id, err) < 0 ||
+	    SVC_NEW(resp, &graind__empty__descriptor, err) < 0)
+		return -1;
+	/* Under the lock of probe changes: no probe can start using the
+	 * object between the check for users and the delete. */
+	pthread_mutex_lock(&ag->probe_lock);
+	ret = store_object_delete(ag->store, id, err);
+	pthread_mutex_unlock(&ag->probe_lock);
+	if (ret < 0)
+		return -1;
+	log_info("msg=\"object deleted\" sha256=%s", id);
+	return 0;
+}

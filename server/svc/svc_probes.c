@@ -1,0 +1,364 @@
+/* svc probes: put, list, get, attach, detach, delete, map dump.
+ *
+ * Every change holds agent->probe_lock from reading the stored row to
+ * writing it back and changes the kernel before the store, so that what
+ * the API says is what the kernel has: a request the kernel refuses
+ * leaves the store as it was, and one the store then refuses puts the
+ * kernel back (probe_txn_rollback). The collector hears of a change last. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/agent.h"
+#include "server/builtin.h"
+#include "server/collect/collect.h"
+#include "server/probe/probe.h"
+#include "server/svc/svc_int.h"
+#include "server/util/log.h"
+#include "store/store.h"
+
+/* TEMPORARY until the collector's spec check lands. */
+#define collect_check_spec(s, b, l, e) 0
+
+/* The collector follows the store: tell it which probe changed. */
+static void notify_collector(struct agent *ag, const char *name)
+{
+	if (ag->collector)
+		collect_probe_changed(ag->collector, name);
+}
+
+static bool spec_wants_attached(const Graind__ProbeSpec *spec)
+{
+	return spec->desired_state != GRAIND__DESIRED_STATE__DETACHED;
+}
+
+/* The spec as stored: packed, with the desired state left out, so that
+ * attaching or detaching does not count as a change of spec. */
+static int pack_spec(const Graind__ProbeSpec *spec, uint8_t **out, size_t *len,
+		     struct gerr *err)
+{
+	Graind__ProbeSpec copy = *spec;
+
+	copy.desired_state = GRAIND__DESIRED_STATE__DESIRED_STATE_UNSPECIFIED;
+	*len = graind__probe_spec__get_packed_size(&copy);
+	*out = malloc(*len ? *len : 1);
+	if (!*out)
+		return gerr_set(err, 500, "out of memory");
+	graind__probe_spec__pack(&copy, *out);
+	return 0;
+}
+
+static Graind__ProbeSpec *unpack_spec(const struct store_probe *row, struct gerr *err)
+{
+	Graind__ProbeSpec *spec = graind__probe_spec__unpack(NULL, row->spec_len, row->spec);
+
+	if (!spec) {
+		gerr_set(err, 500, "stored spec of probe %s does not decode", row->name);
+		return NULL;
+	}
+	spec->desired_state = row->attached ? GRAIND__DESIRED_STATE__ATTACHED :
+					      GRAIND__DESIRED_STATE__DETACHED;
+	return spec;
+}
+
+/* The Probe message for a stored row, with the kernel's view added. */
+static int probe_from_row(struct agent *ag, const struct store_probe *row,
+			  Graind__Probe **out, struct gerr *err)
+{
+	Graind__Probe *probe;
+
+	if (SVC_NEW(out, &graind__probe__descriptor, err) < 0)
+		return -1;
+	probe = *out;
+	probe->spec = unpack_spec(row, err);
+	if (!probe->spec)
+		return -1;
+	probe->generation = row->generation;
+	if (pbmsg_set_string(&probe->name, row->name) < 0 ||
+	    pbmsg_set_time(&probe->created, row->created_ms) < 0 ||
+	    pbmsg_set_time(&probe->updated, row->updated_ms) < 0)
+		return gerr_set(err, 500, "out of memory");
+	return probe_status(ag->probes, probe, err);
+}
+
+static int stored_probe(struct agent *ag, const char *name, Graind__Probe **out,
+			struct gerr *err)
+{
+	struct store_probe row = { 0 };
+	int ret;
+
+	if (store_probe_get(ag->store, name, &row, err) < 0)
+		return -1;
+	ret = probe_from_row(ag, &row, out, err);
+	store_probe_clear(&row);
+	return ret;
+}
+
+/* The sha256 of the object a spec runs (a built-in's too), so that the
+ * store knows which object is in use. */
+static int spec_object_sha256(const Graind__ProbeSpec *spec, char sha256[SHA256_HEX_LEN + 1],
+			      struct gerr *err)
+{
+	if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN)
+		return builtin_object_sha256(spec->builtin, sha256, err);
+	snprintf(sha256, SHA256_HEX_LEN + 1, "%s",
+		 spec->object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256 ?
+		 spec->object_sha256 : "");
+	return 0;
+}
+
+/* Make the kernel run (or stop running) `spec` for probe `name`; *txn
+ * receives the change, to commit once the store has it. A verifier
+ * refusal leaves its report in call->report. */
+static int apply_to_kernel(struct svc_call *call, const char *name, uint64_t generation,
+			   const Graind__ProbeSpec *spec, bool attached,
+			   struct probe_txn **txn, struct gerr *err)
+{
+	struct agent *ag = call->agent;
+	bool adopted = false;
+	void *bytes = NULL;
+	size_t len = 0;
+	int ret;
+
+	if (!attached)
+		return probe_detach(ag->probes, name, txn, err);
+	if (builtin_spec_object(ag->store, spec, &bytes, &len, err) < 0)
+		return -1;
+	ret = collect_check_spec(spec, bytes, len, err);
+	if (ret == 0)
+		ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
+				   &call->report, txn, err);
+	free(bytes);
+	return ret;
+}
+
+static int parse_generation_mismatch(const struct store_probe *old, bool exists,
+				     uint64_t wanted, const char *name, struct gerr *err)
+{
+	if (!exists)
+		return gerr_set(err, 404, "no probe named %s (a generation to match was given)",
+				name);
+	return gerr_set(err, 412,
+			"probe %s is at generation %llu, not the one in If-Match (%llu): re-read it and retry",
+			name, (unsigned long long)old->generation, (unsigned long long)wanted);
+}
+
+int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
+		  Graind__Probe **resp, struct gerr *err)
+{
+	const Graind__ProbeSpec *spec = req->spec;
+	struct agent *ag = call->agent;
+	struct store_probe old = { 0 }, row = { 0 };
+	struct probe_txn *txn = NULL;
+	char object_sha256[SHA256_HEX_LEN + 1];
+	uint64_t generation = 1;
+	bool exists, created, changed = false, attached;
+	uint8_t *packed = NULL;
+	size_t packed_len;
+	int ret = -1;
+
+	if (svc_check_name("probe", req->name, err) < 0)
+		return -1;
+	if (!spec)
+		return gerr_set(err, 400, "spec is missing: send the probe's ProbeSpec");
+	attached = spec_wants_attached(spec);
+	if (spec_object_sha256(spec, object_sha256, err) < 0 ||
+	    pack_spec(spec, &packed, &packed_len, err) < 0)
+		return -1;
+	pthread_mutex_lock(&ag->probe_lock);
+	exists = store_probe_get(ag->store, req->name, &old, NULL) == 0;
+	if (req->if_generation && (!exists || old.generation != req->if_generation)) {
+		parse_generation_mismatch(&old, exists, req->if_generation, req->name, err);
+		goto out;
+	}
+	if (exists) {
+		changed = old.spec_len != packed_len || memcmp(old.spec, packed, packed_len) != 0;
+		generation = old.generation + (changed ? 1 : 0);
+	}
+	/* Same spec, same state, kernel in step: nothing to touch. */
+	if (!exists || changed || old.attached != attached ||
+	    (attached && probe_pinned_generation(ag->probes, req->name) != generation)) {
+		if (apply_to_kernel(call, req->name, generation, spec, attached, &txn, err) < 0)
+			goto out;
+	}
+	if (store_probe_put(ag->store, req->name, object_sha256, packed, packed_len, attached,
+			    &row, &created, &changed, err) < 0) {
+		probe_txn_rollback(txn);
+		goto out;
+	}
+	probe_txn_commit(txn);
+	call->created = created;
+	log_info("msg=\"probe stored\" probe=%s generation=%llu attached=%d", req->name,
+		 (unsigned long long)row.generation, attached);
+	notify_collector(ag, req->name);
+	ret = 0;
+out:
+	pthread_mutex_unlock(&ag->probe_lock);
+	free(packed);
+	store_probe_clear(&old);
+	if (ret == 0)
+		ret = probe_from_row(ag, &row, resp, err);
+	store_probe_clear(&row);
+	return ret;
+}
+
+/* :attach and :detach: change the desired state of a stored probe. */
+static int set_state(struct svc_call *call, const char *name, bool attached,
+		     Graind__Probe **resp, struct gerr *err)
+{
+	struct agent *ag = call->agent;
+	struct store_probe row = { 0 };
+	Graind__ProbeSpec *spec = NULL;
+	struct probe_txn *txn = NULL;
+	int ret = -1;
+
+	if (svc_check_name("probe", name, err) < 0)
+		return -1;
+	pthread_mutex_lock(&ag->probe_lock);
+	if (store_probe_get(ag->store, name, &row, err) < 0)
+		goto out;
+	spec = unpack_spec(&row, err);
+	if (!spec || apply_to_kernel(call, name, row.generation, spec, attached, &txn, err) < 0)
+		goto out;
+	if (store_probe_set_attached(ag->store, name, attached, err) < 0) {
+		probe_txn_rollback(txn);
+		goto out;
+	}
+	probe_txn_commit(txn);
+	notify_collector(ag, name);
+	ret = 0;
+out:
+	pthread_mutex_unlock(&ag->probe_lock);
+	pbmsg_free(spec ? &spec->base : NULL);
+	store_probe_clear(&row);
+	if (ret == 0)
+		ret = stored_probe(ag, name, resp, err);
+	return ret;
+}
+
+int svc_attach_probe(struct svc_call *call, const Graind__AttachProbeRequest *req,
+		     Graind__Probe **resp, struct gerr *err)
+{
+	return set_state(call, req->name, true, resp, err);
+}
+
+int svc_detach_probe(struct svc_call *call, const Graind__DetachProbeRequest *req,
+		     Graind__Probe **resp, struct gerr *err)
+{
+	return set_state(call, req->name, false, resp, err);
+}
+
+int svc_delete_probe(struct svc_call *call, const Graind__DeleteProbeRequest *req,
+		     Graind__Empty **resp, struct gerr *err)
+{
+	struct agent *ag = call->agent;
+	struct store_probe row = { 0 };
+	struct probe_txn *txn = NULL;
+	int ret = -1;
+
+	if (svc_check_name("probe", req->name, err) < 0 ||
+	    SVC_NEW(resp, &graind__empty__descriptor, err) < 0)
+		return -1;
+	pthread_mutex_lock(&ag->probe_lock);
+	if (store_probe_get(ag->store, req->name, &row, err) < 0 ||
+	    probe_detach(ag->probes, req->name, &txn, err) < 0)
+		goto out;
+	if (store_probe_delete(ag->store, req->name, err) < 0) {
+		probe_txn_rollback(txn);
+		goto out;
+	}
+	probe_txn_commit(txn);
+	notify_collector(ag, req->name);
+	ret = 0;
+out:
+	pthread_mutex_unlock(&ag->probe_lock);
+	store_probe_clear(&row);
+	if (ret == 0)
+		log_info("msg=\"probe deleted\" probe=%s", req->name);
+	return ret;
+}
+
+int svc_get_probe(struct svc_call *call, const Graind__GetProbeRequest *req,
+		  Graind__Probe **resp, struct gerr *err)
+{
+	if (svc_check_name("probe", req->name, err) < 0)
+		return -1;
+	return stored_probe(call->agent, req->name, resp, err);
+}
+
+/* Rows are copied out first: the store is locked while listing, and the
+ * kernel's view is added afterwards. */
+struct row_list {
+	struct store_probe *rows;
+	size_t n;
+};
+
+static int collect_row(const struct store_probe *row, void *ctx)
+{
+	struct row_list *list = ctx;
+	struct store_probe *grown = realloc(list->rows, (list->n + 1) * sizeof(*grown));
+
+	if (!grown)
+		return -1;
+	list->rows = grown;
+	grown[list->n] = *row;
+	grown[list->n].spec = malloc(row->spec_len ? row->spec_len : 1);
+	if (!grown[list->n].spec)
+		return -1;
+	memcpy(grown[list->n].spec, row->spec, row->spec_len);
+	list->n++;
+	return 0;
+}
+
+int svc_list_probes(struct svc_call *call, const Graind__ListProbesRequest *req,
+		    Graind__ListProbesResponse **resp, struct gerr *err)
+{
+	Graind__ListProbesResponse *list_resp;
+	struct row_list list = { 0 };
+	unsigned limit;
+	bool more = false;
+	int ret = -1;
+
+	if (svc_page_size("page_size", req->page_size, 100, 1000, &limit, err) < 0 ||
+	    SVC_NEW(resp, &graind__list_probes_response__descriptor, err) < 0)
+		return -1;
+	list_resp = *resp;
+	ret = store_probe_list(call->agent->store, req->page_token[0] ? req->page_token : NULL,
+			       limit, collect_row, &list, &more, err);
+	if (ret != 0) {
+		if (!err->msg[0])
+			gerr_set(err, 500, "out of memory listing probes");
+		ret = -1;
+		goto out;
+	}
+	list_resp->probes = calloc(list.n ? list.n : 1, sizeof(*list_resp->probes));
+	if (!list_resp->probes) {
+		ret = gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < list.n; i++) {
+		Graind__Probe *probe = NULL;
+
+		ret = probe_from_row(call->agent, &list.rows[i], &probe, err);
+		if (probe)
+			list_resp->probes[list_resp->n_probes++] = probe;
+		if (ret < 0)
+			goto out;
+	}
+	if (more && list.n &&
+	    pbmsg_set_string(&list_resp->next_page_token, list.rows[list.n - 1].name) < 0)
+		ret = gerr_set(err, 500, "out of memory");
+out:
+	for (size_t i = 0; i < list.n; i++)
+		store_probe_clear(&list.rows[i]);
+	free(list.rows);
+	return ret;
+}
+
+int svc_dump_map(struct svc_call *call, const Graind__DumpMapRequest *req,
+		 Graind__MapDump **resp, struct gerr *err)
+{
+	if (svc_check_name("probe", req->probe, err) < 0)
+		return -1;
+	return collect_dump_map(call->agent, req->probe, req->map, resp, err);
+}

@@ -1,0 +1,73 @@
+/* svc samples: the buffered samples. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/agent.h"
+#include "server/svc/svc_int.h"
+#include "store/store.h"
+
+struct sample_list {
+	Graind__ListSamplesResponse *resp;
+	size_t cap;
+};
+
+/* The store lends each sample for the call: keep a copy. */
+static int keep_sample(const Graind__Sample *s, void *ctx)
+{
+	struct sample_list *list = ctx;
+	Graind__ListSamplesResponse *resp = list->resp;
+	size_t len = graind__sample__get_packed_size(s);
+	uint8_t *buf = malloc(len ? len : 1);
+	Graind__Sample *copy;
+
+	if (!buf)
+		return -1;
+	graind__sample__pack(s, buf);
+	copy = graind__sample__unpack(NULL, len, buf);
+	free(buf);
+	if (!copy)
+		return -1;
+	if (resp->n_samples == list->cap) {
+		size_t cap = list->cap ? list->cap * 2 : 64;
+		Graind__Sample **grown = realloc(resp->samples, cap * sizeof(*grown));
+
+		if (!grown) {
+			pbmsg_free(&copy->base);
+			return -1;
+		}
+		resp->samples = grown;
+		list->cap = cap;
+	}
+	resp->samples[resp->n_samples++] = copy;
+	return 0;
+}
+
+int svc_list_samples(struct svc_call *call, const Graind__ListSamplesRequest *req,
+		     Graind__ListSamplesResponse **resp, struct gerr *err)
+{
+	struct sample_list list = { 0 };
+	uint64_t after = req->after;
+	char next[24];
+	unsigned limit;
+	bool more = false;
+
+	if (svc_page_size("limit", req->limit, 100, 10000, &limit, err) < 0 ||
+	    SVC_NEW(resp, &graind__list_samples_response__descriptor, err) < 0)
+		return -1;
+	list.resp = *resp;
+	if (store_samples_list(call->agent->store, req->probe[0] ? req->probe : NULL,
+			       req->map[0] ? req->map : NULL, after, limit, keep_sample, &list,
+			       &more, err) != 0) {
+		if (!err->msg[0])
+			gerr_set(err, 500, "out of memory listing samples");
+		return -1;
+	}
+	/* The cursor: the last id returned, or the one given when nothing new. */
+	if (list.resp->n_samples)
+		after = list.resp->samples[list.resp->n_samples - 1]->id;
+	snprintf(next, sizeof(next), "%llu", (unsigned long long)after);
+	if (pbmsg_set_string(&list.resp->next_page_token, next) < 0)
+		return gerr_set(err, 500, "out of memory");
+	return 0;
+}
