@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import hashlib
@@ -699,6 +700,68 @@ def test_failed_update_keeps_previous_generation(a, probes, net):
         assert xdp_on(net.host_if) == [(st1["progId"], "generic")]
     send_udp_from_ns(net, net.host_ip, 3)
     assert wait_count(name, "xdp", 5) == 5
+    delete_and_check(probes, name)
+
+
+class StoreRefuses:
+    """Makes the agent's store refuse every write to the probes table, as a
+    full disk or an I/O error would: triggers that abort the statement."""
+
+    def __init__(self, agent):
+        self.db = sqlite3.connect(os.path.join(agent.state_dir, "graind.db"),
+                                  isolation_level=None, timeout=10)
+
+    def __enter__(self):
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            self.db.execute(f"CREATE TRIGGER test_refuse_{op.lower()} BEFORE {op} ON probes "
+                            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        return self
+
+    def __exit__(self, *exc):
+        for op in ("insert", "update", "delete"):
+            self.db.execute(f"DROP TRIGGER test_refuse_{op}")
+        self.db.close()
+
+
+def test_store_failure_puts_the_kernel_back(a, probes, net):
+    """The kernel changes first and the store then records it: when the
+    store cannot, the kernel goes back to what the store says. A new
+    generation leaves the old one running with its counts, a new probe
+    leaves nothing, a delete or a detach leaves the probe attached."""
+    name, new = f"storefail-{RUN}", f"storefail-new-{RUN}"
+    xdp = {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}
+    st1 = only_program(probes.create(name, probes.spec("count_xdp", xdp)))
+    fp1 = footprint(name)
+    send_udp_from_ns(net, net.host_ip, 2)
+    assert wait_count(name, "xdp", 2) == 2
+    before = kernel_ids()
+    with StoreRefuses(a):
+        r = probes.put(name, probes.spec("count_xdp", xdp, constants={"label": "v2"}))
+        assert r.status_code == 500, r.text
+        r = probes.put(new, probes.spec("count_getpid", {"tracepoint": {
+            "category": "syscalls", "name": "sys_enter_getpid"}}))
+        assert r.status_code == 500, r.text
+        assert a.delete(f"/v1/probes/{name}").status_code == 500
+        r = a.request("POST", f"/v1/probes/{name}:detach")
+        assert r.status_code == 500, r.text
+    log = a.read_log()
+    for n, times in ((name, 3), (new, 1)):     # the kernel changed, and went back
+        assert log.count(f'msg="probe change rolled back" probe={n}\n') == times, log[-3000:]
+    p = probes.get(name)
+    assert int(p["generation"]) == 1, p
+    st = only_program(p)
+    assert (st["linkId"], st["progId"], st["state"]) == \
+        (st1["linkId"], st1["progId"], "PROGRAM_ATTACHED"), st
+    fp = footprint(name)
+    assert fp.files == fp1.files and set(fp.links) == set(fp1.links) and fp.maps == fp1.maps
+    assert xdp_on(net.host_if) == [(st1["progId"], "generic")]
+    send_udp_from_ns(net, net.host_ip, 3)
+    assert wait_count(name, "xdp", 5) == 5
+    assert_error(a.get(f"/v1/probes/{new}"), 404)
+    assert not os.path.exists(pin_dir(new))
+    assert not [d for d in os.listdir(PIN_ROOT) if d.startswith("_")], os.listdir(PIN_ROOT)
+    assert_no_new_programs(before, "count_xdp")
+    assert_no_new_programs(before, "count_getpid")
     delete_and_check(probes, name)
 
 
