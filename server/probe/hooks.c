@@ -407,6 +407,13 @@ static int take_over(struct probe_prog *p, struct gerr *err)
 	return 0;
 }
 
+int probe_hook_swap(struct probe_prog *p, struct gerr *err)
+{
+	if (bpf_link_update(p->swap->fd, bpf_program__fd(p->prog), NULL) < 0)
+		return attach_error(p, -errno, p->ifname, NULL, err);
+	return 0;
+}
+
 static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
 {
 	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = p->xdp_flags);

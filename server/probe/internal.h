@@ -129,6 +129,8 @@ int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
  * old link to take over only gets that link (p->swap), still running the
  * old program: the caller swaps it once nothing else can fail. */
 int probe_hook_attach(struct probe_prog *p, struct gerr *err);
+/* Put p's program on the old link it takes over (p->swap). */
+int probe_hook_swap(struct probe_prog *p, struct gerr *err);
 /* Close what probe_hook_resolve opened and what attach kept. */
 void probe_hook_release(struct probe_prog *p);
 /* Read what the link behind fd says. */

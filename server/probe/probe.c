@@ -396,9 +396,8 @@ static int lend_links(struct attach_ctx *c, struct gerr *err)
 		close(old);
 		if (ret < 0)
 			return -1;
-		if (bpf_link_update(p->swap->fd, bpf_program__fd(p->prog), NULL) < 0)
-			return gerr_set(err, 500, "program %s: cannot swap it onto the link on %s: %s",
-					p->name, p->ifname, strerror(errno));
+		if (probe_hook_swap(p, err) < 0)
+			return -1;
 	}
 	return 0;
 }
