@@ -58,8 +58,10 @@ static void reconcile_one(struct agent *ag, const char *name)
 
 	if (store_probe_get(ag->store, name, &row, &err) < 0)
 		goto fail;
+	/* Both calls first settle what a crash left of a change, in favour
+	 * of the stored state (reconcile.h). */
 	if (!row.attached) {
-		if (probe_detach(ag->probes, name, &err) < 0)
+		if (probe_detach(ag->probes, name, NULL, &err) < 0)
 			goto fail;
 		goto out;
 	}
@@ -71,7 +73,7 @@ static void reconcile_one(struct agent *ag, const char *name)
 	}
 	if (builtin_spec_object(ag->store, spec, &bytes, &len, &err) < 0 ||
 	    probe_attach(ag->probes, name, row.generation, spec, bytes, len, &adopted,
-			 NULL, &err) < 0)
+			 NULL, NULL, &err) < 0)
 		goto fail;
 	log_info("msg=\"probe %s\" probe=%s generation=%llu", adopted ? "adopted" : "re-attached",
 		 name, (unsigned long long)row.generation);
@@ -112,7 +114,7 @@ void reconcile_probes(struct agent *ag)
 			continue;
 		log_warn("msg=\"removing pins of a probe the store does not know\" probe=%s",
 			 pinned.name[i]);
-		if (probe_detach(ag->probes, pinned.name[i], &err) < 0)
+		if (probe_detach(ag->probes, pinned.name[i], NULL, &err) < 0)
 			log_error("msg=\"cannot remove stale pins\" probe=%s error=\"%s\"",
 				  pinned.name[i], err.msg);
 	}

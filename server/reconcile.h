@@ -4,7 +4,15 @@
  * when their pins match the stored generation (no gap in counting);
  * probes that should be detached are detached; pins of probes the store
  * does not know are removed and logged. Failures are logged per probe and
- * do not stop the agent: the API reports them. */
+ * do not stop the agent: the API reports them.
+ *
+ * A change cut short by a crash leaves a staging (_new_) or detached
+ * (_old_) directory beside the probe's. The store wins: probe_attach()
+ * with the stored generation brings back the side that runs it (the old
+ * generation with its counters when the store never recorded the new
+ * one), probe_detach() removes both, and a probe of which only such a
+ * directory is left is still listed as pinned, so it is removed when the
+ * store does not know it. */
 #ifndef GRAIND_RECONCILE_H
 #define GRAIND_RECONCILE_H
 

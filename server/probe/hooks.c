@@ -338,7 +338,6 @@ static int add_link(struct probe_prog *p, int fd, const char *suffix)
 	p->links = l;
 	l = &p->links[p->n_links++];
 	l->fd = fd;
-	l->undo_prog_fd = -1;
 	snprintf(l->file, sizeof(l->file), "link_%s%s", p->name, suffix);
 	return 0;
 }
@@ -396,26 +395,22 @@ static int attach_error(const struct probe_prog *p, int ret, const char *what,
 			p->name, what, reason);
 }
 
-static int swap_in(struct probe_prog *p, int prog_fd, struct gerr *err)
+/* The new generation pins the old link as its own; the program on it is
+ * swapped only once everything else is in place (probe.c, lend_links). */
+static int take_over(struct probe_prog *p, struct gerr *err)
 {
-	int old_prog = bpf_prog_get_fd_by_id(p->swap->info.prog_id);
-	int fd, ret;
+	int fd = fcntl(p->swap->fd, F_DUPFD_CLOEXEC, 0);
 
-	if (old_prog < 0)
-		return attach_error(p, -errno, "its running link", NULL, err);
-	if (bpf_link_update(p->swap->fd, prog_fd, NULL) < 0) {
-		ret = -errno;
-		close(old_prog);
-		return attach_error(p, ret, p->ifname, NULL, err);
-	}
-	fd = fcntl(p->swap->fd, F_DUPFD_CLOEXEC, 0);
-	if (fd < 0 || add_link(p, fd, "") < 0) {
-		bpf_link_update(p->swap->fd, old_prog, NULL);
-		close(old_prog);
+	if (fd < 0 || add_link(p, fd, "") < 0)
 		return gerr_set(err, 500, "out of file descriptors");
-	}
-	p->links[p->n_links - 1].undo_prog_fd = old_prog;
 	p->swap->taken = true;
+	return 0;
+}
+
+int probe_hook_swap(struct probe_prog *p, struct gerr *err)
+{
+	if (bpf_link_update(p->swap->fd, bpf_program__fd(p->prog), NULL) < 0)
+		return attach_error(p, -errno, p->ifname, NULL, err);
 	return 0;
 }
 
@@ -426,7 +421,7 @@ static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
 	int fd;
 
 	if (p->swap)
-		return swap_in(p, prog_fd, err);
+		return take_over(p, err);
 	fd = bpf_link_create(prog_fd, p->ifindex, type,
 			     p->hook == HOOK_XDP ? &opts : NULL);
 	if (fd < 0)
@@ -570,34 +565,12 @@ int probe_hook_attach(struct probe_prog *p, struct gerr *err)
 	}
 }
 
-void probe_hook_undo(struct probe_prog *p)
-{
-	size_t i;
-
-	for (i = 0; i < p->n_links; i++) {
-		struct probe_link *l = &p->links[i];
-
-		if (l->undo_prog_fd >= 0) {
-			bpf_link_update(l->fd, l->undo_prog_fd, NULL);
-			close(l->undo_prog_fd);
-			p->swap->taken = false;
-		}
-		close(l->fd);
-	}
-	free(p->links);
-	p->links = NULL;
-	p->n_links = 0;
-}
-
 void probe_hook_release(struct probe_prog *p)
 {
 	size_t i;
 
-	for (i = 0; i < p->n_links; i++) {
-		if (p->links[i].undo_prog_fd >= 0)
-			close(p->links[i].undo_prog_fd);
+	for (i = 0; i < p->n_links; i++)
 		close(p->links[i].fd);
-	}
 	free(p->links);
 	p->links = NULL;
 	p->n_links = 0;

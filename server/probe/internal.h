@@ -7,12 +7,19 @@
  *                     per-CPU links of a perf_event program)
  *   map_<map>         every map of the object, '.' written '-'
  *                     (map_graind-rodata)
- * A new generation is built in <pin root>/_new_<dir>/ and renamed into
- * place once every program is attached. */
+ *   undo_<link file>  only in a generation that lent an XDP/TC link to the
+ *                     next one: the program the link ran before, so that
+ *                     the swap can be undone
+ * A new generation is built in <pin root>/_new_<dir>/ and exchanged with
+ * <dir> (RENAME_EXCHANGE) once every program is attached: the live name
+ * always holds a whole generation, and _new_<dir> then holds the old one
+ * until the change is committed or rolled back. A detach renames <dir> to
+ * <pin root>/_old_<dir>. txn.c tells what a crash leaves and what wins. */
 #ifndef GRAIND_PROBE_INTERNAL_H
 #define GRAIND_PROBE_INTERNAL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,11 +38,24 @@
 #define PROBE_META_MAX_PROGS 64
 #define PROBE_PROG_NAME_MAX 64
 
+#define PROBE_STAGING_PREFIX "_new_"
+#define PROBE_TRASH_PREFIX "_old_"
+#define PROBE_UNDO_PREFIX "undo_"
+
+struct failure;
+
+struct probe_mgr {
+	pthread_mutex_t lock;
+	int stats_fd;			/* keeps BPF run-time statistics on */
+	struct failure *failures;	/* probe.c */
+	struct probe_txn *pending;	/* txn.c: changes not yet decided */
+};
+
 struct probe_meta_prog {
 	char name[PROBE_PROG_NAME_MAX];
 	int64_t attached_ms;		/* unix time of the attach */
 	uint32_t n_links;
-	uint32_t reserved;
+	uint32_t prog_id;		/* 0: written by an agent that did not record it */
 };
 
 struct probe_meta {
@@ -43,6 +63,7 @@ struct probe_meta {
 	uint32_t n_progs;
 	uint64_t generation;
 	struct probe_meta_prog progs[PROBE_META_MAX_PROGS];
+	uint64_t built_us;		/* CLOCK_MONOTONIC: which of two generations is newer */
 };
 
 /* What a pinned link says about itself. */
@@ -74,11 +95,10 @@ enum probe_hook {
 	HOOK_LIBBPF_AUTO,		/* bpf_program__attach() from the section */
 };
 
-/* A link the attach created (or an old one it swapped) and where it goes. */
+/* A link the attach created (or an old one it takes over) and where it goes. */
 struct probe_link {
 	int fd;
 	char file[NAME_MAX + 1];
-	int undo_prog_fd;		/* swapped: the program to put back, else -1 */
 };
 
 /* One selected program on its way into the kernel. */
@@ -92,7 +112,8 @@ struct probe_prog {
 	uint32_t xdp_flags;
 	enum bpf_attach_type attach_type;	/* TCX direction, cgroup type */
 	int cgroup_fd;
-	struct probe_old_link *swap;		/* old link to update in place */
+	struct probe_old_link *swap;		/* old link to update in place, once the
+						 * new generation is pinned */
 	struct probe_link *links;
 	size_t n_links;
 	int64_t attached_ms;
@@ -104,10 +125,12 @@ struct probe_prog {
  * swap for XDP/TC. Called before the object is loaded. */
 int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
 		       size_t n_old, struct gerr *err);
-/* Attach the loaded program; fills p->links. */
+/* Attach the loaded program; fills p->links. An XDP/TC program with an
+ * old link to take over only gets that link (p->swap), still running the
+ * old program: the caller swaps it once nothing else can fail. */
 int probe_hook_attach(struct probe_prog *p, struct gerr *err);
-/* Close p's links; swapped ones get their old program back. */
-void probe_hook_undo(struct probe_prog *p);
+/* Put p's program on the old link it takes over (p->swap). */
+int probe_hook_swap(struct probe_prog *p, struct gerr *err);
 /* Close what probe_hook_resolve opened and what attach kept. */
 void probe_hook_release(struct probe_prog *p);
 /* Read what the link behind fd says. */
@@ -124,6 +147,18 @@ int probe_meta_write(const char *dir, const struct probe_meta *meta,
 		     struct gerr *err);
 /* Unpin everything in dir and remove it; a missing dir is fine. */
 int probe_dir_remove(const char *dir, struct gerr *err);
+bool probe_dir_exists(const char *dir);
+/* The pinned probe in dir runs `generation` and every link still hooks
+ * something; with `strict`, each program whose id the meta recorded is the
+ * one its link runs. */
+bool probe_adoptable(const char *dir, uint64_t generation, bool strict);
+/* The generation pinned in dir (0: none), and when it was built. */
+uint64_t probe_dir_generation(const char *dir, uint64_t *built_us);
+/* For every undo_<link> pin in dir: put the program it holds back on the
+ * link. Returns the number of links that could not be put back. */
+int probe_undo_relink(const char *dir);
+/* Unpin every undo_<link> pin in dir. */
+void probe_undo_unpin(const char *dir);
 /* Open every link pinned in dir; *out is malloc'd, free it with
  * probe_old_links_free(). */
 int probe_old_links_open(const char *dir, struct probe_old_link **out,
@@ -133,6 +168,35 @@ void probe_old_links_free(struct probe_old_link *links, size_t n);
  * first one's info. */
 size_t probe_prog_links(const char *dir, const char *prog,
 			struct probe_link_info *first, bool *all_alive);
+
+/* txn.c (callers hold mgr->lock) */
+enum probe_txn_kind {
+	PROBE_TXN_CREATED,		/* dir is new: rollback removes it */
+	PROBE_TXN_REPLACED,		/* staging holds the old generation */
+	PROBE_TXN_DETACHED,		/* trash holds the detached probe */
+};
+/* Allocated before the kernel changes, so that recording one cannot fail. */
+struct probe_txn *probe_txn_alloc(void);
+/* Record t as pending for `name`, with its pin directories. */
+void probe_txn_start(struct probe_txn *t, struct probe_mgr *mgr,
+		     enum probe_txn_kind kind, const char *name,
+		     const char *dir, const char *staging, const char *trash);
+bool probe_txn_pending(struct probe_mgr *mgr, const char *name);
+/* At probe_mgr_free: pending changes no longer take its lock. */
+void probe_txn_orphan_all(struct probe_mgr *mgr);
+/* renameat2(from, to, RENAME_EXCHANGE) when `exchange`, else
+ * RENAME_NOREPLACE: never a moment with neither name. */
+int probe_dir_move(const char *from, const char *to, bool exchange,
+		   struct gerr *err);
+/* Take dir out of sight in one rename, then unpin it. */
+int probe_dir_retire(const char *dir, const char *trash, struct gerr *err);
+/* Undo an exchange: the generation in staging runs again under dir, with
+ * the links it lent back on its programs, and the newer one is removed. */
+int probe_gen_back(const char *dir, const char *staging, struct gerr *err);
+/* Decide what an unfinished change (a crash, a failed rollback) left in
+ * staging and trash, given the generation the caller wants (0: none). */
+void probe_settle(const char *name, const char *dir, const char *staging,
+		  const char *trash, uint64_t want);
 
 /* rodata.c */
 int probe_set_constants(struct bpf_object *obj, Graind__Constant **constants,

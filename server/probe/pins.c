@@ -1,4 +1,5 @@
-/* The probe's directory in bpffs: its meta map and its pinned links. */
+/* The probe's directory in bpffs: its meta map, its pinned links and the
+ * programs a generation lent its links away from. */
 #include "server/probe/internal.h"
 
 #include <dirent.h>
@@ -6,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "server/util/log.h"
 
 int probe_pin_path(char *buf, size_t n, const char *dir, const char *file)
 {
@@ -36,6 +40,8 @@ int probe_meta_read(const char *dir, struct probe_meta *meta)
 	fd = bpf_obj_get(path);
 	if (fd < 0)
 		return -errno;
+	/* A meta pinned by an older agent is shorter: its tail reads as 0. */
+	memset(meta, 0, sizeof(*meta));
 	ret = bpf_map_lookup_elem(fd, &key, meta) < 0 ? -errno : 0;
 	close(fd);
 	if (ret == 0 && (meta->magic != PROBE_META_MAGIC ||
@@ -90,6 +96,93 @@ int probe_dir_remove(const char *dir, struct gerr *err)
 	if (ret == 0 && rmdir(dir) < 0 && errno != ENOENT)
 		ret = gerr_set(err, 500, "cannot remove %s: %s", dir, strerror(errno));
 	return ret;
+}
+
+bool probe_dir_exists(const char *dir)
+{
+	struct stat st;
+
+	return stat(dir, &st) == 0;
+}
+
+uint64_t probe_dir_generation(const char *dir, uint64_t *built_us)
+{
+	struct probe_meta *meta = calloc(1, sizeof(*meta));
+	uint64_t gen = 0;
+
+	*built_us = 0;
+	if (meta && probe_meta_read(dir, meta) == 0) {
+		gen = meta->generation;
+		*built_us = meta->built_us;
+	}
+	free(meta);
+	return gen;
+}
+
+/* Call fn(dir, "link_x", "undo_link_x") for every undo pin in dir. */
+static int for_each_undo(const char *dir,
+			 int (*fn)(const char *dir, const char *link, const char *undo))
+{
+	size_t n = strlen(PROBE_UNDO_PREFIX);
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int failed = 0;
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, PROBE_UNDO_PREFIX, n) == 0 &&
+		    fn(dir, de->d_name + n, de->d_name) < 0)
+			failed++;
+	closedir(d);
+	return failed;
+}
+
+static int relink_one(const char *dir, const char *link, const char *undo)
+{
+	char path[PATH_MAX];
+	int link_fd = -1, prog_fd = -1, ret = -1;
+
+	/* ENOLINK: the interface is gone, and with it what to put back. */
+	if (probe_pin_path(path, sizeof(path), dir, link) < 0 ||
+	    (link_fd = bpf_obj_get(path)) < 0 ||
+	    probe_pin_path(path, sizeof(path), dir, undo) < 0 ||
+	    (prog_fd = bpf_obj_get(path)) < 0 ||
+	    (bpf_link_update(link_fd, prog_fd, NULL) < 0 && errno != ENOLINK)) {
+		log_error("msg=\"cannot put the previous program back on a link\" dir=%s link=%s error=\"%s\"",
+			  dir, link, strerror(errno));
+		goto out;
+	}
+	ret = 0;
+out:
+	if (link_fd >= 0)
+		close(link_fd);
+	if (prog_fd >= 0)
+		close(prog_fd);
+	return ret;
+}
+
+int probe_undo_relink(const char *dir)
+{
+	return for_each_undo(dir, relink_one);
+}
+
+static int unpin_one(const char *dir, const char *link, const char *undo)
+{
+	char path[PATH_MAX];
+
+	(void)link;
+	if (probe_pin_path(path, sizeof(path), dir, undo) < 0 || unlink(path) < 0) {
+		log_error("msg=\"cannot unpin\" dir=%s file=%s error=\"%s\"", dir, undo,
+			  strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void probe_undo_unpin(const char *dir)
+{
+	for_each_undo(dir, unpin_one);
 }
 
 void probe_old_links_free(struct probe_old_link *links, size_t n)
@@ -186,4 +279,30 @@ size_t probe_prog_links(const char *dir, const char *prog,
 	if (!count)
 		*all_alive = false;
 	return count;
+}
+
+bool probe_adoptable(const char *dir, uint64_t generation, bool strict)
+{
+	struct probe_meta *meta = calloc(1, sizeof(*meta));
+	struct probe_link_info first;
+	bool alive, ok = false;
+	uint32_t i;
+
+	if (!meta || probe_meta_read(dir, meta) < 0 || meta->generation != generation ||
+	    !meta->n_progs)
+		goto out;
+	for (i = 0; i < meta->n_progs; i++) {
+		struct probe_meta_prog *mp = &meta->progs[i];
+
+		mp->name[PROBE_PROG_NAME_MAX - 1] = '\0';
+		if (probe_prog_links(dir, mp->name, &first, &alive) != mp->n_links || !alive)
+			goto out;
+		/* A link lent to a newer generation that never became final. */
+		if (strict && mp->prog_id && first.prog_id != mp->prog_id)
+			goto out;
+	}
+	ok = true;
+out:
+	free(meta);
+	return ok;
 }

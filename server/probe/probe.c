@@ -1,5 +1,6 @@
 /* probe: load, attach, pin, adopt, swap and detach; the kernel's view of a
- * probe for the API. See internal.h for the pin layout. */
+ * probe for the API. See internal.h for the pin layout, txn.c for how a
+ * change is undone and what a crash leaves. */
 #include "server/probe/probe.h"
 #include "server/probe/internal.h"
 
@@ -19,8 +20,6 @@
 #include "server/util/clock.h"
 #include "server/util/log.h"
 
-#define STAGING_PREFIX "_new_"
-
 /* Why the last attach of a probe failed, until it succeeds or detaches. */
 struct failure {
 	struct failure *next;
@@ -29,17 +28,13 @@ struct failure {
 	char msg[GERR_MSG_MAX];
 };
 
-struct probe_mgr {
-	pthread_mutex_t lock;
-	int stats_fd;			/* keeps BPF run-time statistics on */
-	struct failure *failures;
-};
-
 /* One attach in progress. */
 struct attach_ctx {
 	const char *name;
 	char dir[PATH_MAX];		/* pin_root/<name> */
 	char staging[PATH_MAX];		/* pin_root/_new_<name> */
+	char trash[PATH_MAX];		/* pin_root/_old_<name> */
+	bool replaced;			/* a generation was live before */
 	struct bpf_object *obj;
 	struct probe_prog *progs;
 	size_t n_progs;
@@ -53,25 +48,6 @@ struct attach_ctx {
 /* Where probes are pinned: set once by probe_mgr_new (one manager per
  * process), read by every function of the module. */
 static char pin_root[PATH_MAX] = PROBE_DEFAULT_PIN_ROOT;
-
-/* A generation being built when the agent died never became a probe. */
-static void remove_staging_leftovers(void)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	DIR *d = opendir(pin_root);
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		if (strncmp(de->d_name, STAGING_PREFIX, strlen(STAGING_PREFIX)) != 0 ||
-		    probe_pin_path(path, sizeof(path), pin_root, de->d_name) < 0)
-			continue;
-		log_warn("msg=\"removing an unfinished probe generation\" path=%s", path);
-		probe_dir_remove(path, NULL);
-	}
-	closedir(d);
-}
 
 int probe_mgr_new(const char *root, struct probe_mgr **out, struct gerr *err)
 {
@@ -89,7 +65,6 @@ int probe_mgr_new(const char *root, struct probe_mgr **out, struct gerr *err)
 	if (!mgr)
 		return gerr_set(err, 500, "out of memory");
 	pthread_mutex_init(&mgr->lock, NULL);
-	remove_staging_leftovers();
 	mgr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
 	if (mgr->stats_fd < 0)
 		log_warn("msg=\"BPF run-time statistics unavailable\" error=\"%s\"",
@@ -144,6 +119,7 @@ void probe_mgr_free(struct probe_mgr *mgr)
 {
 	if (!mgr)
 		return;
+	probe_txn_orphan_all(mgr);
 	while (mgr->failures) {
 		struct failure *f = mgr->failures;
 
@@ -181,26 +157,23 @@ static int probe_dir(char *buf, size_t n, const char *prefix, const char *name)
 	return 0;
 }
 
-/* ---------------------------------------------------------------- adopt */
-
-/* The pinned probe runs `generation` and every link still hooks something. */
-static bool adoptable(const char *dir, uint64_t generation)
+/* The three pin directories of probe `name`. */
+static int probe_dirs(const char *name, char *dir, char *staging, char *trash,
+		      struct gerr *err)
 {
-	struct probe_meta meta;
-	struct probe_link_info first;
-	bool alive;
-	uint32_t i;
+	if (probe_dir(dir, PATH_MAX, "", name) < 0 ||
+	    probe_dir(staging, PATH_MAX, PROBE_STAGING_PREFIX, name) < 0 ||
+	    probe_dir(trash, PATH_MAX, PROBE_TRASH_PREFIX, name) < 0)
+		return gerr_set(err, 400, "probe name %s is too long", name);
+	return 0;
+}
 
-	if (probe_meta_read(dir, &meta) < 0 || meta.generation != generation ||
-	    !meta.n_progs)
-		return false;
-	for (i = 0; i < meta.n_progs; i++) {
-		meta.progs[i].name[PROBE_PROG_NAME_MAX - 1] = '\0';
-		if (probe_prog_links(dir, meta.progs[i].name, &first, &alive) !=
-		    meta.progs[i].n_links || !alive)
-			return false;
-	}
-	return true;
+static int refuse_pending(struct probe_mgr *mgr, const char *name, struct gerr *err)
+{
+	if (probe_txn_pending(mgr, name))
+		return gerr_set(err, 409, "a change of probe %s is neither committed nor rolled back yet",
+				name);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- attach */
@@ -317,15 +290,8 @@ static int load(struct attach_ctx *c, const void *obj, size_t obj_len,
 	return load_failure(c, obj, obj_len, ret, &cap, report, err);
 }
 
-static void undo_all(struct attach_ctx *c)
-{
-	size_t i;
-
-	/* Newest first, so a swapped link gets back what it ran. */
-	for (i = c->n_progs; i > 0; i--)
-		probe_hook_undo(&c->progs[i - 1]);
-}
-
+/* New links live only in our descriptors until pinned, so a failure (or
+ * a crash) here leaves nothing: ctx_release closes them. */
 static int attach_all(struct attach_ctx *c, struct gerr *err)
 {
 	size_t i;
@@ -333,13 +299,20 @@ static int attach_all(struct attach_ctx *c, struct gerr *err)
 	for (i = 0; i < c->n_progs; i++) {
 		if (probe_hook_attach(&c->progs[i], err) < 0) {
 			c->failed_program = c->progs[i].name;
-			probe_hook_undo(&c->progs[i]);
-			undo_all(c);
 			return -1;
 		}
 		c->progs[i].attached_ms = clock_unix_ms();
 	}
 	return 0;
+}
+
+static uint32_t prog_id(int fd)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
 static int pin_fd(const char *dir, const char *file, int fd, struct gerr *err)
@@ -382,12 +355,14 @@ static int pin_staging(struct attach_ctx *c, uint64_t generation,
 	meta->magic = PROBE_META_MAGIC;
 	meta->generation = generation;
 	meta->n_progs = c->n_progs;
+	meta->built_us = clock_mono_us();
 	for (i = 0; i < c->n_progs; i++) {
 		struct probe_prog *p = &c->progs[i];
 
 		snprintf(meta->progs[i].name, PROBE_PROG_NAME_MAX, "%s", p->name);
 		meta->progs[i].attached_ms = p->attached_ms;
 		meta->progs[i].n_links = p->n_links;
+		meta->progs[i].prog_id = prog_id(bpf_program__fd(p->prog));
 		for (k = 0; k < p->n_links; k++)
 			if (pin_fd(c->staging, p->links[k].file, p->links[k].fd, err) < 0)
 				goto out;
@@ -398,23 +373,50 @@ out:
 	return ret;
 }
 
-/* Replace the pinned generation by the staged one. Links the new one did
- * not take over go with the old directory. */
-static int commit(struct attach_ctx *c, uint64_t generation, struct gerr *err)
+/* Swap the new programs onto the XDP/TC links they take over. The old
+ * program is pinned beside its link first, so that the old generation can
+ * take it back even after a crash. */
+static int lend_links(struct attach_ctx *c, struct gerr *err)
 {
-	if (pin_staging(c, generation, err) < 0)
-		goto fail;
-	if (probe_dir_remove(c->dir, err) < 0)
-		goto fail;
-	if (rename(c->staging, c->dir) < 0) {
-		gerr_set(err, 500, "cannot rename %s to %s: %s", c->staging, c->dir,
-			 strerror(errno));
-		goto fail;
+	char file[sizeof(PROBE_UNDO_PREFIX) + NAME_MAX];
+	size_t i;
+	int old, ret;
+
+	for (i = 0; i < c->n_progs; i++) {
+		struct probe_prog *p = &c->progs[i];
+
+		if (!p->swap)
+			continue;
+		old = bpf_prog_get_fd_by_id(p->swap->info.prog_id);
+		if (old < 0)
+			return gerr_set(err, 500, "program %s: the program of its running link is gone: %s",
+					p->name, strerror(errno));
+		snprintf(file, sizeof(file), PROBE_UNDO_PREFIX "%s", p->swap->file);
+		ret = pin_fd(c->dir, file, old, err);
+		close(old);
+		if (ret < 0)
+			return -1;
+		if (probe_hook_swap(p, err) < 0)
+			return -1;
 	}
 	return 0;
+}
+
+/* Put the staged generation in place of the live one in one rename; the
+ * staging name then holds the old one (see txn.c). */
+static int install(struct attach_ctx *c, uint64_t generation, struct gerr *err)
+{
+	struct gerr ignored;
+
+	c->replaced = probe_dir_exists(c->dir);
+	if (pin_staging(c, generation, err) < 0 || lend_links(c, err) < 0 ||
+	    probe_dir_move(c->staging, c->dir, c->replaced, err) < 0)
+		goto fail;
+	return 0;
 fail:
-	undo_all(c);
-	probe_dir_remove(c->staging, NULL);
+	probe_undo_relink(c->dir);
+	probe_undo_unpin(c->dir);
+	probe_dir_remove(c->staging, &ignored);
 	return -1;
 }
 
@@ -453,63 +455,110 @@ static int attach_new(struct attach_ctx *c, uint64_t generation,
 	}
 	if (load(c, obj, obj_len, report, err) < 0 || attach_all(c, err) < 0)
 		return -1;
-	return commit(c, generation, err);
+	return install(c, generation, err);
+}
+
+/* The old generation in staging goes now: there is nothing to undo. */
+static void finish_now(const struct attach_ctx *c)
+{
+	struct gerr err = { 0 };
+
+	if (c->replaced && probe_dir_remove(c->staging, &err) < 0)
+		log_error("msg=\"cannot remove the replaced probe generation\" probe=%s error=\"%s\"",
+			  c->name, err.msg);
 }
 
 int probe_attach(struct probe_mgr *mgr, const char *name, uint64_t generation,
 		 const Graind__ProbeSpec *spec, const void *obj, size_t obj_len,
-		 bool *adopted, Graind__VerifyReport **report, struct gerr *err)
+		 bool *adopted, Graind__VerifyReport **report,
+		 struct probe_txn **txn, struct gerr *err)
 {
 	struct attach_ctx c = { .name = name };
-	int ret;
+	struct probe_txn *t = NULL;
+	int ret = -1;
 
 	*adopted = false;
 	if (report)
 		*report = NULL;
-	if (check_name(name, err) < 0)
+	if (txn)
+		*txn = NULL;
+	if (check_name(name, err) < 0 ||
+	    probe_dirs(name, c.dir, c.staging, c.trash, err) < 0)
 		return -1;
-	if (probe_dir(c.dir, sizeof(c.dir), "", name) < 0 ||
-	    probe_dir(c.staging, sizeof(c.staging), STAGING_PREFIX, name) < 0)
-		return gerr_set(err, 400, "probe name %s is too long", name);
+	if (txn && !(t = probe_txn_alloc()))
+		return gerr_set(err, 500, "out of memory");
 
 	pthread_mutex_lock(&mgr->lock);
-	if (adoptable(c.dir, generation)) {
+	if (refuse_pending(mgr, name, err) < 0)
+		goto out;
+	probe_settle(name, c.dir, c.staging, c.trash, generation);
+	if (probe_adoptable(c.dir, generation, true)) {
 		*adopted = true;
 		failure_clear(mgr, name);
-		pthread_mutex_unlock(&mgr->lock);
-		return 0;
+		ret = 0;
+		goto out;
 	}
 	ret = attach_new(&c, generation, spec, obj, obj_len, report, err);
-	if (ret < 0)
+	if (ret < 0) {
 		failure_record(mgr, name, c.failed_program, err);
-	else
+	} else {
 		failure_clear(mgr, name);
+		if (t) {
+			probe_txn_start(t, mgr, c.replaced ? PROBE_TXN_REPLACED : PROBE_TXN_CREATED,
+					name, c.dir, c.staging, c.trash);
+			*txn = t;
+			t = NULL;
+		} else {
+			finish_now(&c);
+		}
+		log_info("msg=\"probe attached\" probe=%s generation=%llu%s", name,
+			 (unsigned long long)generation, txn ? " pending=1" : "");
+	}
 	ctx_release(&c);
+out:
 	pthread_mutex_unlock(&mgr->lock);
-	if (ret == 0)
-		log_info("msg=\"probe attached\" probe=%s generation=%llu", name,
-			 (unsigned long long)generation);
+	free(t);
 	return ret;
 }
 
 /* ---------------------------------------------------------------- detach */
 
-int probe_detach(struct probe_mgr *mgr, const char *name, struct gerr *err)
+int probe_detach(struct probe_mgr *mgr, const char *name,
+		 struct probe_txn **txn, struct gerr *err)
 {
-	char dir[PATH_MAX], staging[PATH_MAX];
-	int ret;
+	char dir[PATH_MAX], staging[PATH_MAX], trash[PATH_MAX];
+	struct probe_txn *t = NULL;
+	int ret = -1;
 
-	if (check_name(name, err) < 0)
+	if (txn)
+		*txn = NULL;
+	if (check_name(name, err) < 0 || probe_dirs(name, dir, staging, trash, err) < 0)
 		return -1;
-	if (probe_dir(dir, sizeof(dir), "", name) < 0 ||
-	    probe_dir(staging, sizeof(staging), STAGING_PREFIX, name) < 0)
-		return gerr_set(err, 400, "probe name %s is too long", name);
+	if (txn && !(t = probe_txn_alloc()))
+		return gerr_set(err, 500, "out of memory");
 	pthread_mutex_lock(&mgr->lock);
+	if (refuse_pending(mgr, name, err) < 0)
+		goto out;
 	failure_clear(mgr, name);
-	ret = probe_dir_remove(staging, err);
-	if (ret == 0)
-		ret = probe_dir_remove(dir, err);
+	probe_settle(name, dir, staging, trash, 0);
+	if (!t) {
+		ret = probe_dir_retire(dir, trash, err);
+		goto out;
+	}
+	ret = 0;
+	if (!probe_dir_exists(dir))
+		goto out;		/* nothing changes in the kernel */
+	/* The links pinned in trash keep every program attached until the
+	 * commit unpins them. */
+	ret = probe_dir_move(dir, trash, false, err);
+	if (ret == 0) {
+		probe_txn_start(t, mgr, PROBE_TXN_DETACHED, name, dir, staging, trash);
+		*txn = t;
+		t = NULL;
+	}
+out:
 	pthread_mutex_unlock(&mgr->lock);
+	free(t);
 	return ret;
 }
 
@@ -683,6 +732,35 @@ uint64_t probe_pinned_generation(struct probe_mgr *mgr, const char *name)
 	return gen;
 }
 
+/* Whether `file` in the pin root names a probe not yet listed; a staging or
+ * trash directory alone (what a crash left) names its probe too. Strips
+ * the prefix. */
+static bool listed_once(char *file)
+{
+	const char *prefixes[] = { PROBE_STAGING_PREFIX, PROBE_TRASH_PREFIX };
+	char path[PATH_MAX];
+	size_t i, k;
+
+	if (file[0] != '_')
+		return true;
+	for (i = 0; i < 2; i++) {
+		size_t n = strlen(prefixes[i]);
+
+		if (strncmp(file, prefixes[i], n) != 0)
+			continue;
+		/* The names that come before this one in the order live,
+		 * staging, trash. */
+		for (k = 0; k <= i; k++) {
+			if (probe_dir(path, sizeof(path), k ? prefixes[k - 1] : "", file + n) == 0 &&
+			    probe_dir_exists(path))
+				return false;
+		}
+		memmove(file, file + n, strlen(file + n) + 1);
+		return true;
+	}
+	return false;
+}
+
 int probe_list_pinned(struct probe_mgr *mgr,
 		      int (*fn)(const char *name, void *ctx), void *ctx)
 {
@@ -697,7 +775,7 @@ int probe_list_pinned(struct probe_mgr *mgr,
 	while (ret == 0 && (de = readdir(d))) {
 		char *p;
 
-		if (de->d_name[0] == '.' || de->d_name[0] == '_' || de->d_type != DT_DIR)
+		if (de->d_name[0] == '.' || de->d_type != DT_DIR || !listed_once(de->d_name))
 			continue;
 		for (p = de->d_name; *p; p++)
 			if (*p == ':')

@@ -17,12 +17,7 @@
 #include "server/util/log.h"
 #include "store/store.h"
 
-/* TEMPORARY until the probe manager's transactions land. */
-struct probe_txn;
-static void probe_txn_commit(struct probe_txn *t) { (void)t; }
-static void probe_txn_rollback(struct probe_txn *t) { (void)t; }
-#define probe_detach(m, n, t, e) ((void)(t), probe_detach(m, n, e))
-#define probe_attach(m, n, g, s, b, l, a, r, t, e) ((void)(t), probe_attach(m, n, g, s, b, l, a, r, e))
+/* TEMPORARY until the collector's spec check lands. */
 #define collect_check_spec(s, b, l, e) 0
 
 /* The collector follows the store: tell it which probe changed. */

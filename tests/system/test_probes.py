@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import hashlib
@@ -702,6 +703,68 @@ def test_failed_update_keeps_previous_generation(a, probes, net):
     delete_and_check(probes, name)
 
 
+class StoreRefuses:
+    """Makes the agent's store refuse every write to the probes table, as a
+    full disk or an I/O error would: triggers that abort the statement."""
+
+    def __init__(self, agent):
+        self.db = sqlite3.connect(os.path.join(agent.state_dir, "graind.db"),
+                                  isolation_level=None, timeout=10)
+
+    def __enter__(self):
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            self.db.execute(f"CREATE TRIGGER test_refuse_{op.lower()} BEFORE {op} ON probes "
+                            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        return self
+
+    def __exit__(self, *exc):
+        for op in ("insert", "update", "delete"):
+            self.db.execute(f"DROP TRIGGER test_refuse_{op}")
+        self.db.close()
+
+
+def test_store_failure_puts_the_kernel_back(a, probes, net):
+    """The kernel changes first and the store then records it: when the
+    store cannot, the kernel goes back to what the store says. A new
+    generation leaves the old one running with its counts, a new probe
+    leaves nothing, a delete or a detach leaves the probe attached."""
+    name, new = f"storefail-{RUN}", f"storefail-new-{RUN}"
+    xdp = {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}
+    st1 = only_program(probes.create(name, probes.spec("count_xdp", xdp)))
+    fp1 = footprint(name)
+    send_udp_from_ns(net, net.host_ip, 2)
+    assert wait_count(name, "xdp", 2) == 2
+    before = kernel_ids()
+    with StoreRefuses(a):
+        r = probes.put(name, probes.spec("count_xdp", xdp, constants={"label": "v2"}))
+        assert r.status_code == 500, r.text
+        r = probes.put(new, probes.spec("count_getpid", {"tracepoint": {
+            "category": "syscalls", "name": "sys_enter_getpid"}}))
+        assert r.status_code == 500, r.text
+        assert a.delete(f"/v1/probes/{name}").status_code == 500
+        r = a.request("POST", f"/v1/probes/{name}:detach")
+        assert r.status_code == 500, r.text
+    log = a.read_log()
+    for n, times in ((name, 3), (new, 1)):     # the kernel changed, and went back
+        assert log.count(f'msg="probe change rolled back" probe={n}\n') == times, log[-3000:]
+    p = probes.get(name)
+    assert int(p["generation"]) == 1, p
+    st = only_program(p)
+    assert (st["linkId"], st["progId"], st["state"]) == \
+        (st1["linkId"], st1["progId"], "PROGRAM_ATTACHED"), st
+    fp = footprint(name)
+    assert fp.files == fp1.files and set(fp.links) == set(fp1.links) and fp.maps == fp1.maps
+    assert xdp_on(net.host_if) == [(st1["progId"], "generic")]
+    send_udp_from_ns(net, net.host_ip, 3)
+    assert wait_count(name, "xdp", 5) == 5
+    assert_error(a.get(f"/v1/probes/{new}"), 404)
+    assert not os.path.exists(pin_dir(new))
+    assert not [d for d in os.listdir(PIN_ROOT) if d.startswith("_")], os.listdir(PIN_ROOT)
+    assert_no_new_programs(before, "count_xdp")
+    assert_no_new_programs(before, "count_getpid")
+    delete_and_check(probes, name)
+
+
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("bad", ["UPPER", "a" * 64, "-x", ".hidden", "a b", "a%00b", "x:y"])
@@ -935,8 +998,53 @@ def test_restart_adopts_xdp_probe_without_losing_counts(net, restart_dirs):
         sh("ip", "link", "set", "dev", net.host_if, "xdpgeneric", "off", check=False)
 
 
-def test_start_removes_pins_the_store_does_not_know(restart_dirs):
+def test_restart_settles_a_detach_killed_before_its_commit(net, restart_dirs):
+    """An agent killed between moving a probe's pins aside (_old_<probe>)
+    and removing them leaves the probe running there; the store still wants
+    it attached, so the next start puts it back, counts and all."""
+    d = restart_dirs()
+    name = f"aside-{RUN}"
+    aside = os.path.join(PIN_ROOT, "_old_" + name)
+    agents = []
+    try:
+        a1 = Agent(d).start()
+        agents.append(a1)
+        r = a1.upload(bpf_object("hooks.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        p = Probes(a1, r.json()["sha256"])
+        st1 = only_program(p.create(name, p.spec(
+            "count_xdp", {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}})))
+        send_udp_from_ns(net, net.host_ip, 4)
+        assert wait_count(name, "xdp", 4) == 4
+        a1.stop(signal.SIGKILL)
+        os.rename(pin_dir(name), aside)
+
+        a2 = Agent(d).start()
+        agents.append(a2)
+        st2 = only_program(a2.get(f"/v1/probes/{name}").json())
+        assert st2["state"] == "PROGRAM_ATTACHED", st2
+        assert (st2["linkId"], st2["progId"]) == (st1["linkId"], st1["progId"])
+        assert not os.path.exists(aside)
+        assert "a detach was never committed" in a2.read_log()
+        send_udp_from_ns(net, net.host_ip, 1)
+        assert wait_count(name, "xdp", 5) == 5
+        assert a2.delete(f"/v1/probes/{name}").status_code == 204
+        assert xdp_on(net.host_if) == []
+        assert a2.stop() == 0, a2.read_log()[-3000:]
+    finally:
+        for ag in agents:
+            ag.stop(signal.SIGKILL)
+        for path in (pin_dir(name), aside):
+            shutil.rmtree(path, ignore_errors=True)
+        sh("ip", "link", "set", "dev", net.host_if, "xdpgeneric", "off", check=False)
+
+
+# "": the probe's own directory; "_new_", "_old_": all an agent killed in
+# the middle of a first attach or of a detach leaves of it.
+@pytest.mark.parametrize("left_as", ["", "_new_", "_old_"])
+def test_start_removes_pins_the_store_does_not_know(restart_dirs, left_as):
     name = f"stale-{RUN}"
+    left = os.path.join(PIN_ROOT, left_as + name)
     agents = []
     try:
         a1 = Agent(restart_dirs()).start()
@@ -948,11 +1056,14 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs):
         fp = footprint(name)
         a1.stop(signal.SIGKILL)
         assert footprint(name).links.keys() == fp.links.keys()   # still pinned
+        if left_as:
+            os.rename(pin_dir(name), left)
 
         # A fresh agent with an empty store, on the same bpffs root.
         a2 = Agent(restart_dirs()).start()
         agents.append(a2)
         assert_gone(name, fp)
+        assert not os.path.exists(left)
         log = a2.read_log()
         assert "store does not know" in log and f"probe={name}" in log, log[-2000:]
         assert a2.get("/v1/probes").json().get("probes", []) == []
@@ -960,7 +1071,7 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs):
     finally:
         for ag in agents:
             ag.stop(signal.SIGKILL)
-        shutil.rmtree(pin_dir(name), ignore_errors=True)
+        shutil.rmtree(left, ignore_errors=True)
 
 
 def test_agent_exits_cleanly_after_failed_attaches(restart_dirs):

@@ -227,7 +227,7 @@ static void attach_spec(const char *name, Graind__ProbeSpec *s)
 	uint8_t *packed = malloc(len);
 
 	protobuf_c_message_pack(&s->base, packed);
-	if (probe_attach(ag.probes, name, 1, s, object, object_len, &adopted, NULL, &err) < 0)
+	if (probe_attach(ag.probes, name, 1, s, object, object_len, &adopted, NULL, NULL, &err) < 0)
 		fail_msg("probe_attach: %d %s", err.status, err.msg);
 	if (store_probe_put(ag.store, name, sha, packed, len, true, NULL, &created, &changed,
 			    &err) < 0)
@@ -261,8 +261,8 @@ static int setup(void **state)
 		fail_msg("features_mount: %s", err.msg);
 	if (probe_mgr_new(pin_root, &ag.probes, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
-	probe_detach(ag.probes, PROBE, NULL);
-	probe_detach(ag.probes, AGG_PROBE, NULL);
+	probe_detach(ag.probes, PROBE, NULL, NULL);
+	probe_detach(ag.probes, AGG_PROBE, NULL, NULL);
 	if (store_object_put(ag.store, sha, "emit.bpf.o", object, object_len, "", 0, false,
 			     &created, &err) < 0)
 		fail_msg("store_object_put: %s", err.msg);
@@ -281,8 +281,8 @@ static int teardown(void **state)
 	(void)state;
 	collect_stop(ag.collector);
 	caller_stop();
-	probe_detach(ag.probes, PROBE, NULL);
-	probe_detach(ag.probes, AGG_PROBE, NULL);
+	probe_detach(ag.probes, PROBE, NULL, NULL);
+	probe_detach(ag.probes, AGG_PROBE, NULL, NULL);
 	probe_mgr_free(ag.probes);
 	store_close(ag.store);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", state_dir, pin_root);
@@ -761,7 +761,7 @@ static void test_follows_detach_and_attach(void **state)
 	uint64_t last;
 
 	(void)state;
-	assert_int_equal(probe_detach(ag.probes, PROBE, &err), 0);
+	assert_int_equal(probe_detach(ag.probes, PROBE, NULL, &err), 0);
 	assert_int_equal(store_probe_set_attached(ag.store, PROBE, false, &err), 0);
 	collect_probe_changed(ag.collector, PROBE);
 	sleep_ms(300);          /* the kernel lets go of the program */

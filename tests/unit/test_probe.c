@@ -1,6 +1,7 @@
 /* Unit tests of server/probe against the running kernel (needs root): every
  * hook kind of tests/bpf/hooks.bpf.c attached and counting, adoption,
- * swapping in place, detaching without leftovers, and the errors.
+ * swapping in place, detaching without leftovers, the errors, and changes
+ * committed, rolled back, failed half-way or cut short by a kill.
  * Packets travel over a veth pair: gpt0 here (198.18.0.1), gpt1 in the
  * network namespace graind-pt (198.18.0.2). The BPF objects come from
  * $GRAIND_TEST_BPF (default build/tests/bpf). */
@@ -14,14 +15,19 @@
 #include <linux/perf_event.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -102,7 +108,7 @@ static void run(const char *cmd)
 
 static const char *const test_probes[] = {
 	"ut-net", "ut.dotted", "ut-swap", "ut-tp", "ut-uprobe", "ut-cgroup", "ut-perf",
-	"ut-err", "ut-foreign", "ut-reject", "ut-partial", "ut-override",
+	"ut-err", "ut-foreign", "ut-reject", "ut-partial", "ut-override", "ut-txn",
 };
 
 static void cleanup_network(void)
@@ -132,7 +138,7 @@ static int setup(void **state)
 	if (probe_mgr_new(TEST_PIN_ROOT, &mgr, &err) < 0)
 		fail_msg("probe_mgr_new: %s", err.msg);
 	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
-		probe_detach(mgr, test_probes[i], NULL);
+		probe_detach(mgr, test_probes[i], NULL, NULL);
 	return 0;
 }
 
@@ -140,7 +146,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
-		probe_detach(mgr, test_probes[i], NULL);
+		probe_detach(mgr, test_probes[i], NULL, NULL);
 	probe_mgr_free(mgr);
 	cleanup_network();
 	free(hooks.data);
@@ -245,7 +251,7 @@ static void attach_ok(const char *name, uint64_t gen, Graind__ProbeSpec *s,
 	bool adopted_here;
 
 	if (probe_attach(mgr, name, gen, s, obj->data, obj->len,
-			 adopted ? adopted : &adopted_here, NULL, &err) < 0)
+			 adopted ? adopted : &adopted_here, NULL, NULL, &err) < 0)
 		fail_msg("attach %s: %d %s", name, err.status, err.msg);
 }
 
@@ -259,7 +265,7 @@ static void attach_fails(const char *name, Graind__ProbeSpec *s,
 	bool adopted;
 
 	assert_int_equal(probe_attach(mgr, name, 1, s, obj->data, obj->len,
-				      &adopted, NULL, &err), -1);
+				      &adopted, NULL, NULL, &err), -1);
 	if (err.status != status || !strstr(err.msg, needle))
 		fail_msg("expected %d \"%s\", got %d \"%s\"", status, needle, err.status, err.msg);
 	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", name);
@@ -424,7 +430,7 @@ static void detach_clean(const char *probe)
 	char dir[PATH_MAX];
 
 	collect_ids(probe, &k);
-	assert_int_equal(probe_detach(mgr, probe, &err), 0);
+	assert_int_equal(probe_detach(mgr, probe, NULL, &err), 0);
 	snprintf(dir, sizeof(dir), TEST_PIN_ROOT "/%s", probe);
 	assert_int_equal(access(dir, F_OK), -1);
 	assert_all_gone(&k);
@@ -569,7 +575,7 @@ static void test_adopt_restart_and_swap(void **state)
 		old_prog = st->programs[0]->prog_id;
 		status_free(st);
 		assert_int_equal(probe_attach(mgr, "ut-swap", 3, bad, hooks.data, hooks.len,
-					      &adopted, NULL, &err), -1);
+					      &adopted, NULL, NULL, &err), -1);
 		assert_int_equal(err.status, 404);
 		assert_int_equal(probe_pinned_generation(mgr, "ut-swap"), 2);
 		assert_int_equal(pinned_link_id("ut-swap", "count_xdp"), link);
@@ -904,7 +910,7 @@ static void test_verifier_rejects(void **state)
 	(void)state;
 	add_xdp(s, "read_past_end", IF_HERE);
 	assert_int_equal(probe_attach(mgr, "ut-reject", 1, s, reject.data, reject.len,
-				      &adopted, &report, &err), -1);
+				      &adopted, &report, NULL, &err), -1);
 	assert_int_equal(err.status, 422);
 	assert_non_null(strstr(err.msg, "the verifier refused program read_past_end"));
 	assert_non_null(report);
@@ -989,13 +995,533 @@ static void test_dotted_name_listed(void **state)
 	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 3);
 	assert_int_equal(probe_list_pinned(mgr, find_listed, &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL), 0);
+	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL, NULL), 0);
 	n = 0;
 	assert_int_equal(probe_list_pinned(mgr, find_listed, &n), 0);
 	assert_int_equal(n, 0);
 	assert_int_equal(probe_pinned_generation(mgr, "ut.dotted"), 0);
 	/* Detaching what is not pinned is fine. */
-	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL), 0);
+	assert_int_equal(probe_detach(mgr, "ut.dotted", NULL, NULL), 0);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+/* ================================================================ txn */
+
+#define TXN_PROBE "ut-txn"
+#define TXN_DIR TEST_PIN_ROOT "/" TXN_PROBE
+
+/* XDP and TC egress on IF_HERE: both are taken over in place by a new
+ * generation, and only XDP counts the datagrams send_udp() sends. */
+static Graind__ProbeSpec *net_spec(void)
+{
+	Graind__ProbeSpec *s = spec_new();
+	Graind__AttachSpec *tc;
+
+	add_xdp(s, "count_xdp", IF_HERE);
+	tc = add_prog(s, "count_tc", GRAIND__ATTACH_SPEC__KIND_TC);
+	set(&tc->tc->ifname, IF_HERE);
+	tc->tc->direction = GRAIND__TC_DIRECTION__TC_EGRESS;
+	return s;
+}
+
+static struct probe_txn *attach_pending(uint64_t gen, Graind__ProbeSpec *s)
+{
+	struct probe_txn *txn = NULL;
+	struct gerr err = { 0 };
+	bool adopted;
+
+	if (probe_attach(mgr, TXN_PROBE, gen, s, hooks.data, hooks.len, &adopted, NULL,
+			 &txn, &err) < 0)
+		fail_msg("attach %s: %d %s", TXN_PROBE, err.status, err.msg);
+	assert_false(adopted);
+	assert_non_null(txn);
+	return txn;
+}
+
+static struct probe_txn *detach_pending(void)
+{
+	struct probe_txn *txn = NULL;
+	struct gerr err = { 0 };
+
+	if (probe_detach(mgr, TXN_PROBE, &txn, &err) < 0)
+		fail_msg("detach %s: %d %s", TXN_PROBE, err.status, err.msg);
+	assert_non_null(txn);
+	return txn;
+}
+
+/* The program the pinned link of `prog` runs. */
+static uint32_t pinned_prog_id(const char *probe, const char *prog)
+{
+	struct bpf_link_info info;
+	char path[PATH_MAX];
+	uint32_t len = sizeof(info);
+	int fd;
+
+	snprintf(path, sizeof(path), TEST_PIN_ROOT "/%s/link_%s", probe, prog);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		fail_msg("%s: %s", path, strerror(errno));
+	memset(&info, 0, sizeof(info));
+	assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+	close(fd);
+	return info.prog_id;
+}
+
+static uint32_t pinned_map_id(const char *probe, const char *file)
+{
+	struct bpf_map_info info;
+	char path[PATH_MAX];
+	uint32_t len = sizeof(info);
+	int fd;
+
+	snprintf(path, sizeof(path), TEST_PIN_ROOT "/%s/%s", probe, file);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		fail_msg("%s: %s", path, strerror(errno));
+	memset(&info, 0, sizeof(info));
+	assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+	close(fd);
+	return info.id;
+}
+
+static uint32_t xdp_prog_on_interface(void)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+
+	assert_int_equal(bpf_xdp_query(if_nametoindex(IF_HERE), 0, &q), 0);
+	return q.prog_id;
+}
+
+/* Nothing of an unfinished change is left: no staging or detached
+ * directory, no program kept for an undo in the live one. */
+static void assert_no_leftovers(void)
+{
+	struct dirent *de;
+	DIR *d;
+
+	assert_int_equal(access(TEST_PIN_ROOT "/_new_" TXN_PROBE, F_OK), -1);
+	assert_int_equal(access(TEST_PIN_ROOT "/_old_" TXN_PROBE, F_OK), -1);
+	d = opendir(TXN_DIR);
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, "undo_", 5) == 0)
+			fail_msg("%s/%s left behind", TXN_DIR, de->d_name);
+	closedir(d);
+}
+
+/* The descriptors this process has open. */
+static int open_fds(void)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+struct reader {
+	pthread_t thread;
+	atomic_bool stop;
+	unsigned long opened, missing;
+};
+
+/* What the collector and /metrics do: open pins by path, again and again. */
+static void *read_pins(void *arg)
+{
+	struct reader *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		int map = bpf_obj_get(TXN_DIR "/map_counts");
+		int meta = bpf_obj_get(TXN_DIR "/meta");
+
+		if (map < 0 || meta < 0)
+			r->missing++;
+		else
+			r->opened++;
+		if (map >= 0)
+			close(map);
+		if (meta >= 0)
+			close(meta);
+	}
+	return NULL;
+}
+
+static void test_swap_never_leaves_a_gap(void **state)
+{
+	Graind__ProbeSpec *s = net_spec();
+	struct reader r = { .opened = 0 };
+	uint64_t gen;
+
+	(void)state;
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	atomic_init(&r.stop, false);
+	assert_int_equal(pthread_create(&r.thread, NULL, read_pins, &r), 0);
+	for (gen = 2; gen <= 9; gen++) {
+		if (gen % 3 == 0)
+			probe_txn_commit(attach_pending(gen, s));
+		else if (gen % 3 == 1)
+			probe_txn_rollback(attach_pending(gen, s));
+		else
+			attach_ok(TXN_PROBE, gen, s, &hooks, NULL);
+	}
+	atomic_store(&r.stop, true);
+	assert_int_equal(pthread_join(r.thread, NULL), 0);
+	assert_true(r.opened > 0);
+	assert_int_equal(r.missing, 0);
+	/* 4 and 7 were rolled back, 9 committed. */
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 9);
+	assert_no_leftovers();
+	detach_clean(TXN_PROBE);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+static void test_new_probe_rollback_and_commit(void **state)
+{
+	Graind__ProbeSpec *s = net_spec();
+	struct probe_txn *txn;
+	struct kernel_ids k;
+
+	(void)state;
+	txn = attach_pending(1, s);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	collect_ids(TXN_PROBE, &k);
+	assert_int_equal(xdp_prog_on_interface(), pinned_prog_id(TXN_PROBE, "count_xdp"));
+	probe_txn_rollback(txn);
+	assert_int_equal(access(TXN_DIR, F_OK), -1);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 0);
+	assert_no_leftovers();
+	assert_all_gone(&k);
+	assert_int_equal(xdp_prog_on_interface(), 0);
+
+	/* Committing a new probe changes nothing more: it stays. */
+	txn = attach_pending(1, s);
+	probe_txn_commit(txn);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	send_udp(2);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
+	assert_no_leftovers();
+	detach_clean(TXN_PROBE);
+
+	probe_txn_commit(NULL);
+	probe_txn_rollback(NULL);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+static void test_generation_rollback_and_commit(void **state)
+{
+	Graind__ProbeSpec *s = net_spec();
+	uint32_t old_xdp, old_tc, old_map, link;
+	struct probe_txn *txn, *other;
+	struct gerr err = { 0 };
+	struct kernel_ids new_gen;
+	bool adopted;
+	int fds;
+
+	(void)state;
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	fds = open_fds();
+	send_udp(2);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
+	old_xdp = pinned_prog_id(TXN_PROBE, "count_xdp");
+	old_tc = pinned_prog_id(TXN_PROBE, "count_tc");
+	old_map = pinned_map_id(TXN_PROBE, "map_counts");
+	link = pinned_link_id(TXN_PROBE, "count_xdp");
+
+	/* Pending: the new generation runs, on the same link, with new maps. */
+	txn = attach_pending(2, s);
+	assert_int_equal(open_fds(), fds);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 2);
+	assert_int_equal(pinned_link_id(TXN_PROBE, "count_xdp"), link);
+	assert_int_not_equal(pinned_prog_id(TXN_PROBE, "count_xdp"), old_xdp);
+	assert_int_not_equal(pinned_map_id(TXN_PROBE, "map_counts"), old_map);
+	send_udp(3);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 3), 3);
+	collect_ids(TXN_PROBE, &new_gen);
+	/* Until it is decided, no other change of the probe. */
+	assert_int_equal(probe_attach(mgr, TXN_PROBE, 3, s, hooks.data, hooks.len, &adopted,
+				      NULL, &other, &err), -1);
+	assert_int_equal(err.status, 409);
+	assert_int_equal(probe_detach(mgr, TXN_PROBE, NULL, &err), -1);
+	assert_int_equal(err.status, 409);
+
+	probe_txn_rollback(txn);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_equal(pinned_link_id(TXN_PROBE, "count_xdp"), link);
+	assert_int_equal(pinned_prog_id(TXN_PROBE, "count_xdp"), old_xdp);
+	assert_int_equal(pinned_prog_id(TXN_PROBE, "count_tc"), old_tc);
+	assert_int_equal(pinned_map_id(TXN_PROBE, "map_counts"), old_map);
+	assert_int_equal(count(TXN_PROBE, SLOT_XDP), 2);
+	send_udp(1);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 3), 3);
+	assert_no_leftovers();
+	/* The link is generation 1's again: only the new maps and programs go. */
+	new_gen.n_link = 0;
+	assert_all_gone(&new_gen);
+
+	/* Commit: the new generation stays, the old one goes. */
+	{
+		struct kernel_ids old = { .prog = { old_xdp, old_tc }, .n_prog = 2,
+					  .map = { old_map }, .n_map = 1 };
+
+		txn = attach_pending(2, s);
+		probe_txn_commit(txn);
+		assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 2);
+		assert_int_equal(pinned_link_id(TXN_PROBE, "count_xdp"), link);
+		assert_no_leftovers();
+		assert_all_gone(&old);
+		send_udp(2);
+		assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
+	}
+	/* A pending change holds no descriptor: its state is all pinned. */
+	assert_int_equal(open_fds(), fds);
+	detach_clean(TXN_PROBE);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+static void test_detach_rollback_and_commit(void **state)
+{
+	Graind__ProbeSpec *s = net_spec();
+	struct probe_txn *txn;
+	struct gerr err = { 0 };
+	struct kernel_ids k;
+	uint32_t link, prog;
+	int fds;
+
+	(void)state;
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	fds = open_fds();
+	send_udp(2);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
+	link = pinned_link_id(TXN_PROBE, "count_xdp");
+	prog = pinned_prog_id(TXN_PROBE, "count_xdp");
+
+	/* Pending: out of sight, still attached. */
+	txn = detach_pending();
+	assert_int_equal(open_fds(), fds);
+	assert_int_equal(access(TXN_DIR, F_OK), -1);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 0);
+	assert_true(id_exists(link_by_id, link));
+	assert_int_equal(xdp_prog_on_interface(), prog);
+	send_udp(1);
+	probe_txn_rollback(txn);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_equal(pinned_link_id(TXN_PROBE, "count_xdp"), link);
+	/* It counted all along, into the same map. */
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 3), 3);
+	assert_no_leftovers();
+	assert_int_equal(open_fds(), fds);
+
+	collect_ids(TXN_PROBE, &k);
+	txn = detach_pending();
+	probe_txn_commit(txn);
+	assert_int_equal(access(TXN_DIR, F_OK), -1);
+	assert_no_leftovers();
+	assert_all_gone(&k);
+	assert_int_equal(xdp_prog_on_interface(), 0);
+
+	/* Nothing pinned: nothing to decide. */
+	txn = (struct probe_txn *)&txn;
+	assert_int_equal(probe_detach(mgr, TXN_PROBE, &txn, &err), 0);
+	assert_null(txn);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+/* The interface going away while a change is pending leaves the lent link
+ * with nothing to put back; the rest of the old generation still returns. */
+static void test_rollback_after_interface_removed(void **state)
+{
+	Graind__ProbeSpec *s = spec_new();
+	struct probe_txn *txn;
+	Graind__AttachSpec *a;
+	uint32_t old_map;
+
+	(void)state;
+	run("ip link del gptx0 2>/dev/null; ip link add gptx0 type veth peer name gptx1 && ip link set gptx0 up");
+	add_xdp(s, "count_xdp", "gptx0");
+	a = add_prog(s, "count_getpid", GRAIND__ATTACH_SPEC__KIND_TRACEPOINT);
+	set(&a->tracepoint->category, "syscalls");
+	set(&a->tracepoint->name, "sys_enter_getpid");
+	add_target_pid(s);
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	old_map = pinned_map_id(TXN_PROBE, "map_counts");
+	txn = attach_pending(2, s);
+	run("ip link del gptx0");
+	probe_txn_rollback(txn);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_equal(pinned_map_id(TXN_PROBE, "map_counts"), old_map);
+	assert_no_leftovers();
+	for (int i = 0; i < 3; i++)
+		syscall(SYS_getpid);
+	assert_int_equal(count(TXN_PROBE, SLOT_TRACEPOINT), 3);
+	assert_int_equal(probe_detach(mgr, TXN_PROBE, NULL, NULL), 0);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+/* A bind mount of the live directory on itself makes renaming it fail
+ * with EBUSY, as any failure of the kernel's rename would. */
+static bool pin_dir_busy(void)
+{
+	if (mount(TXN_DIR, TXN_DIR, NULL, MS_BIND, NULL) == 0)
+		return true;
+	fprintf(stderr, "cannot bind-mount %s (%s): rename failure not tested\n", TXN_DIR,
+		strerror(errno));
+	return false;
+}
+
+static void test_failed_rename_keeps_old_generation(void **state)
+{
+	Graind__ProbeSpec *s = net_spec();
+	struct probe_txn *txn = NULL;
+	struct gerr err = { 0 };
+	uint32_t prog;
+	bool adopted;
+	int ret;
+
+	(void)state;
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	send_udp(2);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
+	prog = pinned_prog_id(TXN_PROBE, "count_xdp");
+	if (!pin_dir_busy()) {
+		detach_clean(TXN_PROBE);
+		pbmsg_free((ProtobufCMessage *)s);
+		skip();
+	}
+	ret = probe_attach(mgr, TXN_PROBE, 2, s, hooks.data, hooks.len, &adopted, NULL,
+			   &txn, &err);
+	assert_int_equal(umount2(TXN_DIR, 0), 0);
+	assert_int_equal(ret, -1);
+	assert_null(txn);
+	assert_int_equal(err.status, 500);
+	assert_non_null(strstr(err.msg, "cannot exchange"));
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_equal(pinned_prog_id(TXN_PROBE, "count_xdp"), prog);
+	assert_int_equal(xdp_prog_on_interface(), prog);
+	assert_no_leftovers();
+	send_udp(1);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 3), 3);
+
+	/* A detach whose rename fails leaves the probe attached. */
+	assert_true(pin_dir_busy());
+	ret = probe_detach(mgr, TXN_PROBE, &txn, &err);
+	assert_int_equal(umount2(TXN_DIR, 0), 0);
+	assert_int_equal(ret, -1);
+	assert_null(txn);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_equal(xdp_prog_on_interface(), prog);
+	assert_no_leftovers();
+	detach_clean(TXN_PROBE);
+	pbmsg_free((ProtobufCMessage *)s);
+}
+
+/* Run a pending change in a child that is then killed (the agent killed
+ * before the store recorded it), with the manager as it was. */
+static void crash_during(uint64_t gen, Graind__ProbeSpec *s)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct probe_txn *txn = NULL;
+		struct gerr err = { 0 };
+		bool adopted;
+
+		if (gen ? probe_attach(mgr, TXN_PROBE, gen, s, hooks.data, hooks.len, &adopted,
+				       NULL, &txn, &err) < 0 :
+			  probe_detach(mgr, TXN_PROBE, &txn, &err) < 0) {
+			fprintf(stderr, "child: %d %s\n", err.status, err.msg);
+			_exit(2);
+		}
+		raise(SIGKILL);
+		_exit(3);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+static void attach_expect_adopted(uint64_t gen, Graind__ProbeSpec *s)
+{
+	bool adopted;
+
+	attach_ok(TXN_PROBE, gen, s, &hooks, &adopted);
+	assert_true(adopted);
+	assert_no_leftovers();
+}
+
+static int find_txn_probe(const char *name, void *ctx)
+{
+	if (strcmp(name, TXN_PROBE) == 0)
+		++*(int *)ctx;
+	return 0;
+}
+
+static void test_crash_leftovers_settle(void **state)
+{
+	Graind__ProbeSpec *s = net_spec();
+	uint32_t gen1_prog, gen2_prog;
+	struct kernel_ids k;
+	int listed = 0;
+
+	(void)state;
+	attach_ok(TXN_PROBE, 1, s, &hooks, NULL);
+	send_udp(2);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 2), 2);
+	gen1_prog = pinned_prog_id(TXN_PROBE, "count_xdp");
+
+	/* Exchanged, never committed; the store still says 1: 1 runs again,
+	 * counters kept. */
+	crash_during(2, s);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 2);
+	assert_int_equal(access(TEST_PIN_ROOT "/_new_" TXN_PROBE, F_OK), 0);
+	attach_expect_adopted(1, s);
+	assert_int_equal(pinned_prog_id(TXN_PROBE, "count_xdp"), gen1_prog);
+	assert_int_equal(xdp_prog_on_interface(), gen1_prog);
+	assert_int_equal(count(TXN_PROBE, SLOT_XDP), 2);
+
+	/* Killed between lending the links and the exchange: put the two
+	 * directories back as they were then. The live one wins. */
+	crash_during(2, s);
+	assert_int_equal(renameat2(AT_FDCWD, TEST_PIN_ROOT "/_new_" TXN_PROBE, AT_FDCWD, TXN_DIR,
+				   RENAME_EXCHANGE), 0);
+	assert_int_equal(probe_pinned_generation(mgr, TXN_PROBE), 1);
+	assert_int_not_equal(xdp_prog_on_interface(), gen1_prog);
+	attach_expect_adopted(1, s);
+	assert_int_equal(xdp_prog_on_interface(), gen1_prog);
+	send_udp(1);
+	assert_int_equal(count_settled(TXN_PROBE, SLOT_XDP, 3), 3);
+
+	/* Exchanged, and the store says 2 already: 2 stays, 1 goes. */
+	crash_during(2, s);
+	gen2_prog = pinned_prog_id(TXN_PROBE, "count_xdp");
+	attach_expect_adopted(2, s);
+	assert_int_equal(xdp_prog_on_interface(), gen2_prog);
+	{
+		struct kernel_ids old = { .prog = { gen1_prog }, .n_prog = 1 };
+
+		assert_all_gone(&old);
+	}
+
+	/* A detach never committed, the store still attached: back again. */
+	crash_during(0, s);
+	assert_int_equal(access(TXN_DIR, F_OK), -1);
+	attach_expect_adopted(2, s);
+	assert_int_equal(xdp_prog_on_interface(), gen2_prog);
+
+	/* A detach never committed of a probe the store does not know: its
+	 * name is still listed, and detaching it removes everything. */
+	collect_ids(TXN_PROBE, &k);
+	crash_during(0, s);
+	assert_int_equal(probe_list_pinned(mgr, find_txn_probe, &listed), 0);
+	assert_int_equal(listed, 1);
+	assert_int_equal(probe_detach(mgr, TXN_PROBE, NULL, NULL), 0);
+	assert_no_leftovers();
+	assert_all_gone(&k);
 	pbmsg_free((ProtobufCMessage *)s);
 }
 
@@ -1015,6 +1541,13 @@ int main(void)
 		cmocka_unit_test(test_verifier_rejects),
 		cmocka_unit_test(test_second_program_fails_leaves_nothing),
 		cmocka_unit_test(test_dotted_name_listed),
+		cmocka_unit_test(test_swap_never_leaves_a_gap),
+		cmocka_unit_test(test_new_probe_rollback_and_commit),
+		cmocka_unit_test(test_generation_rollback_and_commit),
+		cmocka_unit_test(test_detach_rollback_and_commit),
+		cmocka_unit_test(test_failed_rename_keeps_old_generation),
+		cmocka_unit_test(test_rollback_after_interface_removed),
+		cmocka_unit_test(test_crash_leftovers_settle),
 	};
 
 	if (geteuid() != 0) {
