@@ -194,6 +194,7 @@ int h_probe_put(struct api_call *call, struct gerr *err)
 
 	if (api_check_probe_name(call->args[0], err) < 0 ||
 	    parse_if_match(call->req->if_match, &if_generation, err) < 0 ||
+	    collect_check_stored_spec(ag->store, spec, err) < 0 ||
 	    pack_spec(spec, &packed, &packed_len, err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);

@@ -134,6 +134,17 @@ void probe_old_links_free(struct probe_old_link *links, size_t n);
 size_t probe_prog_links(const char *dir, const char *prog,
 			struct probe_link_info *first, bool *all_alive);
 
+/* warnings.c: what other parts of the agent say about probes, by name
+ * (probe_set_warnings), under a lock of their own. _set replaces a
+ * probe's texts with copies (n == 0 drops them); _fill puts them into
+ * probe->warnings. Both return -1 when out of memory. */
+struct probe_warnings;
+struct probe_warnings *probe_warnings_new(void);
+void probe_warnings_free(struct probe_warnings *pw);
+int probe_warnings_set(struct probe_warnings *pw, const char *name, const char *const *texts,
+		       size_t n);
+int probe_warnings_fill(struct probe_warnings *pw, Graind__Probe *probe);
+
 /* rodata.c */
 int probe_set_constants(struct bpf_object *obj, Graind__Constant **constants,
 			size_t n, struct gerr *err);
