@@ -28,7 +28,7 @@
 /* Longest chain of typedefs, qualifiers, pointers and arrays followed. */
 #define CHAIN_MAX 32
 /* How much of a message lists structs. */
-#define LIST_MAX 240
+#define LIST_MAX 200
 
 static int find_struct(const struct btf *btf, const char *name)
 {

@@ -163,7 +163,8 @@ static int describe_event_map(struct collect_view *view, struct collect_map *m)
 {
 	const Graind__OutputSpec *o = find_output(view->spec, m);
 	const char *named = o && o->kind_case == GRAIND__OUTPUT_SPEC__KIND_EVENTS &&
-			    *o->events->record_type ? o->events->record_type : NULL;
+			    o->events->record_type && *o->events->record_type ?
+			    o->events->record_type : NULL;
 	long size;
 	int ret;
 

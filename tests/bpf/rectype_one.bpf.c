@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* A third-party object whose records are named unlike their maps: ring
- * buffer `rb` carries `struct sample_rec` and perf event array `out`
- * carries `struct out_rec`, each kept in the object's BTF by an unused
- * global pointer, so graind finds them by size alone. The program takes
+ * buffer `rb` carries `struct sample_rec` and, after every second one, a
+ * `struct tick_rec`; perf event array `out` carries `struct out_rec`.
+ * Each is kept in the object's BTF by an unused global pointer, so
+ * graind tells them apart by size alone. The program takes
  * its context as the kernel's 64-byte `struct trace_event_raw_sys_enter`
  * and reads the task with CO-RE, which puts kernel structs into the BTF
  * as well, one of them as large as `struct sample_rec`: neither counts
@@ -23,6 +24,13 @@ struct sample_rec {
 	__u64 total;
 	__s64 delta;
 	__u64 cookie;
+};
+
+struct tick_rec {
+	__u64 seq;
+	__u64 half;
+	__u32 pid;
+	__u32 even;
 };
 
 /* 10 bytes: the kernel pads a perf record to 12. */
@@ -47,6 +55,7 @@ const volatile __u32 target_tid = 0;
 __u64 seq = 0;
 
 struct sample_rec *unused_sample_rec __attribute__((unused));
+struct tick_rec *unused_tick_rec __attribute__((unused));
 struct out_rec *unused_out_rec __attribute__((unused));
 
 SEC("tracepoint/syscalls/sys_enter_getpid")
@@ -56,6 +65,7 @@ int on_getpid(struct trace_event_raw_sys_enter *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct out_rec o = {};
 	struct sample_rec *r;
+	struct tick_rec *t;
 	__u64 n;
 
 	if ((__u32)pid_tgid != target_tid)
@@ -74,6 +84,13 @@ int on_getpid(struct trace_event_raw_sys_enter *ctx)
 		r->delta = -(__s64)n;
 		r->cookie = 0xabcd0000 + n;
 		bpf_ringbuf_submit(r, 0);
+	}
+	if (!(n & 1) && (t = bpf_ringbuf_reserve(&rb, sizeof(*t), 0))) {
+		t->seq = n;
+		t->half = n / 2;
+		t->pid = (__u32)pid_tgid;
+		t->even = 1;
+		bpf_ringbuf_submit(t, 0);
 	}
 	o.pid = (__u32)pid_tgid;
 	o.seq = (__u32)n;

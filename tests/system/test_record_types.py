@@ -77,15 +77,21 @@ def test_ring_and_perf_records_decode_as_the_only_struct_of_their_size(a, pb, sh
     n = 5
     with running(a, shas["rectype_one"]) as (name, caller):
         caller.call(n)
-        got = wait_events(a, pb, name, "rb", n)
-        for seq, s in enumerate(got, 1):
-            assert fields(s) == {
+        # sample_rec (64 bytes) every call, tick_rec (24) after every second.
+        want = []
+        for seq in range(1, n + 1):
+            want.append({
                 "pid": ("uint", caller.tid), "tgid": ("uint", caller.tid),
                 "seq": ("uint", seq), "comm": ("text", COMM),
                 "daddr": ("text", f"198.18.0.{seq}"), "dport": ("uint", 8000 + seq),
                 "kind": ("uint", 2), "total": ("uint", 10 * seq), "delta": ("int", -seq),
                 "cookie": ("text", hex(0xabcd0000 + seq)),
-            }
+            })
+            if seq % 2 == 0:
+                want.append({"seq": ("uint", seq), "half": ("uint", seq // 2),
+                             "pid": ("uint", caller.tid), "even": ("uint", 1)})
+        got = wait_events(a, pb, name, "rb", len(want))
+        assert [fields(s) for s in got] == want
         # 10-byte records padded by the kernel to 12.
         got = wait_events(a, pb, name, "out", n)
         assert [fields(s) for s in got] == [
@@ -138,7 +144,8 @@ def test_no_struct_of_the_size_leaves_hex_and_says_how_to_keep_one(a, pb, shas):
 
 @pytest.mark.parametrize("obj, named, listed, unlisted", [
     ("rectype_none", "lone_rec", ["tune (8 bytes)"], []),
-    ("rectype_one", "struct nosuch", ["sample_rec (64 bytes)", "out_rec (10 bytes)"],
+    ("rectype_one", "struct nosuch",
+     ["out_rec (10 bytes), sample_rec (64 bytes), tick_rec (24 bytes)"],
      ["task_struct", "trace_event_raw_sys_enter"]),
 ])
 def test_a_record_type_the_object_lacks_is_refused(a, pb, shas, obj, named, listed, unlisted):
@@ -162,3 +169,13 @@ def test_a_record_type_the_object_has_is_taken_in_either_form(a, pb, shas):
         assert fields(s)["comm"] == ("text", COMM)
         [s] = wait_events(a, pb, name, "out", 1)
         assert fields(s)["code"] == ("uint", 7)
+        assert list(probe_status(a, pb, name).warnings) == []
+        # The second call's tick_rec is shorter than the type named: hex.
+        caller.call(1)
+        got = wait_events(a, pb, name, "rb", 3)
+        assert fields(got[1])["seq"] == ("uint", 2)
+        assert raw_records(got[2:]) == [
+            (("text", struct.pack("<QQII", 2, 1, caller.tid, 1).hex()), ("uint", 24))]
+        assert wait_warnings(a, pb, name, 1) == [
+            "map rb: records of 24 bytes are shown as hex: they are shorter than their type, "
+            "sample_rec (64 bytes)"]
