@@ -9,8 +9,9 @@
  * `const volatile struct config cfg;`), or that a map's value is (records
  * are often built in a per-CPU array's value). Structs that are in the BTF
  * only as members of those, or because a program reads them with CO-RE,
- * takes them as its context or declares them as .ksyms externs, are the
- * kernel's: never candidates, whatever their size. */
+ * takes them as its context, declares them as .ksyms externs or fills
+ * them as struct_ops, are the kernel's: never candidates, whatever their
+ * size. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,7 +181,9 @@ int collect_rectypes(const struct btf *btf, struct collect_rectype **out, size_t
 		if (!btf_is_datasec(sec))
 			continue;
 		name = btf__name_by_offset(btf, sec->name_off);
-		if (strcmp(name, ".ksyms") == 0 || strcmp(name, ".kconfig") == 0)
+		/* Kernel objects and kernel-defined struct_ops tables. */
+		if (strcmp(name, ".ksyms") == 0 || strcmp(name, ".kconfig") == 0 ||
+		    strncmp(name, ".struct_ops", 11) == 0)
 			continue;
 		maps = strcmp(name, ".maps") == 0;
 		vs = btf_var_secinfos(sec);

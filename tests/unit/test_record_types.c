@@ -119,9 +119,9 @@ static void add_section(struct btf *btf, const char *name, const int *vars, size
 
 /* What BTF says by hand: a typedef names an anonymous struct (and is how a
  * spec calls it), a typedef of a pointer names none, arrays and qualifiers
- * are seen through, a struct met only as a member, a forward declaration
- * and a .ksyms extern are not candidates, and one struct kept twice is
- * listed once. */
+ * are seen through, a struct met only as a member, a forward declaration,
+ * a .ksyms extern and a struct_ops table are not candidates, and one
+ * struct kept twice is listed once. */
 static void test_candidates_by_hand(void **state)
 {
 	struct btf *btf = btf__new_empty();
@@ -154,6 +154,8 @@ static void test_candidates_by_hand(void **state)
 	add_section(btf, ".bss", vars, 5);
 	vars[5] = add_global(btf, "runqueues", kern);
 	add_section(btf, ".ksyms", vars + 5, 1);
+	vars[6] = add_global(btf, "my_cc", kern);
+	add_section(btf, ".struct_ops.link", vars + 6, 1);
 	assert_int_equal(collect_rectypes(btf, &t, &n), 0);
 	candidates(t, n, got, sizeof(got));
 	assert_string_equal(got, "anon_t:12 outer:8");
