@@ -37,6 +37,7 @@
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
+#include "server/probe/probe.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "server/util/pbwire.h"
@@ -58,6 +59,9 @@
 #define PERF_PAGES    64        /* perf buffer pages per CPU */
 #define DELTA_MAX     (1u << 18) /* remembered counter values, per map */
 #define TAG_TEXT_MAX  256
+#define SIZE_PICKS_MAX 8        /* record sizes an event source remembers */
+#define WARNINGS_MAX  16        /* warnings a probe's status carries */
+#define WARNING_MAX   512
 
 /* Field numbers of graind.Sample (proto/graind.proto), for packing events
  * by hand. */
@@ -81,8 +85,8 @@ struct chunk {
 	struct pqueue *queue;   /* set when queued */
 	char map[64];
 	uint32_t count;
-	bool shares;            /* holds the event head of shared_ms */
-	int64_t shared_ms;
+	bool shares;            /* holds the event head numbered shared_head */
+	uint64_t shared_head;
 	struct pbwire data;
 };
 
@@ -123,6 +127,13 @@ struct delta_table {
 
 struct cprobe;
 
+/* How records of one size decode when the map's record type does not fit
+ * them: as the type taken by their size, or raw (dec NULL). */
+struct size_pick {
+	size_t len;
+	struct decoder *dec;
+};
+
 struct source {
 	enum source_kind kind;
 	struct cprobe *probe;
@@ -137,6 +148,10 @@ struct source {
 	bool waiting;                   /* paused and out of the epoll set */
 	struct pbwire event_head;       /* what every event sample starts with */
 	int64_t event_head_ms;          /* the time it says */
+	const struct decoder *event_head_dec;   /* whose field names it holds */
+	uint64_t event_heads;           /* the number of the head, one per head made */
+	struct size_pick picks[SIZE_PICKS_MAX];
+	size_t n_picks;
 	struct source *peer;            /* SOURCE_FLUSH: the event source */
 	struct source *next;
 };
@@ -147,6 +162,8 @@ struct cprobe {
 	struct collect_view *view;
 	struct pqueue *queue;
 	struct source *sources;
+	char *warnings[WARNINGS_MAX];   /* in the probe's status */
+	size_t n_warnings;
 	struct cprobe *next;
 };
 
@@ -586,22 +603,70 @@ static Graind__Sample *sample_new(struct source *src, Graind__SampleKind kind,
 	return s;
 }
 
-static void aggregate_event(struct source *src, const void *data, size_t size)
+/* Say in the probe's status (and the log) why records of src are hex,
+ * once per text. */
+static void source_warn(struct source *src, const char *why)
 {
-	if (collect_agg_add(src->agg, src->map->value_dec, data, size) < 0)
+	struct cprobe *cp = src->probe;
+	struct probe_mgr *mgr = cp->c->agent->probes;
+	char *copy;
+
+	for (size_t i = 0; i < cp->n_warnings; i++)
+		if (strcmp(cp->warnings[i], why) == 0)
+			return;
+	log_warn("msg=\"records shown as hex\" probe=%s map=%s why=\"%s\"", cp->view->probe,
+		 src->map->shown, why);
+	if (cp->n_warnings == WARNINGS_MAX || !(copy = strdup(why)))
+		return;
+	cp->warnings[cp->n_warnings++] = copy;
+	if (mgr && probe_set_warnings(mgr, cp->view->probe, (const char *const *)cp->warnings,
+				      cp->n_warnings) < 0)
+		log_warn("msg=\"probe warning not kept: out of memory\" probe=%s", cp->view->probe);
+}
+
+/* The decoder of a record of `len` bytes: the map's, unless its type does
+ * not fit the record; then the one collect_record_pick() gives for that
+ * size (the map's raw one when none), decided at its first record. */
+static const struct decoder *record_decoder(struct source *src, size_t len)
+{
+	const struct collect_map *m = src->map;
+	char why[WARNING_MAX];
+	struct size_pick *p;
+
+	if (m->typed && len >= m->record_size)
+		return m->value_dec;
+	for (size_t i = 0; i < src->n_picks; i++)
+		if (src->picks[i].len == len)
+			return src->picks[i].dec ? src->picks[i].dec : m->value_dec;
+	if (src->n_picks == SIZE_PICKS_MAX)
+		return m->value_dec;
+	p = &src->picks[src->n_picks];
+	if (collect_record_pick(src->probe->view, m, len, &p->dec, why, sizeof(why)) < 0)
+		return m->value_dec;    /* out of memory: the next record tries again */
+	p->len = len;
+	src->n_picks++;
+	if (why[0])
+		source_warn(src, why);
+	return p->dec ? p->dec : m->value_dec;
+}
+
+static void aggregate_event(struct source *src, const struct decoder *dec, const void *data,
+			    size_t size)
+{
+	if (collect_agg_add(src->agg, dec, data, size) < 0)
 		stat_add(&src->probe->c->stats.decode_errors, 1);
 }
 
 /* The fields every event sample of the source shares, as of now:
  * graind.Sample's probe, map, time, kind, name and value (1, one event),
- * and the names of the record's fields. An event sample holds only the
- * values of its fields (store_sample_run_share). */
-static const struct pbwire *event_head(struct source *src)
+ * and the names of the fields of records that `dec` decodes. An event
+ * sample holds only the values of its fields (store_sample_run_share). */
+static const struct pbwire *event_head(struct source *src, const struct decoder *dec)
 {
 	struct collector *c = src->probe->c;
 	struct pbwire *w = &src->event_head;
 
-	if (w->len && src->event_head_ms == c->now_ms)
+	if (w->len && src->event_head_ms == c->now_ms && src->event_head_dec == dec)
 		return w;
 	w->len = 0;
 	pbwire_string(w, SAMPLE_FIELD_PROBE, src->probe->view->probe);
@@ -610,8 +675,10 @@ static const struct pbwire *event_head(struct source *src)
 	pbwire_uint(w, SAMPLE_FIELD_KIND, GRAIND__SAMPLE_KIND__EVENT);
 	pbwire_string(w, SAMPLE_FIELD_NAME, src->map->shown);
 	pbwire_double(w, SAMPLE_FIELD_VALUE, 1);
-	decode_pack_names(src->map->value_dec, "", SAMPLE_FIELD_FIELDS, w);
+	decode_pack_names(dec, "", SAMPLE_FIELD_FIELDS, w);
 	src->event_head_ms = c->now_ms;
+	src->event_head_dec = dec;
+	src->event_heads++;
 	return w;
 }
 
@@ -621,28 +688,29 @@ static const struct pbwire *event_head(struct source *src)
  * sample. */
 static void emit_event(struct source *src, const void *data, size_t size)
 {
+	const struct decoder *dec = record_decoder(src, size);
 	const struct pbwire *head;
 	struct pbwire *w;
 	size_t opened;
 
 	src->probe->c->records++;
 	if (src->agg) {
-		aggregate_event(src, data, size);
+		aggregate_event(src, dec, data, size);
 		return;
 	}
-	head = event_head(src);
+	head = event_head(src, dec);
 	w = chunk_of(src);
 	if (!w || head->failed) {
 		stat_add(&src->probe->c->stats.decode_errors, 1);
 		return;
 	}
-	if (!src->open->shares || src->open->shared_ms != src->event_head_ms) {
+	if (!src->open->shares || src->open->shared_head != src->event_heads) {
 		store_sample_run_share(w, head->data, head->len);
 		src->open->shares = true;
-		src->open->shared_ms = src->event_head_ms;
+		src->open->shared_head = src->event_heads;
 	}
 	opened = pbwire_begin_frame(w);
-	decode_pack_values(src->map->value_dec, data, size, "", SAMPLE_FIELD_FIELDS, w);
+	decode_pack_values(dec, data, size, "", SAMPLE_FIELD_FIELDS, w);
 	pbwire_close_frame(w, opened);
 	sample_added(src);
 }
@@ -897,6 +965,8 @@ static void source_close(struct collector *c, struct source *src)
 		close(src->map_fd);
 	source_flush(src);
 	pbwire_free(&src->event_head);
+	for (size_t i = 0; i < src->n_picks; i++)
+		decode_free(src->picks[i].dec);
 	free(src->delta.slots);
 	collect_agg_free(src->agg);
 	free(src);
@@ -1029,6 +1099,8 @@ static void close_probe(struct collector *c, struct cprobe *cp)
 	}
 	if (cp->queue)
 		queue_retire(c, cp->queue);
+	for (size_t i = 0; i < cp->n_warnings; i++)
+		free(cp->warnings[i]);
 	collect_view_put(cp->view);
 	free(cp);
 }
@@ -1058,6 +1130,9 @@ static void reload_probe(struct collector *c, const char *name)
 	struct cprobe *cp;
 
 	unlink_probe(c, name);
+	/* What was said of its records is found again from its new ones. */
+	if (c->agent->probes)
+		probe_set_warnings(c->agent->probes, name, NULL, 0);
 	if (collect_view_build(c->agent->store, name, &view, &err) < 0) {
 		if (err.status != 404)
 			log_warn("msg=\"probe not collected\" probe=%s error=\"%s\"", name,

@@ -23,9 +23,15 @@
  *
  * Event samples: one per record, value 1, with its decoded fields. A ring
  * buffer or perf event array has no value type, so its record type is the
- * BTF struct named after the map ("events"), in the singular ("event"), or
- * with "_event"/"_record" added; it must be in the object's BTF (e.g. a
- * global `struct event *unused_event;`), else records are decoded raw.
+ * one the spec names (events.recordType), else the BTF struct named after
+ * the map ("events"), in the singular ("event"), or with "_event"/"_record"
+ * added, else the only struct the object defines (one a global variable
+ * or a map's value is, not a kernel type) whose size fits the records,
+ * decided at the first record of each size (a perf record is padded, so
+ * up to 7 bytes more fit). It must be in the object's BTF (e.g. a global
+ * `struct event *unused_event;`). Otherwise records are decoded raw, and
+ * the probe's status (Probe.warnings, through probe_set_warnings()) says
+ * why and names the candidates.
  * With count_by or histogram_field the records are aggregated in the
  * agent instead and flushed every second as counter samples:
  * "<map>.count" tagged with the count_by fields, and with a histogram
@@ -41,6 +47,7 @@
 
 struct agent;
 struct collector;
+struct store;
 
 /* Samples waiting for the store, per probe, at most (and 32 MiB). A
  * source whose probe has half as many waiting stops reading its ring or
@@ -73,6 +80,21 @@ void collect_stop(struct collector *c);
 void collect_probe_changed(struct collector *c, const char *probe);
 
 void collect_get_stats(struct collector *c, struct collect_stats *out);
+
+/* Refuse a spec that cannot decode as it says: 400 when an events output
+ * names a record type (events.recordType) that is no struct or typedef of
+ * the object's BTF (obj, len bytes; a built-in's or a stored object's),
+ * the message listing the structs the object defines (cut to fit). 0 when
+ * no output names one; an object libbpf cannot open is left for the
+ * attach to refuse. Called before a probe is stored. */
+int collect_check_spec(const Graind__ProbeSpec *spec, const void *obj, size_t len,
+		       struct gerr *err);
+
+/* collect_check_spec() with the object the spec names, read from `st`
+ * only when an output names a record type (then its errors are
+ * builtin_spec_object()'s: 400 no object named, 404 none stored). */
+int collect_check_stored_spec(struct store *st, const Graind__ProbeSpec *spec,
+			      struct gerr *err);
 
 /* Live decoded dump of a probe's pinned map (GET /v1/probes/{p}/maps/{m}).
  * *out is a Graind__MapDump the caller frees with pbmsg_free(). 404 when

@@ -37,6 +37,12 @@ struct collect_map {
 	bool typed;                     /* decoded from BTF, not raw */
 	struct decoder *key_dec;        /* NULL for event maps */
 	struct decoder *value_dec;      /* the value, or an event map's record */
+	/* event maps: the record type found (0: none), its size; else
+	 * whether records take their type by size (collect_record_pick), or
+	 * the record type the spec names that does not decode */
+	uint32_t record_type, record_size;
+	bool by_size;
+	const char *record_named;
 	enum collect_out out;
 	/* metric output */
 	uint32_t poll_ms;
@@ -62,7 +68,13 @@ struct collect_view {
 	struct btf *btf;                /* NULL without BTF */
 	struct collect_map *maps;
 	size_t n_maps;
+	struct collect_rectype *rectypes;       /* candidate record types */
+	size_t n_rectypes;
 };
+
+/* The object's bytes opened with libbpf (nothing loaded), named as the
+ * probe manager names it; NULL (errno) when libbpf refuses them. */
+struct bpf_object *collect_object_open(const void *bytes, size_t len);
 
 /* Build the view of stored probe `probe`: 404 when there is none. */
 int collect_view_build(struct store *st, const char *probe,
@@ -71,6 +83,35 @@ struct collect_view *collect_view_get(struct collect_view *view);
 void collect_view_put(struct collect_view *view);
 const struct collect_map *collect_view_map(const struct collect_view *view,
 					   const char *name);
+
+/* ---------------------------------------------------------------- record types */
+
+/* A struct that may be an event map's records (collect_record.c says
+ * which are). */
+struct collect_rectype {
+	uint32_t type_id;
+	uint32_t size;
+	char name[64];                  /* as events.recordType names it */
+};
+
+/* The record type of event map `map`: the one `named` (events.recordType,
+ * "struct x" or "x"; NULL or "" when none), else the struct named after
+ * the map ("events"), in the singular ("event"), or with "_event" /
+ * "_record" added, or for a built-in "<built-in>_event". 0 when none. */
+uint32_t collect_record_type(const struct btf *btf, const char *map, const char *named,
+			     const char *builtin);
+
+/* The candidate record types of btf (none without BTF), by name;
+ * *out is malloc'd (NULL when none). -1 when out of memory. */
+int collect_rectypes(const struct btf *btf, struct collect_rectype **out, size_t *n);
+
+/* How records of `len` bytes of event map m decode when m's record type
+ * does not decode them: *dec is a new decoder (the caller frees it) of the
+ * only candidate that fits, else NULL for m's raw one, and then `why` (n
+ * bytes) says why they are hex and how to name their type ("" when *dec
+ * is set). -1 when out of memory. */
+int collect_record_pick(const struct collect_view *view, const struct collect_map *m, size_t len,
+			struct decoder **dec, char *why, size_t n);
 
 /* ---------------------------------------------------------------- walk */
 

@@ -64,6 +64,7 @@ void collect_view_put(struct collect_view *view)
 		decode_free(view->maps[i].value_dec);
 	}
 	free(view->maps);
+	free(view->rectypes);
 	btf__free(view->btf);
 	pbmsg_free(view->spec ? &view->spec->base : NULL);
 	free(view);
@@ -76,56 +77,6 @@ const struct collect_map *collect_view_map(const struct collect_view *view, cons
 		    strcmp(view->maps[i].name, name) == 0)
 			return &view->maps[i];
 	return NULL;
-}
-
-static int find_struct(const struct btf *btf, const char *name)
-{
-	int id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
-
-	return id > 0 ? id : btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF);
-}
-
-/* A ring buffer or perf event array has no value type: its record type is
- * the one the output spec names (events.recordType, "struct x" or "x"),
- * else the struct named after the map ("events"), in the singular
- * ("event"), or with "_event" / "_record" added, or (for a built-in)
- * "<built-in>_event". The struct must be in the object's BTF, e.g. through
- * a global `struct event *unused_event;`. */
-static uint32_t find_record_type(const struct btf *btf, const char *map,
-				 const char *named, const char *builtin)
-{
-	static const char *const forms[] = { "%s", "%.*s", "%s_event", "%s_record" };
-	size_t len = strlen(map);
-	char name[96];
-	int id;
-
-	if (!btf)
-		return 0;
-	if (named && *named) {
-		if (strncmp(named, "struct ", 7) == 0)
-			named += 7;
-		id = find_struct(btf, named);
-		return id > 0 ? (uint32_t)id : 0;
-	}
-	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
-		if (i == 1) {
-			if (len < 2 || map[len - 1] != 's')
-				continue;
-			snprintf(name, sizeof(name), forms[i], (int)(len - 1), map);
-		} else {
-			snprintf(name, sizeof(name), forms[i], map);
-		}
-		id = find_struct(btf, name);
-		if (id > 0)
-			return (uint32_t)id;
-	}
-	if (builtin && *builtin) {
-		snprintf(name, sizeof(name), "%s_event", builtin);
-		id = find_struct(btf, name);
-		if (id > 0)
-			return (uint32_t)id;
-	}
-	return 0;
 }
 
 /* A decoder for type_id, or the raw one when BTF is missing or unusable. */
@@ -205,12 +156,40 @@ static void resolve_output(const struct collect_view *view, struct collect_map *
 	m->histogram_field = o->events->histogram_field;
 }
 
+/* A ring buffer or perf event array has no value type: its records are of
+ * the type the spec names, or one named after the map, or else each
+ * record size seen takes its own (collect_record_pick). */
+static int describe_event_map(struct collect_view *view, struct collect_map *m)
+{
+	const Graind__OutputSpec *o = find_output(view->spec, m);
+	const char *named = o && o->kind_case == GRAIND__OUTPUT_SPEC__KIND_EVENTS &&
+			    o->events->record_type && *o->events->record_type ?
+			    o->events->record_type : NULL;
+	long size;
+	int ret;
+
+	m->record_type = collect_record_type(view->btf, m->name, named,
+					     view->spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN ?
+					     view->spec->builtin : NULL);
+	size = m->record_type ? btf__resolve_size(view->btf, m->record_type) : 0;
+	if (size <= 0)
+		m->record_type = 0, size = 0;
+	m->record_size = (uint32_t)size;
+	ret = decoder_for(view->btf, m->record_type, (size_t)size, view->probe, m->shown,
+			  &m->value_dec);
+	if (ret < 0)
+		return ret;
+	m->typed = !decode_is_raw(m->value_dec);
+	m->by_size = !m->typed && !named;
+	m->record_named = !m->typed ? named : NULL;
+	return 0;
+}
+
 static int describe_map(struct collect_view *view, const struct bpf_map *bm,
 			struct collect_map *m)
 {
 	const char *name = bpf_map__name(bm);
 	size_t pfx = strlen(OBJECT_NAME);
-	uint32_t record_type;
 	int ret;
 
 	snprintf(m->name, sizeof(m->name), "%s", name);
@@ -224,27 +203,8 @@ static int describe_map(struct collect_view *view, const struct bpf_map *bm,
 	m->max_entries = bpf_map__max_entries(bm);
 	m->percpu = is_percpu(m->type);
 
-	if (is_event_map(m->type)) {
-		const struct btf *btf = view->btf;
-		long size;
-
-		const Graind__OutputSpec *o = find_output(view->spec, m);
-
-		record_type = find_record_type(btf, m->name,
-					       o && o->kind_case == GRAIND__OUTPUT_SPEC__KIND_EVENTS ?
-					       o->events->record_type : NULL,
-					       view->spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN ?
-					       view->spec->builtin : NULL);
-		size = record_type ? btf__resolve_size(btf, record_type) : 0;
-		if (size < 0)
-			record_type = 0, size = 0;
-		ret = decoder_for(btf, record_type, (size_t)size, view->probe, m->shown,
-				  &m->value_dec);
-		if (ret < 0)
-			return ret;
-		m->typed = !decode_is_raw(m->value_dec);
-		return 0;
-	}
+	if (is_event_map(m->type))
+		return describe_event_map(view, m);
 	ret = decoder_for(view->btf, bpf_map__btf_key_type_id(bm), m->key_size, view->probe,
 			  m->shown, &m->key_dec);
 	if (ret == 0)
@@ -269,21 +229,31 @@ static struct btf *copy_btf(const struct bpf_object *obj)
 	return raw ? btf__new(raw, size) : NULL;
 }
 
+struct bpf_object *collect_object_open(const void *bytes, size_t len)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = OBJECT_NAME);
+
+	elfchk_init();
+	return bpf_object__open_mem(bytes, len, &opts);
+}
+
 static int read_object(struct collect_view *view, const void *bytes, size_t len,
 		       struct gerr *err)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = OBJECT_NAME);
 	struct bpf_object *obj;
 	struct bpf_map *bm;
 	size_t n = 0;
 	int ret = -1;
 
-	elfchk_init();
-	obj = bpf_object__open_mem(bytes, len, &opts);
+	obj = collect_object_open(bytes, len);
 	if (!obj)
 		return gerr_set(err, 422, "object of probe %s does not open: %s", view->probe,
 				strerror(errno));
 	view->btf = copy_btf(obj);
+	if (collect_rectypes(view->btf, &view->rectypes, &view->n_rectypes) < 0) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
 	bpf_object__for_each_map(bm, obj)
 		n++;
 	view->maps = calloc(n ? n : 1, sizeof(*view->maps));

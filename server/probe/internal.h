@@ -49,6 +49,7 @@ struct probe_mgr {
 	int stats_fd;			/* keeps BPF run-time statistics on */
 	struct failure *failures;	/* probe.c */
 	struct probe_txn *pending;	/* txn.c: changes not yet decided */
+	struct probe_warnings *warnings;	/* warnings.c */
 };
 
 struct probe_meta_prog {
@@ -197,6 +198,17 @@ int probe_gen_back(const char *dir, const char *staging, struct gerr *err);
  * staging and trash, given the generation the caller wants (0: none). */
 void probe_settle(const char *name, const char *dir, const char *staging,
 		  const char *trash, uint64_t want);
+
+/* warnings.c: what other parts of the agent say about probes, by name
+ * (probe_set_warnings), under a lock of their own. _set replaces a
+ * probe's texts with copies (n == 0 drops them); _fill puts them into
+ * probe->warnings. Both return -1 when out of memory. */
+struct probe_warnings;
+struct probe_warnings *probe_warnings_new(void);
+void probe_warnings_free(struct probe_warnings *pw);
+int probe_warnings_set(struct probe_warnings *pw, const char *name, const char *const *texts,
+		       size_t n);
+int probe_warnings_fill(struct probe_warnings *pw, Graind__Probe *probe);
 
 /* rodata.c */
 int probe_set_constants(struct bpf_object *obj, Graind__Constant **constants,

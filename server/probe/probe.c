@@ -62,6 +62,10 @@ int probe_mgr_new(const char *root, struct probe_mgr **out, struct gerr *err)
 		return gerr_set(err, 500, "cannot create %s: %s (is bpffs mounted at /sys/fs/bpf?)",
 				pin_root, strerror(errno));
 	mgr = calloc(1, sizeof(*mgr));
+	if (mgr && !(mgr->warnings = probe_warnings_new())) {
+		free(mgr);
+		mgr = NULL;
+	}
 	if (!mgr)
 		return gerr_set(err, 500, "out of memory");
 	pthread_mutex_init(&mgr->lock, NULL);
@@ -127,6 +131,7 @@ void probe_mgr_free(struct probe_mgr *mgr)
 		free(f->probe);
 		free(f);
 	}
+	probe_warnings_free(mgr->warnings);
 	if (mgr->stats_fd >= 0)
 		close(mgr->stats_fd);
 	pthread_mutex_destroy(&mgr->lock);
@@ -707,10 +712,17 @@ int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 		failure.probe = NULL;
 	}
 	pthread_mutex_unlock(&mgr->lock);
-	if (fill_status(probe, dir, meta, found ? &failure : NULL) < 0)
+	if (fill_status(probe, dir, meta, found ? &failure : NULL) < 0 ||
+	    probe_warnings_fill(mgr->warnings, probe) < 0)
 		ret = gerr_set(err, 500, "out of memory");
 	free(meta);
 	return ret;
+}
+
+int probe_set_warnings(struct probe_mgr *mgr, const char *name, const char *const *texts,
+		       size_t n)
+{
+	return probe_warnings_set(mgr->warnings, name, texts, n);
 }
 
 uint64_t probe_pinned_generation(struct probe_mgr *mgr, const char *name)

@@ -96,8 +96,18 @@ int probe_detach(struct probe_mgr *mgr, const char *name,
 /* Add the kernel's view to `probe` (a Graind__Probe whose name and spec are
  * set): one Graind__ProgramStatus per program with state, program and link
  * ids, attach time, run count and run time; a probe that failed its last
- * attach reports PROGRAM_FAILED with the error. */
+ * attach reports PROGRAM_FAILED with the error. Probe.warnings: what
+ * probe_set_warnings() was told last. */
 int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err);
+
+/* What another part of the agent found wrong with probe `name` that is no
+ * error (the collector: why a map's records are shown as hex), for
+ * probe_status() to list in Probe.warnings: replaces the probe's earlier
+ * texts with copies of these `n` (0 drops them). Kept in memory only,
+ * until replaced; never waits for an attach in progress. -1 when out of
+ * memory (the earlier texts stay). */
+int probe_set_warnings(struct probe_mgr *mgr, const char *name, const char *const *texts,
+		       size_t n);
 
 /* Open the pinned map `map` of probe `name` (its name in the object, e.g.
  * "counts" or ".rodata"). Returns a new fd the caller closes, or a

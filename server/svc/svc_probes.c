@@ -17,9 +17,6 @@
 #include "server/util/log.h"
 #include "store/store.h"
 
-/* TEMPORARY until the collector's spec check lands. */
-#define collect_check_spec(s, b, l, e) 0
-
 /* The collector follows the store: tell it which probe changed. */
 static void notify_collector(struct agent *ag, const char *name)
 {
@@ -124,10 +121,8 @@ static int apply_to_kernel(struct svc_call *call, const char *name, uint64_t gen
 		return probe_detach(ag->probes, name, txn, err);
 	if (builtin_spec_object(ag->store, spec, &bytes, &len, err) < 0)
 		return -1;
-	ret = collect_check_spec(spec, bytes, len, err);
-	if (ret == 0)
-		ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
-				   &call->report, txn, err);
+	ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
+			   &call->report, txn, err);
 	free(bytes);
 	return ret;
 }
@@ -163,6 +158,7 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		return gerr_set(err, 400, "spec is missing: send the probe's ProbeSpec");
 	attached = spec_wants_attached(spec);
 	if (spec_object_sha256(spec, object_sha256, err) < 0 ||
+	    collect_check_stored_spec(ag->store, spec, err) < 0 ||
 	    pack_spec(spec, &packed, &packed_len, err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);

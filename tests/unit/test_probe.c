@@ -1525,6 +1525,43 @@ static void test_crash_leftovers_settle(void **state)
 	pbmsg_free((ProtobufCMessage *)s);
 }
 
+static void assert_warnings(const char *name, const char *const *want, size_t n)
+{
+	Graind__Probe *p = status_of(name, NULL);
+
+	assert_int_equal(p->n_warnings, n);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(p->warnings[i], want[i]);
+	/* Filled again, the same message holds them once. */
+	assert_int_equal(probe_status(mgr, p, NULL), 0);
+	assert_int_equal(p->n_warnings, n);
+	status_free(p);
+}
+
+/* What another part of the agent says about a probe is in its status until
+ * it says something else, probe by probe, as copies. */
+static void test_warnings_in_status(void **state)
+{
+	char first[] = "map rb: records are shown as hex", second[] = "and another";
+	const char *const two[] = { first, second }, *const other[] = { "of the other" };
+	const char *const kept[] = { "map rb: records are shown as hex", "and another" };
+
+	(void)state;
+	assert_warnings("ut.warned", NULL, 0);
+	assert_int_equal(probe_set_warnings(mgr, "ut.warned", two, 2), 0);
+	assert_int_equal(probe_set_warnings(mgr, "ut.other", other, 1), 0);
+	first[0] = second[0] = 'X';
+	assert_warnings("ut.warned", kept, 2);
+	assert_warnings("ut.other", other, 1);
+	assert_int_equal(probe_set_warnings(mgr, "ut.warned", two + 1, 1), 0);
+	assert_warnings("ut.warned", (const char *const[]){ "Xnd another" }, 1);
+	assert_int_equal(probe_set_warnings(mgr, "ut.warned", NULL, 0), 0);
+	assert_warnings("ut.warned", NULL, 0);
+	assert_warnings("ut.other", other, 1);
+	assert_int_equal(probe_set_warnings(mgr, "ut.other", NULL, 0), 0);
+	assert_warnings("ut.other", NULL, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1548,6 +1585,7 @@ int main(void)
 		cmocka_unit_test(test_failed_rename_keeps_old_generation),
 		cmocka_unit_test(test_rollback_after_interface_removed),
 		cmocka_unit_test(test_crash_leftovers_settle),
+		cmocka_unit_test(test_warnings_in_status),
 	};
 
 	if (geteuid() != 0) {
