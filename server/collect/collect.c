@@ -56,7 +56,7 @@
 #define BATCH_MAX     65536     /* samples per transaction */
 #define BATCH_WAIT_MS 50        /* the longest a sample waits for its batch */
 #define PERF_PAGES    64        /* perf buffer pages per CPU */
-#define DELTA_MAX     (1u << 18) /* remembered counter values, per map */
+#define DELTA_MAX     (1u << 18) /* remembered counter series, per map */
 #define TAG_TEXT_MAX  256
 
 /* Field numbers of graind.Sample (proto/graind.proto), for packing events
@@ -106,21 +106,6 @@ enum source_kind {
 	SOURCE_FLUSH,           /* the timer of an aggregated event map */
 };
 
-/* The last value of each (key, field) of a counter exported as deltas,
- * by a 64-bit hash of both (no key bytes kept). */
-struct delta_slot {
-	uint64_t hash;          /* 0: free */
-	double last;
-};
-
-struct delta_table {
-	struct delta_slot *slots;
-	size_t cap, used;
-	/* Walks left that only record: the first one after start (nothing to
-	 * subtract from yet) and the two around a reset of a full table. */
-	int baseline_walks;
-};
-
 struct cprobe;
 
 struct source {
@@ -130,7 +115,7 @@ struct source {
 	int map_fd, timer_fd;
 	struct ring_buffer *rb;
 	struct perf_buffer *pb;
-	struct delta_table delta;
+	struct collect_delta *delta;   /* metric output with delta */
 	struct collect_agg *agg;        /* events counted here, not stored */
 	struct chunk *open;             /* being filled */
 	bool paused;                    /* its queue is too full: stop reading */
@@ -675,70 +660,6 @@ static void on_perf_lost(void *ctx, int cpu, __u64 count)
 	pthread_mutex_unlock(&c->qlock);
 }
 
-/* ---------------------------------------------------------------- deltas */
-
-static uint64_t hash_bytes(const void *data, size_t len, uint64_t h)
-{
-	const uint8_t *p = data;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-static void delta_reset(struct delta_table *t)
-{
-	if (t->slots)
-		memset(t->slots, 0, t->cap * sizeof(*t->slots));
-	t->used = 0;
-}
-
-/* The increase of (key, field) since the last walk into *out; false when
- * there is none to tell yet. A value that went down is a counter that
- * restarted: its increase is the value itself. */
-static bool delta_next(struct delta_table *t, const struct collect_map *m,
-		       const void *key, size_t field, double value, double *out)
-{
-	uint64_t h = hash_bytes(key, m->key_size, 0xcbf29ce484222325ULL ^ (field + 1));
-	struct delta_slot *slot;
-	size_t i;
-
-	h |= 1;         /* 0 marks a free slot */
-	if (!t->slots) {
-		size_t want = (size_t)m->max_entries * 8, cap = 64;
-
-		while (cap < want && cap < DELTA_MAX)
-			cap *= 2;
-		t->slots = calloc(cap, sizeof(*t->slots));
-		if (!t->slots)
-			return false;
-		t->cap = cap;
-	}
-	for (i = h & (t->cap - 1); t->slots[i].hash && t->slots[i].hash != h;
-	     i = (i + 1) & (t->cap - 1))
-		;
-	slot = &t->slots[i];
-	if (slot->hash) {
-		*out = value >= slot->last ? value - slot->last : value;
-		slot->last = value;
-		return t->baseline_walks == 0;
-	}
-	if (t->used + 1 > t->cap / 4 * 3) {
-		/* Full of keys that may be gone: start over, two walks of
-		 * recording so that no key counts its whole value again. */
-		delta_reset(t);
-		t->baseline_walks = 2;
-		return delta_next(t, m, key, field, value, out);
-	}
-	slot->hash = h;
-	slot->last = value;
-	t->used++;
-	*out = value;
-	return t->baseline_walks == 0;
-}
-
 /* ---------------------------------------------------------------- metrics */
 
 static int add_tags(Graind__Sample *s, Graind__Field **key, size_t n_key)
@@ -775,8 +696,8 @@ static void emit_metric(struct source *src, const void *key, Graind__Field **key
 	if (!collect_field_selected(m, *field ? field : m->shown) ||
 	    !decode_field_number(f, &value))
 		return;
-	if (m->delta && (!delta_next(&src->delta, m, key, field_index, value, &value) ||
-			 value == 0))
+	if (src->delta && (!collect_delta_next(src->delta, key, (uint32_t)field_index, value,
+						    &value) || value == 0))
 		return;
 	if (*field)
 		snprintf(name, sizeof(name), "%s.%s", m->shown, field);
@@ -865,8 +786,8 @@ static void poll_map(struct source *src)
 	if (ret < 0)
 		log_warn("msg=\"cannot read map\" probe=%s map=%s error=\"%s\"",
 			 src->probe->view->probe, src->map->shown, strerror(-ret));
-	if (src->delta.baseline_walks > 0)
-		src->delta.baseline_walks--;
+	if (src->delta)
+		collect_delta_walk_done(src->delta);
 }
 
 /* ---------------------------------------------------------------- sources */
@@ -897,7 +818,7 @@ static void source_close(struct collector *c, struct source *src)
 		close(src->map_fd);
 	source_flush(src);
 	pbwire_free(&src->event_head);
-	free(src->delta.slots);
+	collect_delta_free(src->delta);
 	collect_agg_free(src->agg);
 	free(src);
 }
@@ -960,7 +881,6 @@ static struct source *source_new(struct cprobe *cp, const struct collect_map *m,
 	src->map = m;
 	src->map_fd = -1;
 	src->timer_fd = -1;
-	src->delta.baseline_walks = 1;
 	return src;
 }
 
@@ -1000,6 +920,11 @@ static void open_source(struct collector *c, struct cprobe *cp, const struct col
 	if (!src)
 		goto fail;
 	if (collect_agg_wanted(m) && !(src->agg = collect_agg_new(m)))
+		goto fail;
+	/* About one series per entry and value field. */
+	if (m->out == COLLECT_OUT_METRIC && m->delta &&
+	    !(src->delta = collect_delta_new(m->key_size, (size_t)m->max_entries * 8 < DELTA_MAX ?
+					     (size_t)m->max_entries * 8 : DELTA_MAX, NULL)))
 		goto fail;
 	src->map_fd = collect_map_open(cp->view->probe, m);
 	ret = src->map_fd;

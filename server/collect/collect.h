@@ -18,8 +18,9 @@
  * Metric samples: one per map entry and numeric value field, named
  * "<map>.<field>" (or "<map>" for a plain number), with the key's decoded
  * fields as tags ("key" for a plain number); per-CPU values summed.
- * Counters with `delta` give the increase since the previous poll: the
- * first poll only records, and a counter that did not move gives nothing.
+ * Counters with `delta` give the increase since the previous poll, per
+ * series (the entry's key bytes and the value field): the first poll only
+ * records, and a counter that did not move gives nothing.
  *
  * Event samples: one per record, value 1, with its decoded fields. A ring
  * buffer or perf event array has no value type, so its record type is the

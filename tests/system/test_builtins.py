@@ -10,6 +10,7 @@ on the same workload, and must report the same events and counts. A tool
 that does not run on this kernel skips its comparison with the tool's own
 error as the reason."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -413,6 +414,98 @@ def test_dns_queries_over_veth(a, pb, builtins, net):
     errors = wait_for(lambda: latest_counters(a, pb, name, "errors", "errors"),
                       what="dns errors counter")
     assert errors == {(("key", "BAD_LABEL"),): 1.0}, errors
+
+
+# ---------------------------------------------------------------- netstat
+
+@contextlib.contextmanager
+def veth_pair_with_indexes(first_tag, second_tag):
+    """Two veth namespaces whose host sides have ifindexes a and a+3 (a a
+    multiple of 4, so a+3 differs from a only in its two low bits): the
+    collector once folded the field index into the first key byte, which
+    made (a, packets) and (a+3, bytes) one series."""
+    for attempt in range(16):
+        a = 1004 + 4 * ((os.getpid() + 37 * attempt) % 2000)
+        with contextlib.ExitStack() as stack:
+            try:
+                first = stack.enter_context(veth_namespace(first_tag, 2, index=a))
+                second = stack.enter_context(veth_namespace(second_tag, 3, index=a + 3))
+            except AssertionError as e:
+                if "exists" in str(e):
+                    continue        # an ifindex in use: another pair
+                raise
+            yield first, second
+            return
+    raise AssertionError("no free pair of ifindexes for the netstat test")
+
+
+def test_netstat_deltas_exact_per_series_in_samples_and_statsd(a, pb, builtins,
+                                                               statsd_daemon):
+    """netstat with `delta: true` on two interfaces: several keys (ifindex
+    a and a+3) and two value fields (packets, bytes), traffic over several
+    polls. The delta samples of each series add up to exactly what was
+    sent on its interface, and so do the counters the StatsD daemon
+    summed."""
+    from test_sinks import delete_sink, put_sink, statsd_body, stored_name
+
+    rounds = 4
+    sent = {"d": (25, 100), "e": (50, 200)}         # packets a round, UDP payload
+    with veth_pair_with_indexes("d", "e") as (na, nb):
+        name = f"netstat-delta-{RUN}"
+        nets = {"d": na, "e": nb}
+        sink, prefix = f"nsd-{RUN}", f"n{RUN}"
+        put_sink(a, sink, statsd_body(statsd_daemon.port, prefix, "TAG_DIALECT_GRAPHITE",
+                                      name))
+        try:
+            builtins.put(name, "netstat", programs=[
+                {"program": "netstat_xdp",
+                 "attach": {"xdp": {"ifname": na.host_if, "mode": "XDP_MODE_SKB"}}},
+                {"program": "netstat_tc_ingress",
+                 "attach": {"tc": {"ifname": nb.host_if, "direction": "TC_INGRESS"}}}],
+                outputs=[{"map": "traffic", "metric": {"pollIntervalMs": 100,
+                                                        "delta": True}}])
+            time.sleep(0.5)             # the first poll, which only records, is done
+            for _ in range(rounds):
+                for tag, (n, size) in sent.items():
+                    send_from_ns(nets[tag], [(b"x" * size, 9)] * n, 30000 + RUN)
+                time.sleep(0.35)        # a few polls between rounds
+
+            want = {}
+            for tag, (n, size) in sent.items():
+                tags = (("ifindex", nets[tag].host_if), ("direction", "INGRESS"),
+                        ("l3_proto", "IPV4"), ("l4_proto", "UDP"))
+                want[("traffic.packets", tags)] = rounds * n
+                want[("traffic.bytes", tags)] = rounds * n * (14 + 20 + 8 + size)
+
+            def sums():
+                got = Counter()
+                for smp in samples(a, pb, name, "traffic"):
+                    assert smp.kind == pb.METRIC and smp.delta, smp
+                    key = (smp.name, tuple((t.key, t.value) for t in smp.tags))
+                    if key in want:
+                        got[key] += smp.value
+                return dict(got)
+
+            try:
+                wait_for(lambda: sums() == want, timeout=10, what="delta sums")
+            except AssertionError:
+                raise AssertionError(f"delta samples add up to {sums()}, sent {want}")
+            time.sleep(0.5)             # more polls change nothing
+            assert sums() == want
+
+            def in_statsd():
+                c = statsd_daemon.counters()
+                return {k: c.get(stored_name(prefix, "TAG_DIALECT_GRAPHITE", k[0], list(k[1])))
+                        for k in want}
+            try:
+                wait_for(lambda: in_statsd() == want, timeout=20, what="statsd counters")
+            except AssertionError:
+                raise AssertionError(f"statsd counted {in_statsd()}, sent {want}")
+            assert statsd_daemon.counters()["statsd.bad_lines_seen"] == 0
+        finally:
+            delete_sink(a, sink)
+            builtins.cleanup()
+            builtins.names.clear()
 
 
 # ---------------------------------------------------------------- exec
