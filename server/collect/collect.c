@@ -140,8 +140,6 @@ struct change {
 	struct change *next;
 };
 
-/* How long a probe change waits for the collector to take it in. */
-#define CHANGE_WAIT_S 2
 
 struct collector {
 	struct agent *agent;
@@ -1235,12 +1233,14 @@ int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
 	c->agent = agent;
 	c->control.kind = SOURCE_CONTROL;
 	pthread_mutex_init(&c->ctl_lock, NULL);
-	pthread_cond_init(&c->ctl_applied, NULL);
 	pthread_mutex_init(&c->probes_lock, NULL);
 	pthread_mutex_init(&c->qlock, NULL);
+	/* Every timed wait counts on the monotonic clock (deadline_after_ms):
+	 * a jump of the wall clock neither stretches nor cuts it. */
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->qcond, &attr);
+	pthread_cond_init(&c->ctl_applied, &attr);
 	pthread_condattr_destroy(&attr);
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1337,8 +1337,7 @@ void collect_probe_changed(struct collector *c, const char *probe)
 
 	if (!c)
 		return;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += CHANGE_WAIT_S;
+	deadline_after_ms(&deadline, COLLECT_CHANGE_WAIT_MS);
 	pthread_mutex_lock(&c->ctl_lock);
 	ticket = ++c->requested;
 	for (ch = c->changes; ch; ch = ch->next)
@@ -1357,8 +1356,9 @@ void collect_probe_changed(struct collector *c, const char *probe)
 	}
 	if (write(c->ctl_fd, &one, sizeof(one)) < 0)
 		log_error("msg=\"cannot wake the collector\" error=\"%s\"", strerror(errno));
-	/* Wait until the collector reads the probe's buffers: a perf buffer
-	 * without a reader loses what the probe writes, uncounted. */
+	/* Wait until the collector reads the probe's buffers (a perf buffer
+	 * without a reader loses what the probe writes, uncounted), but never
+	 * past the deadline: the caller holds the probe lock. */
 	while (c->applied < ticket && !c->stopping &&
 	       pthread_cond_timedwait(&c->ctl_applied, &c->ctl_lock, &deadline) == 0)
 		;

@@ -69,8 +69,14 @@ void collect_stop(struct collector *c);
 
 /* A probe was attached, updated, detached or deleted: the collector
  * re-reads its spec and pinned maps. Returns once the collector has done
- * so (at most a couple of seconds), so that what the probe writes after
- * the API answered is read. */
+ * so, so that what the probe writes after the API answered is read; or,
+ * when the collector is busy or stuck, after COLLECT_CHANGE_WAIT_MS on the
+ * monotonic clock (a wall-clock jump changes nothing), whichever is
+ * first. It never waits longer than that and takes no lock the collector
+ * holds for long, so a caller may hold agent->probe_lock. A change it
+ * gave up waiting for is still applied, in order, once the collector gets
+ * to it. */
+#define COLLECT_CHANGE_WAIT_MS 2000
 void collect_probe_changed(struct collector *c, const char *probe);
 
 void collect_get_stats(struct collector *c, struct collect_stats *out);
