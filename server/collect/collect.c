@@ -11,9 +11,12 @@
  * the lock is taken once per chunk.
  *
  * Each probe has its own queue of fixed bound, so a probe that floods
- * cannot take the room of the others; a chunk that does not fit is
- * counted and freed. Before that, a source whose queue is half full
- * pauses: its records wait in the kernel's buffer, where they cost
+ * cannot take the room of the others, and all the queues together are
+ * bounded in bytes (--queue-bytes), so that many probes cannot take many
+ * times that; a chunk that does not fit is counted and freed. A queue and
+ * its counters last as long as its probe is in the store, so that a
+ * change of the probe never sets them back. Before that, a source whose
+ * queue (or all of them) is half full pauses: its records wait in the kernel's buffer, where they cost
  * nothing, rather than be decoded only to be dropped, and the CPU goes to
  * the writer instead. The writer takes up to BATCH_MAX samples, starting
  * at a different probe each time, and commits them in one transaction; a
@@ -93,8 +96,9 @@ struct pqueue {
 	struct chunk *head, **tail;
 	size_t len, bytes;      /* samples and bytes waiting */
 	uint64_t dropped;       /* full queue or failed write */
+	uint64_t overflow;      /* of those: all the queues were full */
 	uint64_t lost;          /* records the kernel could not hand over */
-	bool live;              /* the collector still fills it */
+	bool live;              /* its probe is in the store: kept */
 	struct pqueue *next;
 };
 
@@ -171,6 +175,7 @@ struct collector {
 	struct pqueue *queues;
 	struct pqueue *next_first;      /* where the next batch starts */
 	size_t depth;
+	size_t bytes, max_bytes;        /* of every queue, and their bound */
 	bool writer_stop;
 	/* Event chunks the writer is done with, kept for the collector to
 	 * fill again: a fresh 64 KiB buffer costs page faults every time. */
@@ -214,10 +219,13 @@ static struct pqueue *queue_for(struct collector *c, const char *probe)
 	return q;
 }
 
-static void queue_retire(struct collector *c, struct pqueue *q)
+/* Probe `probe` is gone from the store: its queue goes once empty. */
+static void queue_retire(struct collector *c, const char *probe)
 {
 	pthread_mutex_lock(&c->qlock);
-	q->live = false;
+	for (struct pqueue *q = c->queues; q; q = q->next)
+		if (strcmp(q->probe, probe) == 0)
+			q->live = false;
 	pthread_cond_signal(&c->qcond);
 	pthread_mutex_unlock(&c->qlock);
 }
@@ -278,41 +286,54 @@ static struct chunk *chunk_new(struct collector *c, size_t room)
 	return ch;
 }
 
-/* Count samples of probe queue q as lost: a full queue, a failed write. */
-static void queue_count_lost(struct collector *c, struct pqueue *q, uint64_t n)
+/* Count samples of probe queue q as lost: a full queue, a failed write;
+ * called with qlock held. */
+static void count_lost_locked(struct collector *c, struct pqueue *q, uint64_t n)
 {
-	pthread_mutex_lock(&c->qlock);
 	q->dropped += n;
-	pthread_mutex_unlock(&c->qlock);
 	stat_add(&c->stats.queue_dropped, n);
 }
 
+static void queue_count_lost(struct collector *c, struct pqueue *q, uint64_t n)
+{
+	pthread_mutex_lock(&c->qlock);
+	count_lost_locked(c, q, n);
+	pthread_mutex_unlock(&c->qlock);
+}
+
 /* Hand a chunk to the writer, or count it as dropped when the probe's
- * queue has no room for it. True when the queue is half full: its source
- * pauses until it is down to an eighth. */
+ * queue, or all of them together, have no room for it. True when either
+ * is half full: the source pauses until both are down to an eighth. */
 static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 {
-	bool full, high;
+	bool full, overflow, high;
 
 	stat_add(&c->stats.collected, ch->count);
 	pthread_mutex_lock(&c->qlock);
 	full = q->len + ch->count > QUEUE_MAX || q->bytes + ch->data.len > QUEUE_MAX_BYTES;
-	if (!full) {
+	overflow = !full && c->bytes + ch->data.len > c->max_bytes;
+	if (full || overflow) {
+		count_lost_locked(c, q, ch->count);
+		if (overflow) {
+			q->overflow += ch->count;
+			stat_add(&c->stats.queue_overflow, ch->count);
+		}
+	} else {
 		ch->queue = q;
 		*q->tail = ch;
 		q->tail = &ch->next;
 		q->len += ch->count;
 		q->bytes += ch->data.len;
+		c->bytes += ch->data.len;
 		c->depth += ch->count;
 		if (c->depth == ch->count || c->depth >= BATCH_MAX)
 			pthread_cond_signal(&c->qcond);
 	}
-	high = q->len >= QUEUE_MAX / 2 || q->bytes >= QUEUE_MAX_BYTES / 2;
+	high = q->len >= QUEUE_MAX / 2 || q->bytes >= QUEUE_MAX_BYTES / 2 ||
+	       c->bytes >= c->max_bytes / 2;
 	pthread_mutex_unlock(&c->qlock);
-	if (full) {
-		queue_count_lost(c, q, ch->count);
+	if (full || overflow)
 		chunk_free(c, ch);
-	}
 	return high;
 }
 
@@ -321,7 +342,8 @@ static bool queue_low(struct collector *c, struct pqueue *q)
 	bool low;
 
 	pthread_mutex_lock(&c->qlock);
-	low = q->len < QUEUE_MAX / 8 && q->bytes < QUEUE_MAX_BYTES / 8;
+	low = q->len < QUEUE_MAX / 8 && q->bytes < QUEUE_MAX_BYTES / 8 &&
+	      c->bytes < c->max_bytes / 8;
 	pthread_mutex_unlock(&c->qlock);
 	return low;
 }
@@ -343,6 +365,7 @@ static struct chunk *take_batch(struct collector *c, size_t *samples)
 				q->tail = &q->head;
 			q->len -= ch->count;
 			q->bytes -= ch->data.len;
+			c->bytes -= ch->data.len;
 			ch->next = NULL;
 			*tail = ch;
 			tail = &ch->next;
@@ -950,8 +973,6 @@ static void close_probe(struct collector *c, struct cprobe *cp)
 		cp->sources = src->next;
 		source_close(c, src);
 	}
-	if (cp->queue)
-		queue_retire(c, cp->queue);
 	collect_view_put(cp->view);
 	free(cp);
 }
@@ -982,7 +1003,9 @@ static void reload_probe(struct collector *c, const char *name)
 
 	unlink_probe(c, name);
 	if (collect_view_build(c->agent->store, name, &view, &err) < 0) {
-		if (err.status != 404)
+		if (err.status == 404)
+			queue_retire(c, name);
+		else
 			log_warn("msg=\"probe not collected\" probe=%s error=\"%s\"", name,
 				 err.msg);
 		return;
@@ -1232,6 +1255,8 @@ int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
 		return gerr_set(err, 500, "out of memory");
 	c->agent = agent;
 	c->control.kind = SOURCE_CONTROL;
+	c->max_bytes = agent->cfg.queue_bytes ? (size_t)agent->cfg.queue_bytes :
+		       (size_t)CONFIG_DEFAULT_QUEUE_BYTES;
 	pthread_mutex_init(&c->ctl_lock, NULL);
 	pthread_mutex_init(&c->probes_lock, NULL);
 	pthread_mutex_init(&c->qlock, NULL);
@@ -1378,7 +1403,10 @@ void collect_get_stats(struct collector *c, struct collect_stats *out)
 	out->batch_commit_us = __atomic_load_n(&c->stats.batch_commit_us, __ATOMIC_RELAXED);
 	out->decode_errors = __atomic_load_n(&c->stats.decode_errors, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&c->qlock);
+	out->queue_overflow = __atomic_load_n(&c->stats.queue_overflow, __ATOMIC_RELAXED);
 	out->queue_depth = c->depth;
+	out->queue_bytes = c->bytes;
+	out->queue_max_bytes = c->max_bytes;
 	pthread_mutex_unlock(&c->qlock);
 }
 
@@ -1403,6 +1431,7 @@ int collect_queue_stats(struct collector *c, struct collect_queue_stat **out, si
 			snprintf(st->probe, sizeof(st->probe), "%s", q->probe);
 			st->depth = q->len;
 			st->dropped = q->dropped;
+			st->overflow = q->overflow;
 			st->lost = q->lost;
 		}
 	pthread_mutex_unlock(&c->qlock);

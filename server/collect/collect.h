@@ -43,17 +43,23 @@
 struct agent;
 struct collector;
 
-/* Samples waiting for the store, per probe, at most (and 32 MiB). A
- * source whose probe has half as many waiting stops reading its ring or
+/* Samples waiting for the store, per probe, at most (and 32 MiB); all the
+ * probes' queues together hold at most agent->cfg.queue_bytes bytes
+ * (--queue-bytes). A source whose probe has half as many waiting, or
+ * whose agent has half that many bytes waiting, stops reading its ring or
  * perf buffer until they are down to an eighth: its records wait in the
- * kernel, which drops (and counts) what does not fit there. */
+ * kernel, which drops (and counts) what does not fit there. A chunk that
+ * does not fit is dropped and counted against its probe. */
 #define COLLECT_QUEUE_MAX 262144
 
 struct collect_stats {
 	uint64_t collected;        /* samples made from kernel data */
 	uint64_t stored;           /* samples committed to the store */
 	uint64_t queue_dropped;    /* samples lost to full queues or failed writes */
+	uint64_t queue_overflow;   /* of those: every queue together was full */
 	uint64_t queue_depth;      /* samples waiting now */
+	uint64_t queue_bytes;      /* their bytes */
+	uint64_t queue_max_bytes;  /* the bound of queue_bytes */
 	uint64_t events_lost;      /* perf buffer records the kernel lost */
 	uint64_t batches;          /* committed batches */
 	uint64_t batch_commit_us;  /* time spent committing, total */

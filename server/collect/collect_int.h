@@ -165,10 +165,11 @@ size_t collect_delta_series(const struct collect_delta *t);
 int collect_views(struct agent *agent, struct collect_view ***views, size_t *n);
 void collect_views_free(struct collect_view **views, size_t n);
 
-/* The queue of one probe, as seen now. */
+/* The queue of one probe, as seen now. Its counters only grow while the
+ * probe is in the store, whatever changes it goes through. */
 struct collect_queue_stat {
 	char probe[64];
-	uint64_t depth, dropped, lost;
+	uint64_t depth, dropped, overflow, lost;
 };
 
 /* Every probe queue; *out malloc'd (NULL when none), caller frees. */

@@ -109,6 +109,15 @@ static void agent_metrics(FILE *f, struct agent *agent)
 		    "Samples lost to full queues or failed writes.", (double)st.queue_dropped);
 	self_metric(f, "graind_samples_queue_depth", "gauge",
 		    "Samples waiting to be stored.", (double)st.queue_depth);
+	self_metric(f, "graind_samples_queue_bytes", "gauge",
+		    "Bytes of the samples waiting to be stored, every probe's together.",
+		    (double)st.queue_bytes);
+	self_metric(f, "graind_samples_queue_limit_bytes", "gauge",
+		    "The bound of graind_samples_queue_bytes (--queue-bytes).",
+		    (double)st.queue_max_bytes);
+	self_metric(f, "graind_samples_queue_overflow_total", "counter",
+		    "Samples dropped because every probe's queue together was at --queue-bytes.",
+		    (double)st.queue_overflow);
 	self_metric(f, "graind_events_lost_total", "counter",
 		    "Perf buffer records the kernel could not hand over.", (double)st.events_lost);
 	self_metric(f, "graind_decode_errors_total", "counter",
@@ -142,6 +151,13 @@ static void queue_metrics(FILE *f, struct agent *agent)
 	for (size_t i = 0; i < n; i++) {
 		put_sample(f, "graind_queue_dropped_total", "probe", qs[i].probe,
 			   (double)qs[i].dropped);
+	}
+	family_head(f, "graind_queue_overflow_total", "counter",
+		    "Samples of the probe dropped because every probe's queue together was full "
+		    "(counted in graind_queue_dropped_total too).");
+	for (size_t i = 0; i < n; i++) {
+		put_sample(f, "graind_queue_overflow_total", "probe", qs[i].probe,
+			   (double)qs[i].overflow);
 	}
 	family_head(f, "graind_perf_events_lost_total", "counter",
 		    "Perf buffer records of the probe the kernel could not hand over.");
