@@ -12,7 +12,9 @@
  * by default BTF-typed hash/array/LRU maps (per-CPU too) are polled as
  * metrics every second, ringbuf and perf event array maps are drained as
  * events, and internal maps (.rodata/.data/.bss/.kconfig) and program
- * arrays give nothing. A map the outputs do not name keeps its default
+ * arrays give nothing; an object may change a map's default with a BTF
+ * decl tag on it, "graind.output=none" or "graind.output=log2_histogram"
+ * (bpf/output.h). A map the outputs do not name keeps its default
  * (`none` silences one).
  *
  * Metric samples: one per map entry and numeric value field, named
@@ -97,8 +99,10 @@ int collect_dump_map(struct agent *agent, const char *probe, const char *map,
  * agent self-metrics (samples collected/stored/dropped, queue depth,
  * batch commit time, SQLite size, buffer drops per probe, per-program
  * kernel run count and run time, attach failures) and every metric-kind
- * probe map as a family "graind_probe_<map>_<field>" with labels probe=
- * and the decoded key fields (label names sanitised; at most
+ * probe map as a family "graind_probe_<map>_<field>" ("_total" added to
+ * counters) with labels probe= and the decoded key fields (label names
+ * sanitised; a log2 histogram of a map named "<x>_ns", "_us" or "_ms" as
+ * "graind_probe_<x>_seconds", its bounds and sum in seconds; at most
  * COLLECT_MAX_SERIES series per map, the rest counted in the gauge
  * graind_metric_series_dropped{probe,map} of each scrape). NULL when out
  * of memory. */

@@ -722,6 +722,47 @@ def test_syscalls_agrees_with_syscount(a, pb, builtins, tools, caller_bin):
     assert ours["getpid"] == peer["getpid"]
 
 
+# ---------------------------------------------------------------- /metrics
+
+def test_metrics_pass_promtool_with_builtins_attached(a, builtins, net, caller_bin):
+    """/metrics of an agent running every built-in, each with its default
+    outputs and with data in its maps, passes Prometheus' own linter
+    (`promtool check metrics`) without a problem reported."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make deps-test` installs the Debian package prometheus"
+    builtins.put(f"pm-dns-{RUN}", "dns", programs=[{
+        "program": "dns_parse",
+        "attach": {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}}])
+    builtins.put(f"pm-netstat-{RUN}", "netstat", programs=[
+        {"program": "netstat_tc_ingress",
+         "attach": {"tc": {"ifname": net.host_if, "direction": "TC_INGRESS"}}},
+        {"program": "netstat_tc_egress",
+         "attach": {"tc": {"ifname": net.host_if, "direction": "TC_EGRESS"}}}])
+    builtins.put(f"pm-syscalls-{RUN}", "syscalls", programs=SYSCALLS_ATTACH)
+    builtins.put(f"pm-exec-{RUN}", "exec", programs=EXEC_ATTACH)
+    builtins.put(f"pm-tcpstate-{RUN}", "tcpstate")
+    builtins.put(f"pm-runqlat-{RUN}", "runqlat")
+    # Something in every map: a DNS query and a broken one, exec, TCP,
+    # system calls, wake-ups.
+    send_from_ns(net, [(dns_message(9, "lint.graind.example", 1), 53)], 21000 + RUN)
+    send_from_ns(net, [(dns_message(7, "", 1, raw_labels=b"\x40" + b"a" * 64 + b"\0"), 53)],
+                 21000 + RUN)
+    subprocess.run(["/bin/true"], check=True)
+    _refused_connect()
+    ping_pong(200)
+
+    def scraped():
+        text = a.get("/metrics").text
+        want = (f'probe="pm-syscalls-{RUN}"', f'probe="pm-netstat-{RUN}"',
+                f'probe="pm-dns-{RUN}"', f'probe="pm-runqlat-{RUN}"', f'probe="pm-exec-{RUN}"')
+        return text if all(w in text for w in want) and "graind_probe_" in text else None
+    text = wait_for(scraped, what="every built-in's maps in /metrics")
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == "", \
+        f"promtool ({out.returncode}):\n{out.stdout}{out.stderr}"
+
+
 # ---------------------------------------------------------------- runqlat
 
 def latency_slots(a, probe):
@@ -770,21 +811,25 @@ def test_runqlat_histogram_samples(a, pb, builtins):
     assert sum(slots.values()) > 0, slots
 
 
-def test_runqlat_as_prometheus_histogram(a, builtins):
-    """With outputs log2Histogram, /metrics shows the latency map as one
-    Prometheus histogram: cumulative buckets at powers of two, +Inf equal
-    to the count, parsed by the Prometheus client's own text parser."""
+@pytest.mark.parametrize("outputs", [None, [{"map": "latency_us",
+                                              "metric": {"log2Histogram": True}}]],
+                         ids=["default", "log2Histogram"])
+def test_runqlat_as_prometheus_histogram(a, builtins, outputs):
+    """By default (the built-in tags latency_us as a log2 histogram), as with
+    outputs log2Histogram, /metrics shows the latency map as one Prometheus
+    histogram in seconds: cumulative buckets at powers of two microseconds,
+    +Inf equal to the count, parsed by the Prometheus client's own text
+    parser. The scratch map `start` is not exported at all."""
     from prometheus_client.parser import text_string_to_metric_families
 
     name = f"runq-hist-{RUN}"
-    builtins.put(name, "runqlat", outputs=[
-        {"map": "latency_us", "metric": {"log2Histogram": True}}])
+    builtins.put(name, "runqlat", outputs=outputs)
     ping_pong(2000)
 
     def histogram():
         text = a.get("/metrics").text
         for fam in text_string_to_metric_families(text):
-            if fam.name == "graind_probe_latency_us":
+            if fam.name == "graind_probe_latency_seconds":
                 mine = [s for s in fam.samples if s.labels.get("probe") == name]
                 count = [s.value for s in mine if s.name.endswith("_count")]
                 if count and count[0] > 0:
@@ -796,14 +841,17 @@ def test_runqlat_as_prometheus_histogram(a, builtins):
     buckets = [(s.labels["le"], s.value) for s in samples if s.name.endswith("_bucket")]
     assert buckets[-1][0] == "+Inf", buckets
     bounds = [float(le) for le, _ in buckets[:-1]]
-    assert bounds == [2.0 ** (k + 1) for k in range(len(bounds))], bounds
+    assert bounds == [2.0 ** (k + 1) * 1e-6 for k in range(len(bounds))], bounds
     values = [v for _, v in buckets]
     assert values == sorted(values), buckets           # cumulative
     count = next(s.value for s in samples if s.name.endswith("_count"))
     assert values[-1] == count > 0
-    # The plain per-slot family is not emitted for a histogram map.
+    # The plain per-slot family is not emitted for a histogram map, and the
+    # map of wake-up times not at all.
     text = a.get("/metrics").text
+    assert f'graind_probe_latency_us_total{{probe="{name}"' not in text
     assert f'graind_probe_latency_us{{probe="{name}"' not in text
+    assert not re.search(rf'^graind_probe_start\w*{{probe="{name}"', text, re.M), text
 
 
 RUNQLAT_RE = re.compile(r"^\s*(\d+)\s+->\s+(\d+)\s+:\s+(\d+)\s+\|")

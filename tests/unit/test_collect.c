@@ -749,9 +749,9 @@ static void test_metrics_text(void **state)
 	assert_non_null(text);
 	assert_int_equal(strlen(text), len);
 
-	assert_non_null(strstr(text, "# TYPE graind_probe_calls counter\n"));
+	assert_non_null(strstr(text, "# TYPE graind_probe_calls_total counter\n"));
 	snprintf(series, sizeof(series),
-		 "graind_probe_calls{probe=\"" PROBE "\",pid=\"%d\",comm=\"%s\"}", getpid(), comm);
+		 "graind_probe_calls_total{probe=\"" PROBE "\",pid=\"%d\",comm=\"%s\"}", getpid(), comm);
 	assert_true(metric(text, series) == (double)calls_made);
 	assert_non_null(strstr(text, "# TYPE graind_probe_stats_hits gauge\n"));
 	assert_true(metric(text, "graind_probe_stats_hits{probe=\"" PROBE "\",key=\"0\"}") ==
