@@ -16,9 +16,9 @@
  * times that; a chunk that does not fit is counted and freed. A queue and
  * its counters last as long as its probe is in the store, so that a
  * change of the probe never sets them back. Before that, a source whose
- * queue (or all of them) is half full pauses: its records wait in the kernel's buffer, where they cost
- * nothing, rather than be decoded only to be dropped, and the CPU goes to
- * the writer instead. The writer takes up to BATCH_MAX samples, starting
+ * queue (or all of them) is half full pauses: its records wait in the
+ * kernel's buffer, where they cost nothing, rather than be decoded only to
+ * be dropped, and the CPU goes to the writer instead. The writer takes up to BATCH_MAX samples, starting
  * at a different probe each time, and commits them in one transaction; a
  * sample waits at most BATCH_WAIT_MS for its batch. */
 #define _GNU_SOURCE
@@ -143,7 +143,6 @@ struct change {
 	char probe[64];
 	struct change *next;
 };
-
 
 struct collector {
 	struct agent *agent;
