@@ -724,12 +724,17 @@ def test_syscalls_agrees_with_syscount(a, pb, builtins, tools, caller_bin):
 
 # ---------------------------------------------------------------- /metrics
 
-def test_metrics_pass_promtool_with_builtins_attached(a, builtins, net, caller_bin):
+def test_metrics_pass_promtool_with_builtins_attached(a, builtins, net, request):
     """/metrics of an agent running every built-in, each with its default
-    outputs and with data in its maps, passes Prometheus' own linter
-    (`promtool check metrics`) without a problem reported."""
+    outputs and with data in its maps, and a sink, passes Prometheus' own
+    linter (`promtool check metrics`) without a problem reported."""
+    from test_sinks import delete_sink, put_sink, statsd_body
+
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make deps-test` installs the Debian package prometheus"
+    sink = f"pm-sink-{RUN}"     # for the graind_sink_* families (port 9: discard)
+    put_sink(a, sink, statsd_body(9, "lint", "TAG_DIALECT_NONE", f"pm-syscalls-{RUN}"))
+    request.addfinalizer(lambda: delete_sink(a, sink))
     builtins.put(f"pm-dns-{RUN}", "dns", programs=[{
         "program": "dns_parse",
         "attach": {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}}])
@@ -754,7 +759,8 @@ def test_metrics_pass_promtool_with_builtins_attached(a, builtins, net, caller_b
     def scraped():
         text = a.get("/metrics").text
         want = (f'probe="pm-syscalls-{RUN}"', f'probe="pm-netstat-{RUN}"',
-                f'probe="pm-dns-{RUN}"', f'probe="pm-runqlat-{RUN}"', f'probe="pm-exec-{RUN}"')
+                f'probe="pm-dns-{RUN}"', f'probe="pm-runqlat-{RUN}"', f'probe="pm-exec-{RUN}"',
+                f'sink="{sink}"', "graind_probe_latency_seconds_bucket")
         return text if all(w in text for w in want) and "graind_probe_" in text else None
     text = wait_for(scraped, what="every built-in's maps in /metrics")
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
