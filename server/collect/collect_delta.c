@@ -134,7 +134,7 @@ bool collect_delta_next(struct collect_delta *t, const void *key, uint32_t field
 	struct delta_slot *slot;
 	size_t i;
 
-	if (!t->slots && resize(t, DELTA_MIN_CAP < t->max_cap ? DELTA_MIN_CAP : t->max_cap) < 0)
+	if (!t->slots && resize(t, DELTA_MIN_CAP) < 0)
 		return false;
 	i = find_slot(t, h, key, field);
 	slot = &t->slots[i];
