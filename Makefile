@@ -14,7 +14,7 @@ DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libjansson-dev libcurl4-openssl-dev clang llvm bpftool iproute2 curl
 DEB_TEST  := libcmocka-dev strace protobuf-compiler python3-pytest python3-requests \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
-	python3-botocore
+	python3-botocore prometheus
 DEB_BENCH := wrk bpftrace
 
 PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib libcurl

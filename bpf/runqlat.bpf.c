@@ -8,6 +8,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
+#include "output.h"
+
 #define MAX_SLOTS	32
 #define TASK_RUNNING	0
 
@@ -16,7 +18,7 @@ struct {
 	__uint(max_entries, 10240);
 	__type(key, __u32);		/* pid */
 	__type(value, __u64);		/* when it became runnable, ns */
-} start SEC(".maps");
+} start SEC(".maps") GRAIND_OUTPUT_NONE;
 
 /* Slot k counts waits of [2^k, 2^(k+1)) microseconds; slot 0 also 0. */
 struct {
@@ -24,7 +26,7 @@ struct {
 	__uint(max_entries, MAX_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
-} latency_us SEC(".maps");
+} latency_us SEC(".maps") GRAIND_OUTPUT_LOG2_HISTOGRAM;
 
 static __always_inline __u32 log2_u64(__u64 v)
 {

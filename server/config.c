@@ -24,6 +24,8 @@ static const char usage[] =
 "      --buffer-bytes BYTES    sample payload kept at most (default 256M)\n"
 "      --sink-retention SECS   keep samples every sink has delivered this long\n"
 "                              (default 3600)\n"
+"      --queue-bytes BYTES     samples waiting for the store, every probe's\n"
+"                              together, at most (default 64M)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -107,7 +109,7 @@ static int copy_path(char *dst, size_t n, const char *src)
 enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
-	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION };
+	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -118,6 +120,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "buffer-rows", required_argument, NULL, OPT_BUFFER_ROWS },
 		{ "buffer-bytes", required_argument, NULL, OPT_BUFFER_BYTES },
 		{ "sink-retention", required_argument, NULL, OPT_SINK_RETENTION },
+		{ "queue-bytes", required_argument, NULL, OPT_QUEUE_BYTES },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -136,6 +139,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	cfg->buffer_rows = CONFIG_DEFAULT_BUFFER_ROWS;
 	cfg->buffer_bytes = CONFIG_DEFAULT_BUFFER_BYTES;
 	cfg->sink_retention_s = CONFIG_DEFAULT_SINK_RETENTION_S;
+	cfg->queue_bytes = CONFIG_DEFAULT_QUEUE_BYTES;
 	optind = 1;
 
 	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
@@ -177,15 +181,19 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			break;
 		case OPT_BUFFER_ROWS:
 		case OPT_BUFFER_BYTES:
+		case OPT_QUEUE_BYTES:
 			if (parse_size(optarg, &size) < 0) {
 				fprintf(stderr, "graind: --%s wants a positive number such as 100000 or 64M, got '%s'\n",
-					c == OPT_BUFFER_ROWS ? "buffer-rows" : "buffer-bytes", optarg);
+					c == OPT_BUFFER_ROWS ? "buffer-rows" :
+					c == OPT_BUFFER_BYTES ? "buffer-bytes" : "queue-bytes", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
 			if (c == OPT_BUFFER_ROWS)
 				cfg->buffer_rows = size;
-			else
+			else if (c == OPT_BUFFER_BYTES)
 				cfg->buffer_bytes = size;
+			else
+				cfg->queue_bytes = size;
 			break;
 		case OPT_SINK_RETENTION:
 			if (parse_seconds(optarg, &cfg->sink_retention_s) < 0) {

@@ -15,6 +15,7 @@
 #define CONFIG_DEFAULT_BUFFER_ROWS 1000000ull
 #define CONFIG_DEFAULT_BUFFER_BYTES (256ull * 1024 * 1024)
 #define CONFIG_DEFAULT_SINK_RETENTION_S 3600
+#define CONFIG_DEFAULT_QUEUE_BYTES (64ull * 1024 * 1024)
 
 struct config {
 	char listen_host[64];           /* "" when TCP is disabled */
@@ -25,6 +26,7 @@ struct config {
 	unsigned long long buffer_rows; /* sample buffer bounds */
 	unsigned long long buffer_bytes;
 	unsigned long long sink_retention_s; /* delivered samples kept this long */
+	unsigned long long queue_bytes; /* samples waiting for the store, every probe */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

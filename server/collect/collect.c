@@ -11,11 +11,14 @@
  * the lock is taken once per chunk.
  *
  * Each probe has its own queue of fixed bound, so a probe that floods
- * cannot take the room of the others; a chunk that does not fit is
- * counted and freed. Before that, a source whose queue is half full
- * pauses: its records wait in the kernel's buffer, where they cost
- * nothing, rather than be decoded only to be dropped, and the CPU goes to
- * the writer instead. The writer takes up to BATCH_MAX samples, starting
+ * cannot take the room of the others, and all the queues together are
+ * bounded in bytes (--queue-bytes), so that many probes cannot take many
+ * times that; a chunk that does not fit is counted and freed. A queue and
+ * its counters last as long as its probe is in the store, so that a
+ * change of the probe never sets them back. Before that, a source whose
+ * queue (or all of them) is half full pauses: its records wait in the
+ * kernel's buffer, where they cost nothing, rather than be decoded only to
+ * be dropped, and the CPU goes to the writer instead. The writer takes up to BATCH_MAX samples, starting
  * at a different probe each time, and commits them in one transaction; a
  * sample waits at most BATCH_WAIT_MS for its batch. */
 #define _GNU_SOURCE
@@ -57,7 +60,7 @@
 #define BATCH_MAX     65536     /* samples per transaction */
 #define BATCH_WAIT_MS 50        /* the longest a sample waits for its batch */
 #define PERF_PAGES    64        /* perf buffer pages per CPU */
-#define DELTA_MAX     (1u << 18) /* remembered counter values, per map */
+#define DELTA_MAX     (1u << 18) /* remembered counter series, per map */
 #define TAG_TEXT_MAX  256
 #define SIZE_PICKS_MAX 8        /* record sizes an event source remembers */
 #define WARNINGS_MAX  16        /* warnings a probe's status carries */
@@ -97,8 +100,9 @@ struct pqueue {
 	struct chunk *head, **tail;
 	size_t len, bytes;      /* samples and bytes waiting */
 	uint64_t dropped;       /* full queue or failed write */
+	uint64_t overflow;      /* of those: all the queues were full */
 	uint64_t lost;          /* records the kernel could not hand over */
-	bool live;              /* the collector still fills it */
+	bool live;              /* its probe is in the store: kept */
 	struct pqueue *next;
 };
 
@@ -108,21 +112,6 @@ enum source_kind {
 	SOURCE_PERF,
 	SOURCE_TIMER,
 	SOURCE_FLUSH,           /* the timer of an aggregated event map */
-};
-
-/* The last value of each (key, field) of a counter exported as deltas,
- * by a 64-bit hash of both (no key bytes kept). */
-struct delta_slot {
-	uint64_t hash;          /* 0: free */
-	double last;
-};
-
-struct delta_table {
-	struct delta_slot *slots;
-	size_t cap, used;
-	/* Walks left that only record: the first one after start (nothing to
-	 * subtract from yet) and the two around a reset of a full table. */
-	int baseline_walks;
 };
 
 struct cprobe;
@@ -141,7 +130,7 @@ struct source {
 	int map_fd, timer_fd;
 	struct ring_buffer *rb;
 	struct perf_buffer *pb;
-	struct delta_table delta;
+	struct collect_delta *delta;   /* metric output with delta */
 	struct collect_agg *agg;        /* events counted here, not stored */
 	struct chunk *open;             /* being filled */
 	bool paused;                    /* its queue is too full: stop reading */
@@ -171,9 +160,6 @@ struct change {
 	char probe[64];
 	struct change *next;
 };
-
-/* How long a probe change waits for the collector to take it in. */
-#define CHANGE_WAIT_S 2
 
 struct collector {
 	struct agent *agent;
@@ -205,6 +191,7 @@ struct collector {
 	struct pqueue *queues;
 	struct pqueue *next_first;      /* where the next batch starts */
 	size_t depth;
+	size_t bytes, max_bytes;        /* of every queue, and their bound */
 	bool writer_stop;
 	/* Event chunks the writer is done with, kept for the collector to
 	 * fill again: a fresh 64 KiB buffer costs page faults every time. */
@@ -248,10 +235,13 @@ static struct pqueue *queue_for(struct collector *c, const char *probe)
 	return q;
 }
 
-static void queue_retire(struct collector *c, struct pqueue *q)
+/* Probe `probe` is gone from the store: its queue goes once empty. */
+static void queue_retire(struct collector *c, const char *probe)
 {
 	pthread_mutex_lock(&c->qlock);
-	q->live = false;
+	for (struct pqueue *q = c->queues; q; q = q->next)
+		if (strcmp(q->probe, probe) == 0)
+			q->live = false;
 	pthread_cond_signal(&c->qcond);
 	pthread_mutex_unlock(&c->qlock);
 }
@@ -312,41 +302,54 @@ static struct chunk *chunk_new(struct collector *c, size_t room)
 	return ch;
 }
 
-/* Count samples of probe queue q as lost: a full queue, a failed write. */
-static void queue_count_lost(struct collector *c, struct pqueue *q, uint64_t n)
+/* Count samples of probe queue q as lost: a full queue, a failed write;
+ * called with qlock held. */
+static void count_lost_locked(struct collector *c, struct pqueue *q, uint64_t n)
 {
-	pthread_mutex_lock(&c->qlock);
 	q->dropped += n;
-	pthread_mutex_unlock(&c->qlock);
 	stat_add(&c->stats.queue_dropped, n);
 }
 
+static void queue_count_lost(struct collector *c, struct pqueue *q, uint64_t n)
+{
+	pthread_mutex_lock(&c->qlock);
+	count_lost_locked(c, q, n);
+	pthread_mutex_unlock(&c->qlock);
+}
+
 /* Hand a chunk to the writer, or count it as dropped when the probe's
- * queue has no room for it. True when the queue is half full: its source
- * pauses until it is down to an eighth. */
+ * queue, or all of them together, have no room for it. True when either
+ * is half full: the source pauses until both are down to an eighth. */
 static bool queue_push(struct collector *c, struct pqueue *q, struct chunk *ch)
 {
-	bool full, high;
+	bool full, overflow, high;
 
 	stat_add(&c->stats.collected, ch->count);
 	pthread_mutex_lock(&c->qlock);
 	full = q->len + ch->count > QUEUE_MAX || q->bytes + ch->data.len > QUEUE_MAX_BYTES;
-	if (!full) {
+	overflow = !full && c->bytes + ch->data.len > c->max_bytes;
+	if (full || overflow) {
+		count_lost_locked(c, q, ch->count);
+		if (overflow) {
+			q->overflow += ch->count;
+			stat_add(&c->stats.queue_overflow, ch->count);
+		}
+	} else {
 		ch->queue = q;
 		*q->tail = ch;
 		q->tail = &ch->next;
 		q->len += ch->count;
 		q->bytes += ch->data.len;
+		c->bytes += ch->data.len;
 		c->depth += ch->count;
 		if (c->depth == ch->count || c->depth >= BATCH_MAX)
 			pthread_cond_signal(&c->qcond);
 	}
-	high = q->len >= QUEUE_MAX / 2 || q->bytes >= QUEUE_MAX_BYTES / 2;
+	high = q->len >= QUEUE_MAX / 2 || q->bytes >= QUEUE_MAX_BYTES / 2 ||
+	       c->bytes >= c->max_bytes / 2;
 	pthread_mutex_unlock(&c->qlock);
-	if (full) {
-		queue_count_lost(c, q, ch->count);
+	if (full || overflow)
 		chunk_free(c, ch);
-	}
 	return high;
 }
 
@@ -355,7 +358,8 @@ static bool queue_low(struct collector *c, struct pqueue *q)
 	bool low;
 
 	pthread_mutex_lock(&c->qlock);
-	low = q->len < QUEUE_MAX / 8 && q->bytes < QUEUE_MAX_BYTES / 8;
+	low = q->len < QUEUE_MAX / 8 && q->bytes < QUEUE_MAX_BYTES / 8 &&
+	      c->bytes < c->max_bytes / 8;
 	pthread_mutex_unlock(&c->qlock);
 	return low;
 }
@@ -377,6 +381,7 @@ static struct chunk *take_batch(struct collector *c, size_t *samples)
 				q->tail = &q->head;
 			q->len -= ch->count;
 			q->bytes -= ch->data.len;
+			c->bytes -= ch->data.len;
 			ch->next = NULL;
 			*tail = ch;
 			tail = &ch->next;
@@ -743,70 +748,6 @@ static void on_perf_lost(void *ctx, int cpu, __u64 count)
 	pthread_mutex_unlock(&c->qlock);
 }
 
-/* ---------------------------------------------------------------- deltas */
-
-static uint64_t hash_bytes(const void *data, size_t len, uint64_t h)
-{
-	const uint8_t *p = data;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-static void delta_reset(struct delta_table *t)
-{
-	if (t->slots)
-		memset(t->slots, 0, t->cap * sizeof(*t->slots));
-	t->used = 0;
-}
-
-/* The increase of (key, field) since the last walk into *out; false when
- * there is none to tell yet. A value that went down is a counter that
- * restarted: its increase is the value itself. */
-static bool delta_next(struct delta_table *t, const struct collect_map *m,
-		       const void *key, size_t field, double value, double *out)
-{
-	uint64_t h = hash_bytes(key, m->key_size, 0xcbf29ce484222325ULL ^ (field + 1));
-	struct delta_slot *slot;
-	size_t i;
-
-	h |= 1;         /* 0 marks a free slot */
-	if (!t->slots) {
-		size_t want = (size_t)m->max_entries * 8, cap = 64;
-
-		while (cap < want && cap < DELTA_MAX)
-			cap *= 2;
-		t->slots = calloc(cap, sizeof(*t->slots));
-		if (!t->slots)
-			return false;
-		t->cap = cap;
-	}
-	for (i = h & (t->cap - 1); t->slots[i].hash && t->slots[i].hash != h;
-	     i = (i + 1) & (t->cap - 1))
-		;
-	slot = &t->slots[i];
-	if (slot->hash) {
-		*out = value >= slot->last ? value - slot->last : value;
-		slot->last = value;
-		return t->baseline_walks == 0;
-	}
-	if (t->used + 1 > t->cap / 4 * 3) {
-		/* Full of keys that may be gone: start over, two walks of
-		 * recording so that no key counts its whole value again. */
-		delta_reset(t);
-		t->baseline_walks = 2;
-		return delta_next(t, m, key, field, value, out);
-	}
-	slot->hash = h;
-	slot->last = value;
-	t->used++;
-	*out = value;
-	return t->baseline_walks == 0;
-}
-
 /* ---------------------------------------------------------------- metrics */
 
 static int add_tags(Graind__Sample *s, Graind__Field **key, size_t n_key)
@@ -843,8 +784,8 @@ static void emit_metric(struct source *src, const void *key, Graind__Field **key
 	if (!collect_field_selected(m, *field ? field : m->shown) ||
 	    !decode_field_number(f, &value))
 		return;
-	if (m->delta && (!delta_next(&src->delta, m, key, field_index, value, &value) ||
-			 value == 0))
+	if (src->delta && (!collect_delta_next(src->delta, key, (uint32_t)field_index, value,
+						    &value) || value == 0))
 		return;
 	if (*field)
 		snprintf(name, sizeof(name), "%s.%s", m->shown, field);
@@ -933,8 +874,8 @@ static void poll_map(struct source *src)
 	if (ret < 0)
 		log_warn("msg=\"cannot read map\" probe=%s map=%s error=\"%s\"",
 			 src->probe->view->probe, src->map->shown, strerror(-ret));
-	if (src->delta.baseline_walks > 0)
-		src->delta.baseline_walks--;
+	if (src->delta)
+		collect_delta_walk_done(src->delta);
 }
 
 /* ---------------------------------------------------------------- sources */
@@ -967,7 +908,7 @@ static void source_close(struct collector *c, struct source *src)
 	pbwire_free(&src->event_head);
 	for (size_t i = 0; i < src->n_picks; i++)
 		decode_free(src->picks[i].dec);
-	free(src->delta.slots);
+	collect_delta_free(src->delta);
 	collect_agg_free(src->agg);
 	free(src);
 }
@@ -1030,7 +971,6 @@ static struct source *source_new(struct cprobe *cp, const struct collect_map *m,
 	src->map = m;
 	src->map_fd = -1;
 	src->timer_fd = -1;
-	src->delta.baseline_walks = 1;
 	return src;
 }
 
@@ -1071,6 +1011,11 @@ static void open_source(struct collector *c, struct cprobe *cp, const struct col
 		goto fail;
 	if (collect_agg_wanted(m) && !(src->agg = collect_agg_new(m)))
 		goto fail;
+	/* About one series per entry and value field. */
+	if (m->out == COLLECT_OUT_METRIC && m->delta &&
+	    !(src->delta = collect_delta_new(m->key_size, (size_t)m->max_entries * 8 < DELTA_MAX ?
+					     (size_t)m->max_entries * 8 : DELTA_MAX, NULL)))
+		goto fail;
 	src->map_fd = collect_map_open(cp->view->probe, m);
 	ret = src->map_fd;
 	if (ret >= 0)
@@ -1097,8 +1042,6 @@ static void close_probe(struct collector *c, struct cprobe *cp)
 		cp->sources = src->next;
 		source_close(c, src);
 	}
-	if (cp->queue)
-		queue_retire(c, cp->queue);
 	for (size_t i = 0; i < cp->n_warnings; i++)
 		free(cp->warnings[i]);
 	collect_view_put(cp->view);
@@ -1134,7 +1077,9 @@ static void reload_probe(struct collector *c, const char *name)
 	if (c->agent->probes)
 		probe_set_warnings(c->agent->probes, name, NULL, 0);
 	if (collect_view_build(c->agent->store, name, &view, &err) < 0) {
-		if (err.status != 404)
+		if (err.status == 404)
+			queue_retire(c, name);
+		else
 			log_warn("msg=\"probe not collected\" probe=%s error=\"%s\"", name,
 				 err.msg);
 		return;
@@ -1384,13 +1329,17 @@ int collect_start(struct agent *agent, struct collector **out, struct gerr *err)
 		return gerr_set(err, 500, "out of memory");
 	c->agent = agent;
 	c->control.kind = SOURCE_CONTROL;
+	c->max_bytes = agent->cfg.queue_bytes ? (size_t)agent->cfg.queue_bytes :
+		       (size_t)CONFIG_DEFAULT_QUEUE_BYTES;
 	pthread_mutex_init(&c->ctl_lock, NULL);
-	pthread_cond_init(&c->ctl_applied, NULL);
 	pthread_mutex_init(&c->probes_lock, NULL);
 	pthread_mutex_init(&c->qlock, NULL);
+	/* Every timed wait counts on the monotonic clock (deadline_after_ms):
+	 * a jump of the wall clock neither stretches nor cuts it. */
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->qcond, &attr);
+	pthread_cond_init(&c->ctl_applied, &attr);
 	pthread_condattr_destroy(&attr);
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1487,8 +1436,7 @@ void collect_probe_changed(struct collector *c, const char *probe)
 
 	if (!c)
 		return;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += CHANGE_WAIT_S;
+	deadline_after_ms(&deadline, COLLECT_CHANGE_WAIT_MS);
 	pthread_mutex_lock(&c->ctl_lock);
 	ticket = ++c->requested;
 	for (ch = c->changes; ch; ch = ch->next)
@@ -1507,8 +1455,9 @@ void collect_probe_changed(struct collector *c, const char *probe)
 	}
 	if (write(c->ctl_fd, &one, sizeof(one)) < 0)
 		log_error("msg=\"cannot wake the collector\" error=\"%s\"", strerror(errno));
-	/* Wait until the collector reads the probe's buffers: a perf buffer
-	 * without a reader loses what the probe writes, uncounted. */
+	/* Wait until the collector reads the probe's buffers (a perf buffer
+	 * without a reader loses what the probe writes, uncounted), but never
+	 * past the deadline: the caller holds the probe lock. */
 	while (c->applied < ticket && !c->stopping &&
 	       pthread_cond_timedwait(&c->ctl_applied, &c->ctl_lock, &deadline) == 0)
 		;
@@ -1528,7 +1477,10 @@ void collect_get_stats(struct collector *c, struct collect_stats *out)
 	out->batch_commit_us = __atomic_load_n(&c->stats.batch_commit_us, __ATOMIC_RELAXED);
 	out->decode_errors = __atomic_load_n(&c->stats.decode_errors, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&c->qlock);
+	out->queue_overflow = __atomic_load_n(&c->stats.queue_overflow, __ATOMIC_RELAXED);
 	out->queue_depth = c->depth;
+	out->queue_bytes = c->bytes;
+	out->queue_max_bytes = c->max_bytes;
 	pthread_mutex_unlock(&c->qlock);
 }
 
@@ -1553,6 +1505,7 @@ int collect_queue_stats(struct collector *c, struct collect_queue_stat **out, si
 			snprintf(st->probe, sizeof(st->probe), "%s", q->probe);
 			st->depth = q->len;
 			st->dropped = q->dropped;
+			st->overflow = q->overflow;
 			st->lost = q->lost;
 		}
 	pthread_mutex_unlock(&c->qlock);

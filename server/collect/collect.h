@@ -12,14 +12,17 @@
  * by default BTF-typed hash/array/LRU maps (per-CPU too) are polled as
  * metrics every second, ringbuf and perf event array maps are drained as
  * events, and internal maps (.rodata/.data/.bss/.kconfig) and program
- * arrays give nothing. A map the outputs do not name keeps its default
+ * arrays give nothing; an object may change a map's default with a BTF
+ * decl tag on it, "graind.output=none" or "graind.output=log2_histogram"
+ * (bpf/output.h). A map the outputs do not name keeps its default
  * (`none` silences one).
  *
  * Metric samples: one per map entry and numeric value field, named
  * "<map>.<field>" (or "<map>" for a plain number), with the key's decoded
  * fields as tags ("key" for a plain number); per-CPU values summed.
- * Counters with `delta` give the increase since the previous poll: the
- * first poll only records, and a counter that did not move gives nothing.
+ * Counters with `delta` give the increase since the previous poll, per
+ * series (the entry's key bytes and the value field): the first poll only
+ * records, and a counter that did not move gives nothing.
  *
  * Event samples: one per record, value 1, with its decoded fields. A ring
  * buffer or perf event array has no value type, so its record type is the
@@ -49,17 +52,23 @@ struct agent;
 struct collector;
 struct store;
 
-/* Samples waiting for the store, per probe, at most (and 32 MiB). A
- * source whose probe has half as many waiting stops reading its ring or
+/* Samples waiting for the store, per probe, at most (and 32 MiB); all the
+ * probes' queues together hold at most agent->cfg.queue_bytes bytes
+ * (--queue-bytes). A source whose probe has half as many waiting, or
+ * whose agent has half that many bytes waiting, stops reading its ring or
  * perf buffer until they are down to an eighth: its records wait in the
- * kernel, which drops (and counts) what does not fit there. */
+ * kernel, which drops (and counts) what does not fit there. A chunk that
+ * does not fit is dropped and counted against its probe. */
 #define COLLECT_QUEUE_MAX 262144
 
 struct collect_stats {
 	uint64_t collected;        /* samples made from kernel data */
 	uint64_t stored;           /* samples committed to the store */
 	uint64_t queue_dropped;    /* samples lost to full queues or failed writes */
+	uint64_t queue_overflow;   /* of those: every queue together was full */
 	uint64_t queue_depth;      /* samples waiting now */
+	uint64_t queue_bytes;      /* their bytes */
+	uint64_t queue_max_bytes;  /* the bound of queue_bytes */
 	uint64_t events_lost;      /* perf buffer records the kernel lost */
 	uint64_t batches;          /* committed batches */
 	uint64_t batch_commit_us;  /* time spent committing, total */
@@ -75,8 +84,14 @@ void collect_stop(struct collector *c);
 
 /* A probe was attached, updated, detached or deleted: the collector
  * re-reads its spec and pinned maps. Returns once the collector has done
- * so (at most a couple of seconds), so that what the probe writes after
- * the API answered is read. */
+ * so, so that what the probe writes after the API answered is read; or,
+ * when the collector is busy or stuck, after COLLECT_CHANGE_WAIT_MS on the
+ * monotonic clock (a wall-clock jump changes nothing), whichever is
+ * first. It never waits longer than that and takes no lock the collector
+ * holds for long, so a caller may hold agent->probe_lock. A change it
+ * gave up waiting for is still applied, in order, once the collector gets
+ * to it. */
+#define COLLECT_CHANGE_WAIT_MS 2000
 void collect_probe_changed(struct collector *c, const char *probe);
 
 void collect_get_stats(struct collector *c, struct collect_stats *out);
@@ -106,8 +121,10 @@ int collect_dump_map(struct agent *agent, const char *probe, const char *map,
  * agent self-metrics (samples collected/stored/dropped, queue depth,
  * batch commit time, SQLite size, buffer drops per probe, per-program
  * kernel run count and run time, attach failures) and every metric-kind
- * probe map as a family "graind_probe_<map>_<field>" with labels probe=
- * and the decoded key fields (label names sanitised; at most
+ * probe map as a family "graind_probe_<map>_<field>" ("_total" added to
+ * counters) with labels probe= and the decoded key fields (label names
+ * sanitised; a log2 histogram of a map named "<x>_ns", "_us" or "_ms" as
+ * "graind_probe_<x>_seconds", its bounds and sum in seconds; at most
  * COLLECT_MAX_SERIES series per map, the rest counted in the gauge
  * graind_metric_series_dropped{probe,map} of each scrape). NULL when out
  * of memory. */

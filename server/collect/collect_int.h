@@ -167,6 +167,37 @@ int collect_agg_add(struct collect_agg *a, const struct decoder *dec, const void
  * Values are totals since the probe was opened (counters). */
 void collect_agg_flush(struct collect_agg *a, collect_agg_emit_fn emit, void *ctx);
 
+/* ---------------------------------------------------------------- deltas */
+
+/* The last value of each series (key bytes, value field index) of a
+ * counter exported as deltas (collect_delta.c). Series are told apart by
+ * their key bytes and field index, never by the hash alone. */
+struct collect_delta;
+typedef uint64_t (*collect_delta_hash_fn)(const void *key, size_t key_size, uint32_t field);
+
+/* The hash the collector uses (FNV-1a of the key, then of the field). */
+uint64_t collect_delta_hash(const void *key, size_t key_size, uint32_t field);
+
+/* A table for keys of key_size bytes that grows up to max_series series;
+ * hash NULL: collect_delta_hash. NULL when out of memory. */
+struct collect_delta *collect_delta_new(size_t key_size, size_t max_series,
+					collect_delta_hash_fn hash);
+void collect_delta_free(struct collect_delta *t);
+
+/* The increase of series (key, field) since the last walk into *out
+ * (value itself when it went down: a restarted counter; value for a
+ * series first seen after the first walk). False when there is nothing to
+ * tell yet: during the first walk, and during the two walks after a table
+ * that was full started over. */
+bool collect_delta_next(struct collect_delta *t, const void *key, uint32_t field,
+			double value, double *out);
+
+/* A walk of the map is over. */
+void collect_delta_walk_done(struct collect_delta *t);
+
+/* Series remembered now. */
+size_t collect_delta_series(const struct collect_delta *t);
+
 /* ---------------------------------------------------------------- state */
 
 /* The views of every attached probe: the collector's when it runs, else
@@ -175,10 +206,11 @@ void collect_agg_flush(struct collect_agg *a, collect_agg_emit_fn emit, void *ct
 int collect_views(struct agent *agent, struct collect_view ***views, size_t *n);
 void collect_views_free(struct collect_view **views, size_t n);
 
-/* The queue of one probe, as seen now. */
+/* The queue of one probe, as seen now. Its counters only grow while the
+ * probe is in the store, whatever changes it goes through. */
 struct collect_queue_stat {
 	char probe[64];
-	uint64_t depth, dropped, lost;
+	uint64_t depth, dropped, overflow, lost;
 };
 
 /* Every probe queue; *out malloc'd (NULL when none), caller frees. */

@@ -66,13 +66,18 @@ static void family_head(FILE *f, const char *name, const char *type, const char 
 }
 
 /* The shortest of %.15g and %.17g that reads back as the same number. */
+static void format_value(char *buf, size_t n, double v)
+{
+	snprintf(buf, n, "%.15g", v);
+	if (strtod(buf, NULL) != v)
+		snprintf(buf, n, "%.17g", v);
+}
+
 static void put_value(FILE *f, double v)
 {
 	char buf[32];
 
-	snprintf(buf, sizeof(buf), "%.15g", v);
-	if (strtod(buf, NULL) != v)
-		snprintf(buf, sizeof(buf), "%.17g", v);
+	format_value(buf, sizeof(buf), v);
 	fprintf(f, " %s\n", buf);
 }
 
@@ -109,6 +114,15 @@ static void agent_metrics(FILE *f, struct agent *agent)
 		    "Samples lost to full queues or failed writes.", (double)st.queue_dropped);
 	self_metric(f, "graind_samples_queue_depth", "gauge",
 		    "Samples waiting to be stored.", (double)st.queue_depth);
+	self_metric(f, "graind_samples_queue_bytes", "gauge",
+		    "Bytes of the samples waiting to be stored, every probe's together.",
+		    (double)st.queue_bytes);
+	self_metric(f, "graind_samples_queue_limit_bytes", "gauge",
+		    "The bound of graind_samples_queue_bytes (--queue-bytes).",
+		    (double)st.queue_max_bytes);
+	self_metric(f, "graind_samples_queue_overflow_total", "counter",
+		    "Samples dropped because every probe's queue together was at --queue-bytes.",
+		    (double)st.queue_overflow);
 	self_metric(f, "graind_events_lost_total", "counter",
 		    "Perf buffer records the kernel could not hand over.", (double)st.events_lost);
 	self_metric(f, "graind_decode_errors_total", "counter",
@@ -142,6 +156,13 @@ static void queue_metrics(FILE *f, struct agent *agent)
 	for (size_t i = 0; i < n; i++) {
 		put_sample(f, "graind_queue_dropped_total", "probe", qs[i].probe,
 			   (double)qs[i].dropped);
+	}
+	family_head(f, "graind_queue_overflow_total", "counter",
+		    "Samples of the probe dropped because every probe's queue together was full "
+		    "(counted in graind_queue_dropped_total too).");
+	for (size_t i = 0; i < n; i++) {
+		put_sample(f, "graind_queue_overflow_total", "probe", qs[i].probe,
+			   (double)qs[i].overflow);
 	}
 	family_head(f, "graind_perf_events_lost_total", "counter",
 		    "Perf buffer records of the probe the kernel could not hand over.");
@@ -380,6 +401,21 @@ static char *entry_labels(const char *probe, Graind__Field **key, size_t n_key)
 	return buf;
 }
 
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A counter family ends in _total, as Prometheus names counters. */
+static const char *counter_suffix(const struct collect_map *m, const char *field)
+{
+	if (m->gauge || ends_with(*field ? field : m->shown, "_total"))
+		return "";
+	return "_total";
+}
+
 static int scrape_entry(const void *key, const void *value, void *ctx)
 {
 	struct map_scrape *ms = ctx;
@@ -407,8 +443,8 @@ static int scrape_entry(const void *key, const void *value, void *ctx)
 			ms->dropped++;
 			continue;
 		}
-		if (asprintf(&family, *field ? "graind_probe_%s_%s" : "graind_probe_%s%s",
-			     m->shown, field) < 0)
+		if (asprintf(&family, *field ? "graind_probe_%s_%s%s" : "graind_probe_%s%s%s",
+			     m->shown, field, counter_suffix(m, field)) < 0)
 			family = NULL;
 		else
 			sanitize(family, false);
@@ -454,9 +490,27 @@ static int scrape_slot(const void *key, const void *value, void *ctx)
 	return 0;
 }
 
-static void log2_family(const struct collect_map *m, char *family, size_t n)
+/* A histogram of a map named for a unit of time ("latency_us") counts in
+ * that unit; Prometheus wants seconds: the family is named "_seconds" in
+ * its place and its bounds and sum are scaled to match. *scale is 1 for
+ * any other map. */
+static void log2_family(const struct collect_map *m, char *family, size_t n, double *scale)
 {
+	static const struct { const char *suffix; double scale; } units[] = {
+		{ "_ns", 1e-9 }, { "_us", 1e-6 }, { "_ms", 1e-3 },
+		{ "_nsecs", 1e-9 }, { "_usecs", 1e-6 }, { "_msecs", 1e-3 },
+	};
+	size_t len = strlen(m->shown);
+
+	*scale = 1;
 	snprintf(family, n, "graind_probe_%s", m->shown);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (ends_with(m->shown, units[i].suffix)) {
+			*scale = units[i].scale;
+			snprintf(family, n, "graind_probe_%.*s_seconds",
+				 (int)(len - strlen(units[i].suffix)), m->shown);
+			break;
+		}
 	sanitize(family, false);
 }
 
@@ -464,8 +518,8 @@ static void log2_family(const struct collect_map *m, char *family, size_t n)
 static void log2_histogram(FILE *f, const struct collect_view *view, const struct collect_map *m)
 {
 	struct log2_scrape ls = { .m = m };
-	char family[160], name[176];
-	double cumulative = 0, sum = 0;
+	char family[160], name[176], le[32];
+	double cumulative = 0, sum = 0, scale;
 	size_t total = 0;
 	bool cut = false;
 	int fd = collect_map_open(view->probe, m), top = 0;
@@ -474,16 +528,17 @@ static void log2_histogram(FILE *f, const struct collect_view *view, const struc
 		return;
 	collect_walk(fd, m, LOG2_SLOTS, scrape_slot, &ls, &total, &cut);
 	close(fd);
-	log2_family(m, family, sizeof(family));
+	log2_family(m, family, sizeof(family), &scale);
 	for (int k = 0; k < LOG2_SLOTS; k++)
 		if (ls.count[k])
 			top = k;
 	for (int k = 0; k <= top; k++) {
 		cumulative += ls.count[k];
-		sum += ls.count[k] * 1.5 * (double)(1ull << k);
+		sum += ls.count[k] * 1.5 * (double)(1ull << k) * scale;
+		format_value(le, sizeof(le), (double)(1ull << (k + 1)) * scale);
 		fprintf(f, "%s_bucket{probe=\"", family);
 		put_escaped(f, view->probe);
-		fprintf(f, "\",le=\"%llu\"}", 1ull << (k + 1));
+		fprintf(f, "\",le=\"%s\"}", le);
 		put_value(f, cumulative);
 	}
 	fprintf(f, "%s_bucket{probe=\"", family);
@@ -554,6 +609,7 @@ static bool is_log2(const struct collect_map *m)
 static void log2_histograms(FILE *f, struct collect_view **views, size_t n_views)
 {
 	char family[160], other[160];
+	double scale;
 
 	for (size_t i = 0; i < n_views; i++) {
 		for (size_t j = 0; j < views[i]->n_maps; j++) {
@@ -562,11 +618,12 @@ static void log2_histograms(FILE *f, struct collect_view **views, size_t n_views
 
 			if (!is_log2(m))
 				continue;
-			log2_family(m, family, sizeof(family));
+			log2_family(m, family, sizeof(family), &scale);
 			/* Printed already with an earlier probe's map of this name? */
 			for (size_t i2 = 0; i2 < i && !seen; i2++)
 				for (size_t j2 = 0; j2 < views[i2]->n_maps && !seen; j2++) {
-					log2_family(&views[i2]->maps[j2], other, sizeof(other));
+					log2_family(&views[i2]->maps[j2], other, sizeof(other),
+						    &scale);
 					seen = is_log2(&views[i2]->maps[j2]) && !strcmp(family, other);
 				}
 			if (seen)
@@ -574,7 +631,8 @@ static void log2_histograms(FILE *f, struct collect_view **views, size_t n_views
 			family_head(f, family, "histogram", "A log2 histogram map of a probe.");
 			for (size_t i2 = i; i2 < n_views; i2++)
 				for (size_t j2 = 0; j2 < views[i2]->n_maps; j2++) {
-					log2_family(&views[i2]->maps[j2], other, sizeof(other));
+					log2_family(&views[i2]->maps[j2], other, sizeof(other),
+						    &scale);
 					if (is_log2(&views[i2]->maps[j2]) && !strcmp(family, other))
 						log2_histogram(f, views[i2], &views[i2]->maps[j2]);
 				}

@@ -105,9 +105,34 @@ static const Graind__OutputSpec *find_output(const Graind__ProbeSpec *spec,
 	return NULL;
 }
 
-/* What the map feeds: its output spec, else the default (typed metric
- * maps polled every second as counters, event maps drained). A map not
- * named in the outputs keeps its default: `none` is how to silence one. */
+/* The default output the object's BTF gives map `name`: the value of a
+ * decl tag "graind.output=<kind>" on the map's variable (bpf/output.h),
+ * or NULL. */
+static const char *tagged_output(const struct btf *btf, const char *name)
+{
+	static const char prefix[] = "graind.output=";
+	uint32_t n = btf ? btf__type_cnt(btf) : 0;
+
+	for (uint32_t id = 1; id < n; id++) {
+		const struct btf_type *t = btf__type_by_id(btf, id);
+		const struct btf_type *var;
+		const char *tag;
+
+		if (!btf_is_decl_tag(t) || btf_decl_tag(t)->component_idx != -1)
+			continue;
+		var = btf__type_by_id(btf, t->type);
+		tag = btf__name_by_offset(btf, t->name_off);
+		if (var && btf_is_var(var) && tag && strncmp(tag, prefix, sizeof(prefix) - 1) == 0 &&
+		    strcmp(btf__name_by_offset(btf, var->name_off), name) == 0)
+			return tag + sizeof(prefix) - 1;
+	}
+	return NULL;
+}
+
+/* What the map feeds: its output spec, else the default the object tags
+ * it with, else the default of its kind (typed metric maps polled every
+ * second as counters, event maps drained). A map not named in the outputs
+ * keeps its default: `none` is how to silence one. */
 static void resolve_output(const struct collect_view *view, struct collect_map *m)
 {
 	const Graind__OutputSpec *o = find_output(view->spec, m);
@@ -116,12 +141,19 @@ static void resolve_output(const struct collect_view *view, struct collect_map *
 	m->poll_ms = COLLECT_DEFAULT_POLL_MS;
 	m->histogram_field = "";
 	if (!o || o->kind_case == GRAIND__OUTPUT_SPEC__KIND__NOT_SET) {
-		if (m->internal)
+		const char *tagged = m->internal ? NULL : tagged_output(view->btf, m->name);
+
+		if (m->internal || (tagged && strcmp(tagged, "none") == 0))
 			return;
+		if (tagged && strcmp(tagged, "log2_histogram") != 0)
+			log_warn("msg=\"unknown output tag ignored\" probe=%s map=%s tag=%s",
+				 view->probe, m->shown, tagged);
 		if (is_event_map(m->type))
 			m->out = COLLECT_OUT_EVENTS;
 		else if (is_pollable(m->type) && m->typed)
 			m->out = COLLECT_OUT_METRIC;
+		m->log2_histogram = m->out == COLLECT_OUT_METRIC && tagged &&
+				    strcmp(tagged, "log2_histogram") == 0;
 		return;
 	}
 	if (o->kind_case == GRAIND__OUTPUT_SPEC__KIND_NONE)

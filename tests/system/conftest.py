@@ -318,12 +318,13 @@ class Net:
 
 
 @contextlib.contextmanager
-def veth_namespace(tag, block):
+def veth_namespace(tag, block, index=None):
     """A network namespace joined to the host by a veth pair. The host side
     (where graind attaches) gets .1 and the namespace side .2 of a /30 of
     198.18.0.0/15 (the benchmarking range), chosen by pid and `block` so that
     modules of one run use different ones; `tag` (one letter) keeps the
-    interface and namespace names apart."""
+    interface and namespace names apart. `index` sets the host side's
+    ifindex (an AssertionError when it is taken)."""
     run = os.getpid() % 10000
     idx = (os.getpid() + block * 8192) % 32768
     base = (198 << 24) | (18 << 16) | (idx * 4)
@@ -335,8 +336,8 @@ def veth_namespace(tag, block):
             host_ip=quad(1), ns_ip=quad(2))
     try:
         sh("ip", "netns", "add", n.ns)
-        sh("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.ns_if,
-           "netns", n.ns)
+        sh("ip", "link", "add", n.host_if, *(("index", str(index)) if index else ()),
+           "type", "veth", "peer", "name", n.ns_if, "netns", n.ns)
         sh("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_if)
         sh("ip", "link", "set", n.host_if, "up")
         sh("ip", "-n", n.ns, "addr", "add", f"{n.ns_ip}/30", "dev", n.ns_if)

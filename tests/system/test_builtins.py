@@ -10,6 +10,7 @@ on the same workload, and must report the same events and counts. A tool
 that does not run on this kernel skips its comparison with the tool's own
 error as the reason."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -415,6 +416,98 @@ def test_dns_queries_over_veth(a, pb, builtins, net):
     assert errors == {(("key", "BAD_LABEL"),): 1.0}, errors
 
 
+# ---------------------------------------------------------------- netstat
+
+@contextlib.contextmanager
+def veth_pair_with_indexes(first_tag, second_tag):
+    """Two veth namespaces whose host sides have ifindexes a and a+3 (a a
+    multiple of 4, so a+3 differs from a only in its two low bits): the
+    collector once folded the field index into the first key byte, which
+    made (a, packets) and (a+3, bytes) one series."""
+    for attempt in range(16):
+        a = 1004 + 4 * ((os.getpid() + 37 * attempt) % 2000)
+        with contextlib.ExitStack() as stack:
+            try:
+                first = stack.enter_context(veth_namespace(first_tag, 2, index=a))
+                second = stack.enter_context(veth_namespace(second_tag, 3, index=a + 3))
+            except AssertionError as e:
+                if "exists" in str(e):
+                    continue        # an ifindex in use: another pair
+                raise
+            yield first, second
+            return
+    raise AssertionError("no free pair of ifindexes for the netstat test")
+
+
+def test_netstat_deltas_exact_per_series_in_samples_and_statsd(a, pb, builtins,
+                                                               statsd_daemon):
+    """netstat with `delta: true` on two interfaces: several keys (ifindex
+    a and a+3) and two value fields (packets, bytes), traffic over several
+    polls. The delta samples of each series add up to exactly what was
+    sent on its interface, and so do the counters the StatsD daemon
+    summed."""
+    from test_sinks import delete_sink, put_sink, statsd_body, stored_name
+
+    rounds = 4
+    sent = {"d": (25, 100), "e": (50, 200)}         # packets a round, UDP payload
+    with veth_pair_with_indexes("d", "e") as (na, nb):
+        name = f"netstat-delta-{RUN}"
+        nets = {"d": na, "e": nb}
+        sink, prefix = f"nsd-{RUN}", f"n{RUN}"
+        put_sink(a, sink, statsd_body(statsd_daemon.port, prefix, "TAG_DIALECT_GRAPHITE",
+                                      name))
+        try:
+            builtins.put(name, "netstat", programs=[
+                {"program": "netstat_xdp",
+                 "attach": {"xdp": {"ifname": na.host_if, "mode": "XDP_MODE_SKB"}}},
+                {"program": "netstat_tc_ingress",
+                 "attach": {"tc": {"ifname": nb.host_if, "direction": "TC_INGRESS"}}}],
+                outputs=[{"map": "traffic", "metric": {"pollIntervalMs": 100,
+                                                        "delta": True}}])
+            time.sleep(0.5)             # the first poll, which only records, is done
+            for _ in range(rounds):
+                for tag, (n, size) in sent.items():
+                    send_from_ns(nets[tag], [(b"x" * size, 9)] * n, 30000 + RUN)
+                time.sleep(0.35)        # a few polls between rounds
+
+            want = {}
+            for tag, (n, size) in sent.items():
+                tags = (("ifindex", nets[tag].host_if), ("direction", "INGRESS"),
+                        ("l3_proto", "IPV4"), ("l4_proto", "UDP"))
+                want[("traffic.packets", tags)] = rounds * n
+                want[("traffic.bytes", tags)] = rounds * n * (14 + 20 + 8 + size)
+
+            def sums():
+                got = Counter()
+                for smp in samples(a, pb, name, "traffic"):
+                    assert smp.kind == pb.METRIC and smp.delta, smp
+                    key = (smp.name, tuple((t.key, t.value) for t in smp.tags))
+                    if key in want:
+                        got[key] += smp.value
+                return dict(got)
+
+            try:
+                wait_for(lambda: sums() == want, timeout=10, what="delta sums")
+            except AssertionError:
+                raise AssertionError(f"delta samples add up to {sums()}, sent {want}")
+            time.sleep(0.5)             # more polls change nothing
+            assert sums() == want
+
+            def in_statsd():
+                c = statsd_daemon.counters()
+                return {k: c.get(stored_name(prefix, "TAG_DIALECT_GRAPHITE", k[0], list(k[1])))
+                        for k in want}
+            try:
+                wait_for(lambda: in_statsd() == want, timeout=20, what="statsd counters")
+            except AssertionError:
+                raise AssertionError(f"statsd counted {in_statsd()}, sent {want}")
+            assert statsd_daemon.counters()["statsd.bad_lines_seen"] == 0
+        finally:
+            delete_sink(a, sink)
+            builtins.cleanup()
+            builtins.names.clear()
+
+
 # ---------------------------------------------------------------- exec
 
 EXEC_ATTACH = [{"program": "trace_exec",
@@ -629,6 +722,53 @@ def test_syscalls_agrees_with_syscount(a, pb, builtins, tools, caller_bin):
     assert ours["getpid"] == peer["getpid"]
 
 
+# ---------------------------------------------------------------- /metrics
+
+def test_metrics_pass_promtool_with_builtins_attached(a, builtins, net, request):
+    """/metrics of an agent running every built-in, each with its default
+    outputs and with data in its maps, and a sink, passes Prometheus' own
+    linter (`promtool check metrics`) without a problem reported."""
+    from test_sinks import delete_sink, put_sink, statsd_body
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make deps-test` installs the Debian package prometheus"
+    sink = f"pm-sink-{RUN}"     # for the graind_sink_* families (port 9: discard)
+    put_sink(a, sink, statsd_body(9, "lint", "TAG_DIALECT_NONE", f"pm-syscalls-{RUN}"))
+    request.addfinalizer(lambda: delete_sink(a, sink))
+    builtins.put(f"pm-dns-{RUN}", "dns", programs=[{
+        "program": "dns_parse",
+        "attach": {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}}}])
+    builtins.put(f"pm-netstat-{RUN}", "netstat", programs=[
+        {"program": "netstat_tc_ingress",
+         "attach": {"tc": {"ifname": net.host_if, "direction": "TC_INGRESS"}}},
+        {"program": "netstat_tc_egress",
+         "attach": {"tc": {"ifname": net.host_if, "direction": "TC_EGRESS"}}}])
+    builtins.put(f"pm-syscalls-{RUN}", "syscalls", programs=SYSCALLS_ATTACH)
+    builtins.put(f"pm-exec-{RUN}", "exec", programs=EXEC_ATTACH)
+    builtins.put(f"pm-tcpstate-{RUN}", "tcpstate")
+    builtins.put(f"pm-runqlat-{RUN}", "runqlat")
+    # Something in every map: a DNS query and a broken one, exec, TCP,
+    # system calls, wake-ups.
+    send_from_ns(net, [(dns_message(9, "lint.graind.example", 1), 53)], 21000 + RUN)
+    send_from_ns(net, [(dns_message(7, "", 1, raw_labels=b"\x40" + b"a" * 64 + b"\0"), 53)],
+                 21000 + RUN)
+    subprocess.run(["/bin/true"], check=True)
+    _refused_connect()
+    ping_pong(200)
+
+    def scraped():
+        text = a.get("/metrics").text
+        want = (f'probe="pm-syscalls-{RUN}"', f'probe="pm-netstat-{RUN}"',
+                f'probe="pm-dns-{RUN}"', f'probe="pm-runqlat-{RUN}"', f'probe="pm-exec-{RUN}"',
+                f'sink="{sink}"', "graind_probe_latency_seconds_bucket")
+        return text if all(w in text for w in want) and "graind_probe_" in text else None
+    text = wait_for(scraped, what="every built-in's maps in /metrics")
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == "", \
+        f"promtool ({out.returncode}):\n{out.stdout}{out.stderr}"
+
+
 # ---------------------------------------------------------------- runqlat
 
 def latency_slots(a, probe):
@@ -677,21 +817,25 @@ def test_runqlat_histogram_samples(a, pb, builtins):
     assert sum(slots.values()) > 0, slots
 
 
-def test_runqlat_as_prometheus_histogram(a, builtins):
-    """With outputs log2Histogram, /metrics shows the latency map as one
-    Prometheus histogram: cumulative buckets at powers of two, +Inf equal
-    to the count, parsed by the Prometheus client's own text parser."""
+@pytest.mark.parametrize("outputs", [None, [{"map": "latency_us",
+                                              "metric": {"log2Histogram": True}}]],
+                         ids=["default", "log2Histogram"])
+def test_runqlat_as_prometheus_histogram(a, builtins, outputs):
+    """By default (the built-in tags latency_us as a log2 histogram), as with
+    outputs log2Histogram, /metrics shows the latency map as one Prometheus
+    histogram in seconds: cumulative buckets at powers of two microseconds,
+    +Inf equal to the count, parsed by the Prometheus client's own text
+    parser. The scratch map `start` is not exported at all."""
     from prometheus_client.parser import text_string_to_metric_families
 
     name = f"runq-hist-{RUN}"
-    builtins.put(name, "runqlat", outputs=[
-        {"map": "latency_us", "metric": {"log2Histogram": True}}])
+    builtins.put(name, "runqlat", outputs=outputs)
     ping_pong(2000)
 
     def histogram():
         text = a.get("/metrics").text
         for fam in text_string_to_metric_families(text):
-            if fam.name == "graind_probe_latency_us":
+            if fam.name == "graind_probe_latency_seconds":
                 mine = [s for s in fam.samples if s.labels.get("probe") == name]
                 count = [s.value for s in mine if s.name.endswith("_count")]
                 if count and count[0] > 0:
@@ -703,14 +847,17 @@ def test_runqlat_as_prometheus_histogram(a, builtins):
     buckets = [(s.labels["le"], s.value) for s in samples if s.name.endswith("_bucket")]
     assert buckets[-1][0] == "+Inf", buckets
     bounds = [float(le) for le, _ in buckets[:-1]]
-    assert bounds == [2.0 ** (k + 1) for k in range(len(bounds))], bounds
+    assert bounds == [2.0 ** (k + 1) * 1e-6 for k in range(len(bounds))], bounds
     values = [v for _, v in buckets]
     assert values == sorted(values), buckets           # cumulative
     count = next(s.value for s in samples if s.name.endswith("_count"))
     assert values[-1] == count > 0
-    # The plain per-slot family is not emitted for a histogram map.
+    # The plain per-slot family is not emitted for a histogram map, and the
+    # map of wake-up times not at all.
     text = a.get("/metrics").text
+    assert f'graind_probe_latency_us_total{{probe="{name}"' not in text
     assert f'graind_probe_latency_us{{probe="{name}"' not in text
+    assert not re.search(rf'^graind_probe_start\w*{{probe="{name}"', text, re.M), text
 
 
 RUNQLAT_RE = re.compile(r"^\s*(\d+)\s+->\s+(\d+)\s+:\s+(\d+)\s+\|")

@@ -23,7 +23,7 @@ def test_help_lists_the_options():
     r = run_graind("--help")
     assert r.returncode == 0, r.stderr
     for flag in ("--listen", "--state-dir", "--socket", "--max-object-size",
-                 "--help", "--version"):
+                 "--queue-bytes", "--help", "--version"):
         assert flag in r.stdout, flag
     assert r.stdout.startswith("Usage: graind")
     assert r.stderr == ""
@@ -43,6 +43,7 @@ def test_version():
     (["--max-object-size", "0"], "--max-object-size wants a positive size"),
     (["--max-object-size", "12Q"], "--max-object-size wants a positive size"),
     (["--threads", "0"], "--threads wants 1 to 256"),
+    (["--queue-bytes", "0"], "--queue-bytes wants a positive number"),
     (["stray-argument"], "unexpected argument 'stray-argument'"),
     (["--listen", "none", "--socket", "none"], "nothing to listen on"),
 ])

@@ -690,6 +690,70 @@ def test_buffer_bound_keeps_the_newest_and_counts_drops(pb, private_agents):
         shutil.rmtree(pin_dir(name), ignore_errors=True)
 
 
+def test_queue_bound_of_every_probe_and_counters_across_changes(pb, private_agents):
+    """--queue-bytes bounds the queues of every probe together: at 16 KiB
+    a 64 KiB chunk of one probe's events does not fit though the probe's
+    own queue (32 MiB) has room, so it is dropped and counted against the
+    probe (graind_queue_dropped_total, graind_queue_overflow_total) and the
+    agent (graind_samples_queue_overflow_total). The probe's counters never
+    go down while it is detached, attached again and given a new
+    generation, as another probe's samples keep the writer going."""
+    flood, steady = Caller(), Caller()
+    fname, sname = f"qflood-{RUN}", f"qsteady-{RUN}"
+    ag = private_agents(extra_args=("--queue-bytes", "16K"))
+    try:
+        r = ag.upload(bpf_object("emit.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        sha = r.json()["sha256"]
+        put_probe(ag, fname, emit_spec(sha, flood.tid))
+        put_probe(ag, sname, emit_spec(sha, steady.tid))
+        wait_collected(ag, pb, fname)
+        wait_collected(ag, pb, sname)
+
+        def counters():
+            fams = metrics(ag)
+            return (series(fams, "graind_queue_dropped", probe=fname),
+                    series(fams, "graind_queue_overflow", probe=fname))
+
+        flood.call(20000)
+        first = wait_for(lambda: (lambda c: c if c[1] > 0 else None)(counters()),
+                         what="chunks over the bound of every queue")
+        assert first[0] >= first[1] > 0, first
+        fams = metrics(ag)
+        assert series(fams, "graind_samples_queue_limit_bytes") == 16 * 1024
+        assert series(fams, "graind_samples_queue_overflow") >= first[1]
+        assert series(fams, "graind_samples_dropped") >= first[0]
+        assert series(fams, "graind_samples_queue_bytes") <= 16 * 1024
+
+        seen = [counters()]
+        changes = [
+            lambda: ag.post(f"/v1/probes/{fname}:detach"),
+            lambda: ag.post(f"/v1/probes/{fname}:attach"),
+            lambda: ag.request("PUT", f"/v1/probes/{fname}", json=emit_spec(
+                sha, flood.tid, [{"map": "calls", "metric": {"pollIntervalMs": 200}}])),
+        ]
+        for change in changes:
+            r = change()
+            assert r.status_code == 200, r.text
+            for _ in range(10):         # the steady probe's polls keep the writer going
+                time.sleep(0.06)
+                seen.append(counters())
+        for before, after in zip(seen, seen[1:]):
+            assert after[0] >= before[0] and after[1] >= before[1], seen
+
+        flood.call(20000)               # still counted after the changes
+        wait_for(lambda: counters()[1] > seen[-1][1], what="more overflow")
+        assert counters()[0] > seen[-1][0]
+        for name in (fname, sname):
+            assert ag.delete(f"/v1/probes/{name}").status_code == 204
+        assert ag.stop() == 0, ag.read_log()[-3000:]
+    finally:
+        flood.stop()
+        steady.stop()
+        for name in (fname, sname):
+            shutil.rmtree(pin_dir(name), ignore_errors=True)
+
+
 def test_buffer_byte_bound_keeps_whole_newest_events(pb, private_agents):
     """Events are stored sharing their head and field names; a byte bound
     cuts into such blocks and every event kept still reads whole."""

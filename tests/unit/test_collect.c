@@ -51,6 +51,30 @@ static unsigned char *object;
 static size_t object_len;
 static uint64_t calls_made;     /* getpid() calls since the last attach */
 
+/* ================================================================ wall clock */
+
+/* CLOCK_REALTIME as this process sees it, moved by clock_shift_s: a test
+ * sets it to play a jump of the wall clock. Defined here, it is the
+ * clock_gettime() the agent's code calls. */
+static volatile long clock_shift_s;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+	int ret = (int)syscall(SYS_clock_gettime, id, ts);
+
+	if (ret == 0 && id == CLOCK_REALTIME)
+		ts->tv_sec += clock_shift_s;
+	return ret;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ================================================================ calls */
 
 static void on_cpu(int cpu)
@@ -725,9 +749,9 @@ static void test_metrics_text(void **state)
 	assert_non_null(text);
 	assert_int_equal(strlen(text), len);
 
-	assert_non_null(strstr(text, "# TYPE graind_probe_calls counter\n"));
+	assert_non_null(strstr(text, "# TYPE graind_probe_calls_total counter\n"));
 	snprintf(series, sizeof(series),
-		 "graind_probe_calls{probe=\"" PROBE "\",pid=\"%d\",comm=\"%s\"}", getpid(), comm);
+		 "graind_probe_calls_total{probe=\"" PROBE "\",pid=\"%d\",comm=\"%s\"}", getpid(), comm);
 	assert_true(metric(text, series) == (double)calls_made);
 	assert_non_null(strstr(text, "# TYPE graind_probe_stats_hits gauge\n"));
 	assert_true(metric(text, "graind_probe_stats_hits{probe=\"" PROBE "\",key=\"0\"}") ==
@@ -787,6 +811,127 @@ static void test_follows_detach_and_attach(void **state)
 	samples_free(&ev);
 	wait_samples("records", 0, N_CALLS + 3, &ev);
 	samples_free(&ev);
+}
+
+/* collect_probe_changed() in a thread of its own, so that a call that
+ * does not come back fails the test instead of hanging it. */
+struct change_call {
+	pthread_t thread;
+	int64_t took_ms;
+};
+
+static void *change_main(void *arg)
+{
+	struct change_call *call = arg;
+	int64_t t0 = mono_ms();
+
+	collect_probe_changed(ag.collector, PROBE);
+	call->took_ms = mono_ms() - t0;
+	return NULL;
+}
+
+/* How long the call took; fails when it is not back within limit_ms. */
+static int64_t timed_change(int limit_ms)
+{
+	struct change_call *call = calloc(1, sizeof(*call));  /* left to a call not back */
+	struct timespec deadline;
+	int64_t took;
+
+	assert_non_null(call);
+	assert_int_equal(pthread_create(&call->thread, NULL, change_main, call), 0);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += limit_ms / 1000;
+	deadline.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	if (pthread_clockjoin_np(call->thread, NULL, CLOCK_MONOTONIC, &deadline) != 0) {
+		pthread_detach(call->thread);
+		fail_msg("collect_probe_changed() not back after %d ms", limit_ms);
+	}
+	took = call->took_ms;
+	free(call);
+	return took;
+}
+
+/* Holds the store (so that the collector, reading the probe's spec, is
+ * stuck) for hold_ms, from a thread of its own. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool held;
+	int hold_ms;
+} holder = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void *hold_main(void *arg)
+{
+	(void)arg;
+	store_lock(ag.store);
+	pthread_mutex_lock(&holder.lock);
+	holder.held = true;
+	pthread_cond_broadcast(&holder.cond);
+	pthread_mutex_unlock(&holder.lock);
+	sleep_ms(holder.hold_ms);
+	store_unlock(ag.store);
+	return NULL;
+}
+
+static pthread_t hold_store(int ms)
+{
+	pthread_t t;
+
+	holder.held = false;
+	holder.hold_ms = ms;
+	assert_int_equal(pthread_create(&t, NULL, hold_main, NULL), 0);
+	pthread_mutex_lock(&holder.lock);
+	while (!holder.held)
+		pthread_cond_wait(&holder.cond, &holder.lock);
+	pthread_mutex_unlock(&holder.lock);
+	return t;
+}
+
+/* A probe change waits for the collector on the monotonic clock: with the
+ * collector stuck and the wall clock an hour ahead, the caller (who holds
+ * the probe lock) is back after COLLECT_CHANGE_WAIT_MS, not an hour; with
+ * the wall clock an hour behind, it still waits for the collector to take
+ * the change in rather than giving up at once. */
+static void test_probe_change_waits_on_the_monotonic_clock(void **state)
+{
+	pthread_t holding;
+	int64_t took;
+
+	(void)state;
+	clock_shift_s = 3600;
+	holding = hold_store(COLLECT_CHANGE_WAIT_MS + 1500);
+	took = timed_change(COLLECT_CHANGE_WAIT_MS + 1000);
+	clock_shift_s = 0;
+	pthread_join(holding, NULL);
+	assert_true(took >= COLLECT_CHANGE_WAIT_MS - 50);
+	assert_true(took <= COLLECT_CHANGE_WAIT_MS + 500);
+	timed_change(COLLECT_CHANGE_WAIT_MS + 1000);     /* the collector is free again */
+
+	clock_shift_s = -3600;
+	holding = hold_store(600);
+	took = timed_change(COLLECT_CHANGE_WAIT_MS + 1000);
+	clock_shift_s = 0;
+	pthread_join(holding, NULL);
+	assert_true(took >= 550);
+	assert_true(took < COLLECT_CHANGE_WAIT_MS);
+
+	/* Still collected after both. */
+	{
+		struct samples ev;
+		uint64_t last;
+
+		samples_of("events", 0, &ev);
+		last = ev.after;
+		samples_free(&ev);
+		call_getpid(2);
+		wait_samples("events", last, 2, &ev);
+		assert_int_equal(ev.n, 2);
+		samples_free(&ev);
+	}
 }
 
 /* The newest value of `name` tagged state=`state` (and le=`le`). */
@@ -1098,6 +1243,7 @@ int main(void)
 		cmocka_unit_test(test_dump_errors),
 		cmocka_unit_test(test_metrics_text),
 		cmocka_unit_test(test_follows_detach_and_attach),
+		cmocka_unit_test(test_probe_change_waits_on_the_monotonic_clock),
 		cmocka_unit_test(test_events_aggregated),
 		cmocka_unit_test(test_agg_groups_and_histogram),
 		cmocka_unit_test(test_agg_bounded_groups),
