@@ -307,7 +307,7 @@ static struct statsd *open_sd(struct peer *p, Graind__TagDialect dialect, const 
 	cfg.prefix = (char *)prefix;
 	cfg.dialect = dialect;
 	cfg.max_datagram = max_datagram;
-	if (statsd_open(&cfg, &sd, &err) < 0)
+	if (statsd_open(&cfg, NULL, &sd, &err) < 0)
 		fail_msg("statsd_open: %s", err.msg);
 	return sd;
 }
