@@ -672,6 +672,22 @@ static void retire(struct sinks *s, struct forwarder *fw)
 	s->retired = fw;
 }
 
+/* The retired forwarder of a sink deleted and now created again: the new
+ * one must not start before it has ended, as if it had been replaced.
+ * There is at most one per name, as this takes it. change_lock held. */
+static struct forwarder *unretire(struct sinks *s, const char *name)
+{
+	struct forwarder **p, *fw;
+
+	for (p = &s->retired; (fw = *p); p = &fw->next) {
+		if (strcmp(fw->name, name) == 0) {
+			*p = fw->next;
+			return fw;
+		}
+	}
+	return NULL;
+}
+
 /* Take the forwarder of sink `name` off the list; NULL when none. */
 static struct forwarder *forwarder_unlink(struct sinks *s, const char *name)
 {
@@ -804,6 +820,8 @@ void sinks_changed(struct sinks *s, const char *name)
 	pthread_mutex_lock(&s->change_lock);
 	reap_retired(s, false);
 	old = forwarder_unlink(s, name);
+	if (!old)
+		old = unretire(s, name);
 	if (old)
 		forwarder_cancel(s, old);
 	if (store_sink_get(s->agent->store, name, &row, &err) == 0) {
