@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
-#include <signal.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -441,28 +441,42 @@ void statsd_recall(struct statsd *sd, Graind__Sample *const *samples, size_t n)
 
 /* ---------------------------------------------------------------- open */
 
-/* A name lookup run by glibc's resolver threads (getaddrinfo_a). It is
- * shared by the caller and the lookup's completion notice: a caller that
- * stops waiting leaves it to the notice to free. */
+/* A name lookup run by glibc's resolver threads (getaddrinfo_a). */
 struct lookup {
 	struct gaicb cb;
 	struct addrinfo hints;
-	atomic_int refs;
+	struct lookup *next;            /* on the abandoned list */
 	char text[];                    /* host, then service */
 };
 
-static void lookup_put(struct lookup *lk)
+/* Lookups given up on while under way: glibc still writes to them, so
+ * they are freed once done, by a later lookup. (No completion notice:
+ * glibc runs those in a thread with every signal unblocked, where a
+ * SIGTERM meant for sigwait would kill the agent.) */
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lookup *abandoned;
+
+static void lookup_free(struct lookup *lk)
 {
-	if (atomic_fetch_sub(&lk->refs, 1) == 1) {
-		if (lk->cb.ar_result)
-			freeaddrinfo(lk->cb.ar_result);
-		free(lk);
-	}
+	if (lk->cb.ar_result)
+		freeaddrinfo(lk->cb.ar_result);
+	free(lk);
 }
 
-static void lookup_done(union sigval sv)
+static void abandoned_sweep(void)
 {
-	lookup_put(sv.sival_ptr);
+	struct lookup **p, *lk;
+
+	pthread_mutex_lock(&abandoned_lock);
+	for (p = &abandoned; (lk = *p);) {
+		if (gai_error(&lk->cb) != EAI_INPROGRESS) {
+			*p = lk->next;
+			lookup_free(lk);
+		} else {
+			p = &lk->next;
+		}
+	}
+	pthread_mutex_unlock(&abandoned_lock);
 }
 
 /* getaddrinfo for a UDP peer that stops waiting when *cancel is true
@@ -473,8 +487,6 @@ static int resolve(const char *host, const char *service, const atomic_bool *can
 		   struct addrinfo **res)
 {
 	struct addrinfo numeric = { .ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICHOST };
-	struct sigevent notice = { .sigev_notify = SIGEV_THREAD,
-				   .sigev_notify_function = lookup_done };
 	const struct timespec tick = { .tv_nsec = 50 * 1000 * 1000 };
 	size_t host_len = strlen(host), service_len = strlen(service);
 	struct gaicb *list[1];
@@ -484,6 +496,7 @@ static int resolve(const char *host, const char *service, const atomic_bool *can
 	rc = getaddrinfo(host, service, &numeric, res);
 	if (rc != EAI_NONAME)
 		return rc;
+	abandoned_sweep();
 	lk = calloc(1, sizeof(*lk) + host_len + service_len + 2);
 	if (!lk)
 		return EAI_MEMORY;
@@ -493,20 +506,22 @@ static int resolve(const char *host, const char *service, const atomic_bool *can
 	lk->cb.ar_name = lk->text;
 	lk->cb.ar_service = lk->text + host_len + 1;
 	lk->cb.ar_request = &lk->hints;
-	atomic_init(&lk->refs, 2);
-	notice.sigev_value.sival_ptr = lk;
 	list[0] = &lk->cb;
-	rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &notice);
+	rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
 	if (rc) {
 		free(lk);
 		return rc;
 	}
 	while ((rc = gai_error(&lk->cb)) == EAI_INPROGRESS) {
 		if (cancel && atomic_load(cancel)) {
-			/* A lookup taken off the queue gets no notice. */
-			if (gai_cancel(&lk->cb) == EAI_CANCELED)
-				lookup_put(lk);
-			lookup_put(lk);
+			if (gai_cancel(&lk->cb) == EAI_NOTCANCELED) {
+				pthread_mutex_lock(&abandoned_lock);
+				lk->next = abandoned;
+				abandoned = lk;
+				pthread_mutex_unlock(&abandoned_lock);
+			} else {
+				lookup_free(lk);
+			}
 			return EAI_CANCELED;
 		}
 		gai_suspend((const struct gaicb *const *)list, 1, &tick);
@@ -515,7 +530,7 @@ static int resolve(const char *host, const char *service, const atomic_bool *can
 		*res = lk->cb.ar_result;
 		lk->cb.ar_result = NULL;
 	}
-	lookup_put(lk);
+	lookup_free(lk);
 	return rc;
 }
 
