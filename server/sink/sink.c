@@ -491,6 +491,8 @@ static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct ba
 		if (batch_fill(fw, b, 0, &full, &err) < 0)
 			goto failed;
 	}
+	if (stopped(fw))
+		return 0;                        /* the fill may have stopped short */
 	set_pending(fw, b);
 	if (b->scanned == *cursor)
 		return poll_ms(fw->cfg);         /* nothing new */
