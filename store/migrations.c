@@ -98,6 +98,11 @@ static const struct migration migrations[] = {
 	  "INSERT INTO sample_blocks"
 	  "  SELECT id, id, probe, map, time_ns, graind_sample_frame(payload) FROM samples;"
 	  "DROP TABLE samples;" },
+	{ 3,
+	  /* The last id of the S3 batch being sent (0: none), recorded
+	   * before its first PUT, so that the batch is sent again after a
+	   * crash with the same samples, under the same keys. */
+	  "ALTER TABLE sinks ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -12,7 +12,7 @@
 
 #define SINK_COLUMNS \
 	"name, config, cursor, coalesce(last_success_ms, 0)," \
-	" coalesce(last_error, ''), bytes_sent, samples_sent"
+	" coalesce(last_error, ''), bytes_sent, samples_sent, pending"
 
 void store_sink_clear(struct store_sink *sink)
 {
@@ -47,6 +47,7 @@ static int sink_from_row(sqlite3_stmt *stmt, struct store_sink *out, struct gerr
 	out->last_success_ms = sqlite3_column_int64(stmt, 3);
 	out->bytes_sent = (uint64_t)sqlite3_column_int64(stmt, 5);
 	out->samples_sent = (uint64_t)sqlite3_column_int64(stmt, 6);
+	out->pending = (uint64_t)sqlite3_column_int64(stmt, 7);
 	return 0;
 }
 
@@ -85,7 +86,8 @@ int store_sink_put(struct store *st, const char *name, const void *config,
 		goto out;
 	if (exists)
 		stmt = store_stmt(st, STORE_STMT_SINK_UPDATE,
-			"UPDATE sinks SET config = ?2, updated_ms = ?3 WHERE name = ?1", err);
+			"UPDATE sinks SET pending = CASE WHEN config = ?2 THEN pending ELSE 0 END,"
+			" config = ?2, updated_ms = ?3 WHERE name = ?1", err);
 	else
 		stmt = store_stmt(st, STORE_STMT_SINK_INSERT,
 			"INSERT INTO sinks (name, config, created_ms, updated_ms)"
@@ -200,7 +202,7 @@ int store_sink_delivered(struct store *st, const char *name, uint64_t cursor,
 	stmt = store_stmt(st, STORE_STMT_SINK_DELIVERED,
 		"UPDATE sinks SET cursor = max(cursor, ?2),"
 		" samples_sent = samples_sent + ?3, bytes_sent = bytes_sent + ?4,"
-		" last_success_ms = ?5, last_error = NULL WHERE name = ?1", err);
+		" last_success_ms = ?5, last_error = NULL, pending = 0 WHERE name = ?1", err);
 	if (!stmt)
 		goto out;
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
@@ -210,6 +212,31 @@ int store_sink_delivered(struct store *st, const char *name, uint64_t cursor,
 	sqlite3_bind_int64(stmt, 5, store_now_ms());
 	if (sqlite3_step(stmt) != SQLITE_DONE)
 		store_fail(st, err, "cannot record the delivery of sink %s", name);
+	else if (sqlite3_changes(st->db) == 0)
+		gerr_set(err, 404, "no sink named %s", name);
+	else
+		ret = 0;
+out:
+	store_stmt_done(stmt);
+	store_unlock(st);
+	return ret;
+}
+
+int store_sink_pending(struct store *st, const char *name, uint64_t last,
+		       struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	store_lock(st);
+	stmt = store_stmt(st, STORE_STMT_SINK_PENDING,
+			  "UPDATE sinks SET pending = ?2 WHERE name = ?1", err);
+	if (!stmt)
+		goto out;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, clamp_i64(last));
+	if (sqlite3_step(stmt) != SQLITE_DONE)
+		store_fail(st, err, "cannot record the pending batch of sink %s", name);
 	else if (sqlite3_changes(st->db) == 0)
 		gerr_set(err, 404, "no sink named %s", name);
 	else

@@ -223,13 +223,15 @@ struct store_sink {
 	int64_t last_success_ms;    /* 0: never */
 	char *last_error;           /* malloc'd, "" when none */
 	uint64_t bytes_sent, samples_sent;
+	uint64_t pending;           /* last id of the batch being sent; 0: none */
 };
 
 void store_sink_clear(struct store_sink *sink);
 
 /* Create or replace the configuration of sink `name` (*created says
  * which); its delivery state is kept on replace, starts at cursor 0 (the
- * oldest buffered sample) on create. */
+ * oldest buffered sample) on create. A changed configuration forgets the
+ * pending batch (store_sink_pending); the same one again keeps it. */
 int store_sink_put(struct store *st, const char *name, const void *config,
 		   size_t config_len, bool *created, struct gerr *err);
 
@@ -243,10 +245,16 @@ int store_sink_list(struct store *st,
 		    int (*fn)(const struct store_sink *sink, void *ctx), void *ctx,
 		    struct gerr *err);
 
+/* Record that the batch after the cursor up to id `last` is being sent,
+ * before it is: a forwarder started after a crash sends exactly that
+ * batch again. 404 when the sink is gone. */
+int store_sink_pending(struct store *st, const char *name, uint64_t last,
+		       struct gerr *err);
+
 /* Record a delivery: in ONE transaction, move the cursor to `cursor`
- * (only forward), add to the counters, set last_success and clear
- * last_error (an error shown is one not yet overcome). 404 when the sink
- * is gone. */
+ * (only forward), add to the counters, set last_success, clear
+ * last_error (an error shown is one not yet overcome) and the pending
+ * batch. 404 when the sink is gone. */
 int store_sink_delivered(struct store *st, const char *name, uint64_t cursor,
 			 uint64_t samples, uint64_t bytes, struct gerr *err);
 

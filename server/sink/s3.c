@@ -24,8 +24,11 @@
 
 #define S3_KEY_MAX 1024             /* S3's limit, in bytes */
 #define S3_DEFAULT_REGION "us-east-1"
-#define S3_CONNECT_TIMEOUT_S 10L
+#define S3_CONNECT_TIMEOUT_S 5L
 #define S3_TIMEOUT_S 60L
+/* Slower than this for this long is a peer that has stopped answering. */
+#define S3_LOW_SPEED_BYTES 64L
+#define S3_LOW_SPEED_S 20L
 #define S3_ERROR_BODY_MAX 16384     /* enough for any S3 XML error */
 #define S3_SECRET_MAX 4096
 #define GZIP_WINDOW_BITS (15 + 16)  /* deflate with a gzip header */
@@ -213,9 +216,10 @@ static int deflate_into(z_stream *z, const void *in, size_t len, int flush, stru
 	return flush == Z_FINISH && rc != Z_STREAM_END ? -1 : 0;
 }
 
-/* The object: one proto3 JSON line per sample, gzip-compressed. */
-static int build_body(Graind__Sample *const *samples, size_t n, struct buf *out,
-		      struct gerr *err)
+/* The object: one proto3 JSON line per sample, gzip-compressed. A big
+ * batch takes a while: *cancel is looked at every 1024 samples. */
+static int build_body(Graind__Sample *const *samples, size_t n, const atomic_bool *cancel,
+		      struct buf *out, struct gerr *err)
 {
 	z_stream z = { 0 };
 	char *line = NULL;
@@ -226,6 +230,10 @@ static int build_body(Graind__Sample *const *samples, size_t n, struct buf *out,
 			 Z_DEFAULT_STRATEGY) != Z_OK)
 		return gerr_set(err, 500, "S3 body: cannot start gzip");
 	for (i = 0; i < n; i++) {
+		if (i % 1024 == 1023 && cancel && atomic_load(cancel)) {
+			gerr_set(err, 503, "S3 body: cancelled");
+			goto out;
+		}
 		if (codec_encode(CODEC_JSON, &samples[i]->base, &line, &len, err) < 0) {
 			gerr_prefix(err, "S3 body: sample %" PRIu64, samples[i]->id);
 			goto out;
@@ -376,6 +384,17 @@ static size_t response_write(char *src, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* Called by libcurl about once a second at the least, also while it
+ * connects or waits for an answer: non-zero aborts the transfer. */
+static int transfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+			     curl_off_t ultotal, curl_off_t ulnow)
+{
+	const atomic_bool *cancel = arg;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return cancel && atomic_load(cancel);
+}
+
 /* libcurl, loaded when the first S3 batch goes out: with its TLS stack it
  * would add megabytes to every agent, most of which never has an S3 sink.
  * Its global state is set up once and never torn down (the process exits
@@ -443,7 +462,7 @@ static void curl_init(void)
 static CURLcode configure(CURL *c, const Graind__S3Sink *cfg, const char *url,
 			  const char *secret, struct curl_slist *headers,
 			  const struct buf *body, struct buf *response, char *errbuf,
-			  const char *sigv4)
+			  const char *sigv4, const atomic_bool *cancel)
 {
 	SETOPT(c, CURLOPT_URL, url);
 	SETOPT(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -452,6 +471,14 @@ static CURLcode configure(CURL *c, const Graind__S3Sink *cfg, const char *url,
 	SETOPT(c, CURLOPT_USERAGENT, "graind/" GRAIND_VERSION);
 	SETOPT(c, CURLOPT_CONNECTTIMEOUT, S3_CONNECT_TIMEOUT_S);
 	SETOPT(c, CURLOPT_TIMEOUT, S3_TIMEOUT_S);
+	SETOPT(c, CURLOPT_LOW_SPEED_LIMIT, S3_LOW_SPEED_BYTES);
+	SETOPT(c, CURLOPT_LOW_SPEED_TIME, S3_LOW_SPEED_S);
+	SETOPT(c, CURLOPT_XFERINFOFUNCTION, transfer_progress);
+	SETOPT(c, CURLOPT_XFERINFODATA, (void *)cancel);
+	SETOPT(c, CURLOPT_NOPROGRESS, 0L);
+	/* An aborted transfer does not wait for its name lookup thread
+	 * (libcurl 7.87 and later; older ones refuse the option and wait). */
+	curl.easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);
 	/* Keep "." and ".." in keys: S3 does not resolve them. */
 	SETOPT(c, CURLOPT_PATH_AS_IS, 1L);
 	SETOPT(c, CURLOPT_AWS_SIGV4, sigv4);
@@ -560,8 +587,8 @@ static int http_error(const char *key, long status, const struct buf *response,
 /* ================================================================ put */
 
 int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
-		 Graind__Sample *const *samples, size_t n, size_t *bytes,
-		 struct gerr *err)
+		 Graind__Sample *const *samples, size_t n, const atomic_bool *cancel,
+		 size_t *bytes, struct gerr *err)
 {
 	char key[S3_KEY_MAX + 1], hash[SHA256_HEX_LEN + 1];
 	char errbuf[CURL_ERROR_SIZE] = "", sigv4[160];
@@ -588,7 +615,7 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 		return gerr_set(err, 500, "S3: %s", curl_error);
 
 	if (load_secret(cfg, &secret, err) < 0 || object_url(cfg, key, &url, err) < 0 ||
-	    build_body(samples, n, &body, err) < 0)
+	    build_body(samples, n, cancel, &body, err) < 0)
 		goto out;
 
 	sha256_hex(body.data, body.len, hash);
@@ -604,12 +631,16 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 		gerr_set(err, 500, "S3: cannot create a libcurl handle");
 		goto out;
 	}
-	rc = configure(c, cfg, url, secret, headers, &body, &response, errbuf, sigv4);
+	rc = configure(c, cfg, url, secret, headers, &body, &response, errbuf, sigv4, cancel);
 	if (rc != CURLE_OK) {
 		gerr_set(err, 500, "S3: libcurl: %s", curl.easy_strerror(rc));
 		goto out;
 	}
 	rc = curl.easy_perform(c);
+	if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		gerr_set(err, 503, "S3 PUT %s: cancelled", key);
+		goto out;
+	}
 	if (rc != CURLE_OK) {
 		gerr_set(err, 502, "S3 PUT %s: %s", key,
 			 errbuf[0] ? errbuf : curl.easy_strerror(rc));

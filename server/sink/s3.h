@@ -18,12 +18,18 @@
  * a readable message ("403 SignatureDoesNotMatch: The request signature
  * we calculated does not match ...").
  *
- * Both functions are thread-safe; s3_put_batch blocks for up to 10 s to
- * connect and 60 s in all. It initialises libcurl's global state on first
- * use (once, never cleaned up). */
+ * Both functions are thread-safe. s3_put_batch gives up after 5 s without
+ * a connection, 20 s below 64 bytes/s (a peer that accepts and never
+ * answers, or answers a byte a second) and 60 s in all, and within about
+ * a second of *cancel becoming true (checked by libcurl's progress
+ * callback, and never waiting for a name lookup that is under way). It
+ * initialises libcurl's global state on first use (once, never cleaned
+ * up). */
 #ifndef GRAIND_S3_H
 #define GRAIND_S3_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "proto/graind.pb-c.h"
@@ -38,12 +44,14 @@ int s3_object_key(const Graind__S3Sink *cfg, const char *host, const char *probe
 
 /* PUT one batch (samples of ONE probe, ids ascending) as one object.
  * *bytes (may be NULL) gets the compressed size on success, 0 otherwise.
+ * `cancel` (may be NULL) aborts the PUT once it is true.
  * Errors: 502 "S3 PUT <key>: 403 <Code>: <Message>" from S3, or with the
- * transport error (connection refused, TLS, timeout); 400 for a config
- * without bucket, endpoint host or access_key_id; 500 for an unreadable
- * secret_file (named) or a batch that yields no key. */
+ * transport error (connection refused, TLS, timeout); 503 "S3 PUT <key>:
+ * cancelled"; 400 for a config without bucket, endpoint host or
+ * access_key_id; 500 for an unreadable secret_file (named) or a batch
+ * that yields no key. */
 int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
-		 Graind__Sample *const *samples, size_t n, size_t *bytes,
-		 struct gerr *err);
+		 Graind__Sample *const *samples, size_t n, const atomic_bool *cancel,
+		 size_t *bytes, struct gerr *err);
 
 #endif

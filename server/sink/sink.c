@@ -1,16 +1,25 @@
 /* sink: one forwarder thread per sink, and a pruner.
  *
  * A forwarder keeps a batch in memory: the samples after its cursor that
- * its selector takes. It sends the batch when it is due (at once for
- * StatsD; for S3 when it reaches its rows, bytes or age limit), and on
- * success records the delivery and moves the cursor in one statement.
- * A failed batch is kept as it is and sent again after a backoff, so a
- * retry sends the same samples (and writes the same S3 keys). */
+ * its selector takes, read a page at a time so that the store is never
+ * held for long. It sends the batch when it is due (at once for StatsD;
+ * for S3 when it reaches its rows, bytes or age limit), and on success
+ * records the delivery and moves the cursor in one statement. A failed
+ * batch is kept as it is and sent again after a backoff, so a retry sends
+ * the same samples (and writes the same S3 keys); an S3 batch's range is
+ * also stored before its first PUT, so that it survives a crash.
+ *
+ * Nothing that changes or stops forwarders waits for one: a forwarder is
+ * told to stop (its `stop` flag, which the drivers also watch while they
+ * wait on the network) and the one that replaces it joins it, in its own
+ * thread, before it reads the cursor. Forwarders of deleted sinks are
+ * joined at the next change, or at the end. */
 #define _GNU_SOURCE
 #include "server/sink/sink.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +38,7 @@
 #define BACKOFF_MAX_MS 60000
 #define STATSD_DEFAULT_FLUSH_MS 1000
 #define STATSD_BATCH_ROWS 1000
+#define PAGE_ROWS 1000          /* samples read per store call */
 #define RECALL_SAMPLES 100000   /* read back for counter values at a start */
 #define S3_DEFAULT_BATCH_ROWS 10000
 #define S3_DEFAULT_BATCH_BYTES (16ull << 20)
@@ -41,6 +51,8 @@ struct batch {
 	size_t n, cap;
 	uint64_t bytes;                 /* packed size of the samples */
 	uint64_t scanned;               /* the last id looked at */
+	bool fixed;                     /* failed or recorded: sent again as it is */
+	uint64_t recorded;              /* the range stored as pending (its last id) */
 };
 
 struct forwarder {
@@ -50,7 +62,11 @@ struct forwarder {
 	Graind__Sink *cfg;
 	pthread_t thread;
 	pthread_cond_t wake;
-	bool stop;
+	atomic_bool stop;               /* set under owner->lock, read anywhere */
+	bool exited;                    /* under owner->lock */
+	/* The forwarder this one replaces, stopped: joined and freed by
+	 * this one's thread before it starts. */
+	struct forwarder *prev;
 	/* Health kept in memory, under owner->lock. */
 	uint64_t errors;
 	int64_t pending_since_ms;       /* time of the oldest sample not sent */
@@ -59,9 +75,10 @@ struct forwarder {
 struct sinks {
 	struct agent *agent;
 	pthread_mutex_t lock;           /* the list and every forwarder's flags */
-	pthread_mutex_t change_lock;    /* one sinks_changed at a time */
+	pthread_mutex_t change_lock;    /* one sinks_changed at a time; `retired` */
 	pthread_cond_t prune_wake;
 	struct forwarder *list;
+	struct forwarder *retired;      /* stopped, of deleted sinks, not joined yet */
 	pthread_t pruner;
 	bool pruner_running, stop;
 	char host[256];
@@ -92,20 +109,23 @@ static int cond_init_monotonic(pthread_cond_t *cond)
 	return rc;
 }
 
+static bool stopped(const struct forwarder *fw)
+{
+	return atomic_load(&fw->stop);
+}
+
 /* Sleep up to ms unless told to stop; true when told to stop. */
 static bool wait_or_stop(struct forwarder *fw, unsigned ms)
 {
 	struct sinks *s = fw->owner;
 	struct timespec ts;
-	bool stop;
 
 	deadline_in(&ts, ms);
 	pthread_mutex_lock(&s->lock);
-	while (!fw->stop && pthread_cond_timedwait(&fw->wake, &s->lock, &ts) != ETIMEDOUT)
+	while (!stopped(fw) && pthread_cond_timedwait(&fw->wake, &s->lock, &ts) != ETIMEDOUT)
 		;
-	stop = fw->stop;
 	pthread_mutex_unlock(&s->lock);
-	return stop;
+	return stopped(fw);
 }
 
 /* "2026-11-25T13:52:36.123Z" as unix ms; 0 when it does not parse. */
@@ -177,6 +197,8 @@ static void batch_clear(struct batch *b)
 		graind__sample__free_unpacked(b->samples[i], NULL);
 	b->n = 0;
 	b->bytes = 0;
+	b->fixed = false;
+	b->recorded = 0;
 }
 
 static void batch_free(struct batch *b)
@@ -258,10 +280,12 @@ static void batch_limits(const Graind__Sink *cfg, size_t *rows, uint64_t *bytes)
 }
 
 /* Add to the batch the samples after b->scanned, up to its limits and
- * up to id `upto` (0: no end). *full is set when the batch is at a limit
- * or at `upto`. When every sample is read, b->scanned moves to the last
- * id that existed before reading, so that samples the selector skips do
- * not count as lag. */
+ * up to id `upto` (0: no end), PAGE_ROWS at a time: the store is locked
+ * for one page only. *full is set when the batch is at a limit or at
+ * `upto`. When every sample is read, b->scanned moves to the last id
+ * that existed before reading (or to `upto`, when before it), so that
+ * samples the selector skips do not count as lag. A forwarder told to
+ * stop reads no further page. */
 static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool *full,
 		      struct gerr *err)
 {
@@ -276,11 +300,13 @@ static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool
 	*full = b->n >= fc.max_rows || b->bytes >= fc.max_bytes;
 	/* Pages of rows the selector may mostly skip, until the batch is
 	 * full or every sample is read. */
-	while (!*full && more && rc == 0) {
+	while (!*full && more && rc == 0 && !stopped(fw)) {
+		size_t room = fc.max_rows - b->n;
+
 		rc = store_samples_list(st, sel && sel->n_probes == 1 ? sel->probes[0] : NULL,
 					sel && sel->n_maps == 1 ? sel->maps[0] : NULL,
-					b->scanned, (unsigned)(fc.max_rows - b->n), take_sample,
-					&fc, &more, err);
+					b->scanned, room < PAGE_ROWS ? (unsigned)room : PAGE_ROWS,
+					take_sample, &fc, &more, err);
 		*full = rc == 1 || fc.past_upto || b->n >= fc.max_rows ||
 			b->bytes >= fc.max_bytes;
 	}
@@ -289,7 +315,9 @@ static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool
 		gerr_set(err, 500, "out of memory reading samples for sink %s", fw->name);
 	if (rc < 0)
 		return -1;
-	if (rc == 0 && !more && last_id > b->scanned)
+	if (upto && upto < last_id)
+		last_id = upto;
+	if ((fc.past_upto || (rc == 0 && !more)) && last_id > b->scanned)
 		b->scanned = last_id;
 	return 0;
 }
@@ -323,7 +351,7 @@ static int send_s3(struct forwarder *fw, struct batch *b, uint64_t *bytes, struc
 			}
 		}
 		if (s3_put_batch(fw->cfg->s3, fw->owner->host, b->samples[i]->probe, group,
-				 n_group, &put, err) < 0)
+				 n_group, &fw->stop, &put, err) < 0)
 			goto out;
 		*bytes += put;
 	}
@@ -347,7 +375,7 @@ static void recall_counters(struct forwarder *fw, struct statsd *sd, uint64_t cu
 	uint64_t before;
 	bool full = true;
 
-	while (full && b.scanned < cursor) {
+	while (full && b.scanned < cursor && !stopped(fw)) {
 		before = b.scanned;
 		if (batch_fill(fw, &b, cursor, &full, &err) < 0) {
 			log_warn("msg=\"counter values not recalled\" sink=%s error=\"%s\"",
@@ -375,7 +403,7 @@ static int send_batch(struct forwarder *fw, struct statsd **sd, struct batch *b,
 	/* The socket is opened lazily, so a name that does not resolve yet
 	 * is retried like any failed send. */
 	if (!*sd) {
-		if (statsd_open(fw->cfg->statsd, sd, err) < 0)
+		if (statsd_open(fw->cfg->statsd, &fw->stop, sd, err) < 0)
 			return -1;
 		recall_counters(fw, *sd, cursor);
 	}
@@ -434,41 +462,101 @@ static void note_failure(struct forwarder *fw, const struct gerr *cause)
 			  fw->name, err.msg);
 }
 
+/* An S3 batch's range is stored before its first PUT: after a crash the
+ * next forwarder sends the same samples again, under the same keys. */
+static int record_range(struct forwarder *fw, struct batch *b, struct gerr *err)
+{
+	if (fw->cfg->kind_case != GRAIND__SINK__KIND_S3 || !b->n || b->recorded == b->scanned)
+		return 0;
+	if (store_sink_pending(fw->owner->agent->store, fw->name, b->scanned, err) < 0)
+		return -1;
+	b->recorded = b->scanned;
+	b->fixed = true;
+	return 0;
+}
+
 /* One round: fill, maybe send and record. Returns how long to wait
  * before the next round, in ms (0: go on at once). */
 static unsigned forward_once(struct forwarder *fw, struct statsd **sd, struct batch *b,
 			     uint64_t *cursor, unsigned *failures)
 {
 	struct store *st = fw->owner->agent->store;
+	bool full = false, fixed = b->fixed && b->n;
 	struct gerr err = { 0 };
-	bool full = false, retry = *failures > 0;
 	uint64_t bytes = 0;
 
-	/* A failed batch goes again as it was. */
-	if ((!*failures || !b->n) && batch_fill(fw, b, 0, &full, &err) < 0)
-		goto failed;
+	/* A batch that failed, or whose range is stored, goes again as it was. */
+	if (!fixed) {
+		b->fixed = false;
+		if (batch_fill(fw, b, 0, &full, &err) < 0)
+			goto failed;
+	}
+	if (stopped(fw))
+		return 0;                        /* the fill may have stopped short */
 	set_pending(fw, b);
 	if (b->scanned == *cursor)
 		return poll_ms(fw->cfg);         /* nothing new */
-	/* A retried batch was due when it first failed; the backoff was its wait. */
-	if (!retry && !batch_due(fw, b, full))
+	/* Such a batch was due when it was first sent; the backoff was its wait. */
+	if (!fixed && !batch_due(fw, b, full))
 		return poll_ms(fw->cfg);
-	if (send_batch(fw, sd, b, *cursor, &bytes, &err) < 0)
-		goto failed;
-	if (store_sink_delivered(st, fw->name, b->scanned, b->n, bytes, &err) < 0)
+	if (record_range(fw, b, &err) < 0 || send_batch(fw, sd, b, *cursor, &bytes, &err) < 0 ||
+	    store_sink_delivered(st, fw->name, b->scanned, b->n, bytes, &err) < 0)
 		goto failed;
 	*cursor = b->scanned;
 	*failures = 0;
 	batch_clear(b);
 	set_pending(fw, b);
 	/* More may be waiting behind a full batch or a retried one. */
-	return full || retry ? 0 : poll_ms(fw->cfg);
+	return full || fixed ? 0 : poll_ms(fw->cfg);
 failed:
+	/* Told to stop: the send was cancelled, which is no failure of the
+	 * sink's. */
+	if (stopped(fw))
+		return 0;
 	/* The StatsD driver is kept: its counter memory was rolled back for
 	 * this batch, and the retry must send the same deltas. (Reading
 	 * SO_ERROR cleared the socket's error.) */
+	b->fixed = true;
 	note_failure(fw, &err);
 	return backoff_ms(++*failures);
+}
+
+/* The S3 batch that was being sent when the agent stopped: the samples
+ * after the cursor up to its stored last id, sent first and at once. */
+static void resume_pending(struct forwarder *fw, struct batch *b, uint64_t pending)
+{
+	struct gerr err = { 0 };
+	bool full;
+
+	if (fw->cfg->kind_case != GRAIND__SINK__KIND_S3 || pending <= b->scanned)
+		return;
+	if (batch_fill(fw, b, pending, &full, &err) < 0) {
+		log_warn("msg=\"pending batch not read back\" sink=%s error=\"%s\"", fw->name,
+			 err.msg);
+		batch_clear(b);
+		return;
+	}
+	b->fixed = true;
+	b->recorded = pending;
+	log_info("msg=\"sending the pending batch again\" sink=%s samples=%zu last_id=%llu",
+		 fw->name, b->n, (unsigned long long)pending);
+}
+
+static void forwarder_free(struct forwarder *fw)
+{
+	if (!fw)
+		return;
+	if (fw->cfg)
+		graind__sink__free_unpacked(fw->cfg, NULL);
+	pthread_cond_destroy(&fw->wake);
+	free(fw);
+}
+
+/* Wait for a forwarder told to stop, and free it. */
+static void forwarder_join(struct forwarder *fw)
+{
+	pthread_join(fw->thread, NULL);
+	forwarder_free(fw);
 }
 
 static void *forwarder_main(void *arg)
@@ -481,42 +569,49 @@ static void *forwarder_main(void *arg)
 	uint64_t cursor;
 	struct gerr err;
 
+	/* The one replaced may still be on its way out of a send: the
+	 * cursor is read once it has stopped moving it. */
+	if (fw->prev) {
+		forwarder_join(fw->prev);
+		fw->prev = NULL;
+	}
+	if (stopped(fw))
+		goto out;
 	if (store_sink_get(fw->owner->agent->store, fw->name, &row, &err) < 0) {
 		log_error("msg=\"sink forwarder cannot start\" sink=%s error=\"%s\"",
 			  fw->name, err.msg);
-		return NULL;
+		goto out;
 	}
 	cursor = b.scanned = row.cursor;
-	store_sink_clear(&row);
 	log_info("msg=\"sink forwarder started\" sink=%s cursor=%llu", fw->name,
 		 (unsigned long long)cursor);
+	resume_pending(fw, &b, row.pending);
+	store_sink_clear(&row);
 	while (!wait_or_stop(fw, wait))
 		wait = forward_once(fw, &sd, &b, &cursor, &failures);
 	statsd_close(sd);
 	batch_free(&b);
+out:
+	pthread_mutex_lock(&fw->owner->lock);
+	fw->exited = true;
+	pthread_mutex_unlock(&fw->owner->lock);
 	return NULL;
 }
 
 /* ---------------------------------------------------------------- forwarders */
 
-static void forwarder_free(struct forwarder *fw)
-{
-	if (!fw)
-		return;
-	if (fw->cfg)
-		graind__sink__free_unpacked(fw->cfg, NULL);
-	pthread_cond_destroy(&fw->wake);
-	free(fw);
-}
-
-/* Start the forwarder of a stored sink and add it to the list. */
-static int forwarder_start(struct sinks *s, const struct store_sink *row, struct gerr *err)
+/* Start the forwarder of a stored sink and add it to the list. It takes
+ * `prev` (stopped; may be NULL) when it starts, and not when it fails. */
+static int forwarder_start(struct sinks *s, const struct store_sink *row,
+			   struct forwarder *prev, struct gerr *err)
 {
 	struct forwarder *fw = calloc(1, sizeof(*fw));
 
 	if (!fw)
 		return gerr_set(err, 500, "out of memory");
 	fw->owner = s;
+	fw->prev = prev;
+	atomic_init(&fw->stop, false);
 	snprintf(fw->name, sizeof(fw->name), "%s", row->name);
 	cond_init_monotonic(&fw->wake);
 	/* Not checked again: what changed since (an unreadable secret file)
@@ -540,14 +635,59 @@ static int forwarder_start(struct sinks *s, const struct store_sink *row, struct
 	return 0;
 }
 
-static void forwarder_stop(struct sinks *s, struct forwarder *fw)
+/* Tell a forwarder to stop, without waiting: a send in flight is
+ * cancelled and nothing more is recorded. */
+static void forwarder_cancel(struct sinks *s, struct forwarder *fw)
 {
 	pthread_mutex_lock(&s->lock);
-	fw->stop = true;
+	atomic_store(&fw->stop, true);
 	pthread_cond_signal(&fw->wake);
 	pthread_mutex_unlock(&s->lock);
-	pthread_join(fw->thread, NULL);
-	forwarder_free(fw);
+}
+
+/* Join the retired forwarders that have ended (all of them when `all`).
+ * change_lock held. */
+static void reap_retired(struct sinks *s, bool all)
+{
+	struct forwarder **p = &s->retired, *fw;
+	bool exited;
+
+	while ((fw = *p)) {
+		pthread_mutex_lock(&s->lock);
+		exited = fw->exited;
+		pthread_mutex_unlock(&s->lock);
+		if (all || exited) {
+			*p = fw->next;
+			forwarder_join(fw);
+		} else {
+			p = &fw->next;
+		}
+	}
+}
+
+/* change_lock held. */
+static void retire(struct sinks *s, struct forwarder *fw)
+{
+	if (!fw)
+		return;
+	fw->next = s->retired;
+	s->retired = fw;
+}
+
+/* The retired forwarder of a sink deleted and now created again: the new
+ * one must not start before it has ended, as if it had been replaced.
+ * There is at most one per name, as this takes it. change_lock held. */
+static struct forwarder *unretire(struct sinks *s, const char *name)
+{
+	struct forwarder **p, *fw;
+
+	for (p = &s->retired; (fw = *p); p = &fw->next) {
+		if (strcmp(fw->name, name) == 0) {
+			*p = fw->next;
+			return fw;
+		}
+	}
+	return NULL;
 }
 
 /* Take the forwarder of sink `name` off the list; NULL when none. */
@@ -573,7 +713,7 @@ static int start_row(const struct store_sink *row, void *ctx)
 {
 	struct gerr err;
 
-	if (forwarder_start(ctx, row, &err) < 0)
+	if (forwarder_start(ctx, row, NULL, &err) < 0)
 		log_error("msg=\"sink not started\" sink=%s error=\"%s\"", row->name, err.msg);
 	return 0;
 }
@@ -651,13 +791,20 @@ void sinks_stop(struct sinks *s)
 	s->stop = true;
 	pthread_cond_signal(&s->prune_wake);
 	pthread_mutex_unlock(&s->lock);
+	/* Every forwarder is told first, so that their sends are cancelled
+	 * together rather than one after the other. */
+	pthread_mutex_lock(&s->change_lock);
+	for (fw = s->list; fw; fw = fw->next)
+		forwarder_cancel(s, fw);
 	if (s->pruner_running)
 		pthread_join(s->pruner, NULL);
 	while (s->list) {
 		fw = s->list;
 		s->list = fw->next;
-		forwarder_stop(s, fw);
+		forwarder_join(fw);
 	}
+	reap_retired(s, true);
+	pthread_mutex_unlock(&s->change_lock);
 	pthread_cond_destroy(&s->prune_wake);
 	pthread_mutex_destroy(&s->change_lock);
 	pthread_mutex_destroy(&s->lock);
@@ -673,16 +820,22 @@ void sinks_changed(struct sinks *s, const char *name)
 	if (!s)
 		return;
 	pthread_mutex_lock(&s->change_lock);
+	reap_retired(s, false);
 	old = forwarder_unlink(s, name);
+	if (!old)
+		old = unretire(s, name);
 	if (old)
-		forwarder_stop(s, old);
+		forwarder_cancel(s, old);
 	if (store_sink_get(s->agent->store, name, &row, &err) == 0) {
-		if (forwarder_start(s, &row, &err) < 0)
+		if (forwarder_start(s, &row, old, &err) == 0)
+			old = NULL;
+		else
 			log_error("msg=\"sink not started\" sink=%s error=\"%s\"", name, err.msg);
 		store_sink_clear(&row);
 	} else if (err.status != 404) {
 		log_error("msg=\"cannot read sink\" sink=%s error=\"%s\"", name, err.msg);
 	}
+	retire(s, old);
 	pthread_mutex_unlock(&s->change_lock);
 }
 

@@ -7,7 +7,14 @@
  * (store_sink_delivered). On failure it records the error and retries
  * with exponential backoff and jitter (100 ms doubling to 60 s). A sample
  * is therefore delivered at least once; S3 keys are derived from the id
- * range, so a retry after a crash rewrites the same object.
+ * range, and an S3 batch's range is stored before its first PUT
+ * (store_sink_pending), so a retry, also after a crash, rewrites the same
+ * objects.
+ *
+ * Samples are read 1000 at a time, so a forwarder holds the store lock
+ * for one page at most, and never while it encodes or sends. Nothing here
+ * waits for the network: a forwarder told to stop cancels its send (S3:
+ * within about a second; a StatsD host name's lookup: within 50 ms).
  *
  * Samples delivered to every sink are pruned after the retention
  * (--sink-retention, default 1 h), checked every 10 s.
@@ -33,11 +40,15 @@ struct sinks;
 /* Start a forwarder for every stored sink. */
 int sinks_start(struct agent *agent, struct sinks **out, struct gerr *err);
 
-/* Stop every forwarder (a batch in flight finishes or is abandoned
- * without moving the cursor), free everything. */
+/* Stop every forwarder (a batch in flight is cancelled without moving the
+ * cursor, and sent again at the next start), free everything. Returns
+ * within about a second whatever the sinks' peers do. */
 void sinks_stop(struct sinks *s);
 
-/* A sink was created, changed or deleted: (re)start or stop its forwarder. */
+/* A sink was created, changed or deleted: (re)start or stop its
+ * forwarder. Returns at once: the forwarder replaced is told to stop (a
+ * send in flight is cancelled), and its successor waits for it in its
+ * own thread before it reads the cursor, so the two never overlap. */
 void sinks_changed(struct sinks *s, const char *name);
 
 /* Fill sink->health (lag in rows and seconds, last success, last error,

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -440,14 +441,110 @@ void statsd_recall(struct statsd *sd, Graind__Sample *const *samples, size_t n)
 
 /* ---------------------------------------------------------------- open */
 
-static int connect_udp(const char *host, unsigned port, int *fd, struct gerr *err)
+/* A name lookup run by glibc's resolver threads (getaddrinfo_a). */
+struct lookup {
+	struct gaicb cb;
+	struct addrinfo hints;
+	struct lookup *next;            /* on the abandoned list */
+	char text[];                    /* host, then service */
+};
+
+/* Lookups given up on while under way: glibc still writes to them, so
+ * they are freed once done, by a later lookup. (No completion notice:
+ * glibc runs those in a thread with every signal unblocked, where a
+ * SIGTERM meant for sigwait would kill the agent.) */
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lookup *abandoned;
+
+static void lookup_free(struct lookup *lk)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *res = NULL, *ai;
+	if (lk->cb.ar_result)
+		freeaddrinfo(lk->cb.ar_result);
+	free(lk);
+}
+
+static void abandoned_sweep(void)
+{
+	struct lookup **p, *lk;
+
+	pthread_mutex_lock(&abandoned_lock);
+	for (p = &abandoned; (lk = *p);) {
+		if (gai_error(&lk->cb) != EAI_INPROGRESS) {
+			*p = lk->next;
+			lookup_free(lk);
+		} else {
+			p = &lk->next;
+		}
+	}
+	pthread_mutex_unlock(&abandoned_lock);
+}
+
+/* getaddrinfo for a UDP peer that stops waiting when *cancel is true
+ * (EAI_CANCELED), looked at every 50 ms: a resolver that does not answer
+ * takes seconds per try, which a sink change or a shutdown must not wait
+ * for. An address is taken as it is, with no lookup. */
+static int resolve(const char *host, const char *service, const atomic_bool *cancel,
+		   struct addrinfo **res)
+{
+	struct addrinfo numeric = { .ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICHOST };
+	const struct timespec tick = { .tv_nsec = 50 * 1000 * 1000 };
+	size_t host_len = strlen(host), service_len = strlen(service);
+	struct gaicb *list[1];
+	struct lookup *lk;
+	int rc;
+
+	rc = getaddrinfo(host, service, &numeric, res);
+	if (rc != EAI_NONAME)
+		return rc;
+	abandoned_sweep();
+	lk = calloc(1, sizeof(*lk) + host_len + service_len + 2);
+	if (!lk)
+		return EAI_MEMORY;
+	memcpy(lk->text, host, host_len + 1);
+	memcpy(lk->text + host_len + 1, service, service_len + 1);
+	lk->hints.ai_socktype = SOCK_DGRAM;
+	lk->cb.ar_name = lk->text;
+	lk->cb.ar_service = lk->text + host_len + 1;
+	lk->cb.ar_request = &lk->hints;
+	list[0] = &lk->cb;
+	rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+	if (rc) {
+		free(lk);
+		return rc;
+	}
+	while ((rc = gai_error(&lk->cb)) == EAI_INPROGRESS) {
+		if (cancel && atomic_load(cancel)) {
+			if (gai_cancel(&lk->cb) == EAI_NOTCANCELED) {
+				pthread_mutex_lock(&abandoned_lock);
+				lk->next = abandoned;
+				abandoned = lk;
+				pthread_mutex_unlock(&abandoned_lock);
+			} else {
+				lookup_free(lk);
+			}
+			return EAI_CANCELED;
+		}
+		gai_suspend((const struct gaicb *const *)list, 1, &tick);
+	}
+	if (rc == 0) {
+		*res = lk->cb.ar_result;
+		lk->cb.ar_result = NULL;
+	}
+	lookup_free(lk);
+	return rc;
+}
+
+static int connect_udp(const char *host, unsigned port, const atomic_bool *cancel, int *fd,
+		       struct gerr *err)
+{
+	struct addrinfo *res = NULL, *ai;
 	char service[8];
 	int rc, saved = 0;
 
 	snprintf(service, sizeof(service), "%u", port);
-	rc = getaddrinfo(host, service, &hints, &res);
+	rc = resolve(host, service, cancel, &res);
+	if (rc == EAI_CANCELED)
+		return gerr_set(err, 503, "statsd: looking up %s: cancelled", host);
 	if (rc)
 		return gerr_set(err, 502, "statsd: cannot resolve %s: %s", host, gai_strerror(rc));
 	*fd = -1;
@@ -472,7 +569,8 @@ static int connect_udp(const char *host, unsigned port, int *fd, struct gerr *er
 	return 0;
 }
 
-int statsd_open(const Graind__StatsdSink *cfg, struct statsd **out, struct gerr *err)
+int statsd_open(const Graind__StatsdSink *cfg, const atomic_bool *cancel,
+		struct statsd **out, struct gerr *err)
 {
 	struct statsd *sd;
 
@@ -489,7 +587,7 @@ int statsd_open(const Graind__StatsdSink *cfg, struct statsd **out, struct gerr 
 		statsd_close(sd);
 		return gerr_set(err, 500, "out of memory");
 	}
-	if (connect_udp(cfg->host, cfg->port, &sd->fd, err) < 0) {
+	if (connect_udp(cfg->host, cfg->port, cancel, &sd->fd, err) < 0) {
 		statsd_close(sd);
 		return -1;
 	}

@@ -9,6 +9,8 @@
 #ifndef GRAIND_STATSD_H
 #define GRAIND_STATSD_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "proto/graind.pb-c.h"
@@ -16,8 +18,11 @@
 
 struct statsd;
 
-/* Resolve host:port and open the UDP socket. */
-int statsd_open(const Graind__StatsdSink *cfg, struct statsd **out, struct gerr *err);
+/* Resolve host:port and open the UDP socket. An address needs no lookup;
+ * a name is looked up without waiting past `cancel` (may be NULL)
+ * becoming true: then 503 "statsd: looking up <host>: cancelled". */
+int statsd_open(const Graind__StatsdSink *cfg, const atomic_bool *cancel,
+		struct statsd **out, struct gerr *err);
 void statsd_close(struct statsd *sd);
 
 /* Send the samples: metric samples as lines (counters as the change since

@@ -191,7 +191,7 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/%zu.ndjson", argv[7], b);
 		raw += write_raw(&set, path, &encode_seconds);
 		t0 = now_s();
-		if (s3_put_batch(&cfg, "benchhost", "bench/getpid", set.ptrs, rows, &bytes,
+		if (s3_put_batch(&cfg, "benchhost", "bench/getpid", set.ptrs, rows, NULL, &bytes,
 				 &err) < 0) {
 			fprintf(stderr, "s3_bench: %s\n", err.msg);
 			return 1;

@@ -238,7 +238,7 @@ static void run_statsd(double seconds, struct reader *r)
 	cfg.port = r->port;
 	cfg.prefix = "graind";
 	cfg.dialect = GRAIND__TAG_DIALECT__TAG_DIALECT_DOGSTATSD;
-	if (statsd_open(&cfg, &sd, &err) < 0) {
+	if (statsd_open(&cfg, NULL, &sd, &err) < 0) {
 		fprintf(stderr, "statsd_bench: %s\n", err.msg);
 		exit(1);
 	}

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -530,7 +532,7 @@ static int put_samples(struct server *srv, const char *name, const char *respons
 	samples_load(samples);
 	server_start(srv, name, response);
 	cfg->endpoint = srv->endpoint;
-	ret = s3_put_batch(cfg, "web-1", "tcp/accept", samples, N_SAMPLES, bytes, err);
+	ret = s3_put_batch(cfg, "web-1", "tcp/accept", samples, N_SAMPLES, NULL, bytes, err);
 	server_stop(srv);
 	samples_free(samples, N_SAMPLES);
 	return ret;
@@ -625,7 +627,7 @@ static void test_put_large_batch(void **state)
 	}
 	server_start(&srv, "127.0.0.1", ok_response);
 	cfg.endpoint = srv.endpoint;
-	assert_int_equal(s3_put_batch(&cfg, "h", "big", samples, N, &bytes, &err), 0);
+	assert_int_equal(s3_put_batch(&cfg, "h", "big", samples, N, NULL, &bytes, &err), 0);
 	server_stop(&srv);
 	assert_true(bytes > 1024 * 1024);
 	assert_int_equal(bytes, srv.req.body_len);
@@ -721,12 +723,106 @@ static void test_put_connection_refused(void **state)
 	cfg.endpoint = endpoint;
 
 	samples_load(samples);
-	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, &err), -1);
+	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, NULL, &err), -1);
 	samples_free(samples, N_SAMPLES);
 	assert_int_equal(err.status, 502);
 	assert_true(strncmp(err.msg, "S3 PUT graind/raw/h/p/dt=2026-11-25/hour=14/41-57.ndjson.gz: ",
 			    60) == 0);
 	assert_non_null(strstr(err.msg, "Failed to connect to 127.0.0.1 port"));
+}
+
+/* ================================================================ cancel */
+
+struct cancelled_put {
+	Graind__S3Sink cfg;
+	atomic_bool cancel;
+	struct gerr err;
+	int ret;
+};
+
+static void *put_until_cancelled(void *arg)
+{
+	struct cancelled_put *cp = arg;
+	Graind__Sample *samples[N_SAMPLES];
+
+	samples_load(samples);
+	cp->ret = s3_put_batch(&cp->cfg, "h", "p", samples, N_SAMPLES, &cp->cancel, NULL,
+			       &cp->err);
+	samples_free(samples, N_SAMPLES);
+	return NULL;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A PUT to `fd` (listening) is cancelled 300 ms after it starts and
+ * returns within a second of that, far before any of its timeouts. */
+static void expect_cancelled(int fd)
+{
+	struct sockaddr_in addr;
+	socklen_t alen = sizeof(addr);
+	struct cancelled_put cp = { .cfg = sink_config(""), .ret = 0 };
+	char endpoint[64];
+	pthread_t thread;
+	double t0;
+
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &alen), 0);
+	snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", ntohs(addr.sin_port));
+	cp.cfg.endpoint = endpoint;
+	atomic_init(&cp.cancel, false);
+	assert_int_equal(pthread_create(&thread, NULL, put_until_cancelled, &cp), 0);
+	usleep(300 * 1000);
+	t0 = now_s();
+	atomic_store(&cp.cancel, true);
+	pthread_join(thread, NULL);
+	assert_true(now_s() - t0 < 1.2);
+	assert_int_equal(cp.ret, -1);
+	assert_int_equal(cp.err.status, 503);
+	assert_string_equal(cp.err.msg,
+			    "S3 PUT graind/raw/h/p/dt=2026-11-25/hour=14/41-57.ndjson.gz: cancelled");
+}
+
+static int listen_loopback(int backlog)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, backlog), 0);
+	return fd;
+}
+
+/* A peer whose kernel takes the connection and the request, and that
+ * never answers. */
+static void test_put_cancelled_while_waiting_for_an_answer(void **state)
+{
+	int fd = listen_loopback(4);
+
+	(void)state;
+	expect_cancelled(fd);
+	close(fd);
+}
+
+/* A peer that answers no SYN: its one-entry accept queue is full. */
+static void test_put_cancelled_while_connecting(void **state)
+{
+	struct sockaddr_in addr;
+	socklen_t alen = sizeof(addr);
+	int fd = listen_loopback(0), filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	(void)state;
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &alen), 0);
+	assert_int_equal(connect(filler, (struct sockaddr *)&addr, alen), 0);
+	expect_cancelled(fd);
+	close(filler);
+	close(fd);
 }
 
 static void test_put_secret_file(void **state)
@@ -759,7 +855,7 @@ static void test_put_secret_file_unreadable(void **state)
 	(void)state;
 	cfg.secret_file = "/nonexistent/graind/s3-secret";
 	samples_load(samples);
-	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, &err), -1);
+	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, NULL, &err), -1);
 	samples_free(samples, N_SAMPLES);
 	assert_int_equal(err.status, 500);
 	assert_string_equal(err.msg, "S3 secret_file /nonexistent/graind/s3-secret: "
@@ -775,16 +871,16 @@ static void test_put_bad_config(void **state)
 	(void)state;
 	samples_load(samples);
 	cfg.bucket = "";
-	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, &err), -1);
+	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, NULL, &err), -1);
 	assert_int_equal(err.status, 400);
 	assert_string_equal(err.msg, "S3 sink has no bucket");
 	cfg.bucket = "b";
 	cfg.endpoint = "http:///path";
-	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, &err), -1);
+	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, N_SAMPLES, NULL, NULL, &err), -1);
 	assert_int_equal(err.status, 400);
 	assert_non_null(strstr(err.msg, "has no host"));
 	cfg.endpoint = "http://127.0.0.1:9";
-	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, 0, NULL, &err), -1);
+	assert_int_equal(s3_put_batch(&cfg, "h", "p", samples, 0, NULL, NULL, &err), -1);
 	assert_int_equal(err.status, 500);
 	samples_free(samples, N_SAMPLES);
 }
@@ -802,6 +898,8 @@ static const struct CMUnitTest tests[] = {
 	cmocka_unit_test(test_put_s3_error),
 	cmocka_unit_test(test_put_plain_http_error),
 	cmocka_unit_test(test_put_connection_refused),
+	cmocka_unit_test(test_put_cancelled_while_waiting_for_an_answer),
+	cmocka_unit_test(test_put_cancelled_while_connecting),
 	cmocka_unit_test(test_put_secret_file),
 	cmocka_unit_test(test_put_secret_file_unreadable),
 	cmocka_unit_test(test_put_bad_config),

@@ -625,7 +625,13 @@ static void test_migrate_rows_to_blocks(void **state)
 		" kind INTEGER NOT NULL, name TEXT NOT NULL, tags BLOB, value REAL,"
 		" payload BLOB);"
 		"CREATE TABLE sample_drops (probe TEXT PRIMARY KEY,"
-		" count INTEGER NOT NULL DEFAULT 0);", NULL, NULL, NULL), SQLITE_OK);
+		" count INTEGER NOT NULL DEFAULT 0);"
+		/* Later steps change it too. */
+		"CREATE TABLE sinks (name TEXT PRIMARY KEY, config BLOB NOT NULL,"
+		" cursor INTEGER NOT NULL DEFAULT 0, last_success_ms INTEGER, last_error TEXT,"
+		" bytes_sent INTEGER NOT NULL DEFAULT 0, samples_sent INTEGER NOT NULL DEFAULT 0,"
+		" created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);",
+		NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db,
 		"INSERT INTO samples (id, probe, map, time_ns, kind, name, value, payload)"
 		" VALUES (?, 'old', 'counts', 1, 1, 'hits', ?, ?)", -1, &stmt, NULL), SQLITE_OK);

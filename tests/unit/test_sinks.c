@@ -2,7 +2,8 @@
  * delete, cursor and counters, pruning of delivered samples), the
  * configuration checks, and the StatsD lines as a local UDP socket
  * receives them (types, deltas, dialects, sanitising, datagram size,
- * histogram buckets as timers, a refused peer). */
+ * histogram buckets as timers, a refused peer), and the forwarders: StatsD
+ * end to end, an S3 peer that never answers, a pending batch sent again. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
 #include "server/sink/sink.h"
 #include "server/sink/statsd.h"
+#include "server/util/clock.h"
 #include "store/store.h"
 #include "tests/unit/tmpdb.h"
 
@@ -128,6 +131,45 @@ static void test_delivered_and_failed(void **state)
 	assert_int_equal(store_sink_delivered(fx->st, "gone", 1, 1, 1, &err), -1);
 	assert_int_equal(err.status, 404);
 	assert_int_equal(store_sink_failed(fx->st, "gone", "x", &err), -1);
+	assert_int_equal(err.status, 404);
+}
+
+static void test_pending_batch(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	struct store_sink row = { 0 };
+	struct gerr err = { 0 };
+
+	put_ok(fx->st, "s", "cfg", true);
+	get_ok(fx->st, "s", &row);
+	assert_int_equal(row.pending, 0);
+	store_sink_clear(&row);
+
+	/* Recorded before a send, cleared with its delivery. */
+	assert_int_equal(store_sink_pending(fx->st, "s", 17, &err), 0);
+	get_ok(fx->st, "s", &row);
+	assert_int_equal(row.pending, 17);
+	assert_int_equal(row.cursor, 0);
+	store_sink_clear(&row);
+	assert_int_equal(store_sink_delivered(fx->st, "s", 17, 5, 100, &err), 0);
+	get_ok(fx->st, "s", &row);
+	assert_int_equal(row.pending, 0);
+	assert_int_equal(row.cursor, 17);
+	store_sink_clear(&row);
+
+	/* The same configuration again keeps it; another one forgets it. */
+	assert_int_equal(store_sink_pending(fx->st, "s", 30, &err), 0);
+	put_ok(fx->st, "s", "cfg", false);
+	get_ok(fx->st, "s", &row);
+	assert_int_equal(row.pending, 30);
+	store_sink_clear(&row);
+	put_ok(fx->st, "s", "cfg2", false);
+	get_ok(fx->st, "s", &row);
+	assert_int_equal(row.pending, 0);
+	assert_int_equal(row.cursor, 17);
+	store_sink_clear(&row);
+
+	assert_int_equal(store_sink_pending(fx->st, "gone", 1, &err), -1);
 	assert_int_equal(err.status, 404);
 }
 
@@ -307,7 +349,7 @@ static struct statsd *open_sd(struct peer *p, Graind__TagDialect dialect, const 
 	cfg.prefix = (char *)prefix;
 	cfg.dialect = dialect;
 	cfg.max_datagram = max_datagram;
-	if (statsd_open(&cfg, &sd, &err) < 0)
+	if (statsd_open(&cfg, NULL, &sd, &err) < 0)
 		fail_msg("statsd_open: %s", err.msg);
 	return sd;
 }
@@ -669,12 +711,176 @@ static void test_forwarder_statsd(void **state)
 	close(p.fd);
 }
 
+/* ---------------------------------------------------------------- stuck S3 */
+
+/* An S3 "endpoint" whose kernel takes connections and requests, and that
+ * never answers (nothing accepts). */
+static int blackhole(char *endpoint, size_t size)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &alen), 0);
+	snprintf(endpoint, size, "http://127.0.0.1:%d", ntohs(addr.sin_port));
+	return fd;
+}
+
+/* Wait up to 10 s for a connection to the listening fd. */
+static void wait_connection(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	assert_int_equal(poll(&p, 1, 10000), 1);
+}
+
+static void put_s3_sink(struct store *st, const char *endpoint, unsigned rows)
+{
+	Graind__Sink sink = GRAIND__SINK__INIT;
+	Graind__S3Sink s3 = GRAIND__S3_SINK__INIT;
+	struct gerr err = { 0 };
+	uint8_t packed[512];
+	bool created;
+	size_t len;
+
+	s3.endpoint = (char *)endpoint;
+	s3.bucket = "bkt";
+	s3.access_key_id = "AKID";
+	s3.secret_access_key = "secret";
+	s3.path_style = 1;
+	s3.batch_max_rows = rows;
+	s3.batch_max_age_ms = 50;
+	sink.kind_case = GRAIND__SINK__KIND_S3;
+	sink.s3 = &s3;
+	assert_true(graind__sink__get_packed_size(&sink) <= sizeof(packed));
+	len = graind__sink__pack(&sink, packed);
+	assert_int_equal(store_sink_put(st, "s3", packed, len, &created, &err), 0);
+}
+
+/* n event samples of probe "p", timed now (S3 keys need a time). */
+static void append_events(struct store *st, size_t n)
+{
+	Graind__Sample samples[16], *ptrs[16];
+	char now[CLOCK_TEXT_MAX];
+	struct gerr err = { 0 };
+
+	assert_true(n <= 16);
+	clock_format(clock_unix_ms(), now);
+	for (size_t i = 0; i < n; i++) {
+		graind__sample__init(&samples[i]);
+		samples[i].probe = "p";
+		samples[i].map = "events";
+		samples[i].time = now;
+		samples[i].kind = GRAIND__SAMPLE_KIND__EVENT;
+		ptrs[i] = &samples[i];
+	}
+	if (store_samples_append(st, ptrs, n, &err) < 0)
+		fail_msg("append: %s", err.msg);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static struct sinks *start_sinks(struct agent *ag, struct store *st)
+{
+	struct sinks *sinks = NULL;
+	struct gerr err = { 0 };
+
+	ag->store = st;
+	ag->cfg.sink_retention_s = 3600;
+	if (sinks_start(ag, &sinks, &err) < 0)
+		fail_msg("sinks_start: %s", err.msg);
+	return sinks;
+}
+
+/* A PUT that never gets an answer holds up neither a change of its sink,
+ * nor its deletion, nor the end of every forwarder. */
+static void test_forwarder_stuck_s3(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	struct agent ag = { 0 };
+	struct sinks *sinks;
+	struct gerr err = { 0 };
+	char endpoint[64];
+	int fd = blackhole(endpoint, sizeof(endpoint)), c;
+	double t0;
+
+	put_s3_sink(fx->st, endpoint, 100);
+	sinks = start_sinks(&ag, fx->st);
+	append_events(fx->st, 3);
+	wait_connection(fd);
+	c = accept(fd, NULL, NULL);
+
+	put_s3_sink(fx->st, endpoint, 99);
+	t0 = now_s();
+	sinks_changed(sinks, "s3");
+	assert_true(now_s() - t0 < 0.2);
+	/* The new forwarder starts once the old one is out of its PUT. */
+	wait_connection(fd);
+	close(c);
+	c = accept(fd, NULL, NULL);
+
+	assert_int_equal(store_sink_delete(fx->st, "s3", &err), 0);
+	t0 = now_s();
+	sinks_changed(sinks, "s3");
+	assert_true(now_s() - t0 < 0.2);
+
+	put_s3_sink(fx->st, endpoint, 100);
+	sinks_changed(sinks, "s3");
+	wait_connection(fd);
+	t0 = now_s();
+	sinks_stop(sinks);
+	assert_true(now_s() - t0 < 2.0);
+	close(c);
+	close(fd);
+}
+
+/* A forwarder that finds a pending batch (the agent stopped during its
+ * PUT) sends exactly that batch first, at once, although more samples
+ * came after it and the batch is not due by its size. */
+static void test_forwarder_resends_pending_batch(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	struct agent ag = { 0 };
+	struct sinks *sinks;
+	struct gerr err = { 0 };
+	char endpoint[64], req[512] = "";
+	int fd = blackhole(endpoint, sizeof(endpoint)), c;
+	size_t len = 0;
+	ssize_t r;
+
+	put_s3_sink(fx->st, endpoint, 100);
+	append_events(fx->st, 6);
+	assert_int_equal(store_sink_pending(fx->st, "s3", 3, &err), 0);
+	sinks = start_sinks(&ag, fx->st);
+	wait_connection(fd);
+	c = accept(fd, NULL, NULL);
+	while (!strstr(req, "\r\n") && (r = read(c, req + len, sizeof(req) - 1 - len)) > 0) {
+		len += (size_t)r;
+		req[len] = '\0';
+	}
+	assert_non_null(strstr(req, "/1-3.ndjson.gz HTTP/1.1\r\n"));
+	sinks_stop(sinks);
+	close(c);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_replace_delete, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_list_ordered, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_delivered_and_failed, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_pending_batch, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_prune_delivered, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test(test_check_config),
 		cmocka_unit_test(test_statsd_types_and_deltas),
@@ -684,6 +890,9 @@ int main(void)
 		cmocka_unit_test(test_statsd_histogram_as_timers),
 		cmocka_unit_test(test_statsd_refused),
 		cmocka_unit_test_setup_teardown(test_forwarder_statsd, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_forwarder_stuck_s3, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_forwarder_resends_pending_batch, tmpdb_setup,
+						tmpdb_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
