@@ -98,6 +98,10 @@ static const struct migration migrations[] = {
 	  "INSERT INTO sample_blocks"
 	  "  SELECT id, id, probe, map, time_ns, graind_sample_frame(payload) FROM samples;"
 	  "DROP TABLE samples;" },
+	{ 3,
+	  /* The audit log is pruned by age oldest first (by rows it goes by
+	   * the primary key). */
+	  "CREATE INDEX audit_by_time ON audit(time_ms);" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
