@@ -13,6 +13,7 @@
 #include "api/handlers.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
+#include "server/authlog.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "server/util/utf8.h"
@@ -257,14 +258,23 @@ static int decode_body(const struct api_route *route, struct api_call *call,
 			    &call->body, err);
 }
 
+/* A change attempted by a known principal goes to the audit log. A
+ * request without a valid token is never stored (anyone could fill the
+ * database with them): a 401 is counted and logged, rate-limited. */
 static void audit(struct api_call *call, const struct api_route *route,
 		  const struct api_response *resp, const struct gerr *err)
 {
+	const char *method = call->req->method;
 	char action[96];
 	struct gerr aerr;
 
 	char target[API_ARG_MAX], message[GERR_MSG_MAX];
 
+	if (resp->status == 401)
+		authlog_refused(call->req->authorization ? AUTHLOG_INVALID : AUTHLOG_MISSING,
+				method, call->req->path);
+	if (call->role == AUTH_NONE || !strcmp(method, "GET") || !strcmp(method, "HEAD"))
+		return;
 	/* The audit log is read back as JSON: only valid text goes in. */
 	snprintf(action, sizeof(action), "%s %s", call->req->method,
 		 route ? route->pattern : call->req->path);
@@ -328,8 +338,7 @@ void api_handle(struct agent *agent, const struct api_request *req,
 fail:
 	set_error(resp, fmt, &err);
 out:
-	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
-		audit(&call, route, resp, &err);
+	audit(&call, route, resp, &err);
 	codec_free(call.body);
 	codec_free(call.reply);
 	free(call.raw);

@@ -48,34 +48,6 @@ static void sha_of(unsigned i, char out[65])
 	snprintf(out, 65, "%064x", i);
 }
 
-static void raw_exec(const char *path, const char *sql)
-{
-	sqlite3 *db;
-	char *msg = NULL;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-	sqlite3_close(db);
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-	sqlite3_stmt *stmt;
-	sqlite3 *db;
-	int64_t v;
-
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
-			 SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	v = sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
-	sqlite3_close(db);
-	return v;
-}
-
 static void *slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -188,10 +160,10 @@ static void test_fresh_open_creates_schema(void **state)
 	assert_true(store_db_bytes(st) > 0);
 	store_close(st);
 
-	assert_int_equal(raw_int(fx->db.path, "SELECT max(version) FROM schema_version"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(version) FROM schema_version"),
 			 store_schema_version());
-	assert_true(raw_int(fx->db.path, "SELECT min(applied_ms) FROM schema_version") >= before);
-	assert_int_equal(raw_int(fx->db.path,
+	assert_true(tmpdb_int(fx->db.path, "SELECT min(applied_ms) FROM schema_version") >= before);
+	assert_int_equal(tmpdb_int(fx->db.path,
 		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
 		" ('objects', 'probes', 'sample_blocks', 'sample_ids', 'sinks', 'sample_drops',"
 		"  'audit')"), 7);
@@ -224,7 +196,7 @@ static void test_reopen_is_idempotent(void **state)
 		assert_int_equal(store_object_count(st), 1);
 		store_close(st);
 	}
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM schema_version"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM schema_version"),
 			 store_schema_version());
 }
 
@@ -477,7 +449,7 @@ static void test_object_delete_in_use(void **state)
 		 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
 		 " VALUES ('web', '%s', x'', 0, 0), ('dns', '%s', x'', 0, 0)",
 		 sha, sha);
-	raw_exec(fx->db.path, sql);
+	tmpdb_exec(fx->db.path, sql);
 	assert_int_equal(store_probe_count(st), 2);
 
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
@@ -487,7 +459,7 @@ static void test_object_delete_in_use(void **state)
 	assert_string_equal(err.msg, want);
 	assert_int_equal(store_object_count(st), 1);
 
-	raw_exec(fx->db.path, "DELETE FROM probes");
+	tmpdb_exec(fx->db.path, "DELETE FROM probes");
 	assert_int_equal(store_object_delete(st, sha, &err), 0);
 	assert_int_equal(store_object_count(st), 0);
 	store_close(st);
@@ -506,7 +478,7 @@ static void test_object_delete_many_users(void **state)
 		snprintf(sql, sizeof(sql),
 			 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
 			 " VALUES ('probe-with-a-long-name-%02d', '%s', x'', 0, 0)", i, sha);
-		raw_exec(fx->db.path, sql);
+		tmpdb_exec(fx->db.path, sql);
 	}
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
 	assert_int_equal(err.status, 409);
@@ -571,7 +543,7 @@ static void test_audit_append_list(void **state)
 	store_close(st);
 
 	/* Ids never go back, even after the newest record is removed. */
-	raw_exec(fx->db.path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
+	tmpdb_exec(fx->db.path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
 	st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
 					    "p5", 200, "", &err), 0);
@@ -634,9 +606,9 @@ static void test_audit_queue(void **state)
 	store_audit_set_notify(st, notified, &calls);
 	append_n(st, 0, 3);
 	assert_int_equal(calls, 1);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"), 0);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 0);
 	assert_int_equal(store_audit_flush(st, &err), 0);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"), 3);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 3);
 	assert_int_equal(store_audit_flush(st, &err), 0);   /* nothing waits */
 
 	/* A list sees what was appended before it. */
@@ -651,15 +623,15 @@ static void test_audit_queue(void **state)
 	store_audit_set_notify(st, NULL, NULL);
 	append_n(st, 5, STORE_AUDIT_QUEUE_MAX + 1);
 	assert_int_equal(calls, 2);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"),
 			 5 + STORE_AUDIT_QUEUE_MAX);
 
 	/* Closing writes the rest. */
 	append_n(st, 6 + STORE_AUDIT_QUEUE_MAX, 2);
 	store_close(st);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"),
 			 8 + STORE_AUDIT_QUEUE_MAX);
-	assert_int_equal(raw_int(fx->db.path, "SELECT max(id) - min(id) + 1 FROM audit"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(id) - min(id) + 1 FROM audit"),
 			 8 + STORE_AUDIT_QUEUE_MAX);
 }
 
@@ -681,7 +653,7 @@ static void test_audit_prune_rows(void **state)
 	token = s.ids[1];                       /* the page after p1 */
 	append_n(st, 4, 21);                    /* p0..p24 */
 	assert_int_equal(store_audit_flush(st, &err), 0);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"), 10);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 10);
 	assert_int_equal(store_audit_pruned(st), 15);
 
 	s.n = 0;
@@ -730,7 +702,7 @@ static void test_audit_prune_age(void **state)
 	assert_int_equal(store_audit_flush(st, &err), 0);
 	store_close(st);
 	/* p1 and p4 a day old, p2 an hour. */
-	raw_exec(fx->db.path,
+	tmpdb_exec(fx->db.path,
 		 "UPDATE audit SET time_ms = time_ms - 86400000 WHERE target IN ('p1', 'p4');"
 		 "UPDATE audit SET time_ms = time_ms - 3600000 WHERE target = 'p2'");
 	st = tmpdb_open(fx->db.path);
@@ -761,7 +733,7 @@ static void test_audit_prune_backlog(void **state)
 	uint64_t pruned;
 
 	store_close(st);
-	raw_exec(fx->db.path,
+	tmpdb_exec(fx->db.path,
 		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)"
 		 " INSERT INTO audit (time_ms, role, action, target, result, message)"
 		 " SELECT CASE WHEN i <= 1000 THEN 1000 ELSE 9e12 END,"
@@ -770,25 +742,25 @@ static void test_audit_prune_backlog(void **state)
 	store_audit_set_bounds(st, 5000);
 	append_n(st, 30001, 1);
 	assert_int_equal(store_audit_flush(st, &err), 0);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"), 20001);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 20001);
 	assert_int_equal(store_audit_prune(st, 2000, &pruned, &err), 0);
 	assert_int_equal(pruned, 15001);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"), 5000);
-	assert_int_equal(raw_int(fx->db.path, "SELECT min(id) FROM audit"), 25002);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 5000);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT min(id) FROM audit"), 25002);
 	/* By age: 22000 old records after the newest, and every second one
 	 * of the 5000 before; the rest is newer than the cut. */
 	store_audit_set_bounds(st, 100000);
-	raw_exec(fx->db.path,
+	tmpdb_exec(fx->db.path,
 		 "UPDATE audit SET time_ms = 1000 WHERE id % 2 = 0;"
 		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 22000)"
 		 " INSERT INTO audit (time_ms, role, action, target, result, message)"
 		 " SELECT 1500, 'admin', 'DELETE /v1/probes/*', 'p' || i, 204, '' FROM n");
 	assert_int_equal(store_audit_prune(st, 2000, &pruned, &err), 0);
 	assert_int_equal(pruned, 24500);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"), 2500);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit WHERE id % 2 = 0"), 0);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 2500);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit WHERE id % 2 = 0"), 0);
 	store_close(st);
-	assert_int_equal(raw_int(fx->db.path,
+	assert_int_equal(tmpdb_int(fx->db.path,
 		"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_time'"), 1);
 }
 
@@ -856,12 +828,12 @@ static void test_newer_schema_refused(void **state)
 	char want[160];
 
 	store_close(st);
-	raw_exec(fx->db.path, "INSERT INTO schema_version VALUES (99, 0)");
+	tmpdb_exec(fx->db.path, "INSERT INTO schema_version VALUES (99, 0)");
 	snprintf(want, sizeof(want),
 		 "database schema version 99 is newer than this graind supports (%d); upgrade graind",
 		 store_schema_version());
 	assert_refused(fx->db.path, want, NULL);
-	assert_int_equal(raw_int(fx->db.path, "SELECT max(version) FROM schema_version"), 99);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(version) FROM schema_version"), 99);
 }
 
 /* ---------------------------------------------------------------- threads */
@@ -952,7 +924,7 @@ static void test_threads(void **state)
 	assert_int_equal(wk.seen, THREADS * PUTS_PER_THREAD);
 	assert_false(wk.out_of_order);
 	store_close(st);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"),
 			 THREADS * PUTS_PER_THREAD);
 }
 
