@@ -625,7 +625,11 @@ static void test_migrate_rows_to_blocks(void **state)
 		" kind INTEGER NOT NULL, name TEXT NOT NULL, tags BLOB, value REAL,"
 		" payload BLOB);"
 		"CREATE TABLE sample_drops (probe TEXT PRIMARY KEY,"
-		" count INTEGER NOT NULL DEFAULT 0);", NULL, NULL, NULL), SQLITE_OK);
+		" count INTEGER NOT NULL DEFAULT 0);"
+		"CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+		" time_ms INTEGER NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,"
+		" target TEXT NOT NULL, result INTEGER NOT NULL, message TEXT NOT NULL);",
+		NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db,
 		"INSERT INTO samples (id, probe, map, time_ns, kind, name, value, payload)"
 		" VALUES (?, 'old', 'counts', 1, 1, 'hits', ?, ?)", -1, &stmt, NULL), SQLITE_OK);
