@@ -460,7 +460,6 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	const struct api_route *route;
 	struct gerr err = { 0 };
 	bool path_known, lent = false;
-	char spelled[API_ARG_MAX + 16];
 	size_t n;
 
 	memset(resp, 0, sizeof(*resp));
@@ -480,8 +479,8 @@ void api_handle(struct agent *agent, const struct api_request *req,
 		return;
 	}
 	m = svc_method_find(route->rpc);
-	snprintf(spelled, sizeof(spelled), "%s %s", req->method, req->path);
-	call.spelled = spelled;
+	call.method = req->method;
+	call.path = req->path;
 	call.role = auth_role_of(agent->auth, req->authorization);
 	call.credential = call.role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
 			  req->authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;

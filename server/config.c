@@ -26,6 +26,11 @@ static const char usage[] =
 "                              (default 3600)\n"
 "      --queue-bytes BYTES     samples waiting for the store, every probe's\n"
 "                              together, at most (default 64M)\n"
+"      --audit-max-rows N      audit records kept at most, the newest\n"
+"                              (default 100000)\n"
+"      --audit-max-age AGE     audit records older than this are pruned:\n"
+"                              seconds, or with a suffix s, m, h, d\n"
+"                              (default 30d; 0 keeps them at any age)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -53,17 +58,26 @@ static int parse_size(const char *s, size_t *out)
 	return 0;
 }
 
-/* A number of seconds, 0 allowed, at most a year. */
-static int parse_seconds(const char *s, unsigned long long *out)
+/* A duration in seconds, 0 allowed, at most `max`: a number, optionally
+ * followed by s, m, h or d. */
+static int parse_duration(const char *s, unsigned long long max, unsigned long long *out)
 {
-	unsigned long long v;
+	unsigned long long v, mult = 1;
 	char *end;
 
 	errno = 0;
 	v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > 31536000)
+	if (errno || end == s || s[0] == '-')
 		return -1;
-	*out = v;
+	switch (*end) {
+	case 's': end++; break;
+	case 'm': mult = 60; end++; break;
+	case 'h': mult = 3600; end++; break;
+	case 'd': mult = 86400; end++; break;
+	}
+	if (*end || v > max / mult)
+		return -1;
+	*out = v * mult;
 	return 0;
 }
 
@@ -109,7 +123,8 @@ static int copy_path(char *dst, size_t n, const char *src)
 enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
-	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES };
+	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
+	       OPT_AUDIT_MAX_AGE };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -121,6 +136,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "buffer-bytes", required_argument, NULL, OPT_BUFFER_BYTES },
 		{ "sink-retention", required_argument, NULL, OPT_SINK_RETENTION },
 		{ "queue-bytes", required_argument, NULL, OPT_QUEUE_BYTES },
+		{ "audit-max-rows", required_argument, NULL, OPT_AUDIT_MAX_ROWS },
+		{ "audit-max-age", required_argument, NULL, OPT_AUDIT_MAX_AGE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -140,6 +157,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	cfg->buffer_bytes = CONFIG_DEFAULT_BUFFER_BYTES;
 	cfg->sink_retention_s = CONFIG_DEFAULT_SINK_RETENTION_S;
 	cfg->queue_bytes = CONFIG_DEFAULT_QUEUE_BYTES;
+	cfg->audit_max_rows = CONFIG_DEFAULT_AUDIT_MAX_ROWS;
+	cfg->audit_max_age_s = CONFIG_DEFAULT_AUDIT_MAX_AGE_S;
 	optind = 1;
 
 	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
@@ -196,8 +215,21 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				cfg->queue_bytes = size;
 			break;
 		case OPT_SINK_RETENTION:
-			if (parse_seconds(optarg, &cfg->sink_retention_s) < 0) {
+			if (parse_duration(optarg, 31536000, &cfg->sink_retention_s) < 0) {
 				fprintf(stderr, "graind: --sink-retention wants seconds (0 to 31536000), got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_AUDIT_MAX_ROWS:
+			if (parse_size(optarg, &size) < 0) {
+				fprintf(stderr, "graind: --audit-max-rows wants a positive number such as 100000 or 10K, got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			cfg->audit_max_rows = size;
+			break;
+		case OPT_AUDIT_MAX_AGE:
+			if (parse_duration(optarg, 10 * 31536000ull, &cfg->audit_max_age_s) < 0) {
+				fprintf(stderr, "graind: --audit-max-age wants an age such as 3600, 12h or 30d (at most 3650d; 0 for any age), got '%s'\n", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
 			break;

@@ -16,6 +16,8 @@
 #define CONFIG_DEFAULT_BUFFER_BYTES (256ull * 1024 * 1024)
 #define CONFIG_DEFAULT_SINK_RETENTION_S 3600
 #define CONFIG_DEFAULT_QUEUE_BYTES (64ull * 1024 * 1024)
+#define CONFIG_DEFAULT_AUDIT_MAX_ROWS 100000ull
+#define CONFIG_DEFAULT_AUDIT_MAX_AGE_S (30ull * 86400)
 
 struct config {
 	char listen_host[64];           /* "" when TCP is disabled */
@@ -27,6 +29,8 @@ struct config {
 	unsigned long long buffer_bytes;
 	unsigned long long sink_retention_s; /* delivered samples kept this long */
 	unsigned long long queue_bytes; /* samples waiting for the store, every probe */
+	unsigned long long audit_max_rows;   /* audit records kept at most */
+	unsigned long long audit_max_age_s;  /* and for this long; 0: any age */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

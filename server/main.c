@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "server/agent.h"
+#include "server/auditor.h"
 #include "server/auth.h"
 #include "server/builtin.h"
 #include "server/collect/collect.h"
@@ -70,6 +71,7 @@ int main(int argc, char **argv)
 {
 	struct agent ag = { 0 };
 	struct http_server *http = NULL;
+	struct auditor *auditor = NULL;
 	struct gerr err = { 0 };
 	char db_path[PATH_MAX + 16];
 	sigset_t blocked;
@@ -111,7 +113,9 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&ag.probe_lock, NULL);
 	store_samples_set_bounds(ag.store, ag.cfg.buffer_rows, ag.cfg.buffer_bytes);
 	reconcile_probes(&ag);
-	if (collect_start(&ag, &ag.collector, &err) < 0 ||
+	if (auditor_start(ag.store, ag.cfg.audit_max_rows, ag.cfg.audit_max_age_s,
+			  &auditor, &err) < 0 ||
+	    collect_start(&ag, &ag.collector, &err) < 0 ||
 	    sinks_start(&ag, &ag.sinks, &err) < 0 ||
 	    http_start(&ag, &http, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
@@ -124,6 +128,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	http_stop(http);
+	auditor_stop(auditor);      /* no request appends any more: write the rest */
 	sinks_stop(ag.sinks);       /* a batch in flight is sent again next start */
 	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */

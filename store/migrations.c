@@ -103,6 +103,10 @@ static const struct migration migrations[] = {
 	   * before its first PUT, so that the batch is sent again after a
 	   * crash with the same samples, under the same keys. */
 	  "ALTER TABLE sinks ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;" },
+	{ 4,
+	  /* The audit log is pruned by age oldest first (by rows it goes by
+	   * the primary key). */
+	  "CREATE INDEX audit_by_time ON audit(time_ms);" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

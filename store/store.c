@@ -365,6 +365,8 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	if (st->db)
+		store_audit_drain(st);
 	for (int i = 0; i < STORE_STMT__COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	if (sqlite3_close(st->db) != SQLITE_OK)

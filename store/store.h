@@ -271,7 +271,25 @@ int store_samples_prune_delivered(struct store *st, int64_t older_than_ms,
 
 uint64_t store_sink_count(struct store *st);
 
-/* ---------------------------------------------------------------- audit */
+/* ---------------------------------------------------------------- audit
+ * One record per change made through the API. Appends are queued in
+ * memory and written together, one transaction per flush, because every
+ * commit writes whole (64 KiB) pages to the WAL: a row a commit made each
+ * change cost about 130 KiB of writes. The queue is flushed when it holds
+ * STORE_AUDIT_QUEUE_MAX records, by store_audit_flush() (the agent calls
+ * it about 100 ms after the first record waits), before every
+ * store_audit_list() and at store_close(), so a reader sees every record
+ * appended before it, and only a crash loses what waited (at most about
+ * 100 ms of records).
+ *
+ * The log is bounded: a flush also drops the records more than `max_rows`
+ * ids behind the newest one (ids are consecutive, so these are the oldest),
+ * and store_audit_prune() drops records past an age. Ids are never reused,
+ * so page tokens (the last id seen) stay valid across pruning: a page
+ * simply starts at the oldest record kept. */
+
+#define STORE_AUDIT_QUEUE_MAX 256
+#define STORE_AUDIT_DEFAULT_MAX_ROWS 100000
 
 struct store_audit {
 	uint64_t id;
@@ -283,14 +301,41 @@ struct store_audit {
 	const char *message;
 };
 
-/* Append one audit record; time and id are assigned by the store. */
+/* The row bound (0 leaves it as it is; default
+ * STORE_AUDIT_DEFAULT_MAX_ROWS). Applied at the next flush or prune. */
+void store_audit_set_bounds(struct store *st, uint64_t max_rows);
+
+/* Queue one audit record; its time is taken now, its id when it is
+ * written. When the queue is full it is flushed first; 500 when that
+ * fails (the record is not queued). */
 int store_audit_append(struct store *st, const char *role, const char *action,
 		       const char *target, int result, const char *message,
 		       struct gerr *err);
 
-/* Up to `limit` records with id > after, oldest first; fn, its return
- * value and *more as for store_object_list(). The strings of `rec` are
- * valid during the call only; NULL strings given to append read as "". */
+/* Call fn(ctx) when an append finds the queue empty, i.e. when a record
+ * starts waiting, so that someone schedules a flush. fn runs with the
+ * store locked: it must not call the store. NULL stops the calls; once
+ * this returns, fn runs no more. */
+void store_audit_set_notify(struct store *st, void (*fn)(void *ctx), void *ctx);
+
+/* Write the queued records in ONE transaction, with the row bound applied
+ * in it. On failure they stay queued for the next flush. */
+int store_audit_flush(struct store *st, struct gerr *err);
+
+/* Drop records beyond the row bound and, when older_than_ms is not 0,
+ * records whose time is before it (unix ms), oldest first, in
+ * transactions of at most 10000 rows so that other callers do not wait
+ * long for the store. *pruned says how many went. */
+int store_audit_prune(struct store *st, int64_t older_than_ms, uint64_t *pruned,
+		      struct gerr *err);
+
+/* Records the bounds dropped since the store was opened. */
+uint64_t store_audit_pruned(struct store *st);
+
+/* Up to `limit` records with id > after, oldest first, queued ones
+ * included (they are flushed first); fn, its return value and *more as
+ * for store_object_list(). The strings of `rec` are valid during the call
+ * only; NULL strings given to append read as "". */
 int store_audit_list(struct store *st, uint64_t after, unsigned limit,
 		     int (*fn)(const struct store_audit *rec, void *ctx),
 		     void *ctx, bool *more, struct gerr *err);

@@ -34,6 +34,8 @@ enum store_stmt_id {
 	STORE_STMT_SINK_COUNT,
 	STORE_STMT_AUDIT_APPEND,
 	STORE_STMT_AUDIT_LIST,
+	STORE_STMT_AUDIT_TRIM_ROWS,
+	STORE_STMT_AUDIT_TRIM_AGE,
 	STORE_STMT_SAMPLE_INSERT,
 	STORE_STMT_SAMPLE_LAST_ID_SET,
 	STORE_STMT_SAMPLE_OLDEST,
@@ -73,6 +75,15 @@ struct store {
 	uint64_t samples_max_rows, samples_max_bytes;
 	bool samples_counted;
 	uint64_t samples_rows, samples_bytes, samples_last_id;
+
+	/* audit.c: records appended but not yet written, oldest first; the
+	 * row bound (0: the default) and the records it and the age bound
+	 * dropped; who is told when one starts waiting. */
+	struct store_audit_queued *audit_queue[STORE_AUDIT_QUEUE_MAX];
+	size_t audit_queued;
+	uint64_t audit_max_rows, audit_pruned;
+	void (*audit_notify)(void *ctx);
+	void *audit_notify_ctx;
 };
 
 void store_lock(struct store *st);
@@ -125,6 +136,12 @@ void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv);
  * transaction. */
 int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err);
+
+/* audit.c */
+
+/* Write what the audit queue holds (store_audit_flush with the lock held),
+ * and free it whatever happens: for store_close(). */
+void store_audit_drain(struct store *st);
 
 /* migrations.c */
 

@@ -10,6 +10,7 @@
 
 #include "server/util/pbmsg.h"
 #include "server/agent.h"
+#include "server/authlog.h"
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
@@ -138,6 +139,21 @@ static void agent_metrics(FILE *f, struct agent *agent)
 	self_metric(f, "graind_sample_buffer_bytes", "gauge",
 		    "Payload bytes of the samples held in the store (--buffer-bytes bounds it).",
 		    (double)store_sample_bytes(agent->store));
+}
+
+/* Requests refused for want of a token are counted, never stored. */
+static void auth_metrics(FILE *f, struct agent *agent)
+{
+	static const char refused[] = "graind_http_unauthenticated_requests_total";
+
+	family_head(f, refused, "counter",
+		    "Requests refused with 401: no token (missing) or not one of the agent's (invalid).");
+	for (int r = 0; r < AUTHLOG__REASONS; r++)
+		put_sample(f, refused, "reason", authlog_reason_name(r),
+			   (double)authlog_count(r));
+	self_metric(f, "graind_audit_pruned_total", "counter",
+		    "Audit records dropped by --audit-max-rows and --audit-max-age.",
+		    (double)store_audit_pruned(agent->store));
 }
 
 static void queue_metrics(FILE *f, struct agent *agent)
@@ -697,6 +713,7 @@ char *collect_metrics_text(struct agent *agent, size_t *len)
 	if (collect_views(agent, &views, &n_views) < 0)
 		oom = true;
 	agent_metrics(f, agent);
+	auth_metrics(f, agent);
 	queue_metrics(f, agent);
 	family_head(f, "graind_sample_buffer_dropped_total", "counter",
 		    "Samples of the probe dropped at the bound of the store.");

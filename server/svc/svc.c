@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server/agent.h"
+#include "server/authlog.h"
 #include "server/svc/svc_int.h"
 #include "server/util/log.h"
 #include "server/util/utf8.h"
@@ -139,13 +140,21 @@ static int success_status(const struct svc_call *call, const struct svc_method *
 int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,
 		  struct gerr *err)
 {
-	if (m->role != AUTH_NONE && call->role == AUTH_NONE)
-		return gerr_set(err, 401, call->credential == SVC_CREDENTIAL_NONE ?
+	bool spelled = call->method && call->path;
+
+	if (m->role != AUTH_NONE && call->role == AUTH_NONE) {
+		bool missing = call->credential == SVC_CREDENTIAL_NONE;
+
+		authlog_refused(missing ? AUTHLOG_MISSING : AUTHLOG_INVALID,
+				spelled ? call->method : "", spelled ? call->path : svc_rpc(m)->name);
+		return gerr_set(err, 401, missing ?
 				"missing token: send 'Authorization: Bearer <token>'" :
 				"invalid token: use a token from the agent's admin.token or reader.token");
+	}
 	if (m->role == AUTH_ADMIN && call->role != AUTH_ADMIN) {
-		gerr_set(err, 403, "the %s token may only read; %s needs the admin token",
-			 auth_role_name(call->role), call->spelled ? call->spelled : svc_rpc(m)->name);
+		gerr_set(err, 403, "the %s token may only read; %s%s%s needs the admin token",
+			 auth_role_name(call->role), spelled ? call->method : "", spelled ? " " : "",
+			 spelled ? call->path : svc_rpc(m)->name);
 		if (m->changes)
 			audit(call, m, target, err->status, err->msg);
 		return -1;

@@ -41,9 +41,10 @@ struct svc_call {
 	struct agent *agent;
 	enum auth_role role;
 	enum svc_credential credential;
-	/* How the caller named the operation, for its messages ("POST
-	 * /v1/objects"); NULL: the rpc's name. */
-	const char *spelled;
+	/* The request as the transport received it ("POST", "/v1/objects"),
+	 * for messages and the log of refusals; NULL: use the rpc's name. */
+	const char *method;
+	const char *path;
 
 	/* Set by the operation. */
 	bool created;                   /* it created its resource (REST: 201) */
@@ -72,8 +73,9 @@ const struct svc_method *svc_method_find(const char *name);
 /* The i-th operation, in the order of service Graind (NULL past the end). */
 const struct svc_method *svc_method_at(size_t i);
 
-/* 401 without a valid credential, 403 when the role is too low for m;
- * a refused change is audited against `target` (what it was about).
+/* 401 without a valid credential (counted and logged by authlog, never
+ * stored), 403 when the role is too low for m (a refused change is
+ * audited against `target`, what it was about).
  * svc_run() checks this itself; a transport calls it first only to
  * refuse before it reads a request. */
 int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,

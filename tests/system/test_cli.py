@@ -23,7 +23,7 @@ def test_help_lists_the_options():
     r = run_graind("--help")
     assert r.returncode == 0, r.stderr
     for flag in ("--listen", "--state-dir", "--socket", "--max-object-size",
-                 "--queue-bytes", "--help", "--version"):
+                 "--queue-bytes", "--audit-max-rows", "--audit-max-age", "--help", "--version"):
         assert flag in r.stdout, flag
     assert r.stdout.startswith("Usage: graind")
     assert r.stderr == ""
@@ -44,6 +44,10 @@ def test_version():
     (["--max-object-size", "12Q"], "--max-object-size wants a positive size"),
     (["--threads", "0"], "--threads wants 1 to 256"),
     (["--queue-bytes", "0"], "--queue-bytes wants a positive number"),
+    (["--audit-max-rows", "0"], "--audit-max-rows wants a positive number"),
+    (["--audit-max-age", "3w"], "--audit-max-age wants an age such as 3600, 12h or 30d"),
+    (["--audit-max-age", "3651d"], "--audit-max-age wants an age"),
+    (["--audit-max-age", "-1"], "--audit-max-age wants an age"),
     (["stray-argument"], "unexpected argument 'stray-argument'"),
     (["--listen", "none", "--socket", "none"], "nothing to listen on"),
 ])

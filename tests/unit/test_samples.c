@@ -630,7 +630,10 @@ static void test_migrate_rows_to_blocks(void **state)
 		"CREATE TABLE sinks (name TEXT PRIMARY KEY, config BLOB NOT NULL,"
 		" cursor INTEGER NOT NULL DEFAULT 0, last_success_ms INTEGER, last_error TEXT,"
 		" bytes_sent INTEGER NOT NULL DEFAULT 0, samples_sent INTEGER NOT NULL DEFAULT 0,"
-		" created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);",
+		" created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+		"CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+		" time_ms INTEGER NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,"
+		" target TEXT NOT NULL, result INTEGER NOT NULL, message TEXT NOT NULL);",
 		NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db,
 		"INSERT INTO samples (id, probe, map, time_ns, kind, name, value, payload)"

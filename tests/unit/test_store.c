@@ -1,5 +1,6 @@
-/* Unit tests for store/: schema and migrations, objects, audit, refusal
- * of corrupt and newer databases, use from several threads. */
+/* Unit tests for store/: schema and migrations, objects, audit (its
+ * queue and its bounds), refusal of corrupt and newer databases, use from
+ * several threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,34 +46,6 @@ static int teardown(void **state)
 static void sha_of(unsigned i, char out[65])
 {
 	snprintf(out, 65, "%064x", i);
-}
-
-static void raw_exec(const char *path, const char *sql)
-{
-	sqlite3 *db;
-	char *msg = NULL;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-	sqlite3_close(db);
-}
-
-static int64_t raw_int(const char *path, const char *sql)
-{
-	sqlite3_stmt *stmt;
-	sqlite3 *db;
-	int64_t v;
-
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
-			 SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-	v = sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
-	sqlite3_close(db);
-	return v;
 }
 
 static void *slurp(const char *path, size_t *len)
@@ -179,7 +152,7 @@ static void test_fresh_open_creates_schema(void **state)
 	struct store *st = tmpdb_open(fx->db.path);
 	struct stat sb;
 
-	assert_int_equal(store_schema_version(), 3);
+	assert_int_equal(store_schema_version(), 4);
 	assert_int_equal(store_object_count(st), 0);
 	assert_int_equal(store_probe_count(st), 0);
 	assert_int_equal(store_sample_count(st), 0);
@@ -187,10 +160,10 @@ static void test_fresh_open_creates_schema(void **state)
 	assert_true(store_db_bytes(st) > 0);
 	store_close(st);
 
-	assert_int_equal(raw_int(fx->db.path, "SELECT max(version) FROM schema_version"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(version) FROM schema_version"),
 			 store_schema_version());
-	assert_true(raw_int(fx->db.path, "SELECT min(applied_ms) FROM schema_version") >= before);
-	assert_int_equal(raw_int(fx->db.path,
+	assert_true(tmpdb_int(fx->db.path, "SELECT min(applied_ms) FROM schema_version") >= before);
+	assert_int_equal(tmpdb_int(fx->db.path,
 		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
 		" ('objects', 'probes', 'sample_blocks', 'sample_ids', 'sinks', 'sample_drops',"
 		"  'audit')"), 7);
@@ -223,7 +196,7 @@ static void test_reopen_is_idempotent(void **state)
 		assert_int_equal(store_object_count(st), 1);
 		store_close(st);
 	}
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM schema_version"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM schema_version"),
 			 store_schema_version());
 }
 
@@ -476,7 +449,7 @@ static void test_object_delete_in_use(void **state)
 		 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
 		 " VALUES ('web', '%s', x'', 0, 0), ('dns', '%s', x'', 0, 0)",
 		 sha, sha);
-	raw_exec(fx->db.path, sql);
+	tmpdb_exec(fx->db.path, sql);
 	assert_int_equal(store_probe_count(st), 2);
 
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
@@ -486,7 +459,7 @@ static void test_object_delete_in_use(void **state)
 	assert_string_equal(err.msg, want);
 	assert_int_equal(store_object_count(st), 1);
 
-	raw_exec(fx->db.path, "DELETE FROM probes");
+	tmpdb_exec(fx->db.path, "DELETE FROM probes");
 	assert_int_equal(store_object_delete(st, sha, &err), 0);
 	assert_int_equal(store_object_count(st), 0);
 	store_close(st);
@@ -505,7 +478,7 @@ static void test_object_delete_many_users(void **state)
 		snprintf(sql, sizeof(sql),
 			 "INSERT INTO probes (name, object_sha256, spec, created_ms, updated_ms)"
 			 " VALUES ('probe-with-a-long-name-%02d', '%s', x'', 0, 0)", i, sha);
-		raw_exec(fx->db.path, sql);
+		tmpdb_exec(fx->db.path, sql);
 	}
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
 	assert_int_equal(err.status, 409);
@@ -570,7 +543,7 @@ static void test_audit_append_list(void **state)
 	store_close(st);
 
 	/* Ids never go back, even after the newest record is removed. */
-	raw_exec(fx->db.path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
+	tmpdb_exec(fx->db.path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
 	st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
 					    "p5", 200, "", &err), 0);
@@ -581,6 +554,214 @@ static void test_audit_append_list(void **state)
 	assert_string_equal(s.targets[0], "p5");
 	assert_true(s.ids[0] > 5);
 	store_close(st);
+}
+
+/* Every record of the log in order: targets as numbers ("p17" → 17). */
+struct audit_all {
+	uint64_t ids[64];
+	int targets[64];
+	unsigned n;
+};
+
+static int collect_any(const struct store_audit *rec, void *ctx)
+{
+	struct audit_all *s = ctx;
+
+	assert_true(s->n < 64);
+	assert_int_equal(rec->target[0], 'p');
+	s->ids[s->n] = rec->id;
+	s->targets[s->n++] = atoi(rec->target + 1);
+	return 0;
+}
+
+static void append_n(struct store *st, int first, int n)
+{
+	struct gerr err = { 0 };
+	char target[16];
+
+	for (int i = first; i < first + n; i++) {
+		snprintf(target, sizeof(target), "p%d", i);
+		if (store_audit_append(st, "admin", "DELETE /v1/probes/*", target, 204, NULL,
+				       &err) < 0)
+			fail_msg("append %d: %s", i, err.msg);
+	}
+}
+
+static void notified(void *ctx)
+{
+	(*(int *)ctx)++;
+}
+
+/* Appends wait in memory until a flush, a list or the close, one
+ * transaction for all of them; the notify says when the first waits. */
+static void test_audit_queue(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = tmpdb_open(fx->db.path);
+	struct audit_all s = { 0 };
+	struct gerr err = { 0 };
+	int calls = 0;
+	bool more;
+
+	store_audit_set_notify(st, notified, &calls);
+	append_n(st, 0, 3);
+	assert_int_equal(calls, 1);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 0);
+	assert_int_equal(store_audit_flush(st, &err), 0);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 3);
+	assert_int_equal(store_audit_flush(st, &err), 0);   /* nothing waits */
+
+	/* A list sees what was appended before it. */
+	append_n(st, 3, 2);
+	assert_int_equal(calls, 2);
+	assert_int_equal(store_audit_list(st, 0, 10, collect_any, &s, &more, &err), 0);
+	assert_int_equal(s.n, 5);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(s.targets[i], i);
+
+	/* A full queue is written by the append that finds it full. */
+	store_audit_set_notify(st, NULL, NULL);
+	append_n(st, 5, STORE_AUDIT_QUEUE_MAX + 1);
+	assert_int_equal(calls, 2);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"),
+			 5 + STORE_AUDIT_QUEUE_MAX);
+
+	/* Closing writes the rest. */
+	append_n(st, 6 + STORE_AUDIT_QUEUE_MAX, 2);
+	store_close(st);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"),
+			 8 + STORE_AUDIT_QUEUE_MAX);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(id) - min(id) + 1 FROM audit"),
+			 8 + STORE_AUDIT_QUEUE_MAX);
+}
+
+/* The row bound keeps the newest records; ids go on, and a page token
+ * of a pruned page still leads to the oldest record kept. */
+static void test_audit_prune_rows(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = tmpdb_open(fx->db.path);
+	struct audit_all s = { 0 };
+	struct gerr err = { 0 };
+	uint64_t token, pruned;
+	bool more;
+
+	store_audit_set_bounds(st, 10);
+	append_n(st, 0, 4);
+	assert_int_equal(store_audit_list(st, 0, 2, collect_any, &s, &more, &err), 0);
+	assert_true(more);
+	token = s.ids[1];                       /* the page after p1 */
+	append_n(st, 4, 21);                    /* p0..p24 */
+	assert_int_equal(store_audit_flush(st, &err), 0);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 10);
+	assert_int_equal(store_audit_pruned(st), 15);
+
+	s.n = 0;
+	assert_int_equal(store_audit_list(st, token, 4, collect_any, &s, &more, &err), 0);
+	assert_int_equal(s.n, 4);
+	assert_true(more);
+	assert_int_equal(s.targets[0], 15);
+	assert_int_equal(s.ids[0], token + 14);
+	assert_int_equal(store_audit_list(st, s.ids[3], 20, collect_any, &s, &more, &err), 0);
+	assert_int_equal(s.n, 10);
+	assert_false(more);
+	for (unsigned i = 0; i < s.n; i++)
+		assert_int_equal(s.targets[i], 15 + (int)i);
+
+	/* Within the bound, nothing more goes; a lower bound takes effect at
+	 * the next prune, and ids are never given again. */
+	assert_int_equal(store_audit_prune(st, 0, &pruned, &err), 0);
+	assert_int_equal(pruned, 0);
+	store_audit_set_bounds(st, 3);
+	assert_int_equal(store_audit_prune(st, 0, &pruned, &err), 0);
+	assert_int_equal(pruned, 7);
+	assert_int_equal(store_audit_pruned(st), 22);
+	append_n(st, 25, 1);
+	s.n = 0;
+	assert_int_equal(store_audit_list(st, 0, 20, collect_any, &s, &more, &err), 0);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.targets[0], 23);
+	assert_int_equal(s.targets[2], 25);
+	assert_int_equal(s.ids[2], s.ids[1] + 1);
+	assert_true(s.ids[2] > token + 23);
+	store_close(st);
+}
+
+/* The age bound drops records older than the cut, whatever their ids. */
+static void test_audit_prune_age(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = tmpdb_open(fx->db.path);
+	struct audit_all s = { 0 };
+	struct gerr err = { 0 };
+	int64_t now = (int64_t)time(NULL) * 1000;
+	uint64_t pruned;
+	bool more;
+
+	append_n(st, 0, 6);
+	assert_int_equal(store_audit_flush(st, &err), 0);
+	store_close(st);
+	/* p1 and p4 a day old, p2 an hour. */
+	tmpdb_exec(fx->db.path,
+		 "UPDATE audit SET time_ms = time_ms - 86400000 WHERE target IN ('p1', 'p4');"
+		 "UPDATE audit SET time_ms = time_ms - 3600000 WHERE target = 'p2'");
+	st = tmpdb_open(fx->db.path);
+	assert_int_equal(store_audit_prune(st, now - 2 * 3600000, &pruned, &err), 0);
+	assert_int_equal(pruned, 2);
+	assert_int_equal(store_audit_list(st, 0, 20, collect_any, &s, &more, &err), 0);
+	assert_int_equal(s.n, 4);
+	assert_int_equal(s.targets[0], 0);
+	assert_int_equal(s.targets[1], 2);
+	assert_int_equal(s.targets[2], 3);
+	assert_int_equal(s.targets[3], 5);
+	/* 0: no age bound. */
+	assert_int_equal(store_audit_prune(st, 0, &pruned, &err), 0);
+	assert_int_equal(pruned, 0);
+	assert_int_equal(store_audit_prune(st, now - 1800000, &pruned, &err), 0);
+	assert_int_equal(pruned, 1);
+	assert_int_equal(store_audit_pruned(st), 3);
+	store_close(st);
+}
+
+/* A backlog (an old database, a lowered bound) goes in chunks: a flush
+ * takes at most 10000 of it, a prune all of it, by both bounds. */
+static void test_audit_prune_backlog(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = tmpdb_open(fx->db.path);
+	struct gerr err = { 0 };
+	uint64_t pruned;
+
+	store_close(st);
+	tmpdb_exec(fx->db.path,
+		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)"
+		 " INSERT INTO audit (time_ms, role, action, target, result, message)"
+		 " SELECT CASE WHEN i <= 1000 THEN 1000 ELSE 9e12 END,"
+		 " 'admin', 'DELETE /v1/probes/*', 'p' || i, 204, '' FROM n");
+	st = tmpdb_open(fx->db.path);
+	store_audit_set_bounds(st, 5000);
+	append_n(st, 30001, 1);
+	assert_int_equal(store_audit_flush(st, &err), 0);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 20001);
+	assert_int_equal(store_audit_prune(st, 2000, &pruned, &err), 0);
+	assert_int_equal(pruned, 15001);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 5000);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT min(id) FROM audit"), 25002);
+	/* By age: 22000 old records after the newest, and every second one
+	 * of the 5000 before; the rest is newer than the cut. */
+	store_audit_set_bounds(st, 100000);
+	tmpdb_exec(fx->db.path,
+		 "UPDATE audit SET time_ms = 1000 WHERE id % 2 = 0;"
+		 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 22000)"
+		 " INSERT INTO audit (time_ms, role, action, target, result, message)"
+		 " SELECT 1500, 'admin', 'DELETE /v1/probes/*', 'p' || i, 204, '' FROM n");
+	assert_int_equal(store_audit_prune(st, 2000, &pruned, &err), 0);
+	assert_int_equal(pruned, 24500);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"), 2500);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit WHERE id % 2 = 0"), 0);
+	store_close(st);
+	assert_int_equal(tmpdb_int(fx->db.path,
+		"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_time'"), 1);
 }
 
 /* ---------------------------------------------------------------- refusal */
@@ -647,12 +828,12 @@ static void test_newer_schema_refused(void **state)
 	char want[160];
 
 	store_close(st);
-	raw_exec(fx->db.path, "INSERT INTO schema_version VALUES (99, 0)");
+	tmpdb_exec(fx->db.path, "INSERT INTO schema_version VALUES (99, 0)");
 	snprintf(want, sizeof(want),
 		 "database schema version 99 is newer than this graind supports (%d); upgrade graind",
 		 store_schema_version());
 	assert_refused(fx->db.path, want, NULL);
-	assert_int_equal(raw_int(fx->db.path, "SELECT max(version) FROM schema_version"), 99);
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(version) FROM schema_version"), 99);
 }
 
 /* ---------------------------------------------------------------- threads */
@@ -743,7 +924,7 @@ static void test_threads(void **state)
 	assert_int_equal(wk.seen, THREADS * PUTS_PER_THREAD);
 	assert_false(wk.out_of_order);
 	store_close(st);
-	assert_int_equal(raw_int(fx->db.path, "SELECT count(*) FROM audit"),
+	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM audit"),
 			 THREADS * PUTS_PER_THREAD);
 }
 
@@ -763,6 +944,10 @@ int main(void)
 		T(test_object_delete_in_use),
 		T(test_object_delete_many_users),
 		T(test_audit_append_list),
+		T(test_audit_queue),
+		T(test_audit_prune_rows),
+		T(test_audit_prune_age),
+		T(test_audit_prune_backlog),
 		T(test_corrupt_database_refused),
 		T(test_random_file_refused),
 		T(test_newer_schema_refused),

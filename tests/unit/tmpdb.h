@@ -4,6 +4,8 @@
 #ifndef GRAIND_TESTS_TMPDB_H
 #define GRAIND_TESTS_TMPDB_H
 
+#include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -46,6 +48,37 @@ static inline struct store *tmpdb_open(const char *path)
 		fail_msg("store_open: %d %s", err.status, err.msg);
 	assert_non_null(st);
 	return st;
+}
+
+/* Run SQL on the database through a connection of its own (beside the
+ * store's, as an operator's sqlite3 shell would). */
+static inline void tmpdb_exec(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	char *msg = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg);
+	sqlite3_close(db);
+}
+
+/* The integer a query returns, read the same way. */
+static inline int64_t tmpdb_int(const char *path, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	sqlite3 *db;
+	int64_t v;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	v = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return v;
 }
 
 /* A cmocka fixture: a store open on a fresh temporary database. */
