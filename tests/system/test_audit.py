@@ -89,7 +89,7 @@ def test_unauthenticated_flood_is_counted_not_stored(agent):
     assert after[:len(before)] == before
     new = after[len(before):]
     assert [(e["role"], e["action"], e["target"], e["result"]) for e in new] == \
-        [("admin", "DELETE /v1/objects/*", f"{3:064x}", 404)], new
+        [("admin", "DeleteObject", f"{3:064x}", 404)], new
     assert not [e for e in after if e["role"] == "anonymous"]
 
 
@@ -102,13 +102,14 @@ def test_get_without_token_is_counted_too(agent):
 
 
 def test_unauthenticated_unknown_endpoint_is_not_stored(agent):
-    # Routing answers before the token is looked at; still nothing stored.
+    # Routing answers before the token is looked at; still nothing stored,
+    # and a path that is no operation is not one to audit, whoever sends it.
     for method in ("POST", "PUT", "DELETE"):
         assert agent.request(method, "/v1/no-such-thing", token=None).status_code == 404
     assert agent.request("POST", "/healthz", token=None).status_code == 405
     assert audit_all(agent) == []
     assert agent.request("POST", "/v1/no-such-thing").status_code == 404
-    assert [(e["role"], e["result"]) for e in audit_all(agent)] == [("admin", 404)]
+    assert audit_all(agent) == []
 
 
 def test_retention_by_rows_keeps_the_newest(make_agent):
