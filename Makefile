@@ -14,17 +14,27 @@ DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libjansson-dev libcurl4-openssl-dev clang llvm bpftool iproute2 curl
 DEB_TEST  := libcmocka-dev strace protobuf-compiler python3-pytest python3-requests \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
-	python3-botocore prometheus
+	python3-botocore prometheus npm git debootstrap
 DEB_BENCH := wrk bpftrace
 
 PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib libcurl
+
+# The flags pkg-config gives are only known once `deps` has installed the
+# packages, so they live in $(BUILD)/config.mk, which a rule below writes
+# after `deps`; make then reads it and starts over. Goals that build
+# nothing do not need it (and must not install anything).
+CONFIG_FREE := help deps deps-test deps-bench peers clean
+ifneq ($(filter-out $(CONFIG_FREE),$(or $(MAKECMDGOALS),all)),)
+include $(BUILD)/config.mk
+endif
+
 WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
-	-DGRAIND_VERSION=\"$(VERSION)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+	-DGRAIND_VERSION=\"$(VERSION)\" $(PKG_CFLAGS)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 # libcurl is not linked: the S3 sink loads it on first use (server/sink/s3.c).
-LDLIBS   := $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpthread -lm -ldl
+LDLIBS   := $(PKG_LIBS) -lpthread -lm -ldl
 
 GEN_C    := $(BUILD)/proto/graind.pb-c.c
 GEN_H    := $(BUILD)/proto/graind.pb-c.h
@@ -59,17 +69,24 @@ help:
 	@echo "make         build $(BUILD)/graind"
 	@echo "make run     build and start graind in the foreground (RUN_ARGS=... adds flags)"
 	@echo "make test    install test packages, build with ASan+UBSan, run every test"
+	@echo "make asan    build the ASan+UBSan agent and unit tests in $(BUILD)/asan"
+	@echo "make unit    run the unit tests"
+	@echo "make system  run the system tests (pytest, tests/system)"
 	@echo "make bench   run the benchmarks and print ratios"
 	@echo "make clean   remove $(BUILD)/"
 
+# A package counts as there when it is installed or an installed package
+# provides it (NodeSource's nodejs provides npm, and conflicts with it).
+# apt-get waits for a dpkg lock someone else holds instead of failing.
 define install_missing
-	@missing=$$(for p in $(1); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
+	@have=$$(dpkg-query -W -f='$${db:Status-Abbrev}|$${Package}, $${Provides}\n' 2>/dev/null | \
+		sed -n 's/^ii *|//p' | tr ',' '\n' | sed 's/(.*)//; s/:.*//; s/ //g'); \
+	missing=$$(for p in $(1); do echo "$$have" | grep -qx "$$p" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:" $$missing "(run as root to install)"; exit 1; fi; \
 		echo "installing Debian packages:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			-o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; \
 	fi
 endef
 
@@ -82,15 +99,37 @@ deps-test: deps
 deps-bench: deps
 	$(call install_missing,$(DEB_BENCH))
 
+# Written after `deps` (see the include above); make then reads it and
+# starts over. A pkg-config that fails is an error, not empty flags.
+$(BUILD)/config.mk: Makefile | deps
+	@mkdir -p $(BUILD)
+	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))" && \
+	   echo "PKG_LIBS := $$(pkg-config --libs $(filter-out libcurl,$(PKGS)))"; } > $@.tmp
+	@mv $@.tmp $@
+
 # ---------------------------------------------------------------- generated
 
 $(GEN_C) $(GEN_H) &: proto/graind.proto
 	@mkdir -p $(BUILD)
 	protoc-c --c_out=$(BUILD) $<
 
-$(BUILD)/vmlinux.h:
+# vmlinux.h follows the running kernel's BTF. The BTF file is new at each
+# boot, so a stamp follows its time and the header is rewritten only when
+# the dump differs: a reboot into the same kernel rebuilds no BPF object.
+KERNEL_BTF := /sys/kernel/btf/vmlinux
+
+$(KERNEL_BTF):
+	@echo "$@ is missing: the BPF objects need a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)" >&2; exit 1
+
+$(BUILD)/vmlinux.btf-stamp: $(KERNEL_BTF)
 	@mkdir -p $(BUILD)
-	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@
+	bpftool btf dump file $(KERNEL_BTF) format c > $(BUILD)/vmlinux.h.tmp
+	@if cmp -s $(BUILD)/vmlinux.h.tmp $(BUILD)/vmlinux.h; then rm $(BUILD)/vmlinux.h.tmp; \
+	else mv $(BUILD)/vmlinux.h.tmp $(BUILD)/vmlinux.h; fi
+	@touch $@
+
+$(BUILD)/vmlinux.h: $(BUILD)/vmlinux.btf-stamp
+	@test -f $@ || bpftool btf dump file $(KERNEL_BTF) format c > $@
 
 # Web UI files embedded into the binary: symbols embed_<name>_start/_end;
 # built-in BPF objects: symbols embed_bpf_<name>_start/_end.
@@ -139,9 +178,10 @@ $(BUILD)/graind: $(OBJ) $(BUILD)/obj/server/main.o
 $(BUILD)/asan/graind: $(ASAN_OBJ) $(BUILD)/asan/server/main.o
 	$(CC) $(SANITIZE) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_OBJ)
+# Linked with cmocka, which the test packages bring.
+$(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_OBJ) | deps-test
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(SANITIZE) -MMD -MP -MF $@.d -MT $@ -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
 asan: $(BUILD)/asan/graind $(UNIT_BIN)
 
@@ -149,17 +189,17 @@ asan: $(BUILD)/asan/graind $(UNIT_BIN)
 
 $(BUILD)/tests/bpf/%.bpf.o: tests/bpf/%.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(dir $@)
-	$(CLANG) -target bpf $(BPF_CFLAGS) -c $< -o $@
+	$(CLANG) -target bpf $(BPF_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/tests/bpf/accept.bpfeb.o: tests/bpf/accept.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(dir $@)
-	$(CLANG) -target bpfeb $(BPF_CFLAGS) -c $< -o $@
+	$(CLANG) -target bpfeb $(BPF_CFLAGS) -MMD -MP -c $< -o $@
 
 # The built-in probes, CO-RE against the running kernel's BTF. DWARF is
 # stripped (BTF and its line info stay): the objects ship in the binary.
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(BUILD)/vmlinux.h
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(dir $@)
-	$(CLANG) -target bpf -D__TARGET_ARCH_$(BPF_ARCH) $(BPF_CFLAGS) -c $< -o $@
+	$(CLANG) -target bpf -D__TARGET_ARCH_$(BPF_ARCH) $(BPF_CFLAGS) -MMD -MP -c $< -o $@
 	$(LLVM_STRIP) -g $@
 
 # ---------------------------------------------------------------- run, test
@@ -174,7 +214,7 @@ unit: deps-test asan $(TEST_BPF_OBJ) $(BUILTIN_BPF_OBJ)
 
 # The sinks' real peers (StatsD daemon, s3rver), pinned by the lockfile.
 PEERS := tests/peers
-$(PEERS)/node_modules/.package-lock.json: $(PEERS)/package.json $(PEERS)/package-lock.json
+$(PEERS)/node_modules/.package-lock.json: $(PEERS)/package.json $(PEERS)/package-lock.json | deps-test
 	cd $(PEERS) && npm ci --no-audit --no-fund
 	@touch $@
 
