@@ -145,9 +145,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	for (size_t i = 0; i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
+	/* A setup that failed leaves no manager. */
+	for (size_t i = 0; mgr && i < sizeof(test_probes) / sizeof(test_probes[0]); i++)
 		probe_detach(mgr, test_probes[i], NULL, NULL);
-	probe_mgr_free(mgr);
+	if (mgr)
+		probe_mgr_free(mgr);
 	cleanup_network();
 	free(hooks.data);
 	free(reject.data);
