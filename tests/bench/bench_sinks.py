@@ -97,7 +97,9 @@ def build_drivers(build_dir, work):
                    flags("libprotobuf-c") + ["-lpthread", "-lm"], cwd=ROOT, check=True)
     subprocess.run(cc + ["-o", tools["s3_bench"], os.path.join(HERE, "s3_bench.c"),
                          os.path.join(ROOT, "server", "sink", "s3.c"),
-                         os.path.join(ROOT, "api", "codec.c"),
+                         os.path.join(ROOT, "server", "util", "codec.c"),
+                         os.path.join(ROOT, "server", "util", "pbmsg.c"),
+                         os.path.join(ROOT, "server", "util", "clock.c"),
                          os.path.join(ROOT, "server", "util", "utf8.c"),
                          os.path.join(ROOT, "server", "util", "sha256.c"), proto, *util] +
                    flags("libprotobuf-c", "jansson", "zlib", "libcurl") + ["-lpthread", "-lm"],
