@@ -103,8 +103,9 @@ deps-bench: deps
 # starts over. A pkg-config that fails is an error, not empty flags.
 $(BUILD)/config.mk: Makefile | deps
 	@mkdir -p $(BUILD)
-	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))" && \
-	   echo "PKG_LIBS := $$(pkg-config --libs $(filter-out libcurl,$(PKGS)))"; } > $@.tmp
+	@cflags=$$(pkg-config --cflags $(PKGS)) && \
+	libs=$$(pkg-config --libs $(filter-out libcurl,$(PKGS))) && \
+	printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$cflags" "$$libs" > $@.tmp
 	@mv $@.tmp $@
 
 # ---------------------------------------------------------------- generated

@@ -84,8 +84,9 @@ struct binding {
 };
 
 /* Does `path` match `pattern`? On a match the "{field}" segments go to b
- * (*n of them). */
-static bool route_match(const char *pattern, const char *path,
+ * (*n of them). `strict`: a plain "{field}" does not take a segment with
+ * a ':' (that is a ":verb" route's). */
+static bool route_match(const char *pattern, const char *path, bool strict,
 			struct binding b[API_MAX_BINDINGS], size_t *n)
 {
 	*n = 0;
@@ -106,6 +107,8 @@ static bool route_match(const char *pattern, const char *path,
 				len -= vlen;
 				pattern = verb + vlen;
 			} else {
+				if (strict && memchr(path, ':', len))
+					return false;
 				pattern = close + 1;
 			}
 			if (len == 0 || len >= API_ARG_MAX || *n == API_MAX_BINDINGS ||
@@ -124,9 +127,7 @@ static bool route_match(const char *pattern, const char *path,
 	return *pattern == '\0' && *path == '\0';
 }
 
-/* The route for the request; sets *path_known when some route has this
- * path (so a missing method is 405, not 404) and lists them in allow. */
-static const struct api_route *route_find(const char *method, const char *path,
+static const struct api_route *route_scan(const char *method, const char *path, bool strict,
 					  struct binding b[API_MAX_BINDINGS], size_t *n,
 					  bool *path_known, char *allow, size_t allow_n)
 {
@@ -135,7 +136,7 @@ static const struct api_route *route_find(const char *method, const char *path,
 	*path_known = false;
 	allow[0] = '\0';
 	for (size_t i = 0; i < N_ROUTES; i++) {
-		if (!route_match(routes[i].pattern, path, b, n))
+		if (!route_match(routes[i].pattern, path, strict, b, n))
 			continue;
 		*path_known = true;
 		if (allow[0])
@@ -146,8 +147,25 @@ static const struct api_route *route_find(const char *method, const char *path,
 	}
 	/* Match again so the bindings are the chosen route's. */
 	if (found)
-		route_match(found->pattern, path, b, n);
+		route_match(found->pattern, path, strict, b, n);
 	return found;
+}
+
+/* The route for the request; sets *path_known when some route has this
+ * path (so a missing method is 405, not 404) and lists them in allow.
+ * ":verb" routes are tried first, so GET of "x:verify" is a 405 of the
+ * verify route; only a path that no verb takes is then read as a name
+ * holding a ':' (and refused as a bad name, with 400). */
+static const struct api_route *route_find(const char *method, const char *path,
+					  struct binding b[API_MAX_BINDINGS], size_t *n,
+					  bool *path_known, char *allow, size_t allow_n)
+{
+	const struct api_route *found = route_scan(method, path, true, b, n, path_known,
+						   allow, allow_n);
+
+	if (found || *path_known)
+		return found;
+	return route_scan(method, path, false, b, n, path_known, allow, allow_n);
 }
 
 size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
@@ -485,9 +503,13 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	call.credential = call.role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
 			  req->authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;
 	/* Who may not call it learns so before any body is looked at. */
-	if (svc_authorize(&call, m, n ? b[0].value : "", &err) < 0 ||
-	    build_request(route, m, req, b, n, &msg, &lent, &err) < 0 ||
-	    svc_run(&call, m, msg, &reply, &err) < 0)
+	if (svc_authorize(&call, m, n ? b[0].value : "", &err) < 0)
+		goto fail;
+	if (build_request(route, m, req, b, n, &msg, &lent, &err) < 0) {
+		svc_refused(&call, m, n ? b[0].value : "", &err);
+		goto fail;
+	}
+	if (svc_run(&call, m, msg, &reply, &err) < 0)
 		goto fail;
 	resp->status = call.created ? 201 : svc_rpc(m)->output == &graind__empty__descriptor ? 204 : 200;
 	if (call.created && route->location)

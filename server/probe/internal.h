@@ -47,7 +47,8 @@ struct failure;
 struct probe_mgr {
 	pthread_mutex_t lock;
 	int stats_fd;			/* keeps BPF run-time statistics on */
-	struct failure *failures;	/* probe.c */
+	struct failure *failures;	/* probe.c, under failures_lock */
+	pthread_mutex_t failures_lock;
 	struct probe_txn *pending;	/* txn.c: changes not yet decided */
 	struct probe_warnings *warnings;	/* warnings.c */
 };

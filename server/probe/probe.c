@@ -69,6 +69,7 @@ int probe_mgr_new(const char *root, struct probe_mgr **out, struct gerr *err)
 	if (!mgr)
 		return gerr_set(err, 500, "out of memory");
 	pthread_mutex_init(&mgr->lock, NULL);
+	pthread_mutex_init(&mgr->failures_lock, NULL);
 	mgr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
 	if (mgr->stats_fd < 0)
 		log_warn("msg=\"BPF run-time statistics unavailable\" error=\"%s\"",
@@ -77,7 +78,10 @@ int probe_mgr_new(const char *root, struct probe_mgr **out, struct gerr *err)
 	return 0;
 }
 
-static void failure_clear(struct probe_mgr *mgr, const char *name)
+/* The failure list has a lock of its own, held only for a moment, so that
+ * probe_status() never waits for an attach (which holds mgr->lock while
+ * the verifier runs). Order: mgr->lock, then failures_lock. */
+static void failure_unlink(struct probe_mgr *mgr, const char *name)
 {
 	struct failure **pp = &mgr->failures, *f;
 
@@ -92,31 +96,48 @@ static void failure_clear(struct probe_mgr *mgr, const char *name)
 	}
 }
 
+static void failure_clear(struct probe_mgr *mgr, const char *name)
+{
+	pthread_mutex_lock(&mgr->failures_lock);
+	failure_unlink(mgr, name);
+	pthread_mutex_unlock(&mgr->failures_lock);
+}
+
 static void failure_record(struct probe_mgr *mgr, const char *name,
 			   const char *program, const struct gerr *err)
 {
-	struct failure *f;
+	struct failure *f = calloc(1, sizeof(*f));
 
-	failure_clear(mgr, name);
-	f = calloc(1, sizeof(*f));
 	if (!f || !(f->probe = strdup(name))) {
 		free(f);
+		failure_clear(mgr, name);
 		return;
 	}
 	snprintf(f->program, sizeof(f->program), "%s", program ? program : "");
 	snprintf(f->msg, sizeof(f->msg), "%s", err ? err->msg : "attach failed");
+	pthread_mutex_lock(&mgr->failures_lock);
+	failure_unlink(mgr, name);
 	f->next = mgr->failures;
 	mgr->failures = f;
+	pthread_mutex_unlock(&mgr->failures_lock);
 }
 
-static const struct failure *failure_find(struct probe_mgr *mgr, const char *name)
+/* A copy of the last failure of `name` into *out; false when none. */
+static bool failure_find(struct probe_mgr *mgr, const char *name, struct failure *out)
 {
-	struct failure *f;
+	bool found = false;
 
-	for (f = mgr->failures; f; f = f->next)
-		if (strcmp(f->probe, name) == 0)
-			return f;
-	return NULL;
+	pthread_mutex_lock(&mgr->failures_lock);
+	for (struct failure *f = mgr->failures; f && !found; f = f->next) {
+		if (strcmp(f->probe, name) == 0) {
+			*out = *f;
+			out->next = NULL;
+			out->probe = NULL;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&mgr->failures_lock);
+	return found;
 }
 
 void probe_mgr_free(struct probe_mgr *mgr)
@@ -135,6 +156,7 @@ void probe_mgr_free(struct probe_mgr *mgr)
 	if (mgr->stats_fd >= 0)
 		close(mgr->stats_fd);
 	pthread_mutex_destroy(&mgr->lock);
+	pthread_mutex_destroy(&mgr->failures_lock);
 	free(mgr);
 }
 
@@ -676,8 +698,8 @@ static int fill_status(Graind__Probe *probe, const char *dir,
 
 int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 {
-	const struct failure *found;
 	struct failure failure;
+	bool found;
 	struct probe_meta *meta;
 	char dir[PATH_MAX];
 	size_t i;
@@ -704,14 +726,7 @@ int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err)
 	}
 	/* A failure matters only while nothing runs: a refused update leaves
 	 * the pinned generation running, and that is what the kernel has. */
-	pthread_mutex_lock(&mgr->lock);
-	found = meta ? NULL : failure_find(mgr, probe->name);
-	if (found) {
-		failure = *found;
-		failure.next = NULL;
-		failure.probe = NULL;
-	}
-	pthread_mutex_unlock(&mgr->lock);
+	found = !meta && failure_find(mgr, probe->name, &failure);
 	if (fill_status(probe, dir, meta, found ? &failure : NULL) < 0 ||
 	    probe_warnings_fill(mgr->warnings, probe) < 0)
 		ret = gerr_set(err, 500, "out of memory");

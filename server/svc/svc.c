@@ -116,6 +116,8 @@ static const char *request_name(const ProtobufCMessage *req)
 static void audit(struct svc_call *call, const struct svc_method *m, const char *what,
 		  int status, const char *message)
 {
+	if (!m->changes || call->role == AUTH_NONE)
+		return;
 	char target[sizeof(call->target)], msg[GERR_MSG_MAX];
 	struct gerr aerr;
 
@@ -155,8 +157,7 @@ int svc_authorize(struct svc_call *call, const struct svc_method *m, const char 
 		gerr_set(err, 403, "the %s token may only read; %s%s%s needs the admin token",
 			 auth_role_name(call->role), spelled ? call->method : "", spelled ? " " : "",
 			 spelled ? call->path : svc_rpc(m)->name);
-		if (m->changes)
-			audit(call, m, target, err->status, err->msg);
+		audit(call, m, target, err->status, err->msg);
 		return -1;
 	}
 	return 0;
@@ -175,11 +176,16 @@ int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMe
 		pbmsg_free(*resp);
 		*resp = NULL;
 	}
-	if (m->changes)
-		audit(call, m, call->target[0] ? call->target : request_name(req),
+	audit(call, m, call->target[0] ? call->target : request_name(req),
 		      ret < 0 ? (err->status ? err->status : 500) : success_status(call, m),
 		      ret < 0 ? err->msg : "");
 	return ret;
+}
+
+void svc_refused(struct svc_call *call, const struct svc_method *m, const char *target,
+		 const struct gerr *err)
+{
+	audit(call, m, target, err->status ? err->status : 500, err->msg);
 }
 
 int svc_check_name(const char *what, const char *name, struct gerr *err)

@@ -81,6 +81,12 @@ const struct svc_method *svc_method_at(size_t i);
 int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,
 		  struct gerr *err);
 
+/* Audit a change the transport refused before it could run it (a body
+ * that does not decode, a wrong Content-Type): what svc_run() would have
+ * recorded. Nothing for a read, or a caller without a valid credential. */
+void svc_refused(struct svc_call *call, const struct svc_method *m, const char *target,
+		 const struct gerr *err);
+
 /* Run one operation for `call`: 401 without a valid credential, 403 when
  * the role is too low (see svc_authorize), else the operation itself; an
  * authorised change is audited whatever its outcome. Who sent no valid

@@ -1,4 +1,5 @@
 /* svc agent: health, status, the audit log, metrics. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,8 +110,9 @@ int svc_list_audit(struct svc_call *call, const Graind__ListAuditRequest *req,
 	if (svc_page_size("page_size", req->page_size, 100, 1000, &limit, err) < 0)
 		return -1;
 	if (token[0]) {
+		errno = 0;
 		after = strtoull(token, &end, 10);
-		if (*end || token[0] == '-')
+		if (*end || token[0] == '-' || errno == ERANGE)
 			return gerr_set(err, 400, "page_token must be a token from next_page_token");
 	}
 	if (SVC_NEW(resp, &graind__list_audit_response__descriptor, err) < 0)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "server/agent.h"
+#include "server/builtin.h"
 #include "server/elf/elfchk.h"
 #include "server/objects.h"
 #include "server/svc/svc_int.h"
@@ -217,6 +218,19 @@ int svc_verify_object(struct svc_call *call, const Graind__VerifyObjectRequest *
 	return 0;
 }
 
+/* The name of this binary's built-in with that sha256, or NULL. Built-ins
+ * of older binaries are ordinary objects, deletable once unused. */
+static const char *is_current_builtin(const char *sha256)
+{
+	char builtin[SHA256_HEX_LEN + 1];
+	const char *name;
+
+	for (size_t i = 0; (name = builtin_name(i)); i++)
+		if (builtin_object_sha256(name, builtin, NULL) == 0 && !strcmp(builtin, sha256))
+			return name;
+	return NULL;
+}
+
 int svc_delete_object(struct svc_call *call, const Graind__DeleteObjectRequest *req,
 		      Graind__Empty **resp, struct gerr *err)
 {
@@ -227,6 +241,11 @@ int svc_delete_object(struct svc_call *call, const Graind__DeleteObjectRequest *
 	if (check_object_id(req->sha256, id, err) < 0 ||
 	    SVC_NEW(resp, &graind__empty__descriptor, err) < 0)
 		return -1;
+	if (is_current_builtin(id)) {
+		return gerr_set(err, 409, "object %s is the built-in '%s' of this graind: it is "
+				"stored again at every start and cannot be deleted", id,
+				is_current_builtin(id));
+	}
 	/* Under the lock of probe changes: no probe can start using the
 	 * object between the check for users and the delete. */
 	pthread_mutex_lock(&ag->probe_lock);

@@ -5,6 +5,7 @@
  * the API says is what the kernel has: a request the kernel refuses
  * leaves the store as it was, and one the store then refuses puts the
  * kernel back (probe_txn_rollback). The collector hears of a change last. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,16 +92,27 @@ static int stored_probe(struct agent *ag, const char *name, Graind__Probe **out,
 	return ret;
 }
 
-/* The sha256 of the object a spec runs (a built-in's too), so that the
- * store knows which object is in use. */
+/* The sha256 of the object a spec runs (a built-in's too), lowercased,
+ * so that the store knows which object is in use. */
 static int spec_object_sha256(const Graind__ProbeSpec *spec, char sha256[SHA256_HEX_LEN + 1],
 			      struct gerr *err)
 {
+	const char *id = spec->object_sha256;
+	size_t len;
+
+	sha256[0] = '\0';
 	if (spec->object_case == GRAIND__PROBE_SPEC__OBJECT_BUILTIN)
 		return builtin_object_sha256(spec->builtin, sha256, err);
-	snprintf(sha256, SHA256_HEX_LEN + 1, "%s",
-		 spec->object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256 ?
-		 spec->object_sha256 : "");
+	if (spec->object_case != GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256)
+		return 0;
+	len = strlen(id);
+	for (size_t i = 0; i < len; i++)
+		if (!isxdigit((unsigned char)id[i]))
+			len = 0;
+	if (len != SHA256_HEX_LEN)
+		return gerr_set(err, 400, "objectSha256 must be an object's sha256: 64 hex digits");
+	for (size_t i = 0; i <= len; i++)
+		sha256[i] = (char)tolower((unsigned char)id[i]);
 	return 0;
 }
 
@@ -141,28 +153,39 @@ static int parse_generation_mismatch(const struct store_probe *old, bool exists,
 int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		  Graind__Probe **resp, struct gerr *err)
 {
-	const Graind__ProbeSpec *spec = req->spec;
 	struct agent *ag = call->agent;
 	struct store_probe old = { 0 }, row = { 0 };
 	struct probe_txn *txn = NULL;
 	char object_sha256[SHA256_HEX_LEN + 1];
+	Graind__ProbeSpec norm, *spec = &norm;
 	uint64_t generation = 1;
-	bool exists, created, changed = false, attached;
+	bool exists, created, changed = false, attached, kernel = false;
+	struct gerr get_err = { 0 };
 	uint8_t *packed = NULL;
 	size_t packed_len;
 	int ret = -1;
 
 	if (svc_check_name("probe", req->name, err) < 0)
 		return -1;
-	if (!spec)
+	if (!req->spec)
 		return gerr_set(err, 400, "spec is missing: send the probe's ProbeSpec");
+	/* A shallow copy whose object id is the lowercased one, so that either
+	 * case names the same object, in the store and in the spec. */
+	norm = *req->spec;
 	attached = spec_wants_attached(spec);
-	if (spec_object_sha256(spec, object_sha256, err) < 0 ||
-	    collect_check_stored_spec(ag->store, spec, err) < 0 ||
+	if (spec_object_sha256(spec, object_sha256, err) < 0)
+		return -1;
+	if (norm.object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256)
+		norm.object_sha256 = object_sha256;
+	if (collect_check_stored_spec(ag->store, spec, err) < 0 ||
 	    pack_spec(spec, &packed, &packed_len, err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
-	exists = store_probe_get(ag->store, req->name, &old, NULL) == 0;
+	exists = store_probe_get(ag->store, req->name, &old, &get_err) == 0;
+	if (!exists && get_err.status != 404) {
+		*err = get_err;
+		goto out;
+	}
 	if (req->if_generation && (!exists || old.generation != req->if_generation)) {
 		parse_generation_mismatch(&old, exists, req->if_generation, req->name, err);
 		goto out;
@@ -176,6 +199,7 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	    (attached && probe_pinned_generation(ag->probes, req->name) != generation)) {
 		if (apply_to_kernel(call, req->name, generation, spec, attached, &txn, err) < 0)
 			goto out;
+		kernel = true;
 	}
 	if (store_probe_put(ag->store, req->name, object_sha256, packed, packed_len, attached,
 			    &row, &created, &changed, err) < 0) {
@@ -186,7 +210,10 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	call->created = created;
 	log_info("msg=\"probe stored\" probe=%s generation=%llu attached=%d", req->name,
 		 (unsigned long long)row.generation, attached);
-	notify_collector(ag, req->name);
+	/* A PUT that changes nothing leaves the collector (and the series'
+	 * delta state) alone. */
+	if (kernel || created || changed)
+		notify_collector(ag, req->name);
 	ret = 0;
 out:
 	pthread_mutex_unlock(&ag->probe_lock);
@@ -206,6 +233,7 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 	struct store_probe row = { 0 };
 	Graind__ProbeSpec *spec = NULL;
 	struct probe_txn *txn = NULL;
+	bool changed;
 	int ret = -1;
 
 	if (svc_check_name("probe", name, err) < 0)
@@ -220,8 +248,11 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 		probe_txn_rollback(txn);
 		goto out;
 	}
+	/* Attaching an attached probe adopts it as it runs: nothing changed. */
+	changed = txn || row.attached != attached;
 	probe_txn_commit(txn);
-	notify_collector(ag, name);
+	if (changed)
+		notify_collector(ag, name);
 	ret = 0;
 out:
 	pthread_mutex_unlock(&ag->probe_lock);

@@ -453,3 +453,28 @@ def test_anonymous_noise_is_not_audited(a):
     assert a.post("/v1/probes/x:attach", token=None).status_code == 401
     after = a.get("/v1/audit?page_size=1000").json().get("entries", [])
     assert after == before
+
+
+def test_verb_segments_route_by_their_verb(a, stored):
+    sha, _ = stored
+    r = a.get(f"/v1/objects/{sha}:verify")
+    assert_error(r, 405, "allowed: POST")
+    assert r.headers["Allow"] == "POST"
+
+
+def test_changes_refused_before_they_run_are_audited(a):
+    def entries():
+        return a.get("/v1/audit?page_size=1000").json().get("entries", [])
+    before = len(entries())
+    assert a.request("PUT", "/v1/probes/refused", data=b"{", headers={
+        "Content-Type": "application/json"}).status_code == 400
+    assert a.request("PUT", "/v1/probes/refused", data=b"x", headers={
+        "Content-Type": "text/plain"}).status_code == 415
+    new = entries()[before:]
+    assert [(e["action"], e["target"], e["result"]) for e in new] == [
+        ("PutProbe", "refused", 400), ("PutProbe", "refused", 415)], new
+    assert "invalid JSON" in new[0]["message"]
+
+
+def test_audit_page_token_out_of_range(a):
+    assert_error(a.get("/v1/audit?page_token=18446744073709551616"), 400, "page_token")

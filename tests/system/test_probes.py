@@ -1171,12 +1171,17 @@ def test_concurrent_clients_leave_kernel_equal_to_store(a, probes):
 
 # ---------------------------------------------------------------- objects in use
 
-def test_builtin_object_in_use_cannot_be_deleted(a, probes):
+def test_builtin_object_cannot_be_deleted(a, probes):
     name = f"inuse-{RUN}"
     objects = a.get("/v1/objects", params={"page_size": 1000}).json()["objects"]
     exec_sha = next(o["sha256"] for o in objects if o.get("builtin") and o["name"] == "exec")
     probes.create(name, {"builtin": "exec"})
-    assert_error(a.delete(f"/v1/objects/{exec_sha}"), 409, name, "delete them first")
+    assert_error(a.delete(f"/v1/objects/{exec_sha}"), 409, "built-in 'exec'", "cannot be deleted")
+    # The probe records the built-in object it runs.
+    r = a.delete(f"/v1/probes/{name}")
+    assert r.status_code == 204
+    assert_error(a.delete(f"/v1/objects/{exec_sha}"), 409, "built-in 'exec'")
+    probes.create(name, {"builtin": "exec"})
     # Still there, and the probe can still be re-attached.
     assert a.get(f"/v1/objects/{exec_sha}").status_code == 200
     assert a.post(f"/v1/probes/{name}:detach").status_code == 200
@@ -1233,3 +1238,17 @@ def test_object_delete_racing_probe_puts_leaves_no_unknown_probe(a, probes):
     # Every program the race left in the kernel belongs to a listed probe.
     time.sleep(0.2)
     assert getpid_progs() - before <= listed_progs, (getpid_progs() - before, listed_progs)
+
+
+def test_object_id_in_a_spec_may_be_upper_case(a, probes, hooks_sha):
+    name = f"upper-{RUN}"
+    spec = tp_spec(probes)
+    spec["objectSha256"] = hooks_sha.upper()
+    r = probes.put(name, spec)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["objectSha256"] == hooks_sha
+    # The same spec in either case is the same generation.
+    spec["objectSha256"] = hooks_sha
+    assert probes.put(name, spec).json()["generation"] == r.json()["generation"]
+    spec["objectSha256"] = "xyz"
+    assert_error(probes.put(name, spec), 400, "objectSha256 must be")
