@@ -1002,14 +1002,21 @@ static int check_value(const ProtobufCFieldDescriptor *f, const void *member,
 }
 
 /* What protobuf-c's unpack does not check: proto3 strings are UTF-8 (JSON
- * output needs it), and enum fields hold values their enum names (unpack
- * keeps any number, which would then act as some default). */
+ * output needs it), enum fields hold values their enum names (unpack
+ * keeps any number, which would then act as some default), and no field
+ * is numbered 0. */
 static int check_message(const ProtobufCMessage *msg, struct path *p,
 			 struct gerr *err)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
 	char json_name[JSON_NAME_MAX];
 
+	/* Kept unknown fields are packed again: one numbered 0 (a tag
+	 * written in more bytes than it needs gets past unpack) would make
+	 * bytes that protobuf-c refuses to read back. */
+	for (unsigned i = 0; i < msg->n_unknown_fields; i++)
+		if (msg->unknown_fields[i].tag == 0)
+			return path_err(err, 400, p, "field number 0 is not valid protobuf");
 	for (unsigned i = 0; i < desc->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &desc->fields[i];
 		size_t saved;
