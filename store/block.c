@@ -183,7 +183,8 @@ const uint8_t *block_sample(const struct block_walk *w, const uint8_t *own, size
 	if (op > oend || sp > send || buf->failed)
 		return NULL;
 	*len = buf->len;
-	return buf->data;
+	/* An empty sample is no error: a buffer never grown has no data. */
+	return buf->len ? buf->data : own;
 }
 
 void block_share(struct pbwire *w, const void *fields, size_t len)
