@@ -4,6 +4,7 @@
 #define GRAIND_FUZZ_H
 
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -2,11 +2,8 @@
  * then elfchk_check_btf(). BTF it accepts is what libbpf goes on to use
  * on an upload, so walking it as libbpf does (names, sizes, modifier
  * chains) must stay within its bounds and end. */
-#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -14,9 +11,7 @@
 #include "server/elf/elfchk.h"
 #include "server/elf/internal.h"
 #include "server/util/log.h"
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -37,8 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!btf)
 		return 0;
 	if (elfchk_check_btf(btf, &err) < 0) {
-		if (err.status != 422 || !err.msg[0])
-			abort();
+		fuzz_check(err.status == 422 && err.msg[0], "%d %s", err.status, err.msg);
 		btf__free(btf);
 		return 0;
 	}
@@ -46,8 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (__u32 id = 1; id < n; id++) {
 		const struct btf_type *t = btf__type_by_id(btf, id);
 
-		if (!t || !btf__name_by_offset(btf, t->name_off))
-			abort();
+		fuzz_check(t && btf__name_by_offset(btf, t->name_off), "type %u", id);
 		btf__resolve_size(btf, id);
 		btf__resolve_type(btf, id);
 	}
