@@ -59,7 +59,8 @@ TEST_BPF_OBJ := $(patsubst tests/bpf/%.c,$(BUILD)/tests/bpf/%.o,$(TEST_BPF_SRC))
 	$(BUILD)/tests/bpf/accept.bpfeb.o
 BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: all help deps deps-test deps-bench run test unit system bench clean asan peers
+.PHONY: all help deps deps-test deps-bench run test unit system bench clean asan peers \
+	fuzz fuzz-ci fuzz-build
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/graind
@@ -73,6 +74,7 @@ help:
 	@echo "make unit    run the unit tests"
 	@echo "make system  run the system tests (pytest, tests/system)"
 	@echo "make bench   run the benchmarks and print ratios"
+	@echo "make fuzz    run every fuzz target for FUZZ_TIME seconds (default 60)"
 	@echo "make clean   remove $(BUILD)/"
 
 # A package counts as there when it is installed or an installed package
@@ -226,11 +228,63 @@ system: deps-test peers $(BUILD)/asan/graind $(TEST_BPF_OBJ)
 		GRAIND_PROTO=$(CURDIR)/proto/graind.proto \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/system
 
-test: unit system
+test: unit system fuzz-ci
 
 bench: deps-bench $(BUILD)/graind $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf BUILD=$(BUILD) \
 		$(PYTHON) tests/bench/run.py
+
+# ---------------------------------------------------------------- fuzz
+
+# libFuzzer targets (tests/fuzz/fuzz_<name>.c), built by clang with the
+# library compiled a second time for coverage, ASan and UBSan. Seeds come
+# from the test objects, the built-in probes and the README's JSON bodies
+# (tests/fuzz/seeds.py); what a run finds goes to $(BUILD)/fuzz/<name>/
+# and fails it. `make fuzz FUZZ_TIME=300`; `make test` runs each for 30 s.
+FUZZ_CC      ?= clang
+FUZZ_TIME    ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_BIN     := $(patsubst %,$(BUILD)/fuzz/bin/fuzz_%,$(FUZZ_NAMES))
+FUZZ_OBJ     := $(patsubst %.c,$(BUILD)/fuzzobj/%.o,$(LIB_SRC)) \
+	$(BUILD)/fuzzobj/proto/graind.pb-c.o $(BUILD)/obj/embed.o
+FUZZ_MSGS    := $(BUILD)/fuzz/messages.h
+
+# Every message type of the schema, in the order of the generated header:
+# the codec targets pick one by the first input byte.
+$(FUZZ_MSGS): $(GEN_H)
+	@mkdir -p $(dir $@)
+	grep -o '^extern const ProtobufCMessageDescriptor graind__[a-z0-9_]*__descriptor' $< | \
+		sed 's/.* \(.*\)/\&\1,/' > $@.tmp
+	@mv $@.tmp $@
+
+$(BUILD)/fuzzobj/%.o: %.c $(GEN_H) | deps-test
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(BUILD)/fuzzobj/proto/graind.pb-c.o: $(GEN_C) | deps-test
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ) $(FUZZ_MSGS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -MMD -MP -MF $@.d -MT $@ \
+		-o $@ $< $(FUZZ_OBJ) $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN) $(TEST_BPF_OBJ) $(BUILTIN_BPF_OBJ)
+	$(PYTHON) tests/fuzz/seeds.py --build $(BUILD) --out $(BUILD)/fuzz/seeds
+
+# Each target for FUZZ_TIME seconds from its seeds and what earlier runs
+# kept; a crash, leak or timeout leaves its input in $(BUILD)/fuzz/<name>/.
+fuzz: fuzz-build
+	@fail=0; for t in $(FUZZ_NAMES); do \
+		BUILD=$(BUILD) FUZZ_TIME=$(FUZZ_TIME) tests/fuzz/run.sh $$t || fail=1; \
+	done; [ $$fail = 0 ]
+
+fuzz-ci:
+	$(MAKE) --no-print-directory fuzz FUZZ_TIME=30
 
 clean:
 	rm -rf $(BUILD)

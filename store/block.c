@@ -152,15 +152,16 @@ static bool next_shared_field(const uint8_t **p, const uint8_t *end, struct wire
 const uint8_t *block_sample(const struct block_walk *w, const uint8_t *own, size_t own_len,
 			    struct pbwire *buf, size_t *len)
 {
-	const uint8_t *sp = w->shared, *send = w->shared + w->shared_len;
-	const uint8_t *op = own, *oend = own + own_len;
+	const uint8_t *sp = w->shared, *send, *op = own, *oend = own + own_len;
 	struct wire_item it, name;
 	bool named = true;
 
+	/* Nothing shared: w->shared is NULL, and NULL + 0 is undefined. */
 	if (!w->shared) {
 		*len = own_len;
 		return own;
 	}
+	send = w->shared + w->shared_len;
 	buf->len = 0;
 	while (wire_next(&sp, send, &it))
 		if (it.number != SAMPLE_FIELDS_NUMBER)
@@ -182,7 +183,8 @@ const uint8_t *block_sample(const struct block_walk *w, const uint8_t *own, size
 	if (op > oend || sp > send || buf->failed)
 		return NULL;
 	*len = buf->len;
-	return buf->data;
+	/* An empty sample is no error: a buffer never grown has no data. */
+	return buf->len ? buf->data : own;
 }
 
 void block_share(struct pbwire *w, const void *fields, size_t len)

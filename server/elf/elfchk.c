@@ -340,10 +340,21 @@ static int describe(struct bpf_object *bobj, Graind__Object *obj,
 }
 
 /* Every name the API will show must be valid UTF-8 (JSON and protobuf
- * strings are). */
+ * strings are), and a probe spec picks programs by name: each must have
+ * one, its own (a crafted symbol table can give none, or the same twice). */
 static int check_text(const Graind__Object *obj, struct gerr *err)
 {
-	size_t i;
+	size_t i, j;
+
+	for (i = 0; i < obj->n_programs; i++) {
+		if (!*obj->programs[i]->name)
+			return gerr_set(err, 422, "program %zu (section %s) has no name",
+					i, obj->programs[i]->section);
+		for (j = 0; j < i; j++)
+			if (!strcmp(obj->programs[i]->name, obj->programs[j]->name))
+				return gerr_set(err, 422, "two programs are named %s",
+						obj->programs[i]->name);
+	}
 
 	if (!utf8_valid(obj->license, strlen(obj->license)))
 		return gerr_set(err, 422, "the license string is not valid UTF-8");

@@ -30,9 +30,12 @@
 
 /* Where in the message a value sits, for error messages:
  * "programs[2].attach.xdp.mode". */
+struct bignums;
+
 struct path {
 	char buf[256];
 	size_t len;
+	const struct bignums *big;  /* JSON decode: integers jansson cannot hold */
 };
 
 /* Runs for every field encoded or decoded: plain copies, no printf. */
@@ -267,25 +270,184 @@ static size_t json_depth(json_t *v)
 	return 0;
 }
 
-/* A decimal integer string: optional '-', then digits, nothing else. */
-static bool parse_int_string(const char *s, bool *negative, uint64_t *mag)
+/* A decimal integer: optional '-', then digits, nothing else. Returns 0,
+ * -EINVAL when it is not one, -ERANGE when the magnitude passes 2^64-1. */
+static int parse_int_text(const char *s, size_t len, bool *negative,
+			  uint64_t *mag)
 {
+	const char *end = s + len;
 	uint64_t v = 0;
+	bool overflow = false;
 
-	*negative = *s == '-';
+	*negative = s < end && *s == '-';
 	if (*negative)
 		s++;
-	if (!*s)
-		return false;
-	for (; *s; s++) {
+	if (s == end)
+		return -EINVAL;
+	for (; s < end; s++) {
 		if (*s < '0' || *s > '9')
-			return false;
+			return -EINVAL;
 		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-			return false;
+			overflow = true;
 		v = v * 10 + (uint64_t)(*s - '0');
 	}
 	*mag = v;
-	return true;
+	return overflow ? -ERANGE : 0;
+}
+
+/* ---------------------------------------------------------------- big numbers
+ *
+ * jansson holds integers as int64 and fails to parse any integer literal
+ * beyond it, yet uint64 fields take numbers up to 2^64-1 and a number one
+ * past a bound must be an out-of-range error naming the field. So before
+ * parsing, integer literals that do not fit int64 are found in the text
+ * and overwritten (in a copy) by "0" and spaces, which keeps line and
+ * column of parse errors; after parsing, the tree is walked in document
+ * order, numbering its numbers as the scan numbered the literals, so each
+ * such 0 node is known with its literal. */
+struct bignum {
+	const json_t *node;
+	size_t ordinal;         /* among all number literals of the text */
+	const char *text;       /* the literal, in the caller's buffer */
+	size_t text_len;
+};
+
+struct bignums {
+	struct bignum *v;
+	size_t n;
+};
+
+static bool is_number_char(char c)
+{
+	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
+	       c == 'e' || c == 'E';
+}
+
+/* An integer literal as JSON writes it that int64 cannot hold. */
+static bool is_big_literal(const char *s, size_t len)
+{
+	bool negative;
+	uint64_t mag;
+	int rc;
+
+	if (len < 19 || s[*s == '-'] == '0')
+		return false;
+	rc = parse_int_text(s, len, &negative, &mag);
+	if (rc == -ERANGE)
+		return true;
+	return !rc && (negative ? mag > 1ull << 63 : mag > INT64_MAX);
+}
+
+/* Find the big literals of buf; *copy is the text jansson is to parse
+ * (NULL: buf itself, there being none). 0 or -ENOMEM. */
+static int bignums_scan(const char *buf, size_t len, struct bignums *b,
+			char **copy)
+{
+	size_t ordinal = 0, cap = 0;
+	bool in_string = false;
+
+	*copy = NULL;
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+		size_t start = i;
+
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		if (c == '"') {
+			in_string = true;
+			continue;
+		}
+		if (c != '-' && (c < '0' || c > '9'))
+			continue;
+		while (i + 1 < len && is_number_char(buf[i + 1]))
+			i++;
+		ordinal++;
+		if (!is_big_literal(buf + start, i + 1 - start))
+			continue;
+		if (b->n == cap) {
+			struct bignum *grown;
+
+			cap = cap ? cap * 2 : 4;
+			grown = realloc(b->v, cap * sizeof(*grown));
+			if (!grown)
+				goto nomem;
+			b->v = grown;
+		}
+		if (!*copy) {
+			*copy = malloc(len);
+			if (!*copy)
+				goto nomem;
+			memcpy(*copy, buf, len);
+		}
+		b->v[b->n++] = (struct bignum){ NULL, ordinal - 1, buf + start,
+						i + 1 - start };
+		(*copy)[start] = '0';
+		memset(*copy + start + 1, ' ', i - start);
+	}
+	return 0;
+nomem:
+	free(*copy);
+	*copy = NULL;
+	return -ENOMEM;
+}
+
+/* Pair each big literal with its node: numbers in document order (jansson
+ * keeps objects in insertion order, and duplicate keys are refused). */
+static void bignums_bind(const json_t *v, size_t *ordinal, size_t *next,
+			 struct bignums *b)
+{
+	const char *key;
+	json_t *child;
+	size_t i;
+
+	if (json_is_number(v)) {
+		if (*next < b->n && b->v[*next].ordinal == *ordinal)
+			b->v[(*next)++].node = v;
+		(*ordinal)++;
+	} else if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, key, child)
+			bignums_bind(child, ordinal, next, b);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, child)
+			bignums_bind(child, ordinal, next, b);
+	}
+}
+
+static int bignum_cmp(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)((const struct bignum *)a)->node;
+	uintptr_t y = (uintptr_t)((const struct bignum *)b)->node;
+
+	return (x > y) - (x < y);
+}
+
+/* Bind, then sort by node for lookups. -1 when the tree does not match the
+ * scan, which valid JSON never does. */
+static int bignums_index(const json_t *root, struct bignums *b)
+{
+	size_t ordinal = 0, next = 0;
+
+	if (!b->n)
+		return 0;
+	bignums_bind(root, &ordinal, &next, b);
+	if (next != b->n)
+		return -1;
+	qsort(b->v, b->n, sizeof(*b->v), bignum_cmp);
+	return 0;
+}
+
+static const struct bignum *bignum_of(const struct path *p, const json_t *v)
+{
+	struct bignum key = { .node = v };
+
+	if (!p->big || !p->big->n || !json_is_integer(v))
+		return NULL;
+	return bsearch(&key, p->big->v, p->big->n, sizeof(key), bignum_cmp);
 }
 
 /* Range of each integer type, as sign and magnitude bounds. */
@@ -320,8 +482,14 @@ static int json_to_int(json_t *v, ProtobufCType type, bool *negative,
 		       uint64_t *mag, struct path *p, struct gerr *err)
 {
 	struct int_range r = int_range_of(type);
+	const struct bignum *big = bignum_of(p, v);
+	const char *text = NULL;
+	size_t text_len = 0;
 
-	if (json_is_integer(v)) {
+	if (big) {
+		text = big->text;
+		text_len = big->text_len;
+	} else if (json_is_integer(v)) {
 		json_int_t i = json_integer_value(v);
 
 		*negative = i < 0;
@@ -338,14 +506,24 @@ static int json_to_int(json_t *v, ProtobufCType type, bool *negative,
 		*negative = d < 0;
 		*mag = (uint64_t)fabs(d);
 	} else if (json_is_string(v)) {
-		if (!parse_int_string(json_string_value(v), negative, mag))
-			return path_err(err, 400, p,
-					"expected an integer, got \"%s\"",
-					json_string_value(v));
+		text = json_string_value(v);
+		text_len = json_string_length(v);
 	} else {
 		return path_err(err, 400, p,
 				"expected an integer (string or number), got %s",
 				json_kind(v));
+	}
+	if (text) {
+		int rc = parse_int_text(text, text_len, negative, mag);
+
+		if (rc == -ERANGE)
+			return path_err(err, 400, p, "%.*s%s is out of range for %s",
+					(int)(text_len > 40 ? 40 : text_len), text,
+					text_len > 40 ? "..." : "", r.name);
+		if (rc)
+			return path_err(err, 400, p,
+					"expected an integer, got \"%.*s\"",
+					(int)text_len, text);
 	}
 	if (*negative ? *mag > r.max_neg : *mag > r.max_pos)
 		return path_err(err, 400, p, "%s%" PRIu64 " is out of range for %s",
@@ -378,9 +556,12 @@ static int decode_floating(json_t *v, const ProtobufCFieldDescriptor *f,
 			   void *dst, struct path *p, struct gerr *err)
 {
 	bool is_float = f->type == PROTOBUF_C_TYPE_FLOAT;
+	const struct bignum *big = bignum_of(p, v);
 	double d;
 
-	if (json_is_number(v)) {
+	if (big) {
+		d = strtod(big->text, NULL);
+	} else if (json_is_number(v)) {
 		d = json_number_value(v);
 	} else if (json_is_string(v)) {
 		const char *s = json_string_value(v);
@@ -449,8 +630,16 @@ static int decode_enum(json_t *v, const ProtobufCFieldDescriptor *f,
 		memcpy(dst, &value, sizeof(value));
 		return 0;
 	}
-	if (json_is_number(v))
-		return decode_int(v, f, dst, p, err);
+	if (json_is_number(v)) {
+		if (decode_int(v, f, dst, p, err))
+			return -1;
+		memcpy(&value, dst, sizeof(value));
+		if (!protobuf_c_enum_descriptor_get_value(ed, value))
+			return path_err(err, 400, p,
+					"unknown enum value %" PRId32 " for %s",
+					value, ed->name);
+		return 0;
+	}
 	return path_err(err, 400, p,
 			"expected an enum name or number for %s, got %s",
 			ed->name, json_kind(v));
@@ -697,18 +886,27 @@ out:
 static int decode_json(const ProtobufCMessageDescriptor *desc, const void *buf,
 		       size_t len, ProtobufCMessage **out, struct gerr *err)
 {
-	struct path p = { .len = 0 };
+	struct bignums big = { NULL, 0 };
+	struct path p = { .len = 0, .big = &big };
 	ProtobufCMessage *msg = NULL;
+	json_t *root = NULL;
 	json_error_t jerr;
-	json_t *root;
+	char *copy;
 	int rc = -1;
 
 	if (!len)
 		return gerr_set(err, 400, "empty body: expected a JSON object");
-	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
-		return gerr_set(err, 400, "invalid JSON at line %d column %d: %s",
-				jerr.line, jerr.column, jerr.text);
+	if (bignums_scan(buf, len, &big, &copy)) {
+		gerr_set(err, 500, "out of memory");
+		goto out;
+	}
+	root = json_loadb(copy ? copy : buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(copy);
+	if (!root) {
+		gerr_set(err, 400, "invalid JSON at line %d column %d: %s",
+			 jerr.line, jerr.column, jerr.text);
+		goto out;
+	}
 	if (!json_is_object(root)) {
 		gerr_set(err, 400, "expected a JSON object (%s), got %s",
 			 desc->name, json_kind(root));
@@ -719,6 +917,10 @@ static int decode_json(const ProtobufCMessageDescriptor *desc, const void *buf,
 			 CODEC_MAX_DEPTH);
 		goto out;
 	}
+	if (bignums_index(root, &big)) {
+		gerr_set(err, 400, "invalid JSON: numbers out of step");
+		goto out;
+	}
 	msg = pbmsg_new(desc);
 	if (!msg) {
 		gerr_set(err, 500, "out of memory");
@@ -727,6 +929,7 @@ static int decode_json(const ProtobufCMessageDescriptor *desc, const void *buf,
 	rc = decode_message(root, msg, &p, err);
 out:
 	json_decref(root);
+	free(big.v);
 	if (rc) {
 		pbmsg_free(msg);
 		msg = NULL;
@@ -762,40 +965,65 @@ int codec_set_text(ProtobufCMessage *msg, const char *field, const char *text,
 
 /* ================================================================ protobuf decode */
 
-static int check_strings(const ProtobufCMessage *msg, struct path *p,
+static int check_message(const ProtobufCMessage *msg, struct path *p,
 			 struct gerr *err);
 
 static int check_value(const ProtobufCFieldDescriptor *f, const void *member,
 		       struct path *p, struct gerr *err)
 {
-	const char *s;
+	const ProtobufCEnumDescriptor *ed;
 	const ProtobufCMessage *sub;
+	const char *s;
+	int32_t value;
 
-	if (f->type == PROTOBUF_C_TYPE_STRING) {
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_STRING:
 		memcpy(&s, member, sizeof(s));
 		if (s && !utf8_valid(s, strlen(s)))
 			return path_err(err, 400, p, "string is not valid UTF-8");
-	} else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+		break;
+	case PROTOBUF_C_TYPE_ENUM:
+		ed = f->descriptor;
+		memcpy(&value, member, sizeof(value));
+		if (!protobuf_c_enum_descriptor_get_value(ed, value))
+			return path_err(err, 400, p,
+					"unknown enum value %" PRId32 " for %s",
+					value, ed->name);
+		break;
+	case PROTOBUF_C_TYPE_MESSAGE:
 		memcpy(&sub, member, sizeof(sub));
 		if (sub)
-			return check_strings(sub, p, err);
+			return check_message(sub, p, err);
+		break;
+	default:
+		break;
 	}
 	return 0;
 }
 
-/* Proto3 strings are UTF-8; protobuf-c does not check, JSON output needs it. */
-static int check_strings(const ProtobufCMessage *msg, struct path *p,
+/* What protobuf-c's unpack does not check: proto3 strings are UTF-8 (JSON
+ * output needs it), enum fields hold values their enum names (unpack
+ * keeps any number, which would then act as some default), and no field
+ * is numbered 0. */
+static int check_message(const ProtobufCMessage *msg, struct path *p,
 			 struct gerr *err)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
 	char json_name[JSON_NAME_MAX];
 
+	/* Kept unknown fields are packed again: one numbered 0 (a tag
+	 * written in more bytes than it needs gets past unpack) would make
+	 * bytes that protobuf-c refuses to read back. */
+	for (unsigned i = 0; i < msg->n_unknown_fields; i++)
+		if (msg->unknown_fields[i].tag == 0)
+			return path_err(err, 400, p, "field number 0 is not valid protobuf");
 	for (unsigned i = 0; i < desc->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &desc->fields[i];
 		size_t saved;
 		int rc = 0;
 
 		if (f->type != PROTOBUF_C_TYPE_STRING &&
+		    f->type != PROTOBUF_C_TYPE_ENUM &&
 		    f->type != PROTOBUF_C_TYPE_MESSAGE)
 			continue;
 		if (is_oneof(f) &&
@@ -837,7 +1065,7 @@ static int decode_protobuf(const ProtobufCMessageDescriptor *desc,
 	if (!msg)
 		return gerr_set(err, 400, "body is not a valid protobuf %s",
 				desc->name);
-	if (check_strings(msg, &p, err)) {
+	if (check_message(msg, &p, err)) {
 		pbmsg_free(msg);
 		return -1;
 	}

@@ -6,11 +6,13 @@
  *   - field names in lowerCamelCase on output; on input the lowerCamelCase
  *     name and the original proto name are both accepted;
  *   - int64/uint64/fixed64/sint64 as JSON strings on output; strings or
- *     integral numbers accepted on input; 32-bit ints as numbers (numeric
- *     strings accepted on input);
+ *     integral numbers accepted on input, exactly over the type's whole
+ *     range (numbers past int64 too, which jansson alone cannot hold);
+ *     32-bit ints as numbers (numeric strings accepted on input);
  *   - bytes as standard base64 (padded) on output; standard or URL-safe,
  *     padded or not, accepted on input;
- *   - enums by value name on output; name or number accepted on input;
+ *   - enums by value name on output; name or number accepted on input,
+ *     in JSON and protobuf only one the enum has (protobuf-c keeps any);
  *   - float/double as numbers, "NaN"/"Infinity"/"-Infinity" as strings;
  *   - oneof members emitted when set (even at their default value; a
  *     string or message member must then be non-NULL and, as protobuf-c

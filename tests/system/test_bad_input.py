@@ -478,3 +478,53 @@ def test_changes_refused_before_they_run_are_audited(a):
 
 def test_audit_page_token_out_of_range(a):
     assert_error(a.get("/v1/audit?page_token=18446744073709551616"), 400, "page_token")
+
+
+# ---------------------------------------------------------------- enums
+
+def put_probe(a, name, body, ctype="application/json"):
+    return a.request("PUT", f"/v1/probes/{name}", data=body,
+                     headers={"Content-Type": ctype})
+
+
+def assert_no_probe(a, name):
+    assert a.get(f"/v1/probes/{name}").status_code == 404
+
+
+def test_unknown_enum_numbers_in_json(a, stored):
+    sha, _ = stored
+    spec = {"objectSha256": sha,
+            "programs": [{"program": "x", "attach": {"xdp": {"ifname": "lo", "mode": 77}}}]}
+    assert_error(put_probe(a, "enum-xdp", json.dumps(spec)), 400,
+                 "programs[0].attach.xdp.mode", "unknown enum value 77 for graind.XdpMode")
+    assert_no_probe(a, "enum-xdp")
+    spec = {"objectSha256": sha, "desiredState": 99}
+    assert_error(put_probe(a, "enum-state", json.dumps(spec)), 400,
+                 "desiredState", "unknown enum value 99 for graind.DesiredState")
+    spec["desiredState"] = "SOMETIMES"
+    assert_error(put_probe(a, "enum-state", json.dumps(spec)), 400,
+                 "desiredState", 'unknown enum value "SOMETIMES"')
+    assert_no_probe(a, "enum-state")
+
+
+def test_unknown_enum_numbers_in_protobuf(a, stored, pb):
+    sha, _ = stored
+    spec = pb.ProbeSpec(object_sha256=sha)
+    prog = spec.programs.add(program="x")
+    prog.attach.xdp.ifname = "lo"
+    prog.attach.xdp.mode = 77   # proto3 enums are open: python keeps it
+    assert_error(put_probe(a, "enum-xdp", spec.SerializeToString(), PB), 400,
+                 "programs[0].attach.xdp.mode", "unknown enum value 77 for graind.XdpMode")
+    assert_no_probe(a, "enum-xdp")
+    spec = pb.ProbeSpec(object_sha256=sha, desired_state=99)
+    assert_error(put_probe(a, "enum-state", spec.SerializeToString(), PB), 400,
+                 "desiredState", "unknown enum value 99 for graind.DesiredState")
+    assert_no_probe(a, "enum-state")
+
+
+def test_uint64_bounds_in_query(a):
+    # Query parameters are read as the field's JSON string would be.
+    r = a.get("/v1/samples?after=18446744073709551615")
+    assert r.status_code == 200, r.text
+    assert_error(a.get("/v1/samples?after=18446744073709551616"), 400,
+                 "after", "out of range for uint64")

@@ -1,6 +1,7 @@
 /* Unit tests of api/codec.c: round trips of every schema message, filled
  * reflectively, through JSON and protobuf, and the proto3 JSON rules one by
  * one, including what must be refused. */
+#include <inttypes.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -618,7 +619,8 @@ static void test_uint64_max_as_string(void **state)
 	pbmsg_free(&back->base);
 
 	expect_bad(&graind__object__descriptor,
-		   "{\"size\":\"18446744073709551616\"}", "size: expected an integer");
+		   "{\"size\":\"18446744073709551616\"}",
+		   "size: 18446744073709551616 is out of range for uint64");
 	expect_bad(&graind__object__descriptor, "{\"size\":-1}",
 		   "size: -1 is out of range for uint64");
 	expect_bad(&graind__object__descriptor, "{\"size\":\"-1\"}",
@@ -682,6 +684,220 @@ static void test_int32(void **state)
 		   "keySize: -1 is out of range for uint32");
 	expect_bad(&graind__map__descriptor, "{\"keySize\":4294967296}",
 		   "out of range for uint32");
+}
+
+/* Both bounds of every integer width, as JSON number and as string, kept
+ * exactly; one past each bound refused naming the field. */
+static void test_integer_bounds(void **state)
+{
+	static const struct {
+		const char *field;
+		const char *type;
+		const char *min, *max, *below, *above;
+		int64_t smin;
+		uint64_t umax;
+	} widths[] = {
+#define INT32_ROW(f) { f, "int32", "-2147483648", "2147483647", \
+	"-2147483649", "2147483648", INT32_MIN, INT32_MAX }
+#define UINT32_ROW(f) { f, "uint32", "0", "4294967295", "-1", "4294967296", \
+	0, UINT32_MAX }
+#define INT64_ROW(f) { f, "int64", "-9223372036854775808", \
+	"9223372036854775807", "-9223372036854775809", "9223372036854775808", \
+	INT64_MIN, INT64_MAX }
+#define UINT64_ROW(f) { f, "uint64", "0", "18446744073709551615", "-1", \
+	"18446744073709551616", 0, UINT64_MAX }
+		INT32_ROW("i32"), INT32_ROW("si32"), INT32_ROW("sf32"),
+		UINT32_ROW("u32"), UINT32_ROW("f32"),
+		INT64_ROW("i64"), INT64_ROW("si64"), INT64_ROW("sf64"),
+		UINT64_ROW("u64"), UINT64_ROW("f64"),
+	};
+	char json[160], want[160];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
+		const ProtobufCFieldDescriptor *f =
+			protobuf_c_message_descriptor_get_field_by_name(
+				&all_types_descriptor, widths[i].field);
+
+		assert_non_null(f);
+		for (int quoted = 0; quoted < 2; quoted++) {
+			const char *q = quoted ? "\"" : "";
+
+			for (int hi = 0; hi < 2; hi++) {
+				const char *lit = hi ? widths[i].max : widths[i].min;
+				ProtobufCMessage *m;
+				const char *member;
+				uint64_t u64 = 0;
+				int64_t got;
+
+				snprintf(json, sizeof(json), "{\"%s\":%s%s%s}",
+					 widths[i].field, q, lit, q);
+				m = from_json(&all_types_descriptor, json);
+				member = (const char *)m + f->offset;
+				if (element_size(f->type) == 4) {
+					uint32_t u32;
+
+					memcpy(&u32, member, 4);
+					u64 = !strcmp(widths[i].type, "int32") ?
+						(uint64_t)(int64_t)(int32_t)u32 : u32;
+				} else {
+					memcpy(&u64, member, 8);
+				}
+				if (hi) {
+					if (u64 != widths[i].umax)
+						fail_msg("%s read back as %" PRIu64, json, u64);
+				} else {
+					got = (int64_t)u64;
+					if (got != widths[i].smin)
+						fail_msg("%s read back as %" PRId64, json, got);
+				}
+				/* and out again, then in again: the same value */
+				{
+					char *again = to_json(m);
+					ProtobufCMessage *back =
+						from_json(&all_types_descriptor, again);
+
+					assert_memory_equal((const char *)back + f->offset,
+							    member, element_size(f->type));
+					pbmsg_free(back);
+					free(again);
+				}
+				pbmsg_free(m);
+			}
+			snprintf(want, sizeof(want), "%s: %s is out of range for %s",
+				 widths[i].field, widths[i].below, widths[i].type);
+			snprintf(json, sizeof(json), "{\"%s\":%s%s%s}",
+				 widths[i].field, q, widths[i].below, q);
+			expect_bad(&all_types_descriptor, json, want);
+			snprintf(want, sizeof(want), "%s: %s is out of range for %s",
+				 widths[i].field, widths[i].above, widths[i].type);
+			snprintf(json, sizeof(json), "{\"%s\":%s%s%s}",
+				 widths[i].field, q, widths[i].above, q);
+			expect_bad(&all_types_descriptor, json, want);
+		}
+	}
+	/* far beyond 64 bits, as number and string, shortened in the message */
+	expect_bad(&all_types_descriptor,
+		   "{\"child\":{\"u64\":123456789012345678901234567890123456789012345}}",
+		   "child.u64: 1234567890123456789012345678901234567890... is out of range for uint64");
+	expect_bad(&all_types_descriptor,
+		   "{\"i64\":\"-123456789012345678901234567890\"}",
+		   "i64: -123456789012345678901234567890 is out of range for int64");
+	/* a big literal in an array, among other numbers, and as a double */
+	{
+		AllTypes *m = (AllTypes *)from_json(&all_types_descriptor,
+			"{\"i32\":1,\"rChild\":[{\"u64\":18446744073709551614},"
+			"{\"f64\":9223372036854775808,\"db\":18446744073709551616}],"
+			"\"rFl\":[1.5,2],\"sf64\":-9223372036854775807}");
+
+		assert_int_equal(m->n_r_child, 2);
+		assert_true(m->r_child[0]->u64 == UINT64_MAX - 1);
+		assert_true(m->r_child[1]->f64 == 1ull << 63);
+		assert_true(m->r_child[1]->db == 18446744073709551616.0);
+		assert_true(m->sf64 == -INT64_MAX);
+		pbmsg_free(&m->base);
+	}
+	/* a big literal where no number belongs is still a number */
+	expect_bad(&all_types_descriptor, "{\"s\":18446744073709551615}",
+		   "s: expected a string, got number");
+	expect_bad(&all_types_descriptor, "{\"e\":18446744073709551615}",
+		   "e: 18446744073709551615 is out of range for int32");
+	/* digits inside strings are not numbers */
+	{
+		AllTypes *m = (AllTypes *)from_json(&all_types_descriptor,
+			"{\"s\":\"x\\\" 99999999999999999999\",\"u64\":18446744073709551615}");
+
+		assert_string_equal(m->s, "x\" 99999999999999999999");
+		assert_true(m->u64 == UINT64_MAX);
+		pbmsg_free(&m->base);
+	}
+}
+
+/* Packed protobuf of msg, decoded back: 0 or the codec's error. */
+static int protobuf_round(const ProtobufCMessage *msg, struct gerr *err)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf = malloc(len + 1);
+	ProtobufCMessage *back = NULL;
+	int rc;
+
+	assert_non_null(buf);
+	protobuf_c_message_pack(msg, buf);
+	rc = codec_decode(CODEC_PROTOBUF, msg->descriptor, buf, len, &back, err);
+	pbmsg_free(back);
+	free(buf);
+	return rc;
+}
+
+/* An enum number no value names is refused, in JSON and in protobuf (whose
+ * unpack keeps any number), wherever it sits. */
+static void test_unknown_enum_number(void **state)
+{
+	Graind__XdpAttach xdp = GRAIND__XDP_ATTACH__INIT;
+	Graind__AttachSpec attach = GRAIND__ATTACH_SPEC__INIT;
+	Graind__ProgramAttach pa[2] = { GRAIND__PROGRAM_ATTACH__INIT,
+					GRAIND__PROGRAM_ATTACH__INIT };
+	Graind__ProgramAttach *pas[2] = { &pa[0], &pa[1] };
+	Graind__ProbeSpec spec = GRAIND__PROBE_SPEC__INIT;
+	Graind__PutProbeRequest put = GRAIND__PUT_PROBE_REQUEST__INIT;
+	struct gerr err = { 0 };
+
+	(void)state;
+	expect_bad(&graind__xdp_attach__descriptor, "{\"mode\":77}",
+		   "mode: unknown enum value 77 for graind.XdpMode");
+	expect_bad(&graind__xdp_attach__descriptor, "{\"mode\":-1}",
+		   "mode: unknown enum value -1 for graind.XdpMode");
+	expect_bad(&graind__put_probe_request__descriptor,
+		   "{\"name\":\"p\",\"spec\":{\"desiredState\":99}}",
+		   "spec.desiredState: unknown enum value 99 for graind.DesiredState");
+	expect_bad(&graind__put_probe_request__descriptor,
+		   "{\"spec\":{\"desiredState\":\"GONE\"}}",
+		   "spec.desiredState: unknown enum value \"GONE\" for graind.DesiredState");
+	expect_bad(&graind__probe_spec__descriptor,
+		   "{\"programs\":[{},{\"attach\":{\"xdp\":{\"mode\":77}}}]}",
+		   "programs[1].attach.xdp.mode: unknown enum value 77");
+
+	/* protobuf: valid first, then each unknown value */
+	xdp.ifname = "lo";
+	xdp.mode = GRAIND__XDP_MODE__XDP_MODE_SKB;
+	attach.kind_case = GRAIND__ATTACH_SPEC__KIND_XDP;
+	attach.xdp = &xdp;
+	pa[1].attach = &attach;
+	spec.n_programs = 2;
+	spec.programs = pas;
+	spec.desired_state = GRAIND__DESIRED_STATE__DETACHED;
+	put.name = "p";
+	put.spec = &spec;
+	assert_int_equal(protobuf_round(&put.base, &err), 0);
+
+	xdp.mode = 77;
+	assert_int_equal(protobuf_round(&put.base, &err), -1);
+	assert_int_equal(err.status, 400);
+	assert_string_equal(err.msg, "spec.programs[1].attach.xdp.mode: "
+			    "unknown enum value 77 for graind.XdpMode");
+
+	xdp.mode = GRAIND__XDP_MODE__XDP_MODE_SKB;
+	spec.desired_state = 99;
+	assert_int_equal(protobuf_round(&put.base, &err), -1);
+	assert_string_equal(err.msg, "spec.desiredState: unknown enum value 99 "
+			    "for graind.DesiredState");
+
+	/* a repeated enum of the test message too (there is none in the
+	 * schema): AllTypes' e, in a repeated child */
+	{
+		AllTypes child, *children[1] = { &child }, top;
+
+		all_types_init(&child.base);
+		all_types_init(&top.base);
+		child.e = 5;
+		top.n_r_child = 1;
+		top.r_child = children;
+		assert_int_equal(protobuf_round(&top.base, &err), -1);
+		assert_string_equal(err.msg, "rChild[0].e: unknown enum value 5 "
+				    "for graind.XdpMode");
+		child.e = GRAIND__XDP_MODE__XDP_MODE_HW;
+		assert_int_equal(protobuf_round(&top.base, &err), 0);
+	}
 }
 
 /* ================================================================ bytes */
@@ -952,9 +1168,15 @@ static void test_malformed_json(void **state)
 		   "invalid JSON");
 	expect_json_error(&graind__object__descriptor, with_nul,
 			  sizeof(with_nul) - 1, "invalid JSON");
-	/* integers beyond 64 bits fail in the parser itself */
+	/* integers beyond 64 bits are the field's error, not the parser's,
+	 * but a malformed number still is the parser's */
 	expect_bad(&graind__object__descriptor,
-		   "{\"size\":18446744073709551616}", "invalid JSON");
+		   "{\"size\":18446744073709551616}",
+		   "size: 18446744073709551616 is out of range for uint64");
+	expect_bad(&graind__object__descriptor,
+		   "{\"size\":018446744073709551616}", "invalid JSON");
+	expect_bad(&graind__object__descriptor,
+		   "{\"size\":18446744073709551616x}", "invalid JSON");
 }
 
 static void test_top_level(void **state)
@@ -1020,6 +1242,18 @@ static void test_invalid_protobuf(void **state)
 				      "\x12\x02\xff\xfe", 4, &msg, &err), -1);
 	assert_int_equal(err.status, 400);
 	assert_string_equal(err.msg, "name: string is not valid UTF-8");
+
+	/* field number 0, its tag in two bytes (found by fuzzing: unpack
+	 * kept it as an unknown field, packed again it did not read back),
+	 * here and in a nested message */
+	assert_int_equal(codec_decode(CODEC_PROTOBUF, &graind__status__descriptor,
+				      "\x80\x00\x01", 3, &msg, &err), -1);
+	assert_null(msg);
+	assert_int_equal(err.status, 400);
+	assert_string_equal(err.msg, "field number 0 is not valid protobuf");
+	assert_int_equal(codec_decode(CODEC_PROTOBUF, &graind__put_probe_request__descriptor,
+				      "\x12\x03\x80\x00\x01", 5, &msg, &err), -1);
+	assert_string_equal(err.msg, "spec: field number 0 is not valid protobuf");
 
 	/* an empty body is an empty message */
 	assert_int_equal(codec_decode(CODEC_PROTOBUF, &graind__object__descriptor,
@@ -1127,6 +1361,8 @@ int main(void)
 		cmocka_unit_test(test_uint64_max_as_string),
 		cmocka_unit_test(test_negative_int64),
 		cmocka_unit_test(test_int32),
+		cmocka_unit_test(test_integer_bounds),
+		cmocka_unit_test(test_unknown_enum_number),
 		cmocka_unit_test(test_bytes_base64),
 		cmocka_unit_test(test_enum),
 		cmocka_unit_test(test_error_path),

@@ -481,6 +481,44 @@ static void test_inspect_bad_tables(void **state)
 
 /* Random byte damage anywhere: refused with 400/422 or described, never a
  * crash (ASan watches the rest). */
+/* The symbol called `name` in b's .symtab. */
+static Elf64_Sym *find_symbol(struct blob *b, const char *name)
+{
+	Elf64_Shdr *symtab = find_shdr(b, ".symtab");
+	Elf64_Shdr *sh = (Elf64_Shdr *)(b->data + ((Elf64_Ehdr *)b->data)->e_shoff);
+	const char *strtab = (const char *)b->data + sh[symtab->sh_link].sh_offset;
+	Elf64_Sym *sym = (Elf64_Sym *)(b->data + symtab->sh_offset);
+
+	for (size_t i = 0; i < symtab->sh_size / sizeof(*sym); i++)
+		if (strcmp(strtab + sym[i].st_name, name) == 0)
+			return &sym[i];
+	fail_msg("no symbol %s", name);
+	return NULL;
+}
+
+/* A program is picked by name: one whose symbol has an empty name (found
+ * by fuzzing: a name offset one byte short), or the name of another, is
+ * refused. */
+static void test_inspect_program_names(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	struct blob copy = { malloc(b.len), b.len };
+	Elf64_Sym *first;
+
+	(void)state;
+	assert_non_null(copy.data);
+	memcpy(copy.data, b.data, b.len);
+	find_symbol(&copy, "count_packets")->st_name--;
+	assert_inspect_error(copy.data, copy.len, 422, "program 0 (section xdp) has no name");
+
+	memcpy(copy.data, b.data, b.len);
+	first = find_symbol(&copy, "count_packets");
+	find_symbol(&copy, "trace_nanosleep")->st_name = first->st_name;
+	assert_inspect_error(copy.data, copy.len, 422, "two programs are named count_packets");
+	free(copy.data);
+	free(b.data);
+}
+
 static void test_inspect_mutations(void **state)
 {
 	struct blob b = test_object("accept.bpf.o");
@@ -671,6 +709,7 @@ int main(void)
 		cmocka_unit_test(test_inspect_license_unterminated),
 		cmocka_unit_test(test_inspect_section_out_of_range),
 		cmocka_unit_test(test_inspect_bad_tables),
+		cmocka_unit_test(test_inspect_program_names),
 		cmocka_unit_test(test_inspect_mutations),
 		cmocka_unit_test(test_verify_accept),
 		cmocka_unit_test(test_verify_reject_oob),
