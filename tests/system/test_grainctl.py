@@ -542,3 +542,58 @@ def test_timeout_per_host(a, ctl, tmp_path):
     docs = {d["host"]: d for d in map(json.loads, p.stdout.splitlines())}
     assert "timed out" in docs[url]["error"]["message"].lower()
     assert docs[a.url]["result"]["version"]
+
+
+def test_parallel_bounds_the_requests_in_flight(ctl, tmp_path):
+    """Two hosts that never answer: with --parallel 1 the second starts when
+    the first has timed out, with --parallel 2 both wait at once."""
+    with socket.socket() as s1, socket.socket() as s2:
+        for s in (s1, s2):
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)
+        hosts = [x for s in (s1, s2)
+                 for x in ("--host", f"http://127.0.0.1:{s.getsockname()[1]}")]
+        took = {}
+        for n in ("1", "2"):
+            t0 = time.time()
+            p = ctl.run(*hosts, "--timeout", "1.5", "--parallel", n, "status")
+            took[n] = time.time() - t0
+            assert p.returncode == 1
+            assert p.stderr.count("failed") == 2, p.stderr
+    assert took["1"] >= 3.0, took
+    assert took["2"] < 2.9, took
+
+
+def test_colours_only_on_a_terminal(a, ctl, tmp_path):
+    import pty
+    tf = token_file(tmp_path, a.admin, "c-token")
+
+    def on_tty(env):
+        master, slave = pty.openpty()
+        try:
+            e = {"PATH": os.environ["PATH"], "HOME": ctl.home, **env}
+            proc = subprocess.Popen([GRAINCTL, "--host", a.url, "--token-file", tf,
+                                     "probes", "ls"], stdout=slave, stderr=slave, env=e)
+            os.close(slave)
+            slave = None
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            assert proc.wait(timeout=30) == 0
+            return out.decode()
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
+
+    assert "\033[1mNAME" in on_tty({})
+    plain = on_tty({"NO_COLOR": "1"})
+    assert "NAME" in plain and "\033[" not in plain
+    # Not a terminal: no escape codes either.
+    assert "\033[" not in ctl.ok(a, "probes", "ls").stdout
