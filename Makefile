@@ -42,7 +42,7 @@ GEN_H    := $(BUILD)/proto/graind.pb-c.h
 LIB_SRC  := $(filter-out server/main.c server/grainctl/%,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
 # grainctl, the client: its own files, the agent's codec and schema, libcurl linked.
 CTL_SRC  := $(sort $(wildcard server/grainctl/*.c)) server/util/codec.c server/util/pbmsg.c \
-	server/util/gerr.c server/util/utf8.c server/util/clock.c
+	server/util/gerr.c server/util/utf8.c server/util/clock.c server/util/sha256.c
 WEB_FILES := $(sort $(wildcard web/*))
 EMBED_S  := $(BUILD)/embed.S
 # Built-in probes: bpf/<name>.bpf.c → $(BUILD)/bpf/<name>.bpf.o, embedded.

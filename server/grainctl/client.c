@@ -160,11 +160,11 @@ static void transfer_done(struct transfer *t, CURLcode code)
 	}
 }
 
-static void fail_all(const char *const *hosts, size_t n, struct client_reply *replies,
-		     const char *why)
+static void fail_all(const char *const *hosts, size_t n, const struct client_request *reqs,
+		     struct client_reply *replies, const char *why)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (replies[i].status || replies[i].transport_error[0])
+		if (!reqs[i].method || replies[i].status || replies[i].transport_error[0])
 			continue;
 		replies[i].host = hosts[i];
 		snprintf(replies[i].transport_error, sizeof(replies[i].transport_error), "%s", why);
@@ -173,6 +173,28 @@ static void fail_all(const char *const *hosts, size_t n, struct client_reply *re
 
 int client_run(const char *const *hosts, size_t n, const struct client_request *req,
 	       int parallel, long timeout_ms, struct client_reply *replies)
+{
+	struct client_request *reqs = calloc(n ? n : 1, sizeof(*reqs));
+	int ret;
+
+	if (!reqs) {
+		memset(replies, 0, n * sizeof(*replies));
+		for (size_t i = 0; i < n; i++) {
+			replies[i].host = hosts[i];
+			snprintf(replies[i].transport_error, sizeof(replies[i].transport_error),
+				 "out of memory");
+		}
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		reqs[i] = *req;
+	ret = client_run_each(hosts, n, reqs, parallel, timeout_ms, replies);
+	free(reqs);
+	return ret;
+}
+
+int client_run_each(const char *const *hosts, size_t n, const struct client_request *reqs,
+		    int parallel, long timeout_ms, struct client_reply *replies)
 {
 	struct transfer *ts = calloc(n ? n : 1, sizeof(*ts));
 	CURLM *multi = NULL;
@@ -184,7 +206,7 @@ int client_run(const char *const *hosts, size_t n, const struct client_request *
 		replies[i].host = hosts[i];
 	if (!ts || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
 	    !(multi = curl_multi_init())) {
-		fail_all(hosts, n, replies, "cannot set up libcurl");
+		fail_all(hosts, n, reqs, replies, "cannot set up libcurl");
 		goto out;
 	}
 	if (parallel < 1)
@@ -197,10 +219,14 @@ int client_run(const char *const *hosts, size_t n, const struct client_request *
 		while (next < n && active < (size_t)parallel) {
 			struct transfer *t = &ts[next];
 
+			if (!reqs[next].method) {
+				next++;
+				continue;
+			}
 			t->reply = &replies[next];
 			clock_gettime(CLOCK_MONOTONIC, &t->started);
 			if (!(t->easy = curl_easy_init()) ||
-			    transfer_setup(t, hosts[next], req, timeout_ms) < 0 ||
+			    transfer_setup(t, hosts[next], &reqs[next], timeout_ms) < 0 ||
 			    curl_multi_add_handle(multi, t->easy) != CURLM_OK) {
 				snprintf(t->reply->transport_error,
 					 sizeof(t->reply->transport_error), "cannot set up the request");
@@ -225,7 +251,7 @@ int client_run(const char *const *hosts, size_t n, const struct client_request *
 		if (active && curl_multi_poll(multi, NULL, 0, 100, NULL) != CURLM_OK)
 			break;
 	}
-	fail_all(hosts, n, replies, "transfer aborted");
+	fail_all(hosts, n, reqs, replies, "transfer aborted");
 	ret = 0;
 out:
 	for (i = 0; ts && i < n; i++) {

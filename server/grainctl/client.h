@@ -36,6 +36,12 @@ struct client_reply {
 int client_run(const char *const *hosts, size_t n, const struct client_request *req,
 	       int parallel, long timeout_ms, struct client_reply *replies);
 
+/* The same with a request of its own for each host: reqs[i] goes to
+ * hosts[i]; a request whose method is NULL is not sent (its reply keeps
+ * status 0 and an empty transport_error). */
+int client_run_each(const char *const *hosts, size_t n, const struct client_request *reqs,
+		    int parallel, long timeout_ms, struct client_reply *replies);
+
 void client_reply_clear(struct client_reply *r);
 
 /* `s` escaped for a URL path segment or query value, malloc'd (NULL when

@@ -59,7 +59,33 @@ static Graind__Status *reply_status(const struct client_reply *r)
 	return st;
 }
 
-static void print_error(const char *host, const Graind__Status *st)
+int ctl_reply_decode(const struct client_reply *r, const ProtobufCMessageDescriptor *d,
+		     ProtobufCMessage **msg, Graind__Status **st)
+{
+	struct gerr err = { 0 };
+
+	*msg = NULL;
+	*st = NULL;
+	if (!d)
+		d = &graind__empty__descriptor;
+	if (r->status < 200 || r->status > 299) {
+		*st = reply_status(r);
+		return -1;
+	}
+	/* A 204 has no body and no type: an empty protobuf message. */
+	if (codec_decode(is_protobuf(r->content_type) || !r->body_len ? CODEC_PROTOBUF : CODEC_JSON,
+			 d, r->body, r->body_len, msg, &err) == 0)
+		return 0;
+	if ((*st = (Graind__Status *)pbmsg_new(&graind__status__descriptor))) {
+		char m[600];
+
+		snprintf(m, sizeof(m), "the answer is no %s: %s", d->name, err.msg);
+		pbmsg_set_string(&(*st)->message, m);
+	}
+	return -1;
+}
+
+void ctl_print_error(const char *host, const Graind__Status *st)
 {
 	char code[32] = "";
 
@@ -72,7 +98,7 @@ static void print_error(const char *host, const Graind__Status *st)
 		ctl_verify_detail(st->verify_report, stderr);
 }
 
-static void print_summary(const struct client_reply *r, int width, const char *failure)
+void ctl_print_summary(const struct client_reply *r, int width, const char *failure)
 {
 	const char *word = failure ? "failed" : "ok    ";
 
@@ -100,29 +126,8 @@ int ctl_execute(struct ctl *ctl, struct client_request *req, const struct ctl_vi
 	req->token = ctl->token;
 	client_run(ctl->hosts, ctl->nhosts, req, ctl->parallel, ctl->timeout_ms, replies);
 
-	for (i = 0; i < ctl->nhosts; i++) {
-		const struct client_reply *r = &replies[i];
-		const ProtobufCMessageDescriptor *d = view->reply ? view->reply
-								  : &graind__empty__descriptor;
-		struct gerr err = { 0 };
-
-		if (r->status < 200 || r->status > 299) {
-			errs[i] = reply_status(r);
-			continue;
-		}
-		/* A 204 has no body and no type: an empty protobuf message. */
-		if (codec_decode(is_protobuf(r->content_type) || !r->body_len ? CODEC_PROTOBUF
-								      : CODEC_JSON, d,
-				 r->body, r->body_len, &msgs[i], &err) < 0) {
-			errs[i] = (Graind__Status *)pbmsg_new(&graind__status__descriptor);
-			if (errs[i]) {
-				char m[600];
-
-				snprintf(m, sizeof(m), "the answer is no %s: %s", d->name, err.msg);
-				pbmsg_set_string(&errs[i]->message, m);
-			}
-		}
-	}
+	for (i = 0; i < ctl->nhosts; i++)
+		ctl_reply_decode(&replies[i], view->reply, &msgs[i], &errs[i]);
 
 	for (i = 0; i < ctl->nhosts; i++) {
 		any_ok |= msgs[i] != NULL;
@@ -147,7 +152,7 @@ int ctl_execute(struct ctl *ctl, struct client_request *req, const struct ctl_vi
 			if (errs[i] || msgs[i])
 				output_json(ctl->fmt, host, errs[i] ? &errs[i]->base : msgs[i], errs[i]);
 		} else if (errs[i]) {
-			print_error(host, errs[i]);
+			ctl_print_error(host, errs[i]);
 		} else if (msgs[i] && view->rows) {
 			struct ctl_rows rows = { table, multi ? host : NULL, view->ncols };
 
@@ -180,7 +185,7 @@ int ctl_execute(struct ctl *ctl, struct client_request *req, const struct ctl_vi
 		if (failure)
 			exit_code = CTL_EXIT_HOST;
 		if (multi)
-			print_summary(&replies[i], width, failure);
+			ctl_print_summary(&replies[i], width, failure);
 	}
 out:
 	for (i = 0; i < ctl->nhosts; i++) {

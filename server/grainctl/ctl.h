@@ -82,6 +82,16 @@ struct ctl_view {
  * per `view` and ctl->fmt. Returns the exit code. */
 int ctl_execute(struct ctl *ctl, struct client_request *req, const struct ctl_view *view);
 
+/* A reply as the message `d` (NULL: Empty) into *msg, or as the error
+ * into *st (the agent's graind.Status, or one saying what came instead);
+ * 0 or -1. Free both with pbmsg_free(). */
+int ctl_reply_decode(const struct client_reply *r, const ProtobufCMessageDescriptor *d,
+		     ProtobufCMessage **msg, Graind__Status **st);
+/* "HOST: message (code)" on stderr. */
+void ctl_print_error(const char *host, const Graind__Status *st);
+/* The per-host line on stderr: host (padded to width), ok or failed, time. */
+void ctl_print_summary(const struct client_reply *r, int width, const char *failure);
+
 /* Helpers for views. */
 const char *ctl_field_text(const Graind__Field *f, char *buf, size_t n);
 /* "k=v k=v" of fields, or tags, into buf. */
@@ -94,6 +104,7 @@ extern const struct ctl_cmd ctl_object_cmds[];
 extern const struct ctl_cmd ctl_probe_cmds[];
 extern const struct ctl_cmd ctl_data_cmds[];     /* status, maps, samples */
 extern const struct ctl_cmd ctl_sink_cmds[];
+extern const struct ctl_cmd ctl_apply_cmds[];    /* plan, apply */
 
 /* Read a whole file (malloc'd, NUL-terminated); -1 with errno. */
 int ctl_read_file(const char *path, char **buf, size_t *len);

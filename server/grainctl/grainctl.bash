@@ -27,10 +27,10 @@ _grainctl()
 	done
 
 	if [[ -z $family ]]; then
-		COMPREPLY=($(compgen -W "status objects probes maps samples sinks $globals" -- "$cur"))
+		COMPREPLY=($(compgen -W "status plan apply objects probes maps samples sinks $globals" -- "$cur"))
 		return
 	fi
-	if [[ -z $verb && $family != status ]]; then
+	if [[ -z $verb && $family != status && $family != plan && $family != apply ]]; then
 		case $family in
 		objects) COMPREPLY=($(compgen -W "push ls get rm verify" -- "$cur")) ;;
 		probes) COMPREPLY=($(compgen -W "ls get put attach detach rm" -- "$cur")) ;;
@@ -46,6 +46,7 @@ _grainctl()
 	"probes put") opts="--file -f --if-match" ;;
 	"sinks apply") opts="--file -f" ;;
 	"samples ls") opts="--probe --map --after --limit" ;;
+	"plan "*|"apply "*) opts="--file -f --prune" ;;
 	esac
 	COMPREPLY=($(compgen -W "$opts $globals" -- "$cur"))
 }

@@ -412,9 +412,9 @@ def test_help_on_every_command(ctl):
     assert main.returncode == 0
     for code in ("0  every host", "1  a host failed", "2  usage"):
         assert code in main.stdout
-    commands = re.findall(r"^  (status|(?:objects|probes|maps|samples|sinks) \w+)",
+    commands = re.findall(r"^  (status|plan|apply|(?:objects|probes|maps|samples|sinks) \w+)",
                           main.stdout, re.M)
-    assert len(commands) == 18, commands
+    assert len(commands) == 20, commands
     for c in commands:
         p = ctl.run(*c.split(), "--help")
         assert p.returncode == 0, c
@@ -441,6 +441,7 @@ def test_bash_completion_script(tmp_path):
         ["attach", "detach", "get", "ls", "put", "rm"]
     assert complete("grainctl -o j") == ["json", "jsonl"]
     assert "--if-match" in complete("grainctl probes put x --")
+    assert "--prune" in complete("grainctl apply -f d --p")
 
 
 # ---------------------------------------------------------------- many hosts
@@ -597,3 +598,142 @@ def test_colours_only_on_a_terminal(a, ctl, tmp_path):
     assert "NAME" in plain and "\033[" not in plain
     # Not a terminal: no escape codes either.
     assert "\033[" not in ctl.ok(a, "probes", "ls").stdout
+
+
+# ---------------------------------------------------------------- plan, apply
+
+def write_docs(d, pid_a=1, with_sink=True):
+    d.mkdir(exist_ok=True)
+    shutil.copy(HOOKS, d / "hooks.bpf.o")
+    spec = tp_spec("x", pid_a)
+    del spec["objectSha256"]
+    probes = [{"kind": "Probe", "name": "tp-a", "objectFile": "hooks.bpf.o", "spec": spec},
+              {"kind": "Probe", "name": "tp-b", "objectFile": "hooks.bpf.o",
+               "spec": {**spec, "desiredState": "DETACHED"}}]
+    (d / "probes.json").write_text(json.dumps(probes))
+    sink = d / "sink.json"
+    if with_sink:
+        sink.write_text(json.dumps({"kind": "Sink", "name": "stats", "spec": {
+            "statsd": {"host": "127.0.0.1", "port": 9, "prefix": "fleet"}}}))
+    elif sink.exists():
+        sink.unlink()
+    return str(d)
+
+
+def audit_writes(ag, token):
+    time.sleep(0.5)    # records are written within about 100 ms
+    return len(ag.get("/v1/audit?page_size=1000", token=token).json().get("entries", []))
+
+
+def jsonl(p):
+    return {d["host"]: d for d in map(json.loads, p.stdout.splitlines())}
+
+
+def test_plan_apply_converge_repair_drift_and_prune(fleet, ctl, tmp_path):
+    agents, token = fleet
+    tf = token_file(tmp_path, token, "fleet-token")
+    hosts = [x for ag in agents for x in ("--host", ag.url)]
+    docs = write_docs(tmp_path / "docs")
+    sha = hashlib.sha256(open(HOOKS, "rb").read()).hexdigest()
+
+    def run(*args):
+        return ctl.run(*hosts, "--token-file", tf, *args)
+
+    # plan changes nothing and says what apply will do.
+    p = run("-o", "jsonl", "plan", "-f", docs)
+    assert p.returncode == 0, p.stderr
+    for ag in agents:
+        changes = jsonl(p)[ag.url]["result"]["changes"]
+        assert [(c["action"], c["kind"], c["name"]) for c in changes] == [
+            ("push", "Object", sha), ("create", "Probe", "tp-a"), ("create", "Probe", "tp-b"),
+            ("create", "Sink", "stats")]
+        assert ag.get("/v1/probes", token=token).json().get("probes", []) == []
+
+    p = run("apply", "-f", docs)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stderr.count("converged") == 3
+    for ag in agents:
+        a_ = ag.get("/v1/probes/tp-a", token=token).json()
+        assert a_["spec"]["objectSha256"] == sha
+        assert a_["programs"][0]["state"] == "PROGRAM_ATTACHED"
+        b_ = ag.get("/v1/probes/tp-b", token=token).json()
+        assert b_["programs"][0]["state"] == "PROGRAM_DETACHED"
+        assert ag.get("/v1/sinks/stats", token=token).json()["statsd"]["prefix"] == "fleet"
+
+    # A second apply writes nothing: no audit record, generations as they were.
+    gens = [{p_["name"]: p_["generation"] for p_ in ag.get("/v1/probes", token=token).json()["probes"]}
+            for ag in agents]
+    writes = [audit_writes(ag, token) for ag in agents]
+    p = run("-o", "jsonl", "apply", "-f", docs)
+    assert p.returncode == 0
+    for ag in agents:
+        r = jsonl(p)[ag.url]["result"]
+        assert r["changes"] == [] and r["unchanged"] == 3
+    assert [audit_writes(ag, token) for ag in agents] == writes
+    assert [{p_["name"]: p_["generation"] for p_ in ag.get("/v1/probes", token=token).json()["probes"]}
+            for ag in agents] == gens
+
+    # Drift: a probe deleted on one host, a constant changed on another.
+    assert agents[0].delete("/v1/probes/tp-a", token=token).status_code == 204
+    drifted = tp_spec(sha, 4242)
+    r = agents[2].request("PUT", "/v1/probes/tp-a", token=token, json=drifted)
+    assert r.status_code == 200, r.text
+    p = run("-o", "jsonl", "plan", "-f", docs)
+    assert p.returncode == 0
+    plan = jsonl(p)
+    assert [(c["action"], c["name"]) for c in plan[agents[0].url]["result"]["changes"]] == \
+        [("create", "tp-a")]
+    assert plan[agents[1].url]["result"]["changes"] == []
+    change, = plan[agents[2].url]["result"]["changes"]
+    assert change["action"] == "change"
+    assert change["diff"] == [{"path": "spec.constants[0].value", "from": "4242", "to": "1"}]
+    text = run("plan", "-f", docs).stdout
+    assert 'spec.constants[0].value: "4242" -> "1"' in text
+    p = run("apply", "-f", docs)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for ag in (agents[0], agents[2]):
+        assert ag.get("/v1/probes/tp-a", token=token).json()["spec"]["constants"] == \
+            [{"name": "target_pid", "value": "1"}]
+
+    # One host down: reported, exit 1; the others converge on a change.
+    assert agents[1].stop() == 0
+    docs = write_docs(tmp_path / "docs", pid_a=7, with_sink=False)
+    p = run("-o", "jsonl", "apply", "-f", docs)
+    assert p.returncode == 1
+    out = jsonl(p)
+    assert "error" in out[agents[1].url]
+    for ag in (agents[0], agents[2]):
+        assert [c["action"] for c in out[ag.url]["result"]["changes"]] == ["change", "change"]
+        assert all(c["done"] for c in out[ag.url]["result"]["changes"])
+        assert out[ag.url]["result"]["notInFiles"] == 1     # the sink, kept
+        assert ag.get("/v1/probes/tp-a", token=token).json()["spec"]["constants"][0]["value"] == "7"
+        assert ag.get("/v1/sinks/stats", token=token).status_code == 200
+
+    # --prune removes what the files no longer name.
+    live = [x for ag in (agents[0], agents[2]) for x in ("--host", ag.url)]
+    p = ctl.run(*live, "--token-file", tf, "apply", "-f", docs, "--prune")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "- sink stats: removed" in p.stdout
+    for ag in (agents[0], agents[2]):
+        assert ag.get("/v1/sinks/stats", token=token).status_code == 404
+        assert ag.get("/v1/probes/tp-a", token=token).status_code == 200
+
+
+@pytest.mark.parametrize("doc,says", [
+    ({"kind": "Probe", "name": "p", "spec": {"builtin": "dns", "programz": []}}, "programz"),
+    ({"kind": "Thing", "name": "p", "spec": {}}, "kind: Probe or Sink"),
+    ({"kind": "Probe", "spec": {}}, "name"),
+    ({"kind": "Probe", "name": "p", "spec": {}, "extra": 1}, "extra: unknown field"),
+    ({"kind": "Sink", "name": "s", "spec": {"name": "s"}}, "spec.name"),
+    ({"kind": "Probe", "name": "p", "objectFile": "missing.o", "spec": {}}, "missing.o"),
+    ([{"kind": "Sink", "name": "s", "spec": {}}, {"kind": "Sink", "name": "s", "spec": {}}],
+     "already in"),
+])
+def test_documents_that_do_not_parse_exit_2(ctl, tmp_path, doc, says):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "x.json").write_text(json.dumps(doc))
+    p = ctl.run("--host", "http://127.0.0.1:1", "plan", "-f", str(d))
+    assert p.returncode == 2, p.stderr
+    assert says in p.stderr and "x.json" in p.stderr, p.stderr
+    assert "Couldn't connect" not in p.stderr
