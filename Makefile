@@ -11,7 +11,7 @@ RUN_ARGS ?=
 # Debian packages: to build and run, then what tests and benchmarks add.
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
-	libjansson-dev libcurl4-openssl-dev clang llvm bpftool iproute2 curl
+	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl
 DEB_TEST  := libcmocka-dev strace protobuf-compiler python3-pytest python3-requests \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap
@@ -111,7 +111,7 @@ $(BUILD)/config.mk: Makefile | deps
 	@mkdir -p $(BUILD)
 	@{ echo "PKG_CFLAGS := $$(pkg-config --cflags $(PKGS))" && \
 	   echo "PKG_LIBS := $$(pkg-config --libs $(filter-out libcurl,$(PKGS)))" && \
-	   echo "CTL_LIBS := $$(pkg-config --libs libprotobuf-c jansson libcurl)"; } > $@.tmp
+	   echo "CTL_LIBS := $$(pkg-config --libs libprotobuf-c jansson libcurl yaml-0.1)"; } > $@.tmp
 	@mv $@.tmp $@
 
 # ---------------------------------------------------------------- generated

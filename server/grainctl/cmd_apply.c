@@ -526,13 +526,13 @@ const struct ctl_cmd ctl_apply_cmds[] = {
 	{ "plan", NULL, "-f DIR [--prune]",
 	  "what apply would push, create, change (field by field) or, with --prune, remove "
 	  "on each host", 0, 0,
-	  { { "file", 'f', true, "a directory of *.json documents, or one file" },
+	  { { "file", 'f', true, "a directory of *.json/*.yaml documents, or one file" },
 	    { "prune", 0, false, "also remove probes and sinks the documents do not name" } },
 	  plan },
 	{ "apply", NULL, "-f DIR [--prune]",
 	  "make each host hold what the documents declare; nothing is written where "
 	  "nothing differs", 0, 0,
-	  { { "file", 'f', true, "a directory of *.json documents, or one file" },
+	  { { "file", 'f', true, "a directory of *.json/*.yaml documents, or one file" },
 	    { "prune", 0, false, "also remove probes and sinks the documents do not name" } },
 	  apply },
 	{ 0 }

@@ -11,6 +11,7 @@
 
 #include "build/proto/graind.pb-c.h"
 #include "server/grainctl/ctl.h"
+#include "server/grainctl/yamldoc.h"
 #include "server/util/codec.h"
 #include "server/util/pbmsg.h"
 
@@ -228,16 +229,39 @@ out:
 	return ret;
 }
 
+static bool has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+static bool is_yaml(const char *name)
+{
+	return has_suffix(name, ".yaml") || has_suffix(name, ".yml");
+}
+
 static int load_file(struct declare_set *set, const char *dir, const char *path,
 		     struct gerr *err)
 {
 	json_error_t jerr;
-	json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *j = NULL;
 	char source[4096];
 	int ret = 0;
 
-	if (!j)
+	/* A YAML stream is an array of its documents. */
+	if (is_yaml(path)) {
+		if (yamldoc_load(path, &j, err) < 0)
+			return -1;
+		if (json_array_size(j) == 1) {
+			json_t *one = json_incref(json_array_get(j, 0));
+
+			json_decref(j);
+			j = one;
+		}
+	} else if (!(j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr))) {
 		return gerr_set(err, 400, "%s:%d: %s", path, jerr.line, jerr.text);
+	}
 	if (json_is_array(j)) {
 		for (size_t i = 0; ret == 0 && i < json_array_size(j); i++) {
 			snprintf(source, sizeof(source), "%s[%zu]", path, i);
@@ -255,11 +279,9 @@ static int by_name(const struct dirent **a, const struct dirent **b)
 	return strcmp((*a)->d_name, (*b)->d_name);
 }
 
-static int is_json(const struct dirent *e)
+static int is_document(const struct dirent *e)
 {
-	size_t n = strlen(e->d_name);
-
-	return e->d_name[0] != '.' && n > 5 && strcmp(e->d_name + n - 5, ".json") == 0;
+	return e->d_name[0] != '.' && (has_suffix(e->d_name, ".json") || is_yaml(e->d_name));
 }
 
 int declare_load(const char *dir, struct declare_set *set, struct gerr *err)
@@ -284,7 +306,7 @@ int declare_load(const char *dir, struct declare_set *set, struct gerr *err)
 		free(parent);
 		return ret;
 	}
-	if ((n = scandir(dir, &names, is_json, by_name)) < 0)
+	if ((n = scandir(dir, &names, is_document, by_name)) < 0)
 		return gerr_set(err, 400, "%s: %s", dir, strerror(errno));
 	for (int i = 0; i < n; i++) {
 		if (ret == 0) {
@@ -299,6 +321,6 @@ int declare_load(const char *dir, struct declare_set *set, struct gerr *err)
 	}
 	free(names);
 	if (ret == 0 && set->n == 0)
-		ret = gerr_set(err, 400, "%s holds no *.json document", dir);
+		ret = gerr_set(err, 400, "%s holds no *.json, *.yaml or *.yml document", dir);
 	return ret;
 }

@@ -6,8 +6,9 @@
  * graind.Sink without its name, both in proto3 JSON. A Probe may name its
  * object by file instead, "objectFile": "hooks.bpf.o" (relative to the
  * document), which apply pushes before the probe and refers to by digest.
- * A file holds one document or an array of them; a directory is every
- * *.json file in it, in name order. Specs are checked against the schema
+ * A file holds one document or an array of them; a YAML file (*.yaml,
+ * *.yml, through yamldoc.h) is the same in YAML, one document or a stream
+ * of them; a directory is every such file in it, in name order. Specs are checked against the schema
  * when loaded, and kept as their canonical proto3 JSON (defaults omitted),
  * which is what the agent answers, so equal specs compare equal. */
 #ifndef GRAINCTL_DECLARE_H
@@ -37,7 +38,7 @@ struct declare_set {
 	size_t n;
 };
 
-/* Load every document of the *.json files in `dir` (or of the file `dir`).
+/* Load every document of the *.json, *.yaml and *.yml files in `dir` (or of the file `dir`).
  * 400 naming the file and field when one does not parse, and when a kind's
  * name comes twice. */
 int declare_load(const char *dir, struct declare_set *set, struct gerr *err);

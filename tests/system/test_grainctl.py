@@ -737,3 +737,72 @@ def test_documents_that_do_not_parse_exit_2(ctl, tmp_path, doc, says):
     assert p.returncode == 2, p.stderr
     assert says in p.stderr and "x.json" in p.stderr, p.stderr
     assert "Couldn't connect" not in p.stderr
+
+
+YAML_DOCS = """\
+# the same documents as write_docs(), in YAML
+kind: Probe
+name: tp-a
+objectFile: hooks.bpf.o
+spec:
+  programs:
+    - program: count_getpid
+      attach:
+        tracepoint: {category: syscalls, name: sys_enter_getpid}
+  constants:
+    - name: target_pid
+      value: "1"
+---
+kind: Probe
+name: tp-b
+objectFile: hooks.bpf.o
+spec:
+  programs:
+  - program: count_getpid
+    attach: {tracepoint: {category: syscalls, name: sys_enter_getpid}}
+  constants: [{name: target_pid, value: '1'}]
+  desiredState: DETACHED
+"""
+
+YAML_SINK = """\
+kind: Sink
+name: stats
+spec:
+  statsd:
+    host: 127.0.0.1
+    port: 9
+    prefix: fleet
+"""
+
+
+def test_yaml_documents_are_the_json_ones(a, ctl, tmp_path):
+    tf = token_file(tmp_path, a.admin, "y-token")
+    base = ("--host", a.url, "--token-file", tf)
+    jdocs = write_docs(tmp_path / "json")
+    ydir = tmp_path / "yaml"
+    ydir.mkdir()
+    shutil.copy(HOOKS, ydir / "hooks.bpf.o")
+    (ydir / "probes.yaml").write_text(YAML_DOCS)
+    (ydir / "sink.yml").write_text(YAML_SINK)
+    try:
+        p = ctl.run(*base, "-o", "jsonl", "plan", "-f", str(ydir))
+        assert p.returncode == 0, p.stderr
+        assert [c["name"] for c in json.loads(p.stdout)["result"]["changes"]][1:] == \
+            ["tp-a", "tp-b", "stats"]
+        assert ctl.run(*base, "apply", "-f", jdocs).returncode == 0
+        # Applied from JSON, planned from YAML: nothing differs.
+        p = ctl.run(*base, "-o", "jsonl", "plan", "-f", str(ydir))
+        assert p.returncode == 0, p.stderr
+        r = json.loads(p.stdout)["result"]
+        assert r["changes"] == [] and r["unchanged"] == 3, r
+
+        (ydir / "sink.yml").write_text(YAML_SINK + "  bad: [unclosed\n")
+        p = ctl.run(*base, "plan", "-f", str(ydir))
+        assert p.returncode == 2 and "sink.yml:" in p.stderr, p.stderr
+        (ydir / "sink.yml").write_text(YAML_SINK.replace("port: 9", "port: nine"))
+        p = ctl.run(*base, "plan", "-f", str(ydir))
+        assert p.returncode == 2 and "statsd.port" in p.stderr, p.stderr
+    finally:
+        for n in ("tp-a", "tp-b"):
+            a.delete(f"/v1/probes/{n}")
+        a.delete("/v1/sinks/stats")
