@@ -84,7 +84,7 @@ static void usage_main(FILE *f)
 		"colours: only on a terminal, never when NO_COLOR is set.\n"
 		"\n"
 		"exit status:\n"
-		"  0  every host answered with success\n"
+		"  0  every host answered with success (apply: every host converged)\n"
 		"  1  a host failed: no answer, an error answer, or a program the verifier refused\n"
 		"  2  usage: a bad command line or an input file that does not parse\n"
 		"\n"
