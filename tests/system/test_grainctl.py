@@ -2,6 +2,7 @@
 compared with what the REST API answers, errors and exit codes, several
 hosts at once (one of them down), the unix socket."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import Agent, PIN_ROOT, bpf_object, start_module_agent, TEST_BPF
+from conftest import Agent, PIN_ROOT, bpf_object, start_module_agent, TEST_BPF, veth_namespace
 
 GRAINCTL = os.environ.get("GRAINCTL_BIN", os.path.abspath("build/asan/grainctl"))
 RUN = os.getpid() % 10000
@@ -808,3 +809,57 @@ def test_yaml_documents_are_the_json_ones(a, ctl, tmp_path):
         for n in ("tp-a", "tp-b"):
             a.delete(f"/v1/probes/{n}")
         a.delete("/v1/sinks/stats")
+
+
+def test_fleet_in_network_namespaces(ctl, tmp_path):
+    """Four agents, each in a network namespace of its own with its own state
+    directory and pin root, reached over veth addresses of 198.18.0.0/15:
+    apply converges them, a second apply writes nothing, one host down is
+    reported and the others still converge."""
+    token = "ns-fleet-" + os.urandom(24).hex()
+    agents = []
+    with contextlib.ExitStack() as stack:
+        for i in range(4):
+            n = stack.enter_context(veth_namespace("cdef"[i], i))
+            d = tmp_path / f"ns{i}"
+            d.mkdir()
+            (d / "admin.token").write_text(token + "\n")
+            (d / "admin.token").chmod(0o600)
+            ag = Agent(str(d), ["--pin-root", f"{PIN_ROOT}-ns{i}"],
+                       wrapper=["ip", "netns", "exec", n.ns], host=n.ns_ip)
+            stack.callback(shutil.rmtree, f"{PIN_ROOT}-ns{i}", True)
+            stack.callback(lambda ag=ag: ag.alive() and ag.stop())
+            agents.append(ag.start())
+        assert len({ag.url for ag in agents}) == 4
+        assert all(ag.url.startswith("http://198.1") for ag in agents)
+        tf = token_file(tmp_path, token, "ns-token")
+        hf = tmp_path / "fleet.txt"
+        hf.write_text("".join(ag.url + "\n" for ag in agents))
+        docs = write_docs(tmp_path / "docs")
+        run = lambda *a: ctl.run("--hosts-file", str(hf), "--token-file", tf, *a)
+
+        p = run("apply", "-f", docs)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert p.stderr.count("converged") == 4
+        for ag in agents:
+            names = [x["name"] for x in ag.get("/v1/probes", token=token).json()["probes"]]
+            assert names == ["tp-a", "tp-b"]
+            assert ag.get("/v1/sinks/stats", token=token).status_code == 200
+        writes = [audit_writes(ag, token) for ag in agents]
+        p = run("-o", "jsonl", "apply", "-f", docs)
+        assert p.returncode == 0
+        assert all(d["result"]["changes"] == [] for d in jsonl(p).values())
+        assert [audit_writes(ag, token) for ag in agents] == writes
+
+        assert agents[3].stop() == 0
+        docs = write_docs(tmp_path / "docs", pid_a=9)
+        p = run("-o", "jsonl", "--timeout", "3", "apply", "-f", docs)
+        assert p.returncode == 1
+        out = jsonl(p)
+        assert "error" in out[agents[3].url]
+        for ag in agents[:3]:
+            assert all(c["done"] for c in out[ag.url]["result"]["changes"])
+            spec = ag.get("/v1/probes/tp-a", token=token).json()["spec"]
+            assert spec["constants"][0]["value"] == "9"
+        for ag in agents[:3]:
+            assert ag.stop() == 0, ag.read_log()[-3000:]
