@@ -256,6 +256,16 @@ static int action_request(const struct action *a, struct client_request *req, ch
 	return 0;
 }
 
+/* What the agent answers to an action. */
+static const ProtobufCMessageDescriptor *reply_desc(const struct action *a)
+{
+	if (a->act == ACT_PUSH)
+		return &graind__object__descriptor;
+	if (a->act == ACT_DELETE)
+		return &graind__empty__descriptor;
+	return a->kind == DECLARE_PROBE ? &graind__probe__descriptor : &graind__sink__descriptor;
+}
+
 /* Round k sends each host its k-th action, unless one before it failed. */
 static void apply_all(struct ctl *ctl, struct host_plan *plans)
 {
@@ -292,13 +302,8 @@ static void apply_all(struct ctl *ctl, struct host_plan *plans)
 			if (reqs[i].method) {
 				struct action *a = &plans[i].acts[k];
 
-				if (ctl_reply_decode(&replies[i], NULL, &m, &a->error) < 0 &&
-				    replies[i].status >= 200 && replies[i].status <= 299) {
-					/* A success whose body is the resource, not Empty. */
-					pbmsg_free(&a->error->base);
-					a->error = NULL;
-				}
-				a->done = !a->error;
+				a->done = ctl_reply_decode(&replies[i], reply_desc(a), &m,
+							   &a->error) == 0;
 				stopped[i] |= !a->done;
 				pbmsg_free(m);
 			}

@@ -863,3 +863,19 @@ def test_fleet_in_network_namespaces(ctl, tmp_path):
             assert spec["constants"][0]["value"] == "9"
         for ag in agents[:3]:
             assert ag.stop() == 0, ag.read_log()[-3000:]
+
+
+def test_probe_the_verifier_refuses_shows_its_report(a, ctl, tmp_path):
+    sha = a.upload(open(REJECT, "rb").read()).json()["sha256"]
+    spec = {"objectSha256": sha, "programs": [{"program": "read_past_end",
+                                               "attach": {"xdp": {"ifname": "lo"}}}]}
+    name = f"ctl-rej-{RUN}"
+    rest = a.request("PUT", f"/v1/probes/{name}-rest", json=spec)
+    assert rest.status_code == 422, rest.text
+    p = ctl.on(a, "probes", "put", name, "-f", spec_file(tmp_path, spec))
+    assert p.returncode == 1
+    assert rest.json()["message"] in p.stderr and "(422)" in p.stderr
+    verdict = rest.json()["verifyReport"]["programs"][0]
+    assert f"at {verdict['sourceLine']}: {verdict['sourceText']}" in p.stderr
+    assert [l for l in p.stderr.splitlines() if l.startswith(">> ")]
+    assert a.get(f"/v1/probes/{name}").status_code == 404
