@@ -11,7 +11,7 @@ RUN_ARGS ?=
 # Debian packages: to build and run, then what tests and benchmarks add.
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
-	libjansson-dev libcurl4-openssl-dev clang llvm bpftool iproute2 curl
+	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl
 DEB_TEST  := libcmocka-dev strace protobuf-compiler python3-pytest python3-requests \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap
@@ -33,12 +33,16 @@ CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
 	-DGRAIND_VERSION=\"$(VERSION)\" $(PKG_CFLAGS)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
-# libcurl is not linked: the S3 sink loads it on first use (server/sink/s3.c).
+# libcurl is not linked into the agent: the S3 sink loads it on first use
+# (server/sink/s3.c). grainctl links it (CTL_LIBS).
 LDLIBS   := $(PKG_LIBS) -lpthread -lm -ldl
 
 GEN_C    := $(BUILD)/proto/graind.pb-c.c
 GEN_H    := $(BUILD)/proto/graind.pb-c.h
-LIB_SRC  := $(filter-out server/main.c,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
+LIB_SRC  := $(filter-out server/main.c server/grainctl/%,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
+# grainctl, the client: its own files, the agent's codec and schema, libcurl linked.
+CTL_SRC  := $(sort $(wildcard server/grainctl/*.c)) server/util/codec.c server/util/pbmsg.c \
+	server/util/gerr.c server/util/utf8.c server/util/clock.c server/util/sha256.c
 WEB_FILES := $(sort $(wildcard web/*))
 EMBED_S  := $(BUILD)/embed.S
 # Built-in probes: bpf/<name>.bpf.c → $(BUILD)/bpf/<name>.bpf.o, embedded.
@@ -48,6 +52,8 @@ BPF_ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/;s/ppc64le/pow
 ALL_SRC  := $(LIB_SRC) $(GEN_C)
 
 OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/proto/graind.pb-c.o $(BUILD)/obj/embed.o
+CTL_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CTL_SRC)) $(BUILD)/obj/proto/graind.pb-c.o
+CTL_ASAN_OBJ := $(patsubst %.c,$(BUILD)/asan/%.o,$(CTL_SRC)) $(BUILD)/asan/proto/graind.pb-c.o
 ASAN_OBJ := $(patsubst %.c,$(BUILD)/asan/%.o,$(LIB_SRC)) $(BUILD)/asan/proto/graind.pb-c.o $(BUILD)/obj/embed.o
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -63,11 +69,11 @@ BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-g
 	fuzz fuzz-ci fuzz-build
 .DELETE_ON_ERROR:
 
-all: $(BUILD)/graind
+all: $(BUILD)/graind $(BUILD)/grainctl
 
 help:
 	@echo "make deps    install missing Debian packages (apt-get)"
-	@echo "make         build $(BUILD)/graind"
+	@echo "make         build $(BUILD)/graind and $(BUILD)/grainctl"
 	@echo "make run     build and start graind in the foreground (RUN_ARGS=... adds flags)"
 	@echo "make test    install test packages, build with ASan+UBSan, run every test"
 	@echo "make asan    build the ASan+UBSan agent and unit tests in $(BUILD)/asan"
@@ -107,7 +113,8 @@ $(BUILD)/config.mk: Makefile | deps
 	@mkdir -p $(BUILD)
 	@cflags=$$(pkg-config --cflags $(PKGS)) && \
 	libs=$$(pkg-config --libs $(filter-out libcurl,$(PKGS))) && \
-	printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$cflags" "$$libs" > $@.tmp
+	ctl=$$(pkg-config --libs libprotobuf-c jansson libcurl yaml-0.1) && \
+	printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\nCTL_LIBS := %s\n' "$$cflags" "$$libs" "$$ctl" > $@.tmp
 	@mv $@.tmp $@
 
 # ---------------------------------------------------------------- generated
@@ -186,7 +193,13 @@ $(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_OBJ) | deps-test
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANITIZE) -MMD -MP -MF $@.d -MT $@ -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
-asan: $(BUILD)/asan/graind $(UNIT_BIN)
+$(BUILD)/grainctl: $(CTL_OBJ)
+	$(CC) -o $@ $^ $(CTL_LIBS)
+
+$(BUILD)/asan/grainctl: $(CTL_ASAN_OBJ)
+	$(CC) $(SANITIZE) -o $@ $^ $(CTL_LIBS)
+
+asan: $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(UNIT_BIN)
 
 # ---------------------------------------------------------------- BPF
 
@@ -223,8 +236,9 @@ $(PEERS)/node_modules/.package-lock.json: $(PEERS)/package.json $(PEERS)/package
 
 peers: $(PEERS)/node_modules/.package-lock.json
 
-system: deps-test peers $(BUILD)/asan/graind $(TEST_BPF_OBJ)
+system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/asan/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf \
+		GRAINCTL_BIN=$(CURDIR)/$(BUILD)/asan/grainctl \
 		GRAIND_PROTO=$(CURDIR)/proto/graind.proto \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/system
 

@@ -34,10 +34,11 @@ def free_port():
 class Agent:
     """A running graind. `url` is its base URL; `admin`/`reader` its tokens."""
 
-    def __init__(self, state_dir, extra_args=(), wrapper=()):
+    def __init__(self, state_dir, extra_args=(), wrapper=(), host="127.0.0.1"):
         self.state_dir = state_dir
         self.extra_args = list(extra_args)
         self.wrapper = list(wrapper)    # a command that execs graind
+        self.host = host                # where it listens: e.g. in a namespace
         self.proc = None
         self.port = None
 
@@ -46,7 +47,7 @@ class Agent:
         self.socket_path = os.path.join(self.state_dir, "graind.sock")
         self.log = open(os.path.join(self.state_dir, "graind.log"), "ab")
         self.proc = subprocess.Popen(
-            [*self.wrapper, GRAIND_BIN, "--listen", f"127.0.0.1:{self.port}",
+            [*self.wrapper, GRAIND_BIN, "--listen", f"{self.host}:{self.port}",
              "--state-dir", self.state_dir, "--pin-root", PIN_ROOT, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         self.banner = b""
@@ -60,7 +61,7 @@ class Agent:
                 break
         if self.proc.poll() is not None:
             raise RuntimeError(f"graind exited with {self.proc.returncode}: {self.read_log()}")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
         self.admin = open(os.path.join(self.state_dir, "admin.token")).read().strip()
         self.reader = open(os.path.join(self.state_dir, "reader.token")).read().strip()
         while time.time() < deadline:

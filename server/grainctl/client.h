@@ -1,0 +1,54 @@
+/* client: one HTTP request to each of many graind hosts, in parallel.
+ *
+ * A host is "http://host:port" (or https://) or "unix:/path/to/graind.sock".
+ * client_run() sends the same request to every host through one libcurl
+ * multi handle, with at most `parallel` transfers in flight and each host
+ * given `timeout_ms` from the moment its transfer starts. Requests ask for
+ * protobuf (Accept: application/x-protobuf); a reply is kept as it came. */
+#ifndef GRAINCTL_CLIENT_H
+#define GRAINCTL_CLIENT_H
+
+#include <stddef.h>
+
+struct client_request {
+	const char *method;        /* "GET", "PUT", "POST", "DELETE" */
+	const char *path;          /* "/v1/probes/x", query included, escaped */
+	const void *body;          /* NULL: no body */
+	size_t body_len;
+	const char *content_type;  /* of the body */
+	const char *token;         /* bearer token, NULL: none */
+	const char *if_match;      /* If-Match header, NULL: none */
+};
+
+struct client_reply {
+	const char *host;          /* as given */
+	int status;                /* HTTP status; 0 when no answer came */
+	char *content_type;        /* malloc'd, NULL when none */
+	char *body;                /* malloc'd, NUL-terminated, body_len bytes */
+	size_t body_len;
+	char transport_error[256]; /* set when status is 0 */
+	long elapsed_ms;
+};
+
+/* Send `req` to each of the n hosts; replies[i] is hosts[i]'s. Returns 0, or
+ * -1 when libcurl could not be set up (every reply then has status 0 and a
+ * transport_error). Free each reply with client_reply_clear(). */
+int client_run(const char *const *hosts, size_t n, const struct client_request *req,
+	       int parallel, long timeout_ms, struct client_reply *replies);
+
+/* The same with a request of its own for each host: reqs[i] goes to
+ * hosts[i]; a request whose method is NULL is not sent (its reply keeps
+ * status 0 and an empty transport_error). */
+int client_run_each(const char *const *hosts, size_t n, const struct client_request *reqs,
+		    int parallel, long timeout_ms, struct client_reply *replies);
+
+void client_reply_clear(struct client_reply *r);
+
+/* `s` escaped for a URL path segment or query value, malloc'd (NULL when
+ * out of memory). */
+char *client_escape(const char *s);
+
+/* 0 when `host` is a URL client_run() accepts, else -1. */
+int client_host_valid(const char *host);
+
+#endif

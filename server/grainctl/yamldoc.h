@@ -1,0 +1,19 @@
+/* yamldoc: YAML files read as the JSON they stand for (libyaml).
+ *
+ * Mappings become objects (keys must be scalars; a key twice is refused),
+ * sequences arrays; a quoted scalar is a string, a plain one null (null,
+ * ~, empty), a boolean (true, false), a number (JSON's syntax) or else a
+ * string. Anchors and aliases are refused, tags ignored. So a YAML
+ * document is exactly the JSON one with the same structure. */
+#ifndef GRAINCTL_YAMLDOC_H
+#define GRAINCTL_YAMLDOC_H
+
+#include <jansson.h>
+
+#include "server/util/gerr.h"
+
+/* Every document of the YAML stream in `path`, as an array; 400 naming
+ * the line when it does not parse. */
+int yamldoc_load(const char *path, json_t **docs, struct gerr *err);
+
+#endif
