@@ -11,13 +11,14 @@ RUN_ARGS ?=
 # Debian packages: to build and run, then what tests and benchmarks add.
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
-	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl
-DEB_TEST  := libcmocka-dev strace protobuf-compiler python3-pytest python3-requests \
+	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl \
+	libnghttp2-dev protobuf-compiler grpc-proto
+DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio python3-h2 \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap
 DEB_BENCH := wrk bpftrace
 
-PKGS     := libbpf libelf libmicrohttpd libprotobuf-c sqlite3 jansson zlib libcurl
+PKGS     := libbpf libelf libmicrohttpd libnghttp2 libprotobuf-c sqlite3 jansson zlib libcurl
 
 # The flags pkg-config gives are only known once `deps` has installed the
 # packages, so they live in $(BUILD)/config.mk, which a rule below writes
@@ -29,7 +30,7 @@ include $(BUILD)/config.mk
 endif
 
 WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers
-CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) \
+CFLAGS   := -std=gnu11 -O2 -g $(WARN) -I. -I$(BUILD) -I$(BUILD)/gen \
 	-DGRAIND_VERSION=\"$(VERSION)\" $(PKG_CFLAGS)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
@@ -39,6 +40,13 @@ LDLIBS   := $(PKG_LIBS) -lpthread -lm -ldl
 
 GEN_C    := $(BUILD)/proto/graind.pb-c.c
 GEN_H    := $(BUILD)/proto/graind.pb-c.h
+# The standard gRPC services' protos (Debian's grpc-proto), compiled to C
+# for the messages, and with ours into the descriptor set reflection serves.
+GRPC_PROTO_DIR := /usr/share/grpc-proto
+GRPC_PROTOS := grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto
+GRPC_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(GRPC_PROTOS))
+GRPC_GEN_H := $(GRPC_GEN_C:.c=.h)
+GRPC_DESC := $(BUILD)/grpc.desc
 LIB_SRC  := $(filter-out server/main.c server/grainctl/%,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
 # grainctl, the client: its own files, the agent's codec and schema, libcurl linked.
 CTL_SRC  := $(sort $(wildcard server/grainctl/*.c)) server/util/codec.c server/util/pbmsg.c \
@@ -51,10 +59,12 @@ BUILTIN_BPF_OBJ := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BUILTIN_BPF_SRC))
 BPF_ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/;s/ppc64le/powerpc/;s/s390x/s390/')
 ALL_SRC  := $(LIB_SRC) $(GEN_C)
 
-OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/proto/graind.pb-c.o $(BUILD)/obj/embed.o
+OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/proto/graind.pb-c.o $(BUILD)/obj/embed.o \
+	$(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(GRPC_GEN_C))
+ASAN_OBJ := $(patsubst %.c,$(BUILD)/asan/%.o,$(LIB_SRC)) $(BUILD)/asan/proto/graind.pb-c.o $(BUILD)/obj/embed.o \
+	$(patsubst $(BUILD)/gen/%.c,$(BUILD)/asan/gen/%.o,$(GRPC_GEN_C))
 CTL_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CTL_SRC)) $(BUILD)/obj/proto/graind.pb-c.o
 CTL_ASAN_OBJ := $(patsubst %.c,$(BUILD)/asan/%.o,$(CTL_SRC)) $(BUILD)/asan/proto/graind.pb-c.o
-ASAN_OBJ := $(patsubst %.c,$(BUILD)/asan/%.o,$(LIB_SRC)) $(BUILD)/asan/proto/graind.pb-c.o $(BUILD)/obj/embed.o
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/asan/tests/%,$(UNIT_SRC))
@@ -123,6 +133,15 @@ $(GEN_C) $(GEN_H) &: proto/graind.proto
 	@mkdir -p $(BUILD)
 	protoc-c --c_out=$(BUILD) $<
 
+$(GRPC_GEN_C) $(GRPC_GEN_H) &: $(addprefix $(GRPC_PROTO_DIR)/,$(GRPC_PROTOS))
+	@mkdir -p $(BUILD)/gen
+	protoc-c -I$(GRPC_PROTO_DIR) --c_out=$(BUILD)/gen $(GRPC_PROTOS)
+
+$(GRPC_DESC): proto/graind.proto $(addprefix $(GRPC_PROTO_DIR)/,$(GRPC_PROTOS))
+	@mkdir -p $(BUILD)
+	protoc -Iproto -I$(GRPC_PROTO_DIR) --include_imports --descriptor_set_out=$@ \
+		graind.proto $(GRPC_PROTOS) grpc/reflection/v1alpha/reflection.proto
+
 # vmlinux.h follows the running kernel's BTF. The BTF file is new at each
 # boot, so a stamp follows its time and the header is rewritten only when
 # the dump differs: a reboot into the same kernel rebuilds no BPF object.
@@ -143,9 +162,12 @@ $(BUILD)/vmlinux.h: $(BUILD)/vmlinux.btf-stamp
 
 # Web UI files embedded into the binary: symbols embed_<name>_start/_end;
 # built-in BPF objects: symbols embed_bpf_<name>_start/_end.
-$(EMBED_S): $(WEB_FILES) $(BUILTIN_BPF_OBJ) Makefile
+$(EMBED_S): $(WEB_FILES) $(BUILTIN_BPF_OBJ) $(GRPC_DESC) Makefile
 	@mkdir -p $(BUILD)
 	@{ echo '.section .rodata'; \
+	  echo ".global embed_grpc_desc_start"; echo ".global embed_grpc_desc_end"; \
+	  echo "embed_grpc_desc_start:"; echo ".incbin \"$(abspath $(GRPC_DESC))\""; \
+	  echo "embed_grpc_desc_end:"; echo ".byte 0"; \
 	  for f in $(WEB_FILES); do \
 		s=$$(basename $$f | tr -c 'a-zA-Z0-9\n' '_'); \
 		echo ".global embed_$${s}_start"; echo ".global embed_$${s}_end"; \
@@ -166,13 +188,21 @@ $(BUILD)/obj/embed.o: $(EMBED_S)
 
 # ---------------------------------------------------------------- C
 
-$(BUILD)/obj/%.o: %.c $(GEN_H)
+$(BUILD)/obj/%.o: %.c $(GEN_H) $(GRPC_GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/asan/%.o: %.c $(GEN_H)
+$(BUILD)/asan/%.o: %.c $(GEN_H) $(GRPC_GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANITIZE) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/asan/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANITIZE) -Wno-unused-parameter -c $< -o $@
 
 $(BUILD)/obj/proto/graind.pb-c.o: $(GEN_C)
 	@mkdir -p $(dir $@)

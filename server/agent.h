@@ -26,6 +26,7 @@ struct agent {
 	pthread_mutex_t probe_lock;
 	int64_t started_ms;             /* unix ms */
 	char listen_tcp[128];           /* "127.0.0.1:9730" as bound */
+	char grpc_tcp[128];             /* the gRPC address as bound, or "" */
 };
 
 #endif

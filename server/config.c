@@ -8,10 +8,14 @@
 
 static const char usage[] =
 "Usage: graind [OPTION]...\n"
-"Manage eBPF probes over a REST API (JSON or protobuf).\n"
+"Manage eBPF probes over a REST API (JSON or protobuf) and gRPC.\n"
 "\n"
 "  -l, --listen HOST:PORT      TCP address to listen on (default " CONFIG_DEFAULT_LISTEN ");\n"
 "                              'none' disables TCP\n"
+"      --grpc-listen HOST:PORT gRPC (h2c) address (default " CONFIG_DEFAULT_GRPC_LISTEN ");\n"
+"                              'none' disables it\n"
+"      --grpc-socket PATH      gRPC unix socket (default DIR/graind-grpc.sock;\n"
+"                              'none' disables it)\n"
 "  -d, --state-dir DIR         database and token files (default " CONFIG_DEFAULT_STATE_DIR ")\n"
 "  -s, --socket PATH           unix socket to listen on too\n"
 "                              (default DIR/graind.sock; 'none' disables it)\n"
@@ -81,7 +85,7 @@ static int parse_duration(const char *s, unsigned long long max, unsigned long l
 	return 0;
 }
 
-static int parse_listen(struct config *cfg, const char *s)
+static int parse_listen(char *host, size_t host_n, unsigned *port_out, const char *s)
 {
 	const char *colon = strrchr(s, ':');
 	unsigned long port;
@@ -89,8 +93,8 @@ static int parse_listen(struct config *cfg, const char *s)
 	char *end;
 
 	if (strcmp(s, "none") == 0) {
-		cfg->listen_host[0] = '\0';
-		cfg->listen_port = 0;
+		host[0] = '\0';
+		*port_out = 0;
 		return 0;
 	}
 	if (!colon)
@@ -101,14 +105,14 @@ static int parse_listen(struct config *cfg, const char *s)
 		s++;
 		host_len -= 2;
 	}
-	if (host_len == 0 || host_len >= sizeof(cfg->listen_host))
+	if (host_len == 0 || host_len >= host_n)
 		return -1;
 	port = strtoul(colon + 1, &end, 10);
 	if (*end || end == colon + 1 || port > 65535)
 		return -1;
-	memcpy(cfg->listen_host, s, host_len);
-	cfg->listen_host[host_len] = '\0';
-	cfg->listen_port = (unsigned)port;
+	memcpy(host, s, host_len);
+	host[host_len] = '\0';
+	*port_out = (unsigned)port;
 	return 0;
 }
 
@@ -120,11 +124,31 @@ static int copy_path(char *dst, size_t n, const char *src)
 	return 0;
 }
 
+/* A unix socket path (of size 108): `arg` as given, "" for "none", or
+ * DIR/name without one. */
+static int socket_path(char *dst, const char *arg, const char *dir, const char *name,
+		       const char *flag)
+{
+	if (arg && strcmp(arg, "none") == 0) {
+		dst[0] = '\0';
+	} else if (arg) {
+		if (copy_path(dst, 108, arg) < 0) {
+			fprintf(stderr, "graind: %s: empty or longer than 107 bytes\n", flag);
+			return -1;
+		}
+	} else if (snprintf(dst, 108, "%s/%s", dir, name) >= 108) {
+		fprintf(stderr, "graind: state directory too long for a unix socket path; use %s\n",
+			flag);
+		return -1;
+	}
+	return 0;
+}
+
 enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
-	       OPT_AUDIT_MAX_AGE };
+	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -138,17 +162,22 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "queue-bytes", required_argument, NULL, OPT_QUEUE_BYTES },
 		{ "audit-max-rows", required_argument, NULL, OPT_AUDIT_MAX_ROWS },
 		{ "audit-max-age", required_argument, NULL, OPT_AUDIT_MAX_AGE },
+		{ "grpc-listen", required_argument, NULL, OPT_GRPC_LISTEN },
+		{ "grpc-socket", required_argument, NULL, OPT_GRPC_SOCKET },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *socket_arg = NULL;
+	const char *socket_arg = NULL, *grpc_socket_arg = NULL;
 	size_t threads, size;
 	int c;
 
 	memset(cfg, 0, sizeof(*cfg));
-	parse_listen(cfg, CONFIG_DEFAULT_LISTEN);
+	parse_listen(cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port,
+		     CONFIG_DEFAULT_LISTEN);
+	parse_listen(cfg->grpc_host, sizeof(cfg->grpc_host), &cfg->grpc_port,
+		     CONFIG_DEFAULT_GRPC_LISTEN);
 	strcpy(cfg->state_dir, CONFIG_DEFAULT_STATE_DIR);
 	cfg->max_object_size = CONFIG_DEFAULT_MAX_OBJECT_SIZE;
 	cfg->threads = CONFIG_DEFAULT_THREADS;
@@ -164,7 +193,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			if (parse_listen(cfg, optarg) < 0) {
+			if (parse_listen(cfg->listen_host, sizeof(cfg->listen_host),
+					 &cfg->listen_port, optarg) < 0) {
 				fprintf(stderr, "graind: --listen wants HOST:PORT (e.g. 127.0.0.1:9730), got '%s'\n", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
@@ -233,6 +263,16 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				return CONFIG_EXIT_USAGE;
 			}
 			break;
+		case OPT_GRPC_LISTEN:
+			if (parse_listen(cfg->grpc_host, sizeof(cfg->grpc_host), &cfg->grpc_port,
+					 optarg) < 0) {
+				fprintf(stderr, "graind: --grpc-listen wants HOST:PORT (e.g. 127.0.0.1:9731) or none, got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_GRPC_SOCKET:
+			grpc_socket_arg = optarg;
+			break;
 		case 'v':
 			cfg->verbose = 1;
 			break;
@@ -252,19 +292,11 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			argv[optind]);
 		return CONFIG_EXIT_USAGE;
 	}
-	if (socket_arg && strcmp(socket_arg, "none") == 0) {
-		cfg->socket_path[0] = '\0';
-	} else if (socket_arg) {
-		if (copy_path(cfg->socket_path, sizeof(cfg->socket_path), socket_arg) < 0) {
-			fprintf(stderr, "graind: --socket: empty or longer than %zu bytes\n",
-				sizeof(cfg->socket_path) - 1);
-			return CONFIG_EXIT_USAGE;
-		}
-	} else if (snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s/graind.sock",
-			    cfg->state_dir) >= (int)sizeof(cfg->socket_path)) {
-		fprintf(stderr, "graind: state directory too long for a unix socket path; use --socket\n");
+	if (socket_path(cfg->socket_path, socket_arg, cfg->state_dir, "graind.sock",
+			"--socket") < 0 ||
+	    socket_path(cfg->grpc_socket_path, grpc_socket_arg, cfg->state_dir,
+			"graind-grpc.sock", "--grpc-socket") < 0)
 		return CONFIG_EXIT_USAGE;
-	}
 	if (!cfg->listen_host[0] && !cfg->socket_path[0]) {
 		fprintf(stderr, "graind: nothing to listen on (--listen none and --socket none)\n");
 		return CONFIG_EXIT_USAGE;

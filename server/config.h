@@ -8,6 +8,7 @@
 #include "server/util/gerr.h"
 
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:9730"
+#define CONFIG_DEFAULT_GRPC_LISTEN "127.0.0.1:9731"
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/graind"
 #define CONFIG_DEFAULT_MAX_OBJECT_SIZE (64u * 1024 * 1024)
 #define CONFIG_DEFAULT_THREADS 4
@@ -24,6 +25,9 @@ struct config {
 	unsigned listen_port;           /* 0: any free port */
 	char state_dir[PATH_MAX];
 	char socket_path[108];          /* "" when disabled */
+	char grpc_host[64];             /* gRPC: "" when TCP is disabled */
+	unsigned grpc_port;
+	char grpc_socket_path[108];     /* "" when disabled */
 	char pin_root[PATH_MAX];        /* bpffs directory of the probes' pins */
 	unsigned long long buffer_rows; /* sample buffer bounds */
 	unsigned long long buffer_bytes;

@@ -1,20 +1,15 @@
 #include "server/http.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "api/api.h"
 #include "server/agent.h"
+#include "server/util/listen.h"
 #include "server/util/log.h"
 
 #define CONNECTION_TIMEOUT_S 60
@@ -231,84 +226,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("msg=\"libmicrohttpd\" detail=\"%s\"", line);
 }
 
-static int listen_tcp(struct agent *ag, struct gerr *err)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
-	struct sockaddr_storage bound;
-	socklen_t bound_len = sizeof(bound);
-	char port[8], host[INET6_ADDRSTRLEN];
-	struct addrinfo *ai;
-	int fd, one = 1, rc;
-
-	snprintf(port, sizeof(port), "%u", ag->cfg.listen_port);
-	rc = getaddrinfo(ag->cfg.listen_host, port, &hints, &ai);
-	if (rc != 0)
-		return gerr_set(err, 500, "cannot resolve listen address %s: %s",
-				ag->cfg.listen_host, gai_strerror(rc));
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&bound, &bound_len) < 0) {
-		gerr_set(err, 500, "cannot listen on %s:%u: %s", ag->cfg.listen_host,
-			 ag->cfg.listen_port, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return -1;
-	}
-	freeaddrinfo(ai);
-	if (bound.ss_family == AF_INET6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&bound;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(ag->listen_tcp, sizeof(ag->listen_tcp), "[%s]:%u", host,
-			 ntohs(in6->sin6_port));
-	} else {
-		struct sockaddr_in *in4 = (struct sockaddr_in *)&bound;
-
-		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
-		snprintf(ag->listen_tcp, sizeof(ag->listen_tcp), "%s:%u", host,
-			 ntohs(in4->sin_port));
-	}
-	return fd;
-}
-
-static int listen_unix(const char *path, struct gerr *err)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct stat sb;
-	int fd, ret = -1;
-
-	/* A socket left by an earlier run is replaced; any other file is not. */
-	if (lstat(path, &sb) == 0) {
-		if (!S_ISSOCK(sb.st_mode))
-			return gerr_set(err, 500, "%s exists and is not a socket; remove it or pass --socket",
-					path);
-		unlink(path);
-	}
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0) {
-		/* The socket file gets its final mode (0660) as bind creates
-		 * it: chmod afterwards would leave a moment with the caller's
-		 * umask, when anyone might connect. The umask is the
-		 * process's: a file another thread creates meanwhile only
-		 * loses the same bits (group execute, everything for others). */
-		mode_t old = umask(0117);
-
-		ret = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-		umask(old);
-	}
-	if (fd < 0 || ret < 0 || listen(fd, 128) < 0) {
-		gerr_set(err, 500, "cannot listen on unix socket %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd,
 				       unsigned int extra_flags)
 {
@@ -337,7 +254,8 @@ int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
 		return gerr_set(err, 500, "out of memory");
 	srv->agent = agent;
 	if (agent->cfg.listen_host[0]) {
-		fd = listen_tcp(agent, err);
+		fd = listen_tcp(agent->cfg.listen_host, agent->cfg.listen_port,
+				agent->listen_tcp, sizeof(agent->listen_tcp), err);
 		if (fd < 0)
 			goto fail;
 		srv->tcp = start_daemon(srv, fd, 0);
@@ -348,7 +266,7 @@ int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
 		}
 	}
 	if (agent->cfg.socket_path[0]) {
-		fd = listen_unix(agent->cfg.socket_path, err);
+		fd = listen_unix(agent->cfg.socket_path, "--socket", err);
 		if (fd < 0)
 			goto fail;
 		srv->unix_sock = start_daemon(srv, fd, 0);

@@ -18,6 +18,7 @@
 #include "server/config.h"
 #include "server/elf/elfchk.h"
 #include "server/features.h"
+#include "server/grpc/grpc.h"
 #include "server/http.h"
 #include "server/probe/probe.h"
 #include "server/reconcile.h"
@@ -45,6 +46,10 @@ static void print_banner(const struct agent *ag)
 		printf("  listening on   http://%s\n", ag->listen_tcp);
 	if (ag->cfg.socket_path[0])
 		printf("  listening on   unix:%s\n", ag->cfg.socket_path);
+	if (ag->grpc_tcp[0])
+		printf("  gRPC on        %s\n", ag->grpc_tcp);
+	if (ag->cfg.grpc_socket_path[0])
+		printf("  gRPC on        unix:%s\n", ag->cfg.grpc_socket_path);
 	printf("  admin token    %s\n", auth_token_path(ag->auth, AUTH_ADMIN));
 	printf("  reader token   %s\n", auth_token_path(ag->auth, AUTH_READER));
 	printf("  database       %s/graind.db\n", ag->cfg.state_dir);
@@ -71,6 +76,7 @@ int main(int argc, char **argv)
 {
 	struct agent ag = { 0 };
 	struct http_server *http = NULL;
+	struct grpc_server *grpc = NULL;
 	struct auditor *auditor = NULL;
 	struct gerr err = { 0 };
 	char db_path[PATH_MAX + 16];
@@ -117,7 +123,8 @@ int main(int argc, char **argv)
 			  &auditor, &err) < 0 ||
 	    collect_start(&ag, &ag.collector, &err) < 0 ||
 	    sinks_start(&ag, &ag.sinks, &err) < 0 ||
-	    http_start(&ag, &http, &err) < 0) {
+	    http_start(&ag, &http, &err) < 0 ||
+	    grpc_start(&ag, &grpc, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
 	}
@@ -127,6 +134,7 @@ int main(int argc, char **argv)
 	log_info("msg=\"shutting down\" signal=%s", strsignal(wait_for_signal()));
 	status = 0;
 out:
+	grpc_stop(grpc);            /* GOAWAY; in-flight calls finish */
 	http_stop(http);
 	auditor_stop(auditor);      /* no request appends any more: write the rest */
 	sinks_stop(ag.sinks);       /* a batch in flight is sent again next start */

@@ -42,3 +42,31 @@ void gerr_prefix(struct gerr *err, const char *fmt, ...)
 	memcpy(err->msg, joined, GERR_MSG_MAX - 1);
 	err->msg[GERR_MSG_MAX - 1] = '\0';
 }
+
+int gerr_grpc_code(int status)
+{
+	static const struct { int status, code; } table[] = {
+		{ 400, 3 },     /* INVALID_ARGUMENT */
+		{ 401, 16 },    /* UNAUTHENTICATED */
+		{ 403, 7 },     /* PERMISSION_DENIED */
+		{ 404, 5 },     /* NOT_FOUND */
+		{ 405, 12 },    /* UNIMPLEMENTED */
+		{ 408, 4 },     /* DEADLINE_EXCEEDED */
+		{ 409, 9 },     /* FAILED_PRECONDITION */
+		{ 412, 10 },    /* ABORTED */
+		{ 413, 8 },     /* RESOURCE_EXHAUSTED */
+		{ 415, 3 },     /* INVALID_ARGUMENT */
+		{ 422, 9 },     /* FAILED_PRECONDITION */
+		{ 429, 8 },     /* RESOURCE_EXHAUSTED */
+		{ 501, 12 },    /* UNIMPLEMENTED */
+		{ 503, 14 },    /* UNAVAILABLE */
+		{ 504, 4 },     /* DEADLINE_EXCEEDED */
+	};
+
+	if (status >= 200 && status < 300)
+		return 0;
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].status == status)
+			return table[i].code;
+	return 13;              /* INTERNAL */
+}

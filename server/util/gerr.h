@@ -27,4 +27,10 @@ int gerr_vset(struct gerr *err, int status, const char *fmt, va_list ap);
 void gerr_prefix(struct gerr *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* The gRPC status code (google.rpc.Code) of an HTTP-like status; the one
+ * table both transports agree on. 409 is FAILED_PRECONDITION: the service
+ * answers it for a resource in use; 422 (unusable object, verifier
+ * refusal) too. Anything unknown is INTERNAL (13). */
+int gerr_grpc_code(int status);
+
 #endif

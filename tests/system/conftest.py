@@ -48,7 +48,8 @@ class Agent:
         self.log = open(os.path.join(self.state_dir, "graind.log"), "ab")
         self.proc = subprocess.Popen(
             [*self.wrapper, GRAIND_BIN, "--listen", f"{self.host}:{self.port}",
-             "--state-dir", self.state_dir, "--pin-root", PIN_ROOT, *self.extra_args],
+             "--grpc-listen", f"{self.host}:0", "--state-dir", self.state_dir,
+             "--pin-root", PIN_ROOT, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self.log)
         self.banner = b""
         deadline = time.time() + timeout
@@ -61,6 +62,10 @@ class Agent:
                 break
         if self.proc.poll() is not None:
             raise RuntimeError(f"graind exited with {self.proc.returncode}: {self.read_log()}")
+        # "  gRPC on        127.0.0.1:PORT": where the gRPC transport listens.
+        self.grpc_target = next((line.split()[-1] for line in self.banner.decode().splitlines()
+                                 if line.strip().startswith("gRPC on")
+                                 and not line.split()[-1].startswith("unix:")), None)
         self.url = f"http://{self.host}:{self.port}"
         self.admin = open(os.path.join(self.state_dir, "admin.token")).read().strip()
         self.reader = open(os.path.join(self.state_dir, "reader.token")).read().strip()

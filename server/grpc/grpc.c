@@ -1,0 +1,1317 @@
+/* grpc: connections, streams and the loop that serves them.
+ *
+ * One loop thread owns every connection, every nghttp2 session and every
+ * stream; nothing else touches them. A Graind call becomes a job that a
+ * worker runs; the worker puts the finished job on the done list and
+ * wakes the loop through an eventfd, and the loop sends the answer if the
+ * stream still wants it (a stream that was reset or ran out of time has
+ * already been answered, and the job is only freed).
+ *
+ * Bounds: SETTINGS_MAX_CONCURRENT_STREAMS per connection, a number of
+ * connections, a request message limit per rpc (REST's body limits), and
+ * the request bytes held by all streams together. Output waits in the
+ * stream's buffer until nghttp2 asks for it under flow control; the
+ * socket's own buffer holds at most one nghttp2 frame beyond it. */
+#define _GNU_SOURCE             /* accept4 */
+#include "server/grpc/grpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/agent.h"
+#include "server/grpc/grpc_int.h"
+#include "server/util/clock.h"
+#include "server/util/listen.h"
+#include "server/util/log.h"
+
+#define MAX_STREAMS 100                 /* per connection */
+#define MAX_CONNS 256
+#define WORKERS 4
+#define STREAM_WINDOW (1 << 20)
+#define CONN_WINDOW (4 << 20)
+#define DRAIN_MS 10000                  /* calls in flight at shutdown finish within */
+#define HEADER_MAX 1024
+#define PREFACE_MS 10000                /* to send the preface and SETTINGS */
+#define IDLE_MS 60000                   /* a connection without streams, as REST's */
+
+enum item_kind { ITEM_LISTENER, ITEM_WAKE, ITEM_CONN };
+
+enum stream_kind {
+	KIND_GRAIND,
+	KIND_HEALTH,
+	KIND_HEALTH_WATCH,              /* stays open; NOT_SERVING at shutdown */
+	KIND_REFLECTION,
+};
+
+struct grpc_server;
+struct conn;
+struct job;
+
+struct stream {
+	int32_t id;
+	struct conn *conn;
+	struct stream *prev, *next;     /* in conn->streams */
+	/* Request headers. */
+	char method[16], path[160], ctype[128], auth[HEADER_MAX], timeout[32], encoding[32];
+	bool header_too_long;
+	enum stream_kind kind;
+	const struct svc_method *m;
+	/* Request messages. */
+	uint8_t *in;
+	size_t in_len, in_cap, limit;   /* limit: of one message */
+	int64_t deadline_ms;            /* 0: none */
+	struct job *job;                /* the call running for it */
+	bool watching;                  /* a health Watch of a known service */
+	/* The answer. */
+	bool answered;                  /* status (or an HTTP error) decided */
+	bool started;                   /* response HEADERS submitted */
+	bool plain;                     /* an HTTP error, not a gRPC answer */
+	uint8_t *out;
+	size_t out_len, out_off;
+	struct grpc_reply status;       /* the trailers (its data unused) */
+};
+
+struct conn {
+	enum item_kind kind;
+	int fd;
+	struct grpc_server *srv;
+	struct conn *prev, *next;
+	nghttp2_session *session;
+	struct stream *streams;
+	uint8_t *pend;                  /* bytes nghttp2 gave that the socket did not take */
+	size_t pend_len, pend_off, pend_cap;
+	size_t in_bytes, out_bytes;     /* what its streams hold, requests and answers */
+	int64_t idle_since;             /* when it last had a stream, or opened */
+	bool seen_frame;                /* the client spoke HTTP/2 */
+	bool want_out, dead;
+	struct conn *dead_next;
+};
+
+struct listener {
+	enum item_kind kind;
+	int fd;
+};
+
+struct job {
+	struct job *next;
+	struct stream *stream;          /* loop side: NULL once nobody waits */
+	bool cancelled;                 /* under srv->lock */
+	const struct svc_method *m;
+	char *auth;
+	uint8_t *in;
+	size_t in_len;
+	struct grpc_reply reply;
+};
+
+struct grpc_server {
+	struct agent *agent;
+	int epfd;
+	struct listener tcp, unix_sock;
+	struct listener wake;           /* an eventfd: jobs done, or stop */
+	pthread_t loop;
+	bool loop_started;
+	pthread_t workers[WORKERS];
+	unsigned n_workers;
+	struct conn *conns, *dead;
+	unsigned n_conns;
+	size_t in_bytes, in_max;        /* request bytes held by every stream */
+	size_t conn_in_max, conn_out_max;       /* and by one connection's */
+	unsigned n_deadlines;
+	/* Shared with workers and grpc_stop(), under lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *queue, **queue_tail;
+	struct job *done;
+	bool stop, workers_stop;
+	/* Loop only. */
+	bool draining;
+	int64_t drain_until;
+};
+
+/* ---------------------------------------------------------------- answers */
+
+static int64_t now_ms(void)
+{
+	return (int64_t)(clock_mono_us() / 1000);
+}
+
+static void conn_flush(struct conn *c);
+
+/* grpc-message: printable ASCII but '%' as is, every other byte %XX. */
+static void percent_encode(const char *in, char *out, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < n; p++) {
+		if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+			out[o++] = (char)*p;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
+#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
+
+/* The status headers of s into nva (room for 3); their count. `msg` is
+ * the buffer for the encoded message. */
+static size_t status_headers(const struct stream *s, nghttp2_nv *nva, char code[12],
+			     char *msg, size_t msg_n)
+{
+	size_t n = 0;
+
+	snprintf(code, 12, "%d", s->status.code);
+	nva[n++] = (nghttp2_nv)NV("grpc-status", code);
+	if (s->status.msg[0]) {
+		percent_encode(s->status.msg, msg, msg_n);
+		nva[n++] = (nghttp2_nv)NV("grpc-message", msg);
+	}
+	if (s->status.details_bin)
+		nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", s->status.details_bin);
+	return n;
+}
+
+static ssize_t read_out(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+			uint32_t *flags, nghttp2_data_source *source, void *user_data)
+{
+	struct stream *s = source->ptr;
+	size_t n = s->out_len - s->out_off;
+
+	(void)user_data;
+	if (n > length)
+		n = length;
+	if (n)
+		memcpy(buf, s->out + s->out_off, n);
+	s->out_off += n;
+	s->conn->out_bytes -= n;
+	if (s->out_off < s->out_len)
+		return (ssize_t)n;
+	free(s->out);
+	s->out = NULL;
+	s->out_len = s->out_off = 0;
+	if (!s->answered)
+		return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	if (!s->plain) {
+		char code[12], msg[3 * GERR_MSG_MAX + 1];
+		nghttp2_nv nva[3];
+		size_t nv = status_headers(s, nva, code, msg, sizeof(msg));
+
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		if (nghttp2_submit_trailer(session, id, nva, nv) != 0)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	return (ssize_t)n;
+}
+
+/* Queue bytes of a response (framed messages, or an HTTP error's text). */
+static int stream_out(struct stream *s, const uint8_t *data, size_t len)
+{
+	uint8_t *grown;
+
+	if (!len)
+		return 0;
+	grown = realloc(s->out, s->out_len + len);
+	if (!grown)
+		return -1;
+	memcpy(grown + s->out_len, data, len);
+	s->out = grown;
+	s->out_len += len;
+	s->conn->out_bytes += len;
+	return 0;
+}
+
+/* Start the response (once), or tell nghttp2 there is more to send. */
+static void stream_kick(struct stream *s, const char *http_status, const char *ctype)
+{
+	nghttp2_session *session = s->conn->session;
+
+	if (s->started) {
+		nghttp2_session_resume_data(session, s->id);
+		return;
+	}
+	nghttp2_nv nva[] = { NV(":status", http_status), NV("content-type", ctype) };
+	nghttp2_data_provider dp = { .source.ptr = s, .read_callback = read_out };
+
+	s->started = true;
+	nghttp2_submit_response(session, s->id, nva, 2, &dp);
+}
+
+static void deadline_clear(struct stream *s)
+{
+	if (s->deadline_ms) {
+		s->deadline_ms = 0;
+		s->conn->srv->n_deadlines--;
+	}
+}
+
+/* The job no longer answers s: a worker skips it or its answer is dropped. */
+static void job_detach(struct stream *s)
+{
+	struct grpc_server *srv = s->conn->srv;
+
+	if (!s->job)
+		return;
+	pthread_mutex_lock(&srv->lock);
+	s->job->cancelled = true;
+	pthread_mutex_unlock(&srv->lock);
+	s->job->stream = NULL;
+	s->job = NULL;
+}
+
+static void in_release(struct stream *s)
+{
+	s->conn->srv->in_bytes -= s->in_cap;
+	s->conn->in_bytes -= s->in_cap;
+	free(s->in);
+	s->in = NULL;
+	s->in_len = s->in_cap = 0;
+}
+
+/* End s with a status: trailers after what it sent, or trailers only
+ * when it sent nothing. `r` is taken (its messages go first). The rest of
+ * a request still arriving is read and dropped: gRPC clients take a
+ * RST_STREAM(NO_ERROR) after the answer for a failure. */
+static void stream_finish(struct stream *s, struct grpc_reply *r)
+{
+	nghttp2_session *session = s->conn->session;
+
+	if (s->answered) {
+		grpc_reply_clear(r);
+		return;
+	}
+	/* A client that does not read its answers makes them wait here:
+	 * past a bound, a new one is refused instead. */
+	if (r->data && r->len > s->conn->srv->conn_out_max - s->conn->out_bytes) {
+		size_t unread = s->conn->out_bytes;
+
+		grpc_reply_clear(r);
+		grpc_reply_status(r, GRPC_RESOURCE_EXHAUSTED,
+				  "this connection has %zu bytes of answers unread", unread);
+	} else if (r->data && stream_out(s, r->data, r->len) < 0) {
+		grpc_reply_clear(r);
+		grpc_reply_status(r, GRPC_INTERNAL, "out of memory for the response");
+	}
+	free(r->data);
+	r->data = NULL;
+	r->len = 0;
+	s->status = *r;
+	memset(r, 0, sizeof(*r));
+	s->answered = true;
+	deadline_clear(s);
+	job_detach(s);
+	in_release(s);
+	if (!s->started && !s->out_len) {
+		char code[12], msg[3 * GERR_MSG_MAX + 1];
+		nghttp2_nv nva[5] = { NV(":status", "200"), NV("content-type", "application/grpc") };
+		size_t n = 2 + status_headers(s, nva + 2, code, msg, sizeof(msg));
+
+		s->started = true;
+		nghttp2_submit_response(session, s->id, nva, n, NULL);
+	} else {
+		stream_kick(s, "200", "application/grpc");
+	}
+}
+
+static void stream_fail(struct stream *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void stream_fail(struct stream *s, int code, const char *fmt, ...)
+{
+	struct grpc_reply r = { .code = code };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r.msg, sizeof(r.msg), fmt, ap);
+	va_end(ap);
+	stream_finish(s, &r);
+}
+
+/* An HTTP-level refusal (no gRPC request at all): a status and, as
+ * gRPC clients show the headers only, the reason in grpc-message too. */
+static void stream_http_error(struct stream *s, const char *status,
+			      const char *text)
+{
+	char msg[3 * 256 + 1];
+	nghttp2_nv nva[3] = { NV(":status", status), NV("content-type", "text/plain") };
+
+	s->answered = s->plain = s->started = true;
+	deadline_clear(s);
+	in_release(s);
+	percent_encode(text, msg, sizeof(msg));
+	nva[2] = (nghttp2_nv)NV("grpc-message", msg);
+	nghttp2_submit_response(s->conn->session, s->id, nva, 3, NULL);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/* grpc-timeout: up to 8 digits and a unit; the milliseconds, -1 when bad. */
+static int64_t parse_timeout(const char *v)
+{
+	size_t n = strlen(v);
+	int64_t x = 0;
+
+	if (n < 2 || n > 9)
+		return -1;
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		x = x * 10 + (v[i] - '0');
+	}
+	switch (v[n - 1]) {
+	case 'H': return x * 3600000;
+	case 'M': return x * 60000;
+	case 'S': return x * 1000;
+	case 'm': return x;
+	case 'u': return (x + 999) / 1000;
+	case 'n': return (x + 999999) / 1000000;
+	}
+	return -1;
+}
+
+static bool grpc_content_type(const char *v)
+{
+	static const char base[] = "application/grpc";
+	size_t n = sizeof(base) - 1;
+
+	if (strncasecmp(v, base, n) != 0)
+		return false;
+	v += n;
+	if (strncasecmp(v, "+proto", 6) == 0)
+		v += 6;
+	return *v == '\0' || *v == ';';
+}
+
+static bool compressed_encoding(const struct stream *s)
+{
+	return s->encoding[0] && strcmp(s->encoding, "identity") != 0;
+}
+
+/* All request headers are in: decide what the stream is, or refuse it. */
+static void stream_begin(struct stream *s)
+{
+	struct grpc_server *srv = s->conn->srv;
+	const char *p = s->path;
+	struct grpc_reply r = { 0 };
+
+	if (s->header_too_long) {
+		stream_http_error(s, "431", "a request header is too long");
+		return;
+	}
+	if (strcmp(s->method, "POST") != 0) {
+		stream_http_error(s, "405", "gRPC requests are POST");
+		return;
+	}
+	if (!grpc_content_type(s->ctype)) {
+		char text[256];
+
+		snprintf(text, sizeof(text), "unsupported content-type '%.128s': send application/grpc or application/grpc+proto",
+			 s->ctype);
+		stream_http_error(s, "415", text);
+		return;
+	}
+	s->limit = GRPC_MAX_MESSAGE;
+	if (strncmp(p, "/graind.Graind/", 15) == 0) {
+		s->kind = KIND_GRAIND;
+		s->m = svc_method_find(p + 15);
+		if (!s->m) {
+			stream_fail(s, GRPC_UNIMPLEMENTED, "no rpc %.100s in graind.Graind", p + 15);
+			return;
+		}
+		if (strcmp(p + 15, "UploadObject") == 0)
+			s->limit = srv->agent->cfg.max_object_size + 64 * 1024;
+		/* Who may not call it hears so before any message is read. */
+		if (grpc_call_authorize(srv->agent, s->m, s->auth[0] ? s->auth : NULL, &r) < 0) {
+			stream_finish(s, &r);
+			return;
+		}
+	} else if (strcmp(p, "/grpc.health.v1.Health/Check") == 0) {
+		s->kind = KIND_HEALTH;
+	} else if (strcmp(p, "/grpc.health.v1.Health/Watch") == 0) {
+		s->kind = KIND_HEALTH_WATCH;
+	} else if (strcmp(p, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo") == 0 ||
+		   strcmp(p, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") == 0) {
+		s->kind = KIND_REFLECTION;
+	} else {
+		stream_fail(s, GRPC_UNIMPLEMENTED, "no method %.140s here", p);
+		return;
+	}
+	if (s->timeout[0]) {
+		int64_t ms = parse_timeout(s->timeout);
+
+		if (ms < 0) {
+			stream_fail(s, GRPC_INTERNAL, "malformed grpc-timeout '%s'", s->timeout);
+			return;
+		}
+		s->deadline_ms = now_ms() + ms;
+		srv->n_deadlines++;
+	}
+}
+
+static void job_queue(struct grpc_server *srv, struct job *j)
+{
+	pthread_mutex_lock(&srv->lock);
+	*srv->queue_tail = j;
+	srv->queue_tail = &j->next;
+	pthread_cond_signal(&srv->cond);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* One whole request message of s, unframed: answer it. */
+static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
+{
+	struct grpc_server *srv = s->conn->srv;
+	struct grpc_reply r = { 0 };
+	bool known;
+	struct job *j;
+
+	switch (s->kind) {
+	case KIND_HEALTH:
+		grpc_health_check(!srv->draining, false, msg, len, &known, &r);
+		stream_finish(s, &r);
+		return;
+	case KIND_HEALTH_WATCH:
+	case KIND_REFLECTION:
+		/* Each request answered as it comes; the status when the
+		 * client half-closes (a watch: at shutdown). */
+		if (s->kind == KIND_HEALTH_WATCH &&
+		    grpc_health_check(!srv->draining, true, msg, len, &s->watching, &r) < 0) {
+			stream_finish(s, &r);
+			return;
+		}
+		if (s->kind == KIND_REFLECTION && grpc_reflection_answer(msg, len, &r) < 0) {
+			stream_finish(s, &r);
+			return;
+		}
+		if (r.len > srv->conn_out_max - s->conn->out_bytes) {
+			grpc_reply_clear(&r);
+			stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+				    "this connection has %zu bytes of answers unread", s->conn->out_bytes);
+			return;
+		}
+		if (stream_out(s, r.data, r.len) < 0) {
+			grpc_reply_clear(&r);
+			stream_fail(s, GRPC_INTERNAL, "out of memory for the response");
+			return;
+		}
+		grpc_reply_clear(&r);
+		stream_kick(s, "200", "application/grpc");
+		return;
+	case KIND_GRAIND:
+		break;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->auth = strdup(s->auth)) || !(j->in = malloc(len ? len : 1))) {
+		if (j)
+			free(j->auth);
+		free(j);
+		stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the request");
+		return;
+	}
+	memcpy(j->in, msg, len);
+	j->in_len = len;
+	j->m = s->m;
+	j->stream = s;
+	s->job = j;
+	in_release(s);
+	job_queue(srv, j);
+}
+
+/* The client half-closed: a unary call has its one message now. */
+static void stream_input_done(struct stream *s)
+{
+	size_t len;
+
+	if (s->answered)
+		return;
+	if (s->kind == KIND_HEALTH_WATCH && !s->started) {
+		stream_fail(s, GRPC_INTERNAL, "no request message");
+		return;
+	}
+	if (s->kind == KIND_HEALTH_WATCH)
+		return;                 /* it goes on until shutdown */
+	if (s->kind == KIND_REFLECTION) {
+		if (s->in_len)
+			stream_fail(s, GRPC_INTERNAL, "truncated message: %zu bytes after the last one",
+				    s->in_len);
+		else
+			stream_fail(s, GRPC_OK, "%s", "");
+		return;
+	}
+	if (s->in_len < GRPC_PREFIX) {
+		stream_fail(s, GRPC_INTERNAL, s->in_len ? "truncated message prefix" :
+			    "no request message: a unary rpc needs exactly one");
+		return;
+	}
+	len = (size_t)s->in[1] << 24 | (size_t)s->in[2] << 16 | (size_t)s->in[3] << 8 | s->in[4];
+	if (s->in_len - GRPC_PREFIX < len) {
+		stream_fail(s, GRPC_INTERNAL, "truncated message: the prefix says %zu bytes, %zu came",
+			    len, s->in_len - GRPC_PREFIX);
+		return;
+	}
+	if (s->in_len - GRPC_PREFIX > len) {
+		stream_fail(s, GRPC_UNIMPLEMENTED, "more than one request message for a unary rpc");
+		return;
+	}
+	stream_message(s, s->in + GRPC_PREFIX, len);
+}
+
+/* Check the prefix of the message at the head of s->in; false when the
+ * stream was refused. */
+static bool prefix_ok(struct stream *s)
+{
+	size_t len;
+
+	if (s->in_len < GRPC_PREFIX)
+		return true;
+	if (s->in[0] == 1) {
+		if (compressed_encoding(s))
+			stream_fail(s, GRPC_UNIMPLEMENTED,
+				    "compressed messages (grpc-encoding %s) are not supported: send them uncompressed",
+				    s->encoding);
+		else
+			stream_fail(s, GRPC_INTERNAL,
+				    "compressed flag set but no grpc-encoding was sent");
+		return false;
+	}
+	if (s->in[0] != 0) {
+		stream_fail(s, GRPC_INTERNAL, "bad message flag %u", s->in[0]);
+		return false;
+	}
+	len = (size_t)s->in[1] << 24 | (size_t)s->in[2] << 16 | (size_t)s->in[3] << 8 | s->in[4];
+	if (len > s->limit) {
+		stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+			    "request message of %zu bytes is over the %zu-byte limit", len, s->limit);
+		return false;
+	}
+	return true;
+}
+
+static void stream_data(struct stream *s, const uint8_t *data, size_t n)
+{
+	struct grpc_server *srv = s->conn->srv;
+
+	if (s->answered || s->job)
+		return;
+	if (s->kind == KIND_GRAIND && s->in_len + n > s->limit + GRPC_PREFIX && prefix_ok(s)) {
+		stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+			    "more than one request message for a unary rpc, or one over the %zu-byte limit",
+			    s->limit);
+		return;
+	}
+	if (s->answered)
+		return;
+	if (s->in_len + n > s->in_cap) {
+		size_t cap = s->in_cap ? s->in_cap : 4096;
+		uint8_t *grown;
+
+		while (cap < s->in_len + n)
+			cap *= 2;
+		/* Never more than its largest message takes. */
+		if (s->kind == KIND_GRAIND && cap > s->limit + GRPC_PREFIX)
+			cap = s->limit + GRPC_PREFIX;
+		if (cap - s->in_cap > srv->in_max - srv->in_bytes) {
+			stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+				    "the agent holds %zu bytes of requests already; try again", srv->in_bytes);
+			return;
+		}
+		if (cap - s->in_cap > srv->conn_in_max - s->conn->in_bytes) {
+			stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+				    "this connection's streams hold %zu bytes of requests already",
+				    s->conn->in_bytes);
+			return;
+		}
+		grown = realloc(s->in, cap);
+		if (!grown) {
+			stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the request");
+			return;
+		}
+		srv->in_bytes += cap - s->in_cap;
+		s->conn->in_bytes += cap - s->in_cap;
+		s->in = grown;
+		s->in_cap = cap;
+	}
+	memcpy(s->in + s->in_len, data, n);
+	s->in_len += n;
+	if (!prefix_ok(s))
+		return;
+	/* Streams of messages (reflection, watch) are answered message by
+	 * message. */
+	while ((s->kind == KIND_REFLECTION || s->kind == KIND_HEALTH_WATCH) && !s->answered &&
+	       s->in_len >= GRPC_PREFIX) {
+		size_t len = (size_t)s->in[1] << 24 | (size_t)s->in[2] << 16 |
+			     (size_t)s->in[3] << 8 | s->in[4];
+
+		if (s->in_len - GRPC_PREFIX < len)
+			break;
+		stream_message(s, s->in + GRPC_PREFIX, len);
+		if (s->answered)
+			break;
+		memmove(s->in, s->in + GRPC_PREFIX + len, s->in_len - GRPC_PREFIX - len);
+		s->in_len -= GRPC_PREFIX + len;
+		if (!prefix_ok(s))
+			break;
+	}
+}
+
+static void stream_free(struct stream *s)
+{
+	struct conn *c = s->conn;
+
+	deadline_clear(s);
+	job_detach(s);
+	in_release(s);
+	c->out_bytes -= s->out_len - s->out_off;
+	free(s->out);
+	grpc_reply_clear(&s->status);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		c->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	free(s);
+}
+
+/* ---------------------------------------------------------------- nghttp2 callbacks */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
+{
+	struct conn *c = ud;
+	struct stream *s;
+
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	s->id = frame->hd.stream_id;
+	s->conn = c;
+	s->next = c->streams;
+	if (c->streams)
+		c->streams->prev = s;
+	c->streams = s;
+	nghttp2_session_set_stream_user_data(session, s->id, s);
+	return 0;
+}
+
+static void copy_header(struct stream *s, char *dst, size_t n, const uint8_t *v, size_t len)
+{
+	if (len >= n) {
+		s->header_too_long = true;
+		return;
+	}
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
+		     const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
+		     uint8_t flags, void *ud)
+{
+	struct stream *s;
+	static const struct { const char *name; size_t off, size; } wanted[] = {
+		{ ":method", offsetof(struct stream, method), sizeof(((struct stream *)0)->method) },
+		{ ":path", offsetof(struct stream, path), sizeof(((struct stream *)0)->path) },
+		{ "content-type", offsetof(struct stream, ctype), sizeof(((struct stream *)0)->ctype) },
+		{ "authorization", offsetof(struct stream, auth), sizeof(((struct stream *)0)->auth) },
+		{ "grpc-timeout", offsetof(struct stream, timeout), sizeof(((struct stream *)0)->timeout) },
+		{ "grpc-encoding", offsetof(struct stream, encoding), sizeof(((struct stream *)0)->encoding) },
+	};
+
+	(void)flags, (void)ud;
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (!s)
+		return 0;
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
+		if (strlen(wanted[i].name) == namelen && memcmp(wanted[i].name, name, namelen) == 0)
+			copy_header(s, (char *)s + wanted[i].off, wanted[i].size, value, valuelen);
+	return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
+{
+	struct conn *c = ud;
+	struct stream *s;
+
+	c->seen_frame = true;
+	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+		return 0;
+	s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (!s)
+		return 0;
+	if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+		stream_begin(s);
+	if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+		stream_input_done(s);
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
+			 const uint8_t *data, size_t len, void *ud)
+{
+	struct stream *s = nghttp2_session_get_stream_user_data(session, id);
+
+	(void)flags, (void)ud;
+	if (s)
+		stream_data(s, data, len);
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_code, void *ud)
+{
+	struct stream *s = nghttp2_session_get_stream_user_data(session, id);
+
+	(void)ud;
+	if (s) {
+		/* A reset before the answer: the client gave up (cancelled). */
+		if (!s->answered && error_code != NGHTTP2_NO_ERROR)
+			log_debug("msg=\"grpc call cancelled\" path=\"%s\" code=%u", s->path, error_code);
+		stream_free(s);
+	}
+	return 0;
+}
+
+static nghttp2_session_callbacks *callbacks;
+
+static int callbacks_init(void)
+{
+	if (nghttp2_session_callbacks_new(&callbacks) != 0)
+		return -1;
+	nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static void conn_kill(struct conn *c)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	c->dead_next = c->srv->dead;
+	c->srv->dead = c;
+}
+
+static void conn_free(struct conn *c)
+{
+	struct grpc_server *srv = c->srv;
+
+	/* nghttp2_session_del() calls no stream-close callback. */
+	while (c->streams)
+		stream_free(c->streams);
+	nghttp2_session_del(c->session);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->n_conns--;
+	free(c->pend);
+	free(c);
+}
+
+static void conn_arm(struct conn *c, bool want_out)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c };
+
+	if (c->want_out == want_out)
+		return;
+	c->want_out = want_out;
+	epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Write what nghttp2 has to send until the socket is full. */
+static void conn_flush(struct conn *c)
+{
+	if (c->dead)
+		return;
+	for (;;) {
+		const uint8_t *data;
+		ssize_t n, w;
+
+		if (c->pend_len) {
+			w = write(c->fd, c->pend + c->pend_off, c->pend_len - c->pend_off);
+			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+				conn_arm(c, true);
+				return;
+			}
+			if (w < 0) {
+				conn_kill(c);
+				return;
+			}
+			c->pend_off += (size_t)w;
+			if (c->pend_off < c->pend_len)
+				continue;
+			c->pend_len = c->pend_off = 0;
+		}
+		n = nghttp2_session_mem_send(c->session, &data);
+		if (n < 0) {
+			conn_kill(c);
+			return;
+		}
+		if (n == 0)
+			break;
+		w = write(c->fd, data, (size_t)n);
+		if (w < 0 && errno != EAGAIN && errno != EINTR) {
+			conn_kill(c);
+			return;
+		}
+		if (w < 0)
+			w = 0;
+		if (w < n) {
+			size_t rest = (size_t)(n - w);
+
+			if (rest > c->pend_cap) {
+				uint8_t *grown = realloc(c->pend, rest);
+
+				if (!grown) {
+					conn_kill(c);
+					return;
+				}
+				c->pend = grown;
+				c->pend_cap = rest;
+			}
+			memcpy(c->pend, data + w, rest);
+			c->pend_len = rest;
+		}
+	}
+	conn_arm(c, false);
+	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
+		conn_kill(c);
+}
+
+static void conn_read(struct conn *c)
+{
+	uint8_t buf[16384];
+
+	while (!c->dead) {
+		ssize_t n = read(c->fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			conn_kill(c);
+			return;
+		}
+		if (nghttp2_session_mem_recv(c->session, buf, (size_t)n) < 0) {
+			/* Not HTTP/2 (no preface), or a protocol error: nghttp2
+			 * has queued a GOAWAY where it could; send it, close. */
+			log_debug("msg=\"grpc connection refused\" reason=\"not HTTP/2 or a protocol error\"");
+			conn_flush(c);
+			conn_kill(c);
+			return;
+		}
+	}
+}
+
+static void conn_accept(struct grpc_server *srv, int lfd)
+{
+	for (;;) {
+		nghttp2_settings_entry settings[] = {
+			{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS },
+			{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+			{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384 },
+		};
+		struct epoll_event ev = { .events = EPOLLIN };
+		struct conn *c;
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return;
+		if (srv->n_conns >= MAX_CONNS || srv->draining || !(c = calloc(1, sizeof(*c)))) {
+			log_debug("msg=\"grpc connection refused\" reason=\"%d connections open\"",
+				 srv->n_conns);
+			close(fd);
+			continue;
+		}
+		c->kind = ITEM_CONN;
+		c->fd = fd;
+		c->srv = srv;
+		c->idle_since = now_ms();
+		if (nghttp2_session_server_new(&c->session, callbacks, c) != 0 ||
+		    nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, settings, 3) != 0 ||
+		    nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+							  CONN_WINDOW) != 0) {
+			if (c->session)
+				nghttp2_session_del(c->session);
+			close(fd);
+			free(c);
+			continue;
+		}
+		ev.data.ptr = c;
+		epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev);
+		c->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = c;
+		srv->conns = c;
+		srv->n_conns++;
+		conn_flush(c);
+	}
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void *worker_main(void *arg)
+{
+	struct grpc_server *srv = arg;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&srv->lock);
+	for (;;) {
+		struct job *j;
+		bool cancelled;
+
+		while (!srv->queue && !srv->workers_stop)
+			pthread_cond_wait(&srv->cond, &srv->lock);
+		if (!srv->queue)
+			break;
+		j = srv->queue;
+		srv->queue = j->next;
+		if (!srv->queue)
+			srv->queue_tail = &srv->queue;
+		cancelled = j->cancelled;
+		pthread_mutex_unlock(&srv->lock);
+		/* A call nobody waits for any more is not started. */
+		if (!cancelled)
+			grpc_call_run(srv->agent, j->m, j->auth[0] ? j->auth : NULL, j->in,
+				      j->in_len, &j->reply);
+		pthread_mutex_lock(&srv->lock);
+		j->next = srv->done;
+		srv->done = j;
+		if (write(srv->wake.fd, &one, sizeof(one)) < 0)
+			log_error("msg=\"grpc: cannot wake the loop\" error=\"%s\"", strerror(errno));
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
+}
+
+static void job_free(struct job *j)
+{
+	grpc_reply_clear(&j->reply);
+	free(j->auth);
+	free(j->in);
+	free(j);
+}
+
+/* Answer the streams whose jobs are done. */
+static void jobs_collect(struct grpc_server *srv)
+{
+	struct job *j;
+
+	pthread_mutex_lock(&srv->lock);
+	j = srv->done;
+	srv->done = NULL;
+	pthread_mutex_unlock(&srv->lock);
+	while (j) {
+		struct job *next = j->next;
+		struct stream *s = j->stream;
+
+		if (s) {
+			struct conn *c = s->conn;
+
+			s->job = NULL;
+			j->stream = NULL;
+			stream_finish(s, &j->reply);
+			conn_flush(c);
+		}
+		job_free(j);
+		j = next;
+	}
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void deadlines_expire(struct grpc_server *srv, int64_t now, int *timeout)
+{
+	if (!srv->n_deadlines)
+		return;
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		bool hit = false;
+
+		for (struct stream *s = c->streams; s; s = s->next) {
+			if (!s->deadline_ms || s->answered)
+				continue;
+			if (s->deadline_ms <= now) {
+				stream_fail(s, GRPC_DEADLINE_EXCEEDED,
+					    "the deadline (grpc-timeout %s) passed", s->timeout);
+				hit = true;
+			} else if (*timeout < 0 || s->deadline_ms - now < *timeout) {
+				*timeout = (int)(s->deadline_ms - now);
+			}
+		}
+		if (hit)
+			conn_flush(c);
+	}
+}
+
+/* Close connections that never spoke HTTP/2 in time, or that have had no
+ * stream for long: each holds one of the few connection slots. */
+static void idle_expire(struct grpc_server *srv, int64_t now, int *timeout)
+{
+	if (!srv->conns)
+		return;
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		if (c->dead)
+			continue;
+		if (c->streams) {
+			c->idle_since = now;
+		} else if ((!c->seen_frame && now - c->idle_since >= PREFACE_MS) ||
+			   now - c->idle_since >= IDLE_MS) {
+			log_debug("msg=\"grpc connection closed\" reason=\"%s\"",
+				  c->seen_frame ? "idle" : "no HTTP/2 preface");
+			nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
+			conn_flush(c);
+			conn_kill(c);
+		}
+	}
+	if (*timeout < 0 || *timeout > 1000)
+		*timeout = 1000;
+}
+
+static void drain_start(struct grpc_server *srv)
+{
+	srv->draining = true;
+	srv->drain_until = now_ms() + DRAIN_MS;
+	if (srv->tcp.fd >= 0) {
+		close(srv->tcp.fd);
+		srv->tcp.fd = -1;
+	}
+	if (srv->unix_sock.fd >= 0) {
+		close(srv->unix_sock.fd);
+		srv->unix_sock.fd = -1;
+		unlink(srv->agent->cfg.grpc_socket_path);
+	}
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		/* Health watchers hear NOT_SERVING, and their stream ends. */
+		for (struct stream *s = c->streams; s; s = s->next) {
+			struct grpc_reply r = { 0 };
+			bool known;
+
+			if (s->kind != KIND_HEALTH_WATCH || s->answered)
+				continue;
+			if (s->watching)
+				grpc_health_check(false, true, (const uint8_t *)"", 0, &known, &r);
+			grpc_reply_status(&r, GRPC_UNAVAILABLE, "the agent is shutting down");
+			stream_finish(s, &r);
+		}
+		nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+				      nghttp2_session_get_last_proc_stream_id(c->session),
+				      NGHTTP2_NO_ERROR, NULL, 0);
+		conn_flush(c);
+	}
+}
+
+static void *loop_main(void *arg)
+{
+	struct grpc_server *srv = arg;
+	struct epoll_event evs[64];
+
+	for (;;) {
+		int64_t now = now_ms();
+		int timeout = -1, n;
+		bool stop;
+
+		deadlines_expire(srv, now, &timeout);
+		idle_expire(srv, now, &timeout);
+		if (srv->draining) {
+			if (!srv->conns || now >= srv->drain_until)
+				break;
+			if (timeout < 0 || timeout > 100)
+				timeout = 100;
+		}
+		while (srv->dead) {
+			struct conn *c = srv->dead;
+
+			srv->dead = c->dead_next;
+			conn_free(c);
+		}
+		n = epoll_wait(srv->epfd, evs, 64, timeout);
+		for (int i = 0; i < n; i++) {
+			enum item_kind *kind = evs[i].data.ptr;
+
+			if (*kind == ITEM_LISTENER) {
+				conn_accept(srv, ((struct listener *)kind)->fd);
+			} else if (*kind == ITEM_WAKE) {
+				uint64_t v;
+
+				if (read(srv->wake.fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+					log_error("msg=\"grpc: eventfd\" error=\"%s\"", strerror(errno));
+				jobs_collect(srv);
+			} else {
+				struct conn *c = (struct conn *)kind;
+
+				if (c->dead)
+					continue;
+				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					conn_read(c);
+				conn_flush(c);
+			}
+		}
+		pthread_mutex_lock(&srv->lock);
+		stop = srv->stop;
+		pthread_mutex_unlock(&srv->lock);
+		if (stop && !srv->draining)
+			drain_start(srv);
+	}
+	while (srv->dead) {
+		struct conn *c = srv->dead;
+
+		srv->dead = c->dead_next;
+		conn_free(c);
+	}
+	while (srv->conns)
+		conn_free(srv->conns);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- start, stop */
+
+static int watch(struct grpc_server *srv, struct listener *l, enum item_kind kind)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = l };
+
+	l->kind = kind;
+	/* accept4() in the loop must not block once the queue is empty. */
+	if (fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0)
+		return -1;
+	return epoll_ctl(srv->epfd, EPOLL_CTL_ADD, l->fd, &ev);
+}
+
+int grpc_start(struct agent *agent, struct grpc_server **out, struct gerr *err)
+{
+	const struct config *cfg = &agent->cfg;
+	struct grpc_server *srv;
+
+	*out = NULL;
+	if (!cfg->grpc_host[0] && !cfg->grpc_socket_path[0])
+		return 0;
+	if (!callbacks && callbacks_init() < 0)
+		return gerr_set(err, 500, "out of memory");
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return gerr_set(err, 500, "out of memory");
+	srv->agent = agent;
+	srv->epfd = srv->tcp.fd = srv->unix_sock.fd = srv->wake.fd = -1;
+	srv->queue_tail = &srv->queue;
+	/* Every stream's request bytes together: a couple of the largest
+	 * uploads, and the small messages of many streams. */
+	srv->in_max = 2 * cfg->max_object_size + 64u * GRPC_MAX_MESSAGE;
+	/* One connection: an upload and a few streams' messages in; a few
+	 * of the largest answers (object content) out. */
+	srv->conn_in_max = cfg->max_object_size + 8u * GRPC_MAX_MESSAGE;
+	srv->conn_out_max = 2 * cfg->max_object_size + 8u * GRPC_MAX_MESSAGE;
+	pthread_mutex_init(&srv->lock, NULL);
+	pthread_cond_init(&srv->cond, NULL);
+	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+	srv->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (srv->epfd < 0 || srv->wake.fd < 0 || watch(srv, &srv->wake, ITEM_WAKE) < 0) {
+		gerr_set(err, 500, "grpc: %s", strerror(errno));
+		goto fail;
+	}
+	if (cfg->grpc_host[0]) {
+		srv->tcp.fd = listen_tcp(cfg->grpc_host, cfg->grpc_port, agent->grpc_tcp,
+					 sizeof(agent->grpc_tcp), err);
+		if (srv->tcp.fd < 0)
+			goto fail;
+	}
+	if (cfg->grpc_socket_path[0]) {
+		srv->unix_sock.fd = listen_unix(cfg->grpc_socket_path, "--grpc-socket", err);
+		if (srv->unix_sock.fd < 0)
+			goto fail;
+	}
+	if ((srv->tcp.fd >= 0 && watch(srv, &srv->tcp, ITEM_LISTENER) < 0) ||
+	    (srv->unix_sock.fd >= 0 && watch(srv, &srv->unix_sock, ITEM_LISTENER) < 0)) {
+		gerr_set(err, 500, "grpc: %s", strerror(errno));
+		goto fail;
+	}
+	for (; srv->n_workers < WORKERS; srv->n_workers++)
+		if (pthread_create(&srv->workers[srv->n_workers], NULL, worker_main, srv) != 0) {
+			gerr_set(err, 500, "grpc: cannot start a worker thread");
+			goto fail;
+		}
+	if (pthread_create(&srv->loop, NULL, loop_main, srv) != 0) {
+		gerr_set(err, 500, "grpc: cannot start the loop thread");
+		goto fail;
+	}
+	srv->loop_started = true;
+	*out = srv;
+	return 0;
+fail:
+	grpc_stop(srv);
+	return -1;
+}
+
+void grpc_stop(struct grpc_server *srv)
+{
+	uint64_t one = 1;
+
+	if (!srv)
+		return;
+	pthread_mutex_lock(&srv->lock);
+	srv->stop = true;
+	pthread_mutex_unlock(&srv->lock);
+	if (srv->loop_started) {
+		if (write(srv->wake.fd, &one, sizeof(one)) < 0)
+			log_error("msg=\"grpc: cannot wake the loop\" error=\"%s\"", strerror(errno));
+		pthread_join(srv->loop, NULL);
+	} else if (srv->unix_sock.fd >= 0) {
+		unlink(srv->agent->cfg.grpc_socket_path);
+	}
+	pthread_mutex_lock(&srv->lock);
+	srv->workers_stop = true;
+	pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->lock);
+	for (unsigned i = 0; i < srv->n_workers; i++)
+		pthread_join(srv->workers[i], NULL);
+	/* Every stream is gone: what is queued or done is only freed. */
+	while (srv->queue) {
+		struct job *j = srv->queue;
+
+		srv->queue = j->next;
+		job_free(j);
+	}
+	while (srv->done) {
+		struct job *j = srv->done;
+
+		srv->done = j->next;
+		job_free(j);
+	}
+	if (srv->tcp.fd >= 0)
+		close(srv->tcp.fd);
+	if (srv->unix_sock.fd >= 0)
+		close(srv->unix_sock.fd);
+	if (srv->wake.fd >= 0)
+		close(srv->wake.fd);
+	if (srv->epfd >= 0)
+		close(srv->epfd);
+	pthread_mutex_destroy(&srv->lock);
+	pthread_cond_destroy(&srv->cond);
+	free(srv);
+}
