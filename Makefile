@@ -293,7 +293,8 @@ FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
 FUZZ_BIN     := $(patsubst %,$(BUILD)/fuzz/bin/fuzz_%,$(FUZZ_NAMES))
 FUZZ_OBJ     := $(patsubst %.c,$(BUILD)/fuzzobj/%.o,$(LIB_SRC)) \
-	$(BUILD)/fuzzobj/proto/graind.pb-c.o $(BUILD)/obj/embed.o
+	$(BUILD)/fuzzobj/proto/graind.pb-c.o $(BUILD)/obj/embed.o \
+	$(patsubst $(BUILD)/gen/%.c,$(BUILD)/fuzzobj/gen/%.o,$(GRPC_GEN_C))
 FUZZ_MSGS    := $(BUILD)/fuzz/messages.h
 
 # Every message type of the schema, in the order of the generated header:
@@ -304,11 +305,18 @@ $(FUZZ_MSGS): $(GEN_H)
 		sed 's/.* \(.*\)/\&\1,/' > $@.tmp
 	@mv $@.tmp $@
 
-$(BUILD)/fuzzobj/%.o: %.c $(GEN_H) | deps-test
+# Kept between runs: make would otherwise delete them as intermediates.
+.SECONDARY: $(FUZZ_OBJ)
+
+$(BUILD)/fuzzobj/%.o: %.c $(GEN_H) $(GRPC_GEN_H) | deps-test
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(BUILD)/fuzzobj/proto/graind.pb-c.o: $(GEN_C) | deps-test
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/fuzzobj/gen/%.o: $(BUILD)/gen/%.c | deps-test
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -Wno-unused-parameter -c $< -o $@
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1593,6 +1594,14 @@ int main(void)
 	if (geteuid() != 0) {
 		fprintf(stderr, "test_probe needs root; skipped\n");
 		return 0;
+	}
+	/* The veth pair, namespace and pin root have fixed names: two runs
+	 * at once (several checkouts on one host) take turns. */
+	int lock = open("/run/graind-test-probe.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0) {
+		fprintf(stderr, "test_probe: cannot lock /run/graind-test-probe.lock: %s\n",
+			strerror(errno));
+		return 1;
 	}
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
