@@ -105,6 +105,7 @@ extern const struct ctl_cmd ctl_probe_cmds[];
 extern const struct ctl_cmd ctl_data_cmds[];     /* status, maps, samples */
 extern const struct ctl_cmd ctl_sink_cmds[];
 extern const struct ctl_cmd ctl_apply_cmds[];    /* plan, apply */
+extern const struct ctl_cmd ctl_prom_cmds[];     /* prometheus-targets */
 
 /* Read a whole file (malloc'd, NUL-terminated); -1 with errno. */
 int ctl_read_file(const char *path, char **buf, size_t *len);

@@ -12,7 +12,7 @@ _grainctl()
 	case $prev in
 	-o|--output) COMPREPLY=($(compgen -W "table json jsonl" -- "$cur")); return ;;
 	--hosts-file|--token-file|-f|--file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	--host|--timeout|--parallel|--name|--if-match|--probe|--map|--after|--limit) return ;;
+	--host|--timeout|--parallel|--name|--if-match|--probe|--map|--after|--limit|--labels) return ;;
 	esac
 
 	# The command words so far, options and their values skipped.
@@ -20,17 +20,17 @@ _grainctl()
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
 		--host|--hosts-file|--token-file|--output|-o|--timeout|--parallel|--name|-n|\
-		--file|-f|--if-match|--probe|--map|--after|--limit) ((i++)) ;;
+		--file|-f|--if-match|--probe|--map|--after|--limit|--labels) ((i++)) ;;
 		-*) ;;
 		*) if [[ -z $family ]]; then family=${words[i]}; elif [[ -z $verb ]]; then verb=${words[i]}; fi ;;
 		esac
 	done
 
 	if [[ -z $family ]]; then
-		COMPREPLY=($(compgen -W "status plan apply objects probes maps samples sinks $globals" -- "$cur"))
+		COMPREPLY=($(compgen -W "status plan apply prometheus-targets objects probes maps samples sinks $globals" -- "$cur"))
 		return
 	fi
-	if [[ -z $verb && $family != status && $family != plan && $family != apply ]]; then
+	if [[ -z $verb && $family != status && $family != plan && $family != apply && $family != prometheus-targets ]]; then
 		case $family in
 		objects) COMPREPLY=($(compgen -W "push ls get rm verify" -- "$cur")) ;;
 		probes) COMPREPLY=($(compgen -W "ls get put attach detach rm" -- "$cur")) ;;
@@ -47,6 +47,7 @@ _grainctl()
 	"sinks apply") opts="--file -f" ;;
 	"samples ls") opts="--probe --map --after --limit" ;;
 	"plan "*|"apply "*) opts="--file -f --prune" ;;
+	"prometheus-targets "*) opts="--file -f --labels" ;;
 	esac
 	COMPREPLY=($(compgen -W "$opts $globals" -- "$cur"))
 }

@@ -29,6 +29,7 @@ static const struct ctl_opt global_opts[G_COUNT] = {
 
 static const struct ctl_cmd *const families[] = {
 	ctl_data_cmds, ctl_object_cmds, ctl_probe_cmds, ctl_sink_cmds, ctl_apply_cmds,
+	ctl_prom_cmds,
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))
 

@@ -327,12 +327,13 @@ class Net:
 def veth_namespace(tag, block, index=None):
     """A network namespace joined to the host by a veth pair. The host side
     (where graind attaches) gets .1 and the namespace side .2 of a /30 of
-    198.18.0.0/15 (the benchmarking range), chosen by pid and `block` so that
-    modules of one run use different ones; `tag` (one letter) keeps the
-    interface and namespace names apart. `index` sets the host side's
-    ifindex (an AssertionError when it is taken)."""
+    198.18.0.0/15 (the benchmarking range), chosen by pid and `block` (0 to
+    31) so that namespaces open at once use different ones; `tag` (one
+    letter) keeps the interface and namespace names apart. `index` sets the
+    host side's ifindex (an AssertionError when it is taken)."""
+    assert 0 <= block < 32, block
     run = os.getpid() % 10000
-    idx = (os.getpid() + block * 8192) % 32768
+    idx = block * 1024 + os.getpid() % 1024
     base = (198 << 24) | (18 << 16) | (idx * 4)
 
     def quad(n):
