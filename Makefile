@@ -18,7 +18,7 @@ DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio
 	python3-botocore prometheus npm git debootstrap
 DEB_BENCH := wrk bpftrace
 
-PKGS     := libbpf libelf libmicrohttpd libnghttp2 libprotobuf-c sqlite3 jansson zlib libcurl
+PKGS     := libbpf libelf libmicrohttpd libnghttp2 libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
 
 # The flags pkg-config gives are only known once `deps` has installed the
 # packages, so they live in $(BUILD)/config.mk, which a rule below writes
@@ -50,7 +50,8 @@ GRPC_DESC := $(BUILD)/grpc.desc
 LIB_SRC  := $(filter-out server/main.c server/grainctl/%,$(sort $(wildcard api/*.c store/*.c server/*.c server/*/*.c)))
 # grainctl, the client: its own files, the agent's codec and schema, libcurl linked.
 CTL_SRC  := $(sort $(wildcard server/grainctl/*.c)) server/util/codec.c server/util/pbmsg.c \
-	server/util/gerr.c server/util/utf8.c server/util/clock.c server/util/sha256.c
+	server/util/gerr.c server/util/utf8.c server/util/clock.c server/util/sha256.c \
+	server/util/declare.c server/util/yamldoc.c server/util/file.c
 WEB_FILES := $(sort $(wildcard web/*))
 EMBED_S  := $(BUILD)/embed.S
 # Built-in probes: bpf/<name>.bpf.c → $(BUILD)/bpf/<name>.bpf.o, embedded.

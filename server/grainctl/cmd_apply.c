@@ -1,5 +1,5 @@
 /* grainctl plan and apply: make each host hold the probes and sinks a
- * directory of documents declares (server/grainctl/declare.h).
+ * directory of documents declares (server/util/declare.h).
  *
  * Both read every host's probes, sinks and objects first (three requests
  * per host, hosts in parallel) and work out per host what to push, create,
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "server/grainctl/ctl.h"
-#include "server/grainctl/declare.h"
+#include "server/util/declare.h"
 #include "server/util/codec.h"
 #include "server/util/pbmsg.h"
 
@@ -232,7 +232,7 @@ static int action_request(const struct action *a, struct client_request *req, ch
 	*path = NULL;
 	*file_buf = NULL;
 	if (a->act == ACT_PUSH) {
-		if (ctl_read_file(a->name, file_buf, &len) < 0)
+		if (file_read(a->name, file_buf, &len) < 0)
 			return -1;
 		*path = strdup("/v1/objects");
 		*req = (struct client_request){ "POST", *path, *file_buf, len,

@@ -235,7 +235,7 @@ static int objects_push(struct ctl *ctl, const struct ctl_args *a)
 	size_t len;
 	int ret;
 
-	if (ctl_read_file(file, &buf, &len) < 0) {
+	if (file_read(file, &buf, &len) < 0) {
 		fprintf(stderr, "grainctl: %s: %s\n", file, strerror(errno));
 		return CTL_EXIT_USAGE;
 	}

@@ -256,44 +256,6 @@ const char *ctl_fields_text(Graind__Field *const *fs, size_t n, char *buf, size_
 	return buf;
 }
 
-int ctl_read_file(const char *path, char **buf, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *b = NULL, *nb;
-	size_t cap = 0, n = 0, got;
-	int saved;
-
-	if (!f)
-		return -1;
-	do {
-		if (n + 65536 + 1 > cap) {
-			cap = cap ? cap * 2 : 65536 * 2;
-			if (!(nb = realloc(b, cap))) {
-				errno = ENOMEM;
-				goto fail;
-			}
-			b = nb;
-		}
-		got = fread(b + n, 1, 65536, f);
-		n += got;
-	} while (got > 0);
-	if (ferror(f)) {
-		errno = EIO;
-		goto fail;
-	}
-	fclose(f);
-	b[n] = 0;
-	*buf = b;
-	*len = n;
-	return 0;
-fail:
-	saved = errno;
-	free(b);
-	fclose(f);
-	errno = saved;
-	return -1;
-}
-
 int ctl_json_file_to_pb(const char *path, const ProtobufCMessageDescriptor *desc,
 			void **body, size_t *len)
 {
@@ -303,7 +265,7 @@ int ctl_json_file_to_pb(const char *path, const ProtobufCMessageDescriptor *desc
 	size_t tlen;
 	int ret = -1;
 
-	if (ctl_read_file(path, &text, &tlen) < 0) {
+	if (file_read(path, &text, &tlen) < 0) {
 		fprintf(stderr, "grainctl: %s: %s\n", path, strerror(errno));
 		return -1;
 	}

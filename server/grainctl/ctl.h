@@ -15,6 +15,7 @@
 #include "build/proto/graind.pb-c.h"
 #include "server/grainctl/client.h"
 #include "server/grainctl/output.h"
+#include "server/util/file.h"
 
 enum { CTL_EXIT_OK = 0, CTL_EXIT_HOST = 1, CTL_EXIT_USAGE = 2 };
 
@@ -107,8 +108,6 @@ extern const struct ctl_cmd ctl_sink_cmds[];
 extern const struct ctl_cmd ctl_apply_cmds[];    /* plan, apply */
 extern const struct ctl_cmd ctl_prom_cmds[];     /* prometheus-targets */
 
-/* Read a whole file (malloc'd, NUL-terminated); -1 with errno. */
-int ctl_read_file(const char *path, char **buf, size_t *len);
 /* Read `path` as proto3 JSON of `desc` and pack it as protobuf into *body;
  * prints the reason and returns -1 when it does not parse. */
 int ctl_json_file_to_pb(const char *path, const ProtobufCMessageDescriptor *desc,

@@ -247,7 +247,7 @@ static int load_token(struct ctl *ctl, const char *flag)
 		snprintf(def, sizeof(def), "%s/.config/graind/token", home);
 		path = def;
 	}
-	if (ctl_read_file(path, &buf, &len) < 0) {
+	if (file_read(path, &buf, &len) < 0) {
 		if (!required && errno == ENOENT)
 			return 0;
 		fprintf(stderr, "grainctl: token file %s: %s\n", path, strerror(errno));
@@ -305,7 +305,7 @@ static int set_globals(struct ctl *ctl, const char **g, char **host_flags, int n
 	if (!ctl->nhosts && (env = getenv("GRAIND_HOST")) && *env && add_host_list(ctl, env, ',') < 0)
 		return -1;
 	if (!ctl->nhosts && g[G_HOSTS_FILE]) {
-		if (ctl_read_file(g[G_HOSTS_FILE], &buf, &len) < 0)
+		if (file_read(g[G_HOSTS_FILE], &buf, &len) < 0)
 			return fprintf(stderr, "grainctl: %s: %s\n", g[G_HOSTS_FILE],
 				       strerror(errno)), -1;
 		int r = add_host_list(ctl, buf, '\n');

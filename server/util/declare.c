@@ -1,8 +1,9 @@
 /* Declarative documents: loading, checking, normalising, comparing. */
 #define _GNU_SOURCE
-#include "server/grainctl/declare.h"
+#include "server/util/declare.h"
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +11,9 @@
 #include <sys/stat.h>
 
 #include "build/proto/graind.pb-c.h"
-#include "server/grainctl/ctl.h"
-#include "server/grainctl/yamldoc.h"
+#include "server/util/yamldoc.h"
 #include "server/util/codec.h"
+#include "server/util/file.h"
 #include "server/util/pbmsg.h"
 
 #define MASKED_SECRET "********"
@@ -167,7 +168,7 @@ static int doc_object(struct declare_doc *d, const char *dir, const char *file, 
 		d->object_file = NULL;
 	if (!d->object_file)
 		return gerr_set(err, 500, "out of memory");
-	if (ctl_read_file(d->object_file, &buf, &len) < 0)
+	if (file_read(d->object_file, &buf, &len) < 0)
 		return gerr_set(err, 400, "%s: objectFile %s: %s", d->source, d->object_file,
 				strerror(errno));
 	sha256_hex(buf, len, d->object_sha);
@@ -284,42 +285,76 @@ static int is_document(const struct dirent *e)
 	return e->d_name[0] != '.' && (has_suffix(e->d_name, ".json") || is_yaml(e->d_name));
 }
 
-int declare_load(const char *dir, struct declare_set *set, struct gerr *err)
+void declare_files_free(char **paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+}
+
+int declare_files(const char *dir, char ***paths, size_t *n, struct gerr *err)
 {
 	struct dirent **names = NULL;
-	struct stat st;
-	char *path, *slash;
-	int n, ret = 0;
+	int count, ret = 0;
 
-	memset(set, 0, sizeof(*set));
-	if (stat(dir, &st) < 0)
+	*paths = NULL;
+	*n = 0;
+	if ((count = scandir(dir, &names, is_document, by_name)) < 0)
 		return gerr_set(err, 400, "%s: %s", dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode)) {
-		char *parent = strdup(dir);
-
-		if (!parent)
-			return gerr_set(err, 500, "out of memory");
-		slash = strrchr(parent, '/');
-		if (slash)
-			*slash = 0;
-		ret = load_file(set, slash ? (*parent ? parent : "/") : ".", dir, err);
-		free(parent);
-		return ret;
-	}
-	if ((n = scandir(dir, &names, is_document, by_name)) < 0)
-		return gerr_set(err, 400, "%s: %s", dir, strerror(errno));
-	for (int i = 0; i < n; i++) {
-		if (ret == 0) {
-			if (asprintf(&path, "%s/%s", dir, names[i]->d_name) < 0)
-				ret = gerr_set(err, 500, "out of memory");
-			else {
-				ret = load_file(set, dir, path, err);
-				free(path);
-			}
+	if (count && !(*paths = calloc(count, sizeof(**paths))))
+		ret = gerr_set(err, 500, "out of memory");
+	for (int i = 0; i < count; i++) {
+		if (ret == 0 && asprintf(&(*paths)[(*n)++], "%s/%s", dir, names[i]->d_name) < 0) {
+			(*paths)[--(*n)] = NULL;
+			ret = gerr_set(err, 500, "out of memory");
 		}
 		free(names[i]);
 	}
 	free(names);
+	if (ret < 0) {
+		declare_files_free(*paths, *n);
+		*paths = NULL;
+		*n = 0;
+	}
+	return ret;
+}
+
+int declare_load_file(const char *path, struct declare_set *set, struct gerr *err)
+{
+	size_t before = set->n;
+	char *dir = strdup(path), *slash;
+	int ret;
+
+	if (!dir)
+		return gerr_set(err, 500, "out of memory");
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	ret = load_file(set, slash ? (*dir ? dir : "/") : ".", path, err);
+	free(dir);
+	/* All of the file or none of it. */
+	while (ret < 0 && set->n > before)
+		doc_free(&set->docs[--set->n]);
+	return ret;
+}
+
+int declare_load(const char *dir, struct declare_set *set, struct gerr *err)
+{
+	struct stat st;
+	char **paths;
+	size_t n;
+	int ret = 0;
+
+	memset(set, 0, sizeof(*set));
+	if (stat(dir, &st) < 0)
+		return gerr_set(err, 400, "%s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return declare_load_file(dir, set, err);
+	if (declare_files(dir, &paths, &n, err) < 0)
+		return -1;
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = declare_load_file(paths[i], set, err);
+	declare_files_free(paths, n);
 	if (ret == 0 && set->n == 0)
 		ret = gerr_set(err, 400, "%s holds no *.json, *.yaml or *.yml document", dir);
 	return ret;

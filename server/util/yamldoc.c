@@ -1,5 +1,5 @@
 /* YAML → JSON through libyaml's event parser. */
-#include "server/grainctl/yamldoc.h"
+#include "server/util/yamldoc.h"
 
 #include <errno.h>
 #include <stdio.h>

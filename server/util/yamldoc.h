@@ -5,8 +5,8 @@
  * ~, empty), a boolean (true, false), a number (JSON's syntax) or else a
  * string. Anchors and aliases are refused, tags ignored. So a YAML
  * document is exactly the JSON one with the same structure. */
-#ifndef GRAINCTL_YAMLDOC_H
-#define GRAINCTL_YAMLDOC_H
+#ifndef GRAIND_UTIL_YAMLDOC_H
+#define GRAIND_UTIL_YAMLDOC_H
 
 #include <jansson.h>
 

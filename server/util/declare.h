@@ -1,5 +1,6 @@
-/* declare: the documents `grainctl plan` and `apply` read, and how they
- * compare with what an agent has.
+/* declare: the documents of Probes and Sinks that `grainctl plan` and
+ * `apply` and the agent's --config-dir read, and how they compare with
+ * what an agent has.
  *
  * A document is a JSON object {"kind": "Probe"|"Sink", "name": NAME,
  * "spec": {...}}: a Probe's spec is a graind.ProbeSpec, a Sink's a
@@ -11,8 +12,8 @@
  * of them; a directory is every such file in it, in name order. Specs are checked against the schema
  * when loaded, and kept as their canonical proto3 JSON (defaults omitted),
  * which is what the agent answers, so equal specs compare equal. */
-#ifndef GRAINCTL_DECLARE_H
-#define GRAINCTL_DECLARE_H
+#ifndef GRAIND_UTIL_DECLARE_H
+#define GRAIND_UTIL_DECLARE_H
 
 #include <stddef.h>
 #include <jansson.h>
@@ -43,6 +44,17 @@ struct declare_set {
  * name comes twice. */
 int declare_load(const char *dir, struct declare_set *set, struct gerr *err);
 void declare_set_free(struct declare_set *set);
+
+/* The document files of directory `dir` (*.json, *.yaml, *.yml, not
+ * hidden) in name order, as malloc'd "dir/name" paths; 400 when `dir`
+ * cannot be read. */
+int declare_files(const char *dir, char ***paths, size_t *n, struct gerr *err);
+void declare_files_free(char **paths, size_t n);
+
+/* Append the documents of the file `path` (its objectFile names relative
+ * to its directory) to `set`: all of them, or none with a 400 naming the
+ * file and field, also when a kind's name is already in `set`. */
+int declare_load_file(const char *path, struct declare_set *set, struct gerr *err);
 
 /* What an agent answers, made comparable with a document's spec: a
  * ProbeSpec without the default desired state; a Sink without its name and
