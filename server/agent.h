@@ -13,6 +13,7 @@ struct auth;
 struct probe_mgr;
 struct collector;
 struct sinks;
+struct confstat;
 
 struct agent {
 	struct config cfg;
@@ -21,6 +22,7 @@ struct agent {
 	struct probe_mgr *probes;
 	struct collector *collector;
 	struct sinks *sinks;            /* forwarders to StatsD and S3 */
+	struct confstat *confstat;      /* --config-dir's last pass; NULL without */
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

@@ -35,6 +35,9 @@ static const char usage[] =
 "      --audit-max-age AGE     audit records older than this are pruned:\n"
 "                              seconds, or with a suffix s, m, h, d\n"
 "                              (default 30d; 0 keeps them at any age)\n"
+"      --config-dir DIR        apply the Probe and Sink documents of DIR\n"
+"                              (*.json, *.yaml) at start and when they change;\n"
+"                              what a file names, only that file changes\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -148,7 +151,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
-	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET };
+	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -164,6 +167,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "audit-max-age", required_argument, NULL, OPT_AUDIT_MAX_AGE },
 		{ "grpc-listen", required_argument, NULL, OPT_GRPC_LISTEN },
 		{ "grpc-socket", required_argument, NULL, OPT_GRPC_SOCKET },
+		{ "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -272,6 +276,14 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			break;
 		case OPT_GRPC_SOCKET:
 			grpc_socket_arg = optarg;
+			break;
+		case OPT_CONFIG_DIR:
+			/* An absolute path: it names each file's resources. */
+			if (!realpath(optarg, cfg->config_dir)) {
+				fprintf(stderr, "graind: --config-dir %s: %s\n", optarg,
+					strerror(errno));
+				return CONFIG_EXIT_USAGE;
+			}
 			break;
 		case 'v':
 			cfg->verbose = 1;

@@ -29,6 +29,7 @@ struct config {
 	unsigned grpc_port;
 	char grpc_socket_path[108];     /* "" when disabled */
 	char pin_root[PATH_MAX];        /* bpffs directory of the probes' pins */
+	char config_dir[PATH_MAX];      /* Probe and Sink documents; "" when none */
 	unsigned long long buffer_rows; /* sample buffer bounds */
 	unsigned long long buffer_bytes;
 	unsigned long long sink_retention_s; /* delivered samples kept this long */

@@ -19,6 +19,8 @@
 #include "server/elf/elfchk.h"
 #include "server/features.h"
 #include "server/grpc/grpc.h"
+#include "server/confdir.h"
+#include "server/confstat.h"
 #include "server/http.h"
 #include "server/probe/probe.h"
 #include "server/reconcile.h"
@@ -59,6 +61,16 @@ static void print_banner(const struct agent *ag)
 	fflush(stdout);
 }
 
+/* --config-dir: applied once before any transport serves a write. */
+static int start_config_dir(struct agent *ag, struct confdir **out, struct gerr *err)
+{
+	if (!ag->cfg.config_dir[0])
+		return 0;
+	if (!(ag->confstat = confstat_new(ag->cfg.config_dir)))
+		return gerr_set(err, 500, "out of memory");
+	return confdir_start(ag, ag->cfg.config_dir, out, err);
+}
+
 /* Block until SIGTERM or SIGINT. */
 static int wait_for_signal(void)
 {
@@ -78,6 +90,7 @@ int main(int argc, char **argv)
 	struct http_server *http = NULL;
 	struct grpc_server *grpc = NULL;
 	struct auditor *auditor = NULL;
+	struct confdir *confdir = NULL;
 	struct gerr err = { 0 };
 	char db_path[PATH_MAX + 16];
 	sigset_t blocked;
@@ -123,6 +136,7 @@ int main(int argc, char **argv)
 			  &auditor, &err) < 0 ||
 	    collect_start(&ag, &ag.collector, &err) < 0 ||
 	    sinks_start(&ag, &ag.sinks, &err) < 0 ||
+	    start_config_dir(&ag, &confdir, &err) < 0 ||
 	    http_start(&ag, &http, &err) < 0 ||
 	    grpc_start(&ag, &grpc, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
@@ -134,6 +148,7 @@ int main(int argc, char **argv)
 	log_info("msg=\"shutting down\" signal=%s", strsignal(wait_for_signal()));
 	status = 0;
 out:
+	confdir_stop(confdir);      /* no pass runs any more */
 	grpc_stop(grpc);            /* GOAWAY; in-flight calls finish */
 	http_stop(http);
 	auditor_stop(auditor);      /* no request appends any more: write the rest */
@@ -141,6 +156,7 @@ out:
 	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */
 	auth_free(ag.auth);
+	confstat_free(ag.confstat);
 	store_close(ag.store);
 	return status;
 }

@@ -107,6 +107,15 @@ static const struct migration migrations[] = {
 	  /* The audit log is pruned by age oldest first (by rows it goes by
 	   * the primary key). */
 	  "CREATE INDEX audit_by_time ON audit(time_ms);" },
+	{ 5,
+	  /* Probes and sinks a file of --config-dir owns ("file:/path"):
+	   * the API may not change them, and they go when the file does. */
+	  "CREATE TABLE managed ("
+	  "  kind INTEGER NOT NULL,"            /* enum store_managed_kind */
+	  "  name TEXT NOT NULL,"
+	  "  owner TEXT NOT NULL,"
+	  "  PRIMARY KEY (kind, name)"
+	  ") WITHOUT ROWID;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -12,7 +12,7 @@
  * failure is logged). Times are unix milliseconds (CLOCK_REALTIME).
  *
  * Table families, one source file each: objects.c, probes.c, samples.c,
- * sinks.c, audit.c. Their functions are declared below. */
+ * sinks.c, audit.c, managed.c. Their functions are declared below. */
 #ifndef GRAIND_STORE_H
 #define GRAIND_STORE_H
 
@@ -339,5 +339,25 @@ uint64_t store_audit_pruned(struct store *st);
 int store_audit_list(struct store *st, uint64_t after, unsigned limit,
 		     int (*fn)(const struct store_audit *rec, void *ctx),
 		     void *ctx, bool *more, struct gerr *err);
+
+/* ---------------------------------------------------------------- managed
+ * Which file of --config-dir owns a probe or a sink: an owner is a string
+ * like "file:/etc/graind/probes.yaml". */
+
+enum store_managed_kind { STORE_MANAGED_PROBE = 1, STORE_MANAGED_SINK = 2 };
+
+/* The owner of (kind, name) into owner[n]; "" when nobody owns it. */
+int store_managed_get(struct store *st, enum store_managed_kind kind, const char *name,
+		      char *owner, size_t n, struct gerr *err);
+/* Make `owner` own (kind, name); NULL: nobody. */
+int store_managed_set(struct store *st, enum store_managed_kind kind, const char *name,
+		      const char *owner, struct gerr *err);
+/* fn for every owned resource, in kind and name order; fn runs with the
+ * store locked: it must not call the store. A non-zero fn stops the walk
+ * and is returned. */
+int store_managed_list(struct store *st,
+		       int (*fn)(enum store_managed_kind kind, const char *name,
+				 const char *owner, void *ctx),
+		       void *ctx, struct gerr *err);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "server/util/pbmsg.h"
 #include "server/agent.h"
+#include "server/confstat.h"
 #include "server/authlog.h"
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
@@ -719,6 +720,8 @@ char *collect_metrics_text(struct agent *agent, size_t *len)
 		    "Samples of the probe dropped at the bound of the store.");
 	store_sample_drops(agent->store, put_drop, f);
 	sink_metrics(f, agent);
+	if (agent->confstat)
+		confstat_metrics(agent->confstat, f);
 	program_metrics(f, agent, views, n_views);
 	if (!oom)
 		map_metrics(f, views, n_views, &oom);

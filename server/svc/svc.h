@@ -45,6 +45,9 @@ struct svc_call {
 	 * for messages and the log of refusals; NULL: use the rpc's name. */
 	const char *method;
 	const char *path;
+	/* The --config-dir file a change comes from ("file:/path"); NULL for
+	 * API callers. What a file owns, only that file may change. */
+	const char *manager;
 
 	/* Set by the operation. */
 	bool created;                   /* it created its resource (REST: 201) */

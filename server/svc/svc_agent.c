@@ -6,6 +6,7 @@
 #include <sys/utsname.h>
 
 #include "server/agent.h"
+#include "server/confstat.h"
 #include "server/collect/collect.h"
 #include "server/features.h"
 #include "server/svc/svc_int.h"
@@ -63,6 +64,8 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 	    (ag->listen_tcp[0] && add_listen(st, ag->listen_tcp) < 0) ||
 	    (ag->cfg.socket_path[0] && add_listen(st, unix_listen) < 0))
 		return gerr_set(err, 500, "out of memory");
+	if (ag->confstat && confstat_status(ag->confstat, &st->config_dir, err) < 0)
+		return -1;
 	return svc_sinks_all(call->agent, &st->sinks, &st->n_sinks, err);
 }
 

@@ -8,6 +8,7 @@
 #include "server/svc/svc.h"
 #include "server/util/gerr.h"
 #include "server/util/pbmsg.h"
+#include "store/store.h"
 
 /* A new response message of the type `ptr` points to, into *ptr; -1 with
  * a 500 when out of memory. */
@@ -25,5 +26,19 @@ int svc_page_size(const char *field, uint32_t asked, unsigned dflt, unsigned max
  * *out is a malloc'd array of *n sinks, each freed with pbmsg_free(),
  * also when it fails half way. */
 int svc_sinks_all(struct agent *agent, Graind__Sink ***out, size_t *n, struct gerr *err);
+
+/* Owners of probes and sinks (svc_managed.c): "file:" and a path. */
+#define SVC_OWNER_MAX 4200
+
+/* 409 when a file other than call->manager owns (kind, name). */
+int svc_check_owner(struct svc_call *call, enum store_managed_kind kind, const char *name,
+		    struct gerr *err);
+/* After a change succeeded: call->manager owns what it changed; nobody
+ * owns what was deleted. Nothing to do for an API caller's change. */
+int svc_record_owner(struct svc_call *call, enum store_managed_kind kind, const char *name,
+		     bool deleted, struct gerr *err);
+/* The owner of (kind, name) into *managed_by (left as it is when none). */
+int svc_owner_of(struct agent *ag, enum store_managed_kind kind, const char *name,
+		 char **managed_by, struct gerr *err);
 
 #endif

@@ -76,6 +76,8 @@ static int probe_from_row(struct agent *ag, const struct store_probe *row,
 	    pbmsg_set_time(&probe->created, row->created_ms) < 0 ||
 	    pbmsg_set_time(&probe->updated, row->updated_ms) < 0)
 		return gerr_set(err, 500, "out of memory");
+	if (svc_owner_of(ag, STORE_MANAGED_PROBE, row->name, &probe->managed_by, err) < 0)
+		return -1;
 	return probe_status(ag->probes, probe, err);
 }
 
@@ -186,6 +188,8 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		*err = get_err;
 		goto out;
 	}
+	if (svc_check_owner(call, STORE_MANAGED_PROBE, req->name, err) < 0)
+		goto out;
 	if (req->if_generation && (!exists || old.generation != req->if_generation)) {
 		parse_generation_mismatch(&old, exists, req->if_generation, req->name, err);
 		goto out;
@@ -208,6 +212,8 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	}
 	probe_txn_commit(txn);
 	call->created = created;
+	if (svc_record_owner(call, STORE_MANAGED_PROBE, req->name, false, err) < 0)
+		goto out;
 	log_info("msg=\"probe stored\" probe=%s generation=%llu attached=%d", req->name,
 		 (unsigned long long)row.generation, attached);
 	/* A PUT that changes nothing leaves the collector (and the series'
@@ -239,7 +245,8 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 	if (svc_check_name("probe", name, err) < 0)
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
-	if (store_probe_get(ag->store, name, &row, err) < 0)
+	if (store_probe_get(ag->store, name, &row, err) < 0 ||
+	    svc_check_owner(call, STORE_MANAGED_PROBE, name, err) < 0)
 		goto out;
 	spec = unpack_spec(&row, err);
 	if (!spec || apply_to_kernel(call, name, row.generation, spec, attached, &txn, err) < 0)
@@ -288,6 +295,7 @@ int svc_delete_probe(struct svc_call *call, const Graind__DeleteProbeRequest *re
 		return -1;
 	pthread_mutex_lock(&ag->probe_lock);
 	if (store_probe_get(ag->store, req->name, &row, err) < 0 ||
+	    svc_check_owner(call, STORE_MANAGED_PROBE, req->name, err) < 0 ||
 	    probe_detach(ag->probes, req->name, &txn, err) < 0)
 		goto out;
 	if (store_probe_delete(ag->store, req->name, err) < 0) {
@@ -295,9 +303,14 @@ int svc_delete_probe(struct svc_call *call, const Graind__DeleteProbeRequest *re
 		goto out;
 	}
 	probe_txn_commit(txn);
+	if (svc_record_owner(call, STORE_MANAGED_PROBE, req->name, true, err) < 0)
+		goto out;
 	notify_collector(ag, req->name);
 	ret = 0;
 out:
+	/* A probe its file's owner row outlived (a crash between the two). */
+	if (ret < 0 && err->status == 404 && call->manager)
+		svc_record_owner(call, STORE_MANAGED_PROBE, req->name, true, &(struct gerr){ 0 });
 	pthread_mutex_unlock(&ag->probe_lock);
 	store_probe_clear(&row);
 	if (ret == 0)

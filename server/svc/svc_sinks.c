@@ -34,6 +34,8 @@ static int sink_from_row(struct agent *ag, const struct store_sink *row, Graind_
 		return -1;
 	if (pbmsg_set_string(&sink->name, row->name) < 0)
 		return gerr_set(err, 500, "out of memory");
+	if (svc_owner_of(ag, STORE_MANAGED_SINK, row->name, &sink->managed_by, err) < 0)
+		return -1;
 	if (sink->kind_case == GRAIND__SINK__KIND_S3 && sink->s3->secret_access_key[0] &&
 	    pbmsg_set_string(&sink->s3->secret_access_key, SECRET_MASK) < 0)
 		return gerr_set(err, 500, "out of memory");
@@ -94,6 +96,7 @@ static int pack_config(const Graind__Sink *sink, const char *name, uint8_t **out
 
 	copy.health = NULL;
 	copy.name = (char *)name;
+	copy.managed_by = (char *)"";     /* status, not configuration */
 	*len = graind__sink__get_packed_size(&copy);
 	*out = malloc(*len ? *len : 1);
 	if (!*out)
@@ -130,9 +133,11 @@ int svc_put_sink(struct svc_call *call, const Graind__PutSinkRequest *req,
 		if (keep_masked_secret(ag, req->name, &s3, err) < 0)
 			goto out;
 	}
-	if (sinks_check_config(&sink, err) < 0 ||
+	if (svc_check_owner(call, STORE_MANAGED_SINK, req->name, err) < 0 ||
+	    sinks_check_config(&sink, err) < 0 ||
 	    pack_config(&sink, req->name, &packed, &packed_len, err) < 0 ||
-	    store_sink_put(ag->store, req->name, packed, packed_len, &call->created, err) < 0)
+	    store_sink_put(ag->store, req->name, packed, packed_len, &call->created, err) < 0 ||
+	    svc_record_owner(call, STORE_MANAGED_SINK, req->name, false, err) < 0)
 		goto out;
 	log_info("msg=\"sink stored\" sink=%s kind=%s created=%d", req->name,
 		 sink.kind_case == GRAIND__SINK__KIND_S3 ? "s3" : "statsd", call->created);
@@ -158,8 +163,15 @@ int svc_delete_sink(struct svc_call *call, const Graind__DeleteSinkRequest *req,
 {
 	if (svc_check_name("sink", req->name, err) < 0 ||
 	    SVC_NEW(resp, &graind__empty__descriptor, err) < 0 ||
-	    store_sink_delete(call->agent->store, req->name, err) < 0)
+	    svc_check_owner(call, STORE_MANAGED_SINK, req->name, err) < 0 ||
+	    store_sink_delete(call->agent->store, req->name, err) < 0 ||
+	    svc_record_owner(call, STORE_MANAGED_SINK, req->name, true, err) < 0) {
+		/* A sink its file's owner row outlived (a crash between the two). */
+		if (err->status == 404 && call->manager)
+			svc_record_owner(call, STORE_MANAGED_SINK, req->name, true,
+					 &(struct gerr){ 0 });
 		return -1;
+	}
 	sinks_changed(call->agent->sinks, req->name);
 	log_info("msg=\"sink deleted\" sink=%s", req->name);
 	return 0;
