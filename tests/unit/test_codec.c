@@ -63,6 +63,8 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__list_sinks_response__descriptor,
 	&graind__features__descriptor,
 	&graind__agent_status__descriptor,
+	&graind__config_file_error__descriptor,
+	&graind__config_dir_status__descriptor,
 	&graind__audit_entry__descriptor,
 	&graind__list_audit_response__descriptor,
 	&graind__empty__descriptor,
