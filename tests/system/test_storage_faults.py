@@ -333,3 +333,51 @@ def test_failing_writes_503_then_recover(tmp_path, pb):
         rc = a.stop()
         shutil.rmtree(state, ignore_errors=True)
     assert rc == 0, a.read_log()[-3000:]
+
+
+def test_probe_update_with_the_nth_write_failing(tmp_path):
+    """A probe update whose Nth database write fails (EIO, once) either
+    commits whole or leaves the previous generation running: the store and
+    the kernel agree either way, and the next update goes through."""
+    state = tempfile.mkdtemp(prefix="graind-test-")
+    ctl = str(tmp_path / "faultfs.ctl")
+    a = faultfs_agent(state, ctl, str(tmp_path / "graind.log")).start()
+    name = f"sf-nth-{RUN}"
+    try:
+        spec = lambda poll: {"builtin": "syscalls",  # noqa: E731
+                             "outputs": [{"map": "counts", "metric": {"pollIntervalMs": poll}}]}
+        r = a.request("PUT", f"/v1/probes/{name}", json=spec(1000))
+        assert r.status_code in (200, 201), r.text
+        outcomes = set()
+        for n in (1, 2, 3, 4, 6, 8):
+            before = a.get(f"/v1/probes/{name}").json()
+            set_rule(ctl, f"write EIO {n} 1")
+            time.sleep(0.05)        # the shim looks at its rule every 20 ms
+            r = a.request("PUT", f"/v1/probes/{name}",
+                          json=spec(1000 + 100 * n))
+            assert r.status_code in (200, 503), r.text
+            outcomes.add(r.status_code)
+            got = a.get(f"/v1/probes/{name}").json()
+            if r.status_code == 200:
+                assert got["generation"] == r.json()["generation"] != before["generation"]
+                assert got["programs"][0]["progId"] == r.json()["programs"][0]["progId"]
+            else:
+                assert "storage failing" in r.json()["message"], r.text
+                assert got["generation"] == before["generation"], (got, before)
+                assert got["programs"][0]["progId"] == before["programs"][0]["progId"]
+            assert got["programs"][0]["state"] == "PROGRAM_ATTACHED", got
+            assert_probe_running(name)
+            assert sorted(os.listdir(PIN_ROOT)) == [name], os.listdir(PIN_ROOT)
+            set_rule(ctl, "off")
+            wait_for(lambda: health(a).status_code == 200 or
+                     a.request("PUT", f"/v1/sinks/sf-nth-{RUN}", json={
+                         "statsd": {"host": "127.0.0.1", "port": 8125}}).status_code < 300,
+                     timeout=10, what="writable again")
+        assert 503 in outcomes, outcomes
+    finally:
+        set_rule(ctl, "off")
+        a.request("DELETE", f"/v1/sinks/sf-nth-{RUN}")
+        a.request("DELETE", f"/v1/probes/{name}")
+        rc = a.stop()
+        shutil.rmtree(state, ignore_errors=True)
+    assert rc == 0, a.read_log()[-3000:]
