@@ -12,6 +12,14 @@
 #include "server/util/clock.h"
 #include "store/store.h"
 
+bool svc_serving(struct agent *agent)
+{
+	struct store_health h;
+
+	store_health_get(agent->store, &h);
+	return !h.failing;
+}
+
 int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,
 		   Graind__Health **resp, struct gerr *err)
 {

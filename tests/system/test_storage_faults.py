@@ -298,7 +298,10 @@ def test_failing_writes_503_then_recover(tmp_path, pb):
                 metadata=[("authorization", f"Bearer {a.admin}")], timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
         assert "storage failing" in e.value.details()
-        ch.close()
+        # gRPC health says NOT_SERVING (2) while the storage fails
+        check = ch.unary_unary("/grpc.health.v1.Health/Check",
+                               request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        assert check(b"", timeout=5) == b"\x08\x02"
         # ... and a probe change leaves the kernel as it was.
         r = a.request("PUT", f"/v1/probes/{name}", json={
             "builtin": "exec", "desiredState": "DETACHED"})
@@ -313,6 +316,8 @@ def test_failing_writes_503_then_recover(tmp_path, pb):
         time.sleep(0.5)
         set_rule(ctl, "off")
         wait_for(lambda: health(a).status_code == 200, timeout=10, what="/healthz 200 again")
+        assert check(b"", timeout=5) == b"\x08\x01"        # SERVING
+        ch.close()
         wait_for(lambda: during <= exec_pids(), timeout=10, what="samples of the fault")
         r = a.request("PUT", f"/v1/sinks/sf-{RUN}",
                       json={"statsd": {"host": "127.0.0.1", "port": 8125}})
