@@ -249,6 +249,12 @@ $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h
 	$(CLANG) -target bpf -D__TARGET_ARCH_$(BPF_ARCH) $(BPF_CFLAGS) -MMD -MP -c $< -o $@
 	$(LLVM_STRIP) -g $@
 
+# The LD_PRELOAD shim the fault-injection tests break the disk with.
+FAULTFS := $(BUILD)/tests/faultfs.so
+$(FAULTFS): tests/faultfs/faultfs.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl -lpthread
+
 # ---------------------------------------------------------------- run, test
 
 run: deps $(BUILD)/graind
@@ -267,9 +273,9 @@ $(PEERS)/node_modules/.package-lock.json: $(PEERS)/package.json $(PEERS)/package
 
 peers: $(PEERS)/node_modules/.package-lock.json
 
-system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_OBJ)
+system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_OBJ) $(FAULTFS)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/asan/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf \
-		GRAINCTL_BIN=$(CURDIR)/$(BUILD)/asan/grainctl \
+		GRAINCTL_BIN=$(CURDIR)/$(BUILD)/asan/grainctl GRAIND_FAULTFS=$(CURDIR)/$(FAULTFS) \
 		GRAIND_PROTO=$(CURDIR)/proto/graind.proto \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/system
 

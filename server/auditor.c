@@ -55,7 +55,7 @@ static void flush(struct auditor *a)
 	a->flush_at_ms = 0;     /* a record queued from now on asks again */
 	pthread_mutex_unlock(&a->lock);
 	rc = store_audit_flush(a->store, &err);
-	if (rc < 0)
+	if (rc < 0 && err.status != 503)        /* storage faults: the store logs them */
 		log_error("msg=\"cannot write audit records\" error=\"%s\"", err.msg);
 	pthread_mutex_lock(&a->lock);
 	if (rc < 0 && !a->flush_at_ms)
@@ -72,7 +72,7 @@ static void prune(struct auditor *a)
 
 	pthread_mutex_unlock(&a->lock);
 	rc = store_audit_prune(a->store, older, &pruned, &err);
-	if (rc < 0)
+	if (rc < 0 && err.status != 503)
 		log_error("msg=\"cannot prune the audit log\" error=\"%s\"", err.msg);
 	else if (pruned)
 		log_debug("msg=\"audit log pruned\" rows=%llu", (unsigned long long)pruned);

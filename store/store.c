@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/util/clock.h"
 #include "server/util/log.h"
 
 /* How long a statement waits for a lock held by another connection
@@ -25,6 +26,7 @@
 void store_lock(struct store *st)
 {
 	pthread_mutex_lock(&st->lock);
+	store_health_maintain(st);
 }
 
 void store_unlock(struct store *st)
@@ -62,6 +64,16 @@ int store_fail(struct store *st, struct gerr *err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
+	if (store_health_is_fault(sqlite3_extended_errcode(st->db)) && st->reserve_path) {
+		struct store_health h;
+		char since[CLOCK_TEXT_MAX];
+
+		store_health_fault(st, what, sqlite3_extended_errcode(st->db));
+		store_health_get(st, &h);
+		clock_format(h.since_ms, since);
+		return gerr_set(err, 503, "storage failing since %s: %s; retry once it is fixed",
+				since, h.error);
+	}
 	return gerr_set(err, status_of(st->db), "%s: %s", what,
 			sqlite3_errmsg(st->db));
 }
@@ -278,10 +290,10 @@ out:
 
 /* Pages of 64 KiB (for a new database; one made before keeps its own):
  * sample blocks are tens of KiB, and SQLite writes, checkpoints and frees
- * a blob page by page. The WAL is checkpointed when it reaches
- * STORE_WAL_BYTES, and cut back to that size after. */
+ * a blob page by page. The WAL is checkpointed by our hook (health.c, at
+ * a threshold that follows the free space), and cut back to
+ * STORE_WAL_BYTES after. */
 #define STORE_PAGE_SIZE 65536
-#define STORE_WAL_BYTES (64 << 20)
 
 static int configure_wal(struct store *st, struct gerr *err)
 {
@@ -290,9 +302,10 @@ static int configure_wal(struct store *st, struct gerr *err)
 
 	if (page_size <= 0)
 		return store_fail(st, err, "cannot read the page size");
-	snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint=%d; PRAGMA journal_size_limit=%d",
-		 STORE_WAL_BYTES / page_size, STORE_WAL_BYTES);
-	return store_exec(st, sql, err);
+	snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit=%u", STORE_WAL_BYTES);
+	if (store_exec(st, sql, err) < 0)
+		return -1;
+	return store_health_open(st, page_size, err);
 }
 
 /* synchronous=NORMAL: in WAL mode a commit is durable against a crash of
@@ -373,6 +386,7 @@ void store_close(struct store *st)
 		log_error("msg=\"cannot close database\" path=\"%s\" error=\"%s\"",
 			  st->path, sqlite3_errmsg(st->db));
 	pthread_mutex_destroy(&st->lock);
+	store_health_close(st);
 	free(st->path);
 	free(st);
 }

@@ -36,6 +36,31 @@ void store_close(struct store *st);
 /* Size of the database file plus its WAL, in bytes. */
 uint64_t store_db_bytes(struct store *st);
 
+/* ---------------------------------------------------------------- health
+ * Storage faults. When SQLite cannot write (disk full, I/O error,
+ * read-only file system) the call fails with status 503 and a message
+ * naming the storage error, and the store is failing until a commit (and
+ * the checkpoint after it) works again; the store logs this itself, once
+ * and then at most once a minute, so callers need not log a 503 from the
+ * store (no other store error is 503). A full disk releases the reserve
+ * file (DIR/graind.db-reserve, STORE_RESERVE_BYTES) so that the WAL can
+ * be checkpointed and cut back; it is made again once twice its size is
+ * free. Callers retry their writes; nothing here waits or retries. */
+
+struct store_health {
+	bool failing;
+	char error[256];            /* the last storage error, "" when ok */
+	int64_t since_ms;           /* when it started failing (unix ms), 0 when ok */
+	uint64_t failed_writes;     /* store calls the storage failed, ever */
+	uint64_t faults;            /* times it went from ok to failing */
+	int64_t recovered_ms;       /* the last recovery (unix ms), 0 never */
+	uint64_t reserve_bytes;     /* the reserve in place, 0 when released */
+	uint64_t checkpoint_bytes;  /* the WAL is checkpointed at this size now */
+};
+
+/* The state now; never waits for the store's lock. */
+void store_health_get(struct store *st, struct store_health *out);
+
 /* ---------------------------------------------------------------- objects
  * Objects are content-addressed by their lowercase hex sha256. `meta` is an
  * opaque blob (the packed graind.Object) stored beside the bytes. */

@@ -88,6 +88,21 @@ struct store {
 	uint64_t audit_max_rows, audit_pruned;
 	void (*audit_notify)(void *ctx);
 	void *audit_notify_ctx;
+
+	/* health.c: the storage's state (health_lock, so that /healthz never
+	 * waits for a store stuck in I/O), when the log last spoke of it and
+	 * whether it told of the fault now; the WAL's page size and current
+	 * checkpoint threshold, the reserve file and the checkpoint a "disk
+	 * full" asks for. */
+	pthread_mutex_t health_lock;
+	struct store_health health;
+	int64_t logged_ms;
+	bool fault_logged;
+	uint64_t unlogged;
+	char *dir, *reserve_path;
+	uint64_t page_size, checkpoint_bytes, reserve_bytes;
+	int64_t space_checked_ms, reserve_tried_ms;
+	bool rescue_due;
 };
 
 void store_lock(struct store *st);
@@ -146,6 +161,32 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 /* Write what the audit queue holds (store_audit_flush with the lock held),
  * and free it whatever happens: for store_close(). */
 void store_audit_drain(struct store *st);
+
+/* health.c */
+
+/* The WAL's checkpoint thresholds: with plenty of room, and when the file
+ * system has less than STORE_LOW_SPACE_BYTES free. The WAL file is cut
+ * back to STORE_WAL_BYTES after a checkpoint (journal_size_limit). */
+#define STORE_WAL_BYTES (64u << 20)
+#define STORE_WAL_LOW_BYTES (1u << 20)
+#define STORE_LOW_SPACE_BYTES (256ull << 20)
+#define STORE_RESERVE_BYTES (4u << 20)
+
+/* Whether an SQLite result code is a storage fault: full, I/O error,
+ * read-only, cannot open (the WAL on a read-only file system). */
+bool store_health_is_fault(int code);
+
+/* Record a storage fault of `what` (extended code `code`): failing from
+ * now, logged at most once a minute; a full disk releases the reserve. */
+void store_health_fault(struct store *st, const char *what, int code);
+
+/* Install the WAL hook (our checkpoint policy) and make the reserve;
+ * after the connection is configured. */
+int store_health_open(struct store *st, int page_size, struct gerr *err);
+void store_health_close(struct store *st);
+
+/* Run by store_lock(): what waits for no transaction to be open. */
+void store_health_maintain(struct store *st);
 
 /* migrations.c */
 

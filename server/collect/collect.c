@@ -59,6 +59,8 @@
 #define SPARE_CHUNKS  32        /* event chunk buffers kept for reuse */
 #define BATCH_MAX     65536     /* samples per transaction */
 #define BATCH_WAIT_MS 50        /* the longest a sample waits for its batch */
+#define RETRY_MIN_MS  100       /* a batch the storage refused, tried again after */
+#define RETRY_MAX_MS  1000      /* ... doubling up to this */
 #define PERF_PAGES    64        /* perf buffer pages per CPU */
 #define DELTA_MAX     (1u << 18) /* remembered counter series, per map */
 #define TAG_TEXT_MAX  256
@@ -103,6 +105,7 @@ struct pqueue {
 	uint64_t overflow;      /* of those: all the queues were full */
 	uint64_t lost;          /* records the kernel could not hand over */
 	bool live;              /* its probe is in the store: kept */
+	struct chunk **put_back;        /* where requeue() puts the next chunk */
 	struct pqueue *next;
 };
 
@@ -430,9 +433,37 @@ static void count_failed(struct collector *c, struct chunk *batch)
 		queue_count_lost(c, ch->queue, ch->count);
 }
 
-/* Store the chunks as one transaction, one block each. */
-static void write_batch(struct collector *c, struct chunk *batch, size_t samples,
-			struct store_sample_run **runs, size_t *runs_cap)
+/* Put a batch the storage could not take back at the front of its queues,
+ * in order, to be written again: it is still within the bounds it was
+ * admitted under, and what arrives meanwhile meets them full. */
+static void requeue(struct collector *c, struct chunk *batch)
+{
+	pthread_mutex_lock(&c->qlock);
+	for (struct pqueue *q = c->queues; q; q = q->next)
+		q->put_back = &q->head;
+	while (batch) {
+		struct chunk *ch = batch;
+		struct pqueue *q = ch->queue;
+
+		batch = ch->next;
+		ch->next = *q->put_back;
+		*q->put_back = ch;
+		q->put_back = &ch->next;
+		if (!ch->next)
+			q->tail = &ch->next;
+		q->len += ch->count;
+		q->bytes += ch->data.len;
+		c->bytes += ch->data.len;
+		c->depth += ch->count;
+	}
+	pthread_mutex_unlock(&c->qlock);
+}
+
+/* Store the chunks as one transaction, one block each. False when the
+ * storage failed (503) and the batch went back to its queues, unless this
+ * is the `last` try (at stop), when it is counted as lost. */
+static bool write_batch(struct collector *c, struct chunk *batch, size_t samples,
+			struct store_sample_run **runs, size_t *runs_cap, bool last)
 {
 	struct gerr err = { 0 };
 	uint64_t t0 = clock_mono_us();
@@ -458,7 +489,14 @@ static void write_batch(struct collector *c, struct chunk *batch, size_t samples
 			.len = ch->data.len, .count = ch->count,
 		};
 	if (store_samples_append_runs(c->agent->store, *runs, n, &err) < 0) {
-		log_error("msg=\"samples not stored\" count=%zu error=\"%s\"", samples, err.msg);
+		if (err.status == 503 && !last) {
+			stat_add(&c->stats.write_retries, 1);
+			requeue(c, batch);
+			return false;
+		}
+		/* the store logs its storage faults itself, rate-limited */
+		if (err.status != 503)
+			log_error("msg=\"samples not stored\" count=%zu error=\"%s\"", samples, err.msg);
 		count_failed(c, batch);
 	} else {
 		stat_add(&c->stats.stored, samples);
@@ -467,6 +505,7 @@ static void write_batch(struct collector *c, struct chunk *batch, size_t samples
 	}
 out:
 	free_chunks(c, batch);
+	return true;
 }
 
 static void deadline_after_ms(struct timespec *ts, unsigned ms)
@@ -478,7 +517,9 @@ static void deadline_after_ms(struct timespec *ts, unsigned ms)
 }
 
 /* The writer: waits for a first sample, gives the batch BATCH_WAIT_MS to
- * fill (or less when it is full), commits, and at stop drains everything. */
+ * fill (or less when it is full), commits, and at stop drains everything.
+ * A batch the storage refuses waits in its queues and is tried again
+ * after RETRY_MIN_MS, doubling up to RETRY_MAX_MS, until it goes in. */
 static void *writer_main(void *arg)
 {
 	struct collector *c = arg;
@@ -486,6 +527,8 @@ static void *writer_main(void *arg)
 	struct timespec deadline;
 	struct chunk *batch;
 	size_t runs_cap = 0, samples;
+	unsigned retry_ms = 0;
+	bool last;
 
 	pthread_mutex_lock(&c->qlock);
 	for (;;) {
@@ -494,14 +537,18 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&c->qcond, &c->qlock);
 		if (!c->depth && c->writer_stop)
 			break;
-		deadline_after_ms(&deadline, BATCH_WAIT_MS);
-		while (c->depth < BATCH_MAX && !c->writer_stop &&
+		deadline_after_ms(&deadline, retry_ms ? retry_ms : BATCH_WAIT_MS);
+		while ((retry_ms || c->depth < BATCH_MAX) && !c->writer_stop &&
 		       pthread_cond_timedwait(&c->qcond, &c->qlock, &deadline) != ETIMEDOUT)
 			;
+		last = c->writer_stop;
 		batch = take_batch(c, &samples);
 		pthread_mutex_unlock(&c->qlock);
-		if (batch)
-			write_batch(c, batch, samples, &runs, &runs_cap);
+		if (batch && !write_batch(c, batch, samples, &runs, &runs_cap, last))
+			retry_ms = retry_ms ? (retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : retry_ms * 2) :
+				   RETRY_MIN_MS;
+		else
+			retry_ms = 0;
 		pthread_mutex_lock(&c->qlock);
 	}
 	pthread_mutex_unlock(&c->qlock);
@@ -1476,6 +1523,7 @@ void collect_get_stats(struct collector *c, struct collect_stats *out)
 	out->batches = __atomic_load_n(&c->stats.batches, __ATOMIC_RELAXED);
 	out->batch_commit_us = __atomic_load_n(&c->stats.batch_commit_us, __ATOMIC_RELAXED);
 	out->decode_errors = __atomic_load_n(&c->stats.decode_errors, __ATOMIC_RELAXED);
+	out->write_retries = __atomic_load_n(&c->stats.write_retries, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&c->qlock);
 	out->queue_overflow = __atomic_load_n(&c->stats.queue_overflow, __ATOMIC_RELAXED);
 	out->queue_depth = c->depth;

@@ -73,6 +73,7 @@ struct collect_stats {
 	uint64_t batches;          /* committed batches */
 	uint64_t batch_commit_us;  /* time spent committing, total */
 	uint64_t decode_errors;
+	uint64_t write_retries;    /* batches the storage refused, kept and tried again */
 };
 
 /* Start the collector thread; it follows the probes the store says are

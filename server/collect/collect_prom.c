@@ -142,6 +142,40 @@ static void agent_metrics(FILE *f, struct agent *agent)
 		    (double)store_sample_bytes(agent->store));
 }
 
+/* The storage's health (store_health): failing or not, since when and
+ * why, as an info series that exists only while it fails. */
+static void storage_metrics(FILE *f, struct agent *agent)
+{
+	struct store_health h;
+	struct collect_stats st;
+
+	store_health_get(agent->store, &h);
+	collect_get_stats(agent->collector, &st);
+	self_metric(f, "graind_storage_failing", "gauge",
+		    "1 while SQLite cannot write (disk full, I/O error, read-only), else 0.",
+		    h.failing ? 1 : 0);
+	self_metric(f, "graind_storage_failing_since_seconds", "gauge",
+		    "Unix time the storage started failing, 0 when it is not.",
+		    (double)h.since_ms / 1000);
+	family_head(f, "graind_storage_error_info", "gauge",
+		    "The storage error while the storage fails (one series, value 1).");
+	if (h.failing)
+		put_sample(f, "graind_storage_error_info", "error", h.error, 1);
+	self_metric(f, "graind_storage_write_failures_total", "counter",
+		    "Store calls the storage failed.", (double)h.failed_writes);
+	self_metric(f, "graind_storage_faults_total", "counter",
+		    "Times the storage went from writable to failing.", (double)h.faults);
+	self_metric(f, "graind_storage_reserve_bytes", "gauge",
+		    "The reserve file kept for checkpoints after a full disk (0: released).",
+		    (double)h.reserve_bytes);
+	self_metric(f, "graind_storage_checkpoint_bytes", "gauge",
+		    "The WAL size at which it is checkpointed now (smaller when space runs low).",
+		    (double)h.checkpoint_bytes);
+	self_metric(f, "graind_sample_write_retries_total", "counter",
+		    "Batches of samples the storage refused, kept in memory and written again.",
+		    (double)st.write_retries);
+}
+
 /* Requests refused for want of a token are counted, never stored. */
 static void auth_metrics(FILE *f, struct agent *agent)
 {
@@ -714,6 +748,7 @@ char *collect_metrics_text(struct agent *agent, size_t *len)
 	if (collect_views(agent, &views, &n_views) < 0)
 		oom = true;
 	agent_metrics(f, agent);
+	storage_metrics(f, agent);
 	auth_metrics(f, agent);
 	queue_metrics(f, agent);
 	family_head(f, "graind_sample_buffer_dropped_total", "counter",

@@ -32,6 +32,7 @@
 
 #include "server/agent.h"
 #include "server/grpc/grpc_int.h"
+#include "server/svc/svc.h"
 #include "server/util/clock.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
@@ -483,7 +484,8 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 
 	switch (s->kind) {
 	case KIND_HEALTH:
-		grpc_health_check(!srv->draining, false, msg, len, &known, &r);
+		grpc_health_check(!srv->draining && svc_serving(srv->agent), false, msg, len,
+				  &known, &r);
 		stream_finish(s, &r);
 		return;
 	case KIND_HEALTH_WATCH:
@@ -491,7 +493,8 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 		/* Each request answered as it comes; the status when the
 		 * client half-closes (a watch: at shutdown). */
 		if (s->kind == KIND_HEALTH_WATCH &&
-		    grpc_health_check(!srv->draining, true, msg, len, &s->watching, &r) < 0) {
+		    grpc_health_check(!srv->draining && svc_serving(srv->agent), true, msg, len,
+				      &s->watching, &r) < 0) {
 			stream_finish(s, &r);
 			return;
 		}

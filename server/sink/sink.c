@@ -457,7 +457,7 @@ static void note_failure(struct forwarder *fw, const struct gerr *cause)
 	fw->errors++;
 	pthread_mutex_unlock(&fw->owner->lock);
 	log_warn("msg=\"sink delivery failed\" sink=%s error=\"%s\"", fw->name, cause->msg);
-	if (store_sink_failed(st, fw->name, cause->msg, &err) < 0)
+	if (store_sink_failed(st, fw->name, cause->msg, &err) < 0 && err.status != 503)
 		log_error("msg=\"cannot record sink failure\" sink=%s error=\"%s\"",
 			  fw->name, err.msg);
 }
@@ -740,8 +740,11 @@ static void *pruner_main(void *arg)
 			break;
 		pthread_mutex_unlock(&s->lock);
 		if (store_samples_prune_delivered(s->agent->store, clock_unix_ms() - retention_ms,
-						  &pruned, &err) < 0)
-			log_error("msg=\"cannot prune delivered samples\" error=\"%s\"", err.msg);
+						  &pruned, &err) < 0) {
+			if (err.status != 503)  /* storage faults: the store logs them */
+				log_error("msg=\"cannot prune delivered samples\" error=\"%s\"",
+					  err.msg);
+		}
 		else if (pruned)
 			log_debug("msg=\"delivered samples pruned\" rows=%llu",
 				  (unsigned long long)pruned);

@@ -127,7 +127,7 @@ static void audit(struct svc_call *call, const struct svc_method *m, const char 
 	utf8_scrub(target);
 	utf8_scrub(msg);
 	if (store_audit_append(call->agent->store, auth_role_name(call->role), svc_rpc(m)->name,
-			       target, status, msg, &aerr) < 0)
+			       target, status, msg, &aerr) < 0 && aerr.status != 503)
 		log_error("msg=\"cannot write audit record\" error=\"%s\"", aerr.msg);
 }
 

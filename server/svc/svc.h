@@ -98,6 +98,11 @@ void svc_refused(struct svc_call *call, const struct svc_method *m, const char *
 int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
 	    ProtobufCMessage **resp, struct gerr *err);
 
+/* Whether the agent serves (GetHealth answers ok): false while its storage
+ * fails. Never waits for the store; for gRPC's health service. */
+struct agent;
+bool svc_serving(struct agent *agent);
+
 /* The operations. Names of probes and sinks: [a-z0-9][a-z0-9._-]{0,62};
  * object ids: 64 hex digits, either case. */
 int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,

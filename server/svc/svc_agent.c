@@ -13,11 +13,26 @@
 #include "server/util/clock.h"
 #include "store/store.h"
 
+bool svc_serving(struct agent *agent)
+{
+	struct store_health h;
+
+	store_health_get(agent->store, &h);
+	return !h.failing;
+}
+
 int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,
 		   Graind__Health **resp, struct gerr *err)
 {
-	(void)call;
+	struct store_health h;
+	char since[CLOCK_TEXT_MAX];
+
 	(void)req;
+	store_health_get(call->agent->store, &h);
+	if (h.failing) {
+		clock_format(h.since_ms, since);
+		return gerr_set(err, 503, "storage failing since %s: %s", since, h.error);
+	}
 	if (SVC_NEW(resp, &graind__health__descriptor, err) < 0)
 		return -1;
 	if (pbmsg_set_string(&(*resp)->status, "ok") < 0)
@@ -34,6 +49,32 @@ static int add_listen(Graind__AgentStatus *st, const char *what)
 	st->listen = grown;
 	st->listen[st->n_listen] = strdup(what);
 	return st->listen[st->n_listen++] ? 0 : -1;
+}
+
+static int storage_status(struct agent *ag, Graind__StorageHealth **out, struct gerr *err)
+{
+	struct store_health h;
+	struct collect_stats cs;
+	Graind__StorageHealth *sh;
+
+	if (SVC_NEW(out, &graind__storage_health__descriptor, err) < 0)
+		return -1;
+	sh = *out;
+	store_health_get(ag->store, &h);
+	collect_get_stats(ag->collector, &cs);
+	sh->failed_writes = h.failed_writes;
+	sh->faults = h.faults;
+	sh->reserve_bytes = h.reserve_bytes;
+	sh->checkpoint_bytes = h.checkpoint_bytes;
+	sh->samples_waiting = cs.queue_depth;
+	sh->samples_dropped = cs.queue_dropped;
+	sh->write_retries = cs.write_retries;
+	if (pbmsg_set_string(&sh->state, h.failing ? "failing" : "ok") < 0 ||
+	    pbmsg_set_string(&sh->error, h.error) < 0 ||
+	    (h.since_ms && pbmsg_set_time(&sh->since, h.since_ms) < 0) ||
+	    (h.recovered_ms && pbmsg_set_time(&sh->recovered, h.recovered_ms) < 0))
+		return gerr_set(err, 500, "out of memory");
+	return 0;
 }
 
 int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
@@ -64,6 +105,8 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 	    (ag->listen_tcp[0] && add_listen(st, ag->listen_tcp) < 0) ||
 	    (ag->cfg.socket_path[0] && add_listen(st, unix_listen) < 0))
 		return gerr_set(err, 500, "out of memory");
+	if (storage_status(call->agent, &st->storage, err) < 0)
+		return -1;
 	if (ag->confstat && confstat_status(ag->confstat, &st->config_dir, err) < 0)
 		return -1;
 	return svc_sinks_all(call->agent, &st->sinks, &st->n_sinks, err);

@@ -34,8 +34,10 @@ def free_port():
 class Agent:
     """A running graind. `url` is its base URL; `admin`/`reader` its tokens."""
 
-    def __init__(self, state_dir, extra_args=(), wrapper=(), host="127.0.0.1"):
+    def __init__(self, state_dir, extra_args=(), wrapper=(), host="127.0.0.1", log_path=None):
         self.state_dir = state_dir
+        # where stderr goes: outside the state dir when the test fills it
+        self.log_path = log_path or os.path.join(state_dir, "graind.log")
         self.extra_args = list(extra_args)
         self.wrapper = list(wrapper)    # a command that execs graind
         self.host = host                # where it listens: e.g. in a namespace
@@ -45,7 +47,7 @@ class Agent:
     def start(self, timeout=30):
         self.port = free_port()
         self.socket_path = os.path.join(self.state_dir, "graind.sock")
-        self.log = open(os.path.join(self.state_dir, "graind.log"), "ab")
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.wrapper, GRAIND_BIN, "--listen", f"{self.host}:{self.port}",
              "--grpc-listen", f"{self.host}:0", "--state-dir", self.state_dir,
@@ -78,7 +80,7 @@ class Agent:
         raise RuntimeError("graind did not become healthy")
 
     def read_log(self):
-        with open(os.path.join(self.state_dir, "graind.log"), "rb") as f:
+        with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=30):

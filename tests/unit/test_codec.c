@@ -65,6 +65,7 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__agent_status__descriptor,
 	&graind__config_file_error__descriptor,
 	&graind__config_dir_status__descriptor,
+	&graind__storage_health__descriptor,
 	&graind__audit_entry__descriptor,
 	&graind__list_audit_response__descriptor,
 	&graind__empty__descriptor,

@@ -25,10 +25,11 @@ static inline void tmpdb_make(struct tmpdb *db, const char *prefix)
 	snprintf(db->path, sizeof(db->path), "%s/graind.db", db->dir);
 }
 
-/* The database, its WAL, shared memory and journal, and the directory. */
+/* The database, its WAL, shared memory, journal and reserve, and the
+ * directory. */
 static inline void tmpdb_remove(struct tmpdb *db)
 {
-	const char *suffixes[] = { "", "-wal", "-shm", "-journal" };
+	const char *suffixes[] = { "", "-wal", "-shm", "-journal", "-reserve" };
 	char file[160];
 
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
