@@ -21,6 +21,9 @@ struct api_request {
 	const char *accept;
 	const char *authorization;
 	const char *if_match;
+	/* The verified client certificate's names (server/util/peerid.h),
+	 * NULL without one. */
+	const char *client_identity;
 	const uint8_t *body;
 	size_t body_len;
 	/* A percent-decoded query parameter, or NULL when absent. */

@@ -14,6 +14,7 @@ struct probe_mgr;
 struct collector;
 struct sinks;
 struct confstat;
+struct tls;
 
 struct agent {
 	struct config cfg;
@@ -23,6 +24,7 @@ struct agent {
 	struct collector *collector;
 	struct sinks *sinks;            /* forwarders to StatsD and S3 */
 	struct confstat *confstat;      /* --config-dir's last pass; NULL without */
+	struct tls *tls;                /* TLS credentials of the TCP listeners, or NULL */
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

@@ -19,6 +19,12 @@ static const char usage[] =
 "  -d, --state-dir DIR         database and token files (default " CONFIG_DEFAULT_STATE_DIR ")\n"
 "  -s, --socket PATH           unix socket to listen on too\n"
 "                              (default DIR/graind.sock; 'none' disables it)\n"
+"      --tls-cert FILE         serve TLS (1.2+) on both TCP addresses with this PEM\n"
+"                              certificate chain; needs --tls-key\n"
+"      --tls-key FILE          the certificate's PEM private key\n"
+"      --client-ca FILE        mutual TLS: clients need a certificate signed by\n"
+"                              a CA of this PEM file\n"
+"      --client-cert MODE      'required' (default with --client-ca) or 'optional'\n"
 "      --max-object-size BYTES largest object upload accepted (default 64M);\n"
 "                              suffixes K, M, G\n"
 "      --threads N             HTTP worker threads (default 4)\n"
@@ -43,7 +49,8 @@ static const char usage[] =
 "  -V, --version               print the version and exit\n"
 "\n"
 "Clients authenticate with 'Authorization: Bearer TOKEN'. The tokens are in\n"
-"DIR/admin.token (may change anything) and DIR/reader.token (may read).\n";
+"DIR/admin.token (may change anything) and DIR/reader.token (may read).\n"
+"SIGHUP reloads the TLS certificate, key and client CA.\n";
 
 static int parse_size(const char *s, size_t *out)
 {
@@ -151,7 +158,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 {
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
-	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR };
+	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
+	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -168,12 +176,16 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "grpc-listen", required_argument, NULL, OPT_GRPC_LISTEN },
 		{ "grpc-socket", required_argument, NULL, OPT_GRPC_SOCKET },
 		{ "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "client-ca", required_argument, NULL, OPT_CLIENT_CA },
+		{ "client-cert", required_argument, NULL, OPT_CLIENT_CERT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *socket_arg = NULL, *grpc_socket_arg = NULL;
+	const char *socket_arg = NULL, *grpc_socket_arg = NULL, *client_cert_arg = NULL;
 	size_t threads, size;
 	int c;
 
@@ -285,6 +297,26 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				return CONFIG_EXIT_USAGE;
 			}
 			break;
+		case OPT_TLS_CERT:
+		case OPT_TLS_KEY:
+		case OPT_CLIENT_CA:
+			if (copy_path(c == OPT_TLS_CERT ? cfg->tls_cert : c == OPT_TLS_KEY ? cfg->tls_key :
+				      cfg->client_ca, PATH_MAX, optarg) < 0) {
+				fprintf(stderr, "graind: --%s: empty or too long\n",
+					c == OPT_TLS_CERT ? "tls-cert" : c == OPT_TLS_KEY ? "tls-key" :
+					"client-ca");
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_CLIENT_CERT:
+			client_cert_arg = optarg;
+			if (strcmp(optarg, "required") != 0 && strcmp(optarg, "optional") != 0) {
+				fprintf(stderr, "graind: --client-cert wants 'required' or 'optional', got '%s'\n",
+					optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			cfg->client_cert_optional = strcmp(optarg, "optional") == 0;
+			break;
 		case 'v':
 			cfg->verbose = 1;
 			break;
@@ -309,6 +341,18 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	    socket_path(cfg->grpc_socket_path, grpc_socket_arg, cfg->state_dir,
 			"graind-grpc.sock", "--grpc-socket") < 0)
 		return CONFIG_EXIT_USAGE;
+	if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+		fprintf(stderr, "graind: --tls-cert and --tls-key go together: give both or neither\n");
+		return CONFIG_EXIT_USAGE;
+	}
+	if (cfg->client_ca[0] && !cfg->tls_cert[0]) {
+		fprintf(stderr, "graind: --client-ca needs TLS: give --tls-cert and --tls-key too\n");
+		return CONFIG_EXIT_USAGE;
+	}
+	if (client_cert_arg && !cfg->client_ca[0]) {
+		fprintf(stderr, "graind: --client-cert needs --client-ca, the CA that signs client certificates\n");
+		return CONFIG_EXIT_USAGE;
+	}
 	if (!cfg->listen_host[0] && !cfg->socket_path[0]) {
 		fprintf(stderr, "graind: nothing to listen on (--listen none and --socket none)\n");
 		return CONFIG_EXIT_USAGE;

@@ -36,6 +36,11 @@ struct config {
 	unsigned long long queue_bytes; /* samples waiting for the store, every probe */
 	unsigned long long audit_max_rows;   /* audit records kept at most */
 	unsigned long long audit_max_age_s;  /* and for this long; 0: any age */
+	/* TLS on both TCP listeners: "" when off (the unix sockets stay plain). */
+	char tls_cert[PATH_MAX];        /* PEM certificate chain, leaf first */
+	char tls_key[PATH_MAX];         /* PEM private key */
+	char client_ca[PATH_MAX];       /* PEM CA(s) of client certificates: "" no mTLS */
+	int client_cert_optional;       /* --client-cert optional */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

@@ -1,5 +1,7 @@
 #include "server/http.h"
 
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -9,16 +11,33 @@
 
 #include "api/api.h"
 #include "server/agent.h"
+#include "server/tls/tls.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
 
 #define CONNECTION_TIMEOUT_S 60
 #define CONNECTION_LIMIT 1024
 
+struct http_server;
+
+/* What a daemon's callbacks are given: whether its connections are TLS. */
+struct http_listener {
+	struct http_server *srv;
+	bool tls;
+};
+
 struct http_server {
 	struct agent *agent;
 	struct MHD_Daemon *tcp;
 	struct MHD_Daemon *unix_sock;
+	struct http_listener tcp_l, unix_l;
+};
+
+/* A TLS connection's state (its socket context), from accept to close. */
+struct tls_conn {
+	struct tls_creds *creds;        /* the session's credentials, held */
+	char *identity;                 /* client certificate names, or NULL */
+	bool identity_read;
 };
 
 /* Per-request state: the body read so far. */
@@ -27,6 +46,7 @@ struct request_state {
 	size_t len, cap;
 	size_t limit;           /* api_body_limit() of this request */
 	bool too_large;
+	const char *identity;   /* the connection's client certificate names */
 };
 
 static const char *header(struct MHD_Connection *conn, const char *name)
@@ -75,6 +95,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
 		.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION),
 		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
+		.client_identity = st->identity,
 		.body = st->body,
 		.body_len = st->len,
 		.query = query_param,
@@ -130,22 +151,48 @@ static bool append_body(struct request_state *st, const char *data, size_t n,
 	return true;
 }
 
+/* The client certificate's names of a TLS connection (read once, after
+ * its handshake); false when the connection has no TLS state, which only
+ * a failed set-up leaves: it is closed, never served without. */
+static bool tls_identity(struct MHD_Connection *conn, const char **identity)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct tls_conn *tc = ci ? ci->socket_context : NULL;
+
+	if (!tc)
+		return false;
+	if (!tc->identity_read) {
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+		if (ci && ci->tls_session)
+			tc->identity = tls_peer_identity(ci->tls_session);
+		tc->identity_read = true;
+	}
+	*identity = tc->identity;
+	return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				  const char *url, const char *method,
 				  const char *version, const char *upload_data,
 				  size_t *upload_data_size, void **con_cls)
 {
-	struct http_server *srv = cls;
+	struct http_listener *l = cls;
+	struct http_server *srv = l->srv;
 	struct request_state *st = *con_cls;
 
 	(void)version;
 	if (!st) {
 		const char *cl = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		const char *identity = NULL;
 
+		if (l->tls && !tls_identity(conn, &identity))
+			return MHD_NO;
 		st = calloc(1, sizeof(*st));
 		if (!st)
 			return MHD_NO;
 		*con_cls = st;
+		st->identity = identity;
 		st->limit = api_body_limit(srv->agent, method, url,
 					   header(conn, MHD_HTTP_HEADER_AUTHORIZATION));
 		/* Refuse an announced oversized body before reading any of it. */
@@ -226,14 +273,68 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("msg=\"libmicrohttpd\" detail=\"%s\"", line);
 }
 
-static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd,
-				       unsigned int extra_flags)
+/* Every TLS session gets the agent's current credentials from
+ * on_connection(); this stands in for libmicrohttpd's own and fails
+ * the handshake, so a session that did not get them can never complete
+ * one. */
+static int no_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
+			  const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+			  gnutls_pcert_st **pcert, unsigned int *pcert_length,
+			  gnutls_privkey_t *privkey)
+{
+	(void)session, (void)req_ca_rdn, (void)nreqs, (void)pk_algos, (void)pk_algos_length;
+	(void)pcert, (void)privkey;
+	*pcert_length = 0;
+	return -1;
+}
+
+/* A TLS connection was accepted (its session exists, the handshake has
+ * not begun) or closed (its session is gone). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct http_listener *l = cls;
+	struct tls_conn *tc = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (tc) {
+			tls_release(tc->creds);
+			free(tc->identity);
+			free(tc);
+			*socket_context = NULL;
+		}
+		return;
+	}
+	if (!l->tls)
+		return;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+
+	tc = calloc(1, sizeof(*tc));
+	if (!tc || !ci || !ci->tls_session ||
+	    tls_session_prepare(l->srv->agent->tls, ci->tls_session, &tc->creds) < 0) {
+		log_warn("msg=\"TLS connection not set up; it will be closed\"");
+		free(tc);
+		return;
+	}
+	*socket_context = tc;
+}
+
+static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd, struct http_listener *l)
 {
 	const struct agent *ag = srv->agent;
+	struct MHD_OptionItem tls_opts[] = {
+		{ MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)no_certificate },
+		{ MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES },
+		{ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 
 	return MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | extra_flags,
-		0, NULL, NULL, on_request, srv,
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+		(l->tls ? MHD_USE_TLS : 0),
+		0, NULL, NULL, on_request, l,
+		MHD_OPTION_ARRAY, l->tls ? tls_opts : tls_opts + 3,
 		MHD_OPTION_LISTEN_SOCKET, fd,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)ag->cfg.threads,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
@@ -253,12 +354,19 @@ int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
 	if (!srv)
 		return gerr_set(err, 500, "out of memory");
 	srv->agent = agent;
+	srv->tcp_l = (struct http_listener){ .srv = srv, .tls = agent->tls != NULL };
+	srv->unix_l = (struct http_listener){ .srv = srv };
+	if (agent->tls && (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
+			   MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES)) {
+		gerr_set(err, 500, "this libmicrohttpd was built without TLS (GnuTLS) support");
+		goto fail;
+	}
 	if (agent->cfg.listen_host[0]) {
 		fd = listen_tcp(agent->cfg.listen_host, agent->cfg.listen_port,
 				agent->listen_tcp, sizeof(agent->listen_tcp), err);
 		if (fd < 0)
 			goto fail;
-		srv->tcp = start_daemon(srv, fd, 0);
+		srv->tcp = start_daemon(srv, fd, &srv->tcp_l);
 		if (!srv->tcp) {
 			close(fd);
 			gerr_set(err, 500, "cannot start the HTTP server on %s", agent->listen_tcp);
@@ -269,7 +377,7 @@ int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
 		fd = listen_unix(agent->cfg.socket_path, "--socket", err);
 		if (fd < 0)
 			goto fail;
-		srv->unix_sock = start_daemon(srv, fd, 0);
+		srv->unix_sock = start_daemon(srv, fd, &srv->unix_l);
 		if (!srv->unix_sock) {
 			close(fd);
 			gerr_set(err, 500, "cannot start the HTTP server on %s",

@@ -25,6 +25,7 @@
 #include "server/probe/probe.h"
 #include "server/reconcile.h"
 #include "server/sink/sink.h"
+#include "server/tls/tls.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -43,20 +44,28 @@ static int make_state_dir(const char *dir, struct gerr *err)
 
 static void print_banner(const struct agent *ag)
 {
+	const char *scheme = ag->tls ? "https" : "http";
+
 	printf("graind %s ready\n", GRAIND_VERSION);
 	if (ag->listen_tcp[0])
-		printf("  listening on   http://%s\n", ag->listen_tcp);
+		printf("  listening on   %s://%s\n", scheme, ag->listen_tcp);
 	if (ag->cfg.socket_path[0])
 		printf("  listening on   unix:%s\n", ag->cfg.socket_path);
 	if (ag->grpc_tcp[0])
 		printf("  gRPC on        %s\n", ag->grpc_tcp);
 	if (ag->cfg.grpc_socket_path[0])
 		printf("  gRPC on        unix:%s\n", ag->cfg.grpc_socket_path);
+	if (ag->tls)
+		printf("  TLS            %s%s%s%s (TCP only; SIGHUP reloads)\n", ag->cfg.tls_cert,
+		       ag->cfg.client_ca[0] ? ", client certificates " : "",
+		       ag->cfg.client_ca[0] ? (ag->cfg.client_cert_optional ? "optional, CA " :
+					       "required, CA ") : "",
+		       ag->cfg.client_ca);
 	printf("  admin token    %s\n", auth_token_path(ag->auth, AUTH_ADMIN));
 	printf("  reader token   %s\n", auth_token_path(ag->auth, AUTH_READER));
 	printf("  database       %s/graind.db\n", ag->cfg.state_dir);
-	printf("  try: curl -H \"Authorization: Bearer $(cat %s)\" http://%s/v1/status\n",
-	       auth_token_path(ag->auth, AUTH_READER),
+	printf("  try: curl -H \"Authorization: Bearer $(cat %s)\" %s://%s/v1/status\n",
+	       auth_token_path(ag->auth, AUTH_READER), scheme,
 	       ag->listen_tcp[0] ? ag->listen_tcp : "localhost");
 	fflush(stdout);
 }
@@ -71,17 +80,35 @@ static int start_config_dir(struct agent *ag, struct confdir **out, struct gerr 
 	return confdir_start(ag, ag->cfg.config_dir, out, err);
 }
 
-/* Block until SIGTERM or SIGINT. */
-static int wait_for_signal(void)
+/* SIGHUP: read the TLS files again. Listeners stay open; connections
+ * keep the credentials they began with; a failure keeps the old ones. */
+static void reload(struct agent *ag)
 {
-	sigset_t set;
+	struct gerr err = { 0 };
+
+	if (!ag->tls) {
+		log_info("msg=\"SIGHUP: nothing to reload\"");
+		return;
+	}
+	if (tls_reload(ag->tls, &err) < 0)
+		log_error("msg=\"TLS reload failed; the credentials in use are kept\" error=\"%s\"",
+			  err.msg);
+	else
+		log_info("msg=\"TLS credentials reloaded\" cert=\"%s\" key=\"%s\" client_ca=\"%s\"",
+			 ag->cfg.tls_cert, ag->cfg.tls_key, ag->cfg.client_ca);
+}
+
+/* Block until SIGTERM or SIGINT, reloading on each SIGHUP. */
+static int wait_for_signal(struct agent *ag, const sigset_t *set)
+{
 	int sig = 0;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigwait(&set, &sig);
-	return sig;
+	for (;;) {
+		sigwait(set, &sig);
+		if (sig != SIGHUP)
+			return sig;
+		reload(ag);
+	}
 }
 
 int main(int argc, char **argv)
@@ -110,6 +137,7 @@ int main(int argc, char **argv)
 	sigemptyset(&blocked);
 	sigaddset(&blocked, SIGTERM);
 	sigaddset(&blocked, SIGINT);
+	sigaddset(&blocked, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &blocked, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	setrlimit(RLIMIT_MEMLOCK, &(struct rlimit){ RLIM_INFINITY, RLIM_INFINITY });
@@ -120,7 +148,9 @@ int main(int argc, char **argv)
 	ag.started_ms = clock_unix_ms();
 	elfchk_init();
 	snprintf(db_path, sizeof(db_path), "%s/graind.db", ag.cfg.state_dir);
-	if (make_state_dir(ag.cfg.state_dir, &err) < 0 ||
+	/* TLS files first: a bad certificate fails before anything is touched. */
+	if (tls_load(&ag.cfg, &ag.tls, &err) < 0 ||
+	    make_state_dir(ag.cfg.state_dir, &err) < 0 ||
 	    features_mount(&err) < 0 ||
 	    store_open(db_path, &ag.store, &err) < 0 ||
 	    builtin_register(ag.store, &err) < 0 ||
@@ -145,7 +175,7 @@ int main(int argc, char **argv)
 	print_banner(&ag);
 	log_info("msg=\"started\" version=%s pid=%d", GRAIND_VERSION, (int)getpid());
 
-	log_info("msg=\"shutting down\" signal=%s", strsignal(wait_for_signal()));
+	log_info("msg=\"shutting down\" signal=%s", strsignal(wait_for_signal(&ag, &blocked)));
 	status = 0;
 out:
 	confdir_stop(confdir);      /* no pass runs any more */
@@ -155,6 +185,7 @@ out:
 	sinks_stop(ag.sinks);       /* a batch in flight is sent again next start */
 	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */
+	tls_free(ag.tls);           /* after both transports: no session holds it */
 	auth_free(ag.auth);
 	confstat_free(ag.confstat);
 	store_close(ag.store);

@@ -20,6 +20,16 @@ struct transfer {
 	struct timespec started;
 };
 
+/* client_set_tls(): the same for every transfer. */
+static const char *tls_cacert, *tls_cert, *tls_key;
+
+void client_set_tls(const char *cacert, const char *cert, const char *key)
+{
+	tls_cacert = cacert;
+	tls_cert = cert;
+	tls_key = key;
+}
+
 static long ms_since(const struct timespec *t)
 {
 	struct timespec now;
@@ -119,6 +129,12 @@ static int transfer_setup(struct transfer *t, const char *host,
 	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (tls_cacert)
+		curl_easy_setopt(t->easy, CURLOPT_CAINFO, tls_cacert);
+	if (tls_cert) {
+		curl_easy_setopt(t->easy, CURLOPT_SSLCERT, tls_cert);
+		curl_easy_setopt(t->easy, CURLOPT_SSLKEY, tls_key);
+	}
 	if (req->body) {
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);

@@ -44,6 +44,11 @@ int client_run_each(const char *const *hosts, size_t n, const struct client_requ
 
 void client_reply_clear(struct client_reply *r);
 
+/* For every https:// request from now on: the CA file that verifies the
+ * agents (NULL: the system's), and a client certificate and its key for
+ * mutual TLS (NULL: none). The strings must outlive the requests. */
+void client_set_tls(const char *cacert, const char *cert, const char *key);
+
 /* `s` escaped for a URL path segment or query value, malloc'd (NULL when
  * out of memory). */
 char *client_escape(const char *s);

@@ -7,11 +7,11 @@ _grainctl()
 		cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}
 		words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
 	}
-	local globals="--host --hosts-file --token-file --output -o --timeout --parallel --help --version"
+	local globals="--host --hosts-file --token-file --output -o --timeout --parallel --cacert --cert --key --help --version"
 
 	case $prev in
 	-o|--output) COMPREPLY=($(compgen -W "table json jsonl" -- "$cur")); return ;;
-	--hosts-file|--token-file|-f|--file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+	--hosts-file|--token-file|-f|--file|--cacert|--cert|--key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 	--host|--timeout|--parallel|--name|--if-match|--probe|--map|--after|--limit|--labels) return ;;
 	esac
 
@@ -20,7 +20,7 @@ _grainctl()
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
 		--host|--hosts-file|--token-file|--output|-o|--timeout|--parallel|--name|-n|\
-		--file|-f|--if-match|--probe|--map|--after|--limit|--labels) ((i++)) ;;
+		--cacert|--cert|--key|--file|-f|--if-match|--probe|--map|--after|--limit|--labels) ((i++)) ;;
 		-*) ;;
 		*) if [[ -z $family ]]; then family=${words[i]}; elif [[ -z $verb ]]; then verb=${words[i]}; fi ;;
 		esac

@@ -12,8 +12,8 @@
 #define DEFAULT_HOST "http://127.0.0.1:9730"
 
 enum {
-	G_HOST, G_HOSTS_FILE, G_TOKEN_FILE, G_OUTPUT, G_TIMEOUT, G_PARALLEL, G_HELP, G_VERSION,
-	G_COUNT
+	G_HOST, G_HOSTS_FILE, G_TOKEN_FILE, G_OUTPUT, G_TIMEOUT, G_PARALLEL, G_CACERT, G_CERT,
+	G_KEY, G_HELP, G_VERSION, G_COUNT
 };
 
 static const struct ctl_opt global_opts[G_COUNT] = {
@@ -23,6 +23,9 @@ static const struct ctl_opt global_opts[G_COUNT] = {
 	[G_OUTPUT] = { "output", 'o', true, "table (default), json or jsonl" },
 	[G_TIMEOUT] = { "timeout", 0, true, "seconds each host may take (default 10)" },
 	[G_PARALLEL] = { "parallel", 0, true, "hosts asked at once (default 16)" },
+	[G_CACERT] = { "cacert", 0, true, "https: the CA certificates (PEM) that sign the agents'" },
+	[G_CERT] = { "cert", 0, true, "https: a client certificate (PEM), for agents with --client-ca" },
+	[G_KEY] = { "key", 0, true, "https: the client certificate's key (PEM)" },
 	[G_HELP] = { "help", 'h', false, "this help" },
 	[G_VERSION] = { "version", 0, false, "print the version" },
 };
@@ -317,6 +320,9 @@ static int set_globals(struct ctl *ctl, const char **g, char **host_flags, int n
 	}
 	if (!ctl->nhosts && add_host(ctl, DEFAULT_HOST, strlen(DEFAULT_HOST)) < 0)
 		return -1;
+	if (!g[G_CERT] != !g[G_KEY])
+		return fprintf(stderr, "grainctl: --cert and --key go together\n"), -1;
+	client_set_tls(g[G_CACERT], g[G_CERT], g[G_KEY]);
 	return load_token(ctl, g[G_TOKEN_FILE]);
 }
 

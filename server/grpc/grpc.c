@@ -33,6 +33,7 @@
 #include "server/agent.h"
 #include "server/grpc/grpc_int.h"
 #include "server/svc/svc.h"
+#include "server/grpc/grpc_tls.h"
 #include "server/util/clock.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
@@ -89,6 +90,8 @@ struct conn {
 	int fd;
 	struct grpc_server *srv;
 	struct conn *prev, *next;
+	struct grpc_tls *tls;           /* NULL: plain h2c */
+	bool tls_done;                  /* its handshake is complete */
 	nghttp2_session *session;
 	struct stream *streams;
 	uint8_t *pend;                  /* bytes nghttp2 gave that the socket did not take */
@@ -103,6 +106,7 @@ struct conn {
 struct listener {
 	enum item_kind kind;
 	int fd;
+	bool tls;
 };
 
 struct job {
@@ -111,6 +115,7 @@ struct job {
 	bool cancelled;                 /* under srv->lock */
 	const struct svc_method *m;
 	char *auth;
+	char *identity;                 /* the client certificate's names, or NULL */
 	uint8_t *in;
 	size_t in_len;
 	struct grpc_reply reply;
@@ -362,6 +367,12 @@ static void stream_http_error(struct stream *s, const char *status,
 
 /* ---------------------------------------------------------------- requests */
 
+/* The names of the connection's verified client certificate, or NULL. */
+static const char *conn_identity(const struct conn *c)
+{
+	return c->tls ? grpc_tls_identity(c->tls) : NULL;
+}
+
 /* grpc-timeout: up to 8 digits and a unit; the milliseconds, -1 when bad. */
 static int64_t parse_timeout(const char *v)
 {
@@ -438,7 +449,8 @@ static void stream_begin(struct stream *s)
 		if (strcmp(p + 15, "UploadObject") == 0)
 			s->limit = srv->agent->cfg.max_object_size + 64 * 1024;
 		/* Who may not call it hears so before any message is read. */
-		if (grpc_call_authorize(srv->agent, s->m, s->auth[0] ? s->auth : NULL, &r) < 0) {
+		if (grpc_call_authorize(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
+					conn_identity(s->conn), &r) < 0) {
 			stream_finish(s, &r);
 			return;
 		}
@@ -520,9 +532,12 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 		break;
 	}
 	j = calloc(1, sizeof(*j));
-	if (!j || !(j->auth = strdup(s->auth)) || !(j->in = malloc(len ? len : 1))) {
-		if (j)
+	if (!j || !(j->auth = strdup(s->auth)) || !(j->in = malloc(len ? len : 1)) ||
+	    (conn_identity(s->conn) && !(j->identity = strdup(conn_identity(s->conn))))) {
+		if (j) {
 			free(j->auth);
+			free(j->in);
+		}
 		free(j);
 		stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the request");
 		return;
@@ -826,6 +841,7 @@ static void conn_free(struct conn *c)
 	while (c->streams)
 		stream_free(c->streams);
 	nghttp2_session_del(c->session);
+	grpc_tls_free(c->tls);
 	close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -848,17 +864,49 @@ static void conn_arm(struct conn *c, bool want_out)
 	epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* A TLS connection completes its handshake before any HTTP/2 byte moves
+ * (grpc_tls.h): false while it is under way, or when it failed and the
+ * connection is dead. */
+static bool conn_ready(struct conn *c)
+{
+	int rc;
+
+	if (!c->tls || c->tls_done)
+		return !c->dead;
+	rc = grpc_tls_handshake(c->tls);
+	if (rc < 0) {
+		conn_kill(c);
+		return false;
+	}
+	if (rc == 0) {
+		conn_arm(c, grpc_tls_wants_write(c->tls));
+		return false;
+	}
+	c->tls_done = true;
+	return true;
+}
+
+static ssize_t conn_recv(struct conn *c, void *buf, size_t n)
+{
+	return c->tls ? grpc_tls_read(c->tls, buf, n) : read(c->fd, buf, n);
+}
+
+static ssize_t conn_send(struct conn *c, const void *buf, size_t n)
+{
+	return c->tls ? grpc_tls_write(c->tls, buf, n) : write(c->fd, buf, n);
+}
+
 /* Write what nghttp2 has to send until the socket is full. */
 static void conn_flush(struct conn *c)
 {
-	if (c->dead)
+	if (c->dead || !conn_ready(c))
 		return;
 	for (;;) {
 		const uint8_t *data;
 		ssize_t n, w;
 
 		if (c->pend_len) {
-			w = write(c->fd, c->pend + c->pend_off, c->pend_len - c->pend_off);
+			w = conn_send(c, c->pend + c->pend_off, c->pend_len - c->pend_off);
 			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
 				conn_arm(c, true);
 				return;
@@ -879,7 +927,7 @@ static void conn_flush(struct conn *c)
 		}
 		if (n == 0)
 			break;
-		w = write(c->fd, data, (size_t)n);
+		w = conn_send(c, data, (size_t)n);
 		if (w < 0 && errno != EAGAIN && errno != EINTR) {
 			conn_kill(c);
 			return;
@@ -912,8 +960,10 @@ static void conn_read(struct conn *c)
 {
 	uint8_t buf[16384];
 
+	if (!conn_ready(c))
+		return;
 	while (!c->dead) {
-		ssize_t n = read(c->fd, buf, sizeof(buf));
+		ssize_t n = conn_recv(c, buf, sizeof(buf));
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -934,7 +984,7 @@ static void conn_read(struct conn *c)
 	}
 }
 
-static void conn_accept(struct grpc_server *srv, int lfd)
+static void conn_accept(struct grpc_server *srv, const struct listener *l)
 {
 	for (;;) {
 		nghttp2_settings_entry settings[] = {
@@ -944,7 +994,7 @@ static void conn_accept(struct grpc_server *srv, int lfd)
 		};
 		struct epoll_event ev = { .events = EPOLLIN };
 		struct conn *c;
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0)
 			return;
@@ -958,12 +1008,14 @@ static void conn_accept(struct grpc_server *srv, int lfd)
 		c->fd = fd;
 		c->srv = srv;
 		c->idle_since = now_ms();
-		if (nghttp2_session_server_new(&c->session, callbacks, c) != 0 ||
+		if ((l->tls && !(c->tls = grpc_tls_new(srv->agent->tls, fd))) ||
+		    nghttp2_session_server_new(&c->session, callbacks, c) != 0 ||
 		    nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, settings, 3) != 0 ||
 		    nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
 							  CONN_WINDOW) != 0) {
 			if (c->session)
 				nghttp2_session_del(c->session);
+			grpc_tls_free(c->tls);
 			close(fd);
 			free(c);
 			continue;
@@ -1003,8 +1055,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&srv->lock);
 		/* A call nobody waits for any more is not started. */
 		if (!cancelled)
-			grpc_call_run(srv->agent, j->m, j->auth[0] ? j->auth : NULL, j->in,
-				      j->in_len, &j->reply);
+			grpc_call_run(srv->agent, j->m, j->auth[0] ? j->auth : NULL, j->identity,
+				      j->in, j->in_len, &j->reply);
 		pthread_mutex_lock(&srv->lock);
 		j->next = srv->done;
 		srv->done = j;
@@ -1019,6 +1071,7 @@ static void job_free(struct job *j)
 {
 	grpc_reply_clear(&j->reply);
 	free(j->auth);
+	free(j->identity);
 	free(j->in);
 	free(j);
 }
@@ -1160,7 +1213,7 @@ static void *loop_main(void *arg)
 			enum item_kind *kind = evs[i].data.ptr;
 
 			if (*kind == ITEM_LISTENER) {
-				conn_accept(srv, ((struct listener *)kind)->fd);
+				conn_accept(srv, (struct listener *)kind);
 			} else if (*kind == ITEM_WAKE) {
 				uint64_t v;
 
@@ -1175,6 +1228,12 @@ static void *loop_main(void *arg)
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					conn_read(c);
 				conn_flush(c);
+				/* A handshake that ended in a write may have left
+				 * records read and decrypted already. */
+				if (c->tls && !c->dead && grpc_tls_pending(c->tls)) {
+					conn_read(c);
+					conn_flush(c);
+				}
 			}
 		}
 		pthread_mutex_lock(&srv->lock);
@@ -1241,6 +1300,7 @@ int grpc_start(struct agent *agent, struct grpc_server **out, struct gerr *err)
 	if (cfg->grpc_host[0]) {
 		srv->tcp.fd = listen_tcp(cfg->grpc_host, cfg->grpc_port, agent->grpc_tcp,
 					 sizeof(agent->grpc_tcp), err);
+		srv->tcp.tls = agent->tls != NULL;      /* the unix socket stays plain */
 		if (srv->tcp.fd < 0)
 			goto fail;
 	}

@@ -107,22 +107,24 @@ static void set_error(struct grpc_reply *r, const struct gerr *err,
 		set_report(r, report);
 }
 
-static void call_init(struct svc_call *call, struct agent *agent, const char *authorization)
+static void call_init(struct svc_call *call, struct agent *agent, const char *authorization,
+		      const char *identity)
 {
 	memset(call, 0, sizeof(*call));
 	call->agent = agent;
+	call->client_identity = identity;
 	call->role = auth_role_of(agent->auth, authorization);
 	call->credential = call->role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
 			   authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;
 }
 
 int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
-			const char *authorization, struct grpc_reply *r)
+			const char *authorization, const char *identity, struct grpc_reply *r)
 {
 	struct svc_call call;
 	struct gerr err = { 0 };
 
-	call_init(&call, agent, authorization);
+	call_init(&call, agent, authorization, identity);
 	if (svc_authorize(&call, m, "", &err) < 0) {
 		set_error(r, &err, NULL);
 		return -1;
@@ -131,13 +133,13 @@ int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
 }
 
 void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *authorization,
-		   const uint8_t *msg, size_t len, struct grpc_reply *r)
+		   const char *identity, const uint8_t *msg, size_t len, struct grpc_reply *r)
 {
 	ProtobufCMessage *req = NULL, *resp = NULL;
 	struct svc_call call;
 	struct gerr err = { 0 };
 
-	call_init(&call, agent, authorization);
+	call_init(&call, agent, authorization, identity);
 	if (codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ||
 	    svc_run(&call, m, req, &resp, &err) < 0)
 		set_error(r, &err, call.report);

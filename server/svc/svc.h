@@ -41,6 +41,10 @@ struct svc_call {
 	struct agent *agent;
 	enum auth_role role;
 	enum svc_credential credential;
+	/* The names of the client certificate the transport verified (mutual
+	 * TLS; server/util/peerid.h), NULL without one. It grants no role by
+	 * itself: the bearer token decides. */
+	const char *client_identity;
 	/* The request as the transport received it ("POST", "/v1/objects"),
 	 * for messages and the log of refusals; NULL: use the rpc's name. */
 	const char *method;

@@ -15,6 +15,7 @@ import time
 import requests
 
 import bench_sinks
+import bench_tls
 
 BUILD = os.environ.get("BUILD", "build")
 GRAIND_BIN = os.environ["GRAIND_BIN"]
@@ -492,6 +493,10 @@ def main():
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
+    if sys.argv[1:] == ["tls"]:         # run.py tls
+        shutil.rmtree(work, ignore_errors=True)
+        bench_tls.main(GRAIND_BIN)
+        return
     proc, url, token = start_agent(os.path.join(work, "state"))
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -545,6 +550,7 @@ def main():
         bench_reconcile(work)
         bench_samples(work)
         bench_sinks.main(BUILD, GRAIND_BIN)
+        bench_tls.main(GRAIND_BIN)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()

@@ -34,6 +34,9 @@ def free_port():
 class Agent:
     """A running graind. `url` is its base URL; `admin`/`reader` its tokens."""
 
+    scheme = "http"
+    client_kw = {}      # requests' arguments for the health check (TLS: verify, cert)
+
     def __init__(self, state_dir, extra_args=(), wrapper=(), host="127.0.0.1", log_path=None):
         self.state_dir = state_dir
         # where stderr goes: outside the state dir when the test fills it
@@ -68,12 +71,13 @@ class Agent:
         self.grpc_target = next((line.split()[-1] for line in self.banner.decode().splitlines()
                                  if line.strip().startswith("gRPC on")
                                  and not line.split()[-1].startswith("unix:")), None)
-        self.url = f"http://{self.host}:{self.port}"
+        self.url = f"{self.scheme}://{self.host}:{self.port}"
         self.admin = open(os.path.join(self.state_dir, "admin.token")).read().strip()
         self.reader = open(os.path.join(self.state_dir, "reader.token")).read().strip()
         while time.time() < deadline:
             try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=2,
+                                **self.client_kw).status_code == 200:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)
