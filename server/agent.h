@@ -15,6 +15,7 @@ struct collector;
 struct sinks;
 struct confstat;
 struct tls;
+struct feed;
 
 struct agent {
 	struct config cfg;
@@ -25,6 +26,10 @@ struct agent {
 	struct sinks *sinks;            /* forwarders to StatsD and S3 */
 	struct confstat *confstat;      /* --config-dir's last pass; NULL without */
 	struct tls *tls;                /* TLS credentials of the TCP listeners, or NULL */
+	/* What watches follow (server/util/feed.h): rung by the collector
+	 * after each commit of samples; each probe change as a ProbeEvent. */
+	struct feed *sample_feed;
+	struct feed *probe_feed;
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

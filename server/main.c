@@ -23,12 +23,17 @@
 #include "server/confstat.h"
 #include "server/http.h"
 #include "server/probe/probe.h"
-#include "server/reconcile.h"
+#include "server/svc/svc.h"
+#include "server/util/feed.h"
 #include "server/sink/sink.h"
 #include "server/tls/tls.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "store/store.h"
+
+/* What WatchProbes can replay: the last changes, bounded by count and size. */
+#define PROBE_EVENTS_HELD 1024
+#define PROBE_EVENT_BYTES_HELD (4u << 20)
 
 static int make_state_dir(const char *dir, struct gerr *err)
 {
@@ -161,7 +166,16 @@ int main(int argc, char **argv)
 	}
 	pthread_mutex_init(&ag.probe_lock, NULL);
 	store_samples_set_bounds(ag.store, ag.cfg.buffer_rows, ag.cfg.buffer_bytes);
-	reconcile_probes(&ag);
+	/* Numbered from the clock in µs, so a watcher's seq from before a
+	 * restart is older than every event after it. */
+	ag.sample_feed = feed_new(0, 0, (uint64_t)ag.started_ms * 1000);
+	ag.probe_feed = feed_new(PROBE_EVENTS_HELD, PROBE_EVENT_BYTES_HELD,
+				 (uint64_t)ag.started_ms * 1000);
+	if (!ag.sample_feed || !ag.probe_feed) {
+		fprintf(stderr, "graind: out of memory\n");
+		goto out;
+	}
+	svc_reconcile(&ag);
 	if (auditor_start(ag.store, ag.cfg.audit_max_rows, ag.cfg.audit_max_age_s,
 			  &auditor, &err) < 0 ||
 	    collect_start(&ag, &ag.collector, &err) < 0 ||
@@ -189,5 +203,7 @@ out:
 	auth_free(ag.auth);
 	confstat_free(ag.confstat);
 	store_close(ag.store);
+	feed_free(ag.sample_feed);
+	feed_free(ag.probe_feed);
 	return status;
 }

@@ -47,7 +47,8 @@ static int collect_pinned(const char *name, void *ctx)
 	return add_name(ctx, name);
 }
 
-static void reconcile_one(struct agent *ag, const char *name)
+static void reconcile_one(struct agent *ag, const char *name, reconcile_report_fn report,
+			  void *ctx)
 {
 	struct store_probe row = { 0 };
 	Graind__ProbeSpec *spec = NULL;
@@ -63,6 +64,8 @@ static void reconcile_one(struct agent *ag, const char *name)
 	if (!row.attached) {
 		if (probe_detach(ag->probes, name, NULL, &err) < 0)
 			goto fail;
+		if (report)
+			report(ctx, name, RECONCILE_DETACHED, NULL);
 		goto out;
 	}
 	spec = (Graind__ProbeSpec *)protobuf_c_message_unpack(&graind__probe_spec__descriptor,
@@ -77,16 +80,20 @@ static void reconcile_one(struct agent *ag, const char *name)
 		goto fail;
 	log_info("msg=\"probe %s\" probe=%s generation=%llu", adopted ? "adopted" : "re-attached",
 		 name, (unsigned long long)row.generation);
+	if (report)
+		report(ctx, name, adopted ? RECONCILE_ADOPTED : RECONCILE_ATTACHED, NULL);
 	goto out;
 fail:
 	log_error("msg=\"cannot reconcile probe\" probe=%s error=\"%s\"", name, err.msg);
+	if (report)
+		report(ctx, name, RECONCILE_FAILED, &err);
 out:
 	free(bytes);
 	pbmsg_free(spec ? &spec->base : NULL);
 	store_probe_clear(&row);
 }
 
-void reconcile_probes(struct agent *ag)
+void reconcile_probes(struct agent *ag, reconcile_report_fn report, void *ctx)
 {
 	struct names stored = { 0 }, pinned = { 0 };
 	struct gerr err = { 0 };
@@ -106,7 +113,7 @@ void reconcile_probes(struct agent *ag)
 		snprintf(after, sizeof(after), "%s", stored.name[stored.n - 1]);
 	}
 	for (size_t i = 0; i < stored.n; i++)
-		reconcile_one(ag, stored.name[i]);
+		reconcile_one(ag, stored.name[i], report, ctx);
 
 	probe_list_pinned(ag->probes, collect_pinned, &pinned);
 	for (size_t i = 0; i < pinned.n; i++) {

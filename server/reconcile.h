@@ -16,8 +16,22 @@
 #ifndef GRAIND_RECONCILE_H
 #define GRAIND_RECONCILE_H
 
+#include "server/util/gerr.h"
+
 struct agent;
 
-void reconcile_probes(struct agent *agent);
+enum reconcile_outcome {
+	RECONCILE_ADOPTED,              /* its pins ran the stored generation */
+	RECONCILE_ATTACHED,             /* attached afresh */
+	RECONCILE_DETACHED,             /* stored as detached: nothing runs */
+	RECONCILE_FAILED,               /* the kernel refused it: err says why */
+};
+
+/* What became of one stored probe; err is NULL unless it failed. */
+typedef void (*reconcile_report_fn)(void *ctx, const char *name, enum reconcile_outcome outcome,
+				    const struct gerr *err);
+
+/* report (may be NULL) hears of every stored probe, in name order. */
+void reconcile_probes(struct agent *agent, reconcile_report_fn report, void *ctx);
 
 #endif

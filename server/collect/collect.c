@@ -42,6 +42,7 @@
 #include "server/collect/decode.h"
 #include "server/probe/probe.h"
 #include "server/util/clock.h"
+#include "server/util/feed.h"
 #include "server/util/log.h"
 #include "server/util/pbwire.h"
 #include "store/store.h"
@@ -502,6 +503,9 @@ static bool write_batch(struct collector *c, struct chunk *batch, size_t samples
 		stat_add(&c->stats.stored, samples);
 		stat_add(&c->stats.batches, 1);
 		stat_add(&c->stats.batch_commit_us, clock_mono_us() - t0);
+		/* Watches follow the store: tell them there is more. */
+		if (c->agent->sample_feed)
+			feed_ring(c->agent->sample_feed);
 	}
 out:
 	free_chunks(c, batch);

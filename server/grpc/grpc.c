@@ -47,6 +47,8 @@
 #define HEADER_MAX 1024
 #define PREFACE_MS 10000                /* to send the preface and SETTINGS */
 #define IDLE_MS 60000                   /* a connection without streams, as REST's */
+#define LINGER_MS 2000                  /* a finished connection waits for the client's close */
+#define MAX_WATCHES 256                 /* WatchSamples/WatchProbes streams open at once */
 
 enum item_kind { ITEM_LISTENER, ITEM_WAKE, ITEM_CONN };
 
@@ -55,6 +57,7 @@ enum stream_kind {
 	KIND_HEALTH,
 	KIND_HEALTH_WATCH,              /* stays open; NOT_SERVING at shutdown */
 	KIND_REFLECTION,
+	KIND_WATCH,                     /* a server-streaming Graind rpc */
 };
 
 struct grpc_server;
@@ -76,6 +79,8 @@ struct stream {
 	int64_t deadline_ms;            /* 0: none */
 	struct job *job;                /* the call running for it */
 	bool watching;                  /* a health Watch of a known service */
+	struct svc_watch *watch;        /* KIND_WATCH, when no job has it */
+	bool watch_more;                /* its last step emitted: step again once sent */
 	/* The answer. */
 	bool answered;                  /* status (or an HTTP error) decided */
 	bool started;                   /* response HEADERS submitted */
@@ -100,6 +105,11 @@ struct conn {
 	int64_t idle_since;             /* when it last had a stream, or opened */
 	bool seen_frame;                /* the client spoke HTTP/2 */
 	bool want_out, dead;
+	/* nghttp2 is done with it: our side is shut, and what the client
+	 * still sends is read and dropped until it closes (or LINGER_MS), so
+	 * that close() sends no RST that would discard our last answer. */
+	bool lingering;
+	int64_t linger_until;
 	struct conn *dead_next;
 };
 
@@ -119,6 +129,10 @@ struct job {
 	uint8_t *in;
 	size_t in_len;
 	struct grpc_reply reply;
+	/* A watch step: the watch (NULL before it is opened from `in`). */
+	bool watch_step;
+	struct svc_watch *watch;
+	int emitted;                    /* its count; -1: the watch ended */
 };
 
 struct grpc_server {
@@ -135,6 +149,8 @@ struct grpc_server {
 	size_t in_bytes, in_max;        /* request bytes held by every stream */
 	size_t conn_in_max, conn_out_max;       /* and by one connection's */
 	unsigned n_deadlines;
+	unsigned n_watches;             /* KIND_WATCH streams */
+	bool subscribed;                /* wake.fd hears of what watches follow */
 	/* Shared with workers and grpc_stop(), under lock. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -448,6 +464,16 @@ static void stream_begin(struct stream *s)
 		}
 		if (strcmp(p + 15, "UploadObject") == 0)
 			s->limit = srv->agent->cfg.max_object_size + 64 * 1024;
+		if (s->m->streams) {
+			if (srv->n_watches >= MAX_WATCHES) {
+				stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+					    "%u watches are open already; close one or try later",
+					    srv->n_watches);
+				return;
+			}
+			s->kind = KIND_WATCH;
+			srv->n_watches++;
+		}
 		/* Who may not call it hears so before any message is read. */
 		if (grpc_call_authorize(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
 					conn_identity(s->conn), &r) < 0) {
@@ -529,6 +555,7 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 		stream_kick(s, "200", "application/grpc");
 		return;
 	case KIND_GRAIND:
+	case KIND_WATCH:
 		break;
 	}
 	j = calloc(1, sizeof(*j));
@@ -544,6 +571,7 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 	}
 	memcpy(j->in, msg, len);
 	j->in_len = len;
+	j->watch_step = s->kind == KIND_WATCH;
 	j->m = s->m;
 	j->stream = s;
 	s->job = j;
@@ -627,7 +655,8 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 
 	if (s->answered || s->job)
 		return;
-	if (s->kind == KIND_GRAIND && s->in_len + n > s->limit + GRPC_PREFIX && prefix_ok(s)) {
+	if ((s->kind == KIND_GRAIND || s->kind == KIND_WATCH) &&
+	    s->in_len + n > s->limit + GRPC_PREFIX && prefix_ok(s)) {
 		stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
 			    "more than one request message for a unary rpc, or one over the %zu-byte limit",
 			    s->limit);
@@ -642,7 +671,7 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 		while (cap < s->in_len + n)
 			cap *= 2;
 		/* Never more than its largest message takes. */
-		if (s->kind == KIND_GRAIND && cap > s->limit + GRPC_PREFIX)
+		if ((s->kind == KIND_GRAIND || s->kind == KIND_WATCH) && cap > s->limit + GRPC_PREFIX)
 			cap = s->limit + GRPC_PREFIX;
 		if (cap - s->in_cap > srv->in_max - srv->in_bytes) {
 			stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
@@ -695,6 +724,9 @@ static void stream_free(struct stream *s)
 	deadline_clear(s);
 	job_detach(s);
 	in_release(s);
+	if (s->kind == KIND_WATCH)
+		c->srv->n_watches--;
+	svc_watch_free(s->watch);
 	c->out_bytes -= s->out_len - s->out_off;
 	free(s->out);
 	grpc_reply_clear(&s->status);
@@ -896,10 +928,20 @@ static ssize_t conn_send(struct conn *c, const void *buf, size_t n)
 	return c->tls ? grpc_tls_write(c->tls, buf, n) : write(c->fd, buf, n);
 }
 
+static void conn_linger(struct conn *c)
+{
+	if (c->lingering)
+		return;
+	c->lingering = true;
+	c->linger_until = now_ms() + LINGER_MS;
+	if (shutdown(c->fd, SHUT_WR) < 0)
+		conn_kill(c);
+}
+
 /* Write what nghttp2 has to send until the socket is full. */
 static void conn_flush(struct conn *c)
 {
-	if (c->dead || !conn_ready(c))
+	if (c->dead || c->lingering || !conn_ready(c))
 		return;
 	for (;;) {
 		const uint8_t *data;
@@ -953,7 +995,7 @@ static void conn_flush(struct conn *c)
 	}
 	conn_arm(c, false);
 	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
-		conn_kill(c);
+		conn_linger(c);
 }
 
 static void conn_read(struct conn *c)
@@ -973,6 +1015,8 @@ static void conn_read(struct conn *c)
 			conn_kill(c);
 			return;
 		}
+		if (c->lingering)
+			continue;
 		if (nghttp2_session_mem_recv(c->session, buf, (size_t)n) < 0) {
 			/* Not HTTP/2 (no preface), or a protocol error: nghttp2
 			 * has queued a GOAWAY where it could; send it, close. */
@@ -1054,7 +1098,11 @@ static void *worker_main(void *arg)
 		cancelled = j->cancelled;
 		pthread_mutex_unlock(&srv->lock);
 		/* A call nobody waits for any more is not started. */
-		if (!cancelled)
+		if (!cancelled && j->watch_step)
+			j->emitted = grpc_watch_step(srv->agent, j->m, j->auth[0] ? j->auth : NULL,
+						     j->identity, j->in, j->in_len, &j->watch,
+						     &j->reply);
+		else if (!cancelled)
 			grpc_call_run(srv->agent, j->m, j->auth[0] ? j->auth : NULL, j->identity,
 				      j->in, j->in_len, &j->reply);
 		pthread_mutex_lock(&srv->lock);
@@ -1069,11 +1117,67 @@ static void *worker_main(void *arg)
 
 static void job_free(struct job *j)
 {
+	svc_watch_free(j->watch);
 	grpc_reply_clear(&j->reply);
 	free(j->auth);
 	free(j->identity);
 	free(j->in);
 	free(j);
+}
+
+/* ---------------------------------------------------------------- watches */
+
+/* A step's messages go out; the watch is the stream's again until the
+ * next step. */
+static void watch_stepped(struct stream *s, struct job *j)
+{
+	s->watch = j->watch;
+	j->watch = NULL;
+	s->watch_more = j->emitted > 0;
+	if (j->reply.len && stream_out(s, j->reply.data, j->reply.len) < 0) {
+		stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the stream");
+		return;
+	}
+	/* The response starts with the first step, messages or not, so the
+	 * client knows the watch is on. */
+	stream_kick(s, "200", "application/grpc");
+}
+
+/* The next step of a watch, once what it sent has gone out and there
+ * may be more: so one step's messages at most wait per stream, and a
+ * client that does not read only stops its own watch. */
+static void watch_step(struct stream *s)
+{
+	struct grpc_server *srv = s->conn->srv;
+	struct job *j;
+
+	if (s->answered || s->job || !s->watch || s->out_len ||
+	    s->conn->out_bytes > srv->conn_out_max / 2 ||
+	    (!s->watch_more && !svc_watch_changed(s->watch)))
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->auth = strdup(s->auth))) {
+		free(j);
+		stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the stream");
+		return;
+	}
+	j->watch_step = true;
+	j->watch = s->watch;
+	s->watch = NULL;
+	j->m = s->m;
+	j->stream = s;
+	s->job = j;
+	job_queue(srv, j);
+}
+
+static void watches_step(struct grpc_server *srv)
+{
+	if (!srv->n_watches || srv->draining)
+		return;
+	for (struct conn *c = srv->conns; c; c = c->next)
+		for (struct stream *s = c->streams; s; s = s->next)
+			if (s->kind == KIND_WATCH && !c->dead)
+				watch_step(s);
 }
 
 /* Answer the streams whose jobs are done. */
@@ -1094,7 +1198,10 @@ static void jobs_collect(struct grpc_server *srv)
 
 			s->job = NULL;
 			j->stream = NULL;
-			stream_finish(s, &j->reply);
+			if (j->watch_step && j->emitted >= 0)
+				watch_stepped(s, j);
+			else
+				stream_finish(s, &j->reply);
 			conn_flush(c);
 		}
 		job_free(j);
@@ -1136,6 +1243,11 @@ static void idle_expire(struct grpc_server *srv, int64_t now, int *timeout)
 	for (struct conn *c = srv->conns; c; c = c->next) {
 		if (c->dead)
 			continue;
+		if (c->lingering) {
+			if (now >= c->linger_until)
+				conn_kill(c);
+			continue;
+		}
 		if (c->streams) {
 			c->idle_since = now;
 		} else if ((!c->seen_frame && now - c->idle_since >= PREFACE_MS) ||
@@ -1165,11 +1277,22 @@ static void drain_start(struct grpc_server *srv)
 		unlink(srv->agent->cfg.grpc_socket_path);
 	}
 	for (struct conn *c = srv->conns; c; c = c->next) {
+		/* What a client sent before the stop is still served: read it
+		 * now, so the GOAWAY counts its streams in. */
+		if (!c->dead)
+			conn_read(c);
+		if (c->dead)
+			continue;
 		/* Health watchers hear NOT_SERVING, and their stream ends. */
 		for (struct stream *s = c->streams; s; s = s->next) {
 			struct grpc_reply r = { 0 };
 			bool known;
 
+			if (s->kind == KIND_WATCH && !s->answered) {
+				stream_fail(s, GRPC_UNAVAILABLE,
+					    "the agent is shutting down: resume the watch after the last id");
+				continue;
+			}
 			if (s->kind != KIND_HEALTH_WATCH || s->answered)
 				continue;
 			if (s->watching)
@@ -1202,6 +1325,7 @@ static void *loop_main(void *arg)
 			if (timeout < 0 || timeout > 100)
 				timeout = 100;
 		}
+		watches_step(srv);
 		while (srv->dead) {
 			struct conn *c = srv->dead;
 
@@ -1319,6 +1443,11 @@ int grpc_start(struct agent *agent, struct grpc_server **out, struct gerr *err)
 			gerr_set(err, 500, "grpc: cannot start a worker thread");
 			goto fail;
 		}
+	if (svc_watch_subscribe(agent, srv->wake.fd) < 0) {
+		gerr_set(err, 500, "grpc: out of memory");
+		goto fail;
+	}
+	srv->subscribed = true;
 	if (pthread_create(&srv->loop, NULL, loop_main, srv) != 0) {
 		gerr_set(err, 500, "grpc: cannot start the loop thread");
 		goto fail;
@@ -1337,6 +1466,8 @@ void grpc_stop(struct grpc_server *srv)
 
 	if (!srv)
 		return;
+	if (srv->subscribed)
+		svc_watch_unsubscribe(srv->agent, srv->wake.fd);
 	pthread_mutex_lock(&srv->lock);
 	srv->stop = true;
 	pthread_mutex_unlock(&srv->lock);

@@ -149,3 +149,43 @@ void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *
 	pbmsg_free(resp);
 	pbmsg_free(call.report ? &call.report->base : NULL);
 }
+
+/* Messages of one watch step; ~1 MiB at most, so one page waits per stream. */
+#define WATCH_STEP_MESSAGES 512
+
+static int emit_framed(void *ctx, const ProtobufCMessage *msg, uint64_t id)
+{
+	(void)id;
+	return grpc_reply_message(ctx, msg);
+}
+
+int grpc_watch_step(struct agent *agent, const struct svc_method *m, const char *authorization,
+		    const char *identity, const uint8_t *msg, size_t len, struct svc_watch **w,
+		    struct grpc_reply *r)
+{
+	struct gerr err = { 0 };
+	int n;
+
+	if (!*w) {
+		ProtobufCMessage *req = NULL;
+		struct svc_call call;
+		int ret;
+
+		call_init(&call, agent, authorization, identity);
+		ret = codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ?
+		      -1 : svc_watch_open(&call, m, req, w, &err);
+		pbmsg_free(req);
+		if (ret < 0) {
+			set_error(r, &err, NULL);
+			return -1;
+		}
+	}
+	n = svc_watch_step(*w, WATCH_STEP_MESSAGES, emit_framed, r, &err);
+	if (n < 0) {
+		if (err.status)
+			set_error(r, &err, NULL);
+		return -1;
+	}
+	r->code = GRPC_OK;
+	return n;
+}

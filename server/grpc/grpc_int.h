@@ -58,6 +58,14 @@ int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
 void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *authorization,
 		   const char *identity, const uint8_t *msg, size_t len, struct grpc_reply *r);
 
+/* One step of a watch (a server-streaming Graind rpc) on a worker: the
+ * first opens it from the request message (*w NULL; msg/len the
+ * request), every step appends the messages that follow to r. Returns
+ * how many (0: nothing new yet), -1 with r's status when the watch ends. */
+int grpc_watch_step(struct agent *agent, const struct svc_method *m, const char *authorization,
+		    const char *identity, const uint8_t *msg, size_t len, struct svc_watch **w,
+		    struct grpc_reply *r);
+
 /* grpc.health.v1.Health/Check, or one answer of Watch (`watch`): a
  * HealthCheckResponse appended to r. An unknown service is NOT_FOUND for
  * Check, SERVICE_UNKNOWN for Watch; *known says which it was. -1 with r's

@@ -73,6 +73,8 @@ static const struct svc_method methods[] = {
 	{ RPC(19), AUTH_ADMIN, true, svc_delete_sink_entry },
 	{ RPC(20), AUTH_READER, false, svc_list_audit_entry },
 	{ RPC(21), AUTH_READER, false, svc_get_metrics_entry },
+	{ RPC(22), AUTH_READER, false, NULL, true },
+	{ RPC(23), AUTH_READER, false, NULL, true },
 };
 #define N_METHODS (sizeof(methods) / sizeof(methods[0]))
 
@@ -171,6 +173,9 @@ int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMe
 	*resp = NULL;
 	if (svc_authorize(call, m, request_name(req), err) < 0)
 		return -1;
+	if (m->streams)
+		return gerr_set(err, 400, "%s is a stream: it is served by svc_watch_open",
+				svc_rpc(m)->name);
 	ret = m->run(call, req, resp, err);
 	if (ret < 0) {
 		pbmsg_free(*resp);

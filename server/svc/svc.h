@@ -67,7 +67,8 @@ struct svc_method {
 	unsigned index;                         /* of the rpc in service Graind */
 	enum auth_role role;                    /* least role allowed; AUTH_NONE: anyone */
 	bool changes;                           /* a change: audited */
-	svc_fn run;
+	svc_fn run;                             /* NULL for a stream: see svc_watch_open */
+	bool streams;                           /* server-streaming (WatchSamples, WatchProbes) */
 };
 
 /* The rpc of service Graind that m runs: its name, request and response
@@ -157,6 +158,44 @@ int svc_get_sink(struct svc_call *call, const Graind__GetSinkRequest *req,
 		 Graind__Sink **resp, struct gerr *err);
 int svc_delete_sink(struct svc_call *call, const Graind__DeleteSinkRequest *req,
 		    Graind__Empty **resp, struct gerr *err);
+
+/* ---------------------------------------------------------------- watches
+ *
+ * The server-streaming rpcs are served in steps, so that a transport
+ * decides when it has room: each step emits the messages that follow the
+ * watch's position (a replay first, then what is new) and moves it on;
+ * a step that emits nothing means the transport waits until
+ * svc_watch_changed() says otherwise, woken by the eventfd it subscribed
+ * with svc_watch_subscribe(). Nothing is buffered per watch: a client
+ * that reads slowly only lags, and one that reads nothing costs nothing. */
+struct svc_watch;
+
+/* One message of a watch. `id`: the sample's id or the event's seq (what
+ * a client resumes after). Non-zero stops the step. */
+typedef int (*svc_emit_fn)(void *ctx, const ProtobufCMessage *msg, uint64_t id);
+
+/* A watch of m (m->streams) for the caller: the role checked as
+ * svc_authorize() does, the request's filters checked (400). req stays
+ * the caller's. */
+int svc_watch_open(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
+		   struct svc_watch **out, struct gerr *err);
+/* Emit up to max messages; the count (0: nothing new), -1 on failure
+ * (err; the watch cannot go on) or when emit stopped it. */
+int svc_watch_step(struct svc_watch *w, size_t max, svc_emit_fn emit, void *ctx,
+		   struct gerr *err);
+/* Whether a step may find something new since the last one. Cheap. */
+bool svc_watch_changed(struct svc_watch *w);
+/* The position a client would resume after (its last id or seq). */
+uint64_t svc_watch_position(const struct svc_watch *w);
+void svc_watch_free(struct svc_watch *w);
+/* Write eventfd fd whenever a watch may have something new. */
+int svc_watch_subscribe(struct agent *agent, int fd);
+void svc_watch_unsubscribe(struct agent *agent, int fd);
+
+/* At start: make the kernel match the stored probes (server/reconcile.h)
+ * and tell watchers what became of each (WatchProbes: ADOPTED, ATTACHED,
+ * DETACHED, ATTACH_FAILED). */
+void svc_reconcile(struct agent *agent);
 
 int svc_list_audit(struct svc_call *call, const Graind__ListAuditRequest *req,
 		   Graind__ListAuditResponse **resp, struct gerr *err);

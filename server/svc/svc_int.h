@@ -41,4 +41,11 @@ int svc_record_owner(struct svc_call *call, enum store_managed_kind kind, const 
 int svc_owner_of(struct agent *ag, enum store_managed_kind kind, const char *name,
 		 char **managed_by, struct gerr *err);
 
+/* Publish a change of a probe to WatchProbes (svc_watch.c): `probe` as it
+ * is now, or NULL for one known only by `name` (deleted, never stored);
+ * `error` for ATTACH_FAILED. Called with agent->probe_lock held, so that
+ * events come in the order of the changes. */
+void svc_probe_event(struct agent *agent, Graind__ProbeEventKind kind, const Graind__Probe *probe,
+		     const char *name, const char *error);
+
 #endif

@@ -14,6 +14,7 @@
 #include "server/builtin.h"
 #include "server/collect/collect.h"
 #include "server/probe/probe.h"
+#include "server/reconcile.h"
 #include "server/svc/svc_int.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -92,6 +93,22 @@ static int stored_probe(struct agent *ag, const char *name, Graind__Probe **out,
 	ret = probe_from_row(ag, &row, out, err);
 	store_probe_clear(&row);
 	return ret;
+}
+
+/* WatchProbes hears that the kernel refused to attach probe `name`: as
+ * stored (row), or unknown yet (NULL: the PUT that failed stores nothing). */
+static void attach_failed(struct agent *ag, const struct store_probe *row, const char *name,
+			  const struct gerr *why)
+{
+	Graind__Probe *probe = NULL;
+	struct gerr err = { 0 };
+
+	if (row && probe_from_row(ag, row, &probe, &err) < 0) {
+		pbmsg_free(probe ? &probe->base : NULL);
+		probe = NULL;
+	}
+	svc_probe_event(ag, GRAIND__PROBE_EVENT_KIND__PROBE_ATTACH_FAILED, probe, name, why->msg);
+	pbmsg_free(probe ? &probe->base : NULL);
 }
 
 /* The sha256 of the object a spec runs (a built-in's too), lowercased,
@@ -201,8 +218,11 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	/* Same spec, same state, kernel in step: nothing to touch. */
 	if (!exists || changed || old.attached != attached ||
 	    (attached && probe_pinned_generation(ag->probes, req->name) != generation)) {
-		if (apply_to_kernel(call, req->name, generation, spec, attached, &txn, err) < 0)
+		if (apply_to_kernel(call, req->name, generation, spec, attached, &txn, err) < 0) {
+			if (attached)
+				attach_failed(ag, exists ? &old : NULL, req->name, err);
 			goto out;
+		}
 		kernel = true;
 	}
 	if (store_probe_put(ag->store, req->name, object_sha256, packed, packed_len, attached,
@@ -220,13 +240,18 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	 * delta state) alone. */
 	if (kernel || created || changed)
 		notify_collector(ag, req->name);
-	ret = 0;
+	/* The answer is built under the lock, so that the event it makes
+	 * comes before any later change's. */
+	ret = probe_from_row(ag, &row, resp, err);
+	if (ret == 0 && (created || changed))
+		svc_probe_event(ag, GRAIND__PROBE_EVENT_KIND__PROBE_STORED, *resp, req->name, NULL);
+	else if (ret == 0 && kernel)
+		svc_probe_event(ag, attached ? GRAIND__PROBE_EVENT_KIND__PROBE_ATTACHED :
+				GRAIND__PROBE_EVENT_KIND__PROBE_DETACHED, *resp, req->name, NULL);
 out:
 	pthread_mutex_unlock(&ag->probe_lock);
 	free(packed);
 	store_probe_clear(&old);
-	if (ret == 0)
-		ret = probe_from_row(ag, &row, resp, err);
 	store_probe_clear(&row);
 	return ret;
 }
@@ -249,8 +274,13 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 	    svc_check_owner(call, STORE_MANAGED_PROBE, name, err) < 0)
 		goto out;
 	spec = unpack_spec(&row, err);
-	if (!spec || apply_to_kernel(call, name, row.generation, spec, attached, &txn, err) < 0)
+	if (!spec)
 		goto out;
+	if (apply_to_kernel(call, name, row.generation, spec, attached, &txn, err) < 0) {
+		if (attached)
+			attach_failed(ag, &row, name, err);
+		goto out;
+	}
 	if (store_probe_set_attached(ag->store, name, attached, err) < 0) {
 		probe_txn_rollback(txn);
 		goto out;
@@ -260,13 +290,14 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 	probe_txn_commit(txn);
 	if (changed)
 		notify_collector(ag, name);
-	ret = 0;
+	ret = stored_probe(ag, name, resp, err);
+	if (ret == 0 && changed)
+		svc_probe_event(ag, attached ? GRAIND__PROBE_EVENT_KIND__PROBE_ATTACHED :
+				GRAIND__PROBE_EVENT_KIND__PROBE_DETACHED, *resp, name, NULL);
 out:
 	pthread_mutex_unlock(&ag->probe_lock);
 	pbmsg_free(spec ? &spec->base : NULL);
 	store_probe_clear(&row);
-	if (ret == 0)
-		ret = stored_probe(ag, name, resp, err);
 	return ret;
 }
 
@@ -306,6 +337,7 @@ int svc_delete_probe(struct svc_call *call, const Graind__DeleteProbeRequest *re
 	if (svc_record_owner(call, STORE_MANAGED_PROBE, req->name, true, err) < 0)
 		goto out;
 	notify_collector(ag, req->name);
+	svc_probe_event(ag, GRAIND__PROBE_EVENT_KIND__PROBE_DELETED, NULL, req->name, NULL);
 	ret = 0;
 out:
 	/* A probe its file's owner row outlived (a crash between the two). */
@@ -401,4 +433,34 @@ int svc_dump_map(struct svc_call *call, const Graind__DumpMapRequest *req,
 	if (svc_check_name("probe", req->probe, err) < 0)
 		return -1;
 	return collect_dump_map(call->agent, req->probe, req->map, resp, err);
+}
+
+/* ---------------------------------------------------------------- start */
+
+static void reconciled(void *ctx, const char *name, enum reconcile_outcome outcome,
+		       const struct gerr *why)
+{
+	static const Graind__ProbeEventKind kinds[] = {
+		[RECONCILE_ADOPTED] = GRAIND__PROBE_EVENT_KIND__PROBE_ADOPTED,
+		[RECONCILE_ATTACHED] = GRAIND__PROBE_EVENT_KIND__PROBE_ATTACHED,
+		[RECONCILE_DETACHED] = GRAIND__PROBE_EVENT_KIND__PROBE_DETACHED,
+		[RECONCILE_FAILED] = GRAIND__PROBE_EVENT_KIND__PROBE_ATTACH_FAILED,
+	};
+	struct agent *ag = ctx;
+	Graind__Probe *probe = NULL;
+	struct gerr err = { 0 };
+
+	if (stored_probe(ag, name, &probe, &err) < 0) {
+		pbmsg_free(probe ? &probe->base : NULL);
+		probe = NULL;
+	}
+	svc_probe_event(ag, kinds[outcome], probe, name, why ? why->msg : NULL);
+	pbmsg_free(probe ? &probe->base : NULL);
+}
+
+void svc_reconcile(struct agent *agent)
+{
+	pthread_mutex_lock(&agent->probe_lock);
+	reconcile_probes(agent, reconciled, agent);
+	pthread_mutex_unlock(&agent->probe_lock);
 }

@@ -30,7 +30,9 @@ static void test_every_rpc_has_an_operation(void **state)
 		assert_non_null(m);
 		assert_ptr_equal(svc_rpc(m), &sd->methods[i]);
 		assert_ptr_equal(svc_method_find(sd->methods[i].name), m);
-		assert_non_null(m->run);
+		/* A stream is served in steps (svc_watch_*), not by run. */
+		assert_true(m->streams == starts_with(sd->methods[i].name, "Watch"));
+		assert_true((m->run == NULL) == m->streams);
 	}
 	assert_null(svc_method_at(sd->n_methods));
 	assert_null(svc_method_find("NoSuchRpc"));
@@ -47,7 +49,7 @@ static void test_roles_follow_the_kind_of_rpc(void **state)
 		const struct svc_method *m = svc_method_at(i);
 		const char *name = sd->methods[i].name;
 		bool read = starts_with(name, "Get") || starts_with(name, "List") ||
-			    starts_with(name, "Dump");
+			    starts_with(name, "Dump") || starts_with(name, "Watch");
 
 		if (!strcmp(name, "GetHealth"))
 			assert_int_equal(m->role, AUTH_NONE);
