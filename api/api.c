@@ -8,6 +8,7 @@
  * Accept, or as raw bytes where a route says so. Errors are a
  * graind.Status body with the status the service chose. */
 #include "api/api.h"
+#include "api/api_int.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -67,6 +68,8 @@ static const struct api_route routes[] = {
 	{ "POST", "/v1/probes/{name}:detach", "DetachProbe" },
 	{ "GET", "/v1/probes/{probe}/maps/{map}", "DumpMap" },
 	{ "GET", "/v1/samples", "ListSamples" },
+	{ "GET", "/v1/samples:watch", "WatchSamples" },
+	{ "GET", "/v1/probes:watch", "WatchProbes" },
 	{ "GET", "/v1/sinks", "ListSinks" },
 	{ "PUT", "/v1/sinks/{name}", "PutSink", "sink", 0, "/v1/sinks/{name}" },
 	{ "GET", "/v1/sinks/{name}", "GetSink" },
@@ -509,6 +512,13 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	if (build_request(route, m, req, b, n, &msg, &lent, &err) < 0) {
 		svc_refused(&call, m, n ? b[0].value : "", &err);
 		goto fail;
+	}
+	if (m->streams) {
+		if (api_watch_open(&call, m, msg, req->last_event_id, &resp->watch, &err) < 0)
+			goto fail;
+		resp->status = 200;
+		resp->content_type = "text/event-stream";
+		goto out;
 	}
 	if (svc_run(&call, m, msg, &reply, &err) < 0)
 		goto fail;

@@ -9,6 +9,7 @@
 #ifndef GRAIND_API_H
 #define GRAIND_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@ struct api_request {
 	const char *accept;
 	const char *authorization;
 	const char *if_match;
+	const char *last_event_id;      /* Server-Sent Events' reconnect header */
 	/* The verified client certificate's names (server/util/peerid.h),
 	 * NULL without one. */
 	const char *client_identity;
@@ -38,7 +40,28 @@ struct api_response {
 	size_t body_len;
 	char allow[64];                 /* Allow header for 405, or "" */
 	char location[160];             /* Location header for 201, or "" */
+	/* A watch route (GET /v1/samples:watch, /v1/probes:watch) answered
+	 * 200: stream it as Server-Sent Events with api_watch_next(); the
+	 * transport frees it with api_watch_free(). NULL otherwise. */
+	struct api_watch *watch;
 };
+
+/* ---------------------------------------------------------------- watches
+ *
+ * Each message of the watch is one event: `id:` the sample id or the
+ * probe event's seq (what Last-Event-ID resumes after), `event:` sample
+ * or probe, `data:` its proto3 JSON on one line. A failure ends the
+ * stream with an `event: error` whose data is a graind.Status. */
+struct api_watch;
+
+/* The next events into *text (malloc'd, *len bytes): 1 with some, 0 when
+ * nothing is new (wait until api_watch_changed()), -1 when the stream
+ * ends (*text may hold its error event). Runs the store query: may take
+ * a few milliseconds. */
+int api_watch_next(struct api_watch *w, char **text, size_t *len);
+/* Whether api_watch_next() may find something new. Cheap. */
+bool api_watch_changed(struct api_watch *w);
+void api_watch_free(struct api_watch *w);
 
 /* How many body bytes a request may carry, judged from its method, path
  * and token alone: the upload limit on the upload route for an admin,

@@ -11,6 +11,7 @@
 
 #include "api/api.h"
 #include "server/agent.h"
+#include "server/sse.h"
 #include "server/tls/tls.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
@@ -31,6 +32,7 @@ struct http_server {
 	struct MHD_Daemon *tcp;
 	struct MHD_Daemon *unix_sock;
 	struct http_listener tcp_l, unix_l;
+	struct sse_hub *sse;            /* the watch routes' streams */
 };
 
 /* A TLS connection's state (its socket context), from accept to close. */
@@ -95,6 +97,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
 		.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION),
 		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
+		.last_event_id = header(conn, "Last-Event-ID"),
 		.client_identity = st->identity,
 		.body = st->body,
 		.body_len = st->len,
@@ -104,6 +107,8 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 	struct api_response resp;
 
 	api_handle(srv->agent, &req, &resp);
+	if (resp.watch)
+		return sse_respond(srv->sse, conn, resp.watch, req.accept);
 	return send_response(conn, &resp);
 }
 
@@ -332,6 +337,7 @@ static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd, struct h
 
 	return MHD_start_daemon(
 		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+		MHD_ALLOW_SUSPEND_RESUME |
 		(l->tls ? MHD_USE_TLS : 0),
 		0, NULL, NULL, on_request, l,
 		MHD_OPTION_ARRAY, l->tls ? tls_opts : tls_opts + 3,
@@ -356,6 +362,8 @@ int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
 	srv->agent = agent;
 	srv->tcp_l = (struct http_listener){ .srv = srv, .tls = agent->tls != NULL };
 	srv->unix_l = (struct http_listener){ .srv = srv };
+	if (sse_hub_start(agent, &srv->sse, err) < 0)
+		goto fail;
 	if (agent->tls && (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
 			   MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES)) {
 		gerr_set(err, 500, "this libmicrohttpd was built without TLS (GnuTLS) support");
@@ -396,11 +404,13 @@ void http_stop(struct http_server *srv)
 {
 	if (!srv)
 		return;
+	sse_hub_end(srv->sse);          /* suspended streams must not outlive the daemons */
 	if (srv->tcp)
 		MHD_stop_daemon(srv->tcp);
 	if (srv->unix_sock) {
 		MHD_stop_daemon(srv->unix_sock);
 		unlink(srv->agent->cfg.socket_path);
 	}
+	sse_hub_free(srv->sse);
 	free(srv);
 }

@@ -1,7 +1,8 @@
 /* http: libmicrohttpd glue. Listens on TCP and/or a unix socket, reads
  * request bodies up to api_max_body() (413 beyond, refused from the
  * Content-Length before the body is read), and hands every request to
- * api_handle() on a pool of worker threads. */
+ * api_handle() on a pool of worker threads; the watch routes' answers
+ * become Server-Sent Events streams (server/sse.h). */
 #ifndef GRAIND_HTTP_H
 #define GRAIND_HTTP_H
 
