@@ -18,6 +18,9 @@ struct transfer {
 	size_t cap;
 	char errbuf[CURL_ERROR_SIZE];
 	struct timespec started;
+	/* client_stream(): where a 200 answer's body goes. */
+	bool (*on_data)(void *ctx, const char *data, size_t n);
+	void *ctx;
 };
 
 /* client_set_tls(): the same for every transfer. */
@@ -65,6 +68,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	struct transfer *t = arg;
 	struct client_reply *r = t->reply;
 	size_t n = size * nmemb;
+	long status = 0;
+
+	if (t->on_data && curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+	    status == 200)
+		return t->on_data(t->ctx, data, n) ? n : 0;
 
 	if (r->body_len + n + 1 > t->cap) {
 		size_t cap = t->cap ? t->cap : 4096;
@@ -103,7 +111,12 @@ static int transfer_setup(struct transfer *t, const char *host,
 	memcpy(t->url, base, blen);
 	strcpy(t->url + blen, req->path);
 
-	t->headers = curl_slist_append(t->headers, "Accept: " MIME_PROTOBUF);
+	snprintf(line, sizeof(line), "Accept: %s", req->accept ? req->accept : MIME_PROTOBUF);
+	t->headers = curl_slist_append(t->headers, line);
+	if (req->last_event_id) {
+		snprintf(line, sizeof(line), "Last-Event-ID: %s", req->last_event_id);
+		t->headers = curl_slist_append(t->headers, line);
+	}
 	/* libcurl would otherwise send "Expect: 100-continue" for large bodies. */
 	t->headers = curl_slist_append(t->headers, "Expect:");
 	if (req->token) {
@@ -290,4 +303,36 @@ void client_reply_clear(struct client_reply *r)
 	free(r->content_type);
 	free(r->body);
 	memset(r, 0, sizeof(*r));
+}
+
+int client_stream(const char *host, const struct client_request *req, long connect_timeout_ms,
+		  long idle_ms, bool (*on_data)(void *ctx, const char *data, size_t n), void *ctx,
+		  struct client_reply *reply)
+{
+	struct transfer t = { .reply = reply, .on_data = on_data, .ctx = ctx };
+	CURLcode code;
+	int ret = -1;
+
+	memset(reply, 0, sizeof(*reply));
+	reply->host = host;
+	if (!(t.easy = curl_easy_init()) || transfer_setup(&t, host, req, 0) < 0) {
+		snprintf(reply->transport_error, sizeof(reply->transport_error),
+			 "cannot set up the request");
+		goto out;
+	}
+	curl_easy_setopt(t.easy, CURLOPT_TIMEOUT_MS, 0L);
+	curl_easy_setopt(t.easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+	curl_easy_setopt(t.easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(t.easy, CURLOPT_LOW_SPEED_TIME, (idle_ms + 999) / 1000);
+	clock_gettime(CLOCK_MONOTONIC, &t.started);
+	code = curl_easy_perform(t.easy);
+	/* Stopped by on_data, or the stream ended: a 200 all the same. */
+	transfer_done(&t, code == CURLE_WRITE_ERROR ? CURLE_OK : code);
+	ret = 0;
+out:
+	if (t.easy)
+		curl_easy_cleanup(t.easy);
+	curl_slist_free_all(t.headers);
+	free(t.url);
+	return ret;
 }

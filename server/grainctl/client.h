@@ -8,6 +8,7 @@
 #ifndef GRAINCTL_CLIENT_H
 #define GRAINCTL_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct client_request {
@@ -18,6 +19,8 @@ struct client_request {
 	const char *content_type;  /* of the body */
 	const char *token;         /* bearer token, NULL: none */
 	const char *if_match;      /* If-Match header, NULL: none */
+	const char *accept;        /* NULL: protobuf */
+	const char *last_event_id; /* Last-Event-ID header, NULL: none */
 };
 
 struct client_reply {
@@ -43,6 +46,17 @@ int client_run_each(const char *const *hosts, size_t n, const struct client_requ
 		    int parallel, long timeout_ms, struct client_reply *replies);
 
 void client_reply_clear(struct client_reply *r);
+
+/* Follow one host's stream (Server-Sent Events): the body of a 200 answer
+ * goes to on_data piece by piece as it arrives (false stops the stream);
+ * any other answer is kept in *reply as client_run() keeps it. Returns
+ * when the stream ends: the agent ended it, the connection failed
+ * (reply->transport_error), nothing came for `idle_ms` (the agent sends
+ * a keep-alive every 15 s), or on_data stopped it. connect_timeout_ms
+ * bounds the connect alone. -1 when libcurl could not be set up. */
+int client_stream(const char *host, const struct client_request *req, long connect_timeout_ms,
+		  long idle_ms, bool (*on_data)(void *ctx, const char *data, size_t n), void *ctx,
+		  struct client_reply *reply);
 
 /* For every https:// request from now on: the CA file that verifies the
  * agents (NULL: the system's), and a client certificate and its key for

@@ -205,5 +205,13 @@ const struct ctl_cmd ctl_data_cmds[] = {
 	    { "after", 0, true, "samples with a greater id" },
 	    { "limit", 0, true, "at most this many (agent default 100, at most 10000)" } },
 	  samples_ls },
+	{ "samples", "tail", "[-f] [--probe P] [--map M] [--after ID]",
+	  "one agent's samples after --after (default: all buffered); with -f, then each new one as it "
+	  "is stored, until interrupted, resuming after a disconnect without gaps or repeats", 0, 0,
+	  { { "probe", 0, true, "only this probe's samples" },
+	    { "map", 0, true, "only this map's samples" },
+	    { "after", 0, true, "samples with a greater id" },
+	    { "follow", 'f', false, "keep following the agent's watch stream" } },
+	  ctl_samples_tail },
 	{ 0 }
 };

@@ -104,6 +104,8 @@ void ctl_verify_detail(const Graind__VerifyReport *r, FILE *f);
 extern const struct ctl_cmd ctl_object_cmds[];
 extern const struct ctl_cmd ctl_probe_cmds[];
 extern const struct ctl_cmd ctl_data_cmds[];     /* status, maps, samples */
+/* samples tail [-f] (cmd_tail.c). */
+int ctl_samples_tail(struct ctl *ctl, const struct ctl_args *args);
 extern const struct ctl_cmd ctl_sink_cmds[];
 extern const struct ctl_cmd ctl_apply_cmds[];    /* plan, apply */
 extern const struct ctl_cmd ctl_prom_cmds[];     /* prometheus-targets */

@@ -35,7 +35,7 @@ _grainctl()
 		objects) COMPREPLY=($(compgen -W "push ls get rm verify" -- "$cur")) ;;
 		probes) COMPREPLY=($(compgen -W "ls get put attach detach rm" -- "$cur")) ;;
 		maps) COMPREPLY=($(compgen -W "dump" -- "$cur")) ;;
-		samples) COMPREPLY=($(compgen -W "ls" -- "$cur")) ;;
+		samples) COMPREPLY=($(compgen -W "ls tail" -- "$cur")) ;;
 		sinks) COMPREPLY=($(compgen -W "ls get apply rm" -- "$cur")) ;;
 		esac
 		return
@@ -46,6 +46,7 @@ _grainctl()
 	"probes put") opts="--file -f --if-match" ;;
 	"sinks apply") opts="--file -f" ;;
 	"samples ls") opts="--probe --map --after --limit" ;;
+	"samples tail") opts="--probe --map --after --follow -f" ;;
 	"plan "*|"apply "*) opts="--file -f --prune" ;;
 	"prometheus-targets "*) opts="--file -f --labels" ;;
 	esac

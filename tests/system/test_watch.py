@@ -402,3 +402,74 @@ def test_watchers_that_never_read_cost_a_bounded_amount(make_agent, pb, monkeypa
     caller.stop()
     assert a.delete(f"/v1/probes/{name}").status_code == 204
     assert a.stop() == 0
+
+
+# ---------------------------------------------------------------- grainctl samples tail
+
+
+def test_grainctl_tail_follows_across_a_restart(make_agent, state_dir, pb, tmp_path):
+    """`grainctl samples tail -f` over the unix socket: events made while
+    it follows, while the agent is down (the probe keeps running, its ring
+    buffer keeps them) and after the restart arrive once each, in order."""
+    grainctl = os.environ["GRAINCTL_BIN"]
+    a = make_agent()
+    sha = a.upload(bpf_object("emit.bpf.o"), name="emit").json()["sha256"]
+    caller = Caller()
+    name = f"tail-{RUN}"
+    put_probe(a, name, emit_spec(sha, caller.tid, outputs=[{"map": "events", "events": {}}]))
+    token = tmp_path / "token"
+    token.write_text(a.reader)
+    out = open(tmp_path / "tail.jsonl", "w+")
+    tail = subprocess.Popen([grainctl, "--host", f"unix:{a.socket_path}", "--token-file",
+                             str(token), "-o", "jsonl", "samples", "tail", "-f", "--probe", name,
+                             "--map", "events"], stdout=out, stderr=subprocess.PIPE, text=True,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+
+    def lines():
+        out.flush()
+        with open(tmp_path / "tail.jsonl") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    try:
+        caller.call(100)
+        wait_for(lambda: len(lines()) >= 100, timeout=20, what="100 events tailed")
+        assert a.stop() == 0
+        caller.call(50)                 # the agent is down: the ring buffer keeps them
+        a.start()
+        caller.call(50)
+        wait_for(lambda: len(lines()) >= 200, timeout=30, what="200 events tailed")
+        time.sleep(0.5)
+        got = lines()
+        assert [int(f["uint"])
+                for s in got for f in s["fields"] if f["name"] == "seq"] == list(range(1, 201))
+        ids = [int(s["id"]) for s in got]
+        assert ids == sorted(set(ids))
+        assert tail.poll() is None, tail.stderr.read()
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+        caller.stop()
+        a.delete(f"/v1/probes/{name}")
+    err = tail.stderr.read()
+    assert "reconnecting after id" in err, err
+    assert "AddressSanitizer" not in err and "runtime error" not in err, err
+
+
+def test_grainctl_tail_without_follow_prints_the_buffer(a, pb, emit, tmp_path):
+    name, caller = emit
+    caller.call(30)
+    wait_for(lambda: len(samples(a, pb, name, "events")) == 30, what="30 events")
+    token = tmp_path / "token"
+    token.write_text(a.reader)
+    listed = samples(a, pb, name, "events")
+    p = subprocess.run([os.environ["GRAINCTL_BIN"], "--host", a.url, "--token-file", str(token),
+                        "samples", "tail", "--probe", name, "--map", "events",
+                        "--after", str(listed[4].id)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    rows = p.stdout.splitlines()
+    assert rows[0].split()[:3] == ["ID", "TIME", "PROBE"]
+    assert [int(r.split()[0]) for r in rows[1:]] == [s.id for s in listed[5:]]
+    p = subprocess.run([os.environ["GRAINCTL_BIN"], "--host", a.url, "--host", a.url,
+                        "--token-file", str(token), "samples", "tail", "-f"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "one --host" in p.stderr
