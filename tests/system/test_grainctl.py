@@ -415,7 +415,7 @@ def test_help_on_every_command(ctl):
         assert code in main.stdout
     commands = re.findall(r"^  (status|plan|apply|(?:objects|probes|maps|samples|sinks) \w+)",
                           main.stdout, re.M)
-    assert len(commands) == 20, commands
+    assert len(commands) == 21, commands
     for c in commands:
         p = ctl.run(*c.split(), "--help")
         assert p.returncode == 0, c
