@@ -14,6 +14,7 @@ import time
 
 import requests
 
+import bench_grpc
 import bench_sinks
 import bench_tls
 
@@ -493,6 +494,10 @@ def main():
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
+    if sys.argv[1:] == ["grpc"]:        # run.py grpc
+        shutil.rmtree(work, ignore_errors=True)
+        bench_grpc.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"], BUILD)
+        return
     if sys.argv[1:] == ["tls"]:         # run.py tls
         shutil.rmtree(work, ignore_errors=True)
         bench_tls.main(GRAIND_BIN)
@@ -551,6 +556,7 @@ def main():
         bench_samples(work)
         bench_sinks.main(BUILD, GRAIND_BIN)
         bench_tls.main(GRAIND_BIN)
+        bench_grpc.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"], BUILD)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
