@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +84,22 @@ static bool feature(Graind__Features *f, Graind__FeatureState *state, bool prese
 	return present;
 }
 
+/* What the kernel's BPF itself can do does not change while it runs, and
+ * asking loads a program or creates a map each time (JIT, vmap, text
+ * poke): asked once. Mounts and files are looked at every time. */
+static struct { bool ringbuf, xdp, tracing; } kernel_can;
+static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
+
+static void kernel_probe(void)
+{
+	kernel_can.ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
+	kernel_can.xdp = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1;
+	kernel_can.tracing = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1;
+}
+
 int features_detect(Graind__Features *f)
 {
+	pthread_once(&kernel_once, kernel_probe);
 	feature(f, &f->btf, access("/sys/kernel/btf/vmlinux", R_OK) == 0,
 		"btf: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF); CO-RE objects cannot load");
 	feature(f, &f->bpffs, fs_is(BPFFS_DIR, BPF_FS_MAGIC),
@@ -94,14 +109,14 @@ int features_detect(Graind__Features *f)
 	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
 	feature(f, &f->kprobes, access("/sys/bus/event_source/devices/kprobe", F_OK) == 0,
 		"kprobes: kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices); kprobe/kretprobe probes cannot attach");
-	feature(f, &f->ringbuf, libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1,
+	feature(f, &f->ringbuf, kernel_can.ringbuf,
 		"ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel older than 5.8)");
-	feature(f, &f->xdp, libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1,
+	feature(f, &f->xdp, kernel_can.xdp,
 		"xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
 	feature(f, &f->bpf_stats, access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0,
 		"bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
 	/* fentry/fexit need BPF trampolines, which ride on ftrace. */
-	feature(f, &f->fentry, libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1 &&
+	feature(f, &f->fentry, kernel_can.tracing &&
 		access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0,
 		"fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace); fentry/fexit programs cannot attach");
 	feature(f, &f->lsm, file_contains("/sys/kernel/security/lsm", "bpf"),
