@@ -3,6 +3,7 @@
 #define GRAIND_AGENT_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,7 @@ struct agent {
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;
 	int64_t started_ms;             /* unix ms */
+	bool store_was_new;             /* no database before this start */
 	char listen_tcp[128];           /* "127.0.0.1:9730" as bound */
 	char grpc_tcp[128];             /* the gRPC address as bound, or "" */
 };

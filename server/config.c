@@ -44,6 +44,11 @@ static const char usage[] =
 "      --config-dir DIR        apply the Probe and Sink documents of DIR\n"
 "                              (*.json, *.yaml) at start and when they change;\n"
 "                              what a file names, only that file changes\n"
+"      --reset                 with a missing or empty database beside tokens\n"
+"                              or pinned probes: start afresh, removing the\n"
+"                              pins the new database does not know\n"
+"      --adopt-orphans         the same, but leave such pinned probes running\n"
+"                              (a PUT of the same name takes one over)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -159,7 +164,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
-	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT };
+	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -180,6 +185,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
 		{ "client-ca", required_argument, NULL, OPT_CLIENT_CA },
 		{ "client-cert", required_argument, NULL, OPT_CLIENT_CERT },
+		{ "reset", no_argument, NULL, OPT_RESET },
+		{ "adopt-orphans", no_argument, NULL, OPT_ADOPT_ORPHANS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -308,6 +315,12 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				return CONFIG_EXIT_USAGE;
 			}
 			break;
+		case OPT_RESET:
+			cfg->reset = 1;
+			break;
+		case OPT_ADOPT_ORPHANS:
+			cfg->adopt_orphans = 1;
+			break;
 		case OPT_CLIENT_CERT:
 			client_cert_arg = optarg;
 			if (strcmp(optarg, "required") != 0 && strcmp(optarg, "optional") != 0) {
@@ -347,6 +360,10 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	}
 	if (cfg->client_ca[0] && !cfg->tls_cert[0]) {
 		fprintf(stderr, "graind: --client-ca needs TLS: give --tls-cert and --tls-key too\n");
+		return CONFIG_EXIT_USAGE;
+	}
+	if (cfg->reset && cfg->adopt_orphans) {
+		fprintf(stderr, "graind: --reset and --adopt-orphans exclude each other: remove the pins, or keep them\n");
 		return CONFIG_EXIT_USAGE;
 	}
 	if (client_cert_arg && !cfg->client_ca[0]) {

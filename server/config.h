@@ -41,6 +41,9 @@ struct config {
 	char tls_key[PATH_MAX];         /* PEM private key */
 	char client_ca[PATH_MAX];       /* PEM CA(s) of client certificates: "" no mTLS */
 	int client_cert_optional;       /* --client-cert optional */
+	/* A missing or empty database beside tokens or pins (server/orphans.h). */
+	int reset;                      /* --reset: remove the pins the store does not know */
+	int adopt_orphans;              /* --adopt-orphans: leave them running */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

@@ -22,6 +22,7 @@
 #include "server/confdir.h"
 #include "server/confstat.h"
 #include "server/http.h"
+#include "server/orphans.h"
 #include "server/probe/probe.h"
 #include "server/svc/svc.h"
 #include "server/util/feed.h"
@@ -157,6 +158,7 @@ int main(int argc, char **argv)
 	if (tls_load(&ag.cfg, &ag.tls, &err) < 0 ||
 	    make_state_dir(ag.cfg.state_dir, &err) < 0 ||
 	    features_mount(&err) < 0 ||
+	    orphans_check(&ag.cfg, db_path, &ag.store_was_new, &err) < 0 ||
 	    store_open(db_path, &ag.store, &err) < 0 ||
 	    builtin_register(ag.store, &err) < 0 ||
 	    auth_load(ag.cfg.state_dir, &ag.auth, &err) < 0 ||

@@ -119,6 +119,13 @@ void reconcile_probes(struct agent *ag, reconcile_report_fn report, void *ctx)
 	for (size_t i = 0; i < pinned.n; i++) {
 		if (has_name(&stored, pinned.name[i]))
 			continue;
+		/* A fresh store knows nothing: that is no reason to stop what runs. */
+		if (ag->cfg.adopt_orphans || (ag->store_was_new && !ag->cfg.reset)) {
+			log_warn("msg=\"pinned probe the store does not know left running\" probe=%s "
+				 "hint=\"PUT /v1/probes/%s takes it over\"", pinned.name[i],
+				 pinned.name[i]);
+			continue;
+		}
 		log_warn("msg=\"removing pins of a probe the store does not know\" probe=%s",
 			 pinned.name[i]);
 		if (probe_detach(ag->probes, pinned.name[i], NULL, &err) < 0)

@@ -3,7 +3,9 @@
  * Probes that should be attached are attached, or adopted as they are
  * when their pins match the stored generation (no gap in counting);
  * probes that should be detached are detached; pins of probes the store
- * does not know are removed and logged. Failures are logged per probe and
+ * does not know are removed and logged, unless the store is new
+ * (agent->store_was_new, without --reset) or --adopt-orphans is given:
+ * then they are left running. Failures are logged per probe and
  * do not stop the agent: the API reports them.
  *
  * A change cut short by a crash leaves a staging (_new_) or detached

@@ -130,25 +130,17 @@ out:
 	return v;
 }
 
-int yamldoc_load(const char *path, json_t **docs, struct gerr *err)
+/* The stream ps->p was set up to read. */
+static int load_stream(struct parse *ps, json_t **docs)
 {
-	struct parse ps = { .path = path, .err = err };
-	FILE *f = fopen(path, "rb");
 	json_t *all = json_array();
 	yaml_event_t ev;
 	int ret = -1;
 
-	*docs = NULL;
-	if (!f)
-		return gerr_set(err, 400, "%s: %s", path, strerror(errno));
-	if (!all || !yaml_parser_initialize(&ps.p)) {
-		fclose(f);
-		json_decref(all);
-		return gerr_set(err, 500, "out of memory");
-	}
-	yaml_parser_set_input_file(&ps.p, f);
+	if (!all)
+		return gerr_set(ps->err, 500, "out of memory");
 	for (;;) {
-		if (next(&ps, &ev) < 0)
+		if (next(ps, &ev) < 0)
 			goto out;
 		if (ev.type == YAML_STREAM_END_EVENT) {
 			yaml_event_delete(&ev);
@@ -158,10 +150,10 @@ int yamldoc_load(const char *path, json_t **docs, struct gerr *err)
 			json_t *doc;
 
 			yaml_event_delete(&ev);
-			if (next(&ps, &ev) < 0 || !(doc = node(&ps, &ev, 0)))
+			if (next(ps, &ev) < 0 || !(doc = node(ps, &ev, 0)))
 				goto out;
 			json_array_append_new(all, doc);
-			if (next(&ps, &ev) < 0)   /* the document's end */
+			if (next(ps, &ev) < 0)   /* the document's end */
 				goto out;
 		}
 		yaml_event_delete(&ev);
@@ -171,7 +163,40 @@ int yamldoc_load(const char *path, json_t **docs, struct gerr *err)
 	ret = 0;
 out:
 	json_decref(all);
+	return ret;
+}
+
+int yamldoc_load(const char *path, json_t **docs, struct gerr *err)
+{
+	struct parse ps = { .path = path, .err = err };
+	FILE *f = fopen(path, "rb");
+	int ret;
+
+	*docs = NULL;
+	if (!f)
+		return gerr_set(err, 400, "%s: %s", path, strerror(errno));
+	if (!yaml_parser_initialize(&ps.p)) {
+		fclose(f);
+		return gerr_set(err, 500, "out of memory");
+	}
+	yaml_parser_set_input_file(&ps.p, f);
+	ret = load_stream(&ps, docs);
 	yaml_parser_delete(&ps.p);
 	fclose(f);
+	return ret;
+}
+
+int yamldoc_parse(const char *name, const void *text, size_t len, json_t **docs,
+		  struct gerr *err)
+{
+	struct parse ps = { .path = name, .err = err };
+	int ret;
+
+	*docs = NULL;
+	if (!yaml_parser_initialize(&ps.p))
+		return gerr_set(err, 500, "out of memory");
+	yaml_parser_set_input_string(&ps.p, text, len);
+	ret = load_stream(&ps, docs);
+	yaml_parser_delete(&ps.p);
 	return ret;
 }

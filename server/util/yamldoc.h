@@ -8,6 +8,7 @@
 #ifndef GRAIND_UTIL_YAMLDOC_H
 #define GRAIND_UTIL_YAMLDOC_H
 
+#include <stddef.h>
 #include <jansson.h>
 
 #include "server/util/gerr.h"
@@ -15,5 +16,8 @@
 /* Every document of the YAML stream in `path`, as an array; 400 naming
  * the line when it does not parse. */
 int yamldoc_load(const char *path, json_t **docs, struct gerr *err);
+/* The same from len bytes in memory; `name` is what messages call it. */
+int yamldoc_parse(const char *name, const void *text, size_t len, json_t **docs,
+		  struct gerr *err);
 
 #endif

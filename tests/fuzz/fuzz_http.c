@@ -30,6 +30,7 @@
 #include "server/builtin.h"
 #include "server/elf/elfchk.h"
 #include "server/util/codec.h"
+#include "server/util/feed.h"
 #include "server/util/log.h"
 #include "server/util/pbmsg.h"
 #include "store/store.h"
@@ -61,6 +62,8 @@ static void cleanup(void)
 {
 	store_close(agent.store);
 	auth_free(agent.auth);
+	feed_free(agent.sample_feed);
+	feed_free(agent.probe_feed);
 	nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -84,6 +87,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		   builtin_register(agent.store, &err) == 0 &&
 		   auth_load(dir, &agent.auth, &err) == 0, "%s", err.msg);
 	pthread_mutex_init(&agent.probe_lock, NULL);
+	agent.sample_feed = feed_new(0, 0, 1);
+	agent.probe_feed = feed_new(16, 1 << 16, 1);
+	fuzz_check(agent.sample_feed && agent.probe_feed, "out of memory");
 	agent.started_ms = 1;
 	read_token(AUTH_ADMIN, admin, sizeof(admin));
 	read_token(AUTH_READER, reader, sizeof(reader));
@@ -197,6 +203,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			req.accept = v;
 		else if (!strcasecmp(h, "if-match"))
 			req.if_match = v;
+		else if (!strcasecmp(h, "last-event-id"))
+			req.last_event_id = v;
 		else if (!strcasecmp(h, "authorization"))
 			req.authorization = v;
 	}
@@ -216,7 +224,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (req.body_len > api_body_limit(&agent, req.method, req.path, req.authorization))
 		goto out;       /* the transport refuses it before reading it */
 	api_handle(&agent, &req, &resp);
-	check_response(&resp);
+	if (resp.watch) {
+		/* A watch: one step of its events, as the SSE stream would. */
+		char *text = NULL;
+		size_t len = 0;
+
+		fuzz_check(resp.status == 200 && !resp.body, "a watch with status %d", resp.status);
+		fuzz_check(api_watch_next(resp.watch, &text, &len) >= 0, "%.*s", (int)len,
+			   text ? text : "");
+		free(text);
+		api_watch_free(resp.watch);
+	} else {
+		check_response(&resp);
+	}
 	api_response_clear(&resp);
 	/* as the auditor would; an input that keeps memory costs a leak scan */
 	fuzz_check(store_audit_flush(agent.store, &err) == 0, "%s", err.msg);

@@ -12,6 +12,7 @@ repository already hold, so that no binary input is committed:
                   the test objects
   block           sample blocks of graind.Sample frames and shared frames
   decode          records for a spread of the target's decoders
+  yaml            the YAML blocks of README.md, and the JSON bodies
 
 Usage: seeds.py --build BUILD --out DIR (DIR/<target>/ is rewritten)."""
 
@@ -194,6 +195,16 @@ def decode_seeds(out):
         write(out, "decode", bytes([sel]) + record)
 
 
+def yaml_seeds(out, bodies):
+    """README.md's ```yaml blocks, and the JSON bodies (JSON is YAML)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        write(out, "yaml", block.encode())
+    for body in bodies:
+        write(out, "yaml", json.dumps(body).encode())
+    write(out, "yaml", b"---\nname: a\n---\n- [1, 2.5, true, null, ~, 'q', \"x\\u00e9\"]\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -211,6 +222,7 @@ def main():
         bodies = codec_seeds(args.out, pb2, order)
         http_seeds(args.out, args.build, bodies)
         block_seeds(args.out, pb2)
+        yaml_seeds(args.out, bodies)
     decode_seeds(args.out)
     for target in sorted(os.listdir(args.out)):
         print(f"seeds {target}: {len(os.listdir(os.path.join(args.out, target)))}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import (PIN_ROOT, TEST_BPF, Agent, assert_error, bpf_object, raw_http, sh,
+from conftest import (GRAIND_BIN, PIN_ROOT, TEST_BPF, Agent, assert_error, bpf_object, raw_http, sh,
                       veth_namespace)
 
 COUNT_PORT = 9          # hooks.bpf.c counts UDP to this port only
@@ -1042,7 +1042,7 @@ def test_restart_settles_a_detach_killed_before_its_commit(net, restart_dirs):
 # "": the probe's own directory; "_new_", "_old_": all an agent killed in
 # the middle of a first attach or of a detach leaves of it.
 @pytest.mark.parametrize("left_as", ["", "_new_", "_old_"])
-def test_start_removes_pins_the_store_does_not_know(restart_dirs, left_as):
+def test_reset_removes_pins_the_store_does_not_know(restart_dirs, left_as):
     name = f"stale-{RUN}"
     left = os.path.join(PIN_ROOT, left_as + name)
     agents = []
@@ -1059,8 +1059,9 @@ def test_start_removes_pins_the_store_does_not_know(restart_dirs, left_as):
         if left_as:
             os.rename(pin_dir(name), left)
 
-        # A fresh agent with an empty store, on the same bpffs root.
-        a2 = Agent(restart_dirs()).start()
+        # A fresh agent with an empty store, on the same bpffs root, told
+        # to start afresh (a new store alone never removes pins).
+        a2 = Agent(restart_dirs(), ["--reset"]).start()
         agents.append(a2)
         assert_gone(name, fp)
         assert not os.path.exists(left)
@@ -1252,3 +1253,54 @@ def test_object_id_in_a_spec_may_be_upper_case(a, probes, hooks_sha):
     assert probes.put(name, spec).json()["generation"] == r.json()["generation"]
     spec["objectSha256"] = "xyz"
     assert_error(probes.put(name, spec), 400, "objectSha256 must be")
+
+
+def test_lost_database_is_not_taken_for_a_new_one(restart_dirs):
+    """A state dir with tokens whose database is missing or empty refuses
+    to start, naming the pinned probes; --adopt-orphans starts and leaves
+    them running, and a PUT of the name takes one over; a new state dir
+    beside the pins starts and leaves them alone too."""
+    d = restart_dirs()
+    name = f"orphan-{RUN}"
+    a1 = Agent(d).start()
+    try:
+        r = a1.upload(bpf_object("hooks.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        p = Probes(a1, r.json()["sha256"])
+        p.create(name, tp_spec(p))
+        fp = footprint(name)
+        assert a1.stop() == 0
+        db = os.path.join(d, "graind.db")
+        for how in ("missing", "empty"):
+            for f in (db, db + "-wal", db + "-shm"):
+                if os.path.exists(f):
+                    os.remove(f)
+            if how == "empty":
+                open(db, "w").close()
+            r = subprocess.run([GRAIND_BIN, "--listen", "127.0.0.1:0", "--grpc-listen", "none",
+                                "--state-dir", d, "--pin-root", PIN_ROOT],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 1, r.stdout
+            for says in (f"graind.db is {how}", "no first start", f"tokens in {d}",
+                         name, "--adopt-orphans", "--reset"):
+                assert says in r.stderr, (says, r.stderr)
+            assert footprint(name).links.keys() == fp.links.keys()   # untouched
+
+        a2 = Agent(d, ["--adopt-orphans"]).start()
+        assert footprint(name).links.keys() == fp.links.keys()
+        assert "left running" in a2.read_log()
+        assert a2.get("/v1/probes").json().get("probes", []) == []
+        r = a2.upload(bpf_object("hooks.bpf.o"))
+        p2 = Probes(a2, r.json()["sha256"])
+        r = p2.put(name, tp_spec(p2))
+        assert r.status_code == 201, r.text
+        assert all(g["state"] == "PROGRAM_ATTACHED" for g in r.json()["programs"])
+        assert a2.stop() == 0
+
+        # A new state dir of its own: starts, and the pins stay.
+        a3 = Agent(restart_dirs()).start()
+        assert os.path.isdir(pin_dir(name))
+        assert a3.stop() == 0
+    finally:
+        a1.stop(signal.SIGKILL)
+        subprocess.run(["rm", "-rf", pin_dir(name)])
