@@ -128,19 +128,38 @@ static bool digest_equal(const uint8_t *a, const uint8_t *b)
 	return diff == 0;
 }
 
+/* RFC 6750's b64token: what a bearer token may be made of. */
+static bool token_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       strchr("-._~+/=", c) != NULL;
+}
+
 enum auth_role auth_role_of(const struct auth *auth, const char *header)
 {
-	static const char scheme[] = "Bearer ";
+	static const char scheme[] = "Bearer";
 	uint8_t digest[32];
 	bool admin, reader;
+	size_t len = 0;
 
-	if (!header || strncasecmp(header, scheme, sizeof(scheme) - 1) != 0)
+	if (!header)
+		return AUTH_NONE;
+	/* Whitespace around the value is no part of it (RFC 9110 5.5); the
+	 * scheme is case-insensitive; one or more spaces follow it. */
+	header += strspn(header, " \t");
+	if (strncasecmp(header, scheme, sizeof(scheme) - 1) != 0)
 		return AUTH_NONE;
 	header += sizeof(scheme) - 1;
-	while (*header == ' ')
-		header++;
+	if (*header != ' ' && *header != '\t')
+		return AUTH_NONE;
+	header += strspn(header, " \t");
+	while (header[len] && token_char((unsigned char)header[len]))
+		len++;
+	/* Anything but trailing whitespace after the token: not a token. */
+	if (!len || header[len + strspn(header + len, " \t")] != '\0')
+		return AUTH_NONE;
 	/* Hashing first makes the comparison independent of token length. */
-	sha256(header, strlen(header), digest);
+	sha256(header, len, digest);
 	admin = digest_equal(digest, auth->admin.digest);
 	reader = digest_equal(digest, auth->reader.digest);
 	return admin ? AUTH_ADMIN : reader ? AUTH_READER : AUTH_NONE;

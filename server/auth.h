@@ -22,8 +22,11 @@ struct auth;
 int auth_load(const char *state_dir, struct auth **out, struct gerr *err);
 void auth_free(struct auth *auth);
 
-/* The role an "Authorization: Bearer <token>" header value grants.
- * Compares in constant time whatever the header holds. */
+/* The role an "Authorization: Bearer <token>" header value grants:
+ * "Bearer" in any case, one or more spaces, the token (RFC 6750's
+ * characters), whitespace around ignored; anything else grants nothing.
+ * Compares in constant time whatever the header holds. Transports pass
+ * " " for a request that carries the header twice. */
 enum auth_role auth_role_of(const struct auth *auth, const char *header);
 
 const char *auth_role_name(enum auth_role role);

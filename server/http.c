@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "api/api.h"
@@ -56,6 +57,25 @@ static const char *header(struct MHD_Connection *conn, const char *name)
 	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result count_authorization(void *cls, enum MHD_ValueKind kind, const char *key,
+					   const char *value)
+{
+	(void)kind, (void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+		(*(unsigned *)cls)++;
+	return MHD_YES;
+}
+
+/* The Authorization header; " " (a credential that grants nothing) when
+ * it came twice, as neither can be taken for the caller's. */
+static const char *authorization(struct MHD_Connection *conn)
+{
+	unsigned n = 0;
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_authorization, &n);
+	return n > 1 ? " " : header(conn, MHD_HTTP_HEADER_AUTHORIZATION);
+}
+
 static const char *query_param(void *conn, const char *key)
 {
 	return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
@@ -95,7 +115,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 		.path = url,
 		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE),
 		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
-		.authorization = header(conn, MHD_HTTP_HEADER_AUTHORIZATION),
+		.authorization = authorization(conn),
 		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
 		.last_event_id = header(conn, "Last-Event-ID"),
 		.client_identity = st->identity,
@@ -198,8 +218,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 			return MHD_NO;
 		*con_cls = st;
 		st->identity = identity;
-		st->limit = api_body_limit(srv->agent, method, url,
-					   header(conn, MHD_HTTP_HEADER_AUTHORIZATION));
+		st->limit = api_body_limit(srv->agent, method, url, authorization(conn));
 		/* Refuse an announced oversized body before reading any of it. */
 		if (cl && strtoull(cl, NULL, 10) > st->limit) {
 			st->too_large = true;

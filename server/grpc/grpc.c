@@ -73,6 +73,7 @@ struct stream {
 	/* Request headers. */
 	char method[16], path[160], ctype[128], auth[HEADER_MAX], timeout[32], encoding[32];
 	bool header_too_long;
+	bool auth_seen;                 /* an authorization header came */
 	enum stream_kind kind;
 	const struct svc_method *m;
 	/* Request messages. */
@@ -793,9 +794,18 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
 	s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 	if (!s)
 		return 0;
-	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
-		if (strlen(wanted[i].name) == namelen && memcmp(wanted[i].name, name, namelen) == 0)
-			copy_header(s, (char *)s + wanted[i].off, wanted[i].size, value, valuelen);
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+		if (strlen(wanted[i].name) != namelen || memcmp(wanted[i].name, name, namelen) != 0)
+			continue;
+		/* Two credentials: neither is the caller's (auth.h). */
+		if (wanted[i].off == offsetof(struct stream, auth) && s->auth_seen) {
+			strcpy(s->auth, " ");
+			continue;
+		}
+		if (wanted[i].off == offsetof(struct stream, auth))
+			s->auth_seen = true;
+		copy_header(s, (char *)s + wanted[i].off, wanted[i].size, value, valuelen);
+	}
 	return 0;
 }
 

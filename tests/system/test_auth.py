@@ -5,7 +5,7 @@ import hashlib
 import pytest
 import requests
 
-from conftest import assert_error, bpf_object
+from conftest import assert_error, bpf_object, raw_http
 
 ZERO_SHA = "0" * 64
 
@@ -107,6 +107,35 @@ def test_scheme_is_case_insensitive(a, scheme):
     r = a.get("/v1/audit", token=None,
               headers={"Authorization": f"{scheme} {a.admin}"})
     assert r.status_code == 200, r.text
+
+
+def raw_get(a, *auth_lines):
+    head = "".join(f"{line}\r\n" for line in auth_lines)
+    return raw_http(a.port, f"GET /v1/status HTTP/1.1\r\nHost: x\r\n{head}"
+                            "Connection: close\r\n\r\n".encode())
+
+
+@pytest.mark.parametrize("value", ["Bearer  {t}", " Bearer {t}", "Bearer {t}  ", "Bearer\t{t}",
+                                   "bearer {t}\t"])
+def test_whitespace_around_the_token_is_no_part_of_it(a, value):
+    status, _, body = raw_get(a, "Authorization: " + value.format(t=a.reader))
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("value", ["Bearer {t} junk", "Bearer {t},x", "Bearer{t}",
+                                   "Bearer {t}\x01", "Bearer \"{t}\""])
+def test_junk_around_the_token_is_refused(a, value):
+    status, _, body = raw_get(a, "Authorization: " + value.format(t=a.reader))
+    assert status == 401, body
+
+
+def test_two_authorization_headers_are_refused(a):
+    status, _, body = raw_get(a, f"Authorization: Bearer {a.reader}",
+                              f"Authorization: Bearer {a.reader}")
+    assert status == 401 and b"invalid token" in body, body
+    status, _, body = raw_get(a, f"Authorization: Bearer {a.admin}",
+                              "authorization: Bearer nothing")
+    assert status == 401, body
 
 
 def test_admin_token_also_reads(a, stored):

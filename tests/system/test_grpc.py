@@ -334,6 +334,18 @@ def test_auth(g, pb):
     assert g.call("ListObjects", token="reader").objects
 
 
+def test_two_authorization_headers_are_unauthenticated(a, pb):
+    c = H2(a.grpc_target)
+    sid = c.request("/graind.Graind/GetStatus", frame(b""), a.reader,
+                    extra=[("authorization", f"Bearer {a.reader}")])
+    code, msg = c.status(sid)
+    assert code == 16 and "invalid token" in msg, msg
+    sid = c.request("/graind.Graind/GetStatus", frame(b""), None,
+                    extra=[("authorization", f"  bearer {a.reader}\t")])
+    assert c.status(sid)[0] == 0
+    c.close()
+
+
 def test_unknown_rpc_is_unimplemented(channel, a):
     stub = channel.unary_unary("/graind.Graind/NoSuchRpc")
     with pytest.raises(grpc.RpcError) as e:
