@@ -19,6 +19,9 @@
 
 #define CONNECTION_TIMEOUT_S 60
 #define CONNECTION_LIMIT 1024
+/* One address may hold no more than this, so that one client (a flood, a
+ * slowloris) leaves room for the others. */
+#define CONNECTIONS_PER_ADDRESS 64
 
 struct http_server;
 
@@ -364,6 +367,7 @@ static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd, struct h
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)ag->cfg.threads,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)CONNECTIONS_PER_ADDRESS,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 		MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,

@@ -42,6 +42,7 @@
 
 #define MAX_STREAMS 100                 /* per connection */
 #define MAX_CONNS 256
+#define CONNS_PER_ADDRESS 64            /* so that one client leaves room for others */
 #define WORKERS 4
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (4 << 20)
@@ -99,6 +100,8 @@ struct conn {
 	struct grpc_server *srv;
 	struct conn *prev, *next;
 	struct grpc_tls *tls;           /* NULL: plain h2c */
+	struct sockaddr_storage peer;   /* its address (TCP), for the per-address bound */
+	socklen_t peer_len;
 	bool tls_done;                  /* its handshake is complete */
 	nghttp2_session *session;
 	struct stream *streams;
@@ -1040,6 +1043,26 @@ static void conn_read(struct conn *c)
 	}
 }
 
+/* How many connections come from the address of `peer` (TCP only). */
+static unsigned conns_from(const struct grpc_server *srv, const struct sockaddr_storage *peer)
+{
+	unsigned n = 0;
+
+	for (const struct conn *c = srv->conns; c; c = c->next) {
+		if (c->peer.ss_family != peer->ss_family)
+			continue;
+		if (peer->ss_family == AF_INET &&
+		    ((const struct sockaddr_in *)&c->peer)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)peer)->sin_addr.s_addr)
+			n++;
+		else if (peer->ss_family == AF_INET6 &&
+			 memcmp(&((const struct sockaddr_in6 *)&c->peer)->sin6_addr,
+				&((const struct sockaddr_in6 *)peer)->sin6_addr, 16) == 0)
+			n++;
+	}
+	return n;
+}
+
 static void conn_accept(struct grpc_server *srv, const struct listener *l)
 {
 	for (;;) {
@@ -1049,17 +1072,32 @@ static void conn_accept(struct grpc_server *srv, const struct listener *l)
 			{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384 },
 		};
 		struct epoll_event ev = { .events = EPOLLIN };
+		struct sockaddr_storage peer = { 0 };
+		socklen_t peer_len = sizeof(peer);
 		struct conn *c;
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0)
 			return;
-		if (srv->n_conns >= MAX_CONNS || srv->draining || !(c = calloc(1, sizeof(*c)))) {
+		if (srv->n_conns >= MAX_CONNS || srv->draining) {
 			log_debug("msg=\"grpc connection refused\" reason=\"%d connections open\"",
 				 srv->n_conns);
 			close(fd);
 			continue;
 		}
+		if (peer.ss_family != AF_UNIX && conns_from(srv, &peer) >= CONNS_PER_ADDRESS) {
+			log_debug("msg=\"grpc connection refused\" reason=\"%d connections from its address\"",
+				  CONNS_PER_ADDRESS);
+			close(fd);
+			continue;
+		}
+		if (!(c = calloc(1, sizeof(*c)))) {
+			close(fd);
+			continue;
+		}
+		c->peer = peer;
+		c->peer_len = peer_len;
 		/* nghttp2 hands over frames one write at a time (HEADERS, DATA,
 		 * trailers): without this, Nagle holds each answer's tail until
 		 * the client's delayed ACK, 40 ms. Fails harmlessly on the unix
