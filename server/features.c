@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <linux/magic.h>
 
+#include "server/util/clock.h"
 #include "server/util/log.h"
 
 #define BPFFS_DIR "/sys/fs/bpf"
@@ -86,9 +87,18 @@ static bool feature(Graind__Features *f, Graind__FeatureState *state, bool prese
 
 /* What the kernel's BPF itself can do does not change while it runs, and
  * asking loads a program or creates a map each time (JIT, vmap, text
- * poke): asked once. Mounts and files are looked at every time. */
+ * poke): asked once. Mounts and files are looked at again once the last
+ * look is a second old, so that a status poll costs no path walks. */
 static struct { bool ringbuf, xdp, tracing; } kernel_can;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
+
+static struct {
+	pthread_mutex_t lock;
+	uint64_t at_us;                 /* 0: never looked */
+	bool btf, bpffs, tracefs, kprobes, bpf_stats, ftrace, lsm;
+} seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+#define LOOK_AGAIN_US 1000000
 
 static void kernel_probe(void)
 {
@@ -97,29 +107,47 @@ static void kernel_probe(void)
 	kernel_can.tracing = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1;
 }
 
+static void look(void)
+{
+	seen.btf = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
+	seen.bpffs = fs_is(BPFFS_DIR, BPF_FS_MAGIC);
+	seen.tracefs = fs_is(TRACEFS_DIR, TRACEFS_MAGIC);
+	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
+	seen.kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) == 0;
+	seen.bpf_stats = access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0;
+	seen.ftrace = access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0;
+	seen.lsm = file_contains("/sys/kernel/security/lsm", "bpf");
+}
+
 int features_detect(Graind__Features *f)
 {
+	uint64_t now = clock_mono_us();
+
 	pthread_once(&kernel_once, kernel_probe);
-	feature(f, &f->btf, access("/sys/kernel/btf/vmlinux", R_OK) == 0,
+	pthread_mutex_lock(&seen.lock);
+	if (!seen.at_us || now - seen.at_us >= LOOK_AGAIN_US) {
+		look();
+		seen.at_us = now;
+	}
+	feature(f, &f->btf, seen.btf,
 		"btf: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF); CO-RE objects cannot load");
-	feature(f, &f->bpffs, fs_is(BPFFS_DIR, BPF_FS_MAGIC),
+	feature(f, &f->bpffs, seen.bpffs,
 		"bpffs: not mounted at " BPFFS_DIR "; probes cannot be pinned");
-	feature(f, &f->tracefs, fs_is(TRACEFS_DIR, TRACEFS_MAGIC),
+	feature(f, &f->tracefs, seen.tracefs,
 		"tracefs: not mounted at " TRACEFS_DIR "; tracepoint probes cannot attach");
-	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
-	feature(f, &f->kprobes, access("/sys/bus/event_source/devices/kprobe", F_OK) == 0,
+	feature(f, &f->kprobes, seen.kprobes,
 		"kprobes: kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices); kprobe/kretprobe probes cannot attach");
 	feature(f, &f->ringbuf, kernel_can.ringbuf,
 		"ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel older than 5.8)");
 	feature(f, &f->xdp, kernel_can.xdp,
 		"xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
-	feature(f, &f->bpf_stats, access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0,
+	feature(f, &f->bpf_stats, seen.bpf_stats,
 		"bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
 	/* fentry/fexit need BPF trampolines, which ride on ftrace. */
-	feature(f, &f->fentry, kernel_can.tracing &&
-		access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0,
+	feature(f, &f->fentry, kernel_can.tracing && seen.ftrace,
 		"fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace); fentry/fexit programs cannot attach");
-	feature(f, &f->lsm, file_contains("/sys/kernel/security/lsm", "bpf"),
+	feature(f, &f->lsm, seen.lsm,
 		"lsm: BPF LSM is not active (needs CONFIG_BPF_LSM and 'bpf' in the lsm= boot parameter)");
+	pthread_mutex_unlock(&seen.lock);
 	return 0;
 }

@@ -11,7 +11,8 @@
  * connections, a request message limit per rpc (REST's body limits), and
  * the request bytes held by all streams together. Output waits in the
  * stream's buffer until nghttp2 asks for it under flow control; the
- * socket's own buffer holds at most one nghttp2 frame beyond it. */
+ * connection's write buffer holds at most FLUSH_BYTES and one frame
+ * beyond it. */
 #define _GNU_SOURCE             /* accept4 */
 #include "server/grpc/grpc.h"
 
@@ -52,6 +53,7 @@
 #define IDLE_MS 60000                   /* a connection without streams, as REST's */
 #define LINGER_MS 2000                  /* a finished connection waits for the client's close */
 #define MAX_WATCHES 256                 /* WatchSamples/WatchProbes streams open at once */
+#define FLUSH_BYTES 16384               /* gathered for one write */
 
 enum item_kind { ITEM_LISTENER, ITEM_WAKE, ITEM_CONN };
 
@@ -953,60 +955,65 @@ static void conn_linger(struct conn *c)
 		conn_kill(c);
 }
 
-/* Write what nghttp2 has to send until the socket is full. */
+/* Bytes nghttp2 gave to c->pend, which only grows past FLUSH_BYTES by
+ * the last piece. */
+static int pend_append(struct conn *c, const uint8_t *data, size_t n)
+{
+	if (c->pend_off) {
+		memmove(c->pend, c->pend + c->pend_off, c->pend_len - c->pend_off);
+		c->pend_len -= c->pend_off;
+		c->pend_off = 0;
+	}
+	if (c->pend_len + n > c->pend_cap) {
+		size_t cap = c->pend_len + n > 2 * c->pend_cap ? c->pend_len + n : 2 * c->pend_cap;
+		uint8_t *grown = realloc(c->pend, cap);
+
+		if (!grown)
+			return -1;
+		c->pend = grown;
+		c->pend_cap = cap;
+	}
+	memcpy(c->pend + c->pend_len, data, n);
+	c->pend_len += n;
+	return 0;
+}
+
+/* Write what nghttp2 has to send until the socket is full. nghttp2 hands
+ * over one frame at a time; they are gathered (up to FLUSH_BYTES) so that
+ * an answer's HEADERS, DATA and trailers, and the answers of many
+ * streams, go in one write. */
 static void conn_flush(struct conn *c)
 {
 	if (c->dead || c->lingering || !conn_ready(c))
 		return;
 	for (;;) {
-		const uint8_t *data;
-		ssize_t n, w;
+		ssize_t w;
 
-		if (c->pend_len) {
-			w = conn_send(c, c->pend + c->pend_off, c->pend_len - c->pend_off);
-			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-				conn_arm(c, true);
-				return;
-			}
-			if (w < 0) {
+		while (c->pend_len - c->pend_off < FLUSH_BYTES) {
+			const uint8_t *data;
+			ssize_t n = nghttp2_session_mem_send(c->session, &data);
+
+			if (n < 0 || (n > 0 && pend_append(c, data, (size_t)n) < 0)) {
 				conn_kill(c);
 				return;
 			}
-			c->pend_off += (size_t)w;
-			if (c->pend_off < c->pend_len)
-				continue;
-			c->pend_len = c->pend_off = 0;
+			if (n == 0)
+				break;
 		}
-		n = nghttp2_session_mem_send(c->session, &data);
-		if (n < 0) {
-			conn_kill(c);
-			return;
-		}
-		if (n == 0)
+		if (c->pend_off == c->pend_len)
 			break;
-		w = conn_send(c, data, (size_t)n);
-		if (w < 0 && errno != EAGAIN && errno != EINTR) {
+		w = conn_send(c, c->pend + c->pend_off, c->pend_len - c->pend_off);
+		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+			conn_arm(c, true);
+			return;
+		}
+		if (w < 0) {
 			conn_kill(c);
 			return;
 		}
-		if (w < 0)
-			w = 0;
-		if (w < n) {
-			size_t rest = (size_t)(n - w);
-
-			if (rest > c->pend_cap) {
-				uint8_t *grown = realloc(c->pend, rest);
-
-				if (!grown) {
-					conn_kill(c);
-					return;
-				}
-				c->pend = grown;
-				c->pend_cap = rest;
-			}
-			memcpy(c->pend, data + w, rest);
-			c->pend_len = rest;
-		}
+		c->pend_off += (size_t)w;
+		if (c->pend_off == c->pend_len)
+			c->pend_len = c->pend_off = 0;
 	}
 	conn_arm(c, false);
 	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
@@ -1163,7 +1170,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&srv->lock);
 		j->next = srv->done;
 		srv->done = j;
-		if (write(srv->wake.fd, &one, sizeof(one)) < 0)
+		/* A done list that was not empty has its wake-up on the way. */
+		if (!j->next && write(srv->wake.fd, &one, sizeof(one)) < 0)
 			log_error("msg=\"grpc: cannot wake the loop\" error=\"%s\"", strerror(errno));
 	}
 	pthread_mutex_unlock(&srv->lock);

@@ -2,7 +2,8 @@
  * answers every request, as soon as its END_STREAM arrives, with the
  * same framed response message and `grpc-status: 0` trailers, from one
  * epoll thread (graind's loop is one thread too, and also hands each
- * call to a worker). Usage: bare_h2 PORT RESPONSE_FILE; prints "ready". */
+ * call to a worker), its frames gathered into one write as graind's are.
+ * Usage: bare_h2 PORT RESPONSE_FILE; prints "ready". */
 #define _GNU_SOURCE             /* accept4 */
 #include <errno.h>
 #include <netinet/in.h>
@@ -63,16 +64,32 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	return 0;
 }
 
+/* What nghttp2 has to send, gathered and written at once (as graind does:
+ * one write for an answer's frames, and for many answers). */
 static int flush(struct conn *c)
 {
-	for (;;) {
-		const uint8_t *data;
-		ssize_t n = nghttp2_session_mem_send(c->session, &data), off = 0;
+	static uint8_t out[1 << 16];
 
-		if (n <= 0)
-			return (int)n;
-		while (off < n) {
-			ssize_t w = write(c->fd, data + off, (size_t)(n - off));
+	for (;;) {
+		size_t len = 0, off = 0;
+
+		while (len < sizeof(out) - 16384) {
+			const uint8_t *data;
+			ssize_t n = nghttp2_session_mem_send(c->session, &data);
+
+			if (n < 0)
+				return -1;
+			if (n == 0)
+				break;
+			if ((size_t)n > sizeof(out) - len)
+				return -1;
+			memcpy(out + len, data, (size_t)n);
+			len += (size_t)n;
+		}
+		if (!len)
+			return 0;
+		while (off < len) {
+			ssize_t w = write(c->fd, out + off, len - off);
 
 			if (w < 0 && errno == EINTR)
 				continue;
@@ -85,7 +102,7 @@ static int flush(struct conn *c)
 				}
 				return -1;
 			}
-			off += w;
+			off += (size_t)w;
 		}
 	}
 }
