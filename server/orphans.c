@@ -35,9 +35,9 @@ static unsigned pinned_probes(const char *root, char *names, size_t n)
 
 int orphans_check(const struct config *cfg, const char *db_path, bool *fresh, struct gerr *err)
 {
-	char token[PATH_MAX + 16], names[256], found[600] = "";
+	char path[PATH_MAX + 32], names[256], found[600] = "";
 	struct stat st;
-	bool missing, exists, tokens;
+	bool missing, exists, had_store;
 	unsigned pins;
 
 	exists = stat(db_path, &st) == 0;
@@ -50,10 +50,15 @@ int orphans_check(const struct config *cfg, const char *db_path, bool *fresh, st
 	*fresh = missing;
 	if (!missing || cfg->reset || cfg->adopt_orphans)
 		return 0;
-	snprintf(token, sizeof(token), "%s/admin.token", cfg->state_dir);
-	tokens = access(token, F_OK) == 0;
+	/* Tokens alone prove nothing (they may be provisioned before the
+	 * first start); the reserve file and the WAL are made beside a
+	 * database by the store itself. */
+	snprintf(path, sizeof(path), "%s-reserve", db_path);
+	had_store = access(path, F_OK) == 0;
+	snprintf(path, sizeof(path), "%s-wal", db_path);
+	had_store = had_store || access(path, F_OK) == 0;
 	pins = pinned_probes(cfg->pin_root, names, sizeof(names));
-	if (!tokens) {
+	if (!had_store) {
 		/* A first start of this state dir. Pins of another life stay
 		 * as they are (reconcile leaves them to a fresh store). */
 		if (pins)
@@ -62,11 +67,11 @@ int orphans_check(const struct config *cfg, const char *db_path, bool *fresh, st
 				 "start with --reset to remove them\"", pins, names, pins > 5 ? ", ..." : "");
 		return 0;
 	}
-	if (tokens)
-		snprintf(found, sizeof(found), "tokens in %.200s", cfg->state_dir);
+	snprintf(found, sizeof(found), "the store's own files beside it in %.200s",
+		 cfg->state_dir);
 	if (pins)
 		snprintf(found + strlen(found), sizeof(found) - strlen(found),
-			 "%s%u pinned probe%s under %.200s (%s%s)", tokens ? " and " : "", pins,
+			 " and %u pinned probe%s under %.200s (%s%s)", pins,
 			 pins == 1 ? "" : "s", cfg->pin_root, names, pins > 5 ? ", ..." : "");
 	return gerr_set(err, 409,
 			"%s is %s but this is no first start (found %.300s): restore it, or start "

@@ -1,10 +1,12 @@
 /* orphans: a database that is missing or empty is not taken for a first
  * start when the state around it says otherwise.
  *
- * Before the store opens: tokens in the state directory beside a missing
- * or 0-byte graind.db mean the database was lost, not that the agent is
- * new. The start is refused, with what was found (the tokens, and the
- * probes pinned under the pin root) and the two ways on: --reset (start
+ * Before the store opens: the store's own files (graind.db-reserve, the
+ * WAL) beside a missing or 0-byte graind.db mean the database was lost,
+ * not that the agent is new (tokens prove nothing: they may be
+ * provisioned before a first start). The start is refused, with what was
+ * found (those files, and the probes pinned under the pin root) and the
+ * two ways on: --reset (start
  * afresh: the pins the new database does not know are removed) or
  * --adopt-orphans (start afresh, but leave every pinned probe running as
  * it is; a PUT of its name takes it over).

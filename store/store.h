@@ -56,6 +56,7 @@ struct store_health {
 	int64_t recovered_ms;       /* the last recovery (unix ms), 0 never */
 	uint64_t reserve_bytes;     /* the reserve in place, 0 when released */
 	uint64_t checkpoint_bytes;  /* the WAL is checkpointed at this size now */
+	uint64_t corrupt_reads;     /* objects read back with bytes not of their sha256 */
 };
 
 /* The state now; never waits for the store's lock. */
@@ -89,7 +90,9 @@ int store_object_put(struct store *st, const char *sha256, const char *name,
 int store_object_get(struct store *st, const char *sha256,
 		     struct store_object *obj, struct gerr *err);
 
-/* The exact bytes uploaded; *bytes malloc'd, caller frees. 404 when missing. */
+/* The exact bytes uploaded; *bytes malloc'd, caller frees. 404 when missing;
+ * 500 saying so when the stored bytes no longer hash to the id (damage
+ * in the database: never served, counted in corrupt_reads, logged). */
 int store_object_content(struct store *st, const char *sha256, void **bytes,
 			 size_t *len, struct gerr *err);
 

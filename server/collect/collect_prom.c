@@ -165,6 +165,9 @@ static void storage_metrics(FILE *f, struct agent *agent)
 		    "Store calls the storage failed.", (double)h.failed_writes);
 	self_metric(f, "graind_storage_faults_total", "counter",
 		    "Times the storage went from writable to failing.", (double)h.faults);
+	self_metric(f, "graind_storage_corrupt_reads_total", "counter",
+		    "Objects read back whose bytes no longer hash to their id (not served).",
+		    (double)h.corrupt_reads);
 	self_metric(f, "graind_storage_reserve_bytes", "gauge",
 		    "The reserve file kept for checkpoints after a full disk (0: released).",
 		    (double)h.reserve_bytes);

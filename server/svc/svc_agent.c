@@ -69,6 +69,7 @@ static int storage_status(struct agent *ag, Graind__StorageHealth **out, struct 
 	sh->samples_waiting = cs.queue_depth;
 	sh->samples_dropped = cs.queue_dropped;
 	sh->write_retries = cs.write_retries;
+	sh->corrupt_reads = h.corrupt_reads;
 	if (pbmsg_set_string(&sh->state, h.failing ? "failing" : "ok") < 0 ||
 	    pbmsg_set_string(&sh->error, h.error) < 0 ||
 	    (h.since_ms && pbmsg_set_time(&sh->since, h.since_ms) < 0) ||

@@ -1256,8 +1256,8 @@ def test_object_id_in_a_spec_may_be_upper_case(a, probes, hooks_sha):
 
 
 def test_lost_database_is_not_taken_for_a_new_one(restart_dirs):
-    """A state dir with tokens whose database is missing or empty refuses
-    to start, naming the pinned probes; --adopt-orphans starts and leaves
+    """A state dir whose database is missing or empty beside the store's
+    own files (the reserve) refuses to start, naming the pinned probes; --adopt-orphans starts and leaves
     them running, and a PUT of the name takes one over; a new state dir
     beside the pins starts and leaves them alone too."""
     d = restart_dirs()
@@ -1281,7 +1281,7 @@ def test_lost_database_is_not_taken_for_a_new_one(restart_dirs):
                                 "--state-dir", d, "--pin-root", PIN_ROOT],
                                capture_output=True, text=True, timeout=30)
             assert r.returncode == 1, r.stdout
-            for says in (f"graind.db is {how}", "no first start", f"tokens in {d}",
+            for says in (f"graind.db is {how}", "no first start", f"the store's own files beside it in {d}",
                          name, "--adopt-orphans", "--reset"):
                 assert says in r.stderr, (says, r.stderr)
             assert footprint(name).links.keys() == fp.links.keys()   # untouched
