@@ -18,7 +18,8 @@ import grpc
 import pytest
 
 from conftest import bpf_object
-from test_samples import Caller, delete_probe, emit_spec, fields, put_probe, samples, wait_for
+from test_samples import (Caller, delete_probe, emit_sha, emit_spec, fields,  # noqa: F401
+                          put_probe, samples, wait_for)
 
 RUN = os.getpid() % 10000
 
@@ -27,13 +28,6 @@ RUN = os.getpid() % 10000
 def a(module_agent):
     assert module_agent.grpc_target, module_agent.banner
     return module_agent
-
-
-@pytest.fixture(scope="module")
-def emit_sha(a):
-    r = a.upload(bpf_object("emit.bpf.o"), name="emit")
-    assert r.status_code in (200, 201), r.text
-    return r.json()["sha256"]
 
 
 @pytest.fixture(scope="module")
