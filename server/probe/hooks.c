@@ -216,22 +216,39 @@ static struct probe_old_link *find_swap(const struct probe_prog *p,
 	return NULL;
 }
 
-static int check_xdp_free(struct probe_prog *p, struct gerr *err)
+/* The XDP program on p's interface that is not p's to replace, or 0. */
+static uint32_t foreign_xdp(const struct probe_prog *p)
 {
 	LIBBPF_OPTS(bpf_xdp_query_opts, q);
 	uint32_t ids[4];
-	size_t i;
 
 	if (bpf_xdp_query(p->ifindex, 0, &q) < 0)
 		return 0;	/* no netlink answer: let the attach speak */
 	ids[0] = q.prog_id, ids[1] = q.skb_prog_id;
 	ids[2] = q.drv_prog_id, ids[3] = q.hw_prog_id;
-	for (i = 0; i < 4; i++) {
-		if (!ids[i] || (p->swap && p->swap->info.prog_id == ids[i]))
-			continue;
-		return gerr_set(err, 409, "interface %s already runs XDP program id %u that is not part of this probe",
-				p->ifname, ids[i]);
+	for (size_t i = 0; i < 4; i++)
+		if (ids[i] && !(p->swap && p->swap->info.prog_id == ids[i]))
+			return ids[i];
+	return 0;
+}
+
+/* A link whose last pin was just removed (a detach a moment ago) is
+ * released by the kernel a little later, from a work queue: its program
+ * stays on the interface until then. So a foreign program gets half a
+ * second to go before the answer is 409. */
+#define XDP_RELEASE_WAIT_MS 500
+
+static int check_xdp_free(struct probe_prog *p, struct gerr *err)
+{
+	uint32_t id = foreign_xdp(p);
+
+	for (int waited = 0; id && waited < XDP_RELEASE_WAIT_MS; waited += 10) {
+		usleep(10 * 1000);
+		id = foreign_xdp(p);
 	}
+	if (id)
+		return gerr_set(err, 409, "interface %s already runs XDP program id %u that is not part of this probe",
+				p->ifname, id);
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "server/util/sha256.h"
 #include "store/store.h"
 #include "tests/unit/tmpdb.h"
 
@@ -263,7 +264,7 @@ static void test_object_put_get_content(void **state)
 	size_t len;
 	bool created = false;
 
-	sha_of(7, sha);
+	sha256_hex(bytes, sizeof(bytes), sha);
 	assert_int_equal(store_object_put(st, sha, "first.o", bytes, sizeof(bytes),
 					  "M", 1, true, &created, &err), 0);
 	assert_true(created);
@@ -310,7 +311,7 @@ static void test_object_empty_and_no_meta(void **state)
 	size_t len = 99;
 	bool created;
 
-	sha_of(3, sha);
+	sha256_hex("", 0, sha);
 	assert_int_equal(store_object_put(st, sha, NULL, NULL, 0, NULL, 0, false,
 					  &created, &err), 0);
 	assert_true(created);
@@ -323,6 +324,31 @@ static void test_object_empty_and_no_meta(void **state)
 	assert_int_equal(len, 0);
 	assert_non_null(got);
 	free(got);
+	store_close(st);
+}
+
+/* Bytes that no longer hash to their id are never handed out. */
+static void test_object_damaged_bytes_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = tmpdb_open(fx->db.path);
+	struct store_health h;
+	struct gerr err = { 0 };
+	char sha[65];
+	void *got = (void *)1;
+	size_t len = 1;
+	bool created;
+
+	sha_of(9, sha);         /* an id these bytes do not have */
+	assert_int_equal(store_object_put(st, sha, "x.o", "abc", 3, NULL, 0, false,
+					  &created, &err), 0);
+	assert_int_equal(store_object_content(st, sha, &got, &len, &err), -1);
+	assert_int_equal(err.status, 500);
+	assert_non_null(strstr(err.msg, "is damaged in the store"));
+	assert_null(got);
+	assert_int_equal(len, 0);
+	store_health_get(st, &h);
+	assert_int_equal(h.corrupt_reads, 1);
 	store_close(st);
 }
 
@@ -938,6 +964,7 @@ int main(void)
 		T(test_open_missing_dir_fails),
 		T(test_object_put_get_content),
 		T(test_object_empty_and_no_meta),
+		T(test_object_damaged_bytes_refused),
 		T(test_object_bad_sha),
 		T(test_object_list_paging),
 		T(test_object_delete),
