@@ -338,9 +338,10 @@ fuzz-build: $(FUZZ_BIN) $(TEST_BPF_OBJ) $(BUILTIN_BPF_OBJ)
 # Each target for FUZZ_TIME seconds from its seeds and what earlier runs
 # kept; a crash, leak or timeout leaves its input in $(BUILD)/fuzz/<name>/.
 fuzz: fuzz-build
-	@fail=0; for t in $(FUZZ_NAMES); do \
-		BUILD=$(BUILD) FUZZ_TIME=$(FUZZ_TIME) tests/fuzz/run.sh $$t || fail=1; \
-	done; [ $$fail = 0 ]
+	@pass=0; fail=0; for t in $(FUZZ_NAMES); do \
+		if BUILD=$(BUILD) FUZZ_TIME=$(FUZZ_TIME) tests/fuzz/run.sh $$t; then \
+			pass=$$((pass + 1)); else fail=$$((fail + 1)); fi; \
+	done; echo "fuzz targets: $$pass passed, $$fail failed"; [ $$fail = 0 ]
 
 fuzz-ci:
 	$(MAKE) --no-print-directory fuzz FUZZ_TIME=30
