@@ -532,6 +532,7 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	goto out;
 fail:
 	set_error(resp, fmt, &err, call.report);
+	resp->retry_after_s = call.retry_after_s;
 out:
 	if (lent) {
 		ProtobufCBinaryData *content = &((Graind__UploadObjectRequest *)msg)->content;

@@ -40,6 +40,7 @@ struct api_response {
 	size_t body_len;
 	char allow[64];                 /* Allow header for 405, or "" */
 	char location[160];             /* Location header for 201, or "" */
+	unsigned retry_after_s;         /* Retry-After of a 429, or 0 */
 	/* A watch route (GET /v1/samples:watch, /v1/probes:watch) answered
 	 * 200: stream it as Server-Sent Events with api_watch_next(); the
 	 * transport frees it with api_watch_free(). NULL otherwise. */

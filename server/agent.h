@@ -17,6 +17,7 @@ struct sinks;
 struct confstat;
 struct tls;
 struct feed;
+struct ratelimit;
 
 struct agent {
 	struct config cfg;
@@ -31,6 +32,9 @@ struct agent {
 	 * after each commit of samples; each probe change as a ProbeEvent. */
 	struct feed *sample_feed;
 	struct feed *probe_feed;
+	/* Changes by API callers (server/util/ratelimit.h); NULL: no limit.
+	 * One bucket: the admin token is the one credential that may change. */
+	struct ratelimit *write_limit;
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

@@ -49,6 +49,9 @@ static const char usage[] =
 "                              removing the pins the new one does not know\n"
 "      --adopt-orphans         the same, but leave such pinned probes running\n"
 "                              (a PUT of the same name takes one over)\n"
+"      --write-rate N          changes a second one credential may make, with\n"
+"                              twice that in a burst; more answer 429 with\n"
+"                              Retry-After (default 100; 0: no limit)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -164,7 +167,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	enum { OPT_MAX_OBJECT = 256, OPT_THREADS, OPT_PIN_ROOT, OPT_BUFFER_ROWS,
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
-	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS };
+	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
+	       OPT_WRITE_RATE };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -186,6 +190,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "client-ca", required_argument, NULL, OPT_CLIENT_CA },
 		{ "client-cert", required_argument, NULL, OPT_CLIENT_CERT },
 		{ "reset", no_argument, NULL, OPT_RESET },
+		{ "write-rate", required_argument, NULL, OPT_WRITE_RATE },
 		{ "adopt-orphans", no_argument, NULL, OPT_ADOPT_ORPHANS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -204,6 +209,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	strcpy(cfg->state_dir, CONFIG_DEFAULT_STATE_DIR);
 	cfg->max_object_size = CONFIG_DEFAULT_MAX_OBJECT_SIZE;
 	cfg->threads = CONFIG_DEFAULT_THREADS;
+	cfg->write_rate = 100;
 	strcpy(cfg->pin_root, CONFIG_DEFAULT_PIN_ROOT);
 	cfg->buffer_rows = CONFIG_DEFAULT_BUFFER_ROWS;
 	cfg->buffer_bytes = CONFIG_DEFAULT_BUFFER_BYTES;
@@ -318,6 +324,20 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		case OPT_RESET:
 			cfg->reset = 1;
 			break;
+		case OPT_WRITE_RATE: {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || v > 1000000 || optarg[0] == '-') {
+				fprintf(stderr, "graind: --write-rate wants changes a second (0 to 1000000), got '%s'\n",
+					optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			cfg->write_rate = (unsigned)v;
+			break;
+		}
 		case OPT_ADOPT_ORPHANS:
 			cfg->adopt_orphans = 1;
 			break;

@@ -44,6 +44,7 @@ struct config {
 	/* A missing or empty database beside tokens or pins (server/orphans.h). */
 	int reset;                      /* --reset: remove the pins the store does not know */
 	int adopt_orphans;              /* --adopt-orphans: leave them running */
+	unsigned write_rate;            /* changes a second per credential; 0: no limit */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

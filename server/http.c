@@ -103,6 +103,12 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
 	if (r->location[0])
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
+	if (r->retry_after_s) {
+		char after[16];
+
+		snprintf(after, sizeof(after), "%u", r->retry_after_s);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, after);
+	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	ret = MHD_queue_response(conn, (unsigned)r->status, resp);
 	MHD_destroy_response(resp);

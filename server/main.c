@@ -30,6 +30,7 @@
 #include "server/tls/tls.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
+#include "server/util/ratelimit.h"
 #include "store/store.h"
 
 /* What WatchProbes can replay: the last changes, bounded by count and size. */
@@ -176,6 +177,12 @@ int main(int argc, char **argv)
 	if (!ag.sample_feed || !ag.probe_feed) {
 		fprintf(stderr, "graind: out of memory\n");
 		goto out;
+	}
+	if (ag.cfg.write_rate) {
+		static struct ratelimit writes;
+
+		ratelimit_init(&writes, ag.cfg.write_rate, 2.0 * ag.cfg.write_rate);
+		ag.write_limit = &writes;
 	}
 	svc_reconcile(&ag);
 	if (auditor_start(ag.store, ag.cfg.audit_max_rows, ag.cfg.audit_max_age_s,

@@ -13,6 +13,7 @@
 #include "server/confstat.h"
 #include "server/authlog.h"
 #include "server/collect/collect.h"
+#include "server/util/ratelimit.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
 #include "server/probe/probe.h"
@@ -165,6 +166,9 @@ static void storage_metrics(FILE *f, struct agent *agent)
 		    "Store calls the storage failed.", (double)h.failed_writes);
 	self_metric(f, "graind_storage_faults_total", "counter",
 		    "Times the storage went from writable to failing.", (double)h.faults);
+	self_metric(f, "graind_write_rate_limited_total", "counter",
+		    "Changes refused with 429 because their credential made too many (--write-rate).",
+		    agent->write_limit ? (double)ratelimit_refused(agent->write_limit) : 0);
 	self_metric(f, "graind_storage_corrupt_reads_total", "counter",
 		    "Objects read back whose bytes no longer hash to their id (not served).",
 		    (double)h.corrupt_reads);

@@ -9,6 +9,7 @@
 #include "server/authlog.h"
 #include "server/svc/svc_int.h"
 #include "server/util/log.h"
+#include "server/util/ratelimit.h"
 #include "server/util/utf8.h"
 #include "store/store.h"
 
@@ -176,6 +177,15 @@ int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMe
 	if (m->streams)
 		return gerr_set(err, 400, "%s is a stream: it is served by svc_watch_open",
 				svc_rpc(m)->name);
+	/* A client that changes too fast waits; --config-dir's passes do not. */
+	if (m->changes && !call->manager && call->agent->write_limit &&
+	    !ratelimit_take(call->agent->write_limit, &call->retry_after_s)) {
+		gerr_set(err, 429, "too many changes: this credential may make %u a second "
+			 "(--write-rate); retry in %u s", call->agent->cfg.write_rate,
+			 call->retry_after_s);
+		audit(call, m, request_name(req), 429, err->msg);
+		return -1;
+	}
 	ret = m->run(call, req, resp, err);
 	if (ret < 0) {
 		pbmsg_free(*resp);

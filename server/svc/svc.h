@@ -55,6 +55,7 @@ struct svc_call {
 
 	/* Set by the operation. */
 	bool created;                   /* it created its resource (REST: 201) */
+	unsigned retry_after_s;         /* with a 429: when to try again */
 	char target[160];               /* what a change was about, for the audit log */
 	/* With a 422 from the verifier: its report, the caller's to free. */
 	Graind__VerifyReport *report;

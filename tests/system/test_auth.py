@@ -176,3 +176,36 @@ def test_success_answers_have_no_allow_header(a):
 def test_responses_are_not_cached(a):
     assert a.get("/v1/status").headers.get("Cache-Control") == "no-store"
     assert a.get("/v1/status", token=None).headers.get("Cache-Control") == "no-store"
+
+
+def test_changes_beyond_the_write_rate_are_429_with_retry_after(make_agent, pb):
+    """--write-rate 5: a burst of 10 changes passes, the next are 429 with
+    Retry-After (gRPC RESOURCE_EXHAUSTED), reads are never held back, and
+    after the wait changes pass again; the refusals are counted."""
+    import grpc
+    import time
+    a = make_agent(["--write-rate", "5"])
+    codes = [a.delete(f"/v1/probes/nothing-{i}").status_code for i in range(14)]
+    assert codes[:10] == [404] * 10 and 429 in codes[10:], codes
+    r = a.delete("/v1/probes/nothing")
+    assert_error(r, 429, "too many changes", "--write-rate", "retry in")
+    retry = int(r.headers["Retry-After"])
+    assert 1 <= retry <= 2, r.headers
+    assert a.get("/v1/status", token="reader").status_code == 200
+    assert a.get("/v1/objects").status_code == 200
+    ch = grpc.insecure_channel(a.grpc_target)
+    with pytest.raises(grpc.RpcError) as e:
+        ch.unary_unary("/graind.Graind/DeleteProbe",
+                       request_serializer=pb.DeleteProbeRequest.SerializeToString,
+                       response_deserializer=pb.Empty.FromString)(
+            pb.DeleteProbeRequest(name="nothing"),
+            metadata=[("authorization", f"Bearer {a.admin}")], timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    ch.close()
+    time.sleep(retry)
+    assert a.delete("/v1/probes/nothing").status_code == 404
+    metrics = a.get("/metrics").text
+    refused = [line for line in metrics.splitlines()
+               if line.startswith("graind_write_rate_limited_total ")]
+    assert refused and float(refused[0].split()[1]) >= 3, refused
+    assert a.stop() == 0
