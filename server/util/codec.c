@@ -1203,6 +1203,11 @@ static void emit_floating(struct sbuf *sb, double d, bool is_float)
 		sb_puts(sb, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
 		return;
 	}
+	/* "-0" would read back as the integer 0: keep it a real. */
+	if (d == 0 && signbit(d)) {
+		sb_puts(sb, "-0.0");
+		return;
+	}
 	for (int prec = 1; prec <= 17; prec++) {
 		snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
 		if (is_float ? (float)strtod(tmp, NULL) == (float)d
