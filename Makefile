@@ -12,13 +12,13 @@ RUN_ARGS ?=
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
 	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl \
-	libnghttp2-dev libgnutls28-dev protobuf-compiler grpc-proto
+	libnghttp2-dev libgnutls28-dev libsodium-dev protobuf-compiler grpc-proto
 DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio python3-h2 \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
-	python3-botocore prometheus npm git debootstrap openssl
+	python3-botocore prometheus npm git debootstrap openssl minisign
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2
 
-PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
+PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
 
 # The flags pkg-config gives are only known once `deps` has installed the
 # packages, so they live in $(BUILD)/config.mk, which a rule below writes

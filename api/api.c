@@ -307,6 +307,9 @@ static int decode_body(const struct api_route *route, const struct api_request *
 		content->data = (uint8_t *)req->body;
 		content->len = req->body_len;
 		*lent = true;
+		/* Headers are one line: the signature file comes base64. */
+		if (req->signature)
+			return codec_set_text(*msg, "signature", req->signature, err);
 		return 0;
 	}
 	if (media_is(req->content_type, MIME_JSON))

@@ -23,6 +23,7 @@ struct api_request {
 	const char *authorization;
 	const char *if_match;
 	const char *last_event_id;      /* Server-Sent Events' reconnect header */
+	const char *signature;          /* Graind-Signature: an upload's, in base64 */
 	/* The verified client certificate's names (server/util/peerid.h),
 	 * NULL without one. */
 	const char *client_identity;

@@ -28,6 +28,7 @@ struct agent {
 	struct sinks *sinks;            /* forwarders to StatsD and S3 */
 	struct confstat *confstat;      /* --config-dir's last pass; NULL without */
 	struct tls *tls;                /* TLS credentials of the TCP listeners, or NULL */
+	struct signing *signing;        /* trusted keys and --require-signed */
 	/* What watches follow (server/util/feed.h): rung by the collector
 	 * after each commit of samples; each probe change as a ProbeEvent. */
 	struct feed *sample_feed;

@@ -52,13 +52,18 @@ static const char usage[] =
 "      --write-rate N          changes a second one credential may make, with\n"
 "                              twice that in a burst; more answer 429 with\n"
 "                              Retry-After (default 100; 0: no limit)\n"
+"      --trusted-keys DIR      minisign public keys (DIR/*.pub) whose signatures\n"
+"                              an object may carry (SIGHUP reads them again)\n"
+"      --require-signed        load into the kernel only built-in objects and\n"
+"                              objects signed by a trusted key; needs\n"
+"                              --trusted-keys (verify stays allowed)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
 "\n"
 "Clients authenticate with 'Authorization: Bearer TOKEN'. The tokens are in\n"
 "DIR/admin.token (may change anything) and DIR/reader.token (may read).\n"
-"SIGHUP reloads the TLS certificate, key and client CA.\n";
+"SIGHUP reloads the TLS certificate, key and client CA, and the trusted keys.\n";
 
 static int parse_size(const char *s, size_t *out)
 {
@@ -168,7 +173,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
 	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
-	       OPT_WRITE_RATE };
+	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -192,6 +197,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "reset", no_argument, NULL, OPT_RESET },
 		{ "write-rate", required_argument, NULL, OPT_WRITE_RATE },
 		{ "adopt-orphans", no_argument, NULL, OPT_ADOPT_ORPHANS },
+		{ "trusted-keys", required_argument, NULL, OPT_TRUSTED_KEYS },
+		{ "require-signed", no_argument, NULL, OPT_REQUIRE_SIGNED },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -341,6 +348,15 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		case OPT_ADOPT_ORPHANS:
 			cfg->adopt_orphans = 1;
 			break;
+		case OPT_TRUSTED_KEYS:
+			if (copy_path(cfg->trusted_keys, PATH_MAX, optarg) < 0) {
+				fprintf(stderr, "graind: --trusted-keys: empty or too long\n");
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_REQUIRE_SIGNED:
+			cfg->require_signed = 1;
+			break;
 		case OPT_CLIENT_CERT:
 			client_cert_arg = optarg;
 			if (strcmp(optarg, "required") != 0 && strcmp(optarg, "optional") != 0) {
@@ -388,6 +404,10 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	}
 	if (client_cert_arg && !cfg->client_ca[0]) {
 		fprintf(stderr, "graind: --client-cert needs --client-ca, the CA that signs client certificates\n");
+		return CONFIG_EXIT_USAGE;
+	}
+	if (cfg->require_signed && !cfg->trusted_keys[0]) {
+		fprintf(stderr, "graind: --require-signed needs --trusted-keys DIR, the minisign public keys to trust\n");
 		return CONFIG_EXIT_USAGE;
 	}
 	if (!cfg->listen_host[0] && !cfg->socket_path[0]) {

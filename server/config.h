@@ -45,6 +45,9 @@ struct config {
 	int reset;                      /* --reset: remove the pins the store does not know */
 	int adopt_orphans;              /* --adopt-orphans: leave them running */
 	unsigned write_rate;            /* changes a second per credential; 0: no limit */
+	/* Signed objects (server/signing.h). */
+	char trusted_keys[PATH_MAX];    /* directory of minisign *.pub keys, "" none */
+	int require_signed;             /* only signed objects reach the kernel */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

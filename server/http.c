@@ -127,6 +127,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 		.authorization = authorization(conn),
 		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
 		.last_event_id = header(conn, "Last-Event-ID"),
+		.signature = header(conn, "Graind-Signature"),
 		.client_identity = st->identity,
 		.body = st->body,
 		.body_len = st->len,

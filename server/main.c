@@ -23,6 +23,7 @@
 #include "server/confstat.h"
 #include "server/http.h"
 #include "server/orphans.h"
+#include "server/signing.h"
 #include "server/probe/probe.h"
 #include "server/svc/svc.h"
 #include "server/util/feed.h"
@@ -71,6 +72,9 @@ static void print_banner(const struct agent *ag)
 	printf("  admin token    %s\n", auth_token_path(ag->auth, AUTH_ADMIN));
 	printf("  reader token   %s\n", auth_token_path(ag->auth, AUTH_READER));
 	printf("  database       %s/graind.db\n", ag->cfg.state_dir);
+	if (ag->cfg.trusted_keys[0])
+		printf("  trusted keys   %s%s\n", ag->cfg.trusted_keys,
+		       ag->cfg.require_signed ? " (the kernel runs only signed objects)" : "");
 	printf("  try: curl -H \"Authorization: Bearer $(cat %s)\" %s://%s/v1/status\n",
 	       auth_token_path(ag->auth, AUTH_READER), scheme,
 	       ag->listen_tcp[0] ? ag->listen_tcp : "localhost");
@@ -87,14 +91,19 @@ static int start_config_dir(struct agent *ag, struct confdir **out, struct gerr 
 	return confdir_start(ag, ag->cfg.config_dir, out, err);
 }
 
-/* SIGHUP: read the TLS files again. Listeners stay open; connections
- * keep the credentials they began with; a failure keeps the old ones. */
+/* SIGHUP: read the TLS files and the trusted keys again. Listeners stay
+ * open; connections keep the credentials they began with; a failure
+ * keeps the old ones. */
 static void reload(struct agent *ag)
 {
 	struct gerr err = { 0 };
 
+	if (ag->cfg.trusted_keys[0] && signing_reload(ag->signing, &err) < 0)
+		log_error("msg=\"trusted keys not reloaded; the keys in use are kept\" error=\"%s\"",
+			  err.msg);
 	if (!ag->tls) {
-		log_info("msg=\"SIGHUP: nothing to reload\"");
+		if (!ag->cfg.trusted_keys[0])
+			log_info("msg=\"SIGHUP: nothing to reload\"");
 		return;
 	}
 	if (tls_reload(ag->tls, &err) < 0)
@@ -157,6 +166,7 @@ int main(int argc, char **argv)
 	snprintf(db_path, sizeof(db_path), "%s/graind.db", ag.cfg.state_dir);
 	/* TLS files first: a bad certificate fails before anything is touched. */
 	if (tls_load(&ag.cfg, &ag.tls, &err) < 0 ||
+	    signing_open(ag.cfg.trusted_keys, ag.cfg.require_signed, &ag.signing, &err) < 0 ||
 	    make_state_dir(ag.cfg.state_dir, &err) < 0 ||
 	    features_mount(&err) < 0 ||
 	    orphans_check(&ag.cfg, db_path, &ag.store_was_new, &err) < 0 ||
@@ -209,6 +219,7 @@ out:
 	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */
 	tls_free(ag.tls);           /* after both transports: no session holds it */
+	signing_free(ag.signing);
 	auth_free(ag.auth);
 	confstat_free(ag.confstat);
 	store_close(ag.store);

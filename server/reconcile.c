@@ -8,8 +8,8 @@
 #include "server/util/pbmsg.h"
 #include "proto/graind.pb-c.h"
 #include "server/agent.h"
-#include "server/builtin.h"
 #include "server/probe/probe.h"
+#include "server/signing.h"
 #include "server/util/log.h"
 #include "store/store.h"
 
@@ -74,7 +74,7 @@ static void reconcile_one(struct agent *ag, const char *name, reconcile_report_f
 		gerr_set(&err, 500, "stored spec does not decode");
 		goto fail;
 	}
-	if (builtin_spec_object(ag->store, spec, &bytes, &len, &err) < 0 ||
+	if (signing_kernel_object(ag->signing, ag->store, spec, &bytes, &len, &err) < 0 ||
 	    probe_attach(ag->probes, name, row.generation, spec, bytes, len, &adopted,
 			 NULL, NULL, &err) < 0)
 		goto fail;

@@ -116,6 +116,18 @@ static const struct migration migrations[] = {
 	  "  owner TEXT NOT NULL,"
 	  "  PRIMARY KEY (kind, name)"
 	  ") WITHOUT ROWID;" },
+	{ 6,
+	  /* An object's minisign signature, in a table of its own so that
+	   * reading it does not walk the object's bytes (README "Signed
+	   * objects"); it goes with the object. */
+	  "CREATE TABLE object_signatures ("
+	  "  sha256 TEXT PRIMARY KEY,"
+	  "  signature TEXT NOT NULL,"         /* the .minisig file */
+	  "  verified_key TEXT NOT NULL"       /* hex public key it verified against at upload, or "" */
+	  ") WITHOUT ROWID;"
+	  "CREATE TRIGGER object_signatures_follow AFTER DELETE ON objects BEGIN"
+	  "  DELETE FROM object_signatures WHERE sha256 = old.sha256;"
+	  " END;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -10,8 +10,10 @@
 #include "server/util/sha256.h"
 #include "store/store_int.h"
 
-/* The columns object_from_row() reads, in its order. */
-#define OBJECT_COLUMNS "sha256, name, size, created_ms, builtin, meta"
+/* The columns object_from_row() reads, in its order, and their tables. */
+#define OBJECT_COLUMNS "o.sha256, o.name, o.size, o.created_ms, o.builtin, o.meta," \
+	" s.signature, s.verified_key"
+#define OBJECT_TABLES "objects o LEFT JOIN object_signatures s ON s.sha256 = o.sha256"
 
 void store_object_clear(struct store_object *obj)
 {
@@ -19,6 +21,7 @@ void store_object_clear(struct store_object *obj)
 		return;
 	free(obj->name);
 	free(obj->meta);
+	free(obj->signature);
 	memset(obj, 0, sizeof(*obj));
 }
 
@@ -48,6 +51,8 @@ static int object_from_row(sqlite3_stmt *stmt, struct store_object *obj,
 	const char *name = (const char *)sqlite3_column_text(stmt, 1);
 	const void *meta = sqlite3_column_blob(stmt, 5);
 	size_t meta_len = (size_t)sqlite3_column_bytes(stmt, 5);
+	const char *signature = (const char *)sqlite3_column_text(stmt, 6);
+	const char *verified_key = (const char *)sqlite3_column_text(stmt, 7);
 
 	memset(obj, 0, sizeof(*obj));
 	snprintf(obj->sha256, sizeof(obj->sha256), "%s", sha256 ? sha256 : "");
@@ -59,7 +64,11 @@ static int object_from_row(sqlite3_stmt *stmt, struct store_object *obj,
 		obj->meta = copy_blob(meta, meta_len);
 		obj->meta_len = meta_len;
 	}
-	if (!obj->name || (meta && !obj->meta)) {
+	if (signature)
+		obj->signature = strdup(signature);
+	snprintf(obj->verified_key, sizeof(obj->verified_key), "%s",
+		 verified_key ? verified_key : "");
+	if (!obj->name || (meta && !obj->meta) || (signature && !obj->signature)) {
 		store_object_clear(obj);
 		return gerr_set(err, 500, "out of memory");
 	}
@@ -111,6 +120,38 @@ out:
 	return ret;
 }
 
+int store_object_sign(struct store *st, const char *sha256, const char *signature,
+		      const char *verified_key, struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	store_lock(st);
+	stmt = store_stmt(st, STORE_STMT_OBJECT_SIGN,
+		"INSERT INTO object_signatures (sha256, signature, verified_key)"
+		" SELECT sha256, ?2, ?3 FROM objects WHERE sha256 = ?1"
+		" ON CONFLICT (sha256) DO UPDATE SET signature = excluded.signature,"
+		" verified_key = excluded.verified_key", err);
+	if (!stmt)
+		goto out;
+	sqlite3_bind_text(stmt, 1, sha256, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, signature, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, verified_key, -1, SQLITE_STATIC);
+	if (sqlite3_step(stmt) != SQLITE_DONE) {
+		store_fail(st, err, "cannot store the signature of object %.80s", sha256);
+		goto out;
+	}
+	if (sqlite3_changes(st->db) == 0) {
+		gerr_set(err, 404, "object %.80s not found", sha256);
+		goto out;
+	}
+	ret = 0;
+out:
+	store_stmt_done(stmt);
+	store_unlock(st);
+	return ret;
+}
+
 int store_object_get(struct store *st, const char *sha256,
 		     struct store_object *obj, struct gerr *err)
 {
@@ -120,7 +161,7 @@ int store_object_get(struct store *st, const char *sha256,
 	memset(obj, 0, sizeof(*obj));
 	store_lock(st);
 	stmt = store_stmt(st, STORE_STMT_OBJECT_GET,
-		"SELECT " OBJECT_COLUMNS " FROM objects WHERE sha256 = ?", err);
+		"SELECT " OBJECT_COLUMNS " FROM " OBJECT_TABLES " WHERE o.sha256 = ?", err);
 	if (!stmt)
 		goto out;
 	sqlite3_bind_text(stmt, 1, sha256, -1, SQLITE_STATIC);
@@ -213,8 +254,8 @@ int store_object_list(struct store *st, const char *after, unsigned limit,
 	*more = false;
 	store_lock(st);
 	stmt = store_stmt(st, STORE_STMT_OBJECT_LIST,
-		"SELECT " OBJECT_COLUMNS " FROM objects WHERE sha256 > ?"
-		" ORDER BY sha256 LIMIT ?", err);
+		"SELECT " OBJECT_COLUMNS " FROM " OBJECT_TABLES " WHERE o.sha256 > ?"
+		" ORDER BY o.sha256 LIMIT ?", err);
 	if (!stmt)
 		goto out;
 	sqlite3_bind_text(stmt, 1, after ? after : "", -1, SQLITE_STATIC);

@@ -74,6 +74,10 @@ struct store_object {
 	bool builtin;
 	void *meta;            /* malloc'd */
 	size_t meta_len;
+	/* Its minisign signature file (malloc'd, NULL: unsigned) and the hex
+	 * public key that verified it at upload ("": none trusted then). */
+	char *signature;
+	char verified_key[65];
 };
 
 void store_object_clear(struct store_object *obj);  /* frees the fields */
@@ -85,6 +89,11 @@ int store_object_put(struct store *st, const char *sha256, const char *name,
 		     const void *bytes, size_t len, const void *meta,
 		     size_t meta_len, bool builtin, bool *created,
 		     struct gerr *err);
+
+/* Record (or replace) the signature of a stored object, with the hex
+ * public key that verified it ("" none). 404 when the object is gone. */
+int store_object_sign(struct store *st, const char *sha256, const char *signature,
+		      const char *verified_key, struct gerr *err);
 
 /* 404 when missing. `obj` is filled; clear it with store_object_clear(). */
 int store_object_get(struct store *st, const char *sha256,

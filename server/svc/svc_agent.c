@@ -9,6 +9,7 @@
 #include "server/confstat.h"
 #include "server/collect/collect.h"
 #include "server/features.h"
+#include "server/signing.h"
 #include "server/svc/svc_int.h"
 #include "server/util/clock.h"
 #include "store/store.h"
@@ -110,6 +111,8 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 		return -1;
 	if (ag->confstat && confstat_status(ag->confstat, &st->config_dir, err) < 0)
 		return -1;
+	if (ag->signing && signing_policy(ag->signing, &st->signatures) < 0)
+		return gerr_set(err, 500, "out of memory");
 	return svc_sinks_all(call->agent, &st->sinks, &st->n_sinks, err);
 }
 

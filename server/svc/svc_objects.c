@@ -8,6 +8,7 @@
 #include "server/builtin.h"
 #include "server/elf/elfchk.h"
 #include "server/objects.h"
+#include "server/signing.h"
 #include "server/svc/svc_int.h"
 #include "server/util/log.h"
 #include "server/util/sha256.h"
@@ -55,9 +56,10 @@ static int check_object_id(const char *given, char id[SHA256_HEX_LEN + 1], struc
 	return 0;
 }
 
-/* A Graind__Object for a stored row: the metadata blob plus the columns. */
-static int object_from_row(const struct store_object *row, Graind__Object **out,
-			   struct gerr *err)
+/* A Graind__Object for a stored row: the metadata blob plus the columns
+ * and who signed it. */
+static int object_from_row(struct signing *sg, const struct store_object *row,
+			   Graind__Object **out, struct gerr *err)
 {
 	Graind__Object *obj;
 
@@ -70,7 +72,8 @@ static int object_from_row(const struct store_object *row, Graind__Object **out,
 	obj->builtin = row->builtin;
 	if (pbmsg_set_string(&obj->sha256, row->sha256) < 0 ||
 	    pbmsg_set_string(&obj->name, row->name) < 0 ||
-	    pbmsg_set_time(&obj->created, row->created_ms) < 0) {
+	    pbmsg_set_time(&obj->created, row->created_ms) < 0 ||
+	    signing_describe(sg, row, &obj->signer) < 0) {
 		pbmsg_free(&obj->base);
 		return gerr_set(err, 500, "out of memory");
 	}
@@ -86,7 +89,7 @@ static int stored_object(struct agent *ag, const char *sha256, Graind__Object **
 
 	if (store_object_get(ag->store, sha256, &row, err) < 0)
 		return -1;
-	ret = object_from_row(&row, resp, err);
+	ret = object_from_row(ag->signing, &row, resp, err);
 	store_object_clear(&row);
 	return ret;
 }
@@ -94,9 +97,10 @@ static int stored_object(struct agent *ag, const char *sha256, Graind__Object **
 int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *req,
 		      Graind__Object **resp, struct gerr *err)
 {
-	size_t max = call->agent->cfg.max_object_size;
+	struct agent *ag = call->agent;
+	size_t max = ag->cfg.max_object_size;
 	const char *name = req->name;
-	char sha256[SHA256_HEX_LEN + 1], fallback_name[16];
+	char sha256[SHA256_HEX_LEN + 1], fallback_name[16], verified_key[65];
 
 	if (req->content.len > max)
 		return gerr_set(err, 413, "object of %zu bytes is over the %zu-byte limit (--max-object-size)",
@@ -112,18 +116,28 @@ int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *
 	if (check_object_name(name, err) < 0)
 		return -1;
 	snprintf(call->target, sizeof(call->target), "%s (%s)", sha256, name);
+	/* A signature that does not hold is refused before anything is kept. */
+	if (req->signature[0] &&
+	    signing_check_upload(ag->signing, req->signature, req->content.data,
+				 req->content.len, verified_key, err) < 0)
+		return -1;
 
 	/* Content addressing: the same bytes are stored once. */
-	if (objects_add(call->agent->store, sha256, name, req->content.data, req->content.len,
+	if (objects_add(ag->store, sha256, name, req->content.data, req->content.len,
 			false, NULL, &call->created, err) < 0)
 		return -1;
 	if (call->created)
 		log_info("msg=\"object stored\" sha256=%s name=%s size=%zu", sha256, name,
 			 req->content.len);
-	return stored_object(call->agent, sha256, resp, err);
+	/* The latest signature sent with these bytes is the one kept. */
+	if (req->signature[0] &&
+	    store_object_sign(ag->store, sha256, req->signature, verified_key, err) < 0)
+		return -1;
+	return stored_object(ag, sha256, resp, err);
 }
 
 struct list_ctx {
+	struct signing *signing;
 	Graind__ListObjectsResponse *resp;
 	struct gerr *err;
 };
@@ -134,7 +148,7 @@ static int list_one(const struct store_object *row, void *ctx_)
 	Graind__ListObjectsResponse *resp = ctx->resp;
 	Graind__Object **grown, *obj;
 
-	if (object_from_row(row, &obj, ctx->err) < 0)
+	if (object_from_row(ctx->signing, row, &obj, ctx->err) < 0)
 		return -1;
 	grown = realloc(resp->objects, (resp->n_objects + 1) * sizeof(*grown));
 	if (!grown) {
@@ -149,7 +163,7 @@ static int list_one(const struct store_object *row, void *ctx_)
 int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *req,
 		     Graind__ListObjectsResponse **resp, struct gerr *err)
 {
-	struct list_ctx ctx = { .err = err };
+	struct list_ctx ctx = { .signing = call->agent->signing, .err = err };
 	unsigned limit;
 	bool more = false;
 

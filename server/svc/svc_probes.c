@@ -15,6 +15,7 @@
 #include "server/collect/collect.h"
 #include "server/probe/probe.h"
 #include "server/reconcile.h"
+#include "server/signing.h"
 #include "server/svc/svc_int.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -150,7 +151,7 @@ static int apply_to_kernel(struct svc_call *call, const char *name, uint64_t gen
 
 	if (!attached)
 		return probe_detach(ag->probes, name, txn, err);
-	if (builtin_spec_object(ag->store, spec, &bytes, &len, err) < 0)
+	if (signing_kernel_object(ag->signing, ag->store, spec, &bytes, &len, err) < 0)
 		return -1;
 	ret = probe_attach(ag->probes, name, generation, spec, bytes, len, &adopted,
 			   &call->report, txn, err);

@@ -626,7 +626,10 @@ static void test_migrate_rows_to_blocks(void **state)
 		" payload BLOB);"
 		"CREATE TABLE sample_drops (probe TEXT PRIMARY KEY,"
 		" count INTEGER NOT NULL DEFAULT 0);"
-		/* Later steps change it too. */
+		/* Later steps change these too. */
+		"CREATE TABLE objects (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL,"
+		" size INTEGER NOT NULL, meta BLOB, builtin INTEGER NOT NULL DEFAULT 0,"
+		" created_ms INTEGER NOT NULL, bytes BLOB NOT NULL);"
 		"CREATE TABLE sinks (name TEXT PRIMARY KEY, config BLOB NOT NULL,"
 		" cursor INTEGER NOT NULL DEFAULT 0, last_success_ms INTEGER, last_error TEXT,"
 		" bytes_sent INTEGER NOT NULL DEFAULT 0, samples_sent INTEGER NOT NULL DEFAULT 0,"
