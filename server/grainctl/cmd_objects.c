@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/grainctl/ctl.h"
 
@@ -45,6 +46,13 @@ static void object_detail(const ProtobufCMessage *m, FILE *f)
 		o->has_btf_ext ? " (with line info)" : "", o->created, o->builtin ? "yes" : "no");
 	if (o->description[0])
 		fprintf(f, "description:  %s\n", o->description);
+	if (o->signer)
+		fprintf(f, "signed by:    key %s, %s%s%s\ncomment:      %s\n", o->signer->key_id,
+			o->signer->trusted ? "trusted" : "not trusted",
+			o->signer->reason[0] ? ": " : "", o->signer->reason,
+			o->signer->trusted_comment);
+	else
+		fprintf(f, "signed by:    %s\n", o->builtin ? "(built into the agent)" : "(unsigned)");
 	for (size_t i = 0; i < o->n_warnings; i++)
 		fprintf(f, "warning:      %s\n", o->warnings[i]);
 	fprintf(f, "\n");
@@ -224,6 +232,32 @@ static int objects_verify(struct ctl *ctl, const struct ctl_args *a)
 	return run_on(ctl, "POST", "/v1/objects/", a->pos[0], ":verify", &view);
 }
 
+/* The signature to send with `file`: --signature, else FILE.minisig when
+ * it exists (what `minisign -S` writes), else none. 0 with *text NULL:
+ * unsigned; -1: the named file cannot be read (reason printed). */
+static int signature_for(const char *file, const char *given, char **text)
+{
+	char *guess = NULL;
+	size_t len;
+	int ret = 0;
+
+	*text = NULL;
+	if (!given && asprintf(&guess, "%s.minisig", file) < 0)
+		return -1;
+	if (!given && access(guess, F_OK) != 0) {
+		free(guess);
+		return 0;
+	}
+	if (file_read(given ? given : guess, text, &len) < 0) {
+		fprintf(stderr, "grainctl: %s: %s\n", given ? given : guess, strerror(errno));
+		ret = -1;
+	}
+	free(guess);
+	return ret;
+}
+
+/* The raw bytes go as octet-stream; with a signature, the bytes and the
+ * signature go together in one UploadObjectRequest. */
 static int objects_push(struct ctl *ctl, const struct ctl_args *a)
 {
 	static const struct ctl_view view = {
@@ -231,34 +265,59 @@ static int objects_push(struct ctl *ctl, const struct ctl_args *a)
 	};
 	const char *file = a->pos[0], *name = a->opt[0];
 	struct client_request req = { "POST", NULL };
-	char *buf = NULL, *path = NULL;
+	char *buf = NULL, *path = NULL, *signature = NULL;
+	uint8_t *packed = NULL;
 	size_t len;
-	int ret;
+	int ret = CTL_EXIT_USAGE;
 
 	if (file_read(file, &buf, &len) < 0) {
 		fprintf(stderr, "grainctl: %s: %s\n", file, strerror(errno));
 		return CTL_EXIT_USAGE;
 	}
-	path = name ? object_path("/v1/objects?name=", name, "") : strdup("/v1/objects");
-	if (!path) {
-		free(buf);
-		fprintf(stderr, "grainctl: out of memory\n");
-		return CTL_EXIT_HOST;
+	if (signature_for(file, a->opt[1], &signature) < 0)
+		goto out;
+	ret = CTL_EXIT_HOST;
+	if (signature) {
+		Graind__UploadObjectRequest up = GRAIND__UPLOAD_OBJECT_REQUEST__INIT;
+
+		up.name = (char *)(name ? name : "");
+		up.content.data = (uint8_t *)buf;
+		up.content.len = len;
+		up.signature = signature;
+		if (!(packed = malloc(graind__upload_object_request__get_packed_size(&up))) ||
+		    !(path = strdup("/v1/objects")))
+			goto oom;
+		req.body = packed;
+		req.body_len = graind__upload_object_request__pack(&up, packed);
+		req.content_type = "application/x-protobuf";
+	} else {
+		path = name ? object_path("/v1/objects?name=", name, "") : strdup("/v1/objects");
+		if (!path)
+			goto oom;
+		req.body = buf;
+		req.body_len = len;
+		req.content_type = "application/octet-stream";
 	}
 	req.path = path;
-	req.body = buf;
-	req.body_len = len;
-	req.content_type = "application/octet-stream";
 	ret = ctl_execute(ctl, &req, &view);
+	goto out;
+oom:
+	fprintf(stderr, "grainctl: out of memory\n");
+out:
+	free(packed);
 	free(path);
+	free(signature);
 	free(buf);
 	return ret;
 }
 
 const struct ctl_cmd ctl_object_cmds[] = {
-	{ "objects", "push", "FILE [--name NAME]",
-	  "upload an eBPF ELF object; the same bytes again give the same object", 1, 1,
-	  { { "name", 'n', true, "the object's name" } }, objects_push },
+	{ "objects", "push", "FILE [--name NAME] [--signature FILE.minisig]",
+	  "upload an eBPF ELF object; the same bytes again give the same object. "
+	  "FILE.minisig, when there, goes with it as its minisign signature", 1, 1,
+	  { { "name", 'n', true, "the object's name" },
+	    { "signature", 's', true, "its minisign signature (default FILE.minisig)" } },
+	  objects_push },
 	{ "objects", "ls", "", "list the objects, built-in ones included", 0, 0, { { 0 } },
 	  objects_ls },
 	{ "objects", "get", "SHA256", "an object's programs and maps", 1, 1, { { 0 } },

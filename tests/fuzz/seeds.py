@@ -13,10 +13,14 @@ repository already hold, so that no binary input is committed:
   block           sample blocks of graind.Sample frames and shared frames
   decode          records for a spread of the target's decoders
   yaml            the YAML blocks of README.md, and the JSON bodies
+  minisign        a key, signatures of the test objects made with it by the
+                  minisign tool (prehashed and legacy; as text and base64),
+                  each "KEY\\0SIGNATURE\\0OBJECT"
 
 Usage: seeds.py --build BUILD --out DIR (DIR/<target>/ is rewritten)."""
 
 import argparse
+import base64
 import glob
 import hashlib
 import importlib
@@ -205,6 +209,21 @@ def yaml_seeds(out, bodies):
     write(out, "yaml", b"---\nname: a\n---\n- [1, 2.5, true, null, ~, 'q', \"x\\u00e9\"]\n")
 
 
+def minisign_seeds(out, build, tmp):
+    key, sec = os.path.join(tmp, "seed.pub"), os.path.join(tmp, "seed.key")
+    subprocess.run(["minisign", "-G", "-W", "-p", key, "-s", sec],
+                   check=True, capture_output=True)
+    for path in objects(build)[:4]:
+        data = open(path, "rb").read()
+        for legacy in ([], ["-l"]):
+            sig = os.path.join(tmp, "seed.minisig")
+            subprocess.run(["minisign", "-S", *legacy, "-s", sec, "-m", path, "-x", sig,
+                            "-t", os.path.basename(path)], check=True, capture_output=True)
+            sig_text = open(sig, "rb").read()
+            for form in (sig_text, base64.b64encode(sig_text)):
+                write(out, "minisign", open(key, "rb").read() + b"\0" + form + b"\0" + data)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -223,6 +242,7 @@ def main():
         http_seeds(args.out, args.build, bodies)
         block_seeds(args.out, pb2)
         yaml_seeds(args.out, bodies)
+        minisign_seeds(args.out, args.build, tmp)
     decode_seeds(args.out)
     for target in sorted(os.listdir(args.out)):
         print(f"seeds {target}: {len(os.listdir(os.path.join(args.out, target)))}")

@@ -1216,7 +1216,11 @@ def test_object_delete_racing_probe_puts_leaves_no_unknown_probe(a, probes):
     def deleter():
         while time.time() < stop:
             results["delete"].add(a.delete(f"/v1/objects/{sha}").status_code)
-            assert a.upload(data).status_code in (200, 201)
+            r = a.upload(data)
+            while r.status_code == 429:       # --write-rate: back off as told
+                time.sleep(float(r.headers["Retry-After"]))
+                r = a.upload(data)
+            assert r.status_code in (200, 201), r.text
 
     threads = [threading.Thread(target=putter, args=(n,)) for n in names]
     threads.append(threading.Thread(target=deleter))
