@@ -506,6 +506,7 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	call.method = req->method;
 	call.path = req->path;
 	call.client_identity = req->client_identity;
+	call.peer_address = req->peer_address;
 	call.role = auth_role_of(agent->auth, req->authorization);
 	call.credential = call.role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
 			  req->authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;

@@ -27,6 +27,8 @@ struct api_request {
 	/* The verified client certificate's names (server/util/peerid.h),
 	 * NULL without one. */
 	const char *client_identity;
+	/* The client's address as text ("198.18.0.2"); NULL on a unix socket. */
+	const char *peer_address;
 	const uint8_t *body;
 	size_t body_len;
 	/* A percent-decoded query parameter, or NULL when absent. */

@@ -18,6 +18,7 @@ struct confstat;
 struct tls;
 struct feed;
 struct ratelimit;
+struct addrlimit;
 
 struct agent {
 	struct config cfg;
@@ -36,6 +37,8 @@ struct agent {
 	/* Changes by API callers (server/util/ratelimit.h); NULL: no limit.
 	 * One bucket: the admin token is the one credential that may change. */
 	struct ratelimit *write_limit;
+	/* Unauthenticated requests per client address (refusals.h). */
+	struct addrlimit *auth_failures;
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

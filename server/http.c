@@ -12,16 +12,15 @@
 
 #include "api/api.h"
 #include "server/agent.h"
+#include "server/http_guard.h"
 #include "server/sse.h"
 #include "server/tls/tls.h"
+#include "server/util/addrlimit.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
 
 #define CONNECTION_TIMEOUT_S 60
 #define CONNECTION_LIMIT 1024
-/* One address may hold no more than this, so that one client (a flood, a
- * slowloris) leaves room for the others. */
-#define CONNECTIONS_PER_ADDRESS 64
 
 struct http_server;
 
@@ -37,12 +36,18 @@ struct http_server {
 	struct MHD_Daemon *unix_sock;
 	struct http_listener tcp_l, unix_l;
 	struct sse_hub *sse;            /* the watch routes' streams */
+	struct http_guard *guard;       /* per-address limit, deadlines (TCP) */
 };
 
-/* A TLS connection's state (its socket context), from accept to close. */
-struct tls_conn {
-	struct tls_creds *creds;        /* the session's credentials, held */
-	char *identity;                 /* client certificate names, or NULL */
+/* A connection's state (its socket context), from accept to close. */
+struct http_conn {
+	struct http_guard_conn *guard;  /* NULL on the unix socket */
+	char address[ADDRLIMIT_ADDRESS_MAX]; /* the client's; "" on the unix socket */
+	/* TLS: the session's credentials, held (NULL: the set-up failed and
+	 * the connection is never served), and the client certificate's
+	 * names, read once after the handshake. */
+	struct tls_creds *creds;
+	char *identity;
 	bool identity_read;
 };
 
@@ -52,7 +57,7 @@ struct request_state {
 	size_t len, cap;
 	size_t limit;           /* api_body_limit() of this request */
 	bool too_large;
-	const char *identity;   /* the connection's client certificate names */
+	struct http_conn *conn; /* the connection's state */
 };
 
 static const char *header(struct MHD_Connection *conn, const char *name)
@@ -128,7 +133,8 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
 		.last_event_id = header(conn, "Last-Event-ID"),
 		.signature = header(conn, "Graind-Signature"),
-		.client_identity = st->identity,
+		.client_identity = st->conn->identity,
+		.peer_address = st->conn->address[0] ? st->conn->address : NULL,
 		.body = st->body,
 		.body_len = st->len,
 		.query = query_param,
@@ -136,6 +142,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 	};
 	struct api_response resp;
 
+	http_guard_answering(srv->guard, st->conn->guard);
 	api_handle(srv->agent, &req, &resp);
 	if (resp.watch)
 		return sse_respond(srv->sse, conn, resp.watch, req.accept);
@@ -155,6 +162,7 @@ static enum MHD_Result answer_too_large(struct http_server *srv, struct MHD_Conn
 		st->len = 0;
 		return answer(srv, conn, method, url, st);
 	}
+	http_guard_answering(srv->guard, st->conn->guard);
 	snprintf(msg, sizeof(msg), "request body is over the %zu-byte limit", st->limit);
 	api_refuse(header(conn, MHD_HTTP_HEADER_ACCEPT), 413, msg, &r);
 	return send_response(conn, &r);
@@ -186,25 +194,25 @@ static bool append_body(struct request_state *st, const char *data, size_t n,
 	return true;
 }
 
-/* The client certificate's names of a TLS connection (read once, after
- * its handshake); false when the connection has no TLS state, which only
- * a failed set-up leaves: it is closed, never served without. */
-static bool tls_identity(struct MHD_Connection *conn, const char **identity)
+/* The connection's state; NULL when its set-up failed, which only a
+ * shortage of memory or a TLS session without the agent's credentials
+ * leaves: such a connection is closed, never served. A TLS connection's
+ * client certificate names are read here once, after its handshake. */
+static struct http_conn *conn_state(const struct http_listener *l, struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	struct tls_conn *tc = ci ? ci->socket_context : NULL;
+	struct http_conn *hc = ci ? ci->socket_context : NULL;
 
-	if (!tc)
-		return false;
-	if (!tc->identity_read) {
+	if (!hc || (l->tls && !hc->creds))
+		return NULL;
+	if (l->tls && !hc->identity_read) {
 		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 		if (ci && ci->tls_session)
-			tc->identity = tls_peer_identity(ci->tls_session);
-		tc->identity_read = true;
+			hc->identity = tls_peer_identity(ci->tls_session);
+		hc->identity_read = true;
 	}
-	*identity = tc->identity;
-	return true;
+	return hc;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -219,16 +227,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	(void)version;
 	if (!st) {
 		const char *cl = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		const char *identity = NULL;
+		struct http_conn *hc = conn_state(l, conn);
+		uint64_t announced;
 
-		if (l->tls && !tls_identity(conn, &identity))
+		if (!hc)
 			return MHD_NO;
 		st = calloc(1, sizeof(*st));
 		if (!st)
 			return MHD_NO;
 		*con_cls = st;
-		st->identity = identity;
+		st->conn = hc;
 		st->limit = api_body_limit(srv->agent, method, url, authorization(conn));
+		announced = cl ? strtoull(cl, NULL, 10) : st->limit;
+		http_guard_headers_in(srv->guard, hc->guard,
+				      announced < st->limit ? announced : st->limit);
 		/* Refuse an announced oversized body before reading any of it. */
 		if (cl && strtoull(cl, NULL, 10) > st->limit) {
 			st->too_large = true;
@@ -250,10 +262,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	struct http_server *srv = cls;
 	struct request_state *st = *con_cls;
 
-	(void)cls, (void)conn, (void)toe;
+	(void)conn, (void)toe;
 	if (st) {
+		http_guard_request_done(srv->guard, st->conn->guard);
 		free(st->body);
 		free(st);
 		*con_cls = NULL;
@@ -322,36 +336,51 @@ static int no_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca
 	return -1;
 }
 
-/* A TLS connection was accepted (its session exists, the handshake has
- * not begun) or closed (its session is gone). */
+/* libmicrohttpd's accept policy: one address holds its share at most. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct http_listener *l = cls;
+
+	(void)addrlen;
+	return http_guard_admit(l->srv->guard, addr) ? MHD_YES : MHD_NO;
+}
+
+/* A connection was accepted (a TLS one's session exists, its handshake
+ * has not begun) or closed (before its socket is). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 			  enum MHD_ConnectionNotificationCode toe)
 {
 	struct http_listener *l = cls;
-	struct tls_conn *tc = *socket_context;
+	struct http_conn *hc = *socket_context;
+	const union MHD_ConnectionInfo *fd, *addr, *ci;
 
 	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
-		if (tc) {
-			tls_release(tc->creds);
-			free(tc->identity);
-			free(tc);
+		if (hc) {
+			http_guard_close(l->srv->guard, hc->guard);
+			tls_release(hc->creds);
+			free(hc->identity);
+			free(hc);
 			*socket_context = NULL;
 		}
 		return;
 	}
-	if (!l->tls)
-		return;
-	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-
-	tc = calloc(1, sizeof(*tc));
-	if (!tc || !ci || !ci->tls_session ||
-	    tls_session_prepare(l->srv->agent->tls, ci->tls_session, &tc->creds) < 0) {
-		log_warn("msg=\"TLS connection not set up; it will be closed\"");
-		free(tc);
+	if (!(hc = calloc(1, sizeof(*hc)))) {
+		log_warn("msg=\"connection not set up (out of memory); it will be closed\"");
 		return;
 	}
-	*socket_context = tc;
+	*socket_context = hc;
+	fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	addr = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (l == &l->srv->tcp_l && fd && addr) {
+		listen_peer_text(addr->client_addr, hc->address, sizeof(hc->address));
+		hc->guard = http_guard_open(l->srv->guard, fd->connect_fd, addr->client_addr);
+	}
+	if (!l->tls)
+		return;
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	if (!ci || !ci->tls_session ||
+	    tls_session_prepare(l->srv->agent->tls, ci->tls_session, &hc->creds) < 0)
+		log_warn("msg=\"TLS connection not set up; it will be closed\"");
 }
 
 static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd, struct http_listener *l)
@@ -360,7 +389,6 @@ static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd, struct h
 	struct MHD_OptionItem tls_opts[] = {
 		{ MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)no_certificate },
 		{ MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES },
-		{ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l },
 		{ MHD_OPTION_END, 0, NULL },
 	};
 
@@ -368,13 +396,13 @@ static struct MHD_Daemon *start_daemon(struct http_server *srv, int fd, struct h
 		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 		MHD_ALLOW_SUSPEND_RESUME |
 		(l->tls ? MHD_USE_TLS : 0),
-		0, NULL, NULL, on_request, l,
-		MHD_OPTION_ARRAY, l->tls ? tls_opts : tls_opts + 3,
+		0, on_accept, l, on_request, l,
+		MHD_OPTION_ARRAY, l->tls ? tls_opts : tls_opts + 2,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
 		MHD_OPTION_LISTEN_SOCKET, fd,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)ag->cfg.threads,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)CONNECTIONS_PER_ADDRESS,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 		MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
@@ -392,7 +420,7 @@ int http_start(struct agent *agent, struct http_server **out, struct gerr *err)
 	srv->agent = agent;
 	srv->tcp_l = (struct http_listener){ .srv = srv, .tls = agent->tls != NULL };
 	srv->unix_l = (struct http_listener){ .srv = srv };
-	if (sse_hub_start(agent, &srv->sse, err) < 0)
+	if (sse_hub_start(agent, &srv->sse, err) < 0 || http_guard_start(&srv->guard, err) < 0)
 		goto fail;
 	if (agent->tls && (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
 			   MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES)) {
@@ -442,5 +470,6 @@ void http_stop(struct http_server *srv)
 		unlink(srv->agent->cfg.socket_path);
 	}
 	sse_hub_free(srv->sse);
+	http_guard_stop(srv->guard);
 	free(srv);
 }

@@ -23,12 +23,14 @@
 #include "server/confstat.h"
 #include "server/http.h"
 #include "server/orphans.h"
+#include "server/refusals.h"
 #include "server/signing.h"
 #include "server/probe/probe.h"
 #include "server/svc/svc.h"
 #include "server/util/feed.h"
 #include "server/sink/sink.h"
 #include "server/tls/tls.h"
+#include "server/util/addrlimit.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "server/util/ratelimit.h"
@@ -184,7 +186,8 @@ int main(int argc, char **argv)
 	ag.sample_feed = feed_new(0, 0, (uint64_t)ag.started_ms * 1000);
 	ag.probe_feed = feed_new(PROBE_EVENTS_HELD, PROBE_EVENT_BYTES_HELD,
 				 (uint64_t)ag.started_ms * 1000);
-	if (!ag.sample_feed || !ag.probe_feed) {
+	ag.auth_failures = addrlimit_new(AUTH_FAILURES_PER_S, AUTH_FAILURES_BURST);
+	if (!ag.sample_feed || !ag.probe_feed || !ag.auth_failures) {
 		fprintf(stderr, "graind: out of memory\n");
 		goto out;
 	}
@@ -225,5 +228,6 @@ out:
 	store_close(ag.store);
 	feed_free(ag.sample_feed);
 	feed_free(ag.probe_feed);
+	addrlimit_free(ag.auth_failures);
 	return status;
 }

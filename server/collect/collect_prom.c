@@ -12,6 +12,7 @@
 #include "server/agent.h"
 #include "server/confstat.h"
 #include "server/authlog.h"
+#include "server/refusals.h"
 #include "server/collect/collect.h"
 #include "server/util/ratelimit.h"
 #include "server/collect/collect_int.h"
@@ -181,6 +182,32 @@ static void storage_metrics(FILE *f, struct agent *agent)
 	self_metric(f, "graind_sample_write_retries_total", "counter",
 		    "Batches of samples the storage refused, kept in memory and written again.",
 		    (double)st.write_retries);
+}
+
+/* What the transports refused to clients that hog or probe them: the
+ * series of one family come together, after its head. */
+static void refusal_metrics(FILE *f)
+{
+	static const struct { const char *family, *help; } heads[] = {
+		{ "graind_connections_refused_total",
+		  "Connections closed at accept: too many from one address, or in all." },
+		{ "graind_connections_closed_total",
+		  "REST connections closed because a request's headers or body did not arrive in time." },
+		{ "graind_auth_failures_limited_total",
+		  "Unauthenticated requests answered 429: their address failed to authenticate too often." },
+	};
+
+	for (size_t h = 0; h < sizeof(heads) / sizeof(heads[0]); h++) {
+		family_head(f, heads[h].family, "counter", heads[h].help);
+		for (int k = 0; k < REFUSAL__KINDS; k++) {
+			const struct refusal_series *s = refusal_series_of(k);
+
+			if (strcmp(s->family, heads[h].family) != 0)
+				continue;
+			fprintf(f, s->labels[0] ? "%s{%s}" : "%s", s->family, s->labels);
+			put_value(f, (double)refusal_total(k));
+		}
+	}
 }
 
 /* Requests refused for want of a token are counted, never stored. */
@@ -757,6 +784,7 @@ char *collect_metrics_text(struct agent *agent, size_t *len)
 	agent_metrics(f, agent);
 	storage_metrics(f, agent);
 	auth_metrics(f, agent);
+	refusal_metrics(f);
 	queue_metrics(f, agent);
 	family_head(f, "graind_sample_buffer_dropped_total", "counter",
 		    "Samples of the probe dropped at the bound of the store.");

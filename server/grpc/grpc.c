@@ -34,16 +34,17 @@
 #include <unistd.h>
 
 #include "server/agent.h"
+#include "server/refusals.h"
 #include "server/grpc/grpc_int.h"
 #include "server/svc/svc.h"
 #include "server/grpc/grpc_tls.h"
+#include "server/util/addrlimit.h"
 #include "server/util/clock.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
 
 #define MAX_STREAMS 100                 /* per connection */
 #define MAX_CONNS 256
-#define CONNS_PER_ADDRESS 64            /* so that one client leaves room for others */
 #define WORKERS 4
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (4 << 20)
@@ -103,6 +104,7 @@ struct conn {
 	struct conn *prev, *next;
 	struct grpc_tls *tls;           /* NULL: plain h2c */
 	struct sockaddr_storage peer;   /* its address (TCP), for the per-address bound */
+	char address[ADDRLIMIT_ADDRESS_MAX]; /* the same as text; "" on the unix socket */
 	socklen_t peer_len;
 	bool tls_done;                  /* its handshake is complete */
 	nghttp2_session *session;
@@ -484,7 +486,7 @@ static void stream_begin(struct stream *s)
 		}
 		/* Who may not call it hears so before any message is read. */
 		if (grpc_call_authorize(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
-					conn_identity(s->conn), &r) < 0) {
+					conn_identity(s->conn), s->conn->address, &r) < 0) {
 			stream_finish(s, &r);
 			return;
 		}
@@ -1090,12 +1092,15 @@ static void conn_accept(struct grpc_server *srv, const struct listener *l)
 		if (srv->n_conns >= MAX_CONNS || srv->draining) {
 			log_debug("msg=\"grpc connection refused\" reason=\"%d connections open\"",
 				 srv->n_conns);
+			if (!srv->draining)
+				refusal_count(REFUSAL_GRPC_TOTAL);
 			close(fd);
 			continue;
 		}
-		if (peer.ss_family != AF_UNIX && conns_from(srv, &peer) >= CONNS_PER_ADDRESS) {
+		if (peer.ss_family != AF_UNIX && conns_from(srv, &peer) >= CONNECTIONS_PER_ADDRESS) {
 			log_debug("msg=\"grpc connection refused\" reason=\"%d connections from its address\"",
-				  CONNS_PER_ADDRESS);
+				  CONNECTIONS_PER_ADDRESS);
+			refusal_count(REFUSAL_GRPC_PER_ADDRESS);
 			close(fd);
 			continue;
 		}
@@ -1105,6 +1110,7 @@ static void conn_accept(struct grpc_server *srv, const struct listener *l)
 		}
 		c->peer = peer;
 		c->peer_len = peer_len;
+		listen_peer_text((const struct sockaddr *)&peer, c->address, sizeof(c->address));
 		/* nghttp2 hands over frames one write at a time (HEADERS, DATA,
 		 * trailers): without this, Nagle holds each answer's tail until
 		 * the client's delayed ACK, 40 ms. Fails harmlessly on the unix

@@ -108,23 +108,25 @@ static void set_error(struct grpc_reply *r, const struct gerr *err,
 }
 
 static void call_init(struct svc_call *call, struct agent *agent, const char *authorization,
-		      const char *identity)
+		      const char *identity, const char *address)
 {
 	memset(call, 0, sizeof(*call));
 	call->agent = agent;
 	call->client_identity = identity;
+	call->peer_address = address;
 	call->role = auth_role_of(agent->auth, authorization);
 	call->credential = call->role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
 			   authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;
 }
 
 int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
-			const char *authorization, const char *identity, struct grpc_reply *r)
+			const char *authorization, const char *identity, const char *address,
+			struct grpc_reply *r)
 {
 	struct svc_call call;
 	struct gerr err = { 0 };
 
-	call_init(&call, agent, authorization, identity);
+	call_init(&call, agent, authorization, identity, address);
 	if (svc_authorize(&call, m, "", &err) < 0) {
 		set_error(r, &err, NULL);
 		return -1;
@@ -139,7 +141,7 @@ void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *
 	struct svc_call call;
 	struct gerr err = { 0 };
 
-	call_init(&call, agent, authorization, identity);
+	call_init(&call, agent, authorization, identity, NULL);
 	if (codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ||
 	    svc_run(&call, m, req, &resp, &err) < 0)
 		set_error(r, &err, call.report);
@@ -171,7 +173,7 @@ int grpc_watch_step(struct agent *agent, const struct svc_method *m, const char 
 		struct svc_call call;
 		int ret;
 
-		call_init(&call, agent, authorization, identity);
+		call_init(&call, agent, authorization, identity, NULL);
 		ret = codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ?
 		      -1 : svc_watch_open(&call, m, req, w, &err);
 		pbmsg_free(req);

@@ -48,11 +48,13 @@ int grpc_reply_status(struct grpc_reply *r, int code, const char *fmt, ...)
 int grpc_reply_message(struct grpc_reply *r, const ProtobufCMessage *msg);
 
 /* 401/403 for a caller who may not call m, judged from its
- * authorization header before any request is read. `identity`: the
- * connection's verified client certificate names (server/util/peerid.h),
- * or NULL. */
+ * authorization header before any request is read (429 when its address
+ * failed too often). `identity`: the connection's verified client
+ * certificate names (server/util/peerid.h), or NULL; `address`: the
+ * client's, "" on the unix socket. */
 int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
-			const char *authorization, const char *identity, struct grpc_reply *r);
+			const char *authorization, const char *identity, const char *address,
+			struct grpc_reply *r);
 /* Run m on one request message (unframed): decode, svc_run, encode.
  * Runs on a worker thread. */
 void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *authorization,

@@ -7,7 +7,9 @@
 
 #include "server/agent.h"
 #include "server/authlog.h"
+#include "server/refusals.h"
 #include "server/svc/svc_int.h"
+#include "server/util/addrlimit.h"
 #include "server/util/log.h"
 #include "server/util/ratelimit.h"
 #include "server/util/utf8.h"
@@ -150,6 +152,13 @@ int svc_authorize(struct svc_call *call, const struct svc_method *m, const char 
 	if (m->role != AUTH_NONE && call->role == AUTH_NONE) {
 		bool missing = call->credential == SVC_CREDENTIAL_NONE;
 
+		if (!addrlimit_take(call->agent->auth_failures, call->peer_address,
+				    &call->retry_after_s)) {
+			refusal_count(REFUSAL_AUTH_FAILURES);
+			return gerr_set(err, 429, "too many requests without a valid token from %s "
+					"(%d a second at most): retry in %u s", call->peer_address,
+					AUTH_FAILURES_PER_S, call->retry_after_s);
+		}
 		authlog_refused(missing ? AUTHLOG_MISSING : AUTHLOG_INVALID,
 				spelled ? call->method : "", spelled ? call->path : svc_rpc(m)->name);
 		return gerr_set(err, 401, missing ?

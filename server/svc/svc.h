@@ -45,6 +45,9 @@ struct svc_call {
 	 * TLS; server/util/peerid.h), NULL without one. It grants no role by
 	 * itself: the bearer token decides. */
 	const char *client_identity;
+	/* The client's address as text, NULL on a unix socket: an address that
+	 * fails to authenticate too often is slowed down (refusals.h). */
+	const char *peer_address;
 	/* The request as the transport received it ("POST", "/v1/objects"),
 	 * for messages and the log of refusals; NULL: use the rpc's name. */
 	const char *method;

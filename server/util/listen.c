@@ -83,3 +83,17 @@ int listen_unix(const char *path, const char *flag, struct gerr *err)
 	}
 	return fd;
 }
+
+void listen_peer_text(const struct sockaddr *peer, char *out, size_t n)
+{
+	const void *addr = NULL;
+
+	if (n)
+		out[0] = '\0';
+	if (peer && peer->sa_family == AF_INET)
+		addr = &((const struct sockaddr_in *)peer)->sin_addr;
+	else if (peer && peer->sa_family == AF_INET6)
+		addr = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+	if (addr && !inet_ntop(peer->sa_family, addr, out, (socklen_t)n) && n)
+		out[0] = '\0';
+}

@@ -17,4 +17,10 @@ int listen_tcp(const char *host, unsigned port, char *bound, size_t n, struct ge
  * `flag` names the option that moves it, for the message. */
 int listen_unix(const char *path, const char *flag, struct gerr *err);
 
+struct sockaddr;
+
+/* A client's address as text without its port ("198.18.0.2", "::1"),
+ * what per-address limits key on; "" for a unix socket or NULL. */
+void listen_peer_text(const struct sockaddr *peer, char *out, size_t n);
+
 #endif
