@@ -152,7 +152,8 @@ int svc_authorize(struct svc_call *call, const struct svc_method *m, const char 
 	if (m->role != AUTH_NONE && call->role == AUTH_NONE) {
 		bool missing = call->credential == SVC_CREDENTIAL_NONE;
 
-		if (!addrlimit_take(call->agent->auth_failures, call->peer_address,
+		if (call->agent &&
+		    !addrlimit_take(call->agent->auth_failures, call->peer_address,
 				    &call->retry_after_s)) {
 			refusal_count(REFUSAL_AUTH_FAILURES);
 			return gerr_set(err, 429, "too many requests without a valid token from %s "
