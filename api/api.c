@@ -172,10 +172,10 @@ static const struct api_route *route_find(const char *method, const char *path,
 }
 
 size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
-		      const char *authorization)
+		      const char *authorization, const char *client_identity)
 {
 	struct binding b[API_MAX_BINDINGS];
-	enum auth_role role = auth_role_of(agent->auth, authorization);
+	struct auth_principal who;
 	const struct svc_method *m;
 	const struct api_route *route;
 	bool path_known;
@@ -186,8 +186,8 @@ size_t api_body_limit(const struct agent *agent, const char *method, const char 
 	m = route && route->rpc ? svc_method_find(route->rpc) : NULL;
 	/* A body on a route without one still reaches the route, to be
 	 * refused with a clear 400. */
-	if (!m || (m->role != AUTH_NONE && role == AUTH_NONE) ||
-	    (m->role == AUTH_ADMIN && role != AUTH_ADMIN))
+	auth_identify(agent->auth, authorization, client_identity, &who);
+	if (!m || who.role < m->role)
 		return 0;
 	if (route->flags & ROUTE_RAW_UPLOAD) {
 		/* A JSON upload carries the object in base64: 4/3 of its size. */
@@ -505,11 +505,8 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	m = svc_method_find(route->rpc);
 	call.method = req->method;
 	call.path = req->path;
-	call.client_identity = req->client_identity;
-	call.peer_address = req->peer_address;
-	call.role = auth_role_of(agent->auth, req->authorization);
-	call.credential = call.role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
-			  req->authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;
+	svc_call_identify(&call, agent, req->authorization, req->client_identity,
+			  req->peer_address);
 	/* Who may not call it learns so before any body is looked at. */
 	if (svc_authorize(&call, m, n ? b[0].value : "", &err) < 0)
 		goto fail;

@@ -68,13 +68,13 @@ bool api_watch_changed(struct api_watch *w);
 void api_watch_free(struct api_watch *w);
 
 /* How many body bytes a request may carry, judged from its method, path
- * and token alone: the upload limit on the upload route for an admin,
- * a message-sized limit on other routes, and 0 when the request will be
- * refused anyway (unknown route, missing or insufficient token). The
- * transport reads no more than this, so nobody without a token can make
- * the agent buffer a large body. */
+ * and caller alone (token, or client certificate names): the upload
+ * limit on the upload route for an admin, a message-sized limit on other
+ * routes, and 0 when the request will be refused anyway (unknown route,
+ * no caller or a role too low). The transport reads no more than this,
+ * so nobody without a credential can make the agent buffer a large body. */
 size_t api_body_limit(const struct agent *agent, const char *method, const char *path,
-		      const char *authorization);
+		      const char *authorization, const char *client_identity);
 
 /* Answer one request. Never fails: every outcome is a response. */
 void api_handle(struct agent *agent, const struct api_request *req,

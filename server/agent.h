@@ -17,8 +17,7 @@ struct sinks;
 struct confstat;
 struct tls;
 struct feed;
-struct ratelimit;
-struct addrlimit;
+struct keylimit;
 
 struct agent {
 	struct config cfg;
@@ -34,11 +33,11 @@ struct agent {
 	 * after each commit of samples; each probe change as a ProbeEvent. */
 	struct feed *sample_feed;
 	struct feed *probe_feed;
-	/* Changes by API callers (server/util/ratelimit.h); NULL: no limit.
-	 * One bucket: the admin token is the one credential that may change. */
-	struct ratelimit *write_limit;
+	/* Changes by API callers, a bucket per principal (--write-rate;
+	 * server/util/keylimit.h); NULL: no limit. */
+	struct keylimit *write_limit;
 	/* Unauthenticated requests per client address (refusals.h). */
-	struct addrlimit *auth_failures;
+	struct keylimit *auth_failures;
 	/* Serialises probe changes, so the store and the kernel change
 	 * together and concurrent requests cannot interleave them. */
 	pthread_mutex_t probe_lock;

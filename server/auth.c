@@ -1,17 +1,22 @@
 #include "server/auth.h"
 
 #include <errno.h>
+#include <fnmatch.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "server/util/clock.h"
 #include "server/util/log.h"
+#include "server/util/peerid.h"
 #include "server/util/sha256.h"
 
 #define TOKEN_BYTES 32          /* 256 bits */
@@ -23,7 +28,12 @@ struct role_token {
 };
 
 struct auth {
+	char state_dir[PATH_MAX];
+	char file[PATH_MAX];            /* --auth-file, or STATE_DIR/credentials */
+	bool file_given;                /* --auth-file: it must be there */
+	pthread_mutex_t lock;           /* over what a reload replaces */
 	struct role_token admin, reader;
+	struct authfile principals;
 };
 
 static int write_new_token(const char *path, struct gerr *err)
@@ -95,26 +105,71 @@ static int load_role(const char *dir, const char *file, struct role_token *rt,
 	return read_token(rt, err);
 }
 
-int auth_load(const char *state_dir, struct auth **out, struct gerr *err)
+/* The token files and the credentials file, read into fresh copies. */
+static int read_all(struct auth *auth, struct role_token *admin, struct role_token *reader,
+		    struct authfile *principals, struct gerr *err)
+{
+	*principals = (struct authfile){ 0 };
+	if (load_role(auth->state_dir, "admin.token", admin, err) < 0 ||
+	    load_role(auth->state_dir, "reader.token", reader, err) < 0)
+		return -1;
+	if (memcmp(admin->digest, reader->digest, 32) == 0)
+		log_warn("msg=\"admin and reader tokens are equal; readers can write\"");
+	if (!auth->file_given && access(auth->file, F_OK) != 0 && errno == ENOENT)
+		return 0;
+	return authfile_read(auth->file, principals, err);
+}
+
+int auth_load(const char *state_dir, const char *auth_file, struct auth **out,
+	      struct gerr *err)
 {
 	struct auth *auth = calloc(1, sizeof(*auth));
 
 	*out = NULL;
 	if (!auth)
 		return gerr_set(err, 500, "out of memory");
-	if (load_role(state_dir, "admin.token", &auth->admin, err) < 0 ||
-	    load_role(state_dir, "reader.token", &auth->reader, err) < 0) {
+	snprintf(auth->state_dir, sizeof(auth->state_dir), "%s", state_dir);
+	auth->file_given = auth_file && auth_file[0];
+	if (auth->file_given)
+		snprintf(auth->file, sizeof(auth->file), "%s", auth_file);
+	else
+		snprintf(auth->file, sizeof(auth->file), "%s/%s", state_dir, AUTH_DEFAULT_FILE);
+	if (read_all(auth, &auth->admin, &auth->reader, &auth->principals, err) < 0) {
 		free(auth);
 		return -1;
 	}
-	if (memcmp(auth->admin.digest, auth->reader.digest, 32) == 0)
-		log_warn("msg=\"admin and reader tokens are equal; readers can write\"");
+	pthread_mutex_init(&auth->lock, NULL);
+	if (auth->principals.n)
+		log_info("msg=\"credentials read\" file=\"%s\" principals=%zu", auth->file,
+			 auth->principals.n);
 	*out = auth;
+	return 0;
+}
+
+int auth_reload(struct auth *auth, struct gerr *err)
+{
+	struct role_token admin, reader;
+	struct authfile fresh, old;
+
+	if (read_all(auth, &admin, &reader, &fresh, err) < 0)
+		return -1;
+	pthread_mutex_lock(&auth->lock);
+	auth->admin = admin;
+	auth->reader = reader;
+	old = auth->principals;
+	auth->principals = fresh;
+	pthread_mutex_unlock(&auth->lock);
+	authfile_clear(&old);
+	log_info("msg=\"credentials read\" file=\"%s\" principals=%zu", auth->file, fresh.n);
 	return 0;
 }
 
 void auth_free(struct auth *auth)
 {
+	if (!auth)
+		return;
+	authfile_clear(&auth->principals);
+	pthread_mutex_destroy(&auth->lock);
 	free(auth);
 }
 
@@ -135,49 +190,133 @@ static bool token_char(unsigned char c)
 	       strchr("-._~+/=", c) != NULL;
 }
 
-enum auth_role auth_role_of(const struct auth *auth, const char *header)
+/* The SHA-256 of the header's bearer token; false when it holds none. */
+static bool bearer_digest(const char *header, uint8_t digest[32])
 {
 	static const char scheme[] = "Bearer";
-	uint8_t digest[32];
-	bool admin, reader;
 	size_t len = 0;
 
-	if (!header)
-		return AUTH_NONE;
 	/* Whitespace around the value is no part of it (RFC 9110 5.5); the
 	 * scheme is case-insensitive; one or more spaces follow it. */
 	header += strspn(header, " \t");
 	if (strncasecmp(header, scheme, sizeof(scheme) - 1) != 0)
-		return AUTH_NONE;
+		return false;
 	header += sizeof(scheme) - 1;
 	if (*header != ' ' && *header != '\t')
-		return AUTH_NONE;
+		return false;
 	header += strspn(header, " \t");
 	while (header[len] && token_char((unsigned char)header[len]))
 		len++;
 	/* Anything but trailing whitespace after the token: not a token. */
 	if (!len || header[len + strspn(header + len, " \t")] != '\0')
-		return AUTH_NONE;
+		return false;
 	/* Hashing first makes the comparison independent of token length. */
 	sha256(header, len, digest);
-	admin = digest_equal(digest, auth->admin.digest);
-	reader = digest_equal(digest, auth->reader.digest);
-	return admin ? AUTH_ADMIN : reader ? AUTH_READER : AUTH_NONE;
+	return true;
 }
 
-const char *auth_role_name(enum auth_role role)
+static void token_file_principal(const char *name, enum auth_role role,
+				 struct auth_principal *who)
 {
-	switch (role) {
-	case AUTH_ADMIN:
-		return "admin";
-	case AUTH_READER:
-		return "reader";
-	default:
-		return "anonymous";
+	memset(who, 0, sizeof(*who));
+	snprintf(who->name, sizeof(who->name), "%s", name);
+	who->role = role;
+}
+
+/* With the lock held: the principal of a token digest, or NULL. Every
+ * digest is compared, so the time does not tell which one matched. */
+static const struct auth_principal *by_digest(struct auth *auth, const uint8_t digest[32],
+					      enum auth_role *file_role)
+{
+	const struct auth_principal *found = NULL;
+
+	*file_role = AUTH_NONE;
+	if (digest_equal(digest, auth->admin.digest))
+		*file_role = AUTH_ADMIN;
+	if (digest_equal(digest, auth->reader.digest) && *file_role == AUTH_NONE)
+		*file_role = AUTH_READER;
+	for (size_t i = 0; i < auth->principals.n; i++) {
+		const struct auth_principal *p = &auth->principals.p[i];
+
+		if (p->kind == AUTH_CRED_TOKEN && digest_equal(digest, p->digest) && !found)
+			found = p;
 	}
+	return found;
+}
+
+enum auth_verdict auth_identify(struct auth *auth, const char *header,
+				const char *client_identity, struct auth_principal *who)
+{
+	const struct auth_principal *p = NULL;
+	enum auth_role file_role = AUTH_NONE;
+	enum auth_verdict v = AUTH_OK;
+	uint8_t digest[32];
+
+	memset(who, 0, sizeof(*who));
+	if (header && !bearer_digest(header, digest))
+		return AUTH_UNKNOWN;
+	pthread_mutex_lock(&auth->lock);
+	if (header) {
+		p = by_digest(auth, digest, &file_role);
+	} else if (client_identity) {
+		for (size_t i = 0; i < auth->principals.n && !p; i++)
+			if (auth->principals.p[i].kind == AUTH_CRED_CERT &&
+			    peerid_matches(client_identity, auth->principals.p[i].cert))
+				p = &auth->principals.p[i];
+	}
+	if (file_role != AUTH_NONE)
+		token_file_principal(file_role == AUTH_ADMIN ? "admin" : "reader", file_role, who);
+	else if (p)
+		*who = *p;
+	else
+		v = header ? AUTH_UNKNOWN : AUTH_NO_CREDENTIAL;
+	pthread_mutex_unlock(&auth->lock);
+	if (v == AUTH_OK && who->expires_ms && clock_unix_ms() >= who->expires_ms) {
+		who->role = AUTH_NONE;
+		v = AUTH_EXPIRED;
+	}
+	if (v != AUTH_OK && v != AUTH_EXPIRED)
+		who->role = AUTH_NONE;
+	return v;
+}
+
+bool auth_in_scope(const struct auth_principal *who, const char *name)
+{
+	if (who->n_scopes == 0)
+		return true;
+	for (unsigned i = 0; i < who->n_scopes; i++)
+		if (fnmatch(who->scopes[i], name ? name : "", 0) == 0)
+			return true;
+	return false;
+}
+
+const char *auth_scope_text(const struct auth_principal *who, char *buf, size_t n)
+{
+	size_t at = 0;
+
+	if (n)
+		buf[0] = '\0';
+	for (unsigned i = 0; i < who->n_scopes && at < n; i++)
+		at += (size_t)snprintf(buf + at, n - at, "%s%s", i ? "," : "", who->scopes[i]);
+	return buf;
 }
 
 const char *auth_token_path(const struct auth *auth, enum auth_role role)
 {
 	return role == AUTH_ADMIN ? auth->admin.path : auth->reader.path;
+}
+
+const char *auth_file_path(const struct auth *auth)
+{
+	return auth->file;
+}
+
+size_t auth_file_principals(struct auth *auth)
+{
+	size_t n;
+
+	pthread_mutex_lock(&auth->lock);
+	n = auth->principals.n;
+	pthread_mutex_unlock(&auth->lock);
+	return n;
 }

@@ -20,7 +20,8 @@ static uint64_t suppressed;                    /* since that line */
 
 const char *authlog_reason_name(enum authlog_reason reason)
 {
-	return reason == AUTHLOG_MISSING ? "missing" : "invalid";
+	return reason == AUTHLOG_MISSING ? "missing" : reason == AUTHLOG_EXPIRED ? "expired" :
+										 "invalid";
 }
 
 uint64_t authlog_count(enum authlog_reason reason)

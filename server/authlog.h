@@ -16,6 +16,7 @@
 enum authlog_reason {
 	AUTHLOG_MISSING,        /* no Authorization header */
 	AUTHLOG_INVALID,        /* a header that holds no token of the agent */
+	AUTHLOG_EXPIRED,        /* a principal's token past its expiry */
 	AUTHLOG__REASONS,
 };
 
@@ -27,7 +28,7 @@ void authlog_refused(enum authlog_reason reason, const char *method, const char 
 /* Requests refused for `reason` since the start. */
 uint64_t authlog_count(enum authlog_reason reason);
 
-/* "missing" or "invalid", the label in /metrics and in the log. */
+/* "missing", "invalid" or "expired": the label in /metrics and the log. */
 const char *authlog_reason_name(enum authlog_reason reason);
 
 #endif

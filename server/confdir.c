@@ -85,7 +85,7 @@ static int call_svc(struct pass *p, const char *owner, const char *rpc,
 		    const ProtobufCMessage *req, ProtobufCMessage **resp, struct gerr *err)
 {
 	struct svc_call call = {
-		.agent = p->cd->ag, .role = AUTH_ADMIN, .credential = SVC_CREDENTIAL_VALID,
+		.agent = p->cd->ag, .who = SVC_AGENT_CALLER,
 		.method = "FILE", .path = owner + strlen("file:"), .manager = owner,
 	};
 	int ret = svc_run(&call, svc_method_find(rpc), req, resp, err);
@@ -122,8 +122,7 @@ static int push_object(struct pass *p, const struct declare_doc *d, const char *
 {
 	Graind__GetObjectRequest get = GRAIND__GET_OBJECT_REQUEST__INIT;
 	Graind__UploadObjectRequest up = GRAIND__UPLOAD_OBJECT_REQUEST__INIT;
-	struct svc_call reader = { .agent = p->cd->ag, .role = AUTH_ADMIN,
-				   .credential = SVC_CREDENTIAL_VALID };
+	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
 	Graind__Object *have = NULL;
 	ProtobufCMessage *resp = NULL;
 	struct gerr get_err = { 0 };
@@ -151,8 +150,7 @@ static int push_object(struct pass *p, const struct declare_doc *d, const char *
 static bool probe_matches(struct pass *p, const struct declare_doc *d, const char *owner)
 {
 	Graind__GetProbeRequest get = GRAIND__GET_PROBE_REQUEST__INIT;
-	struct svc_call reader = { .agent = p->cd->ag, .role = AUTH_ADMIN,
-				   .credential = SVC_CREDENTIAL_VALID };
+	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
 	Graind__Probe *have = NULL;
 	struct gerr err = { 0 };
 	json_t *spec = NULL;
@@ -172,8 +170,7 @@ static bool probe_matches(struct pass *p, const struct declare_doc *d, const cha
 static bool sink_matches(struct pass *p, const struct declare_doc *d, const char *owner)
 {
 	Graind__GetSinkRequest get = GRAIND__GET_SINK_REQUEST__INIT;
-	struct svc_call reader = { .agent = p->cd->ag, .role = AUTH_ADMIN,
-				   .credential = SVC_CREDENTIAL_VALID };
+	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
 	Graind__Sink *have = NULL;
 	struct gerr err = { 0 };
 	json_t *sink = NULL;

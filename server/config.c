@@ -49,7 +49,11 @@ static const char usage[] =
 "                              removing the pins the new one does not know\n"
 "      --adopt-orphans         the same, but leave such pinned probes running\n"
 "                              (a PUT of the same name takes one over)\n"
-"      --write-rate N          changes a second one credential may make, with\n"
+"      --auth-file FILE        principals: named tokens and client certificate\n"
+"                              names with a role and a probe scope (mode 0600;\n"
+"                              default DIR/credentials when it is there; see\n"
+"                              graind token --help)\n"
+"      --write-rate N          changes a second one principal may make, with\n"
 "                              twice that in a burst; more answer 429 with\n"
 "                              Retry-After (default 100; 0: no limit)\n"
 "      --trusted-keys DIR      minisign public keys (DIR/*.pub) whose signatures\n"
@@ -62,8 +66,11 @@ static const char usage[] =
 "  -V, --version               print the version and exit\n"
 "\n"
 "Clients authenticate with 'Authorization: Bearer TOKEN'. The tokens are in\n"
-"DIR/admin.token (may change anything) and DIR/reader.token (may read).\n"
-"SIGHUP reloads the TLS certificate, key and client CA, and the trusted keys.\n";
+"DIR/admin.token (may change anything) and DIR/reader.token (may read); more\n"
+"principals, with roles and scopes, are in the credentials file (--auth-file,\n"
+"default DIR/credentials), which `graind token add|list|revoke` edits.\n"
+"SIGHUP reloads the token and credentials files, the trusted keys, and the\n"
+"TLS certificate, key and client CA.\n";
 
 static int parse_size(const char *s, size_t *out)
 {
@@ -173,7 +180,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
 	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
-	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED };
+	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -198,6 +205,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "write-rate", required_argument, NULL, OPT_WRITE_RATE },
 		{ "adopt-orphans", no_argument, NULL, OPT_ADOPT_ORPHANS },
 		{ "trusted-keys", required_argument, NULL, OPT_TRUSTED_KEYS },
+		{ "auth-file", required_argument, NULL, OPT_AUTH_FILE },
 		{ "require-signed", no_argument, NULL, OPT_REQUIRE_SIGNED },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -356,6 +364,12 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			break;
 		case OPT_REQUIRE_SIGNED:
 			cfg->require_signed = 1;
+			break;
+		case OPT_AUTH_FILE:
+			if (copy_path(cfg->auth_file, PATH_MAX, optarg) < 0) {
+				fprintf(stderr, "graind: --auth-file: empty or too long\n");
+				return CONFIG_EXIT_USAGE;
+			}
 			break;
 		case OPT_CLIENT_CERT:
 			client_cert_arg = optarg;

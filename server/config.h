@@ -47,6 +47,7 @@ struct config {
 	unsigned write_rate;            /* changes a second per credential; 0: no limit */
 	/* Signed objects (server/signing.h). */
 	char trusted_keys[PATH_MAX];    /* directory of minisign *.pub keys, "" none */
+	char auth_file[PATH_MAX];       /* --auth-file, "" none */
 	int require_signed;             /* only signed objects reach the kernel */
 	size_t max_object_size;
 	unsigned threads;

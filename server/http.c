@@ -15,7 +15,7 @@
 #include "server/http_guard.h"
 #include "server/sse.h"
 #include "server/tls/tls.h"
-#include "server/util/addrlimit.h"
+#include "server/util/keylimit.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
 
@@ -42,7 +42,7 @@ struct http_server {
 /* A connection's state (its socket context), from accept to close. */
 struct http_conn {
 	struct http_guard_conn *guard;  /* NULL on the unix socket */
-	char address[ADDRLIMIT_ADDRESS_MAX]; /* the client's; "" on the unix socket */
+	char address[KEYLIMIT_KEY_MAX]; /* the client's; "" on the unix socket */
 	/* TLS: the session's credentials, held (NULL: the set-up failed and
 	 * the connection is never served), and the client certificate's
 	 * names, read once after the handshake. */
@@ -237,7 +237,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 			return MHD_NO;
 		*con_cls = st;
 		st->conn = hc;
-		st->limit = api_body_limit(srv->agent, method, url, authorization(conn));
+		st->limit = api_body_limit(srv->agent, method, url, authorization(conn),
+					   hc->identity);
 		announced = cl ? strtoull(cl, NULL, 10) : st->limit;
 		http_guard_headers_in(srv->guard, hc->guard,
 				      announced < st->limit ? announced : st->limit);

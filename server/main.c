@@ -27,13 +27,13 @@
 #include "server/signing.h"
 #include "server/probe/probe.h"
 #include "server/svc/svc.h"
+#include "server/token_cmd.h"
 #include "server/util/feed.h"
 #include "server/sink/sink.h"
 #include "server/tls/tls.h"
-#include "server/util/addrlimit.h"
+#include "server/util/keylimit.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
-#include "server/util/ratelimit.h"
 #include "store/store.h"
 
 /* What WatchProbes can replay: the last changes, bounded by count and size. */
@@ -93,21 +93,23 @@ static int start_config_dir(struct agent *ag, struct confdir **out, struct gerr 
 	return confdir_start(ag, ag->cfg.config_dir, out, err);
 }
 
-/* SIGHUP: read the TLS files and the trusted keys again. Listeners stay
- * open; connections keep the credentials they began with; a failure
- * keeps the old ones. */
+/* SIGHUP: read the token files, the credentials file, the trusted keys
+ * and the TLS files again. Listeners stay open; connections keep the TLS
+ * credentials they began with; a failure keeps what is in use. */
 static void reload(struct agent *ag)
 {
 	struct gerr err = { 0 };
 
+	if (auth_reload(ag->auth, &err) < 0)
+		log_error("msg=\"credentials not reloaded; the principals in use are kept\" "
+			  "error=\"%s\"", err.msg);
+	err = (struct gerr){ 0 };
 	if (ag->cfg.trusted_keys[0] && signing_reload(ag->signing, &err) < 0)
 		log_error("msg=\"trusted keys not reloaded; the keys in use are kept\" error=\"%s\"",
 			  err.msg);
-	if (!ag->tls) {
-		if (!ag->cfg.trusted_keys[0])
-			log_info("msg=\"SIGHUP: nothing to reload\"");
+	if (!ag->tls)
 		return;
-	}
+	err = (struct gerr){ 0 };
 	if (tls_reload(ag->tls, &err) < 0)
 		log_error("msg=\"TLS reload failed; the credentials in use are kept\" error=\"%s\"",
 			  err.msg);
@@ -141,6 +143,8 @@ int main(int argc, char **argv)
 	sigset_t blocked;
 	int status = 1;
 
+	if (argc > 1 && strcmp(argv[1], "token") == 0)
+		return token_main(argc - 1, argv + 1);
 	switch (config_parse(&ag.cfg, argc, argv)) {
 	case CONFIG_EXIT_OK:
 		return 0;
@@ -174,7 +178,7 @@ int main(int argc, char **argv)
 	    orphans_check(&ag.cfg, db_path, &ag.store_was_new, &err) < 0 ||
 	    store_open(db_path, &ag.store, &err) < 0 ||
 	    builtin_register(ag.store, &err) < 0 ||
-	    auth_load(ag.cfg.state_dir, &ag.auth, &err) < 0 ||
+	    auth_load(ag.cfg.state_dir, ag.cfg.auth_file, &ag.auth, &err) < 0 ||
 	    probe_mgr_new(ag.cfg.pin_root, &ag.probes, &err) < 0) {
 		fprintf(stderr, "graind: %s\n", err.msg);
 		goto out;
@@ -186,16 +190,15 @@ int main(int argc, char **argv)
 	ag.sample_feed = feed_new(0, 0, (uint64_t)ag.started_ms * 1000);
 	ag.probe_feed = feed_new(PROBE_EVENTS_HELD, PROBE_EVENT_BYTES_HELD,
 				 (uint64_t)ag.started_ms * 1000);
-	ag.auth_failures = addrlimit_new(AUTH_FAILURES_PER_S, AUTH_FAILURES_BURST);
+	ag.auth_failures = keylimit_new(AUTH_FAILURES_PER_S, AUTH_FAILURES_BURST);
 	if (!ag.sample_feed || !ag.probe_feed || !ag.auth_failures) {
 		fprintf(stderr, "graind: out of memory\n");
 		goto out;
 	}
-	if (ag.cfg.write_rate) {
-		static struct ratelimit writes;
-
-		ratelimit_init(&writes, ag.cfg.write_rate, 2.0 * ag.cfg.write_rate);
-		ag.write_limit = &writes;
+	if (ag.cfg.write_rate &&
+	    !(ag.write_limit = keylimit_new(ag.cfg.write_rate, 2.0 * ag.cfg.write_rate))) {
+		fprintf(stderr, "graind: out of memory\n");
+		goto out;
 	}
 	svc_reconcile(&ag);
 	if (auditor_start(ag.store, ag.cfg.audit_max_rows, ag.cfg.audit_max_age_s,
@@ -228,6 +231,7 @@ out:
 	store_close(ag.store);
 	feed_free(ag.sample_feed);
 	feed_free(ag.probe_feed);
-	addrlimit_free(ag.auth_failures);
+	keylimit_free(ag.auth_failures);
+	keylimit_free(ag.write_limit);
 	return status;
 }

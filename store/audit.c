@@ -16,7 +16,7 @@
 struct store_audit_queued {
 	int64_t time_ms;
 	int result;
-	const char *role, *action, *target, *message;
+	const char *role, *principal, *action, *target, *message;
 	char text[];
 };
 
@@ -25,18 +25,19 @@ static const char *text_or_empty(const char *s)
 	return s ? s : "";
 }
 
-static struct store_audit_queued *queued_new(const char *role, const char *action,
-					     const char *target, int result,
+static struct store_audit_queued *queued_new(const char *role, const char *principal,
+					     const char *action, const char *target, int result,
 					     const char *message)
 {
-	const char *src[4] = { text_or_empty(role), text_or_empty(action),
-			       text_or_empty(target), text_or_empty(message) };
-	const char **dst[4];
+	const char *src[5] = { text_or_empty(role), text_or_empty(action),
+			       text_or_empty(target), text_or_empty(message),
+			       text_or_empty(principal) };
+	const char **dst[5];
 	struct store_audit_queued *q;
-	size_t len[4], total = 0;
+	size_t len[5], total = 0;
 	char *p;
 
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		total += (len[i] = strlen(src[i])) + 1;
 	q = malloc(sizeof(*q) + total);
 	if (!q)
@@ -47,8 +48,9 @@ static struct store_audit_queued *queued_new(const char *role, const char *actio
 	dst[1] = &q->action;
 	dst[2] = &q->target;
 	dst[3] = &q->message;
+	dst[4] = &q->principal;
 	p = q->text;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		memcpy(p, src[i], len[i] + 1);
 		*dst[i] = p;
 		p += len[i] + 1;
@@ -139,8 +141,8 @@ static int insert_queued(struct store *st, struct gerr *err)
 	int ret = -1;
 
 	stmt = store_stmt(st, STORE_STMT_AUDIT_APPEND,
-		"INSERT INTO audit (time_ms, role, action, target, result, message)"
-		" VALUES (?, ?, ?, ?, ?, ?)", err);
+		"INSERT INTO audit (time_ms, role, action, target, result, message, principal)"
+		" VALUES (?, ?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		goto out;
 	for (size_t i = 0; i < st->audit_queued; i++) {
@@ -151,6 +153,7 @@ static int insert_queued(struct store *st, struct gerr *err)
 		sqlite3_bind_text(stmt, 4, q->target, -1, SQLITE_STATIC);
 		sqlite3_bind_int(stmt, 5, q->result);
 		sqlite3_bind_text(stmt, 6, q->message, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 7, q->principal, -1, SQLITE_STATIC);
 		if (sqlite3_step(stmt) != SQLITE_DONE) {
 			store_fail(st, err, "cannot append audit record");
 			goto out;
@@ -209,8 +212,8 @@ void store_audit_drain(struct store *st)
 	queue_free(st);
 }
 
-int store_audit_append(struct store *st, const char *role, const char *action,
-		       const char *target, int result, const char *message,
+int store_audit_append(struct store *st, const char *role, const char *principal,
+		       const char *action, const char *target, int result, const char *message,
 		       struct gerr *err)
 {
 	struct store_audit_queued *q;
@@ -219,7 +222,7 @@ int store_audit_append(struct store *st, const char *role, const char *action,
 	store_lock(st);
 	if (st->audit_queued == STORE_AUDIT_QUEUE_MAX && flush_locked(st, err) < 0)
 		goto out;
-	q = queued_new(role, action, target, result, message);
+	q = queued_new(role, principal, action, target, result, message);
 	if (!q) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
@@ -278,6 +281,7 @@ static void audit_from_row(sqlite3_stmt *stmt, struct store_audit *rec)
 	rec->target = text_or_empty((const char *)sqlite3_column_text(stmt, 4));
 	rec->result = sqlite3_column_int(stmt, 5);
 	rec->message = text_or_empty((const char *)sqlite3_column_text(stmt, 6));
+	rec->principal = text_or_empty((const char *)sqlite3_column_text(stmt, 7));
 }
 
 int store_audit_list(struct store *st, uint64_t after, unsigned limit,
@@ -297,7 +301,7 @@ int store_audit_list(struct store *st, uint64_t after, unsigned limit,
 		log_error("msg=\"cannot write audit records\" records=%zu error=\"%s\"",
 			  st->audit_queued, ferr.msg);
 	stmt = store_stmt(st, STORE_STMT_AUDIT_LIST,
-		"SELECT id, time_ms, role, action, target, result, message"
+		"SELECT id, time_ms, role, action, target, result, message, principal"
 		" FROM audit WHERE id > ? ORDER BY id LIMIT ?", err);
 	if (!stmt)
 		goto out;

@@ -128,6 +128,9 @@ static const struct migration migrations[] = {
 	  "CREATE TRIGGER object_signatures_follow AFTER DELETE ON objects BEGIN"
 	  "  DELETE FROM object_signatures WHERE sha256 = old.sha256;"
 	  " END;" },
+	{ 7,
+	  /* Who made a change: the principal's name beside its role. */
+	  "ALTER TABLE audit ADD COLUMN principal TEXT NOT NULL DEFAULT '';" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -332,6 +332,7 @@ struct store_audit {
 	uint64_t id;
 	int64_t time_ms;
 	const char *role;
+	const char *principal;          /* its name ("admin", "ci-deploy"); "" before schema 7 */
 	const char *action;
 	const char *target;
 	int result;
@@ -345,8 +346,8 @@ void store_audit_set_bounds(struct store *st, uint64_t max_rows);
 /* Queue one audit record; its time is taken now, its id when it is
  * written. When the queue is full it is flushed first; 500 when that
  * fails (the record is not queued). */
-int store_audit_append(struct store *st, const char *role, const char *action,
-		       const char *target, int result, const char *message,
+int store_audit_append(struct store *st, const char *role, const char *principal,
+		       const char *action, const char *target, int result, const char *message,
 		       struct gerr *err);
 
 /* Call fn(ctx) when an append finds the queue empty, i.e. when a record

@@ -14,7 +14,7 @@
 #include "server/authlog.h"
 #include "server/refusals.h"
 #include "server/collect/collect.h"
-#include "server/util/ratelimit.h"
+#include "server/util/keylimit.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
 #include "server/probe/probe.h"
@@ -168,8 +168,8 @@ static void storage_metrics(FILE *f, struct agent *agent)
 	self_metric(f, "graind_storage_faults_total", "counter",
 		    "Times the storage went from writable to failing.", (double)h.faults);
 	self_metric(f, "graind_write_rate_limited_total", "counter",
-		    "Changes refused with 429 because their credential made too many (--write-rate).",
-		    agent->write_limit ? (double)ratelimit_refused(agent->write_limit) : 0);
+		    "Changes refused with 429 because their principal made too many (--write-rate).",
+		    (double)keylimit_refused(agent->write_limit));
 	self_metric(f, "graind_storage_corrupt_reads_total", "counter",
 		    "Objects read back whose bytes no longer hash to their id (not served).",
 		    (double)h.corrupt_reads);
@@ -216,7 +216,7 @@ static void auth_metrics(FILE *f, struct agent *agent)
 	static const char refused[] = "graind_http_unauthenticated_requests_total";
 
 	family_head(f, refused, "counter",
-		    "Requests refused with 401: no token (missing) or not one of the agent's (invalid).");
+		    "Requests refused with 401: no token (missing), not one of the agent's (invalid), or one past its expiry (expired).");
 	for (int r = 0; r < AUTHLOG__REASONS; r++)
 		put_sample(f, refused, "reason", authlog_reason_name(r),
 			   (double)authlog_count(r));

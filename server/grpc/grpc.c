@@ -38,7 +38,7 @@
 #include "server/grpc/grpc_int.h"
 #include "server/svc/svc.h"
 #include "server/grpc/grpc_tls.h"
-#include "server/util/addrlimit.h"
+#include "server/util/keylimit.h"
 #include "server/util/clock.h"
 #include "server/util/listen.h"
 #include "server/util/log.h"
@@ -104,7 +104,7 @@ struct conn {
 	struct conn *prev, *next;
 	struct grpc_tls *tls;           /* NULL: plain h2c */
 	struct sockaddr_storage peer;   /* its address (TCP), for the per-address bound */
-	char address[ADDRLIMIT_ADDRESS_MAX]; /* the same as text; "" on the unix socket */
+	char address[KEYLIMIT_KEY_MAX]; /* the same as text; "" on the unix socket */
 	socklen_t peer_len;
 	bool tls_done;                  /* its handshake is complete */
 	nghttp2_session *session;

@@ -111,12 +111,7 @@ static void call_init(struct svc_call *call, struct agent *agent, const char *au
 		      const char *identity, const char *address)
 {
 	memset(call, 0, sizeof(*call));
-	call->agent = agent;
-	call->client_identity = identity;
-	call->peer_address = address;
-	call->role = auth_role_of(agent->auth, authorization);
-	call->credential = call->role != AUTH_NONE ? SVC_CREDENTIAL_VALID :
-			   authorization ? SVC_CREDENTIAL_INVALID : SVC_CREDENTIAL_NONE;
+	svc_call_identify(call, agent, authorization, identity, address);
 }
 
 int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
@@ -127,7 +122,7 @@ int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
 	struct gerr err = { 0 };
 
 	call_init(&call, agent, authorization, identity, address);
-	if (svc_authorize(&call, m, "", &err) < 0) {
+	if (svc_authorize(&call, m, NULL, &err) < 0) {
 		set_error(r, &err, NULL);
 		return -1;
 	}

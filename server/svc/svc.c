@@ -9,9 +9,9 @@
 #include "server/authlog.h"
 #include "server/refusals.h"
 #include "server/svc/svc_int.h"
-#include "server/util/addrlimit.h"
+#include "server/util/clock.h"
+#include "server/util/keylimit.h"
 #include "server/util/log.h"
-#include "server/util/ratelimit.h"
 #include "server/util/utf8.h"
 #include "store/store.h"
 
@@ -53,32 +53,38 @@ SVC_ENTRY(svc_get_metrics, Graind__GetMetricsRequest, Graind__MetricsText)
 /* In the order of service Graind; svc_method_at() and a unit test hold
  * the two together. */
 #define RPC(i) (i)
+#define R AUTH_READER
+#define OP AUTH_OPERATOR
+#define ADM AUTH_ADMIN
 static const struct svc_method methods[] = {
 	{ RPC(0), AUTH_NONE, false, svc_get_health_entry },
-	{ RPC(1), AUTH_READER, false, svc_get_status_entry },
-	{ RPC(2), AUTH_ADMIN, true, svc_upload_object_entry },
-	{ RPC(3), AUTH_READER, false, svc_list_objects_entry },
-	{ RPC(4), AUTH_READER, false, svc_get_object_entry },
-	{ RPC(5), AUTH_READER, false, svc_get_object_content_entry },
-	{ RPC(6), AUTH_ADMIN, true, svc_verify_object_entry },
-	{ RPC(7), AUTH_ADMIN, true, svc_delete_object_entry },
-	{ RPC(8), AUTH_ADMIN, true, svc_put_probe_entry },
-	{ RPC(9), AUTH_READER, false, svc_list_probes_entry },
-	{ RPC(10), AUTH_READER, false, svc_get_probe_entry },
-	{ RPC(11), AUTH_ADMIN, true, svc_attach_probe_entry },
-	{ RPC(12), AUTH_ADMIN, true, svc_detach_probe_entry },
-	{ RPC(13), AUTH_ADMIN, true, svc_delete_probe_entry },
-	{ RPC(14), AUTH_READER, false, svc_dump_map_entry },
-	{ RPC(15), AUTH_READER, false, svc_list_samples_entry },
-	{ RPC(16), AUTH_ADMIN, true, svc_put_sink_entry },
-	{ RPC(17), AUTH_READER, false, svc_list_sinks_entry },
-	{ RPC(18), AUTH_READER, false, svc_get_sink_entry },
-	{ RPC(19), AUTH_ADMIN, true, svc_delete_sink_entry },
-	{ RPC(20), AUTH_READER, false, svc_list_audit_entry },
-	{ RPC(21), AUTH_READER, false, svc_get_metrics_entry },
-	{ RPC(22), AUTH_READER, false, NULL, true },
-	{ RPC(23), AUTH_READER, false, NULL, true },
+	{ RPC(1), R, false, svc_get_status_entry },
+	{ RPC(2), ADM, true, svc_upload_object_entry },
+	{ RPC(3), R, false, svc_list_objects_entry },
+	{ RPC(4), R, false, svc_get_object_entry },
+	{ RPC(5), R, false, svc_get_object_content_entry },
+	{ RPC(6), OP, true, svc_verify_object_entry },
+	{ RPC(7), ADM, true, svc_delete_object_entry },
+	{ RPC(8), OP, true, svc_put_probe_entry, false, SVC_SCOPE_PROBE },
+	{ RPC(9), R, false, svc_list_probes_entry, false, SVC_SCOPE_FILTER },
+	{ RPC(10), R, false, svc_get_probe_entry, false, SVC_SCOPE_PROBE },
+	{ RPC(11), OP, true, svc_attach_probe_entry, false, SVC_SCOPE_PROBE },
+	{ RPC(12), OP, true, svc_detach_probe_entry, false, SVC_SCOPE_PROBE },
+	{ RPC(13), OP, true, svc_delete_probe_entry, false, SVC_SCOPE_PROBE },
+	{ RPC(14), R, false, svc_dump_map_entry, false, SVC_SCOPE_PROBE },
+	{ RPC(15), R, false, svc_list_samples_entry, false, SVC_SCOPE_FILTER },
+	{ RPC(16), OP, true, svc_put_sink_entry, false, SVC_SCOPE_UNSCOPED },
+	{ RPC(17), R, false, svc_list_sinks_entry },
+	{ RPC(18), R, false, svc_get_sink_entry },
+	{ RPC(19), OP, true, svc_delete_sink_entry, false, SVC_SCOPE_UNSCOPED },
+	{ RPC(20), R, false, svc_list_audit_entry, false, SVC_SCOPE_UNSCOPED },
+	{ RPC(21), R, false, svc_get_metrics_entry, false, SVC_SCOPE_UNSCOPED },
+	{ RPC(22), R, false, NULL, true, SVC_SCOPE_FILTER },
+	{ RPC(23), R, false, NULL, true, SVC_SCOPE_FILTER },
 };
+#undef R
+#undef OP
+#undef ADM
 #define N_METHODS (sizeof(methods) / sizeof(methods[0]))
 
 const ProtobufCMethodDescriptor *svc_rpc(const struct svc_method *m)
@@ -121,7 +127,7 @@ static const char *request_name(const ProtobufCMessage *req)
 static void audit(struct svc_call *call, const struct svc_method *m, const char *what,
 		  int status, const char *message)
 {
-	if (!m->changes || call->role == AUTH_NONE)
+	if (!m->changes || call->who.role == AUTH_NONE || !call->agent)
 		return;
 	char target[sizeof(call->target)], msg[GERR_MSG_MAX];
 	struct gerr aerr;
@@ -131,8 +137,9 @@ static void audit(struct svc_call *call, const struct svc_method *m, const char 
 	snprintf(msg, sizeof(msg), "%s", message);
 	utf8_scrub(target);
 	utf8_scrub(msg);
-	if (store_audit_append(call->agent->store, auth_role_name(call->role), svc_rpc(m)->name,
-			       target, status, msg, &aerr) < 0 && aerr.status != 503)
+	if (store_audit_append(call->agent->store, auth_role_name(call->who.role), call->who.name,
+			       svc_rpc(m)->name, target, status, msg, &aerr) < 0 &&
+	    aerr.status != 503)
 		log_error("msg=\"cannot write audit record\" error=\"%s\"", aerr.msg);
 }
 
@@ -144,36 +151,86 @@ static int success_status(const struct svc_call *call, const struct svc_method *
 	return svc_rpc(m)->output == &graind__empty__descriptor ? 204 : 200;
 }
 
+void svc_call_identify(struct svc_call *call, struct agent *agent, const char *authorization,
+		       const char *client_identity, const char *peer_address)
+{
+	call->agent = agent;
+	call->client_identity = client_identity;
+	call->peer_address = peer_address;
+	call->verdict = auth_identify(agent->auth, authorization, client_identity, &call->who);
+}
+
+int svc_out_of_scope(const struct svc_call *call, const char *probe, struct gerr *err)
+{
+	char scope[AUTH_SCOPES_MAX * AUTH_SCOPE_MAX];
+
+	return gerr_set(err, 403, "principal %s may only see and change probes matching %s, "
+			"not %s", call->who.name, auth_scope_text(&call->who, scope, sizeof(scope)),
+			probe);
+}
+
+/* 401 for a caller the agent does not know (429 once its address has
+ * failed too often). */
+static int unauthenticated(struct svc_call *call, const struct svc_method *m, struct gerr *err)
+{
+	bool spelled = call->method && call->path;
+	char when[CLOCK_TEXT_MAX];
+
+	if (call->agent &&
+	    !keylimit_take(call->agent->auth_failures, call->peer_address, &call->retry_after_s)) {
+		refusal_count(REFUSAL_AUTH_FAILURES);
+		return gerr_set(err, 429, "too many requests without a valid token from %s "
+				"(%d a second at most): retry in %u s", call->peer_address,
+				AUTH_FAILURES_PER_S, call->retry_after_s);
+	}
+	authlog_refused(call->verdict == AUTH_NO_CREDENTIAL ? AUTHLOG_MISSING :
+			call->verdict == AUTH_EXPIRED ? AUTHLOG_EXPIRED : AUTHLOG_INVALID,
+			spelled ? call->method : "", spelled ? call->path : svc_rpc(m)->name);
+	switch (call->verdict) {
+	case AUTH_NO_CREDENTIAL:
+		return gerr_set(err, 401, "missing token: send 'Authorization: Bearer <token>'");
+	case AUTH_EXPIRED:
+		clock_format(call->who.expires_ms, when);
+		return gerr_set(err, 401, "the token of principal %s expired at %s: ask for a "
+				"new one (graind token add)", call->who.name, when);
+	default:
+		return gerr_set(err, 401, "invalid token: use a token from the agent's admin.token "
+				"or reader.token, or one its --auth-file lists");
+	}
+}
+
 int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,
 		  struct gerr *err)
 {
 	bool spelled = call->method && call->path;
+	const struct auth_principal *who = &call->who;
+	char scope[AUTH_SCOPES_MAX * AUTH_SCOPE_MAX];
 
-	if (m->role != AUTH_NONE && call->role == AUTH_NONE) {
-		bool missing = call->credential == SVC_CREDENTIAL_NONE;
-
-		if (call->agent &&
-		    !addrlimit_take(call->agent->auth_failures, call->peer_address,
-				    &call->retry_after_s)) {
-			refusal_count(REFUSAL_AUTH_FAILURES);
-			return gerr_set(err, 429, "too many requests without a valid token from %s "
-					"(%d a second at most): retry in %u s", call->peer_address,
-					AUTH_FAILURES_PER_S, call->retry_after_s);
-		}
-		authlog_refused(missing ? AUTHLOG_MISSING : AUTHLOG_INVALID,
-				spelled ? call->method : "", spelled ? call->path : svc_rpc(m)->name);
-		return gerr_set(err, 401, missing ?
-				"missing token: send 'Authorization: Bearer <token>'" :
-				"invalid token: use a token from the agent's admin.token or reader.token");
+	if (m->role == AUTH_NONE)
+		return 0;
+	if (who->role == AUTH_NONE)
+		return unauthenticated(call, m, err);
+	if (who->role < m->role) {
+		gerr_set(err, 403, "principal %s (role %s) may not call %s%s%s: it needs the %s role",
+			 who->name, auth_role_name(who->role), spelled ? call->method : "",
+			 spelled ? " " : "", spelled ? call->path : svc_rpc(m)->name,
+			 auth_role_name(m->role));
+		goto refused;
 	}
-	if (m->role == AUTH_ADMIN && call->role != AUTH_ADMIN) {
-		gerr_set(err, 403, "the %s token may only read; %s%s%s needs the admin token",
-			 auth_role_name(call->role), spelled ? call->method : "", spelled ? " " : "",
-			 spelled ? call->path : svc_rpc(m)->name);
-		audit(call, m, target, err->status, err->msg);
-		return -1;
+	if (who->n_scopes && m->scope == SVC_SCOPE_UNSCOPED) {
+		gerr_set(err, 403, "principal %s may only see and change probes matching %s; %s is "
+			 "for principals without a scope", who->name,
+			 auth_scope_text(who, scope, sizeof(scope)), svc_rpc(m)->name);
+		goto refused;
+	}
+	if (m->scope == SVC_SCOPE_PROBE && target && !auth_in_scope(who, target)) {
+		svc_out_of_scope(call, target, err);
+		goto refused;
 	}
 	return 0;
+refused:
+	audit(call, m, target, err->status, err->msg);
+	return -1;
 }
 
 int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
@@ -189,9 +246,9 @@ int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMe
 				svc_rpc(m)->name);
 	/* A client that changes too fast waits; --config-dir's passes do not. */
 	if (m->changes && !call->manager && call->agent->write_limit &&
-	    !ratelimit_take(call->agent->write_limit, &call->retry_after_s)) {
-		gerr_set(err, 429, "too many changes: this credential may make %u a second "
-			 "(--write-rate); retry in %u s", call->agent->cfg.write_rate,
+	    !keylimit_take(call->agent->write_limit, call->who.name, &call->retry_after_s)) {
+		gerr_set(err, 429, "too many changes: principal %s may make %u a second "
+			 "(--write-rate); retry in %u s", call->who.name, call->agent->cfg.write_rate,
 			 call->retry_after_s);
 		audit(call, m, request_name(req), 429, err->msg);
 		return -1;

@@ -29,21 +29,18 @@
 
 struct agent;
 
-enum svc_credential {
-	SVC_CREDENTIAL_NONE,            /* the caller sent none */
-	SVC_CREDENTIAL_INVALID,         /* it sent one that grants nothing */
-	SVC_CREDENTIAL_VALID,
-};
-
 /* One call of an operation: who calls, and what the operation tells the
  * transport beside its response. */
 struct svc_call {
 	struct agent *agent;
-	enum auth_role role;
-	enum svc_credential credential;
+	/* Who calls (auth.h): role AUTH_NONE when the agent knows nobody by
+	 * what was sent, and `verdict` says why. svc_call_identify() fills
+	 * both. A scoped principal sees and changes only its probes. */
+	struct auth_principal who;
+	enum auth_verdict verdict;
 	/* The names of the client certificate the transport verified (mutual
-	 * TLS; server/util/peerid.h), NULL without one. It grants no role by
-	 * itself: the bearer token decides. */
+	 * TLS; server/util/peerid.h), NULL without one. Without a token, a
+	 * name the credentials file lists is the caller. */
 	const char *client_identity;
 	/* The client's address as text, NULL on a unix socket: an address that
 	 * fails to authenticate too often is slowed down (refusals.h). */
@@ -67,13 +64,31 @@ struct svc_call {
 typedef int (*svc_fn)(struct svc_call *call, const ProtobufCMessage *req,
 		      ProtobufCMessage **resp, struct gerr *err);
 
+/* How an operation meets a scoped principal (auth_principal.scopes). */
+enum svc_scope {
+	SVC_SCOPE_ANY,          /* nothing probe-specific: anyone of the role */
+	SVC_SCOPE_PROBE,        /* about the probe the request names: in scope only */
+	SVC_SCOPE_FILTER,       /* a listing: out-of-scope probes are left out */
+	SVC_SCOPE_UNSCOPED,     /* about every probe (sinks, audit, metrics): unscoped only */
+};
+
 struct svc_method {
 	unsigned index;                         /* of the rpc in service Graind */
 	enum auth_role role;                    /* least role allowed; AUTH_NONE: anyone */
 	bool changes;                           /* a change: audited */
 	svc_fn run;                             /* NULL for a stream: see svc_watch_open */
 	bool streams;                           /* server-streaming (WatchSamples, WatchProbes) */
+	enum svc_scope scope;
 };
+
+/* Who calls, from what the transport received: the Authorization header
+ * (NULL: none), the verified client certificate names (NULL: none) and
+ * the client's address (NULL: a unix socket). */
+void svc_call_identify(struct svc_call *call, struct agent *agent, const char *authorization,
+		       const char *client_identity, const char *peer_address);
+
+/* The caller of the agent's own changes (--config-dir): admin, unscoped. */
+#define SVC_AGENT_CALLER { .name = "config-dir", .role = AUTH_ADMIN }
 
 /* The rpc of service Graind that m runs: its name, request and response
  * message types. */
@@ -86,8 +101,10 @@ const struct svc_method *svc_method_find(const char *name);
 const struct svc_method *svc_method_at(size_t i);
 
 /* 401 without a valid credential (counted and logged by authlog, never
- * stored), 403 when the role is too low for m (a refused change is
- * audited against `target`, what it was about).
+ * stored; 429 for an address that failed too often), 403 when the role
+ * is too low for m or `target` (the probe it is about; NULL: not known
+ * yet) is out of the caller's scope (a refused change is audited against
+ * `target`).
  * svc_run() checks this itself; a transport calls it first only to
  * refuse before it reads a request. */
 int svc_authorize(struct svc_call *call, const struct svc_method *m, const char *target,

@@ -140,6 +140,7 @@ static int audit_one(const struct store_audit *rec, void *ctx_)
 	ctx->last_id = rec->id;
 	if (pbmsg_set_time(&e->time, rec->time_ms) < 0 ||
 	    pbmsg_set_string(&e->role, rec->role) < 0 ||
+	    pbmsg_set_string(&e->principal, rec->principal) < 0 ||
 	    pbmsg_set_string(&e->action, rec->action) < 0 ||
 	    pbmsg_set_string(&e->target, rec->target) < 0 ||
 	    pbmsg_set_string(&e->message, rec->message) < 0)

@@ -18,6 +18,9 @@
 /* Probe and sink names: [a-z0-9][a-z0-9._-]{0,62}; 400 naming `what`. */
 int svc_check_name(const char *what, const char *name, struct gerr *err);
 
+/* 403: probe `probe` is out of the caller's scope. */
+int svc_out_of_scope(const struct svc_call *call, const char *probe, struct gerr *err);
+
 /* A page size: 0 means `dflt`; 400 above `max`. */
 int svc_page_size(const char *field, uint32_t asked, unsigned dflt, unsigned max,
 		  unsigned *size, struct gerr *err);

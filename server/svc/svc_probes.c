@@ -362,15 +362,21 @@ int svc_get_probe(struct svc_call *call, const Graind__GetProbeRequest *req,
 /* Rows are copied out first: the store is locked while listing, and the
  * kernel's view is added afterwards. */
 struct row_list {
+	const struct auth_principal *who;       /* probes out of its scope are left out */
 	struct store_probe *rows;
 	size_t n;
+	char last[64];                          /* the last probe read, kept or not */
 };
 
 static int collect_row(const struct store_probe *row, void *ctx)
 {
 	struct row_list *list = ctx;
-	struct store_probe *grown = realloc(list->rows, (list->n + 1) * sizeof(*grown));
+	struct store_probe *grown;
 
+	snprintf(list->last, sizeof(list->last), "%s", row->name);
+	if (!auth_in_scope(list->who, row->name))
+		return 0;
+	grown = realloc(list->rows, (list->n + 1) * sizeof(*grown));
 	if (!grown)
 		return -1;
 	list->rows = grown;
@@ -387,7 +393,7 @@ int svc_list_probes(struct svc_call *call, const Graind__ListProbesRequest *req,
 		    Graind__ListProbesResponse **resp, struct gerr *err)
 {
 	Graind__ListProbesResponse *list_resp;
-	struct row_list list = { 0 };
+	struct row_list list = { .who = &call->who };
 	unsigned limit;
 	bool more = false;
 	int ret = -1;
@@ -418,8 +424,9 @@ int svc_list_probes(struct svc_call *call, const Graind__ListProbesRequest *req,
 		if (ret < 0)
 			goto out;
 	}
-	if (more && list.n &&
-	    pbmsg_set_string(&list_resp->next_page_token, list.rows[list.n - 1].name) < 0)
+	/* The next page starts after the last probe read, so that a page
+	 * whose probes were all out of scope still moves on. */
+	if (more && list.last[0] && pbmsg_set_string(&list_resp->next_page_token, list.last) < 0)
 		ret = gerr_set(err, 500, "out of memory");
 out:
 	for (size_t i = 0; i < list.n; i++)

@@ -8,8 +8,10 @@
 #include "store/store.h"
 
 struct sample_list {
+	const struct auth_principal *who;       /* samples of probes out of its scope are left out */
 	Graind__ListSamplesResponse *resp;
 	size_t cap;
+	uint64_t last_id;                       /* the last sample read, kept or not */
 };
 
 /* The store lends each sample for the call: keep a copy. */
@@ -21,6 +23,11 @@ static int keep_sample(const Graind__Sample *s, void *ctx)
 	uint8_t *buf = malloc(len ? len : 1);
 	Graind__Sample *copy;
 
+	list->last_id = s->id;
+	if (!auth_in_scope(list->who, s->probe)) {
+		free(buf);
+		return 0;
+	}
 	if (!buf)
 		return -1;
 	graind__sample__pack(s, buf);
@@ -46,12 +53,14 @@ static int keep_sample(const Graind__Sample *s, void *ctx)
 int svc_list_samples(struct svc_call *call, const Graind__ListSamplesRequest *req,
 		     Graind__ListSamplesResponse **resp, struct gerr *err)
 {
-	struct sample_list list = { 0 };
+	struct sample_list list = { .who = &call->who };
 	uint64_t after = req->after;
 	char next[24];
 	unsigned limit;
 	bool more = false;
 
+	if (req->probe[0] && !auth_in_scope(&call->who, req->probe))
+		return svc_out_of_scope(call, req->probe, err);
 	if (svc_page_size("limit", req->limit, 100, 10000, &limit, err) < 0 ||
 	    SVC_NEW(resp, &graind__list_samples_response__descriptor, err) < 0)
 		return -1;
@@ -63,9 +72,10 @@ int svc_list_samples(struct svc_call *call, const Graind__ListSamplesRequest *re
 			gerr_set(err, 500, "out of memory listing samples");
 		return -1;
 	}
-	/* The cursor: the last id returned, or the one given when nothing new. */
-	if (list.resp->n_samples)
-		after = list.resp->samples[list.resp->n_samples - 1]->id;
+	/* The cursor: the last id read (returned or out of scope), or the one
+	 * given when nothing new. */
+	if (list.last_id)
+		after = list.last_id;
 	snprintf(next, sizeof(next), "%llu", (unsigned long long)after);
 	if (pbmsg_set_string(&list.resp->next_page_token, next) < 0)
 		return gerr_set(err, 500, "out of memory");

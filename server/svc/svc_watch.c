@@ -52,7 +52,7 @@ int svc_watch_open(struct svc_call *call, const struct svc_method *m, const Prot
 	uint64_t after;
 
 	*out = NULL;
-	if (svc_authorize(call, m, "", err) < 0)
+	if (svc_authorize(call, m, NULL, err) < 0)
 		return -1;
 	if (!m->streams || req->descriptor != svc_rpc(m)->input)
 		return gerr_set(err, 500, "%s is not a watch", svc_rpc(m)->name);
@@ -70,6 +70,8 @@ int svc_watch_open(struct svc_call *call, const struct svc_method *m, const Prot
 	}
 	if (probe[0] && svc_check_name("probe", probe, err) < 0)
 		return -1;
+	if (probe[0] && !auth_in_scope(&call->who, probe))
+		return svc_out_of_scope(call, probe, err);
 	if (strlen(map) >= sizeof(w->map))
 		return gerr_set(err, 400, "map name is longer than %zu bytes", sizeof(w->map) - 1);
 	w = calloc(1, sizeof(*w));
@@ -147,6 +149,9 @@ static int samples_step(struct svc_watch *w, size_t max, svc_emit_fn emit, void 
 		w->position = page->samples[i]->id;
 		n++;
 	}
+	/* Past the samples read but out of the caller's scope too. */
+	if (n == (int)page->n_samples && page->next_page_token[0])
+		w->position = strtoull(page->next_page_token, NULL, 10);
 	pbmsg_free(&page->base);
 	return n;
 }
@@ -157,7 +162,7 @@ static int emit_event(struct svc_watch *w, Graind__ProbeEvent *ev, svc_emit_fn e
 {
 	const char *name = ev->probe && ev->probe->name ? ev->probe->name : "";
 
-	if (w->probe[0] && strcmp(w->probe, name) != 0)
+	if ((w->probe[0] && strcmp(w->probe, name) != 0) || !auth_in_scope(&w->call.who, name))
 		return 0;
 	return emit(ctx, &ev->base, ev->seq) != 0 ? -1 : 1;
 }
@@ -190,6 +195,9 @@ static int snapshot_step(struct svc_watch *w, size_t max, svc_emit_fn emit, void
 		n = r < 0 ? -1 : n + r;
 		snprintf(w->snapshot_after, sizeof(w->snapshot_after), "%s", page->probes[i]->name);
 	}
+	/* A page whose probes were all out of scope still moves on. */
+	if (page->next_page_token[0])
+		snprintf(w->snapshot_after, sizeof(w->snapshot_after), "%s", page->next_page_token);
 	if (n >= 0 && !page->next_page_token[0]) {
 		w->snapshot = false;
 		w->position = w->snapshot_seq;

@@ -49,7 +49,8 @@ int minisign_parse_key(const char *text, size_t len, struct minisign_key *key,
 int minisign_verify(const struct minisign_key *key, const struct minisign_sig *sig,
 		    const void *msg, size_t len, struct gerr *err);
 
-/* The key id as minisign prints it: 16 uppercase hex digits. */
+/* The key id as 16 uppercase hex digits, leading zeros kept (minisign
+ * leaves them out of its comment lines). */
 void minisign_key_id_hex(const uint8_t key_id[8], char out[MINISIGN_KEY_ID_HEX + 1]);
 
 /* "Ed25519" or "Ed25519 (prehashed BLAKE2b-512)". */

@@ -85,7 +85,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(db, sizeof(db), "%s/graind.db", dir);
 	fuzz_check(store_open(db, &agent.store, &err) == 0 &&
 		   builtin_register(agent.store, &err) == 0 &&
-		   auth_load(dir, &agent.auth, &err) == 0, "%s", err.msg);
+		   auth_load(dir, "", &agent.auth, &err) == 0, "%s", err.msg);
 	pthread_mutex_init(&agent.probe_lock, NULL);
 	agent.sample_feed = feed_new(0, 0, 1);
 	agent.probe_feed = feed_new(16, 1 << 16, 1);
@@ -221,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		goto out;
 	req.body = p;
 	req.body_len = (size_t)(end - p);
-	if (req.body_len > api_body_limit(&agent, req.method, req.path, req.authorization))
+	if (req.body_len > api_body_limit(&agent, req.method, req.path, req.authorization, NULL))
 		goto out;       /* the transport refuses it before reading it */
 	api_handle(&agent, &req, &resp);
 	if (resp.watch) {

@@ -60,6 +60,7 @@ def test_unauthenticated_flood_is_counted_not_stored(agent):
               ("DELETE", f"/v1/objects/{ZERO_SHA}"), ("POST", "/v1/probes/flood:attach"),
               ("PUT", "/v1/sinks/flood"), ("DELETE", "/v1/probes/flood"))
     sent = {"missing": 0, "invalid": 0}
+    slowed = 0
     start = time.monotonic()
     for i in range(5000):
         headers = {"Content-Length": "0"}
@@ -68,15 +69,21 @@ def test_unauthenticated_flood_is_counted_not_stored(agent):
         conn.request(*routes[i % len(routes)], headers=headers)
         resp = conn.getresponse()
         body = resp.read()
-        assert resp.status == 401, (i, resp.status, body[:200])
-        sent["invalid" if i % 2 else "missing"] += 1
+        # 401s, until the address has failed too often: then 429s.
+        assert resp.status in (401, 429), (i, resp.status, body[:200])
+        if resp.status == 429:
+            slowed += 1
+        else:
+            sent["invalid" if i % 2 else "missing"] += 1
     conn.close()
     elapsed = time.monotonic() - start
 
+    assert slowed > 4000, slowed
     assert db_bytes(agent) - size < 512 * 1024, (size, db_bytes(agent))
     for reason, n in sent.items():
         assert metric(agent, "graind_http_unauthenticated_requests_total",
                       f'{{reason="{reason}"}}') == n
+    assert metric(agent, "graind_auth_failures_limited_total") == slowed
     # One line when the flood starts, then at most one per 10 s.
     lines = [l for l in agent.read_log().splitlines() if REFUSED_LINE in l]
     assert 1 <= len(lines) <= 2 + elapsed / 10, (elapsed, lines)

@@ -63,12 +63,12 @@ def test_reader_may_not_write(a, stored):
     before = a.get("/v1/objects").json().get("objects", [])
     data = bpf_object("reject_oob.bpf.o")
     r = a.upload(data, token="reader")
-    assert_error(r, 403, "the reader token may only read",
-                 "POST /v1/objects needs the admin token")
+    assert_error(r, 403, "principal reader (role reader) may not call POST /v1/objects",
+                 "it needs the admin role")
     r = a.delete(f"/v1/objects/{stored}", token="reader")
-    assert_error(r, 403, "may only read", f"DELETE /v1/objects/{stored}")
+    assert_error(r, 403, "may not call", f"DELETE /v1/objects/{stored}")
     r = a.post(f"/v1/objects/{stored}:verify", token="reader")
-    assert_error(r, 403, "may only read", ":verify")
+    assert_error(r, 403, "may not call", ":verify", "needs the operator role")
     # Nothing changed: the object is still there, the upload did not land.
     assert a.get(f"/v1/objects/{stored}").status_code == 200
     assert a.get("/v1/objects").json().get("objects", []) == before
@@ -80,7 +80,7 @@ def test_roles_are_checked_before_the_body(a):
     # A reader sending garbage learns about its role, not about the body.
     r = a.post("/v1/objects", token="reader", data=b"garbage",
                headers={"Content-Type": "text/plain"})
-    assert_error(r, 403, "may only read")
+    assert_error(r, 403, "may not call")
     # No token at all: 401 before anything else.
     r = a.post("/v1/objects", token=None, data=b"garbage",
                headers={"Content-Type": "application/octet-stream"})

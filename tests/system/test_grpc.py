@@ -325,7 +325,7 @@ def test_auth(g, pb):
     assert e.code() == C.UNAUTHENTICATED and "invalid token" in e.details()
     e = g.error("PutSink", token="reader", name="nope",
                 sink=pb.Sink(statsd=pb.StatsdSink(host="127.0.0.1", port=9)))
-    assert e.code() == C.PERMISSION_DENIED and "admin token" in e.details()
+    assert e.code() == C.PERMISSION_DENIED and "needs the operator role" in e.details()
     assert g.a.get("/v1/sinks/nope").status_code == 404
     # The refused change is audited, as over REST.
     assert any(r.action == "PutSink" and r.result == 403 for r in

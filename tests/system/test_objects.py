@@ -567,6 +567,8 @@ def test_audit_records_changes(a):
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     new = entries[start:]
     got = [(e["role"], e["action"], e["result"]) for e in new]
+    # The token files' principals are named after their roles.
+    assert [e["principal"] for e in new] == [e["role"] for e in new], new
     assert got == [
         ("admin", "UploadObject", 201),
         ("admin", "VerifyObject", 200),
@@ -577,7 +579,7 @@ def test_audit_records_changes(a):
     assert sha in new[0]["target"] and "audited" in new[0]["target"]
     assert "message" not in new[0]
     assert new[1]["target"] == sha
-    assert "may only read" in new[2]["message"]
+    assert "may not call" in new[2]["message"]
     assert new[3]["target"] == sha
     assert "not found" in new[4]["message"]
     for e in new:

@@ -31,8 +31,9 @@ class Key:
         self.sec = os.path.join(directory, f"{name}.key")
         subprocess.run(["minisign", "-G", "-W", "-f", "-p", self.pub, "-s", self.sec],
                        check=True, capture_output=True)
-        # minisign names the key in the comment line: "minisign public key <ID>".
-        self.id = open(self.pub).readline().split()[-1].upper()
+        # minisign names the key in the comment line, "minisign public key
+        # <ID>", without leading zeros; graind writes all 16 digits.
+        self.id = open(self.pub).readline().split()[-1].upper().zfill(16)
         assert len(self.id) == 16, self.id
 
     def sign(self, path, comment="signed by the tests", legacy=False):

@@ -25,7 +25,7 @@ static void append(struct store *st, const char *target)
 {
 	struct gerr err = { 0 };
 
-	if (store_audit_append(st, "admin", "DELETE /v1/probes/*", target, 204, NULL, &err) < 0)
+	if (store_audit_append(st, "admin", "admin", "DELETE /v1/probes/*", target, 204, NULL, &err) < 0)
 		fail_msg("append: %s", err.msg);
 }
 

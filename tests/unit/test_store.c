@@ -153,7 +153,7 @@ static void test_fresh_open_creates_schema(void **state)
 	struct store *st = tmpdb_open(fx->db.path);
 	struct stat sb;
 
-	assert_int_equal(store_schema_version(), 6);
+	assert_int_equal(store_schema_version(), 7);
 	assert_int_equal(store_object_count(st), 0);
 	assert_int_equal(store_probe_count(st), 0);
 	assert_int_equal(store_sample_count(st), 0);
@@ -213,7 +213,7 @@ static void test_reopen_after_crash(void **state)
 	void *buf;
 
 	put_ok(st, 1, "a.o", true);
-	assert_int_equal(store_audit_append(st, "admin", "POST /v1/objects", "a",
+	assert_int_equal(store_audit_append(st, "admin", "admin", "POST /v1/objects", "a",
 					    201, NULL, &err), 0);
 	snprintf(copy, sizeof(copy), "%s/copy.db", fx->db.dir);
 	snprintf(from, sizeof(from), "%s-wal", fx->db.path);
@@ -527,6 +527,7 @@ static int collect_audit(const struct store_audit *rec, void *ctx)
 
 	assert_true(s->n < 16);
 	assert_string_equal(rec->role, "admin");
+	assert_string_equal(rec->principal, "admin");
 	assert_string_equal(rec->action, "PUT /v1/probes/{name}");
 	assert_true(rec->time_ms > (int64_t)time(NULL) * 1000 - 60000);
 	s->ids[s->n] = rec->id;
@@ -545,7 +546,7 @@ static void test_audit_append_list(void **state)
 
 	for (int i = 0; i < 5; i++) {
 		snprintf(target, sizeof(target), "p%d", i);
-		assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
+		assert_int_equal(store_audit_append(st, "admin", "admin", "PUT /v1/probes/{name}",
 						    target, 200 + i, NULL, &err), 0);
 	}
 	assert_int_equal(store_audit_list(st, 0, 3, collect_audit, &s, &more, &err), 0);
@@ -571,7 +572,7 @@ static void test_audit_append_list(void **state)
 	/* Ids never go back, even after the newest record is removed. */
 	tmpdb_exec(fx->db.path, "DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)");
 	st = tmpdb_open(fx->db.path);
-	assert_int_equal(store_audit_append(st, "admin", "PUT /v1/probes/{name}",
+	assert_int_equal(store_audit_append(st, "admin", "admin", "PUT /v1/probes/{name}",
 					    "p5", 200, "", &err), 0);
 	s.n = 0;
 	assert_int_equal(store_audit_list(st, s.ids[3], 10, collect_audit, &s,
@@ -607,7 +608,7 @@ static void append_n(struct store *st, int first, int n)
 
 	for (int i = first; i < first + n; i++) {
 		snprintf(target, sizeof(target), "p%d", i);
-		if (store_audit_append(st, "admin", "DELETE /v1/probes/*", target, 204, NULL,
+		if (store_audit_append(st, "admin", "admin", "DELETE /v1/probes/*", target, 204, NULL,
 				       &err) < 0)
 			fail_msg("append %d: %s", i, err.msg);
 	}
@@ -805,7 +806,7 @@ static void test_corrupt_database_refused(void **state)
 
 	for (unsigned i = 0; i < 1500; i++) {
 		put_ok(st, i, "object.o", true);
-		assert_int_equal(store_audit_append(st, "admin", "DELETE /v1/objects/{sha256}",
+		assert_int_equal(store_audit_append(st, "admin", "admin", "DELETE /v1/objects/{sha256}",
 						    "some target", 204, "", &err), 0);
 	}
 	store_close(st);
@@ -918,7 +919,7 @@ static void *work(void *arg)
 		if (store_object_put(w->st, sha, "t.o", bytes, strlen(bytes), NULL,
 				     0, false, &created, &err) < 0 || !created)
 			w->failures++;
-		if (store_audit_append(w->st, "admin", "POST /v1/objects", sha, 201,
+		if (store_audit_append(w->st, "admin", "admin", "POST /v1/objects", sha, 201,
 				       NULL, &err) < 0)
 			w->failures++;
 		if (walk_all(w->st, &wk, &err) < 0 || wk.out_of_order ||

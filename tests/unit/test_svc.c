@@ -39,7 +39,8 @@ static void test_every_rpc_has_an_operation(void **state)
 }
 
 /* Reads are open to readers (health to anyone) and never audited; every
- * other rpc is a change that needs the admin role and is audited. */
+ * other rpc is a change, audited: uploads and deletes of objects need an
+ * admin, the rest an operator. */
 static void test_roles_follow_the_kind_of_rpc(void **state)
 {
 	const ProtobufCServiceDescriptor *sd = &graind__graind__descriptor;
@@ -53,20 +54,34 @@ static void test_roles_follow_the_kind_of_rpc(void **state)
 
 		if (!strcmp(name, "GetHealth"))
 			assert_int_equal(m->role, AUTH_NONE);
+		else if (read)
+			assert_int_equal(m->role, AUTH_READER);
+		else if (!strcmp(name, "UploadObject") || !strcmp(name, "DeleteObject"))
+			assert_int_equal(m->role, AUTH_ADMIN);
 		else
-			assert_int_equal(m->role, read ? AUTH_READER : AUTH_ADMIN);
+			assert_int_equal(m->role, AUTH_OPERATOR);
 		assert_int_equal(m->changes, !read);
+		/* Whatever names a probe is judged against the caller's scope. */
+		if (strstr(name, "Probe") && !starts_with(name, "List") && !starts_with(name, "Watch"))
+			assert_int_equal(m->scope, SVC_SCOPE_PROBE);
 	}
 }
 
 /* A caller without a valid credential is refused before the operation
- * runs, and a reader may not change anything. */
+ * runs; a role too low, or a probe out of scope, is 403. */
 static void test_authorize(void **state)
 {
 	const struct svc_method *put = svc_method_find("PutProbe");
 	const struct svc_method *health = svc_method_find("GetHealth");
-	struct svc_call anon = { .role = AUTH_NONE, .credential = SVC_CREDENTIAL_NONE };
-	struct svc_call bad = { .role = AUTH_NONE, .credential = SVC_CREDENTIAL_INVALID };
+	const struct svc_method *sink = svc_method_find("PutSink");
+	const struct svc_method *upload = svc_method_find("UploadObject");
+	struct svc_call anon = { .verdict = AUTH_NO_CREDENTIAL };
+	struct svc_call bad = { .verdict = AUTH_UNKNOWN };
+	struct svc_call expired = { .verdict = AUTH_EXPIRED,
+				    .who = { .name = "ci", .expires_ms = 1000 } };
+	struct svc_call reader = { .who = { .name = "dash", .role = AUTH_READER } };
+	struct svc_call team = { .who = { .name = "team-a", .role = AUTH_OPERATOR, .n_scopes = 2,
+					  .scopes = { "team-a-*", "shared" } } };
 	struct gerr err = { 0 };
 
 	(void)state;
@@ -76,7 +91,27 @@ static void test_authorize(void **state)
 	assert_int_equal(svc_authorize(&bad, put, "x", &err), -1);
 	assert_int_equal(err.status, 401);
 	assert_non_null(strstr(err.msg, "invalid token"));
+	assert_int_equal(svc_authorize(&expired, put, "x", &err), -1);
+	assert_int_equal(err.status, 401);
+	assert_non_null(strstr(err.msg, "principal ci expired at 1970-01-01T00:00:01"));
 	assert_int_equal(svc_authorize(&anon, health, "", &err), 0);
+
+	assert_int_equal(svc_authorize(&reader, put, "x", &err), -1);
+	assert_int_equal(err.status, 403);
+	assert_non_null(strstr(err.msg, "principal dash (role reader)"));
+	assert_non_null(strstr(err.msg, "needs the operator role"));
+
+	assert_int_equal(svc_authorize(&team, put, "team-a-web", &err), 0);
+	assert_int_equal(svc_authorize(&team, put, "shared", &err), 0);
+	assert_int_equal(svc_authorize(&team, put, NULL, &err), 0);     /* not known yet */
+	assert_int_equal(svc_authorize(&team, put, "team-b-web", &err), -1);
+	assert_int_equal(err.status, 403);
+	assert_non_null(strstr(err.msg, "matching team-a-*,shared, not team-b-web"));
+	assert_int_equal(svc_authorize(&team, sink, "s", &err), -1);
+	assert_int_equal(err.status, 403);
+	assert_non_null(strstr(err.msg, "PutSink is for principals without a scope"));
+	assert_int_equal(svc_authorize(&team, upload, "o", &err), -1);
+	assert_non_null(strstr(err.msg, "needs the admin role"));
 }
 
 static void test_set_text(void **state)

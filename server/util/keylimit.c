@@ -1,5 +1,5 @@
-/* addrlimit: see addrlimit.h. */
-#include "server/util/addrlimit.h"
+/* keylimit: see keylimit.h. */
+#include "server/util/keylimit.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -13,20 +13,21 @@
 #define PROBE 8
 
 struct slot {
-	char address[ADDRLIMIT_ADDRESS_MAX];
+	char address[KEYLIMIT_KEY_MAX];
 	double tokens;
 	uint64_t last_us;               /* monotonic; 0: never used */
 };
 
-struct addrlimit {
+struct keylimit {
 	pthread_mutex_t lock;
 	double rate, burst;
-	struct slot slots[ADDRLIMIT_SLOTS];
+	uint64_t refused;
+	struct slot slots[KEYLIMIT_SLOTS];
 };
 
-struct addrlimit *addrlimit_new(double rate, double burst)
+struct keylimit *keylimit_new(double rate, double burst)
 {
-	struct addrlimit *al = calloc(1, sizeof(*al));
+	struct keylimit *al = calloc(1, sizeof(*al));
 
 	if (!al)
 		return NULL;
@@ -36,7 +37,7 @@ struct addrlimit *addrlimit_new(double rate, double burst)
 	return al;
 }
 
-void addrlimit_free(struct addrlimit *al)
+void keylimit_free(struct keylimit *al)
 {
 	if (!al)
 		return;
@@ -54,13 +55,13 @@ static uint32_t hash(const char *s)
 }
 
 /* The slot of `address`, claimed afresh (a full bucket) when it has none. */
-static struct slot *slot_of(struct addrlimit *al, const char *address, uint64_t now)
+static struct slot *slot_of(struct keylimit *al, const char *address, uint64_t now)
 {
 	uint32_t h = hash(address);
 	struct slot *oldest = NULL;
 
 	for (unsigned i = 0; i < PROBE; i++) {
-		struct slot *s = &al->slots[(h + i) % ADDRLIMIT_SLOTS];
+		struct slot *s = &al->slots[(h + i) % KEYLIMIT_SLOTS];
 
 		if (s->last_us && strcmp(s->address, address) == 0)
 			return s;
@@ -73,7 +74,7 @@ static struct slot *slot_of(struct addrlimit *al, const char *address, uint64_t 
 	return oldest;
 }
 
-bool addrlimit_take(struct addrlimit *al, const char *address, unsigned *retry_s)
+bool keylimit_take(struct keylimit *al, const char *address, unsigned *retry_s)
 {
 	uint64_t now = clock_mono_us();
 	struct slot *s;
@@ -91,10 +92,23 @@ bool addrlimit_take(struct addrlimit *al, const char *address, unsigned *retry_s
 	if (ok) {
 		s->tokens -= 1;
 	} else {
+		al->refused++;
 		*retry_s = (unsigned)ceil((1 - s->tokens) / al->rate);
 		if (*retry_s < 1)
 			*retry_s = 1;
 	}
 	pthread_mutex_unlock(&al->lock);
 	return ok;
+}
+
+uint64_t keylimit_refused(struct keylimit *al)
+{
+	uint64_t n;
+
+	if (!al)
+		return 0;
+	pthread_mutex_lock(&al->lock);
+	n = al->refused;
+	pthread_mutex_unlock(&al->lock);
+	return n;
 }
