@@ -13,6 +13,8 @@ repository already hold, so that no binary input is committed:
   block           sample blocks of graind.Sample frames and shared frames
   decode          records for a spread of the target's decoders
   yaml            the YAML blocks of README.md, and the JSON bodies
+  authfile        credentials files: README.md's ```text blocks after its
+                  "Credentials" heading, and lines of every kind
   minisign        a key, signatures of the test objects made with it by the
                   minisign tool (prehashed and legacy; as text and base64),
                   each "KEY\\0SIGNATURE\\0OBJECT"
@@ -224,6 +226,20 @@ def minisign_seeds(out, build, tmp):
                 write(out, "minisign", open(key, "rb").read() + b"\0" + form + b"\0" + data)
 
 
+def authfile_seeds(out):
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split("## Credentials", 1)[-1].split("\n## ", 1)[0]
+    for block in re.findall(r"```text\n(.*?)```", section, re.S):
+        write(out, "authfile", block.encode())
+    digest = hashlib.sha256(b"seed").hexdigest()
+    write(out, "authfile", (
+        "# comment\n\n"
+        f"ci operator token-sha256:{digest} scope=team-a-*,web-? expires=2027-01-01T00:00:00Z\n"
+        "ops admin cert:CN=ops-1\n"
+        "\"web.team\" reader cert:\"CN=Web \\\"Team\\\"\" expires=2030-02-28\r\n"
+        "san reader cert:DNS:host.example scope=[ab]*\n").encode())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -244,6 +260,7 @@ def main():
         yaml_seeds(args.out, bodies)
         minisign_seeds(args.out, args.build, tmp)
     decode_seeds(args.out)
+    authfile_seeds(args.out)
     for target in sorted(os.listdir(args.out)):
         print(f"seeds {target}: {len(os.listdir(os.path.join(args.out, target)))}")
 

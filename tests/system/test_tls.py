@@ -235,6 +235,38 @@ def test_client_identity_reaches_the_agent(a, certs):
     assert want in a.read_log()
 
 
+def test_a_certificate_the_credentials_file_names_is_a_principal(certs, pb, tmp_path):
+    """A client certificate name listed in the credentials file is the
+    caller when no token comes; a token, when sent, decides."""
+    creds = tmp_path / "credentials"
+    creds.write_text("ops admin cert:DNS:client.example\n")
+    os.chmod(creds, 0o600)
+    agent = start_tls_agent(certs, str(tmp_path), ["--auth-file", str(creds)])
+    try:
+        zero = "0" * 64
+        r = curl(agent, certs, f"/v1/objects/{zero}", cert="good")
+        assert r.stdout.endswith("\n404"), r.stdout      # known and allowed: not found
+        r = requests.delete(agent.url + f"/v1/objects/{zero}", verify=certs.path("ca.pem"),
+                            cert=certs.pair("good"), timeout=10)
+        assert r.status_code == 404, r.text
+        r = requests.delete(agent.url + f"/v1/objects/{zero}", verify=certs.path("ca.pem"),
+                            cert=certs.pair("good"), headers=agent.headers("reader"),
+                            timeout=10)
+        assert r.status_code == 403 and "principal reader" in r.text, r.text
+        audit = requests.get(agent.url + "/v1/audit", verify=certs.path("ca.pem"),
+                             cert=certs.pair("good"), timeout=10).json()["entries"]
+        assert [(e["principal"], e["role"], e["result"]) for e in audit] == [
+            ("ops", "admin", 404), ("reader", "reader", 403)], audit
+        # The same over gRPC, the certificate alone.
+        with grpc.secure_channel(agent.grpc_target, grpc_creds(certs, "good")) as ch:
+            status = ch.unary_unary("/graind.Graind/GetStatus",
+                                    request_serializer=pb.GetStatusRequest.SerializeToString,
+                                    response_deserializer=pb.AgentStatus.FromString)
+            assert status(pb.GetStatusRequest(), timeout=10).version
+    finally:
+        assert agent.stop() == 0, agent.read_log()[-3000:]
+
+
 def test_grainctl_over_mutual_tls(a, certs):
     grainctl = os.environ.get("GRAINCTL_BIN", os.path.abspath("build/asan/grainctl"))
     base = [grainctl, "--host", a.url, "--token-file", os.path.join(a.state_dir, "reader.token"),
