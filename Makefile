@@ -15,7 +15,8 @@ DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libnghttp2-dev libgnutls28-dev libsodium-dev protobuf-compiler grpc-proto
 DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio python3-h2 \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
-	python3-botocore prometheus npm git debootstrap openssl minisign
+	python3-botocore prometheus npm git debootstrap openssl minisign \
+	systemd man-db
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2
 
 PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
@@ -77,7 +78,7 @@ TEST_BPF_OBJ := $(patsubst tests/bpf/%.c,$(BUILD)/tests/bpf/%.o,$(TEST_BPF_SRC))
 BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-gnu
 
 .PHONY: all help deps deps-test deps-bench run test unit system bench clean asan peers \
-	fuzz fuzz-ci fuzz-build
+	fuzz fuzz-ci fuzz-build install
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/graind $(BUILD)/grainctl
@@ -92,6 +93,8 @@ help:
 	@echo "make system  run the system tests (pytest, tests/system)"
 	@echo "make bench   run the benchmarks and print ratios"
 	@echo "make fuzz    run every fuzz target for FUZZ_TIME seconds (default 60)"
+	@echo "make install install graind, grainctl, the systemd unit and the man page"
+	@echo "             under DESTDIR/PREFIX (PREFIX=$(PREFIX))"
 	@echo "make clean   remove $(BUILD)/"
 
 # A package counts as there when it is installed or an installed package
@@ -254,6 +257,29 @@ FAULTFS := $(BUILD)/tests/faultfs.so
 $(FAULTFS): tests/faultfs/faultfs.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl -lpthread
+
+# ---------------------------------------------------------------- install
+
+# The unit names the binary where PREFIX puts it; sysusers makes the user.
+PREFIX  ?= /usr/local
+SBINDIR := $(PREFIX)/sbin
+BINDIR  := $(PREFIX)/bin
+UNITDIR := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+MAN8DIR := $(PREFIX)/share/man/man8
+COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
+
+$(BUILD)/graind.service: server/graind.service.in
+	@mkdir -p $(dir $@)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' $< > $@
+
+install: deps $(BUILD)/graind $(BUILD)/grainctl $(BUILD)/graind.service
+	install -D -m 0755 $(BUILD)/graind $(DESTDIR)$(SBINDIR)/graind
+	install -D -m 0755 $(BUILD)/grainctl $(DESTDIR)$(BINDIR)/grainctl
+	install -D -m 0644 $(BUILD)/graind.service $(DESTDIR)$(UNITDIR)/graind.service
+	install -D -m 0644 server/graind.sysusers $(DESTDIR)$(SYSUSERSDIR)/graind.conf
+	install -D -m 0644 server/graind.8 $(DESTDIR)$(MAN8DIR)/graind.8
+	install -D -m 0644 server/grainctl/grainctl.bash $(DESTDIR)$(COMPLETIONDIR)/grainctl
 
 # ---------------------------------------------------------------- run, test
 

@@ -31,8 +31,10 @@ int features_mount(struct gerr *err)
 	if (!fs_is(BPFFS_DIR, BPF_FS_MAGIC)) {
 		mkdir(BPFFS_DIR, 0700);
 		if (mount("bpf", BPFFS_DIR, "bpf", 0, "mode=0700") < 0)
-			return gerr_set(err, 500, "bpffs is not mounted at %s and mounting it failed: %s",
-					BPFFS_DIR, strerror(errno));
+			return gerr_set(err, 500, "bpffs is not mounted at %s and mounting it failed: %s%s",
+					BPFFS_DIR, strerror(errno),
+					errno == EPERM ? " (mounting needs CAP_SYS_ADMIN: mount it "
+					"before graind starts)" : "");
 		log_info("msg=\"mounted bpffs\" path=%s", BPFFS_DIR);
 	}
 	if (!fs_is(TRACEFS_DIR, TRACEFS_MAGIC)) {

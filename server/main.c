@@ -8,12 +8,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/agent.h"
 #include "server/auditor.h"
 #include "server/auth.h"
 #include "server/builtin.h"
+#include "server/caps.h"
 #include "server/collect/collect.h"
 #include "server/config.h"
 #include "server/elf/elfchk.h"
@@ -34,6 +36,7 @@
 #include "server/util/keylimit.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
+#include "server/util/notify.h"
 #include "store/store.h"
 
 /* What WatchProbes can replay: the last changes, bounded by count and size. */
@@ -118,16 +121,30 @@ static void reload(struct agent *ag)
 			 ag->cfg.tls_cert, ag->cfg.tls_key, ag->cfg.client_ca);
 }
 
-/* Block until SIGTERM or SIGINT, reloading on each SIGHUP. */
+/* Block until SIGTERM or SIGINT, reloading on each SIGHUP and telling a
+ * service manager's watchdog that the agent lives, twice per interval. */
 static int wait_for_signal(struct agent *ag, const sigset_t *set)
 {
-	int sig = 0;
+	uint64_t watchdog = notify_watchdog_usec() / 2;
+	struct timespec tick = { (time_t)(watchdog / 1000000),
+				 (long)(watchdog % 1000000) * 1000 };
+	char reloading[64];
+	int sig;
 
 	for (;;) {
-		sigwait(set, &sig);
+		sig = watchdog ? sigtimedwait(set, NULL, &tick) : sigwaitinfo(set, NULL);
+		if (sig < 0) {
+			if (errno == EAGAIN)
+				notify_send("WATCHDOG=1");
+			continue;
+		}
 		if (sig != SIGHUP)
 			return sig;
+		snprintf(reloading, sizeof(reloading), "RELOADING=1\nMONOTONIC_USEC=%llu",
+			 (unsigned long long)clock_mono_us());
+		notify_send(reloading);
 		reload(ag);
+		notify_send("READY=1");
 	}
 }
 
@@ -170,8 +187,10 @@ int main(int argc, char **argv)
 	ag.started_ms = clock_unix_ms();
 	elfchk_init();
 	snprintf(db_path, sizeof(db_path), "%s/graind.db", ag.cfg.state_dir);
-	/* TLS files first: a bad certificate fails before anything is touched. */
-	if (tls_load(&ag.cfg, &ag.tls, &err) < 0 ||
+	/* Capabilities and TLS files first: either fails before anything is
+	 * touched. */
+	if (caps_check(&err) < 0 ||
+	    tls_load(&ag.cfg, &ag.tls, &err) < 0 ||
 	    signing_open(ag.cfg.trusted_keys, ag.cfg.require_signed, &ag.signing, &err) < 0 ||
 	    make_state_dir(ag.cfg.state_dir, &err) < 0 ||
 	    features_mount(&err) < 0 ||
@@ -213,8 +232,10 @@ int main(int argc, char **argv)
 	}
 	print_banner(&ag);
 	log_info("msg=\"started\" version=%s pid=%d", GRAIND_VERSION, (int)getpid());
+	notify_send("READY=1\nSTATUS=serving");
 
 	log_info("msg=\"shutting down\" signal=%s", strsignal(wait_for_signal(&ag, &blocked)));
+	notify_send("STOPPING=1");
 	status = 0;
 out:
 	confdir_stop(confdir);      /* no pass runs any more */

@@ -415,6 +415,10 @@ static int lend_links(struct attach_ctx *c, struct gerr *err)
 		if (!p->swap)
 			continue;
 		old = bpf_prog_get_fd_by_id(p->swap->info.prog_id);
+		if (old < 0 && errno == EPERM)
+			return gerr_set(err, 409, "program %s: replacing it in place while it runs "
+					"needs CAP_SYS_ADMIN on this kernel (BPF_PROG_GET_FD_BY_ID), which "
+					"graind lacks: detach the probe, then change it", p->name);
 		if (old < 0)
 			return gerr_set(err, 500, "program %s: the program of its running link is gone: %s",
 					p->name, strerror(errno));
