@@ -12,11 +12,11 @@ RUN_ARGS ?=
 DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
 	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl \
-	libnghttp2-dev libgnutls28-dev libsodium-dev protobuf-compiler grpc-proto
+	libnghttp2-dev libgnutls28-dev libsodium-dev protobuf-compiler grpc-proto libjs-chart.js
 DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio python3-h2 \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap openssl minisign \
-	systemd man-db
+	systemd man-db chromium
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2
 
 PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
@@ -53,7 +53,14 @@ LIB_SRC  := $(filter-out server/main.c server/grainctl/%,$(sort $(wildcard api/*
 CTL_SRC  := $(sort $(wildcard server/grainctl/*.c)) server/util/codec.c server/util/pbmsg.c \
 	server/util/gerr.c server/util/utf8.c server/util/clock.c server/util/sha256.c \
 	server/util/declare.c server/util/yamldoc.c server/util/file.c
-WEB_FILES := $(sort $(wildcard web/*))
+# The console's files (api/console.h): web/, and Debian's Chart.js with its
+# licence. Each NAME=PATH is served as /ui/NAME (index.html as /).
+CHARTJS  := /usr/share/javascript/chart.js/chart.min.js
+CHARTJS_LICENSE := /usr/share/doc/libjs-chart.js/copyright
+WEB_ASSETS := $(foreach f,$(sort $(wildcard web/*)),$(notdir $(f))=$(f)) \
+	chart.min.js=$(CHARTJS) chart.js-LICENSE.txt=$(CHARTJS_LICENSE)
+WEB_FILES := $(foreach a,$(WEB_ASSETS),$(lastword $(subst =, ,$(a))))
+CONSOLE_H := $(BUILD)/console_assets.h
 EMBED_S  := $(BUILD)/embed.S
 # Built-in probes: bpf/<name>.bpf.c → $(BUILD)/bpf/<name>.bpf.o, embedded.
 BUILTIN_BPF_SRC := $(sort $(wildcard bpf/*.bpf.c))
@@ -172,10 +179,11 @@ $(EMBED_S): $(WEB_FILES) $(BUILTIN_BPF_OBJ) $(GRPC_DESC) Makefile
 	  echo ".global embed_grpc_desc_start"; echo ".global embed_grpc_desc_end"; \
 	  echo "embed_grpc_desc_start:"; echo ".incbin \"$(abspath $(GRPC_DESC))\""; \
 	  echo "embed_grpc_desc_end:"; echo ".byte 0"; \
-	  for f in $(WEB_FILES); do \
-		s=$$(basename $$f | tr -c 'a-zA-Z0-9\n' '_'); \
+	  for a in $(WEB_ASSETS); do \
+		s=web_$$(echo $${a%%=*} | tr -c 'a-zA-Z0-9\n' '_'); \
 		echo ".global embed_$${s}_start"; echo ".global embed_$${s}_end"; \
-		echo "embed_$${s}_start:"; echo ".incbin \"$(CURDIR)/$$f\""; \
+		f=$${a#*=}; case $$f in /*) ;; *) f=$(CURDIR)/$$f;; esac; \
+		echo "embed_$${s}_start:"; echo ".incbin \"$$f\""; \
 		echo "embed_$${s}_end:"; echo ".byte 0"; \
 	  done; \
 	  for f in $(BUILTIN_BPF_OBJ); do \
@@ -185,6 +193,15 @@ $(EMBED_S): $(WEB_FILES) $(BUILTIN_BPF_OBJ) $(GRPC_DESC) Makefile
 		echo "embed_$${s}_start:"; echo ".incbin \"$(abspath $$f)\""; \
 		echo "embed_$${s}_end:"; echo ".byte 0"; \
 	  done; echo '.section .note.GNU-stack,"",@progbits'; } > $@
+
+# The console's table of files (api/console.c); rewritten only when it changes.
+$(CONSOLE_H): Makefile $(WEB_FILES)
+	@mkdir -p $(BUILD)
+	@for a in $(WEB_ASSETS); do \
+		echo "CONSOLE_ASSET(\"$${a%%=*}\", embed_web_$$(echo $${a%%=*} | tr -c 'a-zA-Z0-9\n' '_'))"; \
+	done > $@.tmp
+	@cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
+$(foreach d,obj asan fuzzobj,$(BUILD)/$(d)/api/console.o): $(CONSOLE_H)
 
 $(BUILD)/obj/embed.o: $(EMBED_S)
 	@mkdir -p $(dir $@)

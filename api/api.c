@@ -9,6 +9,7 @@
  * graind.Status body with the status the service chose. */
 #include "api/api.h"
 #include "api/api_int.h"
+#include "api/console.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,7 +52,8 @@ struct api_route {
 
 static const struct api_route routes[] = {
 	{ "GET", "/healthz", "GetHealth" },
-	{ "GET", "/", NULL },
+	{ "GET", "/", NULL },                   /* the console (console.h) */
+	{ "GET", "/ui/{file}", NULL },
 	{ "GET", "/v1/status", "GetStatus" },
 	{ "GET", "/v1/objects", "ListObjects" },
 	{ "POST", "/v1/objects", "UploadObject", "*", ROUTE_RAW_UPLOAD, "/v1/objects/{sha256}" },
@@ -455,24 +457,6 @@ static void set_raw(struct api_response *resp, const struct api_route *route,
 	resp->content_type = route->raw_type;
 }
 
-/* The console page, embedded at build time (see the Makefile). */
-extern const char embed_index_html_start[], embed_index_html_end[];
-
-static void set_console(struct api_response *resp)
-{
-	size_t len = (size_t)(embed_index_html_end - embed_index_html_start);
-
-	resp->status = 200;
-	resp->body = malloc(len ? len : 1);
-	if (!resp->body) {
-		api_refuse(NULL, 500, "out of memory", resp);
-		return;
-	}
-	memcpy(resp->body, embed_index_html_start, len);
-	resp->body_len = len;
-	resp->content_type = "text/html; charset=utf-8";
-}
-
 void api_handle(struct agent *agent, const struct api_request *req,
 		struct api_response *resp)
 {
@@ -499,7 +483,7 @@ void api_handle(struct agent *agent, const struct api_request *req,
 	}
 	resp->allow[0] = '\0';
 	if (!route->rpc) {
-		set_console(resp);
+		console_serve(n ? b[0].value : "", req->if_none_match, req->accept, resp);
 		return;
 	}
 	m = svc_method_find(route->rpc);
@@ -558,7 +542,8 @@ void api_refuse(const char *accept, int status, const char *msg,
 
 void api_response_clear(struct api_response *resp)
 {
-	free(resp->body);
+	if (!resp->body_static)
+		free(resp->body);
 	resp->body = NULL;
 	resp->body_len = 0;
 }

@@ -22,6 +22,7 @@ struct api_request {
 	const char *accept;
 	const char *authorization;
 	const char *if_match;
+	const char *if_none_match;      /* the console's revalidations */
 	const char *last_event_id;      /* Server-Sent Events' reconnect header */
 	const char *signature;          /* Graind-Signature: an upload's, in base64 */
 	/* The verified client certificate's names (server/util/peerid.h),
@@ -41,6 +42,9 @@ struct api_response {
 	const char *content_type;       /* static string */
 	char *body;                     /* malloc'd, NULL when empty */
 	size_t body_len;
+	bool body_static;               /* body is embedded: never freed */
+	const char *etag;               /* ETag header (static), or NULL */
+	const char *cache_control;      /* static; NULL: "no-store" */
 	char allow[64];                 /* Allow header for 405, or "" */
 	char location[160];             /* Location header for 201, or "" */
 	unsigned retry_after_s;         /* Retry-After of a 429, or 0 */

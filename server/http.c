@@ -89,6 +89,19 @@ static const char *query_param(void *conn, const char *key)
 	return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
 }
 
+/* On every answer: the console runs no script but its own files, in no
+ * frame, and nothing an answer holds is sniffed into something else. */
+static void add_security_headers(struct MHD_Response *resp)
+{
+	MHD_add_response_header(resp, "Content-Security-Policy",
+				"default-src 'none'; script-src 'self'; style-src 'self'; "
+				"img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+				"form-action 'self'; frame-ancestors 'none'");
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *conn,
 				     struct api_response *r)
 {
@@ -96,7 +109,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
 	enum MHD_Result ret;
 
 	resp = MHD_create_response_from_buffer(r->body_len, r->body ? r->body : (void *)"",
-					       r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+					       r->body && !r->body_static ? MHD_RESPMEM_MUST_FREE
+					       : MHD_RESPMEM_PERSISTENT);
 	if (!resp) {
 		api_response_clear(r);
 		return MHD_NO;
@@ -114,7 +128,11 @@ static enum MHD_Result send_response(struct MHD_Connection *conn,
 		snprintf(after, sizeof(after), "%u", r->retry_after_s);
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, after);
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (r->etag)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+				r->cache_control ? r->cache_control : "no-store");
+	add_security_headers(resp);
 	ret = MHD_queue_response(conn, (unsigned)r->status, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -131,6 +149,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *co
 		.accept = header(conn, MHD_HTTP_HEADER_ACCEPT),
 		.authorization = authorization(conn),
 		.if_match = header(conn, MHD_HTTP_HEADER_IF_MATCH),
+		.if_none_match = header(conn, MHD_HTTP_HEADER_IF_NONE_MATCH),
 		.last_event_id = header(conn, "Last-Event-ID"),
 		.signature = header(conn, "Graind-Signature"),
 		.client_identity = st->conn->identity,

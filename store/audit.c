@@ -284,7 +284,7 @@ static void audit_from_row(sqlite3_stmt *stmt, struct store_audit *rec)
 	rec->principal = text_or_empty((const char *)sqlite3_column_text(stmt, 7));
 }
 
-int store_audit_list(struct store *st, uint64_t after, unsigned limit,
+int store_audit_list(struct store *st, uint64_t cursor, unsigned limit, bool newest_first,
 		     int (*fn)(const struct store_audit *rec, void *ctx),
 		     void *ctx, bool *more, struct gerr *err)
 {
@@ -300,14 +300,20 @@ int store_audit_list(struct store *st, uint64_t after, unsigned limit,
 	if (flush_locked(st, &ferr) < 0)
 		log_error("msg=\"cannot write audit records\" records=%zu error=\"%s\"",
 			  st->audit_queued, ferr.msg);
-	stmt = store_stmt(st, STORE_STMT_AUDIT_LIST,
-		"SELECT id, time_ms, role, action, target, result, message, principal"
-		" FROM audit WHERE id > ? ORDER BY id LIMIT ?", err);
+	stmt = newest_first
+		? store_stmt(st, STORE_STMT_AUDIT_LIST_NEWEST,
+			     "SELECT id, time_ms, role, action, target, result, message, principal"
+			     " FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?", err)
+		: store_stmt(st, STORE_STMT_AUDIT_LIST,
+			     "SELECT id, time_ms, role, action, target, result, message, principal"
+			     " FROM audit WHERE id > ? ORDER BY id LIMIT ?", err);
 	if (!stmt)
 		goto out;
-	/* Ids are positive and below 2^63: larger cursors match nothing. */
-	sqlite3_bind_int64(stmt, 1, after > INT64_MAX ? INT64_MAX
-						      : (sqlite3_int64)after);
+	/* Ids are positive and below 2^63: larger cursors match nothing, or
+	 * everything from the newest. */
+	if (newest_first && cursor == 0)
+		cursor = INT64_MAX;
+	sqlite3_bind_int64(stmt, 1, cursor > INT64_MAX ? INT64_MAX : (sqlite3_int64)cursor);
 	sqlite3_bind_int64(stmt, 2, (sqlite3_int64)limit + 1);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		if (seen++ == limit) {

@@ -370,11 +370,12 @@ int store_audit_prune(struct store *st, int64_t older_than_ms, uint64_t *pruned,
 /* Records the bounds dropped since the store was opened. */
 uint64_t store_audit_pruned(struct store *st);
 
-/* Up to `limit` records with id > after, oldest first, queued ones
- * included (they are flushed first); fn, its return value and *more as
- * for store_object_list(). The strings of `rec` are valid during the call
- * only; NULL strings given to append read as "". */
-int store_audit_list(struct store *st, uint64_t after, unsigned limit,
+/* Up to `limit` records with id > cursor, oldest first, or with
+ * `newest_first` those with id < cursor (0: from the newest), newest
+ * first; queued ones included (they are flushed first); fn, its return
+ * value and *more as for store_object_list(). The strings of `rec` are
+ * valid during the call only; NULL strings given to append read as "". */
+int store_audit_list(struct store *st, uint64_t cursor, unsigned limit, bool newest_first,
 		     int (*fn)(const struct store_audit *rec, void *ctx),
 		     void *ctx, bool *more, struct gerr *err);
 

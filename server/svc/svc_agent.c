@@ -79,6 +79,24 @@ static int storage_status(struct agent *ag, Graind__StorageHealth **out, struct 
 	return 0;
 }
 
+static int caller_status(const struct auth_principal *who, Graind__Caller **out)
+{
+	Graind__Caller *c = (Graind__Caller *)pbmsg_new(&graind__caller__descriptor);
+
+	if (!c)
+		return -1;
+	*out = c;
+	c->scopes = calloc(who->n_scopes ? who->n_scopes : 1, sizeof(*c->scopes));
+	if (!c->scopes || pbmsg_set_string(&c->principal, who->name) < 0 ||
+	    pbmsg_set_string(&c->role, auth_role_name(who->role)) < 0 ||
+	    (who->expires_ms && pbmsg_set_time(&c->expires, who->expires_ms) < 0))
+		return -1;
+	for (; c->n_scopes < who->n_scopes; c->n_scopes++)
+		if (pbmsg_set_string(&c->scopes[c->n_scopes], who->scopes[c->n_scopes]) < 0)
+			return -1;
+	return 0;
+}
+
 int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 		   Graind__AgentStatus **resp, struct gerr *err)
 {
@@ -99,6 +117,10 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 	st->object_count = store_object_count(ag->store);
 	st->probe_count = store_probe_count(ag->store);
 	st->sample_count = store_sample_count(ag->store);
+	st->last_sample_id = store_sample_last_id(ag->store);
+	st->sample_bytes = store_sample_bytes(ag->store);
+	st->buffer_rows = ag->cfg.buffer_rows;
+	st->buffer_bytes = ag->cfg.buffer_bytes;
 	st->database_bytes = store_db_bytes(ag->store);
 	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", ag->cfg.socket_path);
 	if (pbmsg_set_string(&st->version, GRAIND_VERSION) < 0 ||
@@ -106,6 +128,8 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 	    pbmsg_set_time(&st->started, ag->started_ms) < 0 ||
 	    (ag->listen_tcp[0] && add_listen(st, ag->listen_tcp) < 0) ||
 	    (ag->cfg.socket_path[0] && add_listen(st, unix_listen) < 0))
+		return gerr_set(err, 500, "out of memory");
+	if (caller_status(&call->who, &st->caller) < 0)
 		return gerr_set(err, 500, "out of memory");
 	if (storage_status(call->agent, &st->storage, err) < 0)
 		return -1;
@@ -169,7 +193,7 @@ int svc_list_audit(struct svc_call *call, const Graind__ListAuditRequest *req,
 	if (SVC_NEW(resp, &graind__list_audit_response__descriptor, err) < 0)
 		return -1;
 	ctx.resp = *resp;
-	if (store_audit_list(call->agent->store, after, limit, audit_one, &ctx, &more, err) != 0) {
+	if (store_audit_list(call->agent->store, after, limit, req->newest_first, audit_one, &ctx, &more, err) != 0) {
 		if (!err->msg[0])
 			gerr_set(err, 500, "out of memory listing the audit log");
 		return -1;

@@ -25,6 +25,7 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__object__descriptor,
 	&graind__signer__descriptor,
 	&graind__signature_policy__descriptor,
+	&graind__caller__descriptor,
 	&graind__program__descriptor,
 	&graind__map__descriptor,
 	&graind__upload_object_request__descriptor,

@@ -539,7 +539,7 @@ static void test_audit_append_list(void **state)
 {
 	struct fixture *fx = *state;
 	struct store *st = tmpdb_open(fx->db.path);
-	struct audit_seen s = { 0 };
+	struct audit_seen s = { 0 }, newest = { 0 };
 	struct gerr err = { 0 };
 	char target[16];
 	bool more;
@@ -549,24 +549,38 @@ static void test_audit_append_list(void **state)
 		assert_int_equal(store_audit_append(st, "admin", "admin", "PUT /v1/probes/{name}",
 						    target, 200 + i, NULL, &err), 0);
 	}
-	assert_int_equal(store_audit_list(st, 0, 3, collect_audit, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, 0, 3, false, collect_audit, &s, &more, &err), 0);
 	assert_int_equal(s.n, 3);
 	assert_true(more);
 	assert_string_equal(s.targets[0], "p0");
 	assert_string_equal(s.targets[2], "p2");
 	assert_true(s.ids[0] < s.ids[1] && s.ids[1] < s.ids[2]);
 
-	assert_int_equal(store_audit_list(st, s.ids[2], 3, collect_audit, &s, &more,
+	assert_int_equal(store_audit_list(st, s.ids[2], 3, false, collect_audit, &s, &more,
 					  &err), 0);
 	assert_int_equal(s.n, 5);
 	assert_false(more);
 	assert_string_equal(s.targets[3], "p3");
 	assert_string_equal(s.targets[4], "p4");
 
-	assert_int_equal(store_audit_list(st, s.ids[4], 3, collect_audit, &s, &more,
+	assert_int_equal(store_audit_list(st, s.ids[4], 3, false, collect_audit, &s, &more,
 					  &err), 0);
 	assert_int_equal(s.n, 5);
 	assert_false(more);
+
+	/* Newest first: a page from the newest, then the older ones before
+	 * the last id seen. */
+	assert_int_equal(store_audit_list(st, 0, 3, true, collect_audit, &newest, &more, &err), 0);
+	assert_int_equal(newest.n, 3);
+	assert_true(more);
+	assert_string_equal(newest.targets[0], "p4");
+	assert_string_equal(newest.targets[2], "p2");
+	assert_int_equal(store_audit_list(st, newest.ids[2], 3, true, collect_audit, &newest, &more,
+					  &err), 0);
+	assert_int_equal(newest.n, 5);
+	assert_false(more);
+	assert_string_equal(newest.targets[3], "p1");
+	assert_string_equal(newest.targets[4], "p0");
 	store_close(st);
 
 	/* Ids never go back, even after the newest record is removed. */
@@ -575,7 +589,7 @@ static void test_audit_append_list(void **state)
 	assert_int_equal(store_audit_append(st, "admin", "admin", "PUT /v1/probes/{name}",
 					    "p5", 200, "", &err), 0);
 	s.n = 0;
-	assert_int_equal(store_audit_list(st, s.ids[3], 10, collect_audit, &s,
+	assert_int_equal(store_audit_list(st, s.ids[3], 10, false, collect_audit, &s,
 					  &more, &err), 0);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.targets[0], "p5");
@@ -641,7 +655,7 @@ static void test_audit_queue(void **state)
 	/* A list sees what was appended before it. */
 	append_n(st, 3, 2);
 	assert_int_equal(calls, 2);
-	assert_int_equal(store_audit_list(st, 0, 10, collect_any, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, 0, 10, false, collect_any, &s, &more, &err), 0);
 	assert_int_equal(s.n, 5);
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(s.targets[i], i);
@@ -675,7 +689,7 @@ static void test_audit_prune_rows(void **state)
 
 	store_audit_set_bounds(st, 10);
 	append_n(st, 0, 4);
-	assert_int_equal(store_audit_list(st, 0, 2, collect_any, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, 0, 2, false, collect_any, &s, &more, &err), 0);
 	assert_true(more);
 	token = s.ids[1];                       /* the page after p1 */
 	append_n(st, 4, 21);                    /* p0..p24 */
@@ -684,12 +698,12 @@ static void test_audit_prune_rows(void **state)
 	assert_int_equal(store_audit_pruned(st), 15);
 
 	s.n = 0;
-	assert_int_equal(store_audit_list(st, token, 4, collect_any, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, token, 4, false, collect_any, &s, &more, &err), 0);
 	assert_int_equal(s.n, 4);
 	assert_true(more);
 	assert_int_equal(s.targets[0], 15);
 	assert_int_equal(s.ids[0], token + 14);
-	assert_int_equal(store_audit_list(st, s.ids[3], 20, collect_any, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, s.ids[3], 20, false, collect_any, &s, &more, &err), 0);
 	assert_int_equal(s.n, 10);
 	assert_false(more);
 	for (unsigned i = 0; i < s.n; i++)
@@ -705,7 +719,7 @@ static void test_audit_prune_rows(void **state)
 	assert_int_equal(store_audit_pruned(st), 22);
 	append_n(st, 25, 1);
 	s.n = 0;
-	assert_int_equal(store_audit_list(st, 0, 20, collect_any, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, 0, 20, false, collect_any, &s, &more, &err), 0);
 	assert_int_equal(s.n, 3);
 	assert_int_equal(s.targets[0], 23);
 	assert_int_equal(s.targets[2], 25);
@@ -735,7 +749,7 @@ static void test_audit_prune_age(void **state)
 	st = tmpdb_open(fx->db.path);
 	assert_int_equal(store_audit_prune(st, now - 2 * 3600000, &pruned, &err), 0);
 	assert_int_equal(pruned, 2);
-	assert_int_equal(store_audit_list(st, 0, 20, collect_any, &s, &more, &err), 0);
+	assert_int_equal(store_audit_list(st, 0, 20, false, collect_any, &s, &more, &err), 0);
 	assert_int_equal(s.n, 4);
 	assert_int_equal(s.targets[0], 0);
 	assert_int_equal(s.targets[1], 2);
