@@ -34,6 +34,7 @@ const kindsFor = type => ['auto', ...(FITS[type] || [])];
 const needs = role => (can(role) ? '' : `needs the ${role} role`);
 
 function programStates(p) {
+  if (!(p.programs || []).length) return h('span', { text: 'not loaded' });
   return h('ul.states', {}, (p.programs || []).map(s => h(`li.${STATE[s.state] || 'unknown'}`, {},
     h('span.badge', { text: STATE[s.state] || 'unknown' }), ` ${s.program}`,
     s.runCount ? h('small', { text: ` · ${s.runCount} runs · ${(Number(s.runTimeNs || 0) / Number(s.runCount)).toFixed(0)} ns/run` }) : null,
@@ -86,13 +87,24 @@ function creator(onCreated) {
   const source = h('select', { name: 'source' });
   const programs = h('fieldset.programs', {}, h('legend', { text: 'Programs' }));
   const constants = h('textarea', { name: 'constants', rows: 2, placeholder: 'NAME=VALUE, one a line' });
+  const outputs = h('fieldset.outputs', {}, h('legend', { text: 'Outputs' }));
   const submit = h('button', { type: 'submit', text: 'Create probe', disabled: !can('operator'), title: needs('operator') });
   let objects = [];
 
   const drawPrograms = () => {
     const obj = objects.find(o => o.sha256 === source.value);
     clear(programs).append(h('legend', { text: 'Programs' }));
+    clear(outputs).append(h('legend', { text: 'Outputs' }));
     if (!obj) return;
+    // What each map becomes: the agent's choice, metrics it polls,
+    // events it reads, or nothing.
+    for (const m of (obj.maps || []).filter(x => !x.internal)) {
+      const choice = h('select', { name: `output-${m.name}` },
+        [['auto', 'automatic'], ['metric', 'metrics (polled)'], ['events', 'events (ring/perf buffer)'], ['none', 'none']]
+          .map(([v, t]) => h('option', { value: v, text: t })));
+      choice.dataset.map = m.name;
+      outputs.append(field(`Map ${m.name} (${m.type})`, choice));
+    }
     for (const p of obj.programs || []) {
       const use = h('input', { type: 'checkbox', checked: true, name: `use-${p.name}` });
       const kind = h('select', { name: `kind-${p.name}` },
@@ -131,6 +143,8 @@ function creator(onCreated) {
         return { program: row.dataset.program, attach: { [kind]: attach } };
       });
     if (!spec.programs.length) return tell('Choose at least one program.');
+    spec.outputs = [...outputs.querySelectorAll('select')].filter(c => c.value !== 'auto')
+      .map(c => ({ map: c.dataset.map, [c.value]: c.value === 'none' ? true : {} }));
     spec.constants = constants.value.split('\n').map(l => l.trim()).filter(Boolean).map(l => {
       const eq = l.indexOf('=');
       return { name: l.slice(0, eq < 0 ? l.length : eq).trim(), value: eq < 0 ? '' : l.slice(eq + 1).trim() };
@@ -148,7 +162,7 @@ function creator(onCreated) {
     drawPrograms();
   });
   form.append(field('Name', name, 'letters, digits, _ . - (at most 64)'), field('Source', source), programs,
-    field('Constants', constants, '.rodata values set before load'), submit);
+    outputs, field('Constants', constants, '.rodata values set before load'), submit);
   return form;
 }
 

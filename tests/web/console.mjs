@@ -65,7 +65,7 @@ function clean(problems, what) {
 
 // Create a probe from the form: name, source option text, per program the
 // hook kind and its fields.
-async function createProbe(page, name, source, programs = {}) {
+async function createProbe(page, name, source, programs = {}, outputs = {}) {
   await go(page, 'probes');
   const form = page.locator('form.creator');
   await form.getByLabel('Name').fill(name);
@@ -76,6 +76,8 @@ async function createProbe(page, name, source, programs = {}) {
     await row.getByLabel(`Hook for ${program}`).selectOption(kind);
     for (const [label, value] of Object.entries(fields)) await row.getByLabel(label).fill(value);
   }
+  for (const [map, kind] of Object.entries(outputs))
+    await form.getByLabel(new RegExp(`^Map ${map} `)).selectOption(kind);
   await form.getByRole('button', { name: 'Create probe' }).click();
   const notice = page.locator('#notice .notice');
   await notice.waitFor({ timeout: 15000 });
@@ -156,9 +158,11 @@ const scenarios = {
     await signIn(page, cfg.admin);
     await createProbe(page, 'ui-netstat', 'built-in: netstat',
       { netstat_xdp: { kind: 'xdp', fields: { Interface: cfg.ifname } },
-        netstat_tc_ingress: { skip: true }, netstat_tc_egress: { skip: true } });
+        netstat_tc_ingress: { skip: true }, netstat_tc_egress: { skip: true } }, { traffic: 'metric' });
     const probe = await api('GET', '/v1/probes/ui-netstat');
     assert.equal(probe.status, 200);
+    assert.deepEqual(probe.body.spec.outputs, [{ map: 'traffic', metric: {} }]);
+    assert.deepEqual(probe.body.spec.programs.map(p => p.program), ['netstat_xdp']);
     await go(page, 'charts');
     const sel = '[data-chart="ui-netstat/traffic"]';
     const read = () => page.evaluate(s => {
