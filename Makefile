@@ -17,7 +17,8 @@ DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap openssl minisign \
 	systemd man-db chromium
-DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2
+DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2 \
+	chromium
 
 PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
 
@@ -324,7 +325,7 @@ system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_O
 
 test: unit system fuzz-ci
 
-bench: deps-bench $(BUILD)/graind $(TEST_BPF_OBJ)
+bench: deps-bench peers $(BUILD)/graind $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf BUILD=$(BUILD) \
 		$(PYTHON) tests/bench/run.py
 

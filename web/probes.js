@@ -185,7 +185,9 @@ function detailView(main, name) {
     const p = await attempt(() => get(`/v1/probes/${encodeURIComponent(name)}`));
     if (!p) return;
     const dump = h('div.dump', { 'aria-live': 'polite' });
-    const obj = p.spec?.builtin ? null : await attempt(() => get(`/v1/objects/${p.spec.objectSha256}`));
+    const obj = await attempt(async () => (p.spec?.builtin
+      ? (await list('/v1/objects', 'objects')).find(o => o.builtin && o.name === p.spec.builtin)
+      : get(`/v1/objects/${p.spec.objectSha256}`)));
     const maps = obj ? (obj.maps || []).filter(m => !m.internal).map(m => m.name) : [];
     const mapInput = h('input', { name: 'map', list: 'probe-maps', autocomplete: 'off', value: maps[0] || '' });
     append(clear(box), h('h1', { text: p.name }),

@@ -16,6 +16,7 @@ import requests
 
 import bench_grpc
 import bench_sinks
+import bench_console
 import bench_tls
 
 BUILD = os.environ.get("BUILD", "build")
@@ -502,6 +503,10 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         bench_tls.main(GRAIND_BIN)
         return
+    if sys.argv[1:] == ["console"]:     # run.py console
+        shutil.rmtree(work, ignore_errors=True)
+        bench_console.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"])
+        return
     proc, url, token = start_agent(os.path.join(work, "state"))
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -557,6 +562,7 @@ def main():
         bench_sinks.main(BUILD, GRAIND_BIN)
         bench_tls.main(GRAIND_BIN)
         bench_grpc.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"], BUILD)
+        bench_console.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()

@@ -2,7 +2,8 @@
  * layer hands it over. The input is
  *
  *   METHOD PATH[?QUERY]\n
- *   Header: value\n          (Content-Type, Accept, Authorization, If-Match)
+ *   Header: value\n          (Content-Type, Accept, Authorization, If-Match,
+ *                             If-None-Match, Last-Event-ID)
  *   \n
  *   body
  *
@@ -153,6 +154,9 @@ static void check_response(const struct api_response *resp)
 	fuzz_check(resp->status >= 200 && resp->status <= 599, "status %d", resp->status);
 	fuzz_check(resp->status != 500, "500: %.*s", (int)resp->body_len,
 		   resp->body ? resp->body : "");
+	/* A console file unchanged since the client's copy: no body, its ETag. */
+	if (resp->status == 304)
+		fuzz_check(!resp->body && resp->etag, "a 304 with a body or without an ETag");
 	if (resp->status < 400)
 		return;
 	fuzz_check(resp->content_type, "no content type");
@@ -203,6 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			req.accept = v;
 		else if (!strcasecmp(h, "if-match"))
 			req.if_match = v;
+		else if (!strcasecmp(h, "if-none-match"))
+			req.if_none_match = v;
 		else if (!strcasecmp(h, "last-event-id"))
 			req.last_event_id = v;
 		else if (!strcasecmp(h, "authorization"))

@@ -157,6 +157,12 @@ def http_seeds(out, build, bodies):
         for accept in ("application/json", "application/x-protobuf"):
             write(out, "http", f"GET {route}\nAuthorization: Bearer reader\n"
                   f"Accept: {accept}\n\n".encode())
+    # The console: its page, its files, revalidated or not.
+    for req in ("GET /\n\n", "GET /ui/app.js\nIf-None-Match: \"0123\", W/\"x\"\n\n",
+                "GET /ui/chart.min.js\nIf-None-Match: *\n\n", "GET /ui/index.html\n\n",
+                "GET /v1/audit?page_size=3&newest_first=true&page_token=9\n"
+                "Authorization: Bearer reader\n\n"):
+        write(out, "http", req.encode())
     for body in bodies:
         if "statsd" in body or "s3" in body:
             write(out, "http", b"PUT /v1/sinks/seed\nAuthorization: Bearer admin\n"

@@ -125,3 +125,29 @@ def test_every_view_at_375_and_1280_px_is_clean(console):
     scenario(console[1], "views", timeout=240)
     shots = os.listdir(SHOTS)
     assert any(s.endswith("-375.png") for s in shots) and any(s.endswith("-1280.png") for s in shots)
+
+
+def test_the_console_files_are_served_with_etags_and_a_strict_policy(console):
+    import requests
+    a, _ = console
+    page = requests.get(a.url + "/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert '<script type="module" src="/ui/app.js">' in page.text
+    assert "<script>" not in page.text                     # nothing inline
+    chart = requests.get(a.url + "/ui/chart.min.js")
+    assert chart.status_code == 200 and "Chart.js v3" in chart.text[:200]
+    assert chart.content == open("/usr/share/javascript/chart.js/chart.min.js", "rb").read()
+    etag = chart.headers["ETag"]
+    assert chart.headers["Cache-Control"] == "no-cache"
+    again = requests.get(a.url + "/ui/chart.min.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    other = requests.get(a.url + "/ui/chart.min.js", headers={"If-None-Match": '"0000"'})
+    assert other.status_code == 200 and len(other.content) == len(chart.content)
+    assert "Expat" in requests.get(a.url + "/ui/chart.js-LICENSE.txt").text
+    missing = requests.get(a.url + "/ui/nothing.js")
+    assert missing.status_code == 404 and missing.json()["message"] == "the console has no file nothing.js"
+    assert requests.get(a.url + "/ui/index.html").status_code == 404     # the page is /

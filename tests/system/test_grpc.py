@@ -141,7 +141,7 @@ def test_every_rpc_answers_as_rest_does(g, pb):
         return g.call(rpc, **kw)
 
     assert call("GetHealth", token=None) == g.rest("GET", "/healthz", pb.Health)
-    st, rest = call("GetStatus", token="reader"), g.rest("GET", "/v1/status", pb.AgentStatus)
+    st, rest = call("GetStatus", token="reader"), g.rest("GET", "/v1/status", pb.AgentStatus, token="reader")
     assert abs(st.uptime_seconds - rest.uptime_seconds) <= 1
     st.uptime_seconds = rest.uptime_seconds = 0
     assert quiet(st) == quiet(rest) and st.version

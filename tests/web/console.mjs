@@ -191,6 +191,16 @@ const scenarios = {
     } finally {
       ping.kill();
     }
+    // The map behind the chart, dumped on the probe's page: decoded keys
+    // and values.
+    await go(page, 'probes/ui-netstat');
+    await page.getByLabel('Map').fill('traffic');
+    await page.getByRole('button', { name: 'Dump' }).click();
+    const dump = page.locator('.dump table');
+    await dump.waitFor();
+    const text = await dump.innerText();
+    assert.match(text, /ifindex=/);
+    assert.match(text, /packets=[1-9]/);
     await browser.close();
   },
 
@@ -274,8 +284,20 @@ const scenarios = {
         'live', 'charts', 'sinks', 'audit']) {
         await go(page, view);
         await sleep(700);
+        if (view === 'probes') {
+          // The form as it is for every source: sections can be long words.
+          const source = page.locator('form.creator').getByLabel('Source');
+          for (const option of await source.locator('option').all()) {
+            await source.selectOption(await option.getAttribute('value'));
+            const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+            assert.ok(over <= 0, `the form for ${await option.innerText()} at ${width} px scrolls sideways by ${over} px`);
+          }
+        }
         const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-        assert.ok(wide <= 0, `${view} at ${width} px scrolls sideways by ${wide} px`);
+        const culprits = wide <= 0 ? [] : await page.evaluate(() => [...document.querySelectorAll('main *')]
+          .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1)
+          .slice(-5).map(el => `${el.tagName}.${el.className} "${(el.textContent || '').slice(0, 60)}"`));
+        assert.ok(wide <= 0, `${view} at ${width} px scrolls sideways by ${wide} px: ${culprits.join('; ')}`);
         await page.screenshot({ path: path.join(cfg.shots, `${view.replace(/\//g, '-')}-${width}.png`), fullPage: true });
       }
       // Keyboard: Tab from the top reaches the navigation with a visible focus.
