@@ -131,6 +131,19 @@ static const struct migration migrations[] = {
 	{ 7,
 	  /* Who made a change: the principal's name beside its role. */
 	  "ALTER TABLE audit ADD COLUMN principal TEXT NOT NULL DEFAULT '';" },
+	{ 8,
+	  /* How far the samples of a probe's ring buffer are committed, in
+	   * the transaction of those samples (collect/ringread.h): a restart
+	   * that finds the kernel's consumer position behind it skips what is
+	   * stored already. The kernel's id of the map tells one ring from
+	   * a later one of the same name. */
+	  "CREATE TABLE ring_cursors ("
+	  "  probe TEXT NOT NULL,"
+	  "  map TEXT NOT NULL,"
+	  "  map_id INTEGER NOT NULL,"
+	  "  pos INTEGER NOT NULL,"
+	  "  PRIMARY KEY (probe, map)"
+	  ") WITHOUT ROWID;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -134,6 +134,55 @@ static int insert_run(struct store *st, sqlite3_stmt *stmt, struct store_sample_
 	return 0;
 }
 
+static int set_ring_cursor(struct store *st, const struct store_sample_run *run,
+			   struct gerr *err)
+{
+	sqlite3_stmt *stmt = store_stmt(st, STORE_STMT_RING_CURSOR_SET,
+		"INSERT OR REPLACE INTO ring_cursors (probe, map, map_id, pos) VALUES (?, ?, ?, ?)", err);
+	int ret = 0;
+
+	if (!stmt)
+		return -1;
+	if (sqlite3_bind_text(stmt, 1, or_empty(run->probe), -1, SQLITE_STATIC) ||
+	    sqlite3_bind_text(stmt, 2, or_empty(run->map), -1, SQLITE_STATIC) ||
+	    sqlite3_bind_int64(stmt, 3, run->ring_map_id) ||
+	    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)run->ring_end) ||
+	    sqlite3_step(stmt) != SQLITE_DONE)
+		ret = store_fail(st, err, "cannot store the ring position of probe %.64s",
+				 or_empty(run->probe));
+	store_stmt_done(stmt);
+	return ret;
+}
+
+int store_ring_cursor(struct store *st, const char *probe, const char *map, uint32_t map_id,
+		      uint64_t *pos, struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1, rc;
+
+	*pos = 0;
+	store_lock(st);
+	stmt = store_stmt(st, STORE_STMT_RING_CURSOR_GET,
+		"SELECT pos FROM ring_cursors WHERE probe = ? AND map = ? AND map_id = ?", err);
+	if (!stmt)
+		goto out;
+	sqlite3_bind_text(stmt, 1, probe, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, map, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, map_id);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		*pos = (uint64_t)sqlite3_column_int64(stmt, 0);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		store_fail(st, err, "cannot read the ring position of probe %.64s", probe);
+		goto out;
+	}
+	ret = 0;
+out:
+	store_stmt_done(stmt);
+	store_unlock(st);
+	return ret;
+}
+
 /* Insert every run as a block. time_ns is when the store received them:
  * the sample's own time stays, as given, in the payload. */
 static int insert_all(struct store *st, struct store_sample_run *runs, size_t n,
@@ -149,7 +198,8 @@ static int insert_all(struct store *st, struct store_sample_run *runs, size_t n,
 	if (!stmt)
 		return -1;
 	for (size_t i = 0; i < n; i++)
-		if (runs[i].count && insert_run(st, stmt, &runs[i], time_ns, delta, err) < 0)
+		if ((runs[i].count && insert_run(st, stmt, &runs[i], time_ns, delta, err) < 0) ||
+		    (runs[i].ring_map_id && set_ring_cursor(st, &runs[i], err) < 0))
 			goto out;
 	ids = store_stmt(st, STORE_STMT_SAMPLE_LAST_ID_SET,
 			 "UPDATE sample_ids SET last_id = ?", err);

@@ -188,7 +188,17 @@ struct store_sample_run {
 	size_t len;
 	uint32_t count;
 	uint64_t first_id;          /* set by append: ids first_id.. in order */
+	/* Samples of a ring buffer: the kernel id of its map and the ring
+	 * position after the run's last record, stored with the run
+	 * (store_ring_cursor); ring_map_id 0: none. */
+	uint32_t ring_map_id;
+	uint64_t ring_end;
 };
+
+/* The committed ring position of probe's map `map` whose kernel id is
+ * map_id: *pos, or 0 when none is stored for that map. 0 or -1 (err). */
+int store_ring_cursor(struct store *st, const char *probe, const char *map, uint32_t map_id,
+		      uint64_t *pos, struct gerr *err);
 
 /* Append one sample to a run's data (w): its packed size, then it packed
  * without its id. Out of memory shows as w->failed. */

@@ -20,7 +20,14 @@
  * kernel's buffer, where they cost nothing, rather than be decoded only to
  * be dropped, and the CPU goes to the writer instead. The writer takes up to BATCH_MAX samples, starting
  * at a different probe each time, and commits them in one transaction; a
- * sample waits at most BATCH_WAIT_MS for its batch. */
+ * sample waits at most BATCH_WAIT_MS for its batch.
+ *
+ * A ring buffer is read with ringread.h, not libbpf's consumer: a chunk
+ * carries the ring position after its last record, and the ring lets go
+ * of those records only once the chunk is stored or counted lost
+ * (chunk_free), unless its output asks for DELIVERY_READ. A ring a
+ * quarter full of records not yet let go has its chunk handed over at
+ * once and the writer told not to wait for a fuller batch. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "server/util/pbmsg.h"
@@ -40,6 +48,7 @@
 #include "server/collect/collect.h"
 #include "server/collect/collect_int.h"
 #include "server/collect/decode.h"
+#include "server/collect/ringread.h"
 #include "server/probe/probe.h"
 #include "server/util/clock.h"
 #include "server/util/feed.h"
@@ -94,6 +103,11 @@ struct chunk {
 	bool shares;            /* holds the event head numbered shared_head */
 	uint64_t shared_head;
 	struct pbwire data;
+	/* Records of a ring buffer up to ring_end: released from the ring
+	 * once the chunk is done with (ringread.h). NULL otherwise. */
+	struct ringread *ring;
+	uint64_t ring_end;
+	uint32_t ring_map_id;
 };
 
 /* The chunks of one probe waiting for the writer. It outlives the
@@ -132,7 +146,9 @@ struct source {
 	struct cprobe *probe;
 	const struct collect_map *map;
 	int map_fd, timer_fd;
-	struct ring_buffer *rb;
+	struct ringread *ring;          /* SOURCE_RING */
+	uint64_t ring_pos;              /* past the last record handled */
+	uint32_t map_id;                /* the kernel's id of the ring's map */
 	struct perf_buffer *pb;
 	struct collect_delta *delta;   /* metric output with delta */
 	struct collect_agg *agg;        /* events counted here, not stored */
@@ -197,6 +213,7 @@ struct collector {
 	size_t depth;
 	size_t bytes, max_bytes;        /* of every queue, and their bound */
 	bool writer_stop;
+	bool hurry;                     /* a ring is filling up: commit now */
 	/* Event chunks the writer is done with, kept for the collector to
 	 * fill again: a fresh 64 KiB buffer costs page faults every time. */
 	struct chunk *spare;
@@ -264,6 +281,11 @@ static void chunk_free(struct collector *c, struct chunk *ch)
 {
 	if (!ch)
 		return;
+	if (ch->ring) {         /* committed or counted lost: the ring may go on */
+		ringread_done(ch->ring, ch->ring_end);
+		ringread_unref(ch->ring);
+		ch->ring = NULL;
+	}
 	if (ch->data.cap >= CHUNK_ROOM && ch->data.cap <= 2 * CHUNK_ROOM && !ch->data.failed) {
 		pthread_mutex_lock(&c->qlock);
 		if (c->n_spare < SPARE_CHUNKS) {
@@ -488,6 +510,7 @@ static bool write_batch(struct collector *c, struct chunk *batch, size_t samples
 		(*runs)[n++] = (struct store_sample_run){
 			.probe = ch->queue->probe, .map = ch->map, .data = ch->data.data,
 			.len = ch->data.len, .count = ch->count,
+			.ring_map_id = ch->ring ? ch->ring_map_id : 0, .ring_end = ch->ring_end,
 		};
 	if (store_samples_append_runs(c->agent->store, *runs, n, &err) < 0) {
 		if (err.status == 503 && !last) {
@@ -542,9 +565,10 @@ static void *writer_main(void *arg)
 		if (!c->depth && c->writer_stop)
 			break;
 		deadline_after_ms(&deadline, retry_ms ? retry_ms : BATCH_WAIT_MS);
-		while ((retry_ms || c->depth < BATCH_MAX) && !c->writer_stop &&
+		while ((retry_ms || (c->depth < BATCH_MAX && !c->hurry)) && !c->writer_stop &&
 		       pthread_cond_timedwait(&c->qcond, &c->qlock, &deadline) != ETIMEDOUT)
 			;
+		c->hurry = false;
 		last = c->writer_stop;
 		batch = take_batch(c, &samples);
 		pthread_mutex_unlock(&c->qlock);
@@ -592,18 +616,43 @@ static struct pbwire *chunk_of(struct source *src)
 	return &src->open->data;
 }
 
-/* Hand the source's open chunk over. */
+/* Whether a quarter of the source's ring is read but not yet released:
+ * its records wait for a commit, and the kernel drops what finds no room. */
+static bool ring_filling(const struct source *src)
+{
+	return src->ring && ringread_unreleased(src->ring) >= ringread_size(src->ring) / 4;
+}
+
+/* Hand the source's open chunk over. A ring's records up to now go with
+ * it, to be released once it is stored; records that made no sample are
+ * released as soon as what came before them is. A ring filling up asks
+ * the writer not to wait for a fuller batch. */
 static void source_flush(struct source *src)
 {
+	struct collector *c = src->probe->c;
 	struct chunk *ch = src->open;
 
+	if (ch && ch->count && src->ring && !src->map->release_on_read &&
+	    ringread_hold(src->ring, src->ring_pos) == 0) {
+		ch->ring = ringread_ref(src->ring);
+		ch->ring_end = src->ring_pos;
+		ch->ring_map_id = src->map_id;
+	} else if (src->ring) {
+		ringread_idle(src->ring, src->ring_pos);
+	}
 	if (!ch)
 		return;
 	src->open = NULL;
 	if (!ch->count)
-		chunk_free(src->probe->c, ch);
-	else if (queue_push(src->probe->c, src->probe->queue, ch))
+		chunk_free(c, ch);
+	else if (queue_push(c, src->probe->queue, ch))
 		src->paused = true;
+	if (ring_filling(src) && !src->map->release_on_read) {
+		pthread_mutex_lock(&c->qlock);
+		c->hurry = true;
+		pthread_cond_signal(&c->qcond);
+		pthread_mutex_unlock(&c->qlock);
+	}
 }
 
 /* A sample was packed into the open chunk (or failed to). A chunk that
@@ -771,14 +820,22 @@ static void emit_event(struct source *src, const void *data, size_t size)
 	sample_added(src);
 }
 
-/* Stops the ring's consume once the source pauses: what is left waits in
- * the kernel's buffer. */
+/* Stops the ring's reading once the source pauses: what is left waits in
+ * the kernel's buffer. The record's span ends where the ring's read
+ * position now is, so a chunk handed over while it is packed holds it. */
 static int on_ring_record(void *ctx, void *data, size_t size)
 {
 	struct source *src = ctx;
 
+	src->ring_pos = ringread_position(src->ring);
 	emit_event(src, data, size);
-	return src->paused ? -EAGAIN : 0;
+	if (src->map->release_on_read) {
+		if (!(src->probe->c->records & 31))
+			ringread_idle(src->ring, src->ring_pos);
+	} else if (src->open && ring_filling(src)) {
+		source_flush(src);      /* to be stored, and released, sooner */
+	}
+	return src->paused ? 1 : 0;
 }
 
 static void on_perf_record(void *ctx, int cpu, void *data, __u32 size)
@@ -934,8 +991,8 @@ static void poll_map(struct source *src)
 /* The fd the epoll set watches for the source. */
 static int source_fd(const struct source *src)
 {
-	if (src->rb)
-		return ring_buffer__epoll_fd(src->rb);
+	if (src->ring)
+		return src->map_fd;
 	if (src->pb)
 		return perf_buffer__epoll_fd(src->pb);
 	return src->timer_fd;
@@ -949,13 +1006,13 @@ static void source_close(struct collector *c, struct source *src)
 		epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
 	if (src->waiting)
 		c->paused--;
-	ring_buffer__free(src->rb);
 	perf_buffer__free(src->pb);
 	if (src->timer_fd >= 0)
 		close(src->timer_fd);
 	if (src->map_fd >= 0)
 		close(src->map_fd);
 	source_flush(src);
+	ringread_unref(src->ring);      /* its chunks keep it until stored */
 	pbwire_free(&src->event_head);
 	for (size_t i = 0; i < src->n_picks; i++)
 		decode_free(src->picks[i].dec);
@@ -985,16 +1042,44 @@ static int start_timer(struct source *src)
 	return timerfd_settime(src->timer_fd, 0, &its, NULL) < 0 ? -errno : 0;
 }
 
+/* Read the ring from where the store says its samples end, when that is
+ * past the kernel's consumer position: an agent killed between a commit
+ * and the release that follows it. */
+static int ring_open(struct source *src)
+{
+	struct bpf_map_info info = { 0 };
+	uint32_t len = sizeof(info);
+	struct gerr err = { 0 };
+	uint64_t stored;
+	int ret;
+
+	if (bpf_obj_get_info_by_fd(src->map_fd, &info, &len) < 0)
+		return -errno;
+	src->map_id = info.id;
+	ret = ringread_open(src->map_fd, &src->ring);
+	if (ret < 0)
+		return ret;
+	src->ring_pos = ringread_position(src->ring);
+	if (store_ring_cursor(src->probe->c->agent->store, src->probe->view->probe,
+			      src->map->shown, src->map_id, &stored, &err) < 0)
+		log_warn("msg=\"cannot read where the ring's samples end\" probe=%s map=%s error=\"%s\"",
+			 src->probe->view->probe, src->map->shown, err.msg);
+	else if (ringread_resume(src->ring, stored)) {
+		log_info("msg=\"ring read on after its stored samples\" probe=%s map=%s position=%llu",
+			 src->probe->view->probe, src->map->shown, (unsigned long long)stored);
+		src->ring_pos = stored;
+	}
+	return 0;
+}
+
 static int source_start(struct collector *c, struct source *src)
 {
 	int ret;
 
 	switch (src->kind) {
 	case SOURCE_RING:
-		src->rb = ring_buffer__new(src->map_fd, on_ring_record, src, NULL);
-		if (!src->rb)
-			return -errno;
-		return watch(c, ring_buffer__epoll_fd(src->rb), src);
+		ret = ring_open(src);
+		return ret < 0 ? ret : watch(c, src->map_fd, src);
 	case SOURCE_PERF:
 		src->pb = perf_buffer__new(src->map_fd, PERF_PAGES, on_perf_record, on_perf_lost,
 					   src, NULL);
@@ -1208,7 +1293,7 @@ static void handle(struct source *src)
 	refresh_now(c);
 	switch (src->kind) {
 	case SOURCE_RING:
-		ring_buffer__consume(src->rb);
+		ringread_consume(src->ring, on_ring_record, src);
 		break;
 	case SOURCE_PERF:
 		perf_buffer__consume(src->pb);

@@ -55,6 +55,7 @@ struct collect_map {
 	char **count_by;
 	size_t n_count_by;
 	const char *histogram_field;    /* "" when none */
+	bool release_on_read;           /* ring records leave the ring once read */
 };
 
 /* A probe's object and outputs, shared read-only between the collector

@@ -186,6 +186,7 @@ static void resolve_output(const struct collect_view *view, struct collect_map *
 	m->count_by = o->events->count_by;
 	m->n_count_by = o->events->n_count_by;
 	m->histogram_field = o->events->histogram_field;
+	m->release_on_read = o->events->delivery == GRAIND__EVENT_DELIVERY__DELIVERY_READ;
 }
 
 /* A ring buffer or perf event array has no value type: its records are of

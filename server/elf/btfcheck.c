@@ -2,6 +2,8 @@
  * name offset points inside the BTF, and that chains of modifiers end.
  * Newer libbpf validates this itself (btf_sanity_check); until then a
  * hostile .BTF section crashes or hangs bpf_object__open. */
+#include <stdint.h>
+
 #include "server/elf/internal.h"
 
 #include <bpf/btf.h>
@@ -162,6 +164,11 @@ int elfchk_check_btf(const struct btf *btf, struct gerr *err)
 	struct btfcheck c = { btf, btf__type_cnt(btf), err };
 	__u32 id;
 
+	/* libbpf reads the types where the header says they start; the
+	 * kernel refuses a type section that is not 4-byte aligned. */
+	if (c.count > 1 && ((uintptr_t)btf__type_by_id(btf, 1) & 3))
+		return gerr_set(err, 422, "BTF section does not parse: its types do not start "
+				"4-byte aligned (hdr_len and type_off must be multiples of 4)");
 	for (id = 1; id < c.count; id++)
 		if (check_type(&c, id) < 0)
 			return -1;

@@ -18,6 +18,8 @@ repository already hold, so that no binary input is committed:
   minisign        a key, signatures of the test objects made with it by the
                   minisign tool (prehashed and legacy; as text and base64),
                   each "KEY\\0SIGNATURE\\0OBJECT"
+  grpc            HTTP/2 frames after the preface, as python3-h2 sends them:
+                  health, reflection and Graind calls, resets, bad prefixes
 
 Usage: seeds.py --build BUILD --out DIR (DIR/<target>/ is rewritten)."""
 
@@ -246,6 +248,52 @@ def authfile_seeds(out):
         "san reader cert:DNS:host.example scope=[ab]*\n").encode())
 
 
+def grpc_seeds(out):
+    """What a real HTTP/2 client (python3-h2) sends after the preface: calls
+    of each kind the transport tells apart."""
+    import h2.config
+    import h2.connection
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    def message(body):
+        return b"\0" + len(body).to_bytes(4, "big") + body
+
+    def conversation(calls, rst=False, window=False):
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        for headers, body in calls:
+            sid = c.get_next_available_stream_id()
+            c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+                                 *headers, ("te", "trailers")])
+            if window:
+                c.increment_flow_control_window(65535, stream_id=sid)
+            c.send_data(sid, body, end_stream=not rst)
+            if rst:
+                c.reset_stream(sid)
+        data = c.data_to_send()
+        assert data.startswith(preface)
+        return data[len(preface):]
+
+    grpc = ("content-type", "application/grpc")
+    health = [(":path", "/grpc.health.v1.Health/Check"), grpc]
+    status = [(":path", "/graind.Graind/GetStatus"), grpc, ("authorization", "Bearer nope"),
+              ("grpc-timeout", "2S")]
+    reflection = [(":path", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), grpc]
+    for calls, kw in (
+            ([(health, message(b""))], {}),
+            ([(health, message(b"\x0a\x06graind"))], {"window": True}),
+            ([(status, message(b""))], {}),
+            ([(status, message(b"")), (health, message(b""))], {"rst": True}),
+            ([(reflection, message(b"\x3a\x00"))], {}),
+            ([(reflection, message(b"\x22\x0dgraind.Graind"))], {}),
+            ([(health + [("grpc-encoding", "gzip")], b"\x01\0\0\0\0")], {}),
+            ([([(":path", "/graind.Graind/GetStatus"), ("content-type", "text/plain")], b"x")], {}),
+            ([(health, b"\0\xff\xff\xff\xff")], {}),
+            ([([(":path", "/graind.Graind/WatchSamples"), grpc, ("grpc-timeout", "10m")],
+               message(b"\x18\x01"))], {})):
+        write(out, "grpc", conversation(calls, **kw))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -267,6 +315,7 @@ def main():
         minisign_seeds(args.out, args.build, tmp)
     decode_seeds(args.out)
     authfile_seeds(args.out)
+    grpc_seeds(args.out)
     for target in sorted(os.listdir(args.out)):
         print(f"seeds {target}: {len(os.listdir(os.path.join(args.out, target)))}")
 

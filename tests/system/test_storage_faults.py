@@ -182,7 +182,7 @@ def run_full_disk(a, state):
         filler.top_up()
         return health(a).status_code == 503 and free_bytes(state) < (256 << 10)
 
-    wait_for(failing_while_full, timeout=30, what="/healthz 503 on a full disk", every=0.2)
+    wait_for(failing_while_full, timeout=90, what="/healthz 503 on a full disk", every=0.2)
     # stays failing: the disk is still full
     for _ in range(10):
         filler.top_up()

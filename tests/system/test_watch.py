@@ -364,8 +364,11 @@ def test_watchers_that_never_read_cost_a_bounded_amount(make_agent, pb, monkeypa
     sha = a.upload(bpf_object("emit.bpf.o"), name="emit").json()["sha256"]
     caller = Caller()
     name = f"deaf-{RUN}"
+    # Bursts of 20 000 records, four times what the ring holds: read at
+    # once, so that the agent's queue takes them (this is about watchers).
     put_probe(a, name, emit_spec(sha, caller.tid, outputs=[
-        {"map": "events", "events": {}}, {"map": "records", "events": {"recordType": "record"}}]))
+        {"map": "events", "events": {"delivery": "DELIVERY_READ"}},
+        {"map": "records", "events": {"recordType": "record"}}]))
     channel = grpc.insecure_channel(a.grpc_target)
     h2c = H2(a.grpc_target)
     h2c.request("/graind.Graind/WatchSamples",

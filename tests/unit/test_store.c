@@ -153,7 +153,7 @@ static void test_fresh_open_creates_schema(void **state)
 	struct store *st = tmpdb_open(fx->db.path);
 	struct stat sb;
 
-	assert_int_equal(store_schema_version(), 7);
+	assert_int_equal(store_schema_version(), 8);
 	assert_int_equal(store_object_count(st), 0);
 	assert_int_equal(store_probe_count(st), 0);
 	assert_int_equal(store_sample_count(st), 0);
@@ -167,7 +167,7 @@ static void test_fresh_open_creates_schema(void **state)
 	assert_int_equal(tmpdb_int(fx->db.path,
 		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
 		" ('objects', 'probes', 'sample_blocks', 'sample_ids', 'sinks', 'sample_drops',"
-		"  'audit', 'managed')"), 8);
+		"  'audit', 'managed', 'ring_cursors')"), 9);
 	/* WAL is recorded in the header (bytes 18 and 19 are 2), and the
 	 * pages are 64 KiB (bytes 16 and 17 say 1). */
 	{
