@@ -219,6 +219,11 @@ struct collector {
 	struct chunk *spare;
 	size_t n_spare;
 
+	/* The rings of the sources a reload_probe() closed, for the sources it
+	 * opens to read on where they stopped: a new reader would start at the
+	 * consumer position, before records that chunks still hold. */
+	struct kept_ring { uint32_t map_id; struct ringread *ring; struct kept_ring *next; } *kept;
+
 	size_t paused;                  /* sources paused (collector thread) */
 	uint64_t records;               /* ring and perf records read (ditto) */
 	bool trickle;                   /* few records per wake-up this round */
@@ -1012,7 +1017,16 @@ static void source_close(struct collector *c, struct source *src)
 	if (src->map_fd >= 0)
 		close(src->map_fd);
 	source_flush(src);
-	ringread_unref(src->ring);      /* its chunks keep it until stored */
+	if (src->ring) {                /* its chunks keep it until stored */
+		struct kept_ring *k = malloc(sizeof(*k));
+
+		if (k) {
+			*k = (struct kept_ring){ src->map_id, src->ring, c->kept };
+			c->kept = k;
+		} else {
+			ringread_unref(src->ring);
+		}
+	}
 	pbwire_free(&src->event_head);
 	for (size_t i = 0; i < src->n_picks; i++)
 		decode_free(src->picks[i].dec);
@@ -1056,6 +1070,16 @@ static int ring_open(struct source *src)
 	if (bpf_obj_get_info_by_fd(src->map_fd, &info, &len) < 0)
 		return -errno;
 	src->map_id = info.id;
+	for (struct kept_ring **k = &src->probe->c->kept; *k; k = &(*k)->next)
+		if ((*k)->map_id == info.id) {          /* the same ring, read on */
+			struct kept_ring *found = *k;
+
+			*k = found->next;
+			src->ring = found->ring;
+			free(found);
+			src->ring_pos = ringread_position(src->ring);
+			return 0;
+		}
 	ret = ringread_open(src->map_fd, &src->ring);
 	if (ret < 0)
 		return ret;
@@ -1170,6 +1194,18 @@ fail:
 		source_close(c, src);
 }
 
+/* The rings no source took up again. */
+static void drop_kept(struct collector *c)
+{
+	while (c->kept) {
+		struct kept_ring *k = c->kept;
+
+		c->kept = k->next;
+		ringread_unref(k->ring);
+		free(k);
+	}
+}
+
 static void close_probe(struct collector *c, struct cprobe *cp)
 {
 	while (cp->sources) {
@@ -1202,7 +1238,7 @@ static void unlink_probe(struct collector *c, const char *name)
 
 /* Follow probe `name` as the store has it now: close what it had, open
  * what its current spec says, or nothing when it is not attached. */
-static void reload_probe(struct collector *c, const char *name)
+static void reopen_probe(struct collector *c, const char *name)
 {
 	struct collect_view *view = NULL;
 	struct gerr err = { 0 };
@@ -1240,6 +1276,13 @@ static void reload_probe(struct collector *c, const char *name)
 	cp->next = c->probes;
 	c->probes = cp;
 	pthread_mutex_unlock(&c->probes_lock);
+}
+
+/* reopen_probe(), its rings read on by the sources it opens again. */
+static void reload_probe(struct collector *c, const char *name)
+{
+	reopen_probe(c, name);
+	drop_kept(c);
 }
 
 /* ---------------------------------------------------------------- thread */
@@ -1400,6 +1443,7 @@ static void *collector_main(void *arg)
 		close_probe(c, cp);
 	}
 	pthread_mutex_unlock(&c->probes_lock);
+	drop_kept(c);
 	return NULL;
 }
 
@@ -1524,6 +1568,7 @@ void collect_stop(struct collector *c)
 			c->probes = cp->next;
 			close_probe(c, cp);
 		}
+		drop_kept(c);
 	}
 	if (c->writer_started) {
 		pthread_mutex_lock(&c->qlock);
