@@ -893,6 +893,10 @@ static void conn_free(struct conn *c)
 		stream_free(c->streams);
 	nghttp2_session_del(c->session);
 	grpc_tls_free(c->tls);
+	/* Out of the epoll set before the close: a descriptor another
+	 * process shares (a child forked meanwhile) keeps its registration
+	 * past close(), and an event would name a freed connection. */
+	epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
