@@ -9,9 +9,7 @@
  * the service layer; Health and reflection answer. The server must start
  * every connection with SETTINGS, never crash (ASan and UBSan watch its
  * threads), and still serve a Health check after every 512 inputs. */
-#define _GNU_SOURCE     /* nftw */
-#include <ftw.h>
-#include <limits.h>
+#define _GNU_SOURCE     /* nftw, in fuzz_agent.h */
 #include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,70 +21,33 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "server/agent.h"
-#include "server/auth.h"
-#include "server/builtin.h"
-#include "server/elf/elfchk.h"
 #include "server/grpc/grpc.h"
-#include "server/util/feed.h"
-#include "server/util/log.h"
-#include "store/store.h"
 #include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/fuzz_agent.h"
 
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define QUIET_MS 100            /* an input the server waits on forever ends here */
 
-static struct agent agent;
 static struct grpc_server *server;
-static char dir[64], sock_path[PATH_MAX];
 
 /* A client SETTINGS frame (empty) and the PING that ends every input. */
 static const uint8_t settings[] = { 0, 0, 0, 0x4, 0, 0, 0, 0, 0 };
 static const uint8_t ping[] = { 0, 0, 8, 0x6, 0, 0, 0, 0, 0, 'g', 'r', 'a', 'i', 'n', 'd', '!', '!' };
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void cleanup(void)
+static void server_stop(void)
 {
 	grpc_stop(server);
-	store_close(agent.store);
-	auth_free(agent.auth);
-	feed_free(agent.sample_feed);
-	feed_free(agent.probe_feed);
-	nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char db[PATH_MAX], *args[] = { "graind", "--state-dir", dir, "--grpc-listen", "none",
-				       "--listen", "none", "--grpc-socket", sock_path, NULL };
+	static char *const flags[] = { "--grpc-listen", "none", "--listen", "none", NULL };
 	struct gerr err = { 0 };
 
 	(void)argc;
 	(void)argv;
-	log_set_level(LOG_ERROR);
-	elfchk_init();
-	snprintf(dir, sizeof(dir), "%s/graind-fuzz-grpc.XXXXXX",
-		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-	fuzz_check(mkdtemp(dir), "mkdtemp");
-	snprintf(sock_path, sizeof(sock_path), "%s/grpc.sock", dir);
-	atexit(cleanup);
-	fuzz_check(config_parse(&agent.cfg, 9, args) == CONFIG_RUN, "config");
-	snprintf(db, sizeof(db), "%s/graind.db", dir);
-	fuzz_check(store_open(db, &agent.store, &err) == 0 &&
-		   builtin_register(agent.store, &err) == 0 &&
-		   auth_load(dir, "", &agent.auth, &err) == 0, "%s", err.msg);
-	pthread_mutex_init(&agent.probe_lock, NULL);
-	agent.sample_feed = feed_new(0, 0, 1);
-	agent.probe_feed = feed_new(16, 1 << 16, 1);
-	fuzz_check(agent.sample_feed && agent.probe_feed, "out of memory");
-	agent.started_ms = 1;
+	fuzz_agent_open("grpc", flags);
+	fuzz_agent_stop = server_stop;
 	fuzz_check(grpc_start(&agent, &server, &err) == 0 && server, "%s", err.msg);
 	return 0;
 }
@@ -97,7 +58,7 @@ static int dial(void)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	fuzz_check(fd >= 0, "socket");
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", agent.cfg.grpc_socket_path);
 	fuzz_check(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "the server refuses connections");
 	return fd;
 }

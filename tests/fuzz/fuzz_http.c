@@ -13,8 +13,7 @@
  * kernel (PUT, attach, detach and delete of probes, map dumps, verify) are
  * skipped here; their bodies are the codec targets' business. Every
  * answer must be a status with a body that decodes as what it claims. */
-#define _GNU_SOURCE     /* nftw */
-#include <ftw.h>
+#define _GNU_SOURCE     /* nftw, in fuzz_agent.h */
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,8 +35,8 @@
 #include "server/util/pbmsg.h"
 #include "store/store.h"
 #include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/fuzz_agent.h"
 
-static struct agent agent;
 static char admin[128], reader[128];
 
 static void read_token(enum auth_role role, char *buf, size_t n)
@@ -49,49 +48,13 @@ static void read_token(enum auth_role role, char *buf, size_t n)
 	fclose(f);
 }
 
-static char dir[64];
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void cleanup(void)
-{
-	store_close(agent.store);
-	auth_free(agent.auth);
-	feed_free(agent.sample_feed);
-	feed_free(agent.probe_feed);
-	nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char db[PATH_MAX], *args[] = { "graind", "--state-dir", dir, NULL };
-	struct gerr err = { 0 };
+	static char *const flags[] = { NULL };
 
 	(void)argc;
 	(void)argv;
-	log_set_level(LOG_ERROR);
-	elfchk_init();
-	/* tmpfs when there is one: every change commits (and syncs) */
-	snprintf(dir, sizeof(dir), "%s/graind-fuzz-http.XXXXXX",
-		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-	fuzz_check(mkdtemp(dir), "mkdtemp");
-	atexit(cleanup);
-	fuzz_check(config_parse(&agent.cfg, 3, args) == CONFIG_RUN, "config");
-	snprintf(db, sizeof(db), "%s/graind.db", dir);
-	fuzz_check(store_open(db, &agent.store, &err) == 0 &&
-		   builtin_register(agent.store, &err) == 0 &&
-		   auth_load(dir, "", &agent.auth, &err) == 0, "%s", err.msg);
-	pthread_mutex_init(&agent.probe_lock, NULL);
-	agent.sample_feed = feed_new(0, 0, 1);
-	agent.probe_feed = feed_new(16, 1 << 16, 1);
-	fuzz_check(agent.sample_feed && agent.probe_feed, "out of memory");
-	agent.started_ms = 1;
+	fuzz_agent_open("http", flags);
 	read_token(AUTH_ADMIN, admin, sizeof(admin));
 	read_token(AUTH_READER, reader, sizeof(reader));
 	return 0;
