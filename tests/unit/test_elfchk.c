@@ -21,6 +21,7 @@
 
 #include "server/util/pbmsg.h"
 #include "server/elf/elfchk.h"
+#include "server/elf/internal.h"
 
 /* ================================================================ fixtures */
 
@@ -415,6 +416,39 @@ static void test_inspect_btf_loop(void **state)
 	free(b.data);
 }
 
+/* Types that do not start 4-byte aligned (a header one byte longer, that
+ * byte zero, as a longer header of a later BTF version would be): refused, as the kernel refuses them,
+ * before anything reads a type (found by fuzz_btf). */
+static void test_btf_types_unaligned(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	Elf64_Shdr *sh = find_shdr(&b, ".BTF");
+	const unsigned char *sec = b.data + sh->sh_offset;
+	struct btf_header hdr;
+	unsigned char *moved = calloc(1, sh->sh_size + 1);
+	struct gerr err = { 0 };
+	struct btf *btf;
+
+	(void)state;
+	memcpy(&hdr, sec, sizeof(hdr));
+	memcpy(moved + hdr.hdr_len + 1, sec + hdr.hdr_len, sh->sh_size - hdr.hdr_len);
+	hdr.hdr_len += 1;
+	memcpy(moved, &hdr, sizeof(hdr));
+	btf = btf__new(moved, sh->sh_size + 1);
+	assert_non_null(btf);
+	assert_int_equal(elfchk_check_btf(btf, &err), -1);
+	assert_int_equal(err.status, 422);
+	assert_non_null(strstr(err.msg, "do not start 4-byte aligned"));
+	btf__free(btf);
+	/* The same section as it was passes. */
+	btf = btf__new(sec, sh->sh_size);
+	assert_non_null(btf);
+	assert_int_equal(elfchk_check_btf(btf, &err), 0);
+	btf__free(btf);
+	free(moved);
+	free(b.data);
+}
+
 static void test_inspect_license_unterminated(void **state)
 {
 	struct blob b = test_object("accept.bpf.o");
@@ -706,6 +740,7 @@ int main(void)
 		cmocka_unit_test(test_inspect_bad_btf),
 		cmocka_unit_test(test_inspect_btf_dangling_id),
 		cmocka_unit_test(test_inspect_btf_loop),
+		cmocka_unit_test(test_btf_types_unaligned),
 		cmocka_unit_test(test_inspect_license_unterminated),
 		cmocka_unit_test(test_inspect_section_out_of_range),
 		cmocka_unit_test(test_inspect_bad_tables),
