@@ -4,9 +4,9 @@
 
 #include <linux/capability.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -38,16 +38,21 @@ static const struct cap_need needs[] = {
 	  "before changing it" },
 };
 
-/* Whether the effective set holds capability `cap` (CAP_* number). */
-static bool caps_have(int cap)
+/* The effective set, bit n for CAP_* number n (0 when it cannot be read). */
+static uint64_t effective_caps(void)
 {
 	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct data[2];
 
 	memset(data, 0, sizeof(data));
-	if (syscall(SYS_capget, &hdr, data) != 0 || cap < 0 || cap >= 64)
-		return false;
-	return (data[cap / 32].effective >> (cap % 32)) & 1;
+	if (syscall(SYS_capget, &hdr, data) != 0)
+		return 0;
+	return (uint64_t)data[1].effective << 32 | data[0].effective;
+}
+
+static bool has(uint64_t caps, int cap)
+{
+	return (caps >> cap) & 1;
 }
 
 /* Before 5.11 BPF memory counts against RLIMIT_MEMLOCK. */
@@ -67,11 +72,12 @@ static bool dir_reachable(const char *path)
 
 int caps_check(struct gerr *err)
 {
+	uint64_t caps = effective_caps();
 	char missing[512] = "";
 	size_t at = 0;
 
 	for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++) {
-		if (caps_have(needs[i].cap))
+		if (has(caps, needs[i].cap))
 			continue;
 		if (!needs[i].needed) {
 			log_warn("msg=\"capability missing\" capability=%s effect=\"%s\"",
@@ -87,12 +93,12 @@ int caps_check(struct gerr *err)
 		return gerr_set(err, 1, "missing capabilities: %s. Run graind as root, or grant "
 				"them (systemd: AmbientCapabilities=; setpriv --ambient-caps); "
 				"README \"Least privilege\" lists what needs which", missing);
-	if (geteuid() != 0 && !caps_have(CAP_DAC_READ_SEARCH) &&
+	if (geteuid() != 0 && !has(caps, CAP_DAC_READ_SEARCH) &&
 	    (!dir_reachable("/sys/kernel/tracing") || !dir_reachable("/sys/fs/bpf")))
 		log_warn("msg=\"capability missing\" capability=CAP_DAC_READ_SEARCH "
 			 "effect=\"tracefs or /sys/fs/bpf is closed to this user: tracepoints "
 			 "cannot attach, pins cannot be reached\"");
-	if (kernel_before_5_11() && !caps_have(CAP_SYS_RESOURCE))
+	if (kernel_before_5_11() && !has(caps, CAP_SYS_RESOURCE))
 		log_warn("msg=\"capability missing\" capability=CAP_SYS_RESOURCE "
 			 "effect=\"this kernel counts BPF memory against RLIMIT_MEMLOCK, which "
 			 "cannot be raised without it\"");
