@@ -150,6 +150,25 @@ def test_retention_by_rows_keeps_the_newest(make_agent):
     assert int(kept[-1]["id"]) == first_id + 12
 
 
+def test_newest_first_pages_to_older_records(agent):
+    targets = [change(agent, 1000 + i) for i in range(5)]
+    seen, token = [], None
+    while True:
+        path = "/v1/audit?page_size=2&newest_first=true" + (f"&page_token={token}" if token else "")
+        r = agent.get(path, token="reader")
+        assert r.status_code == 200, r.text
+        seen += r.json().get("entries", [])
+        token = r.json().get("nextPageToken")
+        if not token:
+            break
+    ids = [int(e["id"]) for e in seen]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+    mine = [e["target"] for e in seen if e["target"] in targets]
+    assert mine == targets[::-1]
+    r = agent.get("/v1/audit?newest_first=true&page_token=x", token="reader")
+    assert_error(r, 400, "page_token must be a token from next_page_token")
+
+
 def test_retention_by_age(make_agent):
     a = make_agent(["--audit-max-age", "3s"])     # pruned every second
     old = [change(a, i) for i in range(3)]
