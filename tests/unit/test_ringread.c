@@ -79,14 +79,23 @@ static int count(void *ctx, void *data, size_t len)
 	return s->stop_after && s->n == s->stop_after;
 }
 
+/* A new reader of the ring, whose records count() puts into s. */
+static struct ringread *reader(struct ring_fixture *fx, struct seen *s)
+{
+	struct ringread *r;
+
+	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
+	s->r = r;
+	return r;
+}
+
 /* Records not released yet, as a fresh reader of the ring sees them. */
 static int unreleased(struct ring_fixture *fx)
 {
 	struct ringread *r;
 	struct seen s = { 0 };
 
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
-	s.r = r;
+	r = reader(fx, &s);
 	ringread_consume(r, count, &s);
 	ringread_unref(r);
 	return s.n;
@@ -97,8 +106,7 @@ static void drain(struct ring_fixture *fx)
 	struct ringread *r;
 	struct seen s = { 0 };
 
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
-	s.r = r;
+	r = reader(fx, &s);
 	ringread_consume(r, count, &s);
 	ringread_idle(r, ringread_position(r));
 	ringread_unref(r);
@@ -113,8 +121,7 @@ static void test_reading_frees_nothing(void **state)
 
 	drain(fx);
 	emit(fx, 5);
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
-	s.r = r;
+	r = reader(fx, &s);
 	assert_int_equal(ringread_consume(r, count, &s), 5);
 	assert_int_equal(s.n, 5);
 	assert_int_equal(ringread_unreleased(r), 5 * RECORD_SPAN);
@@ -131,8 +138,7 @@ static void test_fn_stops_the_reading(void **state)
 	struct seen s = { .stop_after = 2 };
 
 	emit(fx, 4);
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
-	s.r = r;
+	r = reader(fx, &s);
 	assert_int_equal(ringread_consume(r, count, &s), 2);
 	s.stop_after = 0;
 	assert_int_equal(ringread_consume(r, count, &s), 2);       /* the rest */
@@ -151,8 +157,7 @@ static void test_spans_release_in_order(void **state)
 	struct seen s = { 0 };
 
 	emit(fx, 3);
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
-	s.r = r;
+	r = reader(fx, &s);
 	assert_int_equal(ringread_consume(r, count, &s), 3);
 	assert_int_equal(ringread_hold(r, s.pos[0]), 0);        /* A: record 1 */
 	assert_int_equal(ringread_hold(r, s.pos[1]), 0);        /* B: record 2 */
@@ -174,8 +179,7 @@ static void test_idle_and_done_release(void **state)
 	struct seen s = { 0 };
 
 	emit(fx, 3);
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
-	s.r = r;
+	r = reader(fx, &s);
 	ringread_consume(r, count, &s);
 	ringread_idle(r, s.pos[0]);
 	assert_int_equal(unreleased(fx), 2);
@@ -197,13 +201,12 @@ static void test_resume_after_stored_samples(void **state)
 	uint64_t start;
 
 	emit(fx, 4);
-	assert_int_equal(ringread_open(fx->map_fd, &r), 0);
+	r = reader(fx, &s);
 	start = ringread_position(r);
 	assert_false(ringread_resume(r, start));                        /* not past it */
 	assert_false(ringread_resume(r, start + 5 * RECORD_SPAN));      /* past the producer */
 	assert_false(ringread_resume(r, start + 3));                    /* not a record's end */
 	assert_true(ringread_resume(r, start + 2 * RECORD_SPAN));
-	s.r = r;
 	assert_int_equal(ringread_consume(r, count, &s), 2);
 	ringread_unref(r);
 	assert_int_equal(unreleased(fx), 2);    /* the first two are released */
