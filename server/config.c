@@ -41,6 +41,10 @@ static const char usage[] =
 "      --audit-max-age AGE     audit records older than this are pruned:\n"
 "                              seconds, or with a suffix s, m, h, d\n"
 "                              (default 30d; 0 keeps them at any age)\n"
+"      --scan-interval AGE     check every object and sample block of the\n"
+"                              database this often, at most 8 MiB/s:\n"
+"                              seconds, or with a suffix s, m, h, d\n"
+"                              (default 1h; 0: never; graind check does it by hand)\n"
 "      --config-dir DIR        apply the Probe and Sink documents of DIR\n"
 "                              (*.json, *.yaml) at start and when they change;\n"
 "                              what a file names, only that file changes\n"
@@ -180,7 +184,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
 	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
-	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE };
+	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -194,6 +198,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "queue-bytes", required_argument, NULL, OPT_QUEUE_BYTES },
 		{ "audit-max-rows", required_argument, NULL, OPT_AUDIT_MAX_ROWS },
 		{ "audit-max-age", required_argument, NULL, OPT_AUDIT_MAX_AGE },
+		{ "scan-interval", required_argument, NULL, OPT_SCAN_INTERVAL },
 		{ "grpc-listen", required_argument, NULL, OPT_GRPC_LISTEN },
 		{ "grpc-socket", required_argument, NULL, OPT_GRPC_SOCKET },
 		{ "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
@@ -232,6 +237,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	cfg->queue_bytes = CONFIG_DEFAULT_QUEUE_BYTES;
 	cfg->audit_max_rows = CONFIG_DEFAULT_AUDIT_MAX_ROWS;
 	cfg->audit_max_age_s = CONFIG_DEFAULT_AUDIT_MAX_AGE_S;
+	cfg->scan_interval_s = CONFIG_DEFAULT_SCAN_INTERVAL_S;
 	optind = 1;
 
 	while ((c = getopt_long(argc, argv, "l:d:s:vhV", options, NULL)) != -1) {
@@ -304,6 +310,12 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		case OPT_AUDIT_MAX_AGE:
 			if (parse_duration(optarg, 10 * 31536000ull, &cfg->audit_max_age_s) < 0) {
 				fprintf(stderr, "graind: --audit-max-age wants an age such as 3600, 12h or 30d (at most 3650d; 0 for any age), got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_SCAN_INTERVAL:
+			if (parse_duration(optarg, 365 * 86400ull, &cfg->scan_interval_s) < 0) {
+				fprintf(stderr, "graind: --scan-interval wants an interval such as 3600, 1h or 1d (at most 365d; 0: never), got '%s'\n", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
 			break;

@@ -19,6 +19,7 @@
 #define CONFIG_DEFAULT_QUEUE_BYTES (64ull * 1024 * 1024)
 #define CONFIG_DEFAULT_AUDIT_MAX_ROWS 100000ull
 #define CONFIG_DEFAULT_AUDIT_MAX_AGE_S (30ull * 86400)
+#define CONFIG_DEFAULT_SCAN_INTERVAL_S 3600ull
 
 struct config {
 	char listen_host[64];           /* "" when TCP is disabled */
@@ -36,6 +37,7 @@ struct config {
 	unsigned long long queue_bytes; /* samples waiting for the store, every probe */
 	unsigned long long audit_max_rows;   /* audit records kept at most */
 	unsigned long long audit_max_age_s;  /* and for this long; 0: any age */
+	unsigned long long scan_interval_s;  /* integrity scans this often; 0: never */
 	/* TLS on both TCP listeners: "" when off (the unix sockets stay plain). */
 	char tls_cert[PATH_MAX];        /* PEM certificate chain, leaf first */
 	char tls_key[PATH_MAX];         /* PEM private key */

@@ -26,9 +26,11 @@
 #include "server/http.h"
 #include "server/orphans.h"
 #include "server/refusals.h"
+#include "server/scanner.h"
 #include "server/signing.h"
 #include "server/probe/probe.h"
 #include "server/svc/svc.h"
+#include "server/check_cmd.h"
 #include "server/token_cmd.h"
 #include "server/util/feed.h"
 #include "server/sink/sink.h"
@@ -154,6 +156,7 @@ int main(int argc, char **argv)
 	struct http_server *http = NULL;
 	struct grpc_server *grpc = NULL;
 	struct auditor *auditor = NULL;
+	struct scanner *scanner = NULL;
 	struct confdir *confdir = NULL;
 	struct gerr err = { 0 };
 	char db_path[PATH_MAX + 16];
@@ -162,6 +165,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "token") == 0)
 		return token_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "check") == 0)
+		return check_main(argc - 1, argv + 1);
 	switch (config_parse(&ag.cfg, argc, argv)) {
 	case CONFIG_EXIT_OK:
 		return 0;
@@ -222,6 +227,7 @@ int main(int argc, char **argv)
 	svc_reconcile(&ag);
 	if (auditor_start(ag.store, ag.cfg.audit_max_rows, ag.cfg.audit_max_age_s,
 			  &auditor, &err) < 0 ||
+	    scanner_start(ag.store, ag.cfg.scan_interval_s, &scanner, &err) < 0 ||
 	    collect_start(&ag, &ag.collector, &err) < 0 ||
 	    sinks_start(&ag, &ag.sinks, &err) < 0 ||
 	    start_config_dir(&ag, &confdir, &err) < 0 ||
@@ -242,6 +248,7 @@ out:
 	grpc_stop(grpc);            /* GOAWAY; in-flight calls finish */
 	http_stop(http);
 	auditor_stop(auditor);      /* no request appends any more: write the rest */
+	scanner_stop(scanner);
 	sinks_stop(ag.sinks);       /* a batch in flight is sent again next start */
 	collect_stop(ag.collector);  /* flushes what is queued */
 	probe_mgr_free(ag.probes);  /* pinned probes keep running */

@@ -144,6 +144,11 @@ static const struct migration migrations[] = {
 	  "  pos INTEGER NOT NULL,"
 	  "  PRIMARY KEY (probe, map)"
 	  ") WITHOUT ROWID;" },
+	{ 9,
+	  /* Each sample block's CRC-32 (store_block_crc), checked whenever it
+	   * is read: quick_check does not look inside blob pages. */
+	  "ALTER TABLE sample_blocks ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;"
+	  "UPDATE sample_blocks SET crc = graind_block_crc(first_id, last_id, payload);" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

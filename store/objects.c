@@ -178,23 +178,36 @@ out:
 	return ret;
 }
 
-/* Whether bytes read back are still those of id `sha256`; a quick_check
- * does not look inside blob pages, so each read does. */
-static bool content_matches(struct store *st, const char *sha256, const void *bytes, size_t n,
-			    struct gerr *err)
+bool store_object_intact(const char *sha256, const void *bytes, size_t n,
+			 struct store_damage *d)
 {
 	char got[SHA256_HEX_LEN + 1];
 
 	sha256_hex(bytes, n, got);
 	if (strcasecmp(got, sha256) == 0)
 		return true;
+	memset(d, 0, sizeof(*d));
+	d->kind = STORE_DAMAGE_OBJECT;
+	snprintf(d->sha256, sizeof(d->sha256), "%.64s", sha256);
+	snprintf(d->what, sizeof(d->what), "its %zu bytes hash to %s", n, got);
+	return false;
+}
+
+/* Whether bytes read back are still those of id `sha256`; a quick_check
+ * does not look inside blob pages, so each read does. */
+static bool content_matches(struct store *st, const char *sha256, const void *bytes, size_t n,
+			    struct gerr *err)
+{
+	struct store_damage d;
+
+	if (store_object_intact(sha256, bytes, n, &d))
+		return true;
 	pthread_mutex_lock(&st->health_lock);
 	st->health.corrupt_reads++;
 	pthread_mutex_unlock(&st->health_lock);
-	log_error("msg=\"object damaged in the store\" sha256=%.64s hashes_to=%s db=\"%s\"",
-		  sha256, got, st->path);
-	gerr_set(err, 500, "object %.64s is damaged in the store: its bytes hash to %s; "
-		 "upload it again (the database at %.200s needs a check)", sha256, got, st->path);
+	store_damage_note(st, &d);
+	gerr_set(err, 500, "object %.64s is damaged in the store: %s; "
+		 "upload it again (the database at %.200s needs a check)", sha256, d.what, st->path);
 	return false;
 }
 

@@ -9,7 +9,11 @@
  * The buffer's sample count and payload bytes are counted once and then
  * kept in struct store, so that an append knows whether it crossed a
  * bound without scanning the table. They change only when a transaction
- * commits, which keeps them right when an append fails half way. */
+ * commits, which keeps them right when an append fails half way.
+ *
+ * Every block carries a CRC-32 of its ids and payload, written with it and
+ * checked whenever it is read: a damaged block is skipped by readers with
+ * a gap, and dropped whole when the bound reaches it. */
 #include "store/store.h"
 #include "store/block.h"
 #include "store/store_int.h"
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "proto/graind.pb-c.h"
 #include "server/util/log.h"
@@ -69,6 +74,99 @@ void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	if (len)
 		memcpy(out + at, blob, len);
 	sqlite3_result_blob(ctx, out, (int)(at + len), free);
+}
+
+/* ---------------------------------------------------------------- checksum */
+
+static void le64(uint8_t *out, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		out[i] = (uint8_t)(v >> (8 * i));
+}
+
+uint32_t store_block_crc(uint64_t first_id, uint64_t last_id, const void *payload, size_t len)
+{
+	uint8_t ids[16];
+	uLong crc = crc32(0L, Z_NULL, 0);
+
+	le64(ids, first_id);
+	le64(ids + 8, last_id);
+	crc = crc32(crc, ids, sizeof(ids));
+	/* zlib takes at most 4 GiB a call; blocks are far smaller. */
+	crc = crc32(crc, payload ? payload : (const void *)"", (uInt)len);
+	return (uint32_t)crc;
+}
+
+void store_block_crc_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	sqlite3_result_int64(ctx, store_block_crc((uint64_t)sqlite3_value_int64(argv[0]),
+						  (uint64_t)sqlite3_value_int64(argv[1]),
+						  sqlite3_value_blob(argv[2]),
+						  (size_t)sqlite3_value_bytes(argv[2])));
+}
+
+static void block_damage(struct store_damage *d, uint64_t first_id, uint64_t last_id,
+			 const char *probe, const char *what)
+{
+	memset(d, 0, sizeof(*d));
+	d->kind = STORE_DAMAGE_SAMPLES;
+	d->first_id = first_id;
+	d->last_id = last_id;
+	snprintf(d->probe, sizeof(d->probe), "%s", or_empty(probe));
+	snprintf(d->what, sizeof(d->what), "%s", what);
+}
+
+/* The checksum alone: what a reader checks before it walks a block. */
+static bool block_crc_ok(uint64_t first_id, uint64_t last_id, const char *probe,
+			 const uint8_t *payload, size_t len, uint32_t crc, struct store_damage *d)
+{
+	uint32_t got = store_block_crc(first_id, last_id, payload, len);
+	char what[96];
+
+	if (got == crc)
+		return true;
+	snprintf(what, sizeof(what), "checksum %08x, stored %08x", got, crc);
+	block_damage(d, first_id, last_id, probe, what);
+	return false;
+}
+
+bool store_block_intact(uint64_t first_id, uint64_t last_id, const char *probe,
+			const uint8_t *payload, size_t len, uint32_t crc,
+			struct store_damage *d)
+{
+	struct block_walk w = block_walk(payload, len);
+	struct pbwire buf = { 0 };
+	const uint8_t *own, *packed;
+	size_t own_len, n;
+	uint64_t count = 0;
+	char what[96] = "";
+
+	if (!block_crc_ok(first_id, last_id, probe, payload, len, crc, d))
+		return false;
+	while (!what[0] && block_next(&w, &own, &own_len)) {
+		Graind__Sample *s;
+
+		packed = block_sample(&w, own, own_len, &buf, &n);
+		s = packed ? graind__sample__unpack(NULL, n, packed) : NULL;
+		if (!s && !buf.failed)
+			snprintf(what, sizeof(what), "sample %llu does not unpack",
+				 (unsigned long long)(first_id + count));
+		graind__sample__free_unpacked(s, NULL);
+		count++;
+	}
+	pbwire_free(&buf);
+	if (!what[0] && w.broken)
+		snprintf(what, sizeof(what), "framing broken after %llu samples",
+			 (unsigned long long)count);
+	if (!what[0] && count != last_id - first_id + 1)
+		snprintf(what, sizeof(what), "%llu samples for ids %llu..%llu",
+			 (unsigned long long)count, (unsigned long long)first_id,
+			 (unsigned long long)last_id);
+	if (!what[0])
+		return true;
+	block_damage(d, first_id, last_id, probe, what);
+	return false;
 }
 
 /* ---------------------------------------------------------------- size */
@@ -125,6 +223,9 @@ static int insert_run(struct store *st, sqlite3_stmt *stmt, struct store_sample_
 	    sqlite3_bind_text(stmt, 4, or_empty(run->map), -1, SQLITE_STATIC) ||
 	    sqlite3_bind_int64(stmt, 5, time_ns) ||
 	    sqlite3_bind_blob64(stmt, 6, run->data, run->len, SQLITE_STATIC) ||
+	    sqlite3_bind_int64(stmt, 7, store_block_crc(run->first_id,
+							 run->first_id + run->count - 1,
+							 run->data, run->len)) ||
 	    sqlite3_step(stmt) != SQLITE_DONE)
 		return store_fail(st, err, "cannot store samples of probe %.64s",
 				  or_empty(run->probe));
@@ -193,8 +294,8 @@ static int insert_all(struct store *st, struct store_sample_run *runs, size_t n,
 	int ret = -1;
 
 	stmt = store_stmt(st, STORE_STMT_SAMPLE_INSERT,
-		"INSERT INTO sample_blocks (first_id, last_id, probe, map, time_ns, payload)"
-		" VALUES (?, ?, ?, ?, ?, ?)", err);
+		"INSERT INTO sample_blocks (first_id, last_id, probe, map, time_ns, payload, crc)"
+		" VALUES (?, ?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		return -1;
 	for (size_t i = 0; i < n; i++)
@@ -254,8 +355,9 @@ static int drop_block(struct store *st, int64_t first_id, struct gerr *err)
 }
 
 /* The block's payload from the cut on, after the shared frame it needs. */
-static int write_cut(struct store *st, int64_t first_id, const uint8_t *payload, size_t len,
-		     const struct block_cut *cut, struct gerr *err)
+static int write_cut(struct store *st, int64_t first_id, int64_t last_id,
+		     const uint8_t *payload, size_t len, const struct block_cut *cut,
+		     struct gerr *err)
 {
 	size_t kept = cut->shared_len + (len - cut->offset);
 	uint8_t *data = malloc(kept ? kept : 1);
@@ -269,12 +371,14 @@ static int write_cut(struct store *st, int64_t first_id, const uint8_t *payload,
 		memcpy(data, cut->shared, cut->shared_len);
 	memcpy(data + cut->shared_len, payload + cut->offset, len - cut->offset);
 	update = store_stmt(st, STORE_STMT_SAMPLE_TRIM_BLOCK,
-		"UPDATE sample_blocks SET first_id = ?, payload = ? WHERE first_id = ?", err);
+		"UPDATE sample_blocks SET first_id = ?, payload = ?, crc = ? WHERE first_id = ?", err);
 	if (!update)
 		goto out;
 	sqlite3_bind_int64(update, 1, first_id + (int64_t)cut->samples);
 	sqlite3_bind_blob64(update, 2, data, kept, SQLITE_STATIC);
-	sqlite3_bind_int64(update, 3, first_id);
+	sqlite3_bind_int64(update, 3, store_block_crc((uint64_t)first_id + cut->samples,
+						      (uint64_t)last_id, data, kept));
+	sqlite3_bind_int64(update, 4, first_id);
 	if (sqlite3_step(update) != SQLITE_DONE) {
 		store_fail(st, err, "cannot drop the oldest samples");
 		goto out;
@@ -289,15 +393,19 @@ out:
 int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err)
 {
+	struct store_damage damage;
 	struct block_cut plan;
 	sqlite3_stmt *read;
 	const uint8_t *payload;
+	const char *probe;
+	int64_t last_id;
 	size_t len;
+	bool sound;
 	int ret = -1;
 
 	*cut = *cut_bytes = 0;
 	read = store_stmt(st, STORE_STMT_SAMPLE_BLOCK_PAYLOAD,
-			  "SELECT payload FROM sample_blocks WHERE first_id = ?", err);
+			  "SELECT payload, last_id, probe, crc FROM sample_blocks WHERE first_id = ?", err);
 	if (!read)
 		return -1;
 	sqlite3_bind_int64(read, 1, first_id);
@@ -307,14 +415,25 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 	}
 	payload = sqlite3_column_blob(read, 0);
 	len = (size_t)sqlite3_column_bytes(read, 0);
-	if (block_plan_cut(payload, len, rows, bytes, &plan) < 0) {
-		gerr_set(err, 500, "samples %lld.. in the store are corrupt", (long long)first_id);
-		goto out;
+	last_id = sqlite3_column_int64(read, 1);
+	probe = (const char *)sqlite3_column_text(read, 2);
+	/* A damaged block cannot be cut: it goes whole, its samples counted
+	 * as dropped, so that the bound never sticks on it. */
+	sound = block_crc_ok((uint64_t)first_id, (uint64_t)last_id, probe, payload, len,
+			     (uint32_t)sqlite3_column_int64(read, 3), &damage);
+	if (sound && block_plan_cut(payload, len, rows, bytes, &plan) < 0) {
+		block_damage(&damage, (uint64_t)first_id, (uint64_t)last_id, probe,
+			     "framing broken");
+		sound = false;
+	}
+	if (!sound) {
+		store_damage_note(st, &damage);
+		plan = (struct block_cut){ .samples = (uint64_t)(last_id - first_id + 1), .all = true };
 	}
 	if (plan.all)
 		ret = drop_block(st, first_id, err);
 	else
-		ret = write_cut(st, first_id, payload, len, &plan, err);
+		ret = write_cut(st, first_id, last_id, payload, len, &plan, err);
 	if (ret == 0) {
 		*cut = plan.samples;
 		*cut_bytes = plan.all ? len : block_cut_bytes(&plan);
@@ -501,7 +620,7 @@ static sqlite3_stmt *list_stmt(struct store *st, const char *probe, const char *
 	 * and every one starting after it. */
 	if (probe && *probe) {
 		stmt = store_stmt(st, STORE_STMT_SAMPLE_LIST_BY_PROBE,
-			"SELECT first_id, last_id, payload FROM sample_blocks"
+			"SELECT first_id, last_id, payload, probe, crc FROM sample_blocks"
 			" INDEXED BY sample_blocks_by_probe"
 			" WHERE probe = ?1 AND last_id > ?2 AND (?3 IS NULL OR map = ?3)"
 			" AND first_id >= (SELECT coalesce(max(first_id), 0) FROM sample_blocks"
@@ -511,7 +630,7 @@ static sqlite3_stmt *list_stmt(struct store *st, const char *probe, const char *
 			sqlite3_bind_text(stmt, 1, probe, -1, SQLITE_STATIC);
 	} else {
 		stmt = store_stmt(st, STORE_STMT_SAMPLE_LIST,
-			"SELECT first_id, last_id, payload FROM sample_blocks"
+			"SELECT first_id, last_id, payload, probe, crc FROM sample_blocks"
 			" WHERE last_id > ?2 AND (?3 IS NULL OR map = ?3)"
 			" AND first_id >= (SELECT coalesce(max(first_id), 0) FROM sample_blocks"
 			"                  WHERE first_id <= ?2)"
@@ -525,23 +644,45 @@ static sqlite3_stmt *list_stmt(struct store *st, const char *probe, const char *
 	return stmt;
 }
 
+/* A damaged block, from the first id past `after`: noted, and handed to
+ * the reader's gap function. */
+static int skip_damaged(struct store *st, struct store_damage *d, uint64_t after,
+			int (*gap)(const struct store_damage *d, void *ctx), void *ctx)
+{
+	store_damage_note(st, d);
+	if (d->first_id <= after)
+		d->first_id = after + 1;
+	return gap ? gap(d, ctx) : 0;
+}
+
 /* Visit the samples of the current block with ids past `after`; 1 when
- * the page is full and one more sample was there. buf is scratch for
+ * the page is full and one more sample was there. A block whose checksum
+ * is wrong is skipped whole; one whose framing breaks after a sound
+ * checksum (a bug, not the disk) from where it breaks. buf is scratch for
  * samples that share fields. */
-static int visit_block(sqlite3_stmt *stmt, uint64_t after, unsigned limit, unsigned *seen,
-		       struct pbwire *buf,
-		       int (*fn)(const Graind__Sample *s, void *ctx), void *ctx,
+static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, unsigned limit,
+		       unsigned *seen, struct pbwire *buf,
+		       int (*fn)(const Graind__Sample *s, void *ctx),
+		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       struct gerr *err)
 {
 	uint64_t id = (uint64_t)sqlite3_column_int64(stmt, 0);
-	struct block_walk w = block_walk(sqlite3_column_blob(stmt, 2),
-					 (size_t)sqlite3_column_bytes(stmt, 2));
+	uint64_t last_id = (uint64_t)sqlite3_column_int64(stmt, 1);
+	const uint8_t *payload = sqlite3_column_blob(stmt, 2);
+	size_t payload_len = (size_t)sqlite3_column_bytes(stmt, 2);
+	const char *probe = (const char *)sqlite3_column_text(stmt, 3);
+	struct block_walk w = block_walk(payload, payload_len);
+	struct store_damage d;
 	const uint8_t *own, *packed;
+	const char *why = NULL;
 	Graind__Sample *s;
 	size_t own_len, len;
 	int rc;
 
-	for (; block_next(&w, &own, &own_len); id++) {
+	if (!block_crc_ok(id, last_id, probe, payload, payload_len,
+			  (uint32_t)sqlite3_column_int64(stmt, 4), &d))
+		return skip_damaged(st, &d, after, gap, ctx);
+	for (; id <= last_id && block_next(&w, &own, &own_len); id++) {
 		if (id <= after)
 			continue;
 		if ((*seen)++ == limit)
@@ -551,24 +692,29 @@ static int visit_block(sqlite3_stmt *stmt, uint64_t after, unsigned limit, unsig
 			return gerr_set(err, 500, "out of memory reading sample %llu",
 					(unsigned long long)id);
 		s = packed ? graind__sample__unpack(NULL, len, packed) : NULL;
-		if (!s)
-			return gerr_set(err, 500, "sample %llu in the store is corrupt",
-					(unsigned long long)id);
+		if (!s) {
+			(*seen)--;
+			why = "a sample does not unpack";
+			break;
+		}
 		s->id = id;
 		rc = fn(s, ctx);
 		graind__sample__free_unpacked(s, NULL);
 		if (rc)
 			return rc;
 	}
-	if (w.broken)
-		return gerr_set(err, 500, "sample %llu in the store is corrupt",
-				(unsigned long long)id);
-	return 0;
+	if (id > last_id)
+		return 0;
+	if (!why)
+		why = w.broken ? "framing broken" : "fewer samples than its ids";
+	block_damage(&d, id, last_id, probe, why);
+	return skip_damaged(st, &d, after, gap, ctx);
 }
 
 int store_samples_list(struct store *st, const char *probe, const char *map,
 		       uint64_t after, unsigned limit,
-		       int (*fn)(const Graind__Sample *s, void *ctx), void *ctx,
+		       int (*fn)(const Graind__Sample *s, void *ctx),
+		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       bool *more, struct gerr *err)
 {
 	struct pbwire buf = { 0 };
@@ -582,7 +728,7 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 	if (!stmt)
 		goto out;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		ret = visit_block(stmt, after, limit, &seen, &buf, fn, ctx, err);
+		ret = visit_block(st, stmt, after, limit, &seen, &buf, fn, gap, ctx, err);
 		if (ret == 1) {
 			*more = true;
 			break;

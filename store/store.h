@@ -57,6 +57,13 @@ struct store_health {
 	uint64_t reserve_bytes;     /* the reserve in place, 0 when released */
 	uint64_t checkpoint_bytes;  /* the WAL is checkpointed at this size now */
 	uint64_t corrupt_reads;     /* objects read back with bytes not of their sha256 */
+	/* Damage found inside the database (see "integrity" below), each
+	 * object or block counted once: objects, sample blocks and the
+	 * samples those blocks held. */
+	uint64_t damaged_objects, damaged_blocks, damaged_samples;
+	uint64_t scans;             /* integrity scans completed */
+	int64_t scan_ms;            /* when the last one completed (unix ms), 0 never */
+	uint64_t scan_damage;       /* damage the last completed scan found */
 };
 
 /* The state now; never waits for the store's lock. */
@@ -229,15 +236,21 @@ int store_samples_append_runs(struct store *st, struct store_sample_run *runs, s
 int store_samples_append(struct store *st, struct Graind__Sample **samples, size_t n,
 			 struct gerr *err);
 
+struct store_damage;
+
 /* Up to `limit` samples with id > after, oldest first, filtered by probe
  * and map when not NULL/"". fn gets a sample it must not keep (it is freed
  * after the call); fn runs with the store locked and must not call the
  * store. fn returns 0 to continue; any other value stops the walk and is
  * returned as is. *more is set when more match after the last one
- * visited. */
+ * visited. Samples of a damaged block (see "integrity") are never given:
+ * gap (may be NULL; the same rules as fn) is told of them instead, as
+ * ids past `after`, and the walk goes on with the next block, so that a
+ * reader's cursor moves past the damage. Gaps do not count in `limit`. */
 int store_samples_list(struct store *st, const char *probe, const char *map,
 		       uint64_t after, unsigned limit,
-		       int (*fn)(const struct Graind__Sample *s, void *ctx), void *ctx,
+		       int (*fn)(const struct Graind__Sample *s, void *ctx),
+		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       bool *more, struct gerr *err);
 
 /* Samples held by the buffer; counted once, then kept by append (a row
@@ -256,6 +269,60 @@ uint64_t store_sample_last_id(struct store *st);
  * be read (logged). */
 int store_sample_drops(struct store *st,
 		       int (*fn)(const char *probe, uint64_t dropped, void *ctx), void *ctx);
+
+/* ---------------------------------------------------------------- integrity
+ * Damage that SQLite's own checks do not see: an object whose bytes no
+ * longer hash to its id, a sample block whose checksum (CRC-32 over its
+ * first and last id and its payload) or framing is wrong. Damage is never
+ * served: reading such an object is a 500 saying so; a damaged block is
+ * skipped by readers with a gap (store_samples_list). Every damaged object
+ * or block is logged once and counted once in the health (damaged_*);
+ * the scan finds damage before a reader meets it. */
+
+enum store_damage_kind {
+	STORE_DAMAGE_OBJECT,        /* sha256 */
+	STORE_DAMAGE_SAMPLES,       /* first_id..last_id, probe */
+	STORE_DAMAGE_DATABASE,      /* a problem PRAGMA integrity_check reports */
+};
+
+struct store_damage {
+	enum store_damage_kind kind;
+	char sha256[65];
+	uint64_t first_id, last_id;
+	char probe[64];
+	char what[256];             /* what is wrong, for a person */
+};
+
+/* Where a scan has got to; zero it to start a pass. */
+struct store_scan {
+	int phase;                  /* internal: objects, then blocks */
+	char object_after[65];
+	uint64_t block_after;
+	bool done;                  /* the pass is complete */
+	uint64_t objects, blocks, bytes, damage;        /* checked so far */
+};
+
+/* Check the next part of a pass: objects one at a time, then sample
+ * blocks, until about `budget` bytes have been read or the pass is done.
+ * The store is locked for one object or one page of blocks at a time.
+ * fn (may be NULL; called without the store locked) is told of each
+ * damage found, which is also noted in the health as a reader's would be;
+ * a completed pass counts in the health's scans. */
+int store_scan_step(struct store *st, struct store_scan *scan, uint64_t budget,
+		    void (*fn)(const struct store_damage *d, void *ctx), void *ctx,
+		    struct gerr *err);
+
+/* For `graind check`: open the database at `path` read-only, never
+ * creating, migrating or checkpointing it. 404 when it does not exist;
+ * 409 when its schema is not this binary's (start graind once, or use the
+ * graind that wrote it). */
+int store_open_check(const char *path, struct store **out, struct gerr *err);
+
+/* PRAGMA integrity_check in full: fn for each problem it reports, as
+ * STORE_DAMAGE_DATABASE. Returns how many (0: sound) or -1 (err). */
+int store_check_database(struct store *st,
+			 void (*fn)(const struct store_damage *d, void *ctx), void *ctx,
+			 struct gerr *err);
 
 /* ---------------------------------------------------------------- sinks
  * Each sink's configuration (a packed graind.Sink without health) and its

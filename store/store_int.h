@@ -13,6 +13,8 @@
 
 #include "store/store.h"
 
+#define STORE_DAMAGE_SEEN 1024
+
 /* One slot per SQL statement of the store; each slot is used by exactly
  * one call site, always with the same SQL. */
 enum store_stmt_id {
@@ -68,6 +70,8 @@ enum store_stmt_id {
 	STORE_STMT_MANAGED_SET,
 	STORE_STMT_MANAGED_CLEAR,
 	STORE_STMT_MANAGED_LIST,
+	STORE_STMT_SCAN_OBJECT,
+	STORE_STMT_SCAN_BLOCKS,
 	STORE_STMT__COUNT
 };
 
@@ -107,6 +111,14 @@ struct store {
 	uint64_t page_size, checkpoint_bytes, reserve_bytes;
 	int64_t space_checked_ms, reserve_tried_ms;
 	bool rescue_due;
+
+	/* integrity.c: the damage already noted (under health_lock), so
+	 * that each damaged object or block is logged and counted once;
+	 * past STORE_DAMAGE_SEEN entries it is counted and not remembered. */
+	uint64_t damage_seen[STORE_DAMAGE_SEEN];
+	size_t damage_seen_n;
+	bool damage_overflow_logged;
+	bool read_only;             /* store_open_check: no writes, no health upkeep */
 };
 
 void store_lock(struct store *st);
@@ -159,6 +171,35 @@ void store_sample_frame(sqlite3_context *ctx, int argc, sqlite3_value **argv);
  * transaction. */
 int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 			     uint64_t bytes, uint64_t *cut, uint64_t *cut_bytes, struct gerr *err);
+
+/* The CRC-32 a sample block carries: over its first and last id (as
+ * 8-byte little-endian numbers) and its payload. */
+uint32_t store_block_crc(uint64_t first_id, uint64_t last_id, const void *payload, size_t len);
+
+/* SQL function graind_block_crc(first_id, last_id, payload), for the
+ * migration that gave blocks their checksum. */
+void store_block_crc_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+
+/* Whether block first_id..last_id (stored checksum crc) is sound: its
+ * checksum, its framing, one sample per id, each one unpacking. When it is
+ * not, d says what is wrong. */
+bool store_block_intact(uint64_t first_id, uint64_t last_id, const char *probe,
+			const uint8_t *payload, size_t len, uint32_t crc,
+			struct store_damage *d);
+
+/* objects.c */
+
+/* Whether `bytes` still hash to id `sha256`; when not, d says what they
+ * hash to. */
+bool store_object_intact(const char *sha256, const void *bytes, size_t n,
+			 struct store_damage *d);
+
+/* integrity.c */
+
+/* Note damage a reader or the scan met: the first time for this object
+ * or block, count it in the health and log it (with the database's path);
+ * true then. Takes health_lock only, so callable with the store locked. */
+bool store_damage_note(struct store *st, const struct store_damage *d);
 
 /* audit.c */
 

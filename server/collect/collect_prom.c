@@ -173,6 +173,23 @@ static void storage_metrics(FILE *f, struct agent *agent)
 	self_metric(f, "graind_storage_corrupt_reads_total", "counter",
 		    "Objects read back whose bytes no longer hash to their id (not served).",
 		    (double)h.corrupt_reads);
+	self_metric(f, "graind_storage_damaged_objects", "gauge",
+		    "Objects found damaged in the database since the start (by readers or the scan).",
+		    (double)h.damaged_objects);
+	self_metric(f, "graind_storage_damaged_sample_blocks", "gauge",
+		    "Sample blocks found damaged since the start; readers skip them.",
+		    (double)h.damaged_blocks);
+	self_metric(f, "graind_storage_damaged_samples", "gauge",
+		    "Samples in the damaged sample blocks, skipped by readers and sinks.",
+		    (double)h.damaged_samples);
+	self_metric(f, "graind_integrity_scans_total", "counter",
+		    "Integrity scans of the database completed (--scan-interval).",
+		    (double)h.scans);
+	self_metric(f, "graind_integrity_last_scan_seconds", "gauge",
+		    "Unix time the last integrity scan completed, 0 never.",
+		    (double)h.scan_ms / 1000);
+	self_metric(f, "graind_integrity_last_scan_damage", "gauge",
+		    "Damage the last completed integrity scan found.", (double)h.scan_damage);
 	self_metric(f, "graind_storage_reserve_bytes", "gauge",
 		    "The reserve file kept for checkpoints after a full disk (0: released).",
 		    (double)h.reserve_bytes);

@@ -267,6 +267,25 @@ static int take_sample(const Graind__Sample *s, void *ctx)
 	return b->n >= fc->max_rows || b->bytes >= fc->max_bytes ? 1 : 0;
 }
 
+/* store_samples_list gap callback: samples damaged in the store are
+ * skipped (the store counts and logs them), so the cursor moves past
+ * them instead of sticking there. */
+static int skip_gap(const struct store_damage *d, void *ctx)
+{
+	struct fill_ctx *fc = ctx;
+	uint64_t last = d->last_id;
+
+	if (fc->upto && d->first_id > fc->upto) {
+		fc->past_upto = true;
+		return 1;
+	}
+	if (fc->upto && last > fc->upto)
+		last = fc->upto;
+	if (last > fc->batch->scanned)
+		fc->batch->scanned = last;
+	return 0;
+}
+
 static void batch_limits(const Graind__Sink *cfg, size_t *rows, uint64_t *bytes)
 {
 	const Graind__S3Sink *s3 = cfg->s3;
@@ -306,7 +325,7 @@ static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool
 		rc = store_samples_list(st, sel && sel->n_probes == 1 ? sel->probes[0] : NULL,
 					sel && sel->n_maps == 1 ? sel->maps[0] : NULL,
 					b->scanned, room < PAGE_ROWS ? (unsigned)room : PAGE_ROWS,
-					take_sample, &fc, &more, err);
+					take_sample, skip_gap, &fc, &more, err);
 		*full = rc == 1 || fc.past_upto || b->n >= fc.max_rows ||
 			b->bytes >= fc.max_bytes;
 	}

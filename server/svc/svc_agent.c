@@ -71,7 +71,13 @@ static int storage_status(struct agent *ag, Graind__StorageHealth **out, struct 
 	sh->samples_dropped = cs.queue_dropped;
 	sh->write_retries = cs.write_retries;
 	sh->corrupt_reads = h.corrupt_reads;
+	sh->damaged_objects = h.damaged_objects;
+	sh->damaged_sample_blocks = h.damaged_blocks;
+	sh->damaged_samples = h.damaged_samples;
+	sh->integrity_scans = h.scans;
+	sh->last_scan_damage = h.scan_damage;
 	if (pbmsg_set_string(&sh->state, h.failing ? "failing" : "ok") < 0 ||
+	    (h.scan_ms && pbmsg_set_time(&sh->last_scan, h.scan_ms) < 0) ||
 	    pbmsg_set_string(&sh->error, h.error) < 0 ||
 	    (h.since_ms && pbmsg_set_time(&sh->since, h.since_ms) < 0) ||
 	    (h.recovered_ms && pbmsg_set_time(&sh->recovered, h.recovered_ms) < 0))

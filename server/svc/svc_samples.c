@@ -10,7 +10,7 @@
 struct sample_list {
 	const struct auth_principal *who;       /* samples of probes out of its scope are left out */
 	Graind__ListSamplesResponse *resp;
-	size_t cap;
+	size_t cap, gaps_cap;
 	uint64_t last_id;                       /* the last sample read, kept or not */
 };
 
@@ -50,6 +50,36 @@ static int keep_sample(const Graind__Sample *s, void *ctx)
 	return 0;
 }
 
+/* A damaged block: said in the answer, and the cursor moves past it. The
+ * reason names no probe, so a gap of a probe out of scope tells nothing
+ * but its ids. */
+static int note_gap(const struct store_damage *d, void *ctx)
+{
+	struct sample_list *list = ctx;
+	Graind__ListSamplesResponse *resp = list->resp;
+	Graind__SampleGap *gap;
+
+	list->last_id = d->last_id;
+	if (resp->n_skipped == list->gaps_cap) {
+		size_t cap = list->gaps_cap ? list->gaps_cap * 2 : 4;
+		Graind__SampleGap **grown = realloc(resp->skipped, cap * sizeof(*grown));
+
+		if (!grown)
+			return -1;
+		resp->skipped = grown;
+		list->gaps_cap = cap;
+	}
+	gap = (Graind__SampleGap *)pbmsg_new(&graind__sample_gap__descriptor);
+	if (!gap || pbmsg_set_string(&gap->reason, d->what) < 0) {
+		pbmsg_free(gap ? &gap->base : NULL);
+		return -1;
+	}
+	gap->first_id = d->first_id;
+	gap->last_id = d->last_id;
+	resp->skipped[resp->n_skipped++] = gap;
+	return 0;
+}
+
 int svc_list_samples(struct svc_call *call, const Graind__ListSamplesRequest *req,
 		     Graind__ListSamplesResponse **resp, struct gerr *err)
 {
@@ -66,14 +96,14 @@ int svc_list_samples(struct svc_call *call, const Graind__ListSamplesRequest *re
 		return -1;
 	list.resp = *resp;
 	if (store_samples_list(call->agent->store, req->probe[0] ? req->probe : NULL,
-			       req->map[0] ? req->map : NULL, after, limit, keep_sample, &list,
+			       req->map[0] ? req->map : NULL, after, limit, keep_sample, note_gap, &list,
 			       &more, err) != 0) {
 		if (!err->msg[0])
 			gerr_set(err, 500, "out of memory listing samples");
 		return -1;
 	}
-	/* The cursor: the last id read (returned or out of scope), or the one
-	 * given when nothing new. */
+	/* The cursor: the last id read (returned, out of scope or skipped),
+	 * or the one given when nothing new. */
 	if (list.last_id)
 		after = list.last_id;
 	snprintf(next, sizeof(next), "%llu", (unsigned long long)after);

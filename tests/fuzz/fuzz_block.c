@@ -3,7 +3,10 @@
  * graind.Sample, then plan a cut (rows and bytes from the first two input
  * bytes). A cut must lie inside the payload, and the block it leaves,
  * (the shared frame put back) + the kept frames, must read as exactly the
- * samples that were not cut, byte for byte. */
+ * samples that were not cut, byte for byte. The store's whole-block check
+ * (store_block_intact) must agree with the walk: sound exactly when the
+ * framing holds and every sample unpacks, and never under a wrong
+ * checksum. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,6 +17,7 @@
 #include "proto/graind.pb-c.h"
 #include "server/util/pbwire.h"
 #include "store/block.h"
+#include "store/store_int.h"
 #include "tests/fuzz/fuzz.h"
 
 /* Samples checked per input; the walk goes on past them. */
@@ -25,8 +29,10 @@ struct copy {
 };
 
 /* Walk payload; the whole samples go to out (up to MAX_KEPT). The number
- * of samples before the end or where the framing breaks (*broken). */
-static long walk_all(const uint8_t *payload, size_t len, struct copy *out, bool *broken)
+ * of samples before the end or where the framing breaks (*broken), and
+ * whether each of them unpacks (*unpack, may be NULL). */
+static long walk_all(const uint8_t *payload, size_t len, struct copy *out, bool *broken,
+		     bool *unpack)
 {
 	struct block_walk w = block_walk(payload, len);
 	struct pbwire buf = { 0 };
@@ -37,12 +43,16 @@ static long walk_all(const uint8_t *payload, size_t len, struct copy *out, bool 
 	while (block_next(&w, &own, &own_len)) {
 		whole = block_sample(&w, own, own_len, &buf, &whole_len);
 		fuzz_check(!buf.failed, "out of memory");
+		if (unpack) {
+			Graind__Sample *s = whole ? graind__sample__unpack(NULL, whole_len, whole)
+						  : NULL;
+
+			*unpack = *unpack && s;
+			graind__sample__free_unpacked(s, NULL);
+		}
 		if (out && n < MAX_KEPT) {
 			out[n].bytes = NULL;
 			if (whole) {
-				Graind__Sample *s = graind__sample__unpack(NULL, whole_len, whole);
-
-				graind__sample__free_unpacked(s, NULL);
 				out[n].bytes = malloc(whole_len + 1);
 				fuzz_check(out[n].bytes, "out of memory");
 				memcpy(out[n].bytes, whole, whole_len);
@@ -81,7 +91,7 @@ static void check_cut(const uint8_t *payload, size_t len, long total,
 	if (cut->shared_len)
 		memcpy(rest, cut->shared, cut->shared_len);
 	memcpy(rest + cut->shared_len, payload + cut->offset, len - cut->offset);
-	n = walk_all(rest, rest_len, kept, &broken);
+	n = walk_all(rest, rest_len, kept, &broken, NULL);
 	fuzz_check(!broken && n == total - (long)cut->samples,
 		   "the kept part reads as %ld samples, not %ld - %" PRIu64,
 		   n, total, cut->samples);
@@ -100,10 +110,12 @@ static void check_cut(const uint8_t *payload, size_t len, long total,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	struct store_damage damage = { .what = "sound" };
 	struct block_cut cut;
 	struct copy *orig;
 	uint64_t rows, bytes;
-	bool broken;
+	bool broken, unpack = true;
+	uint32_t crc;
 	long total;
 
 	if (size < 2)
@@ -114,7 +126,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size -= 2;
 	orig = calloc(MAX_KEPT, sizeof(*orig));
 	fuzz_check(orig, "out of memory");
-	total = walk_all(data, size, orig, &broken);
+	total = walk_all(data, size, orig, &broken, &unpack);
+	crc = store_block_crc(1, (uint64_t)total, data, size);
+	fuzz_check(store_block_intact(1, (uint64_t)total, "p", data, size, crc, &damage) ==
+		   (!broken && unpack), "block check says %s; walk: broken %d, unpacks %d",
+		   damage.what, broken, unpack);
+	fuzz_check(!store_block_intact(1, (uint64_t)total, "p", data, size, crc ^ 1, &damage),
+		   "a wrong checksum passes");
 	if (block_plan_cut(data, size, rows, bytes, &cut) == 0 && !broken)
 		check_cut(data, size, total, orig, &cut);
 	for (long i = 0; i < total && i < MAX_KEPT; i++)

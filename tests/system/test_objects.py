@@ -630,8 +630,11 @@ def test_damaged_object_bytes_are_never_served(make_agent):
     assert a.get("/v1/probes/fragile").status_code == 404
     status = a.get("/v1/status").json()
     assert status["storage"]["corruptReads"] == "3", status["storage"]
+    assert status["storage"]["damagedObjects"] == "1", status["storage"]
     assert "graind_storage_corrupt_reads_total 3" in a.get("/metrics").text
-    assert "object damaged in the store" in a.read_log()
+    assert "graind_storage_damaged_objects 1" in a.get("/metrics").text
+    # Three reads, one damaged object: logged once.
+    assert a.read_log().count("object damaged in the store") == 1, a.read_log()[-2000:]
     # Uploading the right bytes again repairs it.
     r = a.upload(data, name="fragile")
     assert r.status_code in (200, 201), r.text

@@ -56,6 +56,7 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__field__descriptor,
 	&graind__sample__descriptor,
 	&graind__list_samples_response__descriptor,
+	&graind__sample_gap__descriptor,
 	&graind__map_entry__descriptor,
 	&graind__map_dump__descriptor,
 	&graind__statsd_sink__descriptor,

@@ -367,7 +367,7 @@ static void samples_of_probe(const char *probe, const char *map, uint64_t after,
 	memset(out, 0, sizeof(*out));
 	out->after = after;
 	while (more)
-		if (store_samples_list(ag.store, probe, map, out->after, 1000, keep_sample, out,
+		if (store_samples_list(ag.store, probe, map, out->after, 1000, keep_sample, NULL, out,
 				       &more, &err) < 0)
 			fail_msg("store_samples_list: %s", err.msg);
 }

@@ -1,8 +1,8 @@
 /* Unit tests for store/samples.c: append and list back, paging and
  * filters, the row and byte bounds with their drop counts, ids across
- * reopen and total drops, a failing append, corrupt and random blocks,
- * samples sharing fields, use from several threads, and the append
- * rate. */
+ * reopen and total drops, a failing append, damaged and random blocks,
+ * the integrity scan, samples sharing fields, use from several threads,
+ * and the append rate. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,6 +79,10 @@ struct seen {
 	char probes[512][16];
 	size_t n;
 	size_t stop_at;     /* return 7 from the visit that makes n this; 0: never */
+	/* The gaps a list call reported: damaged blocks. */
+	uint64_t gap_first[8], gap_last[8];
+	char gap_why[8][256];
+	size_t n_gaps;
 };
 
 static int collect(const Graind__Sample *s, void *ctx)
@@ -93,13 +97,26 @@ static int collect(const Graind__Sample *s, void *ctx)
 	return seen->n == seen->stop_at ? 7 : 0;
 }
 
+static int collect_gap(const struct store_damage *d, void *ctx)
+{
+	struct seen *seen = ctx;
+
+	assert_int_equal(d->kind, STORE_DAMAGE_SAMPLES);
+	assert_true(seen->n_gaps < 8);
+	seen->gap_first[seen->n_gaps] = d->first_id;
+	seen->gap_last[seen->n_gaps] = d->last_id;
+	snprintf(seen->gap_why[seen->n_gaps], sizeof(seen->gap_why[0]), "%s", d->what);
+	seen->n_gaps++;
+	return 0;
+}
+
 static void list_ok(struct store *st, const char *probe, const char *map,
 		    uint64_t after, unsigned limit, struct seen *seen, bool *more)
 {
 	struct gerr err = { 0 };
 
 	memset(seen, 0, sizeof(*seen));
-	if (store_samples_list(st, probe, map, after, limit, collect, seen, more,
+	if (store_samples_list(st, probe, map, after, limit, collect, collect_gap, seen, more,
 			       &err) < 0)
 		fail_msg("store_samples_list: %d %s", err.status, err.msg);
 }
@@ -243,7 +260,7 @@ static void test_append_list(void **state)
 	assert_int_equal(store_sample_last_id(fx->st), 6);
 
 	/* Field by field, from a list starting at the first id. */
-	assert_int_equal(store_samples_list(fx->st, "tcp", "events", 0, 1, check_event,
+	assert_int_equal(store_samples_list(fx->st, "tcp", "events", 0, 1, check_event, NULL,
 					    &s[0], &more, &err), 0);
 	assert_true(more);
 
@@ -295,7 +312,7 @@ static void test_append_list(void **state)
 	/* fn stops the walk and its value comes back. */
 	memset(&seen, 0, sizeof(seen));
 	seen.stop_at = 2;
-	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 10, collect, &seen,
+	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 10, collect, NULL, &seen,
 					    &more, &err), 7);
 	assert_int_equal(seen.n, 2);
 }
@@ -353,6 +370,18 @@ static void append_numbered(struct store *st, size_t total, size_t per_batch)
 			assert_int_equal(b.s[i].id, done + i + 1);
 		batch_free(&b);
 	}
+}
+
+/* One batch of n samples, the first of them id `first`. */
+static void append_numbered_from(struct store *st, uint64_t first, size_t n)
+{
+	struct batch b;
+
+	batch_init(&b, n, probe_a_or_b, first - 1);
+	append_ok(st, b.ptr, b.n);
+	for (size_t i = 0; i < b.n; i++)
+		assert_int_equal(b.s[i].id, first + i);
+	batch_free(&b);
 }
 
 static void test_bound_rows(void **state)
@@ -587,7 +616,7 @@ static void *read_samples(void *arg)
 
 		do {
 			if (store_samples_list(r->st, NULL, NULL, r->last_id, 257,
-					       read_one, r, &more, NULL) < 0) {
+					       read_one, NULL, r, &more, NULL) < 0) {
 				r->failures++;
 				return NULL;
 			}
@@ -675,56 +704,198 @@ static void test_migrate_rows_to_blocks(void **state)
 	assert_int_equal(seen.ids[1], 13);
 }
 
-/* A block whose framing is broken (a length past its end) is reported as
- * corrupt, with its first id, by list and by a bound that cuts it in two;
- * the block before it is listed. */
-static void test_corrupt_block(void **state)
+/* Replace block first_id's payload: with its checksum made to match
+ * (damage the checksum cannot see, a bug) or left as it was (damage on
+ * the disk). */
+static void set_payload(struct store *st, uint64_t first_id, uint64_t last_id,
+			const uint8_t *payload, size_t len, bool fix_crc)
+{
+	sqlite3_stmt *stmt;
+
+	store_lock(st);
+	assert_int_equal(sqlite3_prepare_v2(st->db,
+		fix_crc ? "UPDATE sample_blocks SET payload = ?1, crc = ?3 WHERE first_id = ?2"
+			: "UPDATE sample_blocks SET payload = ?1 WHERE first_id = ?2", -1, &stmt, NULL),
+		SQLITE_OK);
+	sqlite3_bind_blob(stmt, 1, payload, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, (sqlite3_int64)first_id);
+	if (fix_crc)
+		sqlite3_bind_int64(stmt, 3, store_block_crc(first_id, last_id, payload, len));
+	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+	assert_int_equal(sqlite3_changes(st->db), 1);
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+}
+
+/* Flip the low bit of byte `at` of block first_id..last_id's payload,
+ * leaving its checksum as it was. */
+static void flip_bit(struct store *st, uint64_t first_id, uint64_t last_id, size_t at)
+{
+	uint8_t payload[4096];
+	sqlite3_stmt *stmt;
+	size_t len;
+
+	store_lock(st);
+	assert_int_equal(sqlite3_prepare_v2(st->db,
+		"SELECT payload FROM sample_blocks WHERE first_id = ?", -1, &stmt, NULL), SQLITE_OK);
+	sqlite3_bind_int64(stmt, 1, (sqlite3_int64)first_id);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	len = (size_t)sqlite3_column_bytes(stmt, 0);
+	assert_true(len > at && len <= sizeof(payload));
+	memcpy(payload, sqlite3_column_blob(stmt, 0), len);
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	payload[at] ^= 1;
+	set_payload(st, first_id, last_id, payload, len, false);
+}
+
+/* One flipped bit in a block: its checksum no longer matches. Readers
+ * get the samples around it and a gap for its ids (from the cursor on),
+ * the damage is counted and logged once however often it is read, and a
+ * bound that reaches it drops it whole instead of failing every append. */
+static void test_damaged_block(void **state)
 {
 	struct tmpdb_fixture *fx = *state;
-	static const uint8_t broken[] = { 0x7f, 1, 2, 3 };  /* says 127 bytes follow */
-	struct gerr err = { 0 };
+	struct store_health h;
 	struct seen seen;
-	sqlite3_stmt *stmt;
 	bool more;
 
-	append_numbered(fx->st, 3, 3);
-	store_lock(fx->st);
-	assert_int_equal(sqlite3_prepare_v2(fx->st->db,
-		"UPDATE sample_blocks SET payload = ? WHERE first_id = 2", -1, &stmt, NULL),
-		SQLITE_OK);
-	sqlite3_bind_blob(stmt, 1, broken, sizeof(broken), SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
-	sqlite3_finalize(stmt);
-	store_unlock(fx->st);
+	append_numbered(fx->st, 3, 3);          /* block 1 (probe a), block 2..3 (probe b) */
+	append_numbered_from(fx->st, 4, 2);     /* block 4..5 */
+	flip_bit(fx->st, 2, 3, 2);
 
-	memset(&seen, 0, sizeof(seen));
-	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 10, collect, &seen, &more,
-					    &err), -1);
-	assert_int_equal(err.status, 500);
-	assert_string_equal(err.msg, "sample 2 in the store is corrupt");
-	assert_int_equal(seen.n, 1);        /* block 1 (probe a), before it */
+	for (int round = 0; round < 3; round++) {
+		list_ok(fx->st, NULL, NULL, 0, 10, &seen, &more);
+		assert_int_equal(seen.n, 3);
+		assert_int_equal(seen.ids[0], 1);
+		assert_int_equal(seen.ids[1], 4);
+		assert_int_equal(seen.ids[2], 5);
+		assert_int_equal(seen.n_gaps, 1);
+		assert_int_equal(seen.gap_first[0], 2);
+		assert_int_equal(seen.gap_last[0], 3);
+		assert_non_null(strstr(seen.gap_why[0], "checksum"));
+	}
+	/* From inside the block: the gap starts past the cursor. */
+	list_ok(fx->st, NULL, NULL, 2, 10, &seen, &more);
+	assert_int_equal(seen.n_gaps, 1);
+	assert_int_equal(seen.gap_first[0], 3);
+	assert_int_equal(seen.n, 2);
+	/* By probe: the same gap. */
+	list_ok(fx->st, "b", NULL, 0, 10, &seen, &more);
+	assert_int_equal(seen.n_gaps, 1);
+	store_health_get(fx->st, &h);
+	assert_int_equal(h.damaged_blocks, 1);
+	assert_int_equal(h.damaged_samples, 2);
 
-	/* Blocks 1 and 2..3 (probe b): a bound of 2 drops block 1 and cuts
-	 * block 2, which needs its framing: the append fails whole and keeps
-	 * what was there. */
-	store_samples_set_bounds(fx->st, 2, 0);
+	/* A bound of 3 with 5 held and one more: block 1 goes, then block
+	 * 2..3 cannot be cut and goes whole. */
+	store_samples_set_bounds(fx->st, 3, 0);
 	{
 		Graind__Sample one, *ptr = &one;
 
-		sample_init(&one, "a", "counts", "hits", 4);
-		memset(&err, 0, sizeof(err));
-		assert_int_equal(store_samples_append(fx->st, &ptr, 1, &err), -1);
-		assert_int_equal(err.status, 500);
-		assert_string_equal(err.msg, "samples 2.. in the store are corrupt");
-		assert_int_equal(one.id, 0);
+		sample_init(&one, "a", "counts", "hits", 5);    /* values are id - 1 */
+		append_ok(fx->st, &ptr, 1);
+		assert_int_equal(one.id, 6);
 	}
 	assert_int_equal(store_sample_count(fx->st), 3);
+	expect_newest(fx->st, 4, 6);
+	list_ok(fx->st, NULL, NULL, 0, 10, &seen, &more);
+	assert_int_equal(seen.n_gaps, 0);
+	store_health_get(fx->st, &h);
+	assert_int_equal(h.damaged_blocks, 1);
+}
+
+/* A block whose checksum matches but whose framing is broken (a length
+ * past its end: a bug, not the disk): the samples before the break are
+ * given, a gap covers the rest, and the listing goes on past it. */
+static void test_broken_framing(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	static const uint8_t broken[] = { 0x7f, 1, 2, 3 };  /* says 127 bytes follow */
+	struct seen seen;
+	bool more;
+
+	append_numbered(fx->st, 3, 3);
+	append_numbered_from(fx->st, 4, 1);
+	set_payload(fx->st, 2, 3, broken, sizeof(broken), true);
+	list_ok(fx->st, NULL, NULL, 0, 10, &seen, &more);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.ids[0], 1);
+	assert_int_equal(seen.ids[1], 4);
+	assert_int_equal(seen.n_gaps, 1);
+	assert_int_equal(seen.gap_first[0], 2);
+	assert_int_equal(seen.gap_last[0], 3);
+	assert_string_equal(seen.gap_why[0], "framing broken");
+}
+
+struct scan_seen {
+	unsigned blocks, objects;
+	uint64_t first_id;
+};
+
+static void scan_found(const struct store_damage *d, void *ctx)
+{
+	struct scan_seen *ss = ctx;
+
+	if (d->kind == STORE_DAMAGE_SAMPLES) {
+		ss->blocks++;
+		ss->first_id = d->first_id;
+	} else {
+		ss->objects++;
+	}
+}
+
+/* The scan, in small steps, finds the damaged block nobody has read, each
+ * pass; the health counts it once and the passes each time. */
+static void test_scan(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	struct store_health h;
+	struct gerr err = { 0 };
+
+	uint64_t blocks;
+
+	append_numbered(fx->st, 40, 2);
+	{
+		sqlite3_stmt *stmt;
+
+		assert_int_equal(sqlite3_prepare_v2(fx->st->db, "SELECT count(*) FROM sample_blocks",
+						    -1, &stmt, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+		blocks = (uint64_t)sqlite3_column_int64(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	assert_true(blocks > 20);
+	flip_bit(fx->st, 32, 32, 0);            /* id 32 alone: probe b */
+	for (int pass = 1; pass <= 2; pass++) {
+		struct store_scan scan = { 0 };
+		struct scan_seen ss = { 0 };
+		int steps = 0;
+
+		while (!scan.done) {
+			assert_int_equal(store_scan_step(fx->st, &scan, 1, scan_found, &ss, &err), 0);
+			steps++;
+		}
+		assert_true(steps > 1);
+		assert_int_equal(scan.blocks, blocks);
+		assert_int_equal(scan.damage, 1);
+		assert_int_equal(ss.blocks, 1);
+		assert_int_equal(ss.first_id, 32);
+		store_health_get(fx->st, &h);
+		assert_int_equal(h.scans, pass);
+		assert_int_equal(h.scan_damage, 1);
+		assert_true(h.scan_ms > 0);
+		assert_int_equal(h.damaged_blocks, 1);
+		assert_int_equal(h.damaged_samples, 1);
+	}
 }
 
 /* Payloads of random frames: valid sample bytes, shared frames, random
- * bytes, lengths past the end. Listing or cutting such a block gives the
- * samples or a 500 saying it is corrupt, never a crash (the sanitizers
- * watch), and a failed cut keeps the block. */
+ * bytes, lengths past the end, under a checksum that matches (as a bug
+ * would write them) or not (as the disk would damage them). Listing such
+ * a block gives samples and at most one gap, never an error or a crash
+ * (the sanitizers watch); cutting it always works, a damaged block going
+ * whole. */
 static const uint8_t *const valid_frames[] = {
 	(const uint8_t *)"\x03\x32\x01x",                      /* name "x" */
 	(const uint8_t *)"\x04\x52\x02\x18\x05",              /* a field, uint 5 */
@@ -740,9 +911,14 @@ static void test_garbage_blocks(void **state)
 	uint64_t seed = 0x9e3779b97f4a7c15ULL;
 	unsigned listed = 0, corrupt = 0;
 	uint8_t payload[256];
-	sqlite3_stmt *stmt;
 
-	append_numbered(fx->st, 4, 4);  /* one block, ids 1..4 */
+	Graind__Sample four[4], *ptrs[4];
+
+	for (int i = 0; i < 4; i++) {           /* one block, ids 1..4 */
+		sample_init(&four[i], "a", "counts", "hits", i);
+		ptrs[i] = &four[i];
+	}
+	append_ok(fx->st, ptrs, 4);
 	for (int round = 0; round < 3000; round++) {
 		struct gerr err = { 0 };
 		uint64_t cut, cut_bytes;
@@ -771,24 +947,23 @@ static void test_garbage_blocks(void **state)
 		}
 		if ((seed >> 20) % 16 == 0)
 			payload[len - 1 - (seed >> 30) % len] ^= 0x80;  /* one flipped bit */
-		store_lock(fx->st);
-		assert_int_equal(sqlite3_prepare_v2(fx->st->db,
-			"UPDATE sample_blocks SET payload = ?", -1, &stmt, NULL), SQLITE_OK);
-		sqlite3_bind_blob(stmt, 1, payload, (int)len, SQLITE_STATIC);
-		assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
-		sqlite3_finalize(stmt);
-		store_unlock(fx->st);
+		set_payload(fx->st, 1, 4, payload, len, (seed >> 40) % 4 != 0);
 		memset(&seen, 0, sizeof(seen));
-		rc = store_samples_list(fx->st, NULL, NULL, 0, 500, collect, &seen, &more, &err);
-		assert_true(rc == 0 || (rc == -1 && err.status == 500 &&
-					strstr(err.msg, "corrupt")));
-		listed += rc == 0 && seen.n > 0;
-		corrupt += rc == -1;
+		rc = store_samples_list(fx->st, NULL, NULL, 0, 500, collect, collect_gap, &seen,
+					&more, &err);
+		assert_int_equal(rc, 0);
+		assert_true(seen.n_gaps <= 1);
+		assert_true(seen.n <= 4);
+		if (seen.n_gaps)
+			assert_int_equal(seen.gap_last[0], 4);
+		listed += seen.n > 0;
+		corrupt += seen.n_gaps;
 		store_lock(fx->st);
 		assert_int_equal(sqlite3_exec(fx->st->db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
 		memset(&err, 0, sizeof(err));
 		rc = store_samples_trim_block(fx->st, 1, 2, 0, &cut, &cut_bytes, &err);
-		assert_true(rc == 0 || (rc == -1 && err.status == 500));
+		assert_int_equal(rc, 0);
+		assert_true(cut >= 2 || cut_bytes == len);
 		assert_int_equal(sqlite3_exec(fx->st->db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
 		store_unlock(fx->st);
 	}
@@ -898,7 +1073,7 @@ static void expect_shared(struct store *st, uint64_t first, const char *const *t
 	struct gerr err = { 0 };
 	bool more;
 
-	assert_int_equal(store_samples_list(st, "p", NULL, 0, 10, collect_shared, &seen,
+	assert_int_equal(store_samples_list(st, "p", NULL, 0, 10, collect_shared, NULL, &seen,
 					    &more, &err), 0);
 	assert_int_equal(seen.n, n);
 	for (size_t i = 0; i < n; i++) {
@@ -1060,7 +1235,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ids_across_reopen, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_failing_append, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_rows_to_blocks, tmpdb_setup, tmpdb_teardown),
-		cmocka_unit_test_setup_teardown(test_corrupt_block, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_block, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_broken_framing, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_scan, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_shared_fields, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_blocks, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_threads, tmpdb_setup, tmpdb_teardown),

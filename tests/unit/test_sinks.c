@@ -234,7 +234,7 @@ static void test_prune_delivered(void **state)
 	assert_int_equal(store_samples_prune_delivered(fx->st, INT64_MAX / 2000000, &pruned, &err), 0);
 	assert_int_equal(pruned, 5);
 	assert_int_equal(store_sample_count(fx->st), 5);
-	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 100, count_listed, &first,
+	assert_int_equal(store_samples_list(fx->st, NULL, NULL, 0, 100, count_listed, NULL, &first,
 					    &more, &err), 0);
 	assert_int_equal(first, 6);
 }
