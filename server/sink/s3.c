@@ -1,7 +1,6 @@
 /* s3: one batch of samples → one gzip'd NDJSON object, PUT with SigV4. */
 #include "server/sink/s3.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -12,10 +11,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <zlib.h>
 
 #include "server/util/codec.h"
+#include "server/util/curlso.h"
 #include "server/util/sha256.h"
 
 #ifndef GRAIND_VERSION
@@ -395,72 +394,16 @@ static int transfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return cancel && atomic_load(cancel);
 }
 
-/* libcurl, loaded when the first S3 batch goes out: with its TLS stack it
- * would add megabytes to every agent, most of which never has an S3 sink.
- * Its global state is set up once and never torn down (the process exits
- * with it). */
-static struct {
-	CURLcode (*global_init)(long flags);
-	CURL *(*easy_init)(void);
-	CURLcode (*easy_setopt)(CURL *c, CURLoption opt, ...);
-	CURLcode (*easy_perform)(CURL *c);
-	CURLcode (*easy_getinfo)(CURL *c, CURLINFO info, ...);
-	void (*easy_cleanup)(CURL *c);
-	const char *(*easy_strerror)(CURLcode rc);
-	struct curl_slist *(*slist_append)(struct curl_slist *list, const char *s);
-	void (*slist_free_all)(struct curl_slist *list);
-} curl;
-
-#define LIBCURL "libcurl.so.4"
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static char curl_error[256];    /* why libcurl is not there; "" when it is */
-
-static bool curl_symbol(void *lib, const char *name, void *fn)
-{
-	void *sym = dlsym(lib, name);
-
-	if (!sym)
-		snprintf(curl_error, sizeof(curl_error), "%s has no %s", LIBCURL, name);
-	memcpy(fn, &sym, sizeof(sym));
-	return sym != NULL;
-}
-
-static void curl_init(void)
-{
-	void *lib = dlopen(LIBCURL, RTLD_NOW | RTLD_LOCAL);
-	CURLcode rc;
-
-	if (!lib) {
-		snprintf(curl_error, sizeof(curl_error),
-			 "S3 sinks need libcurl (%s, Debian package libcurl4): %s", LIBCURL,
-			 dlerror());
-		return;
-	}
-	if (!curl_symbol(lib, "curl_global_init", &curl.global_init) ||
-	    !curl_symbol(lib, "curl_easy_init", &curl.easy_init) ||
-	    !curl_symbol(lib, "curl_easy_setopt", &curl.easy_setopt) ||
-	    !curl_symbol(lib, "curl_easy_perform", &curl.easy_perform) ||
-	    !curl_symbol(lib, "curl_easy_getinfo", &curl.easy_getinfo) ||
-	    !curl_symbol(lib, "curl_easy_cleanup", &curl.easy_cleanup) ||
-	    !curl_symbol(lib, "curl_easy_strerror", &curl.easy_strerror) ||
-	    !curl_symbol(lib, "curl_slist_append", &curl.slist_append) ||
-	    !curl_symbol(lib, "curl_slist_free_all", &curl.slist_free_all))
-		return;
-	rc = curl.global_init(CURL_GLOBAL_DEFAULT);
-	if (rc != CURLE_OK)
-		snprintf(curl_error, sizeof(curl_error), "libcurl: %s", curl.easy_strerror(rc));
-}
-
 #define SETOPT(c, opt, val)                                          \
 	do {                                                         \
-		CURLcode rc_ = curl.easy_setopt(c, opt, val);        \
+		CURLcode rc_ = curl->easy_setopt(c, opt, val);        \
 		if (rc_ != CURLE_OK)                                 \
 			return rc_;                                  \
 	} while (0)
 
-static CURLcode configure(CURL *c, const Graind__S3Sink *cfg, const char *url,
-			  const char *secret, struct curl_slist *headers,
+/* curl: libcurl (curlso.h), loaded when the first S3 batch goes out. */
+static CURLcode configure(const struct curlso *curl, CURL *c, const Graind__S3Sink *cfg,
+			  const char *url, const char *secret, struct curl_slist *headers,
 			  const struct buf *body, struct buf *response, char *errbuf,
 			  const char *sigv4, const atomic_bool *cancel)
 {
@@ -478,7 +421,7 @@ static CURLcode configure(CURL *c, const Graind__S3Sink *cfg, const char *url,
 	SETOPT(c, CURLOPT_NOPROGRESS, 0L);
 	/* An aborted transfer does not wait for its name lookup thread
 	 * (libcurl 7.87 and later; older ones refuse the option and wait). */
-	curl.easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);
+	curl->easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);
 	/* Keep "." and ".." in keys: S3 does not resolve them. */
 	SETOPT(c, CURLOPT_PATH_AS_IS, 1L);
 	SETOPT(c, CURLOPT_AWS_SIGV4, sigv4);
@@ -502,7 +445,8 @@ static CURLcode configure(CURL *c, const Graind__S3Sink *cfg, const char *url,
 	return CURLE_OK;
 }
 
-static int build_headers(const char *payload_hash, struct curl_slist **out)
+static int build_headers(const struct curlso *curl, const char *payload_hash,
+			 struct curl_slist **out)
 {
 	char hash_header[sizeof("x-amz-content-sha256: ") + SHA256_HEX_LEN];
 	const char *lines[] = {
@@ -516,7 +460,7 @@ static int build_headers(const char *payload_hash, struct curl_slist **out)
 
 	snprintf(hash_header, sizeof(hash_header), "x-amz-content-sha256: %s", payload_hash);
 	for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-		h = curl.slist_append(*out, lines[i]);
+		h = curl->slist_append(*out, lines[i]);
 		if (!h)
 			return -1;
 		*out = h;
@@ -595,6 +539,7 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 	struct buf body = { 0 }, response = { 0 };
 	struct curl_slist *headers = NULL;
 	char *url = NULL, *secret = NULL;
+	const struct curlso *curl;
 	CURL *c = NULL;
 	CURLcode rc;
 	long status = 0;
@@ -610,9 +555,9 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 		return gerr_set(err, 400, "S3 sink has no access_key_id");
 	if (object_key(cfg, host, probe, samples, n, key, sizeof(key), err) < 0)
 		return -1;
-	pthread_once(&curl_once, curl_init);
-	if (curl_error[0])
-		return gerr_set(err, 500, "S3: %s", curl_error);
+	curl = curlso_get("S3 sinks", err);
+	if (!curl)
+		return -1;
 
 	if (load_secret(cfg, &secret, err) < 0 || object_url(cfg, key, &url, err) < 0 ||
 	    build_body(samples, n, cancel, &body, err) < 0)
@@ -621,32 +566,32 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 	sha256_hex(body.data, body.len, hash);
 	snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:s3",
 		 cfg->region && cfg->region[0] ? cfg->region : S3_DEFAULT_REGION);
-	if (build_headers(hash, &headers) < 0) {
+	if (build_headers(curl, hash, &headers) < 0) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
 
-	c = curl.easy_init();
+	c = curl->easy_init();
 	if (!c) {
 		gerr_set(err, 500, "S3: cannot create a libcurl handle");
 		goto out;
 	}
-	rc = configure(c, cfg, url, secret, headers, &body, &response, errbuf, sigv4, cancel);
+	rc = configure(curl, c, cfg, url, secret, headers, &body, &response, errbuf, sigv4, cancel);
 	if (rc != CURLE_OK) {
-		gerr_set(err, 500, "S3: libcurl: %s", curl.easy_strerror(rc));
+		gerr_set(err, 500, "S3: libcurl: %s", curl->easy_strerror(rc));
 		goto out;
 	}
-	rc = curl.easy_perform(c);
+	rc = curl->easy_perform(c);
 	if (rc == CURLE_ABORTED_BY_CALLBACK) {
 		gerr_set(err, 503, "S3 PUT %s: cancelled", key);
 		goto out;
 	}
 	if (rc != CURLE_OK) {
 		gerr_set(err, 502, "S3 PUT %s: %s", key,
-			 errbuf[0] ? errbuf : curl.easy_strerror(rc));
+			 errbuf[0] ? errbuf : curl->easy_strerror(rc));
 		goto out;
 	}
-	curl.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (status < 200 || status > 299) {
 		http_error(key, status, &response, err);
 		goto out;
@@ -656,9 +601,9 @@ int s3_put_batch(const Graind__S3Sink *cfg, const char *host, const char *probe,
 	ret = 0;
 out:
 	if (c)
-		curl.easy_cleanup(c);
+		curl->easy_cleanup(c);
 	if (headers)
-		curl.slist_free_all(headers);
+		curl->slist_free_all(headers);
 	free(response.data);
 	free(body.data);
 	free(url);
