@@ -57,6 +57,7 @@ static const struct api_route routes[] = {
 	{ "GET", "/v1/status", "GetStatus" },
 	{ "GET", "/v1/objects", "ListObjects" },
 	{ "POST", "/v1/objects", "UploadObject", "*", ROUTE_RAW_UPLOAD, "/v1/objects/{sha256}" },
+	{ "POST", "/v1/objects:fetch", "FetchObject", "*", 0, "/v1/objects/{sha256}" },
 	{ "GET", "/v1/objects/{sha256}", "GetObject" },
 	{ "DELETE", "/v1/objects/{sha256}", "DeleteObject" },
 	{ "GET", "/v1/objects/{sha256}/content", "GetObjectContent", .raw_reply = "content",

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
 "Usage: graind [OPTION]...\n"
@@ -65,6 +66,9 @@ static const char usage[] =
 "      --require-signed        load into the kernel only built-in objects and\n"
 "                              objects signed by a trusted key; needs\n"
 "                              --trusted-keys (verify stays allowed)\n"
+"      --fetch-ca FILE         PEM CAs that https servers of objects:fetch must\n"
+"                              chain to (default: the system's)\n"
+"      --fetch-allow-http      let objects:fetch take plain http:// URLs\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -184,7 +188,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
 	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
-	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL };
+	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL, OPT_FETCH_CA, OPT_FETCH_ALLOW_HTTP };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -199,6 +203,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "audit-max-rows", required_argument, NULL, OPT_AUDIT_MAX_ROWS },
 		{ "audit-max-age", required_argument, NULL, OPT_AUDIT_MAX_AGE },
 		{ "scan-interval", required_argument, NULL, OPT_SCAN_INTERVAL },
+		{ "fetch-ca", required_argument, NULL, OPT_FETCH_CA },
+		{ "fetch-allow-http", no_argument, NULL, OPT_FETCH_ALLOW_HTTP },
 		{ "grpc-listen", required_argument, NULL, OPT_GRPC_LISTEN },
 		{ "grpc-socket", required_argument, NULL, OPT_GRPC_SOCKET },
 		{ "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
@@ -376,6 +382,20 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			break;
 		case OPT_REQUIRE_SIGNED:
 			cfg->require_signed = 1;
+			break;
+		case OPT_FETCH_CA:
+			if (copy_path(cfg->fetch_ca, PATH_MAX, optarg) < 0) {
+				fprintf(stderr, "graind: --fetch-ca: empty or too long\n");
+				return CONFIG_EXIT_USAGE;
+			}
+			if (access(cfg->fetch_ca, R_OK) < 0) {
+				fprintf(stderr, "graind: --fetch-ca %s: %s\n", cfg->fetch_ca,
+					strerror(errno));
+				return CONFIG_EXIT_USAGE;
+			}
+			break;
+		case OPT_FETCH_ALLOW_HTTP:
+			cfg->fetch_allow_http = 1;
 			break;
 		case OPT_AUTH_FILE:
 			if (copy_path(cfg->auth_file, PATH_MAX, optarg) < 0) {

@@ -51,6 +51,9 @@ struct config {
 	char trusted_keys[PATH_MAX];    /* directory of minisign *.pub keys, "" none */
 	char auth_file[PATH_MAX];       /* --auth-file, "" none */
 	int require_signed;             /* only signed objects reach the kernel */
+	/* POST /v1/objects:fetch (server/fetch.h). */
+	char fetch_ca[PATH_MAX];        /* PEM CAs of https fetches, "" the system's */
+	int fetch_allow_http;           /* plain http:// URLs too */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

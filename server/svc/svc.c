@@ -49,6 +49,7 @@ SVC_ENTRY(svc_get_sink, Graind__GetSinkRequest, Graind__Sink)
 SVC_ENTRY(svc_delete_sink, Graind__DeleteSinkRequest, Graind__Empty)
 SVC_ENTRY(svc_list_audit, Graind__ListAuditRequest, Graind__ListAuditResponse)
 SVC_ENTRY(svc_get_metrics, Graind__GetMetricsRequest, Graind__MetricsText)
+SVC_ENTRY(svc_fetch_object, Graind__FetchObjectRequest, Graind__Object)
 
 /* In the order of service Graind; svc_method_at() and a unit test hold
  * the two together. */
@@ -81,6 +82,7 @@ static const struct svc_method methods[] = {
 	{ RPC(21), R, false, svc_get_metrics_entry, false, SVC_SCOPE_UNSCOPED },
 	{ RPC(22), R, false, NULL, true, SVC_SCOPE_FILTER },
 	{ RPC(23), R, false, NULL, true, SVC_SCOPE_FILTER },
+	{ RPC(24), ADM, true, svc_fetch_object_entry },
 };
 #undef R
 #undef OP

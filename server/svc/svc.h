@@ -136,6 +136,8 @@ int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,
 int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 		   Graind__AgentStatus **resp, struct gerr *err);
 
+int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *req,
+		     Graind__Object **resp, struct gerr *err);
 int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *req,
 		      Graind__Object **resp, struct gerr *err);
 int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *req,

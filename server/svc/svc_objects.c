@@ -1,4 +1,4 @@
-/* svc objects: upload, list, get, content, verify, delete. */
+/* svc objects: upload, fetch, list, get, content, verify, delete. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +7,7 @@
 #include "server/agent.h"
 #include "server/builtin.h"
 #include "server/elf/elfchk.h"
+#include "server/fetch.h"
 #include "server/objects.h"
 #include "server/signing.h"
 #include "server/svc/svc_int.h"
@@ -134,6 +135,103 @@ int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *
 	    store_object_sign(ag->store, sha256, req->signature, verified_key, err) < 0)
 		return -1;
 	return stored_object(ag, sha256, resp, err);
+}
+
+/* The last segment of the URL's path, when it makes an object name. */
+static void name_from_url(const char *url, char *out, size_t size)
+{
+	const char *path = strstr(url, "://");
+	const char *end, *seg;
+	struct gerr ignored;
+
+	out[0] = '\0';
+	if (!path || !(path = strchr(path + 3, '/')))
+		return;
+	end = path + strcspn(path, "?#");
+	for (seg = end; seg > path && seg[-1] != '/'; seg--)
+		;
+	if (end > seg && (size_t)(end - seg) < size) {
+		snprintf(out, size, "%.*s", (int)(end - seg), seg);
+		if (check_object_name(out, &ignored) < 0)
+			out[0] = '\0';
+	}
+}
+
+/* "<sha256> from <url>", the URL cut to fit. */
+static void fetch_target(struct svc_call *call, const char *sha256, const char *shown)
+{
+	int n = snprintf(call->target, sizeof(call->target), "%s from ", sha256);
+	size_t at = n > 0 && (size_t)n < sizeof(call->target) ? (size_t)n : 0;
+	size_t len = strnlen(shown, sizeof(call->target) - at - 1);
+
+	memcpy(call->target + at, shown, len);
+	call->target[at + len] = '\0';
+}
+
+int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *req,
+		     Graind__Object **resp, struct gerr *err)
+{
+	struct agent *ag = call->agent;
+	const struct fetch_opts opts = {
+		.ca_file = ag->cfg.fetch_ca,
+		.allow_http = ag->cfg.fetch_allow_http,
+		.max_bytes = ag->cfg.max_object_size,
+	};
+	Graind__UploadObjectRequest upload = GRAIND__UPLOAD_OBJECT_REQUEST__INIT;
+	char want[SHA256_HEX_LEN + 1], got[SHA256_HEX_LEN + 1], name[OBJECT_NAME_MAX + 1];
+	char shown[256];
+	struct store_object row = { 0 };
+	void *bytes = NULL;
+	size_t len = 0;
+	int ret;
+
+	if (!req->url[0])
+		return gerr_set(err, 400, "url is required: where to fetch the object from");
+	if (!req->sha256[0])
+		return gerr_set(err, 400, "sha256 is required: the digest the fetched bytes must "
+				"have, so that what is stored is what you meant");
+	if (check_object_id(req->sha256, want, err) < 0)
+		return gerr_set(err, 400, "sha256 must be 64 hex digits: the digest of the "
+				"object's bytes");
+	fetch_display_url(req->url, shown, sizeof(shown));
+	fetch_target(call, want, shown);
+	if (req->name[0] && check_object_name(req->name, err) < 0)
+		return -1;
+	/* Content addressing: bytes stored already need not travel again;
+	 * a signature sent along is still checked against them. */
+	if (store_object_get(ag->store, want, &row, err) == 0) {
+		store_object_clear(&row);
+		if (!req->signature[0])
+			return stored_object(ag, want, resp, err);
+		if (store_object_content(ag->store, want, &bytes, &len, err) < 0)
+			return -1;
+	} else if (err->status != 404) {
+		return -1;
+	} else if (fetch_url(&opts, req->url, &bytes, &len, err) < 0) {
+		return -1;
+	}
+	if (len == 0) {
+		free(bytes);
+		return gerr_set(err, 502, "%s: the server sent an empty body", shown);
+	}
+	sha256_hex(bytes, len, got);
+	if (strcmp(got, want) != 0) {
+		free(bytes);
+		return gerr_set(err, 422, "%s: the %zu bytes fetched hash to %s, not to the sha256 "
+				"asked for (%s); nothing was stored", shown, len, got, want);
+	}
+	if (req->name[0])
+		snprintf(name, sizeof(name), "%s", req->name);
+	else
+		name_from_url(req->url, name, sizeof(name));
+	upload.name = name;
+	upload.content.data = bytes;
+	upload.content.len = len;
+	upload.signature = req->signature;
+	ret = svc_upload_object(call, &upload, resp, err);
+	fetch_target(call, want, shown);
+	free(bytes);
+	return ret;
 }
 
 struct list_ctx {

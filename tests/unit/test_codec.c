@@ -29,6 +29,7 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__program__descriptor,
 	&graind__map__descriptor,
 	&graind__upload_object_request__descriptor,
+	&graind__fetch_object_request__descriptor,
 	&graind__list_objects_response__descriptor,
 	&graind__verify_report__descriptor,
 	&graind__program_verdict__descriptor,

@@ -39,8 +39,8 @@ static void test_every_rpc_has_an_operation(void **state)
 }
 
 /* Reads are open to readers (health to anyone) and never audited; every
- * other rpc is a change, audited: uploads and deletes of objects need an
- * admin, the rest an operator. */
+ * other rpc is a change, audited: uploads, fetches and deletes of objects
+ * need an admin, the rest an operator. */
 static void test_roles_follow_the_kind_of_rpc(void **state)
 {
 	const ProtobufCServiceDescriptor *sd = &graind__graind__descriptor;
@@ -56,7 +56,8 @@ static void test_roles_follow_the_kind_of_rpc(void **state)
 			assert_int_equal(m->role, AUTH_NONE);
 		else if (read)
 			assert_int_equal(m->role, AUTH_READER);
-		else if (!strcmp(name, "UploadObject") || !strcmp(name, "DeleteObject"))
+		else if (!strcmp(name, "UploadObject") || !strcmp(name, "FetchObject") ||
+			 !strcmp(name, "DeleteObject"))
 			assert_int_equal(m->role, AUTH_ADMIN);
 		else
 			assert_int_equal(m->role, AUTH_OPERATOR);

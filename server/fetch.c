@@ -1,0 +1,189 @@
+/* fetch: a GET of an object's bytes, bounded in every way (see fetch.h). */
+#include "server/fetch.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "server/util/curlso.h"
+
+#ifndef GRAIND_VERSION
+#define GRAIND_VERSION "dev"
+#endif
+
+struct body {
+	uint8_t *data;
+	size_t len, cap, max;
+	bool too_large, out_of_memory;
+};
+
+static size_t body_write(char *src, size_t size, size_t nmemb, void *arg)
+{
+	struct body *b = arg;
+	size_t n = size * nmemb;
+
+	if (n > b->max - b->len) {
+		b->too_large = true;
+		return 0;               /* CURLE_WRITE_ERROR */
+	}
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		uint8_t *grown;
+
+		while (cap < b->len + n)
+			cap *= 2;
+		if (cap > b->max)
+			cap = b->max;
+		grown = realloc(b->data, cap ? cap : 1);
+		if (!grown) {
+			b->out_of_memory = true;
+			return 0;
+		}
+		b->data = grown;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, src, n);
+	b->len += n;
+	return n;
+}
+
+void fetch_display_url(const char *url, char *out, size_t size)
+{
+	const char *authority = strstr(url, "://");
+	const char *at, *end;
+
+	if (!authority) {
+		snprintf(out, size, "%.200s", url);
+		return;
+	}
+	authority += 3;
+	end = authority + strcspn(authority, "/?#");
+	at = memchr(authority, '@', (size_t)(end - authority));
+	if (!at) {
+		snprintf(out, size, "%.200s", url);
+		return;
+	}
+	/* The user:password goes; the '@' after it too. */
+	snprintf(out, size, "%.*s%.200s", (int)(authority - url), url, at + 1);
+}
+
+static int check_scheme(const struct fetch_opts *o, const char *url, const char *shown,
+			struct gerr *err)
+{
+	if (strlen(url) > FETCH_URL_MAX)
+		return gerr_set(err, 400, "url is longer than %d characters", FETCH_URL_MAX);
+	if (strncasecmp(url, "https://", 8) == 0)
+		return 0;
+	if (strncasecmp(url, "http://", 7) == 0) {
+		if (o->allow_http)
+			return 0;
+		return gerr_set(err, 400, "%s: plain http is refused; use https, or start "
+				"graind with --fetch-allow-http", shown);
+	}
+	return gerr_set(err, 400, "%s: url must be https:// (or http:// with "
+			"--fetch-allow-http)", shown);
+}
+
+#define SETOPT(c, opt, val)                                          \
+	do {                                                         \
+		CURLcode rc_ = curl->easy_setopt(c, opt, val);       \
+		if (rc_ != CURLE_OK)                                 \
+			return rc_;                                  \
+	} while (0)
+
+static CURLcode configure(const struct curlso *curl, CURL *c, const struct fetch_opts *o,
+			  const char *url, struct body *b, char *errbuf)
+{
+	const char *schemes = o->allow_http ? "http,https" : "https";
+
+	SETOPT(c, CURLOPT_URL, url);
+	SETOPT(c, CURLOPT_PROTOCOLS_STR, schemes);
+	SETOPT(c, CURLOPT_REDIR_PROTOCOLS_STR, schemes);
+	SETOPT(c, CURLOPT_FOLLOWLOCATION, 1L);
+	SETOPT(c, CURLOPT_MAXREDIRS, (long)FETCH_REDIRECTS);
+	SETOPT(c, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(c, CURLOPT_ERRORBUFFER, errbuf);
+	SETOPT(c, CURLOPT_USERAGENT, "graind/" GRAIND_VERSION);
+	SETOPT(c, CURLOPT_CONNECTTIMEOUT, FETCH_CONNECT_TIMEOUT_S);
+	SETOPT(c, CURLOPT_TIMEOUT, FETCH_TIMEOUT_S);
+	SETOPT(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes);
+	SETOPT(c, CURLOPT_WRITEFUNCTION, body_write);
+	SETOPT(c, CURLOPT_WRITEDATA, b);
+	if (o->ca_file && o->ca_file[0])
+		SETOPT(c, CURLOPT_CAINFO, o->ca_file);
+	return CURLE_OK;
+}
+
+static int transfer_error(const struct curlso *curl, CURLcode rc, const char *errbuf,
+			  const struct body *b, const struct fetch_opts *o, const char *shown,
+			  struct gerr *err)
+{
+	const char *why = errbuf[0] ? errbuf : curl->easy_strerror(rc);
+
+	if (b->too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		return gerr_set(err, 413, "%s: the object is over the %zu-byte limit "
+				"(--max-object-size)", shown, o->max_bytes);
+	if (b->out_of_memory)
+		return gerr_set(err, 500, "%s: out of memory", shown);
+	switch (rc) {
+	case CURLE_TOO_MANY_REDIRECTS:
+		return gerr_set(err, 502, "%s: more than %d redirects", shown, FETCH_REDIRECTS);
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		return gerr_set(err, 502, "%s: redirected to a scheme that is not allowed "
+				"(%s)%s", shown, why, o->allow_http ? "" :
+				"; plain http needs --fetch-allow-http");
+	case CURLE_OPERATION_TIMEDOUT:
+		return gerr_set(err, 504, "%s: %s", shown, why);
+	default:
+		return gerr_set(err, 502, "%s: %s", shown, why);
+	}
+}
+
+int fetch_url(const struct fetch_opts *o, const char *url, void **bytes, size_t *len,
+	      struct gerr *err)
+{
+	char shown[256], errbuf[CURL_ERROR_SIZE] = "";
+	struct body b = { .max = o->max_bytes };
+	const struct curlso *curl;
+	long status = 0;
+	CURLcode rc;
+	CURL *c;
+	int ret = -1;
+
+	*bytes = NULL;
+	*len = 0;
+	fetch_display_url(url, shown, sizeof(shown));
+	if (check_scheme(o, url, shown, err) < 0)
+		return -1;
+	curl = curlso_get("object fetches", err);
+	if (!curl)
+		return -1;
+	c = curl->easy_init();
+	if (!c)
+		return gerr_set(err, 500, "out of memory");
+	rc = configure(curl, c, o, url, &b, errbuf);
+	if (rc != CURLE_OK) {
+		gerr_set(err, 500, "libcurl: %s", curl->easy_strerror(rc));
+		goto out;
+	}
+	rc = curl->easy_perform(c);
+	if (rc != CURLE_OK) {
+		transfer_error(curl, rc, errbuf, &b, o, shown, err);
+		goto out;
+	}
+	curl->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200) {
+		gerr_set(err, 502, "%s: the server answered HTTP %ld", shown, status);
+		goto out;
+	}
+	*bytes = b.data;
+	*len = b.len;
+	b.data = NULL;
+	ret = 0;
+out:
+	free(b.data);
+	curl->easy_cleanup(c);
+	return ret;
+}
