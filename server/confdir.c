@@ -146,6 +146,32 @@ static int push_object(struct pass *p, const struct declare_doc *d, const char *
 	return ret;
 }
 
+/* An ObjectSource: fetched unless the agent has the digest already. */
+static int fetch_object(struct pass *p, const struct declare_doc *d, const char *owner,
+			struct gerr *err)
+{
+	Graind__GetObjectRequest get = GRAIND__GET_OBJECT_REQUEST__INIT;
+	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
+	Graind__FetchObjectRequest *req;
+	Graind__Object *have = NULL;
+	ProtobufCMessage *resp = NULL;
+	struct gerr get_err = { 0 };
+	int ret;
+
+	get.sha256 = (char *)d->object_sha;
+	ret = svc_get_object(&reader, &get, &have, &get_err);
+	pbmsg_free(have ? &have->base : NULL);
+	if (ret == 0)
+		return 0;
+	req = graind__fetch_object_request__unpack(NULL, d->body_len, d->body);
+	if (!req)
+		return gerr_set(err, 500, "the checked spec does not decode");
+	ret = call_svc(p, owner, "FetchObject", &req->base, &resp, err);
+	pbmsg_free(resp);
+	pbmsg_free(&req->base);
+	return ret;
+}
+
 /* Does the agent have what the document says, owned by this file? */
 static bool probe_matches(struct pass *p, const struct declare_doc *d, const char *owner)
 {
@@ -399,16 +425,25 @@ static void run_pass(struct confdir *cd)
 
 	load_files(&p);
 	listed = p.owners != NULL;
-	for (size_t i = 0; i < p.set.n; i++) {
-		const struct declare_doc *d = &p.set.docs[i];
-		size_t f = p.file_of[i];
-		struct gerr err = { 0 };
-		int ret = d->kind == DECLARE_PROBE ? apply_probe(&p, d, p.owners[f], &err)
-						   : apply_sink(&p, d, p.owners[f], &err);
+	/* Objects first (round 0): a probe can only name an object the agent has. */
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < p.set.n; i++) {
+			const struct declare_doc *d = &p.set.docs[i];
+			bool source = d->kind == DECLARE_OBJECT_SOURCE;
+			size_t f = p.file_of[i];
+			struct gerr err = { 0 };
+			int ret;
 
-		if (ret < 0)
-			pass_error(&p, p.paths[f], "%s %s: %s", d->kind == DECLARE_PROBE ? "Probe" : "Sink",
-				   d->name, err.msg);
+			if (source != (round == 0))
+				continue;
+			ret = source ? fetch_object(&p, d, p.owners[f], &err)
+			      : d->kind == DECLARE_PROBE ? apply_probe(&p, d, p.owners[f], &err)
+			      : apply_sink(&p, d, p.owners[f], &err);
+			if (ret < 0)
+				pass_error(&p, p.paths[f], "%s %s: %s", source ? "ObjectSource"
+					   : d->kind == DECLARE_PROBE ? "Probe" : "Sink", d->name,
+					   err.msg);
+		}
 	}
 	/* Without the list of files nothing can be told unwanted. */
 	if (listed)

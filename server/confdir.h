@@ -1,6 +1,6 @@
 /* confdir: the agent applies the documents of --config-dir itself.
  *
- * The same Probe and Sink documents `grainctl apply` reads (JSON or YAML,
+ * The same Probe, Sink and ObjectSource documents `grainctl apply` reads (JSON or YAML,
  * server/util/declare.h), applied at start, before any transport serves a
  * write, and again whenever a file of the directory changes (inotify; a
  * pass runs once the directory has been quiet for 200 ms). Each file owns
@@ -14,8 +14,10 @@
  *
  * confdir is a client of the service layer, like a transport: every change
  * goes through svc_run() as an admin call, and is audited. What already
- * matches its document gets no call at all. Object files are pushed
- * before the probes that name them. */
+ * matches its document gets no call at all. Object files are pushed, and
+ * object sources fetched (FetchObject, which blocks the pass for as long
+ * as the download takes), before any probe is put; objects are not owned
+ * and stay when their documents go. */
 #ifndef GRAIND_CONFDIR_H
 #define GRAIND_CONFDIR_H
 

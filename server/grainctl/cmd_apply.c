@@ -1,10 +1,10 @@
-/* grainctl plan and apply: make each host hold the probes and sinks a
- * directory of documents declares (server/util/declare.h).
+/* grainctl plan and apply: make each host hold the objects, probes and
+ * sinks a directory of documents declares (server/util/declare.h).
  *
  * Both read every host's probes, sinks and objects first (three requests
- * per host, hosts in parallel) and work out per host what to push, create,
- * change (with the field-level diff of the spec) and, with --prune,
- * remove. plan prints that; apply then performs it, host by host in
+ * per host, hosts in parallel) and work out per host what to push or
+ * fetch, create, change (with the field-level diff of the spec) and, with
+ * --prune, remove. plan prints that; apply then performs it, host by host in
  * order and hosts in parallel, a change of a probe guarded by If-Match on
  * the generation it was planned against. An unchanged resource gets no
  * request, so a second apply writes nothing. */
@@ -18,19 +18,20 @@
 #include "server/util/codec.h"
 #include "server/util/pbmsg.h"
 
-enum act { ACT_PUSH, ACT_CREATE, ACT_CHANGE, ACT_DELETE };
+enum act { ACT_PUSH, ACT_FETCH, ACT_CREATE, ACT_CHANGE, ACT_DELETE, ACT__COUNT };
 
 static const char *const act_words[][2] = {
-	[ACT_PUSH] = { "push", "pushed" }, [ACT_CREATE] = { "create", "created" },
-	[ACT_CHANGE] = { "change", "changed" }, [ACT_DELETE] = { "remove", "removed" },
+	[ACT_PUSH] = { "push", "pushed" }, [ACT_FETCH] = { "fetch", "fetched" },
+	[ACT_CREATE] = { "create", "created" }, [ACT_CHANGE] = { "change", "changed" },
+	[ACT_DELETE] = { "remove", "removed" },
 };
-static const char act_marks[] = { [ACT_PUSH] = '+', [ACT_CREATE] = '+', [ACT_CHANGE] = '~',
-				  [ACT_DELETE] = '-' };
+static const char act_marks[] = { [ACT_PUSH] = '+', [ACT_FETCH] = '+', [ACT_CREATE] = '+',
+				  [ACT_CHANGE] = '~', [ACT_DELETE] = '-' };
 
 struct action {
 	enum act act;
 	enum declare_kind kind;
-	char *name;                    /* probe or sink; the object's file for a push */
+	char *name;                    /* probe, sink or object source; the object's file for a push */
 	const struct declare_doc *doc; /* NULL for a removal */
 	char generation[32];           /* a probe's, for If-Match on a change */
 	json_t *diff;                  /* a change's fields */
@@ -154,24 +155,33 @@ static void plan_host(struct host_plan *p, const struct declare_set *set, json_t
 	size_t i;
 	json_t *v;
 
-	/* Objects first: a probe can only name an object the host has. */
+	/* Objects first: a probe can only name an object the host has. Each
+	 * digest is brought once, by the first document that has it. */
 	for (i = 0; i < set->n; i++) {
 		const struct declare_doc *d = &set->docs[i];
-		bool queued = false;
+		bool source = d->kind == DECLARE_OBJECT_SOURCE, queued = false;
 
-		if (!d->object_file || find_named(objects, "sha256", d->object_sha))
+		if (!d->object_file && !source)
 			continue;
+		if (find_named(objects, "sha256", d->object_sha)) {
+			p->unchanged += source;
+			continue;
+		}
 		for (size_t k = 0; k < p->n; k++)
-			queued |= p->acts[k].act == ACT_PUSH &&
-				  strcmp(p->acts[k].doc->object_sha, d->object_sha) == 0;
+			queued |= strcmp(p->acts[k].doc->object_sha, d->object_sha) == 0;
 		if (!queued)
-			add_action(p, ACT_PUSH, d->kind, d->object_file, d);
+			add_action(p, source ? ACT_FETCH : ACT_PUSH, d->kind,
+				   source ? d->name : d->object_file, d);
 	}
 	for (i = 0; i < set->n; i++) {
 		const struct declare_doc *d = &set->docs[i];
 		bool probe = d->kind == DECLARE_PROBE;
-		json_t *have = find_named(probe ? probes : sinks, "name", d->name), *cur, *diff;
+		json_t *have, *cur, *diff;
 		struct action *a;
+
+		if (d->kind == DECLARE_OBJECT_SOURCE)
+			continue;
+		have = find_named(probe ? probes : sinks, "name", d->name);
 
 		if (!have) {
 			add_action(p, ACT_CREATE, d->kind, d->name, d);
@@ -239,6 +249,12 @@ static int action_request(const struct action *a, struct client_request *req, ch
 						"application/octet-stream" };
 		return *path ? 0 : -1;
 	}
+	if (a->act == ACT_FETCH) {
+		*path = strdup("/v1/objects:fetch");
+		*req = (struct client_request){ "POST", *path, a->doc->body, a->doc->body_len,
+						"application/x-protobuf" };
+		return *path ? 0 : -1;
+	}
 	if (!(e = client_escape(a->name)) || asprintf(path, "/v1/%s/%s", kind, e) < 0) {
 		free(e);
 		*path = NULL;
@@ -259,7 +275,7 @@ static int action_request(const struct action *a, struct client_request *req, ch
 /* What the agent answers to an action. */
 static const ProtobufCMessageDescriptor *reply_desc(const struct action *a)
 {
-	if (a->act == ACT_PUSH)
+	if (a->act == ACT_PUSH || a->act == ACT_FETCH)
 		return &graind__object__descriptor;
 	if (a->act == ACT_DELETE)
 		return &graind__empty__descriptor;
@@ -325,7 +341,7 @@ out:
 
 static const char *kind_word(const struct action *a)
 {
-	if (a->act == ACT_PUSH)
+	if (a->act == ACT_PUSH || a->act == ACT_FETCH)
 		return "object";
 	return a->kind == DECLARE_PROBE ? "probe" : "sink";
 }
@@ -337,14 +353,14 @@ static char *value_text(const json_t *v)
 
 static void print_plan(const struct host_plan *p, bool applied, FILE *f)
 {
-	size_t counts[4] = { 0 };
+	size_t counts[ACT__COUNT] = { 0 };
 
 	for (size_t i = 0; i < p->n; i++) {
 		const struct action *a = &p->acts[i];
 		const char *word = act_words[a->act][applied && a->done];
 
 		counts[a->act]++;
-		if (a->act == ACT_PUSH)
+		if (a->act == ACT_PUSH || a->act == ACT_FETCH)
 			fprintf(f, "  %c object %s (%.12s)", act_marks[a->act], a->name,
 				a->doc->object_sha);
 		else
@@ -366,10 +382,12 @@ static void print_plan(const struct host_plan *p, bool applied, FILE *f)
 			free(to);
 		}
 	}
-	fprintf(f, applied ? "  %zu pushed, %zu created, %zu changed, %zu removed; %zu unchanged"
-			   : "  %zu to push, %zu to create, %zu to change, %zu to remove; %zu unchanged",
-		counts[ACT_PUSH], counts[ACT_CREATE], counts[ACT_CHANGE], counts[ACT_DELETE],
-		p->unchanged);
+	fprintf(f, applied ? "  %zu pushed, " : "  %zu to push, ", counts[ACT_PUSH]);
+	if (counts[ACT_FETCH])
+		fprintf(f, applied ? "%zu fetched, " : "%zu to fetch, ", counts[ACT_FETCH]);
+	fprintf(f, applied ? "%zu created, %zu changed, %zu removed; %zu unchanged"
+			   : "%zu to create, %zu to change, %zu to remove; %zu unchanged",
+		counts[ACT_CREATE], counts[ACT_CHANGE], counts[ACT_DELETE], p->unchanged);
 	if (p->kept)
 		fprintf(f, "; %zu not in the files (--prune removes them)", p->kept);
 	fputc('\n', f);
@@ -394,12 +412,15 @@ static void print_json(struct ctl *ctl, const char *host, const struct host_plan
 			json_t *c = json_object();
 
 			json_object_set_new(c, "action", json_string(act_words[a->act][0]));
-			json_object_set_new(c, "kind", json_string(a->act == ACT_PUSH ? "Object"
-					    : a->kind == DECLARE_PROBE ? "Probe" : "Sink"));
+			json_object_set_new(c, "kind", json_string(
+				a->act == ACT_PUSH ? "Object" : a->act == ACT_FETCH ? "ObjectSource"
+				: a->kind == DECLARE_PROBE ? "Probe" : "Sink"));
 			json_object_set_new(c, "name", json_string(a->act == ACT_PUSH
 					    ? a->doc->object_sha : a->name));
 			if (a->act == ACT_PUSH)
 				json_object_set_new(c, "file", json_string(a->name));
+			if (a->act == ACT_FETCH)
+				json_object_set_new(c, "sha256", json_string(a->doc->object_sha));
 			if (a->diff)
 				json_object_set(c, "diff", a->diff);
 			if (applied)

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "server/util/declare.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <stdbool.h>
 #include <errno.h>
@@ -116,26 +117,53 @@ void declare_diff(const json_t *from, const json_t *to, const char *path, json_t
 
 /* The spec of one document checked against the schema: its protobuf body
  * and canonical JSON. */
+static const ProtobufCMessageDescriptor *const spec_desc[] = {
+	[DECLARE_PROBE] = &graind__probe_spec__descriptor,
+	[DECLARE_SINK] = &graind__sink__descriptor,
+	[DECLARE_OBJECT_SOURCE] = &graind__fetch_object_request__descriptor,
+};
+
+/* An ObjectSource's spec: a URL and a digest of 64 hex digits, into
+ * d->object_sha lowercased; its name is the document's. The canonical
+ * JSON is made before the name goes in, so that it is the spec alone. */
+static int object_source(struct declare_doc *d, Graind__FetchObjectRequest *m,
+			 struct gerr *err)
+{
+	size_t n = strlen(m->sha256);
+
+	if (!m->url[0])
+		return gerr_set(err, 400, "%s: spec.url: where to fetch the object from is needed",
+				d->source);
+	if (n != SHA256_HEX_LEN || strspn(m->sha256, "0123456789abcdefABCDEF") != n)
+		return gerr_set(err, 400, "%s: spec.sha256: the object's digest, 64 hex digits, "
+				"is needed", d->source);
+	for (size_t i = 0; i <= n; i++)
+		d->object_sha[i] = (char)tolower((unsigned char)m->sha256[i]);
+	return pbmsg_set_string(&m->name, d->name) < 0
+		? gerr_set(err, 500, "out of memory") : 0;
+}
+
 static int doc_spec(struct declare_doc *d, json_t *spec, struct gerr *err)
 {
-	const ProtobufCMessageDescriptor *desc = d->kind == DECLARE_PROBE
-		? &graind__probe_spec__descriptor : &graind__sink__descriptor;
+	const ProtobufCMessageDescriptor *desc = spec_desc[d->kind];
 	ProtobufCMessage *m = NULL;
 	char *text = NULL, *canon = NULL;
 	size_t len;
 	int ret = -1;
 
-	if (d->kind == DECLARE_SINK && json_object_get(spec, "name"))
-		return gerr_set(err, 400, "%s: spec.name: the document's name names the sink",
-				d->source);
+	if (d->kind != DECLARE_PROBE && json_object_get(spec, "name"))
+		return gerr_set(err, 400, "%s: spec.name: the document's name names the %s",
+				d->source, d->kind == DECLARE_SINK ? "sink" : "object");
 	if (!(text = json_dumps(spec, JSON_COMPACT)))
 		return gerr_set(err, 500, "out of memory");
 	if (codec_decode(CODEC_JSON, desc, text, strlen(text), &m, err) < 0) {
 		gerr_prefix(err, "%s: spec (a %s)", d->source, desc->name);
 		goto out;
 	}
-	if (codec_encode(CODEC_PROTOBUF, m, (char **)&d->body, &d->body_len, err) < 0 ||
-	    codec_encode(CODEC_JSON, m, &canon, &len, err) < 0)
+	if (codec_encode(CODEC_JSON, m, &canon, &len, err) < 0 ||
+	    (d->kind == DECLARE_OBJECT_SOURCE &&
+	     object_source(d, (Graind__FetchObjectRequest *)m, err) < 0) ||
+	    codec_encode(CODEC_PROTOBUF, m, (char **)&d->body, &d->body_len, err) < 0)
 		goto out;
 	if (!(d->spec = json_loadb(canon, len, 0, NULL))) {
 		gerr_set(err, 500, "out of memory");
@@ -195,8 +223,9 @@ static int load_doc(struct declare_set *set, const char *dir, const char *source
 					source, key);
 	kind = json_string_value(json_object_get(j, "kind"));
 	name = json_string_value(json_object_get(j, "name"));
-	if (!kind || (strcmp(kind, "Probe") && strcmp(kind, "Sink")))
-		return gerr_set(err, 400, "%s: kind: Probe or Sink", source);
+	if (!kind || (strcmp(kind, "Probe") && strcmp(kind, "Sink") &&
+		      strcmp(kind, "ObjectSource")))
+		return gerr_set(err, 400, "%s: kind: Probe, Sink or ObjectSource", source);
 	if (!name || !*name)
 		return gerr_set(err, 400, "%s: name: a string is needed", source);
 	if (!json_is_object(json_object_get(j, "spec")))
@@ -209,7 +238,8 @@ static int load_doc(struct declare_set *set, const char *dir, const char *source
 	set->docs = docs;
 	d = &docs[set->n++];
 	memset(d, 0, sizeof(*d));
-	d->kind = strcmp(kind, "Probe") == 0 ? DECLARE_PROBE : DECLARE_SINK;
+	d->kind = strcmp(kind, "Probe") == 0 ? DECLARE_PROBE
+		  : strcmp(kind, "Sink") == 0 ? DECLARE_SINK : DECLARE_OBJECT_SOURCE;
 	d->name = strdup(name);
 	d->source = strdup(source);
 	if (!(spec = json_deep_copy(json_object_get(j, "spec"))) || !d->name || !d->source) {

@@ -2,11 +2,16 @@
  * `apply` and the agent's --config-dir read, and how they compare with
  * what an agent has.
  *
- * A document is a JSON object {"kind": "Probe"|"Sink", "name": NAME,
- * "spec": {...}}: a Probe's spec is a graind.ProbeSpec, a Sink's a
- * graind.Sink without its name, both in proto3 JSON. A Probe may name its
- * object by file instead, "objectFile": "hooks.bpf.o" (relative to the
- * document), which apply pushes before the probe and refers to by digest.
+ * A document is a JSON object {"kind": "Probe"|"Sink"|"ObjectSource",
+ * "name": NAME, "spec": {...}}: a Probe's spec is a graind.ProbeSpec, a
+ * Sink's a graind.Sink without its name, an ObjectSource's a
+ * graind.FetchObjectRequest without its name ({url, sha256}: where the
+ * host fetches the object, and the digest it must have), all in proto3
+ * JSON. A Probe names its object by digest (spec.objectSha256, the
+ * digest an ObjectSource pins), or by file instead, "objectFile":
+ * "hooks.bpf.o" (relative to the document), which apply pushes before the
+ * probe and refers to by digest. Objects are brought (pushed or fetched)
+ * before any probe is put, and never removed by a document's absence.
  * A file holds one document or an array of them; a YAML file (*.yaml,
  * *.yml, through yamldoc.h) is the same in YAML, one document or a stream
  * of them; a directory is every such file in it, in name order. Specs are checked against the schema
@@ -21,17 +26,17 @@
 #include "server/util/gerr.h"
 #include "server/util/sha256.h"
 
-enum declare_kind { DECLARE_PROBE, DECLARE_SINK };
+enum declare_kind { DECLARE_PROBE, DECLARE_SINK, DECLARE_OBJECT_SOURCE };
 
 struct declare_doc {
 	enum declare_kind kind;
 	char *name;
 	char *source;              /* "dir/web.json" or "dir/all.json[2]" */
 	json_t *spec;              /* canonical proto3 JSON, normalised */
-	void *body;                /* the spec as protobuf, for the PUT */
-	size_t body_len;
+	void *body;                /* the spec as protobuf, for the PUT (the fetch: */
+	size_t body_len;           /* an ObjectSource's, with its name) */
 	char *object_file;         /* NULL unless "objectFile" */
-	char object_sha[SHA256_HEX_LEN + 1];
+	char object_sha[SHA256_HEX_LEN + 1];    /* objectFile's or ObjectSource's digest */
 };
 
 struct declare_set {

@@ -722,7 +722,11 @@ def test_plan_apply_converge_repair_drift_and_prune(fleet, ctl, tmp_path):
 
 @pytest.mark.parametrize("doc,says", [
     ({"kind": "Probe", "name": "p", "spec": {"builtin": "dns", "programz": []}}, "programz"),
-    ({"kind": "Thing", "name": "p", "spec": {}}, "kind: Probe or Sink"),
+    ({"kind": "Thing", "name": "p", "spec": {}}, "kind: Probe, Sink or ObjectSource"),
+    ({"kind": "ObjectSource", "name": "o", "spec": {"url": "https://h/o.o"}}, "spec.sha256"),
+    ({"kind": "ObjectSource", "name": "o", "spec": {"sha256": "ab" * 32}}, "spec.url"),
+    ({"kind": "ObjectSource", "name": "o", "spec": {"url": "https://h/o", "sha256": "ab" * 32,
+                                                    "name": "x"}}, "spec.name"),
     ({"kind": "Probe", "spec": {}}, "name"),
     ({"kind": "Probe", "name": "p", "spec": {}, "extra": 1}, "extra: unknown field"),
     ({"kind": "Sink", "name": "s", "spec": {"name": "s"}}, "spec.name"),
@@ -809,6 +813,121 @@ def test_yaml_documents_are_the_json_ones(a, ctl, tmp_path):
         for n in ("tp-a", "tp-b"):
             a.delete(f"/v1/probes/{n}")
         a.delete("/v1/sinks/stats")
+
+
+@pytest.fixture
+def artifact_server(tmp_path):
+    """A plain http server on loopback with hooks.bpf.o (and a copy that is
+    not what its name says) and the paths it was asked for."""
+    import functools
+    import http.server
+    import threading
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    shutil.copy(HOOKS, root / "hooks.bpf.o")
+    (root / "other.bpf.o").write_bytes(open(REJECT, "rb").read())
+    asked = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            asked.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", asked
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_object_sources_are_fetched_by_the_hosts_before_their_probes(ctl, tmp_path,
+                                                                     artifact_server):
+    """An ObjectSource document: plan says the host will fetch it, apply has
+    the agent fetch it (no bytes through grainctl) before the probe that
+    names its digest; a second apply fetches nothing; a digest the bytes
+    do not have fails that host (exit 1) and puts no probe after it. The
+    agent's --config-dir takes the same documents."""
+    base_url, asked = artifact_server
+    sha = hashlib.sha256(open(HOOKS, "rb").read()).hexdigest()
+    d = tmp_path / "state"
+    d.mkdir()
+    ag = Agent(str(d), ["--fetch-allow-http"]).start()
+    try:
+        tf = token_file(tmp_path, ag.admin, "src-token")
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        (docs / "objects.yaml").write_text(
+            f"kind: ObjectSource\nname: hooks\nspec:\n  url: {base_url}/hooks.bpf.o\n"
+            f"  sha256: {sha.upper()}\n")
+        (docs / "probes.json").write_text(json.dumps(
+            {"kind": "Probe", "name": "fetched", "spec": tp_spec(sha, 3)}))
+        run = lambda *a: ctl.run("--host", ag.url, "--token-file", tf, *a)
+
+        p = run("-o", "jsonl", "plan", "-f", str(docs))
+        assert p.returncode == 0, p.stderr
+        changes = json.loads(p.stdout)["result"]["changes"]
+        assert [(c["action"], c["kind"], c["name"]) for c in changes] == [
+            ("fetch", "ObjectSource", "hooks"), ("create", "Probe", "fetched")]
+        assert changes[0]["sha256"] == sha
+        assert "1 to fetch" in run("plan", "-f", str(docs)).stdout
+        assert asked == []
+
+        p = run("apply", "-f", str(docs))
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert f"+ object hooks ({sha[:12]}): fetched" in p.stdout, p.stdout
+        assert asked == ["/hooks.bpf.o"]
+        obj = ag.get(f"/v1/objects/{sha}").json()
+        assert obj["name"] == "hooks"
+        assert ag.get("/v1/probes/fetched").json()["programs"][0]["state"] == "PROGRAM_ATTACHED"
+
+        p = run("-o", "jsonl", "apply", "-f", str(docs))
+        r = json.loads(p.stdout)["result"]
+        assert r["changes"] == [] and r["unchanged"] == 2, r
+        assert asked == ["/hooks.bpf.o"]
+
+        # The digest of hooks.bpf.o, the bytes of another file.
+        (docs / "objects.yaml").write_text(
+            f"kind: ObjectSource\nname: other\nspec:\n  url: {base_url}/other.bpf.o\n"
+            f"  sha256: {'0' * 64}\n")
+        (docs / "probes.json").write_text(json.dumps(
+            {"kind": "Probe", "name": "fetched-2", "spec": tp_spec("0" * 64, 3)}))
+        p = run("apply", "-f", str(docs))
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "nothing was stored (422)" in p.stdout, p.stdout
+        assert "- probe fetched-2" not in p.stdout
+        assert ag.get("/v1/probes/fetched-2").status_code == 404
+        assert ag.delete("/v1/probes/fetched").status_code == 204
+    finally:
+        ag.stop()
+
+    # The same documents in --config-dir: fetched by the agent at start.
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "objects.yaml").write_text(
+        f"kind: ObjectSource\nname: from-conf\nspec:\n  url: {base_url}/hooks.bpf.o\n"
+        f"  sha256: {sha}\n")
+    (conf / "probes.json").write_text(json.dumps(
+        {"kind": "Probe", "name": "conf-probe", "spec": tp_spec(sha, 3)}))
+    d2 = tmp_path / "state2"
+    d2.mkdir()
+    ag2 = Agent(str(d2), ["--fetch-allow-http", "--config-dir", str(conf)]).start()
+    try:
+        probe = ag2.get("/v1/probes/conf-probe").json()
+        assert probe["programs"][0]["state"] == "PROGRAM_ATTACHED", probe
+        assert ag2.get(f"/v1/objects/{sha}").json()["name"] == "from-conf"
+        assert asked[-1] == "/hooks.bpf.o" and len(asked) == 3
+        status = ag2.get("/v1/status").json()
+        assert not status.get("configDir", {}).get("errors"), status
+        assert ag2.delete("/v1/probes/conf-probe").status_code == 409
+        (conf / "probes.json").unlink()         # the probe goes with its file
+        wait_for_gone = time.time() + 10
+        while ag2.get("/v1/probes/conf-probe").status_code != 404:
+            assert time.time() < wait_for_gone, "the probe outlived its file"
+            time.sleep(0.05)
+    finally:
+        ag2.stop()
+        for n in ("fetched", "conf-probe"):
+            shutil.rmtree(os.path.join(PIN_ROOT, n), ignore_errors=True)
 
 
 def test_fleet_in_network_namespaces(ctl, tmp_path):
