@@ -930,16 +930,53 @@ def test_object_sources_are_fetched_by_the_hosts_before_their_probes(ctl, tmp_pa
             shutil.rmtree(os.path.join(PIN_ROOT, n), ignore_errors=True)
 
 
+def write_fleet_docs(d, pid_a=1, probes=4, sinks=2):
+    """`probes` probes (tp-1.. on one object file, the second detached) and
+    `sinks` StatsD sinks, in two files of each kind."""
+    d.mkdir(exist_ok=True)
+    shutil.copy(HOOKS, d / "hooks.bpf.o")
+    spec = tp_spec("x", pid_a)
+    del spec["objectSha256"]
+    docs = [{"kind": "Probe", "name": f"tp-{i}", "objectFile": "hooks.bpf.o",
+             "spec": {**spec, **({"desiredState": "DETACHED"} if i == 2 else {}),
+                      "constants": [{"name": "target_pid", "value": str(pid_a + i - 1)}]}}
+            for i in range(1, probes + 1)]
+    docs += [{"kind": "Sink", "name": f"stats-{i}", "spec": {
+        "statsd": {"host": "127.0.0.1", "port": 9, "prefix": f"fleet{i}"}}}
+        for i in range(1, sinks + 1)]
+    for f in d.glob("*.json"):
+        f.unlink()
+    (d / "a.json").write_text(json.dumps(docs[: len(docs) // 2]))
+    (d / "b.json").write_text(json.dumps(docs[len(docs) // 2:]))
+    return str(d)
+
+
+def probe_names(ag, token):
+    return [x["name"] for x in ag.get("/v1/probes", token=token).json().get("probes", [])]
+
+
+def sink_names(ag, token):
+    return [x["name"] for x in ag.get("/v1/sinks", token=token).json().get("sinks", [])]
+
+
+def generations(ag, token):
+    return {x["name"]: x["generation"]
+            for x in ag.get("/v1/probes", token=token).json().get("probes", [])}
+
+
 def test_fleet_in_network_namespaces(ctl, tmp_path):
-    """Four agents, each in a network namespace of its own with its own state
-    directory and pin root, reached over veth addresses of 198.18.0.0/15:
-    apply converges them, a second apply writes nothing, one host down is
-    reported and the others still converge."""
+    """Five agents, each in a network namespace of its own with its own
+    state directory and pin root, reached over veth addresses of
+    198.18.0.0/15, and a directory of 4 probes and 2 sinks: apply converges
+    all 5; a second apply writes nothing (generations unchanged, no audit
+    record); drift on one host (a probe deleted through the API) is shown
+    by plan and repaired by apply; one host down is reported (exit 1) and
+    the other 4 converge; --prune removes what the files no longer name."""
     token = "ns-fleet-" + os.urandom(24).hex()
     agents = []
     with contextlib.ExitStack() as stack:
-        for i in range(4):
-            n = stack.enter_context(veth_namespace("cdef"[i], i))
+        for i in range(5):
+            n = stack.enter_context(veth_namespace("cdefg"[i], i))
             d = tmp_path / f"ns{i}"
             d.mkdir()
             (d / "admin.token").write_text(token + "\n")
@@ -949,38 +986,81 @@ def test_fleet_in_network_namespaces(ctl, tmp_path):
             stack.callback(shutil.rmtree, f"{PIN_ROOT}-ns{i}", True)
             stack.callback(lambda ag=ag: ag.alive() and ag.stop())
             agents.append(ag.start())
-        assert len({ag.url for ag in agents}) == 4
+        assert len({ag.url for ag in agents}) == 5
         assert all(ag.url.startswith("http://198.1") for ag in agents)
         tf = token_file(tmp_path, token, "ns-token")
         hf = tmp_path / "fleet.txt"
         hf.write_text("".join(ag.url + "\n" for ag in agents))
-        docs = write_docs(tmp_path / "docs")
+        docs = write_fleet_docs(tmp_path / "docs")
         run = lambda *a: ctl.run("--hosts-file", str(hf), "--token-file", tf, *a)
+        want_probes = ["tp-1", "tp-2", "tp-3", "tp-4"]
 
         p = run("apply", "-f", docs)
         assert p.returncode == 0, p.stdout + p.stderr
-        assert p.stderr.count("converged") == 4
+        assert p.stderr.count("converged") == 5
         for ag in agents:
-            names = [x["name"] for x in ag.get("/v1/probes", token=token).json()["probes"]]
-            assert names == ["tp-a", "tp-b"]
-            assert ag.get("/v1/sinks/stats", token=token).status_code == 200
+            assert probe_names(ag, token) == want_probes
+            assert sink_names(ag, token) == ["stats-1", "stats-2"]
+            states = {x["name"]: x["programs"][0]["state"]
+                      for x in ag.get("/v1/probes", token=token).json()["probes"]}
+            assert states == {"tp-1": "PROGRAM_ATTACHED", "tp-2": "PROGRAM_DETACHED",
+                              "tp-3": "PROGRAM_ATTACHED", "tp-4": "PROGRAM_ATTACHED"}
+
+        # A second apply: nothing written anywhere.
+        gens = [generations(ag, token) for ag in agents]
         writes = [audit_writes(ag, token) for ag in agents]
         p = run("-o", "jsonl", "apply", "-f", docs)
         assert p.returncode == 0
-        assert all(d["result"]["changes"] == [] for d in jsonl(p).values())
+        for d_ in jsonl(p).values():
+            assert d_["result"]["changes"] == [] and d_["result"]["unchanged"] == 6, d_
         assert [audit_writes(ag, token) for ag in agents] == writes
+        assert [generations(ag, token) for ag in agents] == gens
 
-        assert agents[3].stop() == 0
-        docs = write_docs(tmp_path / "docs", pid_a=9)
+        # Drift on one host: shown by plan there only, repaired by apply.
+        assert agents[1].delete("/v1/probes/tp-3", token=token).status_code == 204
+        p = run("-o", "jsonl", "plan", "-f", docs)
+        assert p.returncode == 0
+        plan = jsonl(p)
+        for i, ag in enumerate(agents):
+            changes = [(c["action"], c["name"]) for c in plan[ag.url]["result"]["changes"]]
+            assert changes == ([("create", "tp-3")] if i == 1 else []), (i, changes)
+        p = run("apply", "-f", docs)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert probe_names(agents[1], token) == want_probes
+        assert [generations(ag, token) for i, ag in enumerate(agents) if i != 1] == \
+            [g for i, g in enumerate(gens) if i != 1]
+
+        # One host down: exit 1 and its error; the other 4 converge.
+        assert agents[4].stop() == 0
+        docs = write_fleet_docs(tmp_path / "docs", pid_a=9)
         p = run("-o", "jsonl", "--timeout", "3", "apply", "-f", docs)
         assert p.returncode == 1
         out = jsonl(p)
-        assert "error" in out[agents[3].url]
-        for ag in agents[:3]:
-            assert all(c["done"] for c in out[ag.url]["result"]["changes"])
-            spec = ag.get("/v1/probes/tp-a", token=token).json()["spec"]
+        assert "error" in out[agents[4].url]
+        for ag in agents[:4]:
+            changes = out[ag.url]["result"]["changes"]
+            assert [c["action"] for c in changes] == ["change"] * 4, changes
+            assert all(c["done"] for c in changes)
+            spec = ag.get("/v1/probes/tp-1", token=token).json()["spec"]
             assert spec["constants"][0]["value"] == "9"
-        for ag in agents[:3]:
+
+        # --prune: the files name 3 probes and 1 sink now.
+        docs = write_fleet_docs(tmp_path / "docs", pid_a=9, probes=3, sinks=1)
+        live = tmp_path / "live.txt"
+        live.write_text("".join(ag.url + "\n" for ag in agents[:4]))
+        p = run("-o", "jsonl", "apply", "-f", docs)
+        assert p.returncode == 1                  # the stopped host again
+        for ag in agents[:4]:
+            assert jsonl(p)[ag.url]["result"]["notInFiles"] == 2
+            assert probe_names(ag, token) == want_probes
+        p = ctl.run("--hosts-file", str(live), "--token-file", tf, "apply", "-f", docs, "--prune")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert p.stdout.count("- probe tp-4: removed") == 4, p.stdout
+        assert p.stdout.count("- sink stats-2: removed") == 4, p.stdout
+        for ag in agents[:4]:
+            assert probe_names(ag, token) == want_probes[:3]
+            assert sink_names(ag, token) == ["stats-1"]
+        for ag in agents[:4]:
             assert ag.stop() == 0, ag.read_log()[-3000:]
 
 
