@@ -94,7 +94,7 @@ static int register_one(struct store *st, const struct builtin *b, struct gerr *
 	bool created;
 
 	sha256_hex(b->start, builtin_len(b), sha256);
-	if (objects_add(st, sha256, b->name, b->start, builtin_len(b), true, b->description,
+	if (objects_add(st, sha256, b->name, b->start, builtin_len(b), true, b->description, NULL,
 			&created, err) < 0) {
 		/* Built-ins are ours: one that fails the checks is a build problem. */
 		gerr_prefix(err, "built-in object %s does not pass the object checks", b->name);

@@ -69,6 +69,11 @@ static const char usage[] =
 "      --fetch-ca FILE         PEM CAs that https servers of objects:fetch must\n"
 "                              chain to (default: the system's)\n"
 "      --fetch-allow-http      let objects:fetch take plain http:// URLs\n"
+"      --insecure-registry HOST[:PORT]\n"
+"                              pull images from this registry over plain\n"
+"                              http (repeatable, at most 8)\n"
+"      --registry-auth FILE    registry credentials, in the format of\n"
+"                              containers-auth.json (read at each pull)\n"
 "  -v, --verbose               debug logging\n"
 "  -h, --help                  print this help and exit\n"
 "  -V, --version               print the version and exit\n"
@@ -188,7 +193,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
 	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
-	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL, OPT_FETCH_CA, OPT_FETCH_ALLOW_HTTP };
+	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL, OPT_FETCH_CA, OPT_FETCH_ALLOW_HTTP, OPT_INSECURE_REGISTRY, OPT_REGISTRY_AUTH };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -205,6 +210,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "scan-interval", required_argument, NULL, OPT_SCAN_INTERVAL },
 		{ "fetch-ca", required_argument, NULL, OPT_FETCH_CA },
 		{ "fetch-allow-http", no_argument, NULL, OPT_FETCH_ALLOW_HTTP },
+		{ "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
+		{ "registry-auth", required_argument, NULL, OPT_REGISTRY_AUTH },
 		{ "grpc-listen", required_argument, NULL, OPT_GRPC_LISTEN },
 		{ "grpc-socket", required_argument, NULL, OPT_GRPC_SOCKET },
 		{ "config-dir", required_argument, NULL, OPT_CONFIG_DIR },
@@ -396,6 +403,21 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			break;
 		case OPT_FETCH_ALLOW_HTTP:
 			cfg->fetch_allow_http = 1;
+			break;
+		case OPT_INSECURE_REGISTRY:
+			if (cfg->n_insecure_registries == 8 || !optarg[0] ||
+			    strlen(optarg) >= sizeof(cfg->insecure_registries[0]) ||
+			    strchr(optarg, '/')) {
+				fprintf(stderr, "graind: --insecure-registry wants a HOST[:PORT], at most 8 times, got '%s'\n", optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			strcpy(cfg->insecure_registries[cfg->n_insecure_registries++], optarg);
+			break;
+		case OPT_REGISTRY_AUTH:
+			if (copy_path(cfg->registry_auth, PATH_MAX, optarg) < 0) {
+				fprintf(stderr, "graind: --registry-auth: empty or too long\n");
+				return CONFIG_EXIT_USAGE;
+			}
 			break;
 		case OPT_AUTH_FILE:
 			if (copy_path(cfg->auth_file, PATH_MAX, optarg) < 0) {

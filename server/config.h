@@ -54,6 +54,10 @@ struct config {
 	/* POST /v1/objects:fetch (server/fetch.h). */
 	char fetch_ca[PATH_MAX];        /* PEM CAs of https fetches, "" the system's */
 	int fetch_allow_http;           /* plain http:// URLs too */
+	/* Bytecode images (server/oci/pull.h). */
+	char insecure_registries[8][256];       /* reached over plain http */
+	unsigned n_insecure_registries;
+	char registry_auth[PATH_MAX];   /* containers-auth.json credentials, "" none */
 	size_t max_object_size;
 	unsigned threads;
 	int verbose;

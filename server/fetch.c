@@ -1,4 +1,4 @@
-/* fetch: a GET of an object's bytes, bounded in every way (see fetch.h). */
+/* fetch: GETs bounded in every way (see fetch.h). */
 #include "server/fetch.h"
 
 #include <stdint.h>
@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 
 #include "server/util/curlso.h"
 
@@ -47,6 +48,44 @@ static size_t body_write(char *src, size_t size, size_t nmemb, void *arg)
 	memcpy(b->data + b->len, src, n);
 	b->len += n;
 	return n;
+}
+
+/* The headers of the answer: the last response's only (a redirect's go). */
+static size_t header_seen(char *line, size_t size, size_t nmemb, void *arg)
+{
+	struct fetch_reply *r = arg;
+	size_t n = size * nmemb, k, end, cap;
+	char *field;
+
+	if (n >= 5 && strncasecmp(line, "HTTP/", 5) == 0) {
+		r->content_type[0] = r->www_authenticate[0] = '\0';
+		return n;
+	}
+	if (n > 13 && strncasecmp(line, "content-type:", 13) == 0) {
+		field = r->content_type, cap = sizeof(r->content_type), k = 13;
+	} else if (n > 17 && strncasecmp(line, "www-authenticate:", 17) == 0 &&
+		   !r->www_authenticate[0]) {
+		field = r->www_authenticate, cap = sizeof(r->www_authenticate), k = 17;
+	} else {
+		return n;
+	}
+	while (k < n && (line[k] == ' ' || line[k] == '\t'))
+		k++;
+	/* The value up to the line's end (a content type's up to ';'). */
+	end = k;
+	while (end < n && line[end] != '\r' && line[end] != '\n' &&
+	       !(field == r->content_type && line[end] == ';'))
+		end++;
+	while (end > k && isspace((unsigned char)line[end - 1]))
+		end--;
+	snprintf(field, cap, "%.*s", (int)(end - k), line + k);
+	return n;
+}
+
+void fetch_reply_clear(struct fetch_reply *r)
+{
+	free(r->body);
+	memset(r, 0, sizeof(*r));
 }
 
 void fetch_display_url(const char *url, char *out, size_t size)
@@ -94,7 +133,8 @@ static int check_scheme(const struct fetch_opts *o, const char *url, const char 
 	} while (0)
 
 static CURLcode configure(const struct curlso *curl, CURL *c, const struct fetch_opts *o,
-			  const char *url, struct body *b, char *errbuf)
+			  const char *url, struct curl_slist *headers, struct body *b,
+			  struct fetch_reply *r, char *errbuf)
 {
 	const char *schemes = o->allow_http ? "http,https" : "https";
 
@@ -111,6 +151,10 @@ static CURLcode configure(const struct curlso *curl, CURL *c, const struct fetch
 	SETOPT(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes);
 	SETOPT(c, CURLOPT_WRITEFUNCTION, body_write);
 	SETOPT(c, CURLOPT_WRITEDATA, b);
+	SETOPT(c, CURLOPT_HEADERFUNCTION, header_seen);
+	SETOPT(c, CURLOPT_HEADERDATA, r);
+	if (headers)
+		SETOPT(c, CURLOPT_HTTPHEADER, headers);
 	if (o->ca_file && o->ca_file[0])
 		SETOPT(c, CURLOPT_CAINFO, o->ca_file);
 	return CURLE_OK;
@@ -141,29 +185,58 @@ static int transfer_error(const struct curlso *curl, CURLcode rc, const char *er
 	}
 }
 
-int fetch_url(const struct fetch_opts *o, const char *url, void **bytes, size_t *len,
-	      struct gerr *err)
+/* The request's headers as libcurl takes them; NULL and *failed when out
+ * of memory. */
+static struct curl_slist *header_list(const struct curlso *curl, const char *accept,
+				      const char *const *headers, bool *failed)
+{
+	struct curl_slist *list = NULL, *grown;
+	char line[512];
+
+	*failed = false;
+	if (accept) {
+		snprintf(line, sizeof(line), "Accept: %s", accept);
+		if (!(list = curl->slist_append(NULL, line)))
+			goto fail;
+	}
+	for (size_t i = 0; headers && headers[i]; i++) {
+		if (!(grown = curl->slist_append(list, headers[i])))
+			goto fail;
+		list = grown;
+	}
+	return list;
+fail:
+	curl->slist_free_all(list);
+	*failed = true;
+	return NULL;
+}
+
+int fetch_get(const struct fetch_opts *o, const char *url, const char *accept,
+	      const char *const *headers, struct fetch_reply *r, struct gerr *err)
 {
 	char shown[256], errbuf[CURL_ERROR_SIZE] = "";
 	struct body b = { .max = o->max_bytes };
+	struct curl_slist *list = NULL;
 	const struct curlso *curl;
-	long status = 0;
+	bool failed;
 	CURLcode rc;
 	CURL *c;
 	int ret = -1;
 
-	*bytes = NULL;
-	*len = 0;
+	memset(r, 0, sizeof(*r));
 	fetch_display_url(url, shown, sizeof(shown));
 	if (check_scheme(o, url, shown, err) < 0)
 		return -1;
 	curl = curlso_get("object fetches", err);
 	if (!curl)
 		return -1;
-	c = curl->easy_init();
-	if (!c)
+	list = header_list(curl, accept, headers, &failed);
+	c = failed ? NULL : curl->easy_init();
+	if (!c) {
+		curl->slist_free_all(list);
 		return gerr_set(err, 500, "out of memory");
-	rc = configure(curl, c, o, url, &b, errbuf);
+	}
+	rc = configure(curl, c, o, url, list, &b, r, errbuf);
 	if (rc != CURLE_OK) {
 		gerr_set(err, 500, "libcurl: %s", curl->easy_strerror(rc));
 		goto out;
@@ -173,17 +246,36 @@ int fetch_url(const struct fetch_opts *o, const char *url, void **bytes, size_t 
 		transfer_error(curl, rc, errbuf, &b, o, shown, err);
 		goto out;
 	}
-	curl->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	if (status != 200) {
-		gerr_set(err, 502, "%s: the server answered HTTP %ld", shown, status);
-		goto out;
-	}
-	*bytes = b.data;
-	*len = b.len;
+	curl->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	r->body = b.data;
+	r->len = b.len;
 	b.data = NULL;
 	ret = 0;
 out:
 	free(b.data);
 	curl->easy_cleanup(c);
+	curl->slist_free_all(list);
 	return ret;
+}
+
+int fetch_url(const struct fetch_opts *o, const char *url, void **bytes, size_t *len,
+	      struct gerr *err)
+{
+	struct fetch_reply r;
+	char shown[256];
+
+	*bytes = NULL;
+	*len = 0;
+	if (fetch_get(o, url, NULL, NULL, &r, err) < 0)
+		return -1;
+	if (r.status != 200) {
+		long status = r.status;
+
+		fetch_display_url(url, shown, sizeof(shown));
+		fetch_reply_clear(&r);
+		return gerr_set(err, 502, "%s: the server answered HTTP %ld", shown, status);
+	}
+	*bytes = r.body;
+	*len = r.len;
+	return 0;
 }

@@ -24,7 +24,7 @@ static bool object_intact(struct store *st, const char *sha256)
 
 int objects_add(struct store *st, const char *sha256, const char *name,
 		const void *bytes, size_t len, bool builtin, const char *description,
-		bool *created, struct gerr *err)
+		const Graind__ObjectOrigin *origin, bool *created, struct gerr *err)
 {
 	Graind__Object *obj;
 	uint8_t *meta = NULL;
@@ -43,13 +43,17 @@ int objects_add(struct store *st, const char *sha256, const char *name,
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
+	/* Lent for the packing, and taken back before the free. */
+	obj->origin = (Graind__ObjectOrigin *)origin;
 	meta_len = protobuf_c_message_get_packed_size(&obj->base);
 	meta = malloc(meta_len ? meta_len : 1);
+	if (meta)
+		protobuf_c_message_pack(&obj->base, meta);
+	obj->origin = NULL;
 	if (!meta) {
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
-	protobuf_c_message_pack(&obj->base, meta);
 	ret = store_object_put(st, sha256, name, bytes, len, meta, meta_len, builtin,
 			       created, err);
 out:

@@ -8,6 +8,7 @@
 #include "server/builtin.h"
 #include "server/elf/elfchk.h"
 #include "server/fetch.h"
+#include "server/oci/pull.h"
 #include "server/objects.h"
 #include "server/signing.h"
 #include "server/svc/svc_int.h"
@@ -95,8 +96,10 @@ static int stored_object(struct agent *ag, const char *sha256, Graind__Object **
 	return ret;
 }
 
-int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *req,
-		      Graind__Object **resp, struct gerr *err)
+/* An upload, or fetched bytes with where they came from (origin). */
+static int store_upload(struct svc_call *call, const Graind__UploadObjectRequest *req,
+			const Graind__ObjectOrigin *origin, Graind__Object **resp,
+			struct gerr *err)
 {
 	struct agent *ag = call->agent;
 	size_t max = ag->cfg.max_object_size;
@@ -125,7 +128,7 @@ int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *
 
 	/* Content addressing: the same bytes are stored once. */
 	if (objects_add(ag->store, sha256, name, req->content.data, req->content.len,
-			false, NULL, &call->created, err) < 0)
+			false, NULL, origin, &call->created, err) < 0)
 		return -1;
 	if (call->created)
 		log_info("msg=\"object stored\" sha256=%s name=%s size=%zu", sha256, name,
@@ -135,6 +138,12 @@ int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *
 	    store_object_sign(ag->store, sha256, req->signature, verified_key, err) < 0)
 		return -1;
 	return stored_object(ag, sha256, resp, err);
+}
+
+int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *req,
+		      Graind__Object **resp, struct gerr *err)
+{
+	return store_upload(call, req, NULL, resp, err);
 }
 
 /* The last segment of the URL's path, when it makes an object name. */
@@ -168,8 +177,11 @@ static void fetch_target(struct svc_call *call, const char *sha256, const char *
 	call->target[at + len] = '\0';
 }
 
-int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *req,
-		     Graind__Object **resp, struct gerr *err)
+/* The bytes of req->url, or those stored already under req->sha256
+ * (needed again only to check a signature sent along). *bytes NULL:
+ * stored, nothing to add. */
+static int fetch_bytes(struct svc_call *call, const Graind__FetchObjectRequest *req,
+		       const char *want, void **bytes, size_t *len, struct gerr *err)
 {
 	struct agent *ag = call->agent;
 	const struct fetch_opts opts = {
@@ -177,60 +189,105 @@ int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *re
 		.allow_http = ag->cfg.fetch_allow_http,
 		.max_bytes = ag->cfg.max_object_size,
 	};
-	Graind__UploadObjectRequest upload = GRAIND__UPLOAD_OBJECT_REQUEST__INIT;
-	char want[SHA256_HEX_LEN + 1], got[SHA256_HEX_LEN + 1], name[OBJECT_NAME_MAX + 1];
-	char shown[256];
 	struct store_object row = { 0 };
-	void *bytes = NULL;
-	size_t len = 0;
-	int ret;
 
-	if (!req->url[0])
-		return gerr_set(err, 400, "url is required: where to fetch the object from");
-	if (!req->sha256[0])
-		return gerr_set(err, 400, "sha256 is required: the digest the fetched bytes must "
-				"have, so that what is stored is what you meant");
-	if (check_object_id(req->sha256, want, err) < 0)
-		return gerr_set(err, 400, "sha256 must be 64 hex digits: the digest of the "
-				"object's bytes");
-	fetch_display_url(req->url, shown, sizeof(shown));
-	fetch_target(call, want, shown);
-	if (req->name[0] && check_object_name(req->name, err) < 0)
-		return -1;
-	/* Content addressing: bytes stored already need not travel again;
-	 * a signature sent along is still checked against them. */
+	*bytes = NULL;
+	*len = 0;
+	/* Content addressing: bytes stored already need not travel again. */
 	if (store_object_get(ag->store, want, &row, err) == 0) {
 		store_object_clear(&row);
 		if (!req->signature[0])
-			return stored_object(ag, want, resp, err);
-		if (store_object_content(ag->store, want, &bytes, &len, err) < 0)
+			return 0;
+		return store_object_content(ag->store, want, bytes, len, err);
+	}
+	if (err->status != 404)
+		return -1;
+	return fetch_url(&opts, req->url, bytes, len, err);
+}
+
+/* The object file of req->image, with where it came from. */
+static int pull_image(struct svc_call *call, const Graind__FetchObjectRequest *req,
+		      struct oci_pulled *image, struct gerr *err)
+{
+	struct agent *ag = call->agent;
+	const char *insecure[9] = { 0 };
+	struct oci_pull_opts opts = {
+		.fetch = { .ca_file = ag->cfg.fetch_ca, .max_bytes = ag->cfg.max_object_size },
+		.auth_file = ag->cfg.registry_auth,
+		.insecure = insecure,
+	};
+
+	for (unsigned i = 0; i < ag->cfg.n_insecure_registries && i < 8; i++)
+		insecure[i] = ag->cfg.insecure_registries[i];
+	return oci_pull(&opts, req->image, image, err);
+}
+
+int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *req,
+		     Graind__Object **resp, struct gerr *err)
+{
+	Graind__UploadObjectRequest upload = GRAIND__UPLOAD_OBJECT_REQUEST__INIT;
+	Graind__ObjectOrigin origin = GRAIND__OBJECT_ORIGIN__INIT;
+	char want[SHA256_HEX_LEN + 1] = "", got[SHA256_HEX_LEN + 1];
+	char name[OBJECT_NAME_MAX + 1] = "", shown[256];
+	struct oci_pulled image = { 0 };
+	void *bytes = NULL;
+	size_t len = 0;
+	int ret = -1;
+
+	if (!req->url[0] == !req->image[0])
+		return gerr_set(err, 400, "one of url and image is needed: where to fetch the "
+				"object from");
+	if (req->url[0] && !req->sha256[0])
+		return gerr_set(err, 400, "sha256 is required: the digest the fetched bytes must "
+				"have, so that what is stored is what you meant");
+	if (req->sha256[0] && check_object_id(req->sha256, want, err) < 0)
+		return gerr_set(err, 400, "sha256 must be 64 hex digits: the digest of the "
+				"object's bytes");
+	if (req->url[0])
+		fetch_display_url(req->url, shown, sizeof(shown));
+	else
+		snprintf(shown, sizeof(shown), "%.255s", req->image);
+	fetch_target(call, want[0] ? want : "object", shown);
+	if (req->name[0] && check_object_name(req->name, err) < 0)
+		return -1;
+	if (req->url[0]) {
+		if (fetch_bytes(call, req, want, &bytes, &len, err) < 0)
 			return -1;
-	} else if (err->status != 404) {
-		return -1;
-	} else if (fetch_url(&opts, req->url, &bytes, &len, err) < 0) {
-		return -1;
+		if (!bytes)
+			return stored_object(call->agent, want, resp, err);
+		origin.url = shown;
+		name_from_url(req->url, name, sizeof(name));
+	} else {
+		if (pull_image(call, req, &image, err) < 0)
+			return -1;
+		bytes = image.object;
+		len = image.len;
+		image.object = NULL;
+		snprintf(name, sizeof(name), "%.*s", OBJECT_NAME_MAX, image.filename);
+		if (check_object_name(name, err) < 0)
+			name[0] = '\0';
 	}
 	if (len == 0) {
-		free(bytes);
-		return gerr_set(err, 502, "%s: the server sent an empty body", shown);
+		gerr_set(err, 502, "%s: the object is empty", shown);
+		goto out;
 	}
 	sha256_hex(bytes, len, got);
-	if (strcmp(got, want) != 0) {
-		free(bytes);
-		return gerr_set(err, 422, "%s: the %zu bytes fetched hash to %s, not to the sha256 "
-				"asked for (%s); nothing was stored", shown, len, got, want);
+	if (want[0] && strcmp(got, want) != 0) {
+		gerr_set(err, 422, "%s: the %zu bytes fetched hash to %s, not to the sha256 asked "
+			 "for (%s); nothing was stored", shown, len, got, want);
+		goto out;
 	}
 	if (req->name[0])
 		snprintf(name, sizeof(name), "%s", req->name);
-	else
-		name_from_url(req->url, name, sizeof(name));
 	upload.name = name;
 	upload.content.data = bytes;
 	upload.content.len = len;
 	upload.signature = req->signature;
-	ret = svc_upload_object(call, &upload, resp, err);
-	fetch_target(call, want, shown);
+	ret = store_upload(call, &upload, image.origin ? image.origin : &origin, resp, err);
+	fetch_target(call, got, shown);
+out:
 	free(bytes);
+	oci_pulled_clear(&image);
 	return ret;
 }
 

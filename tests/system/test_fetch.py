@@ -183,7 +183,8 @@ def test_bad_requests_and_roles(a, servers):
     assert_error(fetch(a, plain.url + "/accept.bpf.o"), 400, "plain http is refused",
                  "--fetch-allow-http")
     assert_error(fetch(a, "ftp://127.0.0.1/x.o"), 400, "url must be https://")
-    assert_error(fetch(a, ""), 400, "url is required")
+    assert_error(fetch(a, ""), 400, "one of url and image is needed")
+    assert_error(fetch(a, https.url + "/x", image="127.0.0.1:1/x:1"), 400, "one of url and image")
     assert_error(fetch(a, https.url + "/accept.bpf.o", sha256=""), 400, "sha256 is required")
     assert_error(fetch(a, https.url + "/accept.bpf.o", sha256="xyz"), 400,
                  "sha256 must be 64 hex digits")

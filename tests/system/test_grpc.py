@@ -164,6 +164,12 @@ def test_every_rpc_answers_as_rest_does(g, pb):
     assert up == g.rest("GET", f"/v1/objects/{up.sha256}", pb.Object)
     assert call("DeleteObject", sha256=up.sha256) == pb.Empty()
     assert g.a.get(f"/v1/objects/{up.sha256}").status_code == 404
+    # Stored already: nothing is downloaded (the URL leads nowhere).
+    where = {"url": "https://127.0.0.1:1/hooks.bpf.o", "sha256": sha("hooks.bpf.o")}
+    fetched = call("FetchObject", **where)
+    assert fetched == obj
+    r = g.a.post("/v1/objects:fetch", json=where, headers={"Accept": PB})
+    assert r.status_code == 200 and pb.Object.FromString(r.content) == fetched
 
     name = f"grpc-{RUN}"
     spec = pb.ProbeSpec(object_sha256=sha("hooks.bpf.o"), desired_state=pb.DETACHED)

@@ -30,6 +30,8 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__map__descriptor,
 	&graind__upload_object_request__descriptor,
 	&graind__fetch_object_request__descriptor,
+	&graind__object_origin__descriptor,
+	&graind__image_label__descriptor,
 	&graind__list_objects_response__descriptor,
 	&graind__verify_report__descriptor,
 	&graind__program_verdict__descriptor,
