@@ -16,7 +16,7 @@ DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
 DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio python3-h2 \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap openssl minisign \
-	systemd man-db chromium
+	systemd man-db chromium docker-registry skopeo
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2 \
 	chromium
 

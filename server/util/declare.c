@@ -131,9 +131,9 @@ static int object_source(struct declare_doc *d, Graind__FetchObjectRequest *m,
 {
 	size_t n = strlen(m->sha256);
 
-	if (!m->url[0])
-		return gerr_set(err, 400, "%s: spec.url: where to fetch the object from is needed",
-				d->source);
+	if (!m->url[0] == !m->image[0])
+		return gerr_set(err, 400, "%s: spec.url or spec.image: where to fetch the object "
+				"from is needed, one of them", d->source);
 	if (n != SHA256_HEX_LEN || strspn(m->sha256, "0123456789abcdefABCDEF") != n)
 		return gerr_set(err, 400, "%s: spec.sha256: the object's digest, 64 hex digits, "
 				"is needed", d->source);

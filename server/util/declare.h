@@ -5,8 +5,9 @@
  * A document is a JSON object {"kind": "Probe"|"Sink"|"ObjectSource",
  * "name": NAME, "spec": {...}}: a Probe's spec is a graind.ProbeSpec, a
  * Sink's a graind.Sink without its name, an ObjectSource's a
- * graind.FetchObjectRequest without its name ({url, sha256}: where the
- * host fetches the object, and the digest it must have), all in proto3
+ * graind.FetchObjectRequest without its name ({url or image, sha256}:
+ * where the host fetches the object, and the digest it must have, which
+ * tells whether the host has it already), all in proto3
  * JSON. A Probe names its object by digest (spec.objectSha256, the
  * digest an ObjectSource pins), or by file instead, "objectFile":
  * "hooks.bpf.o" (relative to the document), which apply pushes before the

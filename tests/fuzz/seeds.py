@@ -20,6 +20,9 @@ repository already hold, so that no binary input is committed:
                   each "KEY\\0SIGNATURE\\0OBJECT"
   grpc            HTTP/2 frames after the preface, as python3-h2 sends them:
                   health, reflection and Graind calls, resets, bad prefixes
+  oci             image references, manifests (OCI, Docker, an index), configs
+                  with io.ebpf labels, and layers (tar, tar.gz) of the test
+                  objects, each after the byte that picks its parser
 
 Usage: seeds.py --build BUILD --out DIR (DIR/<target>/ is rewritten)."""
 
@@ -294,6 +297,39 @@ def grpc_seeds(out):
         write(out, "grpc", conversation(calls, **kw))
 
 
+def oci_seeds(out, build):
+    import gzip
+    import io
+    import tarfile
+    for ref in ("127.0.0.1:5000/bpf/hooks:v1", "localhost/a/b/c",
+                "registry.example:443/x@sha256:" + "ab" * 32, "r.example/x:t@sha256:" + "0" * 64,
+                "bpf/no-registry:v1", "r.example/UPPER:v1"):
+        write(out, "oci", b"\x00" + ref.encode())
+    digest = "sha256:" + "12" * 32
+    desc = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest,
+            "size": 10}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {**desc, "mediaType": "application/vnd.oci.image.config.v1+json"},
+                "layers": [desc]}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{**desc, "platform": {"os": "linux", "architecture": arch}}
+                           for arch in ("arm64", "amd64")]}
+    for i, m in enumerate((manifest, index, {**manifest, "layers": [desc, desc]})):
+        write(out, "oci", b"\x01" + bytes([i]) + json.dumps(m).encode())
+    config = {"config": {"Labels": {"io.ebpf.programs": json.dumps({"xdp_pass": "xdp"}),
+                                    "io.ebpf.maps": json.dumps({"counts": "array"})}}}
+    write(out, "oci", b"\x02" + json.dumps(config).encode())
+    for path in objects(build)[:3]:
+        data = open(path, "rb").read()[:60000]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+            info = tarfile.TarInfo("./" + os.path.basename(path))
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        write(out, "oci", b"\x04" + buf.getvalue())
+        write(out, "oci", b"\x03" + gzip.compress(buf.getvalue(), mtime=0))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -316,6 +352,7 @@ def main():
     decode_seeds(args.out)
     authfile_seeds(args.out)
     grpc_seeds(args.out)
+    oci_seeds(args.out, args.build)
     for target in sorted(os.listdir(args.out)):
         print(f"seeds {target}: {len(os.listdir(os.path.join(args.out, target)))}")
 

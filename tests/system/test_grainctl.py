@@ -724,7 +724,7 @@ def test_plan_apply_converge_repair_drift_and_prune(fleet, ctl, tmp_path):
     ({"kind": "Probe", "name": "p", "spec": {"builtin": "dns", "programz": []}}, "programz"),
     ({"kind": "Thing", "name": "p", "spec": {}}, "kind: Probe, Sink or ObjectSource"),
     ({"kind": "ObjectSource", "name": "o", "spec": {"url": "https://h/o.o"}}, "spec.sha256"),
-    ({"kind": "ObjectSource", "name": "o", "spec": {"sha256": "ab" * 32}}, "spec.url"),
+    ({"kind": "ObjectSource", "name": "o", "spec": {"sha256": "ab" * 32}}, "spec.url or spec.image"),
     ({"kind": "ObjectSource", "name": "o", "spec": {"url": "https://h/o", "sha256": "ab" * 32,
                                                     "name": "x"}}, "spec.name"),
     ({"kind": "Probe", "spec": {}}, "name"),
