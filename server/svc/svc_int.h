@@ -8,6 +8,7 @@
 #include "server/svc/svc.h"
 #include "server/util/gerr.h"
 #include "server/util/pbmsg.h"
+#include "server/util/sha256.h"
 #include "store/store.h"
 
 /* A new response message of the type `ptr` points to, into *ptr; -1 with
@@ -48,6 +49,12 @@ int svc_owner_of(struct agent *ag, enum store_managed_kind kind, const char *nam
  * is now, or NULL for one known only by `name` (deleted, never stored);
  * `error` for ATTACH_FAILED. Called with agent->probe_lock held, so that
  * events come in the order of the changes. */
+/* The object of a probe spec's image, into sha256: with IfNotPresent an
+ * object pulled from that image before, else pulled now (as FetchObject,
+ * audited within the caller's call). */
+int svc_image_object(struct svc_call *call, const Graind__ImageSource *image,
+		     char sha256[SHA256_HEX_LEN + 1], struct gerr *err);
+
 void svc_probe_event(struct agent *agent, Graind__ProbeEventKind kind, const Graind__Probe *probe,
 		     const char *name, const char *error);
 

@@ -9,6 +9,7 @@
 #include "server/elf/elfchk.h"
 #include "server/fetch.h"
 #include "server/oci/pull.h"
+#include "server/oci/ref.h"
 #include "server/objects.h"
 #include "server/signing.h"
 #include "server/svc/svc_int.h"
@@ -289,6 +290,73 @@ out:
 	free(bytes);
 	oci_pulled_clear(&image);
 	return ret;
+}
+
+struct image_find {
+	const char *image;              /* the reference, formatted as origins hold it */
+	char *sha256;
+	bool found;
+	char last[SHA256_HEX_LEN + 1];  /* where the next page starts */
+};
+
+static int image_match(const struct store_object *row, void *ctx)
+{
+	struct image_find *f = ctx;
+	Graind__Object *obj = graind__object__unpack(NULL, row->meta_len, row->meta);
+
+	snprintf(f->last, sizeof(f->last), "%s", row->sha256);
+	if (obj && obj->origin && strcmp(obj->origin->image, f->image) == 0) {
+		snprintf(f->sha256, SHA256_HEX_LEN + 1, "%s", row->sha256);
+		f->found = true;
+	}
+	graind__object__free_unpacked(obj, NULL);
+	return f->found ? 1 : 0;
+}
+
+/* A stored object pulled from `image` (formatted), by walking the store. */
+static int find_by_image(struct agent *ag, const char *image, char *sha256, bool *found,
+			 struct gerr *err)
+{
+	struct image_find f = { .image = image, .sha256 = sha256 };
+	bool more;
+	int rc;
+
+	do
+		rc = store_object_list(ag->store, f.last, 200, image_match, &f, &more, err);
+	while (rc == 0 && more);
+	*found = f.found;
+	return rc < 0 ? -1 : 0;
+}
+
+int svc_image_object(struct svc_call *call, const Graind__ImageSource *image,
+		     char sha256[SHA256_HEX_LEN + 1], struct gerr *err)
+{
+	Graind__FetchObjectRequest fetch = GRAIND__FETCH_OBJECT_REQUEST__INIT;
+	struct svc_call sub = *call;
+	Graind__Object *obj = NULL;
+	char shown[700];
+	struct oci_ref ref;
+	bool found = false;
+
+	sub.target[0] = '\0';
+	if (oci_ref_parse(image->reference, &ref, err) < 0) {
+		gerr_prefix(err, "spec.image.reference");
+		return -1;
+	}
+	oci_ref_format(&ref, shown, sizeof(shown));
+	if (image->pull_policy == GRAIND__PULL_POLICY__PULL_IF_NOT_PRESENT &&
+	    find_by_image(call->agent, shown, sha256, &found, err) < 0)
+		return -1;
+	if (found)
+		return 0;
+	fetch.image = image->reference;
+	if (svc_fetch_object(&sub, &fetch, &obj, err) < 0) {
+		gerr_prefix(err, "spec.image");
+		return -1;
+	}
+	snprintf(sha256, SHA256_HEX_LEN + 1, "%s", obj->sha256);
+	pbmsg_free(&obj->base);
+	return 0;
 }
 
 struct list_ctx {

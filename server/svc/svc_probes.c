@@ -176,7 +176,7 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	struct agent *ag = call->agent;
 	struct store_probe old = { 0 }, row = { 0 };
 	struct probe_txn *txn = NULL;
-	char object_sha256[SHA256_HEX_LEN + 1];
+	char object_sha256[SHA256_HEX_LEN + 1], pulled[SHA256_HEX_LEN + 1];
 	Graind__ProbeSpec norm, *spec = &norm;
 	uint64_t generation = 1;
 	bool exists, created, changed = false, attached, kernel = false;
@@ -193,6 +193,17 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	 * case names the same object, in the store and in the spec. */
 	norm = *req->spec;
 	attached = spec_wants_attached(spec);
+	/* An image names the object: pulled (before the lock: it may take a
+	 * while) and put into the spec as its digest. */
+	if (norm.image && norm.image->reference[0]) {
+		if (norm.object_case != GRAIND__PROBE_SPEC__OBJECT__NOT_SET)
+			return gerr_set(err, 400, "spec.image names the object: leave objectSha256 "
+					"and builtin out");
+		if (svc_image_object(call, norm.image, pulled, err) < 0)
+			return -1;
+		norm.object_case = GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256;
+		norm.object_sha256 = pulled;
+	}
 	if (spec_object_sha256(spec, object_sha256, err) < 0)
 		return -1;
 	if (norm.object_case == GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256)

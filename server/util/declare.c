@@ -44,6 +44,9 @@ void declare_normalise_probe(json_t *spec)
 	/* Unset means attached. */
 	if (st && json_is_string(st) && strcmp(json_string_value(st), "ATTACHED") == 0)
 		json_object_del(spec, "desiredState");
+	/* With an image, the object's digest is the agent's to set. */
+	if (json_object_get(spec, "image"))
+		json_object_del(spec, "objectSha256");
 }
 
 void declare_normalise_sink(json_t *sink, const json_t *desired)

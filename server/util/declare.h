@@ -63,7 +63,8 @@ void declare_files_free(char **paths, size_t n);
 int declare_load_file(const char *path, struct declare_set *set, struct gerr *err);
 
 /* What an agent answers, made comparable with a document's spec: a
- * ProbeSpec without the default desired state; a Sink without its name and
+ * ProbeSpec without the default desired state, nor the objectSha256 the
+ * agent set for its image; a Sink without its name and
  * health or owner, and with a masked secret taken as equal to the desired one. */
 void declare_normalise_probe(json_t *spec);
 void declare_normalise_sink(json_t *sink, const json_t *desired);

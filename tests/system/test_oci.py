@@ -439,3 +439,60 @@ def test_bearer_tokens_anonymous_and_with_credentials(token_registry, work):
         assert r.json()["origin"]["image"] == f"{reg.host}/private/hooks:v1"
     finally:
         ag.stop()
+
+
+# ---------------------------------------------------------------- probes
+
+def test_a_probe_names_its_image(work, images):
+    """spec.image: the agent pulls the image at the PUT and runs its
+    object; with IfNotPresent a later PUT, and a restart, need no
+    registry; with PULL_ALWAYS every PUT pulls."""
+    from test_probes import pin_dir
+    d = f"{work}/probe-reg"
+    os.makedirs(d)
+    reg = Registry(d)
+    lay, _ = images
+    reg.push(lay, "v1", "bpf/probe:v1")
+    ad = f"{work}/probe-agent"
+    os.makedirs(ad)
+    ag = Agent(ad, ["--insecure-registry", reg.host]).start()
+    name = f"from-image-{os.getpid() % 10000}"
+    spec = {"image": {"reference": f"{reg.host}/bpf/probe:v1"},
+            "programs": [{"program": "count_getpid",
+                          "attach": {"tracepoint": {"category": "syscalls",
+                                                    "name": "sys_enter_getpid"}}}]}
+    try:
+        assert_error(ag.request("PUT", f"/v1/probes/{name}",
+                                json={**spec, "objectSha256": sha(HOOKS)}), 400,
+                     "spec.image names the object")
+        r = ag.request("PUT", f"/v1/probes/{name}", json=spec)
+        assert r.status_code == 201, r.text
+        probe = r.json()
+        assert probe["spec"]["objectSha256"] == sha(HOOKS)
+        assert probe["spec"]["image"] == {"reference": f"{reg.host}/bpf/probe:v1"}
+        assert probe["programs"][0]["state"] == "PROGRAM_ATTACHED"
+        assert ag.get(f"/v1/objects/{sha(HOOKS)}").json()["origin"]["image"] == \
+            f"{reg.host}/bpf/probe:v1"
+
+        reg.stop()
+        # IfNotPresent: the object of that image is stored, no registry asked.
+        r = ag.request("PUT", f"/v1/probes/{name}", json=spec)
+        assert r.status_code == 200, r.text
+        assert r.json()["generation"] == "1"
+        always = {**spec, "image": {**spec["image"], "pullPolicy": "PULL_ALWAYS"}}
+        assert_error(ag.request("PUT", f"/v1/probes/{name}", json=always), 502,
+                     f"{reg.host}/bpf/probe:v1")
+        assert ag.get(f"/v1/probes/{name}").json()["generation"] == "1"
+
+        # A restart adopts the probe from its stored digest: no pull.
+        assert ag.stop() == 0
+        ag.start()
+        probe = ag.get(f"/v1/probes/{name}").json()
+        assert probe["programs"][0]["state"] == "PROGRAM_ATTACHED", probe
+        assert ag.delete(f"/v1/probes/{name}").status_code == 204
+    finally:
+        if ag.alive():
+            ag.stop()
+        if reg.proc.poll() is None:
+            reg.stop()
+        shutil.rmtree(pin_dir(name), ignore_errors=True)
