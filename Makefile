@@ -325,8 +325,9 @@ system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_O
 
 test: unit system fuzz-ci
 
-bench: deps-bench peers $(BUILD)/graind $(TEST_BPF_OBJ)
-	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf BUILD=$(BUILD) \
+bench: deps-bench peers $(BUILD)/graind $(BUILD)/grainctl $(TEST_BPF_OBJ)
+	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAINCTL_BIN=$(CURDIR)/$(BUILD)/grainctl \
+		GRAIND_TEST_BPF=$(CURDIR)/$(BUILD)/tests/bpf BUILD=$(BUILD) \
 		$(PYTHON) tests/bench/run.py
 
 # ---------------------------------------------------------------- fuzz

@@ -17,10 +17,13 @@ import requests
 import bench_grpc
 import bench_sinks
 import bench_console
+import bench_fleet
 import bench_tls
 
 BUILD = os.environ.get("BUILD", "build")
 GRAIND_BIN = os.environ["GRAIND_BIN"]
+GRAINCTL_BIN = os.environ.get("GRAINCTL_BIN", os.path.join(os.path.dirname(GRAIND_BIN),
+                                                           "grainctl"))
 THREADS = 4  # graind's default --threads
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Probes pinned apart from a graind that may run on the host.
@@ -507,6 +510,10 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         bench_console.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"])
         return
+    if sys.argv[1:] == ["fleet"]:       # run.py fleet
+        shutil.rmtree(work, ignore_errors=True)
+        bench_fleet.main(GRAIND_BIN, GRAINCTL_BIN, os.environ["GRAIND_TEST_BPF"])
+        return
     proc, url, token = start_agent(os.path.join(work, "state"))
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -563,6 +570,7 @@ def main():
         bench_tls.main(GRAIND_BIN)
         bench_grpc.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"], BUILD)
         bench_console.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"])
+        bench_fleet.main(GRAIND_BIN, GRAINCTL_BIN, os.environ["GRAIND_TEST_BPF"])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
