@@ -65,7 +65,11 @@ static bool event_done(struct tail *t)
 
 	if (!t->data)
 		goto out;
-	if (strcmp(t->event, "sample") == 0) {
+	if (strcmp(t->event, "sample") == 0 && t->ctl->fmt != OUTPUT_TABLE && t->id) {
+		/* JSON out as it came in: the stream's id is all there is to keep. */
+		printf("%s\n", t->data);
+		t->last_id = t->id;
+	} else if (strcmp(t->event, "sample") == 0) {
 		if (codec_decode(CODEC_JSON, &graind__sample__descriptor, t->data, strlen(t->data),
 				 &m, &err) < 0) {
 			fprintf(stderr, "grainctl: %s: a sample that does not decode: %s\n",
@@ -85,7 +89,6 @@ static bool event_done(struct tail *t)
 		ok = false;
 	}
 out:
-	fflush(stdout);
 	pbmsg_free(m);
 	free(t->data);
 	t->data = NULL;
@@ -120,16 +123,18 @@ static bool field(struct tail *t, const char *line)
 	return true;
 }
 
+/* What came in, a chunk of the stream; what it completes is printed
+ * before the next chunk is awaited (one flush a chunk, not one a line). */
 static bool on_data(void *ctx, const char *data, size_t n)
 {
 	struct tail *t = ctx;
+	bool ok = true;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; ok && i < n; i++) {
 		if (data[i] == '\n') {
 			t->line[t->line_len] = '\0';
 			t->line_len = 0;
-			if (!field(t, t->line))
-				return false;
+			ok = field(t, t->line);
 			continue;
 		}
 		if (t->line_len + 2 > t->line_cap) {
@@ -143,7 +148,8 @@ static bool on_data(void *ctx, const char *data, size_t n)
 		}
 		t->line[t->line_len++] = data[i];
 	}
-	return true;
+	fflush(stdout);
+	return ok;
 }
 
 static int query(char **path, const char *base, const struct ctl_args *a, uint64_t after,
