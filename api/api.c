@@ -74,7 +74,7 @@ static const struct api_route routes[] = {
 	{ "GET", "/v1/samples:watch", "WatchSamples" },
 	{ "GET", "/v1/probes:watch", "WatchProbes" },
 	{ "GET", "/v1/sinks", "ListSinks" },
-	{ "PUT", "/v1/sinks/{name}", "PutSink", "sink", 0, "/v1/sinks/{name}" },
+	{ "PUT", "/v1/sinks/{name}", "PutSink", "sink", ROUTE_IF_MATCH, "/v1/sinks/{name}" },
 	{ "GET", "/v1/sinks/{name}", "GetSink" },
 	{ "DELETE", "/v1/sinks/{name}", "DeleteSink" },
 	{ "GET", "/metrics", "GetMetrics", .raw_reply = "text",

@@ -149,6 +149,10 @@ static const struct migration migrations[] = {
 	   * is read: quick_check does not look inside blob pages. */
 	  "ALTER TABLE sample_blocks ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;"
 	  "UPDATE sample_blocks SET crc = graind_block_crc(first_id, last_id, payload);" },
+	{ 10,
+	  /* A sink's generation, as a probe's: 1 at creation, +1 at every
+	   * change of its configuration, for If-Match on a PUT. */
+	  "ALTER TABLE sinks ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

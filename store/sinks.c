@@ -12,7 +12,7 @@
 
 #define SINK_COLUMNS \
 	"name, config, cursor, coalesce(last_success_ms, 0)," \
-	" coalesce(last_error, ''), bytes_sent, samples_sent, pending"
+	" coalesce(last_error, ''), bytes_sent, samples_sent, pending, generation"
 
 void store_sink_clear(struct store_sink *sink)
 {
@@ -48,45 +48,62 @@ static int sink_from_row(sqlite3_stmt *stmt, struct store_sink *out, struct gerr
 	out->bytes_sent = (uint64_t)sqlite3_column_int64(stmt, 5);
 	out->samples_sent = (uint64_t)sqlite3_column_int64(stmt, 6);
 	out->pending = (uint64_t)sqlite3_column_int64(stmt, 7);
+	out->generation = (uint64_t)sqlite3_column_int64(stmt, 8);
 	return 0;
 }
 
-/* Does sink `name` exist? 1 yes, 0 no, -1 on failure. Lock held. */
-static int sink_exists(struct store *st, const char *name, struct gerr *err)
+/* Does sink `name` exist? 1 yes (*generation its generation), 0 no, -1
+ * on failure. Lock held. */
+static int sink_exists(struct store *st, const char *name, uint64_t *generation,
+		       struct gerr *err)
 {
 	sqlite3_stmt *stmt;
 	int ret, rc;
 
 	stmt = store_stmt(st, STORE_STMT_SINK_EXISTS,
-			  "SELECT 1 FROM sinks WHERE name = ?", err);
+			  "SELECT generation FROM sinks WHERE name = ?", err);
 	if (!stmt)
 		return -1;
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
-	if (rc == SQLITE_ROW)
+	if (rc == SQLITE_ROW) {
+		*generation = (uint64_t)sqlite3_column_int64(stmt, 0);
 		ret = 1;
-	else if (rc == SQLITE_DONE)
+	} else if (rc == SQLITE_DONE) {
 		ret = 0;
-	else
+	} else {
 		ret = store_fail(st, err, "cannot read sink %s", name);
+	}
 	store_stmt_done(stmt);
 	return ret;
 }
 
 int store_sink_put(struct store *st, const char *name, const void *config,
-		   size_t config_len, bool *created, struct gerr *err)
+		   size_t config_len, uint64_t if_generation, bool *created, struct gerr *err)
 {
 	sqlite3_stmt *stmt = NULL;
 	int64_t now = store_now_ms();
+	uint64_t generation = 0;
 	int ret = -1, exists;
 
 	store_lock(st);
-	exists = sink_exists(st, name, err);
+	exists = sink_exists(st, name, &generation, err);
 	if (exists < 0)
 		goto out;
+	if (if_generation && !exists) {
+		gerr_set(err, 404, "no sink named %s (a generation to match was given)", name);
+		goto out;
+	}
+	if (if_generation && generation != if_generation) {
+		gerr_set(err, 412, "sink %s is at generation %llu, not the one in If-Match (%llu): "
+			 "re-read it and retry", name, (unsigned long long)generation,
+			 (unsigned long long)if_generation);
+		goto out;
+	}
 	if (exists)
 		stmt = store_stmt(st, STORE_STMT_SINK_UPDATE,
 			"UPDATE sinks SET pending = CASE WHEN config = ?2 THEN pending ELSE 0 END,"
+			" generation = generation + (config IS NOT ?2),"
 			" config = ?2, updated_ms = ?3 WHERE name = ?1", err);
 	else
 		stmt = store_stmt(st, STORE_STMT_SINK_INSERT,

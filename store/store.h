@@ -338,6 +338,7 @@ struct store_sink {
 	char *last_error;           /* malloc'd, "" when none */
 	uint64_t bytes_sent, samples_sent;
 	uint64_t pending;           /* last id of the batch being sent; 0: none */
+	uint64_t generation;        /* 1 at creation, +1 at every change of config */
 };
 
 void store_sink_clear(struct store_sink *sink);
@@ -345,9 +346,12 @@ void store_sink_clear(struct store_sink *sink);
 /* Create or replace the configuration of sink `name` (*created says
  * which); its delivery state is kept on replace, starts at cursor 0 (the
  * oldest buffered sample) on create. A changed configuration forgets the
- * pending batch (store_sink_pending); the same one again keeps it. */
+ * pending batch (store_sink_pending) and bumps the generation; the same
+ * one again keeps both. With if_generation (0: none) the sink must exist
+ * at that generation: 404 when it does not exist, 412 when it is at
+ * another. */
 int store_sink_put(struct store *st, const char *name, const void *config,
-		   size_t config_len, bool *created, struct gerr *err);
+		   size_t config_len, uint64_t if_generation, bool *created, struct gerr *err);
 
 /* 404 when missing. */
 int store_sink_get(struct store *st, const char *name, struct store_sink *out,

@@ -33,7 +33,7 @@ struct action {
 	enum declare_kind kind;
 	char *name;                    /* probe, sink or object source; the object's file for a push */
 	const struct declare_doc *doc; /* NULL for a removal */
-	char generation[32];           /* a probe's, for If-Match on a change */
+	char generation[32];           /* for If-Match on a change ("" unknown) */
 	json_t *diff;                  /* a change's fields */
 	Graind__Status *error;         /* apply: why it failed */
 	bool done;
@@ -209,9 +209,8 @@ static void plan_host(struct host_plan *p, const struct declare_set *set, json_t
 			continue;
 		}
 		a->diff = diff;
-		if (probe)
-			snprintf(a->generation, sizeof(a->generation), "%s",
-				 json_string_value(json_object_get(have, "generation")) ?: "0");
+		snprintf(a->generation, sizeof(a->generation), "%s",
+			 json_string_value(json_object_get(have, "generation")) ?: "");
 	}
 	for (int k = 0; k < 2; k++) {
 		json_t *list = k == 0 ? probes : sinks;
@@ -267,7 +266,7 @@ static int action_request(const struct action *a, struct client_request *req, ch
 	}
 	*req = (struct client_request){ "PUT", *path, a->doc->body ? a->doc->body : "",
 					a->doc->body_len, "application/x-protobuf" };
-	if (a->act == ACT_CHANGE && a->kind == DECLARE_PROBE)
+	if (a->act == ACT_CHANGE && a->generation[0])
 		req->if_match = a->generation;
 	return 0;
 }

@@ -34,6 +34,7 @@ static int sink_from_row(struct agent *ag, const struct store_sink *row, Graind_
 		return -1;
 	if (pbmsg_set_string(&sink->name, row->name) < 0)
 		return gerr_set(err, 500, "out of memory");
+	sink->generation = row->generation;
 	if (svc_owner_of(ag, STORE_MANAGED_SINK, row->name, &sink->managed_by, err) < 0)
 		return -1;
 	if (sink->kind_case == GRAIND__SINK__KIND_S3 && sink->s3->secret_access_key[0] &&
@@ -97,6 +98,7 @@ static int pack_config(const Graind__Sink *sink, const char *name, uint8_t **out
 	copy.health = NULL;
 	copy.name = (char *)name;
 	copy.managed_by = (char *)"";     /* status, not configuration */
+	copy.generation = 0;
 	*len = graind__sink__get_packed_size(&copy);
 	*out = malloc(*len ? *len : 1);
 	if (!*out)
@@ -136,7 +138,8 @@ int svc_put_sink(struct svc_call *call, const Graind__PutSinkRequest *req,
 	if (svc_check_owner(call, STORE_MANAGED_SINK, req->name, err) < 0 ||
 	    sinks_check_config(&sink, err) < 0 ||
 	    pack_config(&sink, req->name, &packed, &packed_len, err) < 0 ||
-	    store_sink_put(ag->store, req->name, packed, packed_len, &call->created, err) < 0 ||
+	    store_sink_put(ag->store, req->name, packed, packed_len, req->if_generation,
+			   &call->created, err) < 0 ||
 	    svc_record_owner(call, STORE_MANAGED_SINK, req->name, false, err) < 0)
 		goto out;
 	log_info("msg=\"sink stored\" sink=%s kind=%s created=%d", req->name,

@@ -58,6 +58,7 @@ void declare_normalise_sink(json_t *sink, const json_t *desired)
 	json_object_del(sink, "name");
 	json_object_del(sink, "health");
 	json_object_del(sink, "managedBy");
+	json_object_del(sink, "generation");
 	/* The agent never shows a secret: the masked one cannot differ. */
 	if (have && want && json_is_string(have) &&
 	    strcmp(json_string_value(have), MASKED_SECRET) == 0)

@@ -64,7 +64,7 @@ int declare_load_file(const char *path, struct declare_set *set, struct gerr *er
 
 /* What an agent answers, made comparable with a document's spec: a
  * ProbeSpec without the default desired state, nor the objectSha256 the
- * agent set for its image; a Sink without its name and
+ * agent set for its image; a Sink without its name, generation,
  * health or owner, and with a masked secret taken as equal to the desired one. */
 void declare_normalise_probe(json_t *spec);
 void declare_normalise_sink(json_t *sink, const json_t *desired);

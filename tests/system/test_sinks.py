@@ -279,6 +279,36 @@ def test_statsd_sink_settings_read_back(a, pb):
         delete_sink(a, name)
 
 
+def test_sink_generations_and_if_match(a, pb):
+    """A sink's generation: 1 at creation, the same after the same PUT,
+    +1 after a change; If-Match with another one is 412 and changes
+    nothing, with none at all (a missing sink) 404."""
+    name = unique("sdgen")
+    body = {"statsd": {"host": "127.0.0.1", "port": 8125, "prefix": "one"}}
+    put_sink(a, name, body)
+    try:
+        assert sink(a, pb, name).generation == 1
+        put_sink(a, name, body)
+        assert sink(a, pb, name).generation == 1
+        changed = {"statsd": {**body["statsd"], "prefix": "two"}}
+        r = a.request("PUT", f"/v1/sinks/{name}", json=changed, headers={"If-Match": '"1"'})
+        assert r.status_code == 200, r.text
+        assert r.json()["generation"] == "2"
+        r = a.request("PUT", f"/v1/sinks/{name}", json=body, headers={"If-Match": '"1"'})
+        assert r.status_code == 412, r.text
+        assert "generation 2, not the one in If-Match (1)" in r.json()["message"]
+        assert sink(a, pb, name).statsd.prefix == "two"
+        r = a.request("PUT", f"/v1/sinks/{name}-missing", json=body, headers={"If-Match": '"1"'})
+        assert r.status_code == 404, r.text
+        # Sending the generation back, as a client that read the sink does, is no change.
+        got = a.get(f"/v1/sinks/{name}").json()
+        r = a.request("PUT", f"/v1/sinks/{name}", json={k: v for k, v in got.items()
+                                                        if k not in ("health", "name")})
+        assert r.status_code == 200 and r.json()["generation"] == "2", r.text
+    finally:
+        delete_sink(a, name)
+
+
 def _field_named(msg, *names):
     assert any(n in msg for n in names), f"none of {names} in {msg!r}"
 

@@ -35,7 +35,7 @@ static void put_ok(struct store *st, const char *name, const char *config, bool 
 	struct gerr err = { 0 };
 	bool created = !want_created;
 
-	if (store_sink_put(st, name, config, strlen(config), &created, &err) < 0)
+	if (store_sink_put(st, name, config, strlen(config), 0, &created, &err) < 0)
 		fail_msg("store_sink_put %s: %s", name, err.msg);
 	assert_int_equal(created, want_created);
 }
@@ -668,7 +668,7 @@ static void test_forwarder_statsd(void **state)
 	sel.n_probes = 1;
 	sink.selector = &sel;
 	len = graind__sink__pack(&sink, packed);
-	assert_int_equal(store_sink_put(fx->st, "sd", packed, len, &created, &err), 0);
+	assert_int_equal(store_sink_put(fx->st, "sd", packed, len, 0, &created, &err), 0);
 	ag.store = fx->st;
 	ag.cfg.sink_retention_s = 3600;
 	if (sinks_start(&ag, &sinks, &err) < 0)
@@ -758,7 +758,7 @@ static void put_s3_sink(struct store *st, const char *endpoint, unsigned rows)
 	sink.s3 = &s3;
 	assert_true(graind__sink__get_packed_size(&sink) <= sizeof(packed));
 	len = graind__sink__pack(&sink, packed);
-	assert_int_equal(store_sink_put(st, "s3", packed, len, &created, &err), 0);
+	assert_int_equal(store_sink_put(st, "s3", packed, len, 0, &created, &err), 0);
 }
 
 /* n event samples of probe "p", timed now (S3 keys need a time). */
