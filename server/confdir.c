@@ -116,24 +116,32 @@ static const char *base_name(const char *path)
 	return slash ? slash + 1 : path;
 }
 
+/* Does the agent hold the object of the document's digest? */
+static bool has_object(struct pass *p, const struct declare_doc *d)
+{
+	Graind__GetObjectRequest get = GRAIND__GET_OBJECT_REQUEST__INIT;
+	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
+	Graind__Object *have = NULL;
+	struct gerr err = { 0 };
+	int ret;
+
+	get.sha256 = (char *)d->object_sha;
+	ret = svc_get_object(&reader, &get, &have, &err);
+	pbmsg_free(have ? &have->base : NULL);
+	return ret == 0;
+}
+
 /* The object file of a Probe document, pushed unless the agent has it. */
 static int push_object(struct pass *p, const struct declare_doc *d, const char *owner,
 		       struct gerr *err)
 {
-	Graind__GetObjectRequest get = GRAIND__GET_OBJECT_REQUEST__INIT;
 	Graind__UploadObjectRequest up = GRAIND__UPLOAD_OBJECT_REQUEST__INIT;
-	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
-	Graind__Object *have = NULL;
 	ProtobufCMessage *resp = NULL;
-	struct gerr get_err = { 0 };
 	char *bytes;
 	size_t len;
 	int ret;
 
-	get.sha256 = (char *)d->object_sha;
-	ret = svc_get_object(&reader, &get, &have, &get_err);
-	pbmsg_free(have ? &have->base : NULL);
-	if (ret == 0)
+	if (has_object(p, d))
 		return 0;
 	if (file_read(d->object_file, &bytes, &len) < 0)
 		return gerr_set(err, 400, "objectFile %s: %s", d->object_file, strerror(errno));
@@ -150,18 +158,11 @@ static int push_object(struct pass *p, const struct declare_doc *d, const char *
 static int fetch_object(struct pass *p, const struct declare_doc *d, const char *owner,
 			struct gerr *err)
 {
-	Graind__GetObjectRequest get = GRAIND__GET_OBJECT_REQUEST__INIT;
-	struct svc_call reader = { .agent = p->cd->ag, .who = SVC_AGENT_CALLER };
 	Graind__FetchObjectRequest *req;
-	Graind__Object *have = NULL;
 	ProtobufCMessage *resp = NULL;
-	struct gerr get_err = { 0 };
 	int ret;
 
-	get.sha256 = (char *)d->object_sha;
-	ret = svc_get_object(&reader, &get, &have, &get_err);
-	pbmsg_free(have ? &have->base : NULL);
-	if (ret == 0)
+	if (has_object(p, d))
 		return 0;
 	req = graind__fetch_object_request__unpack(NULL, d->body_len, d->body);
 	if (!req)

@@ -125,38 +125,31 @@ static int check_scheme(const struct fetch_opts *o, const char *url, const char 
 			"--fetch-allow-http)", shown);
 }
 
-#define SETOPT(c, opt, val)                                          \
-	do {                                                         \
-		CURLcode rc_ = curl->easy_setopt(c, opt, val);       \
-		if (rc_ != CURLE_OK)                                 \
-			return rc_;                                  \
-	} while (0)
-
 static CURLcode configure(const struct curlso *curl, CURL *c, const struct fetch_opts *o,
 			  const char *url, struct curl_slist *headers, struct body *b,
 			  struct fetch_reply *r, char *errbuf)
 {
 	const char *schemes = o->allow_http ? "http,https" : "https";
 
-	SETOPT(c, CURLOPT_URL, url);
-	SETOPT(c, CURLOPT_PROTOCOLS_STR, schemes);
-	SETOPT(c, CURLOPT_REDIR_PROTOCOLS_STR, schemes);
-	SETOPT(c, CURLOPT_FOLLOWLOCATION, 1L);
-	SETOPT(c, CURLOPT_MAXREDIRS, (long)FETCH_REDIRECTS);
-	SETOPT(c, CURLOPT_NOSIGNAL, 1L);
-	SETOPT(c, CURLOPT_ERRORBUFFER, errbuf);
-	SETOPT(c, CURLOPT_USERAGENT, "graind/" GRAIND_VERSION);
-	SETOPT(c, CURLOPT_CONNECTTIMEOUT, FETCH_CONNECT_TIMEOUT_S);
-	SETOPT(c, CURLOPT_TIMEOUT, FETCH_TIMEOUT_S);
-	SETOPT(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes);
-	SETOPT(c, CURLOPT_WRITEFUNCTION, body_write);
-	SETOPT(c, CURLOPT_WRITEDATA, b);
-	SETOPT(c, CURLOPT_HEADERFUNCTION, header_seen);
-	SETOPT(c, CURLOPT_HEADERDATA, r);
+	CURLSO_SETOPT(c, CURLOPT_URL, url);
+	CURLSO_SETOPT(c, CURLOPT_PROTOCOLS_STR, schemes);
+	CURLSO_SETOPT(c, CURLOPT_REDIR_PROTOCOLS_STR, schemes);
+	CURLSO_SETOPT(c, CURLOPT_FOLLOWLOCATION, 1L);
+	CURLSO_SETOPT(c, CURLOPT_MAXREDIRS, (long)FETCH_REDIRECTS);
+	CURLSO_SETOPT(c, CURLOPT_NOSIGNAL, 1L);
+	CURLSO_SETOPT(c, CURLOPT_ERRORBUFFER, errbuf);
+	CURLSO_SETOPT(c, CURLOPT_USERAGENT, "graind/" GRAIND_VERSION);
+	CURLSO_SETOPT(c, CURLOPT_CONNECTTIMEOUT, FETCH_CONNECT_TIMEOUT_S);
+	CURLSO_SETOPT(c, CURLOPT_TIMEOUT, FETCH_TIMEOUT_S);
+	CURLSO_SETOPT(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes);
+	CURLSO_SETOPT(c, CURLOPT_WRITEFUNCTION, body_write);
+	CURLSO_SETOPT(c, CURLOPT_WRITEDATA, b);
+	CURLSO_SETOPT(c, CURLOPT_HEADERFUNCTION, header_seen);
+	CURLSO_SETOPT(c, CURLOPT_HEADERDATA, r);
 	if (headers)
-		SETOPT(c, CURLOPT_HTTPHEADER, headers);
+		CURLSO_SETOPT(c, CURLOPT_HTTPHEADER, headers);
 	if (o->ca_file && o->ca_file[0])
-		SETOPT(c, CURLOPT_CAINFO, o->ca_file);
+		CURLSO_SETOPT(c, CURLOPT_CAINFO, o->ca_file);
 	return CURLE_OK;
 }
 

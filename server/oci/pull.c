@@ -81,11 +81,11 @@ static bool challenge_param(const char *challenge, const char *key, char *out, s
 
 	while (p && *p) {
 		size_t n = 0;
+		bool match;
 
 		while (*p == ' ' || *p == ',')
 			p++;
-		bool match = strncasecmp(p, key, klen) == 0 && p[klen] == '=';
-
+		match = strncasecmp(p, key, klen) == 0 && p[klen] == '=';
 		p = strchr(p, '=');
 		if (!p)
 			return false;
@@ -197,8 +197,8 @@ static int authenticate(struct session *s, const char *challenge, struct gerr *e
 static int registry_get(struct session *s, const char *what, const char *path,
 			const char *accept, size_t max, struct fetch_reply *r, struct gerr *err)
 {
+	char url[2048], challenge[sizeof(r->www_authenticate)];
 	struct fetch_opts fo = s->fetch;
-	char url[2048];
 
 	fo.max_bytes = max;
 	snprintf(url, sizeof(url), "%s%s", s->base, path);
@@ -213,8 +213,6 @@ static int registry_get(struct session *s, const char *what, const char *path,
 			return 0;
 		if (r->status != 401 || round == 1 || s->auth)
 			break;
-		char challenge[sizeof(r->www_authenticate)];
-
 		snprintf(challenge, sizeof(challenge), "%s", r->www_authenticate);
 		fetch_reply_clear(r);
 		if (authenticate(s, challenge, err) < 0)

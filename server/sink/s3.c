@@ -394,53 +394,46 @@ static int transfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return cancel && atomic_load(cancel);
 }
 
-#define SETOPT(c, opt, val)                                          \
-	do {                                                         \
-		CURLcode rc_ = curl->easy_setopt(c, opt, val);        \
-		if (rc_ != CURLE_OK)                                 \
-			return rc_;                                  \
-	} while (0)
-
 /* curl: libcurl (curlso.h), loaded when the first S3 batch goes out. */
 static CURLcode configure(const struct curlso *curl, CURL *c, const Graind__S3Sink *cfg,
 			  const char *url, const char *secret, struct curl_slist *headers,
 			  const struct buf *body, struct buf *response, char *errbuf,
 			  const char *sigv4, const atomic_bool *cancel)
 {
-	SETOPT(c, CURLOPT_URL, url);
-	SETOPT(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	SETOPT(c, CURLOPT_NOSIGNAL, 1L);
-	SETOPT(c, CURLOPT_ERRORBUFFER, errbuf);
-	SETOPT(c, CURLOPT_USERAGENT, "graind/" GRAIND_VERSION);
-	SETOPT(c, CURLOPT_CONNECTTIMEOUT, S3_CONNECT_TIMEOUT_S);
-	SETOPT(c, CURLOPT_TIMEOUT, S3_TIMEOUT_S);
-	SETOPT(c, CURLOPT_LOW_SPEED_LIMIT, S3_LOW_SPEED_BYTES);
-	SETOPT(c, CURLOPT_LOW_SPEED_TIME, S3_LOW_SPEED_S);
-	SETOPT(c, CURLOPT_XFERINFOFUNCTION, transfer_progress);
-	SETOPT(c, CURLOPT_XFERINFODATA, (void *)cancel);
-	SETOPT(c, CURLOPT_NOPROGRESS, 0L);
+	CURLSO_SETOPT(c, CURLOPT_URL, url);
+	CURLSO_SETOPT(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	CURLSO_SETOPT(c, CURLOPT_NOSIGNAL, 1L);
+	CURLSO_SETOPT(c, CURLOPT_ERRORBUFFER, errbuf);
+	CURLSO_SETOPT(c, CURLOPT_USERAGENT, "graind/" GRAIND_VERSION);
+	CURLSO_SETOPT(c, CURLOPT_CONNECTTIMEOUT, S3_CONNECT_TIMEOUT_S);
+	CURLSO_SETOPT(c, CURLOPT_TIMEOUT, S3_TIMEOUT_S);
+	CURLSO_SETOPT(c, CURLOPT_LOW_SPEED_LIMIT, S3_LOW_SPEED_BYTES);
+	CURLSO_SETOPT(c, CURLOPT_LOW_SPEED_TIME, S3_LOW_SPEED_S);
+	CURLSO_SETOPT(c, CURLOPT_XFERINFOFUNCTION, transfer_progress);
+	CURLSO_SETOPT(c, CURLOPT_XFERINFODATA, (void *)cancel);
+	CURLSO_SETOPT(c, CURLOPT_NOPROGRESS, 0L);
 	/* An aborted transfer does not wait for its name lookup thread
 	 * (libcurl 7.87 and later; older ones refuse the option and wait). */
 	curl->easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);
 	/* Keep "." and ".." in keys: S3 does not resolve them. */
-	SETOPT(c, CURLOPT_PATH_AS_IS, 1L);
-	SETOPT(c, CURLOPT_AWS_SIGV4, sigv4);
-	SETOPT(c, CURLOPT_USERNAME, cfg->access_key_id);
-	SETOPT(c, CURLOPT_PASSWORD, secret);
-	SETOPT(c, CURLOPT_HTTPHEADER, headers);
+	CURLSO_SETOPT(c, CURLOPT_PATH_AS_IS, 1L);
+	CURLSO_SETOPT(c, CURLOPT_AWS_SIGV4, sigv4);
+	CURLSO_SETOPT(c, CURLOPT_USERNAME, cfg->access_key_id);
+	CURLSO_SETOPT(c, CURLOPT_PASSWORD, secret);
+	CURLSO_SETOPT(c, CURLOPT_HTTPHEADER, headers);
 	/* A PUT sent like a POST body: libcurl then asks for
 	 * "100-continue" only above 1 MiB, where an early refusal saves the
 	 * upload (an "Expect:" header to suppress it would be signed). */
-	SETOPT(c, CURLOPT_CUSTOMREQUEST, "PUT");
-	SETOPT(c, CURLOPT_POSTFIELDS, body->data);
-	SETOPT(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
-	SETOPT(c, CURLOPT_WRITEFUNCTION, response_write);
-	SETOPT(c, CURLOPT_WRITEDATA, response);
+	CURLSO_SETOPT(c, CURLOPT_CUSTOMREQUEST, "PUT");
+	CURLSO_SETOPT(c, CURLOPT_POSTFIELDS, body->data);
+	CURLSO_SETOPT(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
+	CURLSO_SETOPT(c, CURLOPT_WRITEFUNCTION, response_write);
+	CURLSO_SETOPT(c, CURLOPT_WRITEDATA, response);
 	if (cfg->ca_file && cfg->ca_file[0])
-		SETOPT(c, CURLOPT_CAINFO, cfg->ca_file);
+		CURLSO_SETOPT(c, CURLOPT_CAINFO, cfg->ca_file);
 	if (cfg->insecure_skip_verify) {
-		SETOPT(c, CURLOPT_SSL_VERIFYPEER, 0L);
-		SETOPT(c, CURLOPT_SSL_VERIFYHOST, 0L);
+		CURLSO_SETOPT(c, CURLOPT_SSL_VERIFYPEER, 0L);
+		CURLSO_SETOPT(c, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	return CURLE_OK;
 }

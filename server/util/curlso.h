@@ -25,6 +25,16 @@ struct curlso {
 	void (*slist_free_all)(struct curl_slist *list);
 };
 
+/* Set an option of easy handle c through `curl` (a const struct curlso *
+ * in scope), returning its CURLcode from the enclosing function when it
+ * fails. */
+#define CURLSO_SETOPT(c, opt, val)                                   \
+	do {                                                         \
+		CURLcode rc_ = curl->easy_setopt(c, opt, val);       \
+		if (rc_ != CURLE_OK)                                 \
+			return rc_;                                  \
+	} while (0)
+
 /* The loaded library; NULL when it cannot be loaded, with err (500):
  * "<who> need libcurl (libcurl.so.4, Debian package libcurl4): ...",
  * who being "S3 sinks", say. Thread-safe; loads once. */
