@@ -344,3 +344,58 @@ def test_sighup_reads_the_keys_again_and_a_restart_keeps_signatures(make_agent, 
     assert_error(a.post(f"/v1/probes/{name}:attach"), 422, f"signed by key {later.id}")
     a.delete(f"/v1/probes/{name}")
     shutil.rmtree(os.path.join(PIN_ROOT, name), ignore_errors=True)
+
+
+def test_a_fetched_object_is_held_to_the_same_signatures(keys, tmp_path):
+    """objects:fetch takes the signature as an upload does: with a trusted
+    one the fetched object attaches under --require-signed, without one it
+    is stored and never attached, and a signature of other bytes is
+    refused with nothing stored."""
+    import functools
+    import http.server
+    import threading
+    from conftest import Agent
+    root = tmp_path / "www"
+    root.mkdir()
+    path = copy_of(str(root), "hooks.bpf.o")
+    signature = keys["trusted"].sign(path, f"fetched {RUN}")
+    other = copy_of(str(root), "accept.bpf.o")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(root)))
+    httpd.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    state = tmp_path / "state"
+    state.mkdir()
+    ag = Agent(str(state), ["--trusted-keys", keys["dir"], "--require-signed",
+                            "--fetch-allow-http"]).start()
+    name = f"fetched-{RUN}"
+    try:
+        sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        url = f"{base}/{os.path.basename(path)}"
+        # Another object's bytes under this signature: refused, nothing kept.
+        other_sha = hashlib.sha256(open(other, "rb").read()).hexdigest()
+        r = ag.post("/v1/objects:fetch", json={"url": f"{base}/{os.path.basename(other)}",
+                                               "sha256": other_sha, "signature": signature})
+        assert r.status_code in (400, 422), r.text
+        assert ag.get(f"/v1/objects/{other_sha}").status_code == 404
+        # Unsigned: stored, not attached.
+        r = ag.post("/v1/objects:fetch", json={"url": url, "sha256": sha})
+        assert r.status_code == 201, r.text
+        assert "signer" not in r.json()
+        assert_error(ag.request("PUT", f"/v1/probes/{name}", json=tp_spec(sha)), 422,
+                     "is not signed")
+        # The signature sent along with a fetch of the stored object is kept.
+        r = ag.post("/v1/objects:fetch", json={"url": url, "sha256": sha,
+                                               "signature": signature})
+        assert r.status_code == 200, r.text
+        assert r.json()["signer"]["trusted"] is True, r.json()
+        r = ag.request("PUT", f"/v1/probes/{name}", json=tp_spec(sha))
+        assert r.status_code == 201, r.text
+        assert attached(r.json()), r.json()
+        assert ag.delete(f"/v1/probes/{name}").status_code == 204
+    finally:
+        ag.stop()
+        httpd.shutdown()
+        httpd.server_close()
+        shutil.rmtree(os.path.join(PIN_ROOT, name), ignore_errors=True)
