@@ -237,6 +237,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	print_banner(&ag);
+	/* What the start read and built is not needed to idle: the page cache
+	 * of the reconcile, and the heap it leaves free. */
+	store_release_memory(ag.store);
+	malloc_trim(0);
 	log_info("msg=\"started\" version=%s pid=%d", GRAIND_VERSION, (int)getpid());
 	notify_send("READY=1\nSTATUS=serving");
 

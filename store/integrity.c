@@ -234,6 +234,7 @@ int store_open_check(const char *path, struct store **out, struct gerr *err)
 	int rc, version = 0;
 
 	*out = NULL;
+	store_init_once();
 	if (stat(path, &sb) < 0)
 		return gerr_set(err, errno == ENOENT ? 404 : 500, "cannot open database %s: %s",
 				path, strerror(errno));

@@ -340,12 +340,36 @@ fail:
 	return -1;
 }
 
+/* Before SQLite's first use: no bulk allocation of page cache per
+ * connection. With 64 KiB pages SQLite would take 20 of them (1.3 MiB)
+ * at open whatever the agent reads; pages are allocated as needed
+ * instead, and can be given back (store_release_memory). */
+static void configure_sqlite(void)
+{
+	sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
+}
+
+void store_init_once(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, configure_sqlite);
+}
+
+void store_release_memory(struct store *st)
+{
+	store_lock(st);
+	sqlite3_db_release_memory(st->db);
+	store_unlock(st);
+}
+
 int store_open(const char *path, struct store **out, struct gerr *err)
 {
 	struct store *st;
 	int rc;
 
 	*out = NULL;
+	store_init_once();
 	if (check_existing(path, err) < 0 || create_private(path, err) < 0)
 		return -1;
 

@@ -33,6 +33,10 @@ int store_schema_version(void);
 int store_open(const char *path, struct store **out, struct gerr *err);
 void store_close(struct store *st);
 
+/* Give back the page cache no statement is using: after start, when it
+ * holds what the start read and the agent may idle for long. */
+void store_release_memory(struct store *st);
+
 /* Size of the database file plus its WAL, in bytes. */
 uint64_t store_db_bytes(struct store *st);
 

@@ -146,6 +146,9 @@ int store_exec(struct store *st, const char *sql, struct gerr *err);
  * (the failure is logged: counts feed status pages, not decisions). */
 uint64_t store_count(struct store *st, enum store_stmt_id id, const char *sql);
 
+/* SQLite's process-wide configuration, before any connection opens. */
+void store_init_once(void);
+
 /* Unix time in milliseconds (CLOCK_REALTIME). */
 int64_t store_now_ms(void);
 
