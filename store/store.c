@@ -308,6 +308,11 @@ static int configure_wal(struct store *st, struct gerr *err)
 	return store_health_open(st, page_size, err);
 }
 
+/* The page cache, in KiB (SQLite's default is 2000): 16 pages of 64 KiB.
+ * Samples are appended and read back soon after, the rest of the tables
+ * is small, and the kernel's page cache holds the file anyway. */
+#define STORE_CACHE_KIB "1024"
+
 /* synchronous=NORMAL: in WAL mode a commit is durable against a crash of
  * graind itself and the file is never corrupted, but a power loss may
  * lose the last commits before a checkpoint. FULL would fsync on every
@@ -332,6 +337,7 @@ static int configure(struct store *st, struct gerr *err)
 		return -1;
 	if (configure_wal(st, err) < 0 ||
 	    store_exec(st, "PRAGMA synchronous=NORMAL", err) < 0 ||
+	    store_exec(st, "PRAGMA cache_size=-" STORE_CACHE_KIB, err) < 0 ||
 	    store_exec(st, "PRAGMA foreign_keys=ON", err) < 0)
 		goto fail;
 	return pragma_expect(st, "PRAGMA foreign_keys", "1", err);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -460,6 +461,10 @@ static void ctx_release(struct attach_ctx *c)
 	free(c->progs);
 	probe_old_links_free(c->old, c->n_old);
 	bpf_object__close(c->obj);
+	/* libbpf's parse of an object leaves a megabyte or more of freed
+	 * heap behind, which an agent that then idles would keep resident;
+	 * loads are rare enough to give it back each time. */
+	malloc_trim(0);
 }
 
 static int attach_new(struct attach_ctx *c, uint64_t generation,
