@@ -265,8 +265,8 @@ int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *re
 		len = image.len;
 		image.object = NULL;
 		snprintf(name, sizeof(name), "%.*s", OBJECT_NAME_MAX, image.filename);
-		if (check_object_name(name, err) < 0)
-			name[0] = '\0';
+		if (check_object_name(name, &(struct gerr){ 0 }) < 0)
+			name[0] = '\0';            /* the upload names it after its digest */
 	}
 	if (len == 0) {
 		gerr_set(err, 502, "%s: the object is empty", shown);
@@ -349,6 +349,14 @@ int svc_image_object(struct svc_call *call, const Graind__ImageSource *image,
 		return -1;
 	if (found)
 		return 0;
+	/* A pull stores an object, which only an admin may do (as for an
+	 * upload or a fetch). */
+	if (call->who.role < AUTH_ADMIN)
+		return gerr_set(err, 403, "spec.image %s is not stored and pulling it stores an "
+				"object, which needs the admin role: have an admin fetch it "
+				"(POST /v1/objects:fetch {image})%s", shown,
+				image->pull_policy == GRAIND__PULL_POLICY__PULL_ALWAYS
+				? ", and use PULL_IF_NOT_PRESENT" : "");
 	fetch.image = image->reference;
 	if (svc_fetch_object(&sub, &fetch, &obj, err) < 0) {
 		gerr_prefix(err, "spec.image");

@@ -27,7 +27,7 @@ import warnings
 
 import pytest
 
-from conftest import Agent, assert_error, bpf_object, free_port
+from conftest import GRAIND_BIN, Agent, assert_error, bpf_object, free_port
 
 HOOKS = bpf_object("hooks.bpf.o")
 ACCEPT = bpf_object("accept.bpf.o")
@@ -455,6 +455,9 @@ def test_a_probe_names_its_image(work, images):
     reg.push(lay, "v1", "bpf/probe:v1")
     ad = f"{work}/probe-agent"
     os.makedirs(ad)
+    operator = subprocess.run([GRAIND_BIN, "token", "add", "ops", "--role", "operator",
+                               "--state-dir", ad], capture_output=True, text=True,
+                              check=True).stdout.strip()
     ag = Agent(ad, ["--insecure-registry", reg.host]).start()
     name = f"from-image-{os.getpid() % 10000}"
     spec = {"image": {"reference": f"{reg.host}/bpf/probe:v1"},
@@ -465,6 +468,9 @@ def test_a_probe_names_its_image(work, images):
         assert_error(ag.request("PUT", f"/v1/probes/{name}",
                                 json={**spec, "objectSha256": sha(HOOKS)}), 400,
                      "spec.image names the object")
+        # An operator may not have the agent store an object by pulling it.
+        assert_error(ag.request("PUT", f"/v1/probes/{name}", json=spec, token=operator), 403,
+                     "needs the admin role", "POST /v1/objects:fetch")
         r = ag.request("PUT", f"/v1/probes/{name}", json=spec)
         assert r.status_code == 201, r.text
         probe = r.json()
@@ -479,6 +485,10 @@ def test_a_probe_names_its_image(work, images):
         r = ag.request("PUT", f"/v1/probes/{name}", json=spec)
         assert r.status_code == 200, r.text
         assert r.json()["generation"] == "1"
+        # Stored now: an operator's probe may name it too.
+        r = ag.request("PUT", f"/v1/probes/{name}-op", json=spec, token=operator)
+        assert r.status_code == 201, r.text
+        assert ag.delete(f"/v1/probes/{name}-op").status_code == 204
         always = {**spec, "image": {**spec["image"], "pullPolicy": "PULL_ALWAYS"}}
         assert_error(ag.request("PUT", f"/v1/probes/{name}", json=always), 502,
                      f"{reg.host}/bpf/probe:v1")
