@@ -100,12 +100,13 @@ void fetch_display_url(const char *url, char *out, size_t size)
 	authority += 3;
 	end = authority + strcspn(authority, "/?#");
 	at = memchr(authority, '@', (size_t)(end - authority));
-	if (!at) {
-		snprintf(out, size, "%.200s", url);
-		return;
-	}
-	/* The user:password goes; the '@' after it too. */
-	snprintf(out, size, "%.*s%.200s", (int)(authority - url), url, at + 1);
+	/* The user:password goes, the '@' after it too; and the query and
+	 * fragment, where presigned URLs keep their signatures. */
+	if (at)
+		snprintf(out, size, "%.*s%.*s", (int)(authority - url), url,
+			 (int)strcspn(at + 1, "?#"), at + 1);
+	else
+		snprintf(out, size, "%.*s", (int)strcspn(url, "?#"), url);
 }
 
 static int check_scheme(const struct fetch_opts *o, const char *url, const char *shown,

@@ -50,8 +50,9 @@ int fetch_get(const struct fetch_opts *o, const char *url, const char *accept,
 int fetch_url(const struct fetch_opts *o, const char *url, void **bytes, size_t *len,
 	      struct gerr *err);
 
-/* `url` for messages and logs: without the user:password@ of its
- * authority, if any, and cut to fit. */
+/* `url` for messages, logs and an object's origin: without the
+ * user:password@ of its authority, nor its query and fragment (where a
+ * presigned URL keeps its signature), cut to fit. */
 void fetch_display_url(const char *url, char *out, size_t size);
 
 #endif

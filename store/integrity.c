@@ -106,6 +106,21 @@ static void found_add(struct store *st, struct found *f, const struct store_dama
 		f->d[f->n++] = *d;
 }
 
+/* A read that SQLite itself finds corrupt: damage of the database, which
+ * ends this part of the pass (what lies past it cannot be reached in
+ * order); any other failure fails the step. */
+static int unreadable(struct store *st, struct found *f, const char *what, int rc,
+		      struct gerr *err)
+{
+	struct store_damage d = { .kind = STORE_DAMAGE_DATABASE };
+
+	if ((rc & 0xff) != SQLITE_CORRUPT && (rc & 0xff) != SQLITE_NOTADB)
+		return store_fail(st, err, "integrity scan: cannot read %s", what);
+	snprintf(d.what, sizeof(d.what), "%s cannot be read: %s", what, sqlite3_errmsg(st->db));
+	found_add(st, f, &d);
+	return 0;
+}
+
 /* The object after scan->object_after. Lock held. */
 static int scan_object(struct store *st, struct store_scan *scan, uint64_t *read,
 		       struct found *f, struct gerr *err)
@@ -126,8 +141,9 @@ static int scan_object(struct store *st, struct store_scan *scan, uint64_t *read
 	if (rc == SQLITE_DONE) {
 		scan->phase = SCAN_BLOCKS;
 	} else if (rc != SQLITE_ROW) {
-		store_fail(st, err, "integrity scan: cannot read objects");
-		goto out;
+		if (unreadable(st, f, "objects", rc, err) < 0)
+			goto out;
+		scan->phase = SCAN_BLOCKS;
 	} else {
 		sha256 = (const char *)sqlite3_column_text(stmt, 0);
 		bytes = sqlite3_column_blob(stmt, 1);
@@ -172,12 +188,13 @@ static int scan_blocks(struct store *st, struct store_scan *scan, uint64_t *read
 		scan->blocks++;
 		page_bytes += len;
 		if (!store_block_intact(first, last, (const char *)sqlite3_column_text(stmt, 2),
-					payload, len, (uint32_t)sqlite3_column_int64(stmt, 3), &d))
+					payload, len, store_block_crc_column(stmt, 3), &d))
 			found_add(st, f, &d);
 	}
-	if (page_bytes < SCAN_PAGE_BYTES && rc != SQLITE_DONE) {
-		store_fail(st, err, "integrity scan: cannot read samples");
-		goto out;
+	if (page_bytes < SCAN_PAGE_BYTES && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		if (unreadable(st, f, "sample blocks", rc, err) < 0)
+			goto out;
+		scan->phase = SCAN_DONE;
 	}
 	if (page_bytes < SCAN_PAGE_BYTES && rows < SCAN_PAGE_BLOCKS)
 		scan->phase = SCAN_DONE;

@@ -146,13 +146,28 @@ static const struct migration migrations[] = {
 	  ") WITHOUT ROWID;" },
 	{ 9,
 	  /* Each sample block's CRC-32 (store_block_crc), checked whenever it
-	   * is read: quick_check does not look inside blob pages. */
-	  "ALTER TABLE sample_blocks ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;"
-	  "UPDATE sample_blocks SET crc = graind_block_crc(first_id, last_id, payload);" },
+	   * is read: quick_check does not look inside blob pages. Blocks
+	   * written before have none (NULL): their framing is still checked,
+	   * and rewriting the whole buffer to add it could not be done on the
+	   * full disk an upgrade may meet. */
+	  "ALTER TABLE sample_blocks ADD COLUMN crc INTEGER;" },
 	{ 10,
 	  /* A sink's generation, as a probe's: 1 at creation, +1 at every
 	   * change of its configuration, for If-Match on a PUT. */
 	  "ALTER TABLE sinks ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;" },
+	{ 11,
+	  /* The object each image reference was last pulled as (an object
+	   * keeps only the origin of its first fetch): what a probe's
+	   * PULL_IF_NOT_PRESENT looks up. It goes with its object. */
+	  "CREATE TABLE image_refs ("
+	  "  image TEXT PRIMARY KEY,"           /* registry/repository:tag@digest as parsed */
+	  "  sha256 TEXT NOT NULL,"
+	  "  digest TEXT NOT NULL,"             /* the manifest's */
+	  "  pulled_ms INTEGER NOT NULL"
+	  ") WITHOUT ROWID;"
+	  "CREATE TRIGGER image_refs_follow AFTER DELETE ON objects BEGIN"
+	  "  DELETE FROM image_refs WHERE sha256 = old.sha256;"
+	  " END;" },
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -342,3 +342,57 @@ uint64_t store_object_count(struct store *st)
 	return store_count(st, STORE_STMT_OBJECT_COUNT,
 			   "SELECT count(*) FROM objects");
 }
+
+int store_image_ref_set(struct store *st, const char *image, const char *sha256,
+			const char *digest, struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	store_lock(st);
+	stmt = store_stmt(st, STORE_STMT_IMAGE_REF_SET,
+		"INSERT OR REPLACE INTO image_refs (image, sha256, digest, pulled_ms)"
+		" VALUES (?, ?, ?, ?)", err);
+	if (!stmt)
+		goto out;
+	sqlite3_bind_text(stmt, 1, image, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, sha256, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, digest, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 4, store_now_ms());
+	if (sqlite3_step(stmt) != SQLITE_DONE) {
+		store_fail(st, err, "cannot record image %.200s", image);
+		goto out;
+	}
+	ret = 0;
+out:
+	store_stmt_done(stmt);
+	store_unlock(st);
+	return ret;
+}
+
+int store_image_ref_get(struct store *st, const char *image, char sha256[65], struct gerr *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1, rc;
+
+	sha256[0] = '\0';
+	store_lock(st);
+	stmt = store_stmt(st, STORE_STMT_IMAGE_REF_GET,
+		"SELECT sha256 FROM image_refs WHERE image = ?", err);
+	if (!stmt)
+		goto out;
+	sqlite3_bind_text(stmt, 1, image, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		snprintf(sha256, 65, "%s", (const char *)sqlite3_column_text(stmt, 0));
+		ret = 0;
+	} else if (rc == SQLITE_DONE) {
+		gerr_set(err, 404, "image %.200s was never pulled", image);
+	} else {
+		store_fail(st, err, "cannot read image %.200s", image);
+	}
+out:
+	store_stmt_done(stmt);
+	store_unlock(st);
+	return ret;
+}

@@ -97,13 +97,11 @@ uint32_t store_block_crc(uint64_t first_id, uint64_t last_id, const void *payloa
 	return (uint32_t)crc;
 }
 
-void store_block_crc_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+int64_t store_block_crc_column(sqlite3_stmt *stmt, int col)
 {
-	(void)argc;
-	sqlite3_result_int64(ctx, store_block_crc((uint64_t)sqlite3_value_int64(argv[0]),
-						  (uint64_t)sqlite3_value_int64(argv[1]),
-						  sqlite3_value_blob(argv[2]),
-						  (size_t)sqlite3_value_bytes(argv[2])));
+	if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
+		return -1;
+	return (int64_t)(uint32_t)sqlite3_column_int64(stmt, col);
 }
 
 static void block_damage(struct store_damage *d, uint64_t first_id, uint64_t last_id,
@@ -117,22 +115,26 @@ static void block_damage(struct store_damage *d, uint64_t first_id, uint64_t las
 	snprintf(d->what, sizeof(d->what), "%s", what);
 }
 
-/* The checksum alone: what a reader checks before it walks a block. */
+/* The checksum alone: what a reader checks before it walks a block. A
+ * block from before checksums (crc -1) passes. */
 static bool block_crc_ok(uint64_t first_id, uint64_t last_id, const char *probe,
-			 const uint8_t *payload, size_t len, uint32_t crc, struct store_damage *d)
+			 const uint8_t *payload, size_t len, int64_t crc, struct store_damage *d)
 {
-	uint32_t got = store_block_crc(first_id, last_id, payload, len);
+	uint32_t got;
 	char what[96];
 
-	if (got == crc)
+	if (crc < 0)
 		return true;
-	snprintf(what, sizeof(what), "checksum %08x, stored %08x", got, crc);
+	got = store_block_crc(first_id, last_id, payload, len);
+	if (got == (uint32_t)crc)
+		return true;
+	snprintf(what, sizeof(what), "checksum %08x, stored %08x", got, (uint32_t)crc);
 	block_damage(d, first_id, last_id, probe, what);
 	return false;
 }
 
 bool store_block_intact(uint64_t first_id, uint64_t last_id, const char *probe,
-			const uint8_t *payload, size_t len, uint32_t crc,
+			const uint8_t *payload, size_t len, int64_t crc,
 			struct store_damage *d)
 {
 	struct block_walk w = block_walk(payload, len);
@@ -420,7 +422,7 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
 	/* A damaged block cannot be cut: it goes whole, its samples counted
 	 * as dropped, so that the bound never sticks on it. */
 	sound = block_crc_ok((uint64_t)first_id, (uint64_t)last_id, probe, payload, len,
-			     (uint32_t)sqlite3_column_int64(read, 3), &damage);
+			     store_block_crc_column(read, 3), &damage);
 	if (sound && block_plan_cut(payload, len, rows, bytes, &plan) < 0) {
 		block_damage(&damage, (uint64_t)first_id, (uint64_t)last_id, probe,
 			     "framing broken");
@@ -644,14 +646,14 @@ static sqlite3_stmt *list_stmt(struct store *st, const char *probe, const char *
 	return stmt;
 }
 
-/* A damaged block, from the first id past `after`: noted, and handed to
- * the reader's gap function. */
-static int skip_damaged(struct store *st, struct store_damage *d, uint64_t after,
+/* A damaged block (d: the whole block), from id `from` on: noted as the
+ * block, and handed to the reader's gap function as the ids skipped. */
+static int skip_damaged(struct store *st, struct store_damage *d, uint64_t from,
 			int (*gap)(const struct store_damage *d, void *ctx), void *ctx)
 {
 	store_damage_note(st, d);
-	if (d->first_id <= after)
-		d->first_id = after + 1;
+	if (d->first_id < from)
+		d->first_id = from;
 	return gap ? gap(d, ctx) : 0;
 }
 
@@ -666,7 +668,7 @@ static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, uns
 		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       struct gerr *err)
 {
-	uint64_t id = (uint64_t)sqlite3_column_int64(stmt, 0);
+	uint64_t first_id = (uint64_t)sqlite3_column_int64(stmt, 0), id = first_id;
 	uint64_t last_id = (uint64_t)sqlite3_column_int64(stmt, 1);
 	const uint8_t *payload = sqlite3_column_blob(stmt, 2);
 	size_t payload_len = (size_t)sqlite3_column_bytes(stmt, 2);
@@ -679,9 +681,14 @@ static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, uns
 	size_t own_len, len;
 	int rc;
 
+	/* A gap counts as one in the page, so that a long run of damage is
+	 * walked a page at a time, not all under the lock. */
 	if (!block_crc_ok(id, last_id, probe, payload, payload_len,
-			  (uint32_t)sqlite3_column_int64(stmt, 4), &d))
-		return skip_damaged(st, &d, after, gap, ctx);
+			  store_block_crc_column(stmt, 4), &d)) {
+		if ((*seen)++ == limit)
+			return 1;
+		return skip_damaged(st, &d, after + 1, gap, ctx);
+	}
 	for (; id <= last_id && block_next(&w, &own, &own_len); id++) {
 		if (id <= after)
 			continue;
@@ -707,8 +714,10 @@ static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, uns
 		return 0;
 	if (!why)
 		why = w.broken ? "framing broken" : "fewer samples than its ids";
-	block_damage(&d, id, last_id, probe, why);
-	return skip_damaged(st, &d, after, gap, ctx);
+	if ((*seen)++ == limit)
+		return 1;
+	block_damage(&d, first_id, last_id, probe, why);
+	return skip_damaged(st, &d, id > after ? id : after + 1, gap, ctx);
 }
 
 int store_samples_list(struct store *st, const char *probe, const char *map,

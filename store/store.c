@@ -325,10 +325,7 @@ static int configure(struct store *st, struct gerr *err)
 	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
 	if (sqlite3_create_function(st->db, "graind_sample_frame", 1,
 				    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-				    store_sample_frame, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_create_function(st->db, "graind_block_crc", 3,
-				    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
-				    store_block_crc_sql, NULL, NULL) != SQLITE_OK)
+				    store_sample_frame, NULL, NULL) != SQLITE_OK)
 		return store_fail(st, err, "database %s: cannot add SQL functions", st->path);
 	snprintf(sql, sizeof(sql), "PRAGMA page_size=%d", STORE_PAGE_SIZE);
 	if (store_exec(st, sql, err) < 0)

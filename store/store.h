@@ -132,6 +132,13 @@ int store_object_delete(struct store *st, const char *sha256,
 
 uint64_t store_object_count(struct store *st);
 
+/* Image references: the object `image` (a reference as oci_ref_format
+ * writes it) was pulled as, with its manifest digest; the latest pull
+ * wins. 404 from get when none (or its object is gone). */
+int store_image_ref_set(struct store *st, const char *image, const char *sha256,
+			const char *digest, struct gerr *err);
+int store_image_ref_get(struct store *st, const char *image, char sha256[65], struct gerr *err);
+
 /* ---------------------------------------------------------------- probes
  * Desired state of probes (filled in by the probe manager). */
 
@@ -250,7 +257,7 @@ struct store_damage;
  * visited. Samples of a damaged block (see "integrity") are never given:
  * gap (may be NULL; the same rules as fn) is told of them instead, as
  * ids past `after`, and the walk goes on with the next block, so that a
- * reader's cursor moves past the damage. Gaps do not count in `limit`. */
+ * reader's cursor moves past the damage. A gap counts as one in `limit`. */
 int store_samples_list(struct store *st, const char *probe, const char *map,
 		       uint64_t after, unsigned limit,
 		       int (*fn)(const struct Graind__Sample *s, void *ctx),

@@ -70,6 +70,8 @@ enum store_stmt_id {
 	STORE_STMT_MANAGED_SET,
 	STORE_STMT_MANAGED_CLEAR,
 	STORE_STMT_MANAGED_LIST,
+	STORE_STMT_IMAGE_REF_SET,
+	STORE_STMT_IMAGE_REF_GET,
 	STORE_STMT_SCAN_OBJECT,
 	STORE_STMT_SCAN_BLOCKS,
 	STORE_STMT__COUNT
@@ -179,15 +181,15 @@ int store_samples_trim_block(struct store *st, int64_t first_id, uint64_t rows,
  * 8-byte little-endian numbers) and its payload. */
 uint32_t store_block_crc(uint64_t first_id, uint64_t last_id, const void *payload, size_t len);
 
-/* SQL function graind_block_crc(first_id, last_id, payload), for the
- * migration that gave blocks their checksum. */
-void store_block_crc_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+/* A block's stored checksum, read from column `col`: -1 for a block
+ * written before blocks had one (NULL). */
+int64_t store_block_crc_column(sqlite3_stmt *stmt, int col);
 
-/* Whether block first_id..last_id (stored checksum crc) is sound: its
- * checksum, its framing, one sample per id, each one unpacking. When it is
- * not, d says what is wrong. */
+/* Whether block first_id..last_id (stored checksum crc, -1: none) is
+ * sound: its checksum, its framing, one sample per id, each one
+ * unpacking. When it is not, d says what is wrong. */
 bool store_block_intact(uint64_t first_id, uint64_t last_id, const char *probe,
-			const uint8_t *payload, size_t len, uint32_t crc,
+			const uint8_t *payload, size_t len, int64_t crc,
 			struct store_damage *d);
 
 /* objects.c */

@@ -327,7 +327,7 @@ static int tar_root_files(const uint8_t *tar, size_t len, struct tar_file *files
 			return gerr_set(err, 422, "the layer's tar is cut short");
 		if (long_name[0])
 			snprintf(name, sizeof(name), "%s", long_name);
-		else if (memcmp(h + 257, "ustar", 5) == 0 && h[345])
+		else if (memcmp(h + 257, "ustar", 6) == 0 && h[345])  /* POSIX, not GNU's "ustar " */
 			snprintf(name, sizeof(name), "%.155s/%.100s", (const char *)h + 345,
 				 (const char *)h);
 		else

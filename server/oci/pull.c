@@ -219,7 +219,9 @@ static int registry_get(struct session *s, const char *what, const char *path,
 			return -1;
 	}
 	gerr_set(err, 502, "%s: the registry answered HTTP %ld for the %s%s", s->shown, r->status,
-		 what, r->status == 401 ? ": it refused the credentials of --registry-auth"
+		 what, r->status == 401 ? (s->basic[0] ? ": it refused the credentials of "
+					   "--registry-auth" : ": it needs credentials: add them "
+					   "to --registry-auth")
 		 : r->status == 404 ? " (no such image, tag or blob)" : "");
 	fetch_reply_clear(r);
 	return -1;

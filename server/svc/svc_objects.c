@@ -190,19 +190,23 @@ static int fetch_bytes(struct svc_call *call, const Graind__FetchObjectRequest *
 		.allow_http = ag->cfg.fetch_allow_http,
 		.max_bytes = ag->cfg.max_object_size,
 	};
-	struct store_object row = { 0 };
+	struct gerr stored = { 0 };
 
 	*bytes = NULL;
 	*len = 0;
-	/* Content addressing: bytes stored already need not travel again. */
-	if (store_object_get(ag->store, want, &row, err) == 0) {
-		store_object_clear(&row);
-		if (!req->signature[0])
+	/* Content addressing: intact bytes stored already need not travel
+	 * again; damaged ones are fetched and written over. */
+	if (store_object_content(ag->store, want, bytes, len, &stored) == 0) {
+		if (req->signature[0])
 			return 0;
-		return store_object_content(ag->store, want, bytes, len, err);
+		free(*bytes);
+		*bytes = NULL;
+		return 0;
 	}
-	if (err->status != 404)
+	if (stored.status != 404 && stored.status != 500) {
+		*err = stored;
 		return -1;
+	}
 	return fetch_url(&opts, req->url, bytes, len, err);
 }
 
@@ -269,7 +273,7 @@ int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *re
 			name[0] = '\0';            /* the upload names it after its digest */
 	}
 	if (len == 0) {
-		gerr_set(err, 502, "%s: the object is empty", shown);
+		gerr_set(err, 422, "%s: the object is empty", shown);
 		goto out;
 	}
 	sha256_hex(bytes, len, got);
@@ -285,47 +289,19 @@ int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *re
 	upload.content.len = len;
 	upload.signature = req->signature;
 	ret = store_upload(call, &upload, image.origin ? image.origin : &origin, resp, err);
+	/* The reference names these bytes now, whoever stored them first. */
+	if (ret == 0 && image.origin &&
+	    store_image_ref_set(call->agent->store, image.origin->image, got,
+				image.origin->image_digest, err) < 0) {
+		pbmsg_free(&(*resp)->base);
+		*resp = NULL;
+		ret = -1;
+	}
 	fetch_target(call, got, shown);
 out:
 	free(bytes);
 	oci_pulled_clear(&image);
 	return ret;
-}
-
-struct image_find {
-	const char *image;              /* the reference, formatted as origins hold it */
-	char *sha256;
-	bool found;
-	char last[SHA256_HEX_LEN + 1];  /* where the next page starts */
-};
-
-static int image_match(const struct store_object *row, void *ctx)
-{
-	struct image_find *f = ctx;
-	Graind__Object *obj = graind__object__unpack(NULL, row->meta_len, row->meta);
-
-	snprintf(f->last, sizeof(f->last), "%s", row->sha256);
-	if (obj && obj->origin && strcmp(obj->origin->image, f->image) == 0) {
-		snprintf(f->sha256, SHA256_HEX_LEN + 1, "%s", row->sha256);
-		f->found = true;
-	}
-	graind__object__free_unpacked(obj, NULL);
-	return f->found ? 1 : 0;
-}
-
-/* A stored object pulled from `image` (formatted), by walking the store. */
-static int find_by_image(struct agent *ag, const char *image, char *sha256, bool *found,
-			 struct gerr *err)
-{
-	struct image_find f = { .image = image, .sha256 = sha256 };
-	bool more;
-	int rc;
-
-	do
-		rc = store_object_list(ag->store, f.last, 200, image_match, &f, &more, err);
-	while (rc == 0 && more);
-	*found = f.found;
-	return rc < 0 ? -1 : 0;
 }
 
 int svc_image_object(struct svc_call *call, const Graind__ImageSource *image,
@@ -344,9 +320,15 @@ int svc_image_object(struct svc_call *call, const Graind__ImageSource *image,
 		return -1;
 	}
 	oci_ref_format(&ref, shown, sizeof(shown));
-	if (image->pull_policy == GRAIND__PULL_POLICY__PULL_IF_NOT_PRESENT &&
-	    find_by_image(call->agent, shown, sha256, &found, err) < 0)
-		return -1;
+	if (image->pull_policy == GRAIND__PULL_POLICY__PULL_IF_NOT_PRESENT) {
+		struct gerr none = { 0 };
+
+		found = store_image_ref_get(call->agent->store, shown, sha256, &none) == 0;
+		if (!found && none.status != 404) {
+			*err = none;
+			return -1;
+		}
+	}
 	if (found)
 		return 0;
 	/* A pull stores an object, which only an admin may do (as for an

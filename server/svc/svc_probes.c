@@ -170,6 +170,25 @@ static int parse_generation_mismatch(const struct store_probe *old, bool exists,
 			name, (unsigned long long)old->generation, (unsigned long long)wanted);
 }
 
+/* If-Match, checked without the lock: a stale generation is refused
+ * before anything slow is done for it. */
+static int precheck_generation(struct agent *ag, const Graind__PutProbeRequest *req,
+			       struct gerr *err)
+{
+	struct store_probe old = { 0 };
+	struct gerr get_err = { 0 };
+	bool exists;
+	int ret = 0;
+
+	if (!req->if_generation)
+		return 0;
+	exists = store_probe_get(ag->store, req->name, &old, &get_err) == 0;
+	if (!exists || old.generation != req->if_generation)
+		ret = parse_generation_mismatch(&old, exists, req->if_generation, req->name, err);
+	store_probe_clear(&old);
+	return ret;
+}
+
 int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		  Graind__Probe **resp, struct gerr *err)
 {
@@ -199,7 +218,11 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		if (norm.object_case != GRAIND__PROBE_SPEC__OBJECT__NOT_SET)
 			return gerr_set(err, 400, "spec.image names the object: leave objectSha256 "
 					"and builtin out");
-		if (svc_image_object(call, norm.image, pulled, err) < 0)
+		/* What would refuse the PUT anyway is told before a pull (and
+		 * told again under the lock, where it counts). */
+		if (svc_check_owner(call, STORE_MANAGED_PROBE, req->name, err) < 0 ||
+		    precheck_generation(ag, req, err) < 0 ||
+		    svc_image_object(call, norm.image, pulled, err) < 0)
 			return -1;
 		norm.object_case = GRAIND__PROBE_SPEC__OBJECT_OBJECT_SHA256;
 		norm.object_sha256 = pulled;

@@ -214,6 +214,32 @@ def test_https_needs_a_trusted_certificate_and_http_a_flag(servers, certs):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_a_fetch_writes_over_damaged_bytes(servers, certs, tmp_path):
+    """An object whose stored bytes were damaged is downloaded again by a
+    fetch of its digest, not taken as stored."""
+    import sqlite3
+    https, _ = servers
+    ag = Agent(str(tmp_path), ["--fetch-ca", certs.path("ca.pem")]).start()
+    try:
+        assert fetch(ag, https.url + "/accept.bpf.o").status_code == 201
+        assert ag.stop() == 0
+        db = sqlite3.connect(os.path.join(str(tmp_path), "graind.db"))
+        bad = bytearray(ACCEPT)
+        bad[100] ^= 1
+        db.execute("UPDATE objects SET bytes = ? WHERE sha256 = ?", (bytes(bad), ACCEPT_SHA))
+        db.commit()
+        db.close()
+        ag.start()
+        assert ag.get(f"/v1/objects/{ACCEPT_SHA}/content").status_code == 500
+        before = len(https.paths)
+        r = fetch(ag, https.url + "/accept.bpf.o")
+        assert r.status_code in (200, 201), r.text       # written over
+        assert https.paths[before:] == ["/accept.bpf.o"]
+        assert ag.get(f"/v1/objects/{ACCEPT_SHA}/content").content == ACCEPT
+    finally:
+        ag.stop()
+
+
 def test_fetch_ca_that_cannot_be_read_stops_the_start(tmp_path):
     import subprocess
     from conftest import GRAIND_BIN

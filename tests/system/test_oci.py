@@ -453,6 +453,7 @@ def test_a_probe_names_its_image(work, images):
     reg = Registry(d)
     lay, _ = images
     reg.push(lay, "v1", "bpf/probe:v1")
+    reg.push(lay, "v1", "bpf/probe:v2")         # the same bytes under another tag
     ad = f"{work}/probe-agent"
     os.makedirs(ad)
     operator = subprocess.run([GRAIND_BIN, "token", "add", "ops", "--role", "operator",
@@ -480,7 +481,15 @@ def test_a_probe_names_its_image(work, images):
         assert ag.get(f"/v1/objects/{sha(HOOKS)}").json()["origin"]["image"] == \
             f"{reg.host}/bpf/probe:v1"
 
+        # An admin pulls the other tag: the object is there already, and
+        # the reference now names it too.
+        assert fetch(ag, f"{reg.host}/bpf/probe:v2").status_code == 200
         reg.stop()
+        r = ag.request("PUT", f"/v1/probes/{name}-v2", token=operator, json={
+            **spec, "image": {"reference": f"{reg.host}/bpf/probe:v2"}})
+        assert r.status_code == 201, r.text
+        assert r.json()["spec"]["objectSha256"] == sha(HOOKS)
+        assert ag.delete(f"/v1/probes/{name}-v2").status_code == 204
         # IfNotPresent: the object of that image is stored, no registry asked.
         r = ag.request("PUT", f"/v1/probes/{name}", json=spec)
         assert r.status_code == 200, r.text

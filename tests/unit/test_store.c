@@ -153,7 +153,7 @@ static void test_fresh_open_creates_schema(void **state)
 	struct store *st = tmpdb_open(fx->db.path);
 	struct stat sb;
 
-	assert_int_equal(store_schema_version(), 10);
+	assert_int_equal(store_schema_version(), 11);
 	assert_int_equal(store_object_count(st), 0);
 	assert_int_equal(store_probe_count(st), 0);
 	assert_int_equal(store_sample_count(st), 0);
