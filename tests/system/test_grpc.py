@@ -232,6 +232,10 @@ def test_error_codes(g, pb):
     assert e.code() == C.INVALID_ARGUMENT and "name" in e.details()
     assert g.error("GetProbe", name="no-such-probe").code() == C.NOT_FOUND
     assert g.error("GetObject", sha256="0" * 64).code() == C.NOT_FOUND
+    e = g.error("FetchObject", url="ftp://127.0.0.1/x.o", sha256="0" * 64)
+    assert e.code() == C.INVALID_ARGUMENT and "url must be https://" in e.details()
+    e = g.error("FetchObject", image="127.0.0.1:1/x:1", token="reader")
+    assert e.code() == C.PERMISSION_DENIED
 
     name = f"grpc-err-{RUN}"
     spec = pb.ProbeSpec(object_sha256=sha("hooks.bpf.o"), desired_state=pb.DETACHED)

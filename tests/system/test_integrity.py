@@ -18,6 +18,8 @@ import socket
 import sqlite3
 import subprocess
 
+import pytest
+
 from conftest import GRAIND_BIN, bpf_object
 from test_probes import pin_dir
 from test_samples import (RUN, Caller, emit_spec, fields, metrics, page, private_agents,  # noqa: F401
@@ -197,3 +199,12 @@ def test_check_refuses_what_it_cannot_check(tmp_path):
     (tmp_path / "graind.db").write_bytes(b"not a database at all" * 100)
     code, out, err = check(str(tmp_path))
     assert code == 2 and "cannot read database" in err, (out, err)
+
+
+@pytest.mark.parametrize("value", ["-1", "10x", "366d"])
+def test_a_bad_scan_interval_is_a_usage_error(tmp_path, value):
+    p = subprocess.run([GRAIND_BIN, "--state-dir", str(tmp_path), "--scan-interval", value],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert f"--scan-interval wants an interval such as 3600, 1h or 1d" in p.stderr, p.stderr
+    assert f"got '{value}'" in p.stderr

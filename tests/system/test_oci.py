@@ -515,3 +515,24 @@ def test_a_probe_names_its_image(work, images):
         if reg.proc.poll() is None:
             reg.stop()
         shutil.rmtree(pin_dir(name), ignore_errors=True)
+
+
+@pytest.mark.parametrize("value", ["", "host/path"])
+def test_a_bad_insecure_registry_is_a_usage_error(tmp_path, value):
+    p = subprocess.run([GRAIND_BIN, "--state-dir", str(tmp_path), "--insecure-registry", value],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert "--insecure-registry wants a HOST[:PORT], at most 8 times" in p.stderr, p.stderr
+
+
+def test_an_unreadable_auth_file_is_a_500_naming_it(a, registry, work):
+    d = f"{work}/badauth-agent"
+    os.makedirs(d)
+    creds = f"{work}/bad-auth.json"
+    with open(creds, "w") as f:
+        f.write("{not json")
+    ag = Agent(d, ["--insecure-registry", registry.host, "--registry-auth", creds]).start()
+    try:
+        assert_error(fetch(ag, f"{registry.host}/bpf/hooks:v1"), 500, f"--registry-auth {creds}")
+    finally:
+        ag.stop()
