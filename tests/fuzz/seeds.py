@@ -220,6 +220,9 @@ def yaml_seeds(out, bodies):
     for body in bodies:
         write(out, "yaml", json.dumps(body).encode())
     write(out, "yaml", b"---\nname: a\n---\n- [1, 2.5, true, null, ~, 'q', \"x\\u00e9\"]\n")
+    # As deep as a document may be (64 levels under the top), and one deeper.
+    write(out, "yaml", b"[" * 65 + b"]" * 65)
+    write(out, "yaml", b"[" * 66 + b"]" * 66)
 
 
 def minisign_seeds(out, build, tmp):
