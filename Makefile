@@ -17,6 +17,8 @@ DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap openssl minisign \
 	systemd man-db chromium docker-registry skopeo
+DEB_VM    := qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils binfmt-support \
+	debootstrap e2fsprogs python3-pytest
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2 \
 	chromium
 
@@ -26,7 +28,7 @@ PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-
 # packages, so they live in $(BUILD)/config.mk, which a rule below writes
 # after `deps`; make then reads it and starts over. Goals that build
 # nothing do not need it (and must not install anything).
-CONFIG_FREE := help deps deps-test deps-bench peers clean
+CONFIG_FREE := help deps deps-test deps-bench deps-vm peers clean
 ifneq ($(filter-out $(CONFIG_FREE),$(or $(MAKECMDGOALS),all)),)
 include $(BUILD)/config.mk
 endif
@@ -85,8 +87,8 @@ TEST_BPF_OBJ := $(patsubst tests/bpf/%.c,$(BUILD)/tests/bpf/%.o,$(TEST_BPF_SRC))
 	$(BUILD)/tests/bpf/accept.bpfeb.o
 BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: all help deps deps-test deps-bench run test unit system bench clean asan peers \
-	fuzz fuzz-ci fuzz-build install
+.PHONY: all help deps deps-test deps-bench deps-vm run test test-vm unit system bench clean \
+	asan peers fuzz fuzz-ci fuzz-build install
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/graind $(BUILD)/grainctl
@@ -99,6 +101,7 @@ help:
 	@echo "make asan    build the ASan+UBSan agent and unit tests in $(BUILD)/asan"
 	@echo "make unit    run the unit tests"
 	@echo "make system  run the system tests (pytest, tests/system)"
+	@echo "make test-vm run the guest suite in VMs of Debian 12's own kernel (VM_ARCHES=$(VM_ARCHES))"
 	@echo "make bench   run the benchmarks and print ratios"
 	@echo "make fuzz    run every fuzz target for FUZZ_TIME seconds (default 60)"
 	@echo "make install install graind, grainctl, the systemd unit and the man page"
@@ -128,6 +131,9 @@ deps-test: deps
 
 deps-bench: deps
 	$(call install_missing,$(DEB_BENCH))
+
+deps-vm: deps
+	$(call install_missing,$(DEB_VM))
 
 # Written after `deps` (see the include above); make then reads it and
 # starts over. A pkg-config that fails is an error, not empty flags.
@@ -324,6 +330,13 @@ system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_O
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/system
 
 test: unit system fuzz-ci
+
+# Debian 12's own kernel under QEMU (tests/vm/): images cached outside the
+# clone (GRAIND_VM_CACHE, default /var/cache/graind-vm).
+VM_ARCHES ?= amd64
+test-vm: deps-vm $(BUILD)/graind $(TEST_BPF_OBJ)
+	BUILD=$(CURDIR)/$(BUILD) GRAIND_VM_ARCHES="$(VM_ARCHES)" \
+		$(PYTHON) -m pytest -q -p no:cacheprovider -rs tests/vm
 
 bench: deps-bench peers $(BUILD)/graind $(BUILD)/grainctl $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAINCTL_BIN=$(CURDIR)/$(BUILD)/grainctl \

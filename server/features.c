@@ -1,6 +1,7 @@
 #include "server/features.h"
 
 #include <stdbool.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <pthread.h>
@@ -18,6 +19,8 @@
 
 #define BPFFS_DIR "/sys/fs/bpf"
 #define TRACEFS_DIR "/sys/kernel/tracing"
+/* BPF_TCX_INGRESS, missing from Debian 12's uapi headers (6.1). */
+#define FEATURES_BPF_TCX_INGRESS 46
 
 static int fs_is(const char *path, long magic)
 {
@@ -91,7 +94,9 @@ static bool feature(Graind__Features *f, Graind__FeatureState *state, bool prese
  * asking loads a program or creates a map each time (JIT, vmap, text
  * poke): asked once. Mounts and files are looked at again once the last
  * look is a second old, so that a status poll costs no path walks. */
-static struct { bool ringbuf, xdp, tracing; } kernel_can;
+static struct {
+	bool ringbuf, xdp, tracing, tcx, perf_link, bpf_cookie, kprobe_multi;
+} kernel_can;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 
 static struct {
@@ -102,11 +107,78 @@ static struct {
 
 #define LOOK_AGAIN_US 1000000
 
+/* A program that returns 0, of the given type: for the probes below. */
+static int trivial_prog(enum bpf_prog_type type, enum bpf_attach_type expected)
+{
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = expected);
+
+	return bpf_prog_load(type, NULL, "GPL", insns, 2, &opts);
+}
+
+/* TCX (6.6) answers a query of loopback's TCX ingress; older kernels do
+ * not know the attach type (EINVAL). */
+static bool probe_tcx(void)
+{
+	uint32_t count = 0;
+
+	return bpf_prog_query(1, FEATURES_BPF_TCX_INGRESS, 0, NULL, NULL, &count) == 0;
+}
+
+/* As libbpf asks: a link on perf event fd -1 is EBADF where perf links
+ * exist (5.15), EINVAL before. */
+static bool probe_perf_link(void)
+{
+	int prog = trivial_prog(BPF_PROG_TYPE_TRACEPOINT, 0), link, saved;
+
+	if (prog < 0)
+		return false;
+	link = bpf_link_create(prog, -1, BPF_PERF_EVENT, NULL);
+	saved = errno;
+	if (link >= 0)
+		close(link);
+	close(prog);
+	return link < 0 && saved == EBADF;
+}
+
+/* The kernel knows the attach type (5.18), and a link on a symbol that
+ * does not exist fails looking it up, not for want of fprobe. */
+static bool probe_kprobe_multi(void)
+{
+	const char *syms[] = { "graind_no_such_function" };
+	LIBBPF_OPTS(bpf_link_create_opts, opts, .kprobe_multi.syms = syms,
+		    .kprobe_multi.cnt = 1);
+	int prog = trivial_prog(BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI), link, saved;
+
+	if (prog < 0)
+		return false;
+	link = bpf_link_create(prog, 0, BPF_TRACE_KPROBE_MULTI, &opts);
+	saved = errno;
+	if (link >= 0)
+		close(link);
+	close(prog);
+	return link < 0 && (saved == ENOENT || saved == ESRCH);
+}
+
 static void kernel_probe(void)
 {
 	kernel_can.ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 	kernel_can.xdp = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1;
 	kernel_can.tracing = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1;
+	kernel_can.tcx = probe_tcx();
+	kernel_can.perf_link = probe_perf_link();
+	kernel_can.bpf_cookie = libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE,
+							BPF_FUNC_get_attach_cookie, NULL) == 1;
+	kernel_can.kprobe_multi = probe_kprobe_multi();
+}
+
+bool features_tcx(void)
+{
+	pthread_once(&kernel_once, kernel_probe);
+	return kernel_can.tcx;
 }
 
 static void look(void)
@@ -140,14 +212,23 @@ int features_detect(Graind__Features *f)
 	feature(f, &f->kprobes, seen.kprobes,
 		"kprobes: kernel built without CONFIG_KPROBES (no kprobe PMU in /sys/bus/event_source/devices); kprobe/kretprobe probes cannot attach");
 	feature(f, &f->ringbuf, kernel_can.ringbuf,
-		"ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel older than 5.8)");
+		"ringbuf: BPF_MAP_TYPE_RINGBUF is not supported (kernel 5.8 has it)");
 	feature(f, &f->xdp, kernel_can.xdp,
 		"xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
 	feature(f, &f->bpf_stats, seen.bpf_stats,
 		"bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
 	/* fentry/fexit need BPF trampolines, which ride on ftrace. */
 	feature(f, &f->fentry, kernel_can.tracing && seen.ftrace,
-		"fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace); fentry/fexit programs cannot attach");
+		"fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace; x86-64 has them since 5.5, arm64 since 6.0); fentry/fexit programs cannot attach");
+	feature(f, &f->tcx, kernel_can.tcx,
+		"tcx: no TCX links (kernel 6.6 has them); TC probes attach as classic tc filters (cls_bpf under clsact)");
+	f->tc_mode = kernel_can.tcx ? GRAIND__TC_MODE__TC_MODE_TCX : GRAIND__TC_MODE__TC_MODE_CLASSIC;
+	feature(f, &f->perf_link, kernel_can.perf_link,
+		"perfLink: no BPF links on perf events (kernel 5.15 has them); tracepoint, kprobe and uprobe probes cannot be pinned");
+	feature(f, &f->bpf_cookie, kernel_can.bpf_cookie,
+		"bpfCookie: no bpf_get_attach_cookie() (kernel 5.15 has it)");
+	feature(f, &f->kprobe_multi, kernel_can.kprobe_multi,
+		"kprobeMulti: no kprobe.multi links (kernel 5.18 with CONFIG_FPROBE has them)");
 	feature(f, &f->lsm, seen.lsm,
 		"lsm: BPF LSM is not active (needs CONFIG_BPF_LSM and 'bpf' in the lsm= boot parameter)");
 	pthread_mutex_unlock(&seen.lock);

@@ -2,6 +2,8 @@
 #ifndef GRAIND_FEATURES_H
 #define GRAIND_FEATURES_H
 
+#include <stdbool.h>
+
 #include "proto/graind.pb-c.h"
 #include "server/util/gerr.h"
 
@@ -13,5 +15,8 @@ int features_mount(struct gerr *err);
 /* Fill a Graind__Features (from pbmsg_new) by probing the kernel; every
  * missing feature gets a note naming what is missing. */
 int features_detect(Graind__Features *f);
+
+/* Whether the kernel has TCX links (6.6): how TC probes attach by default. */
+bool features_tcx(void);
 
 #endif

@@ -25,6 +25,12 @@ int elfchk_check_btf(const struct btf *btf, struct gerr *err);
 const void *elfchk_section(const void *buf, size_t len, const char *name,
 			   size_t *size);
 
+/* "file:line" into out of the first line of `section` in the object's
+ * .BTF.ext line info whose text is `text` (as the verifier prints it:
+ * trimmed). -1 with out empty when there is none. */
+int elfchk_source_line(const void *buf, size_t len, const struct btf *btf, const char *section,
+		       const char *text, char *out, size_t n);
+
 /* libbpf's warnings for the calling thread, collected between
  * elfchk_capture_begin() and elfchk_capture_end(). */
 struct elfchk_capture {

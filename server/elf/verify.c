@@ -117,7 +117,7 @@ static int set_line(char **field, const char *s, size_t len)
 }
 
 /* Split "; return arr[8]; @ reject_oob.bpf.c:21" into its source text and
- * "file:line" (absent before kernel 6.1). */
+ * "file:line" (absent before kernel 6.2: locate_source finds it). */
 static void split_source(const struct line *l, struct line *text,
 			 struct line *where)
 {
@@ -233,13 +233,30 @@ static int set_verifier_log(Graind__ProgramVerdict *v, const struct attempt *a)
 	return pbmsg_set_string(&v->verifier_log, log);
 }
 
-static int describe_failure(Graind__ProgramVerdict *v,
-			    const struct bpf_program *prog, struct attempt *a)
+/* Kernels before 6.2 print the source line without "@ file:line": the
+ * object's line info says where it is. */
+static int locate_source(Graind__ProgramVerdict *v, const void *buf, size_t len,
+			 const struct bpf_object *obj, const struct bpf_program *prog)
+{
+	char where[256];
+
+	if (v->source_line[0] || !v->source_text[0] ||
+	    elfchk_source_line(buf, len, bpf_object__btf(obj),
+			       bpf_program__section_name(prog), v->source_text, where,
+			       sizeof(where)) < 0)
+		return 0;
+	return pbmsg_set_string(&v->source_line, where);
+}
+
+static int describe_failure(Graind__ProgramVerdict *v, const void *buf, size_t len,
+			    const struct bpf_object *obj, const struct bpf_program *prog,
+			    struct attempt *a)
 {
 	char reason[GERR_MSG_MAX], feature[128], text[128];
 	const char *missing;
 
-	if (set_verifier_log(v, a) < 0 || parse_log(v, v->verifier_log) < 0)
+	if (set_verifier_log(v, a) < 0 || parse_log(v, v->verifier_log) < 0 ||
+	    locate_source(v, buf, len, obj, prog) < 0)
 		return -1;
 	missing = missing_feature(prog, a, feature, sizeof(feature));
 	if (missing && pbmsg_set_string(&v->missing_feature, missing) < 0)
@@ -327,7 +344,7 @@ static int verify_one(const void *buf, size_t len, size_t idx,
 	v->accepted = a.ret == 0;
 	if (v->accepted)
 		record_success(v, target);
-	else if (describe_failure(v, target, &a) < 0)
+	else if (describe_failure(v, buf, len, obj, target, &a) < 0)
 		goto oom;
 	ret = 0;
 	goto out;

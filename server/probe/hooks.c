@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "server/elf/internal.h"
+#include "server/features.h"
 
 #define KPROBE_PMU "/sys/bus/event_source/devices/kprobe"
 
@@ -88,6 +89,19 @@ static int kprobes_missing(struct gerr *err)
 
 /* ---------------------------------------------------------------- resolve */
 
+/* TCX where the kernel has it, unless the spec asks for a classic filter. */
+static int tc_mode(struct probe_prog *p, Graind__TcMode mode, struct gerr *err)
+{
+	bool tcx = features_tcx();
+
+	if (mode == GRAIND__TC_MODE__TC_MODE_TCX && !tcx)
+		return gerr_set(err, 422, "program %s: TCX links are missing from this kernel (6.6 has them): use mode TC_MODE_CLASSIC or TC_MODE_AUTO",
+				p->name);
+	p->tc_classic = mode == GRAIND__TC_MODE__TC_MODE_CLASSIC ||
+			(mode == GRAIND__TC_MODE__TC_MODE_AUTO && !tcx);
+	return 0;
+}
+
 /* The hook an explicit spec asks for. */
 static int hook_of_spec(struct probe_prog *p, struct gerr *err)
 {
@@ -109,7 +123,7 @@ static int hook_of_spec(struct probe_prog *p, struct gerr *err)
 		p->ifname = a->tc->ifname;
 		p->attach_type = a->tc->direction == GRAIND__TC_DIRECTION__TC_EGRESS ?
 				 PROBE_BPF_TCX_EGRESS : PROBE_BPF_TCX_INGRESS;
-		return 0;
+		return tc_mode(p, a->tc->mode, err);
 	case GRAIND__ATTACH_SPEC__KIND_TRACEPOINT:
 		p->hook = HOOK_TRACEPOINT;
 		return 0;
@@ -153,6 +167,8 @@ static int hook_of_section(struct probe_prog *p, struct gerr *err)
 		p->hook = HOOK_TC;
 		p->attach_type = strstr(sec, "egress") ? PROBE_BPF_TCX_EGRESS :
 							 PROBE_BPF_TCX_INGRESS;
+		if (tc_mode(p, GRAIND__TC_MODE__TC_MODE_AUTO, err) < 0)
+			return -1;
 		break;
 	case BPF_PROG_TYPE_PERF_EVENT:
 		return gerr_set(err, 400, "program %s is perf_event; it needs a perf_event attach spec (type, config, sample period)",
@@ -193,7 +209,7 @@ static int find_ifindex(struct probe_prog *p, struct gerr *err)
 }
 
 /* The old XDP/TC link this program takes over: XDP allows one program per
- * interface, TCX one of each name per direction. */
+ * interface, TC one of each name per direction and mode. */
 static struct probe_old_link *find_swap(const struct probe_prog *p,
 					struct probe_old_link *old, size_t n_old)
 {
@@ -208,7 +224,8 @@ static struct probe_old_link *find_swap(const struct probe_prog *p,
 			continue;
 		if (p->hook == HOOK_XDP && info->type == BPF_LINK_TYPE_XDP)
 			return &old[i];
-		if (p->hook == HOOK_TC && info->type == PROBE_BPF_LINK_TYPE_TCX &&
+		if (p->hook == HOOK_TC &&
+		    info->type == (p->tc_classic ? PROBE_LINK_TYPE_TC_FILTER : PROBE_BPF_LINK_TYPE_TCX) &&
 		    info->attach_type == (uint32_t)p->attach_type &&
 		    strcmp(old[i].file, want) == 0)
 			return &old[i];
@@ -426,9 +443,9 @@ static int take_over(struct probe_prog *p, struct gerr *err)
 
 int probe_hook_swap(struct probe_prog *p, struct gerr *err)
 {
-	if (bpf_link_update(p->swap->fd, bpf_program__fd(p->prog), NULL) < 0)
-		return attach_error(p, -errno, p->ifname, NULL, err);
-	return 0;
+	int ret = probe_link_set_prog(p->swap->fd, bpf_program__fd(p->prog));
+
+	return ret < 0 ? attach_error(p, ret, p->ifname, NULL, err) : 0;
 }
 
 static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
@@ -437,6 +454,13 @@ static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
 	enum bpf_attach_type type = p->hook == HOOK_XDP ? BPF_XDP : p->attach_type;
 	int fd;
 
+	if (p->hook == HOOK_TC && p->tc_classic) {
+		if (probe_tc_attach(p, prog_fd, &fd, err) < 0)
+			return -1;
+		if (p->swap)
+			p->swap->taken = true;
+		return add_link(p, fd, "") < 0 ? gerr_set(err, 500, "out of memory") : 0;
+	}
 	if (p->swap)
 		return take_over(p, err);
 	fd = bpf_link_create(prog_fd, p->ifindex, type,
@@ -607,6 +631,8 @@ int probe_link_info(int fd, struct probe_link_info *out)
 	} u;
 	uint32_t len = sizeof(u), *ifindex;
 
+	if (probe_tc_is_record(fd))
+		return probe_tc_info(fd, out);
 	memset(&u, 0, sizeof(u));
 	if (bpf_obj_get_info_by_fd(fd, &u, &len) < 0)
 		return -errno;
@@ -625,7 +651,21 @@ int probe_link_info(int fd, struct probe_link_info *out)
 
 bool probe_link_alive(const struct probe_link_info *info)
 {
-	if (info->type == BPF_LINK_TYPE_XDP || info->type == PROBE_BPF_LINK_TYPE_TCX)
+	if (info->type == BPF_LINK_TYPE_XDP || info->type == PROBE_BPF_LINK_TYPE_TCX ||
+	    info->type == PROBE_LINK_TYPE_TC_FILTER)
 		return info->ifindex != 0;
 	return info->prog_id != 0;
+}
+
+int probe_link_set_prog(int fd, int prog_fd)
+{
+	if (probe_tc_is_record(fd))
+		return probe_tc_set_prog(fd, prog_fd);
+	return bpf_link_update(fd, prog_fd, NULL) < 0 ? -errno : 0;
+}
+
+void probe_link_release(int fd)
+{
+	if (probe_tc_is_record(fd))
+		probe_tc_release(fd);
 }

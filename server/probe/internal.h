@@ -33,6 +33,8 @@
 #define PROBE_BPF_TCX_INGRESS 46
 #define PROBE_BPF_TCX_EGRESS 47
 #define PROBE_BPF_LINK_TYPE_TCX 11
+/* Not a kernel link type: a classic tc filter's record (tcfilter.c). */
+#define PROBE_LINK_TYPE_TC_FILTER 0x7463u
 
 #define PROBE_META_MAGIC 0x67726e31u	/* "grn1" */
 #define PROBE_META_MAX_PROGS 64
@@ -73,8 +75,10 @@ struct probe_link_info {
 	uint32_t type;			/* BPF_LINK_TYPE_* */
 	uint32_t id;
 	uint32_t prog_id;
-	uint32_t ifindex;		/* XDP and TCX: 0 once the device is gone */
-	uint32_t attach_type;		/* TCX: ingress or egress */
+	uint32_t ifindex;		/* XDP, TCX, tc filter: 0 once the device is gone */
+	uint32_t attach_type;		/* TCX, tc filter: PROBE_BPF_TCX_INGRESS or _EGRESS */
+	uint32_t tc_handle;		/* tc filter: where it is */
+	uint32_t tc_priority;
 };
 
 /* A link of the generation pinned now, opened from its pin. */
@@ -112,7 +116,8 @@ struct probe_prog {
 	const char *ifname;
 	int ifindex;
 	uint32_t xdp_flags;
-	enum bpf_attach_type attach_type;	/* TCX direction, cgroup type */
+	bool tc_classic;			/* TC as a classic tc filter, not TCX */
+	enum bpf_attach_type attach_type;	/* TC direction, cgroup type */
 	int cgroup_fd;
 	struct probe_old_link *swap;		/* old link to update in place, once the
 						 * new generation is pinned */
@@ -135,8 +140,23 @@ int probe_hook_attach(struct probe_prog *p, struct gerr *err);
 int probe_hook_swap(struct probe_prog *p, struct gerr *err);
 /* Close what probe_hook_resolve opened and what attach kept. */
 void probe_hook_release(struct probe_prog *p);
-/* Read what the link behind fd says. */
+/* Read what the link behind fd (or the tc filter record) says. */
 int probe_link_info(int fd, struct probe_link_info *info);
+/* Put prog_fd on the link (or the tc filter) behind fd; -errno. */
+int probe_link_set_prog(int fd, int prog_fd);
+/* Before the last pin of fd goes: remove the tc filter it records, if
+ * it still runs its generation's program. Links need nothing. */
+void probe_link_release(int fd);
+
+/* tcfilter.c: classic tc filters, each recorded by a pinned map. */
+bool probe_tc_is_record(int fd);
+int probe_tc_info(int fd, struct probe_link_info *info);
+/* Add p's filter (or, with p->swap, record the one it takes over);
+ * *record_fd is the record to pin as its link. */
+int probe_tc_attach(const struct probe_prog *p, int prog_fd, int *record_fd,
+		    struct gerr *err);
+int probe_tc_set_prog(int record_fd, int prog_fd);
+int probe_tc_release(int record_fd);
 /* Whether the link still hooks something. */
 bool probe_link_alive(const struct probe_link_info *info);
 

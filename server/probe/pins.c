@@ -74,6 +74,18 @@ out:
 	return ret;
 }
 
+/* What the link pinned at path hooks goes with its pin, except a tc
+ * filter, which is removed here. */
+static void release_link(const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	if (fd >= 0) {
+		probe_link_release(fd);
+		close(fd);
+	}
+}
+
 int probe_dir_remove(const char *dir, struct gerr *err)
 {
 	char path[PATH_MAX];
@@ -88,8 +100,13 @@ int probe_dir_remove(const char *dir, struct gerr *err)
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (probe_pin_path(path, sizeof(path), dir, de->d_name) < 0 ||
-		    unlink(path) < 0)
+		if (probe_pin_path(path, sizeof(path), dir, de->d_name) < 0) {
+			ret = gerr_set(err, 500, "pin path too long: %s/%s", dir, de->d_name);
+			continue;
+		}
+		if (strncmp(de->d_name, "link_", 5) == 0)
+			release_link(path);
+		if (unlink(path) < 0)
 			ret = gerr_set(err, 500, "cannot unpin %s: %s", path, strerror(errno));
 	}
 	closedir(d);
@@ -141,25 +158,26 @@ static int for_each_undo(const char *dir,
 static int relink_one(const char *dir, const char *link, const char *undo)
 {
 	char path[PATH_MAX];
-	int link_fd = -1, prog_fd = -1, ret = -1;
+	int link_fd = -1, prog_fd = -1, ret = -EINVAL;
 
-	/* ENOLINK: the interface is gone, and with it what to put back. */
-	if (probe_pin_path(path, sizeof(path), dir, link) < 0 ||
-	    (link_fd = bpf_obj_get(path)) < 0 ||
-	    probe_pin_path(path, sizeof(path), dir, undo) < 0 ||
-	    (prog_fd = bpf_obj_get(path)) < 0 ||
-	    (bpf_link_update(link_fd, prog_fd, NULL) < 0 && errno != ENOLINK)) {
-		log_error("msg=\"cannot put the previous program back on a link\" dir=%s link=%s error=\"%s\"",
-			  dir, link, strerror(errno));
-		goto out;
-	}
-	ret = 0;
-out:
+	if (probe_pin_path(path, sizeof(path), dir, link) == 0 &&
+	    (link_fd = bpf_obj_get(path)) >= 0 &&
+	    probe_pin_path(path, sizeof(path), dir, undo) == 0 &&
+	    (prog_fd = bpf_obj_get(path)) >= 0)
+		ret = probe_link_set_prog(link_fd, prog_fd);
+	else
+		ret = -errno;
 	if (link_fd >= 0)
 		close(link_fd);
 	if (prog_fd >= 0)
 		close(prog_fd);
-	return ret;
+	/* ENOLINK: the interface is gone, and with it what to put back. */
+	if (ret < 0 && ret != -ENOLINK) {
+		log_error("msg=\"cannot put the previous program back on a link\" dir=%s link=%s error=\"%s\"",
+			  dir, link, strerror(-ret));
+		return -1;
+	}
+	return 0;
 }
 
 int probe_undo_relink(const char *dir)

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <malloc.h>
@@ -624,6 +625,25 @@ static void prog_stats(Graind__ProgramStatus *st)
 	close(fd);
 }
 
+/* Where a classic tc program's filter is: it has no link to show. */
+static int tc_filter_status(Graind__ProgramStatus *st, const struct probe_link_info *info)
+{
+	char ifname[IF_NAMESIZE] = "";
+	Graind__TcFilter *tf;
+
+	tf = (Graind__TcFilter *)pbmsg_new(&graind__tc_filter__descriptor);
+	if (!tf)
+		return -1;
+	st->tc_filter = tf;
+	if (info->ifindex)
+		if_indextoname(info->ifindex, ifname);
+	tf->direction = info->attach_type == PROBE_BPF_TCX_EGRESS ?
+			GRAIND__TC_DIRECTION__TC_EGRESS : GRAIND__TC_DIRECTION__TC_INGRESS;
+	tf->handle = info->tc_handle;
+	tf->priority = info->tc_priority;
+	return pbmsg_set_string(&tf->ifname, ifname);
+}
+
 /* Fill st for program `prog` from the pins, the meta entry (may be NULL) and
  * the last failure (may be NULL). */
 static int program_status(Graind__ProgramStatus *st, const char *dir,
@@ -651,6 +671,8 @@ static int program_status(Graind__ProgramStatus *st, const char *dir,
 		return 0;
 	st->prog_id = first.prog_id;
 	st->link_id = first.id;
+	if (first.type == PROBE_LINK_TYPE_TC_FILTER && tc_filter_status(st, &first) < 0)
+		return -1;
 	prog_stats(st);
 	return format_time(&st->attached_at, mp->attached_ms);
 }

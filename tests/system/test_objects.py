@@ -519,10 +519,23 @@ def test_status(a):
     # Every feature is named, present or missing: a curl user can tell "no"
     # from "unknown".
     assert set(feats) == {"btf", "bpffs", "tracefs", "kprobes", "ringbuf", "xdp",
-                          "bpfStats", "fentry", "lsm", "notes"}, feats
+                          "bpfStats", "fentry", "lsm", "notes", "tcx", "perfLink",
+                          "bpfCookie", "kprobeMulti", "tcMode"}, feats
     assert feats["btf"] == "FEATURE_PRESENT"
-    assert feats["kprobes"] == "FEATURE_MISSING"
-    assert any("CONFIG_KPROBES" in n for n in feats["notes"]), feats["notes"]
+    has = {True: "FEATURE_PRESENT", False: "FEATURE_MISSING"}
+    # The kprobe PMU is there exactly when the kernel has CONFIG_KPROBES.
+    kprobes = os.path.exists("/sys/bus/event_source/devices/kprobe")
+    assert feats["kprobes"] == has[kprobes], feats
+    assert any("CONFIG_KPROBES" in n for n in feats["notes"]) != kprobes, feats["notes"]
+    # What the kernel's version says it has, the probes found.
+    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    assert feats["tcx"] == has[release >= (6, 6)], (release, feats)
+    assert any("6.6" in n for n in feats["notes"] if n.startswith("tcx:")) == (release < (6, 6))
+    assert feats["tcMode"] == ("TC_MODE_TCX" if release >= (6, 6) else "TC_MODE_CLASSIC")
+    assert feats["perfLink"] == feats["bpfCookie"] == has[release >= (5, 15)], feats
+    # kprobe.multi rides on kprobes (fprobe): never without them.
+    if not kprobes:
+        assert feats["kprobeMulti"] == "FEATURE_MISSING", feats
     assert feats["bpffs"] == "FEATURE_PRESENT"
     missing = [k for k, v in feats.items() if v == "FEATURE_MISSING"]
     assert len(feats["notes"]) == len(missing), (missing, feats["notes"])

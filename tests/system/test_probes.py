@@ -59,6 +59,7 @@ class Footprint:
     links: dict = field(default_factory=dict)    # link id -> bpftool link info
     progs: set = field(default_factory=set)
     maps: set = field(default_factory=set)
+    tc_records: list = field(default_factory=list)
 
 
 # The pin layout (server/probe/internal.h): bpffs refuses '.' in names, so
@@ -81,7 +82,12 @@ def footprint(probe):
     fp = Footprint(files=sorted(os.listdir(d)))
     for f in fp.files:
         path = os.path.join(d, f)
-        if f.startswith(LINK):
+        if f.startswith(LINK) and bpftool("map", "show", "pinned", path):
+            # A classic tc filter is no link: its record, a map, is pinned
+            # in the link's place; what the filter runs, tc tells.
+            fp.maps.add(bpftool("map", "show", "pinned", path)["id"])
+            fp.tc_records.append(f)
+        elif f.startswith(LINK):
             info = bpftool("link", "show", "pinned", path)
             assert info, f"pinned link {path} cannot be opened"
             fp.links[info["id"]] = info
@@ -383,14 +389,150 @@ def test_xdp_counts_packets_and_detach_leaves_nothing(a, probes, net):
 
 
 def test_tc_egress_counts_packets(a, probes, net):
+    """The TC mode the agent chose for this kernel (a TCX link where it has
+    them, a classic tc filter where not) counts outgoing packets."""
     name = f"tc-{RUN}"
     p = probes.create(name, probes.spec("count_tc", {"tc": {"ifname": net.host_if,
                                                              "direction": "TC_EGRESS"}}))
-    assert_attached(p, "count_tc", "tcx")
+    if a.get("/v1/status").json()["features"]["tcMode"] == "TC_MODE_TCX":
+        assert_attached(p, "count_tc", "tcx")
+    else:
+        assert_filter(only_program(p), net.host_if, "TC_EGRESS", 0)
     send_udp_from_host(net.ns_ip, 17)
     assert wait_count(name, "tc", 17) == 17
     assert count(name, "xdp") == 0
     delete_and_check(probes, name)
+
+
+# Classic tc filters: what kernels without TCX (6.1) get, asked for here
+# by mode on a kernel that has both.
+
+def tc_filters(ifname, direction="ingress"):
+    """The bpf filters of ifname's clsact `direction`, as tc lists them:
+    [(priority, handle, program id, direct action)]."""
+    out = sh("tc", "-j", "filter", "show", "dev", ifname, direction, check=False)
+    if out.returncode != 0 or not out.stdout.strip():
+        return []
+    return [(f["pref"], int(f["options"]["handle"], 16), f["options"]["prog"]["id"],
+             f["options"].get("direct-action", False))
+            for f in json.loads(out.stdout) if f.get("kind") == "bpf" and "options" in f]
+
+
+def classic_tc(ifname, direction="TC_INGRESS", priority=0):
+    return {"tc": {"ifname": ifname, "direction": direction, "priority": priority,
+                   "mode": "TC_MODE_CLASSIC"}}
+
+
+def assert_filter(st, ifname, direction, priority):
+    """The program is attached as a tc filter at priority, and tc agrees."""
+    assert st["state"] == "PROGRAM_ATTACHED", st
+    assert "linkId" not in st, st
+    tf = st["tcFilter"]
+    assert (tf["ifname"], tf.get("direction", "TC_INGRESS")) == (ifname, direction), tf
+    if priority:
+        assert tf["priority"] == priority, tf
+    where = "egress" if direction == "TC_EGRESS" else "ingress"
+    assert tc_filters(ifname, where) == [(tf["priority"], tf["handle"], st["progId"], True)]
+    return tf
+
+
+def test_tc_classic_filter_counts_and_detach_removes_it(a, probes, net):
+    name = f"tcc-{RUN}"
+    st = only_program(probes.create(name, probes.spec("count_tc", classic_tc(net.host_if,
+                                                                              priority=7))))
+    assert_filter(st, net.host_if, "TC_INGRESS", 7)
+    fp = footprint(name)
+    assert fp.tc_records == ["link_count_tc"] and not fp.links, fp
+    send_udp_from_ns(net, net.host_ip, 13)
+    assert wait_count(name, "tc", 13) == 13
+
+    # Unpinning alone would leave the filter running: detach removes it.
+    r = a.post(f"/v1/probes/{name}:detach")
+    assert r.status_code == 200, r.text
+    assert tc_filters(net.host_if) == []
+    assert_gone(name, Footprint(files=[], progs={st["progId"]}, maps=fp.maps))
+
+    r = a.post(f"/v1/probes/{name}:attach")
+    assert r.status_code == 200, r.text
+    st2 = only_program(r.json())
+    assert_filter(st2, net.host_if, "TC_INGRESS", 7)
+    assert st2["progId"] != st["progId"]
+    send_udp_from_ns(net, net.host_ip, 2)
+    assert wait_count(name, "tc", 2) == 2
+    fp2 = footprint(name)
+    fp2.progs.add(st2["progId"])
+    delete_and_check(probes, name)
+    assert_gone(name, fp2)
+    assert tc_filters(net.host_if) == []
+
+
+def test_tc_classic_update_swaps_the_program_on_the_same_filter(a, probes, net):
+    name = f"tcu-{RUN}"
+    tc = classic_tc(net.host_if, "TC_EGRESS", priority=3)
+    st1 = only_program(probes.create(name, probes.spec("count_tc", tc)))
+    tf1 = assert_filter(st1, net.host_if, "TC_EGRESS", 3)
+    r = probes.put(name, probes.spec("count_tc", tc, constants={"label": "v2"}), if_match=1)
+    assert r.status_code == 200, r.text
+    st2 = only_program(r.json())
+    assert st2["progId"] != st1["progId"]
+    # The same filter, handle and priority, now runs the new program.
+    assert assert_filter(st2, net.host_if, "TC_EGRESS", 3) == tf1
+    assert_gone(None, Footprint(files=[], progs={st1["progId"]}))
+    send_udp_from_host(net.ns_ip, 6)
+    assert wait_count(name, "tc", 6) == 6
+    delete_and_check(probes, name)
+    assert tc_filters(net.host_if, "egress") == []
+
+
+def test_tc_classic_priority_held_by_another_kind_of_filter_is_409(a, probes, net):
+    """A priority that holds another tool's filter of another kind is a
+    conflict named as such, and that filter is left as it was."""
+    name = f"tco-{RUN}"
+    sh("tc", "qdisc", "add", "dev", net.host_if, "clsact", check=False)
+    sh("tc", "filter", "add", "dev", net.host_if, "ingress", "pref", "9", "u32", "match",
+       "u32", "0", "0")
+    try:
+        r = probes.put(name, probes.spec("count_tc", classic_tc(net.host_if, priority=9)))
+        assert_error(r, 409, net.host_if, "priority 9")
+        out = sh("tc", "-j", "filter", "show", "dev", net.host_if, "ingress").stdout
+        assert {f["kind"] for f in json.loads(out)} == {"u32"}, out
+        # With the other filter gone (it matched every packet first), the
+        # priority is free.
+        sh("tc", "filter", "del", "dev", net.host_if, "ingress", "pref", "9")
+        st = only_program(probes.create(name, probes.spec("count_tc",
+                                                          classic_tc(net.host_if, priority=9))))
+        assert_filter(st, net.host_if, "TC_INGRESS", 9)
+        send_udp_from_ns(net, net.host_ip, 3)
+        assert wait_count(name, "tc", 3) == 3
+        delete_and_check(probes, name)
+    finally:
+        sh("tc", "filter", "del", "dev", net.host_if, "ingress", "pref", "9", check=False)
+
+
+def test_tc_mode_follows_the_kernel_and_the_spec_can_choose(a, probes, net):
+    """AUTO is TCX where the kernel has it and a classic filter where not;
+    asking for TCX where it is missing is refused, naming the kernel that
+    has it."""
+    feats = a.get("/v1/status").json()["features"]
+    name = f"tcx-{RUN}"
+    tc = {"tc": {"ifname": net.host_if, "mode": "TC_MODE_TCX"}}
+    if feats["tcx"] == "FEATURE_PRESENT":
+        assert feats["tcMode"] == "TC_MODE_TCX", feats
+        p = probes.create(name, probes.spec("count_tc", tc))
+        assert "tcFilter" not in only_program(p)
+        assert_attached(p, "count_tc", "tcx")
+        assert tc_filters(net.host_if) == []
+        delete_and_check(probes, name)
+    else:
+        assert feats["tcMode"] == "TC_MODE_CLASSIC", feats
+        assert_error(probes.put(name, probes.spec("count_tc", tc)), 422, "TCX", "6.6")
+        st = only_program(probes.create(name, probes.spec("count_tc", {"tc": {
+            "ifname": net.host_if}})))
+        assert_filter(st, net.host_if, "TC_INGRESS", 0)
+        delete_and_check(probes, name)
+        assert tc_filters(net.host_if) == []
+    assert_error(probes.put(name, probes.spec("count_tc", {"tc": {"ifname": net.host_if,
+                                                                    "mode": 77}})), 400)
 
 
 def test_tracepoint_counts_syscalls_of_one_process(a, probes, mark_bin):
@@ -996,6 +1138,52 @@ def test_restart_adopts_xdp_probe_without_losing_counts(net, restart_dirs):
             ag.stop(signal.SIGKILL)
         shutil.rmtree(pin_dir(name), ignore_errors=True)
         sh("ip", "link", "set", "dev", net.host_if, "xdpgeneric", "off", check=False)
+
+
+def test_restart_adopts_classic_tc_filter_by_its_place_and_program(net, restart_dirs):
+    """A tc filter cannot be pinned: after kill -9 the new agent finds it by
+    (ifindex, direction, handle, priority) and the program it runs."""
+    d = restart_dirs()
+    name = f"tcrestart-{RUN}"
+    agents = []
+    try:
+        a1 = Agent(d).start()
+        agents.append(a1)
+        p = Probes(a1, None)
+        r = a1.upload(bpf_object("hooks.bpf.o"))
+        assert r.status_code in (200, 201), r.text
+        p.sha = r.json()["sha256"]
+        spec = p.spec("count_tc", classic_tc(net.host_if, priority=5))
+        st1 = only_program(p.create(name, spec))
+        tf = assert_filter(st1, net.host_if, "TC_INGRESS", 5)
+        send_udp_from_ns(net, net.host_ip, 4)
+        assert wait_count(name, "tc", 4) == 4
+
+        a1.stop(signal.SIGKILL)
+        send_udp_from_ns(net, net.host_ip, 5)
+        assert wait_count(name, "tc", 9) == 9
+
+        a2 = Agent(d).start()
+        agents.append(a2)
+        st2 = only_program(a2.get(f"/v1/probes/{name}").json())
+        assert st2["progId"] == st1["progId"] and assert_filter(
+            st2, net.host_if, "TC_INGRESS", 5) == tf
+        assert f'msg="probe adopted" probe={name}' in a2.read_log()
+        send_udp_from_ns(net, net.host_ip, 1)
+        assert wait_count(name, "tc", 10) == 10
+
+        # Someone removes the filter: the probe says so.
+        sh("tc", "filter", "del", "dev", net.host_if, "ingress", "pref", "5")
+        st3 = only_program(a2.get(f"/v1/probes/{name}").json())
+        assert st3["state"] == "PROGRAM_DETACHED" and "no longer hooks" in st3["error"], st3
+        assert a2.delete(f"/v1/probes/{name}").status_code == 204
+        assert tc_filters(net.host_if) == []
+        assert a2.stop() == 0, a2.read_log()[-3000:]
+    finally:
+        for ag in agents:
+            ag.stop(signal.SIGKILL)
+        shutil.rmtree(pin_dir(name), ignore_errors=True)
+        sh("tc", "filter", "del", "dev", net.host_if, "ingress", check=False)
 
 
 def test_restart_settles_a_detach_killed_before_its_commit(net, restart_dirs):

@@ -54,6 +54,7 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__probe_spec__descriptor,
 	&graind__image_source__descriptor,
 	&graind__program_status__descriptor,
+	&graind__tc_filter__descriptor,
 	&graind__probe__descriptor,
 	&graind__list_probes_response__descriptor,
 	&graind__tag__descriptor,

@@ -668,6 +668,34 @@ static void test_verify_reject_oob(void **state)
 	pbmsg_free(&r->base);
 }
 
+/* What kernels before 6.2 leave out of the log, the line info gives:
+ * the line of a source text in the program's section, and no line for a
+ * text the section does not have or an object without line info. */
+static void test_source_line_from_line_info(void **state)
+{
+	struct blob b = test_object("reject_oob.bpf.o");
+	struct gerr err = { 0 };
+	struct bpf_object *obj = elfchk_open(b.data, b.len, NULL, NULL, &err);
+	char where[64], want[64];
+
+	(void)state;
+	assert_non_null(obj);
+	snprintf(want, sizeof(want), "reject_oob.bpf.c:%d",
+		 source_line_of("reject_oob.bpf.c", "arr[8]"));
+	assert_int_equal(elfchk_source_line(b.data, b.len, bpf_object__btf(obj), "xdp",
+					    "return arr[8] ? XDP_DROP : XDP_PASS;\t/* the value holds one __u64 */",
+					    where, sizeof(where)), 0);
+	assert_string_equal(where, want);
+	assert_int_equal(elfchk_source_line(b.data, b.len, bpf_object__btf(obj), "xdp",
+					    "no such line;", where, sizeof(where)), -1);
+	assert_string_equal(where, "");
+	assert_int_equal(elfchk_source_line(b.data, b.len, bpf_object__btf(obj), "tc",
+					    "return arr[8] ? XDP_DROP : XDP_PASS;", where,
+					    sizeof(where)), -1);
+	bpf_object__close(obj);
+	free(b.data);
+}
+
 static void test_verify_reject_helper(void **state)
 {
 	Graind__VerifyReport *r = verify("reject_helper.bpf.o");
@@ -748,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_inspect_mutations),
 		cmocka_unit_test(test_verify_accept),
 		cmocka_unit_test(test_verify_reject_oob),
+		cmocka_unit_test(test_source_line_from_line_info),
 		cmocka_unit_test(test_verify_reject_helper),
 		cmocka_unit_test(test_verify_fentry),
 		cmocka_unit_test(test_verify_garbage),

@@ -1,0 +1,143 @@
+"""What runs inside each test VM (tests/vm/): Debian 12's own kernel, with
+the system tests' modules beside this one in the share.
+
+The system tests that hold on any kernel are imported and so run here as
+they are: status and features, the verifier's verdicts, XDP and TC with
+traffic and exact counts (classic tc filters where the kernel has no
+TCX), a ring buffer on a tracepoint with every field decoded, the exec
+and dns built-ins, and kill -9 with re-adoption without a counting gap.
+Below them, what this host's own kernel cannot run: kprobes, kretprobes
+and fentry with real hits, and a StatsD sink feeding a listener in the
+guest."""
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import assert_error, bpf_object, sh
+from test_builtins import (builtins, test_dns_queries_over_veth,  # noqa: F401
+                           test_exec_event_fields)
+from test_objects import (test_status, test_verify_accepts_accept,  # noqa: F401
+                          test_verify_fentry, test_verify_rejects_out_of_bounds_read)
+from test_probes import (Probes, a, count, hooks_sha, net, pin_dir, probes,  # noqa: F401
+                         restart_dirs, test_restart_adopts_classic_tc_filter_by_its_place_and_program,
+                         test_restart_adopts_xdp_probe_without_losing_counts,
+                         test_tc_classic_filter_counts_and_detach_removes_it,
+                         test_tc_classic_update_swaps_the_program_on_the_same_filter,
+                         test_tc_egress_counts_packets,
+                         test_tc_mode_follows_the_kernel_and_the_spec_can_choose,
+                         test_xdp_counts_packets_and_detach_leaves_nothing,
+                         test_xdp_update_swaps_program_in_place, only_program)
+from test_samples import Caller, emit, emit_sha, test_ringbuf_events_every_field  # noqa: F401
+
+RUN = os.getpid() % 10000
+SLEEPS = 40
+
+
+def sleep_n(n):
+    """n nanosleeps of this process: each one a call of do_nanosleep."""
+    for _ in range(n):
+        time.sleep(0.001)
+
+
+def features(a):
+    return a.get("/v1/status").json()["features"]
+
+
+def require(a, feature):
+    feats = features(a)
+    if feats[feature] != "FEATURE_PRESENT":
+        note = [n for n in feats["notes"] if n.startswith(feature + ":")]
+        pytest.skip(f"this kernel lacks {feature}: {note}")
+
+
+@pytest.mark.parametrize("kind", ["kprobe", "kretprobe"])
+def test_kprobe_counts_real_calls(a, probes, kind):
+    """A kprobe (and the same program as a kretprobe) on do_nanosleep
+    counts at least the calls this test makes, and its pinned link is the
+    kernel's kprobe link."""
+    require(a, "kprobes")
+    name = f"{kind}-{RUN}"
+    p = probes.create(name, probes.spec("count_kprobe", {kind: {"function": "do_nanosleep"}}))
+    st = only_program(p)
+    assert st["state"] == "PROGRAM_ATTACHED", st
+    before = count(name, "kprobe")
+    sleep_n(SLEEPS)
+    deadline = time.time() + 5
+    while count(name, "kprobe") - before < SLEEPS and time.time() < deadline:
+        time.sleep(0.05)
+    assert count(name, "kprobe") - before >= SLEEPS
+    assert a.delete(f"/v1/probes/{name}").status_code == 204
+    assert not os.path.exists(pin_dir(name))
+
+
+def test_kprobe_on_a_missing_function_is_404(a, probes):
+    require(a, "kprobes")
+    r = probes.put(f"kp404-{RUN}", probes.spec("count_kprobe", {
+        "kprobe": {"function": "graind_no_such_function"}}))
+    assert_error(r, 404, "graind_no_such_function")
+
+
+def test_fentry_counts_real_calls(a):
+    """fentry where the kernel has BPF trampolines: the program's global
+    `calls` (its .bss map) grows by at least the calls made."""
+    require(a, "fentry")
+    r = a.upload(bpf_object("fentry.bpf.o"), name="fentry")
+    assert r.status_code in (200, 201), r.text
+    p = Probes(a, r.json()["sha256"])
+    name = f"fentry-{RUN}"
+    try:
+        st = only_program(p.create(name, p.spec("on_nanosleep")))
+        assert st["state"] == "PROGRAM_ATTACHED", st
+        bss = [f for f in os.listdir(pin_dir(name)) if f.endswith("-bss")]
+        assert len(bss) == 1, os.listdir(pin_dir(name))
+
+        def calls():
+            # The raw value: BTF's formatted view nests it under its section.
+            [entry] = json.loads(sh("bpftool", "-j", "map", "dump", "pinned",
+                                    os.path.join(pin_dir(name), bss[0])).stdout)
+            return int.from_bytes(bytes(int(b, 16) for b in entry["value"]), "little")
+        before = calls()
+        sleep_n(SLEEPS)
+        time.sleep(0.2)
+        assert calls() - before >= SLEEPS
+    finally:
+        p.cleanup()
+
+
+def test_statsd_sink_feeds_a_listener_in_the_guest(a, hooks_sha):
+    """A tracepoint probe's counts map as gauges, sent by a StatsD sink
+    to a UDP listener here: StatsD lines whose tracepoint slot is exactly
+    the getpid calls a caller made."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        caller = Caller()
+        p = Probes(a, hooks_sha)
+        name, sink = f"sd-{RUN}", f"statsd-{RUN}"
+        try:
+            spec = p.spec("count_getpid", {"tracepoint": {"category": "syscalls",
+                                                          "name": "sys_enter_getpid"}},
+                          constants={"target_pid": caller.tid})
+            spec["outputs"] = [{"map": "counts",
+                                "metric": {"pollIntervalMs": 100, "kind": "GAUGE"}}]
+            p.create(name, spec)
+            r = a.request("PUT", f"/v1/sinks/{sink}", json={
+                "statsd": {"host": "127.0.0.1", "port": port, "prefix": "vm",
+                           "flushIntervalMs": 100},
+                "selector": {"probes": [name]}})
+            assert r.status_code in (200, 201), r.text
+            caller.call(7)
+            lines, deadline = [], time.time() + 15
+            while time.time() < deadline and not any(":7|" in l for l in lines):
+                lines += listener.recv(65536).decode().splitlines()
+            assert [l for l in lines if ":7|" in l], lines
+            assert all(l.startswith("vm.") and "|" in l for l in lines), lines
+        finally:
+            caller.stop()
+            p.cleanup()
+            a.delete(f"/v1/sinks/{sink}")
