@@ -1,8 +1,27 @@
 # graind — the only build entry. `make help` lists the targets.
 
+# ARCH=arm64 cross-builds for a Debian architecture other than this host's
+# (multiarch: the target's -dev packages beside ours), into build/<arch>.
+# Its BPF objects follow that kernel's BTF: KERNEL_BTF=FILE (make test-vm
+# gives the VM kernel's).
+HOST_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+ARCH     ?= $(HOST_ARCH)
+TRIPLET_amd64 := x86_64-linux-gnu
+TRIPLET_arm64 := aarch64-linux-gnu
+TRIPLET  := $(TRIPLET_$(ARCH))
+ifeq ($(TRIPLET),)
+$(error ARCH=$(ARCH) is not one graind builds for: amd64 or arm64)
+endif
+ifeq ($(ARCH),$(HOST_ARCH))
 BUILD    ?= build
+CC       := cc
+PKG_CONFIG ?= pkg-config
+else
+BUILD    ?= build/$(ARCH)
+CC       := $(TRIPLET)-gcc
+PKG_CONFIG ?= $(TRIPLET)-pkg-config
+endif
 VERSION  := 0.1.0
-CC       ?= cc
 CLANG    ?= clang
 LLVM_STRIP ?= llvm-strip
 PYTHON   ?= /usr/bin/python3
@@ -21,6 +40,14 @@ DEB_VM    := qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils binfmt-
 	debootstrap e2fsprogs python3-pytest
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2 \
 	chromium
+
+# A cross build needs the compiler and the target's libraries.
+DEB_LIBS := libbpf-dev libelf-dev zlib1g-dev libmicrohttpd-dev libprotobuf-c-dev \
+	libsqlite3-dev libjansson-dev libcurl4-openssl-dev libyaml-dev libnghttp2-dev \
+	libgnutls28-dev libsodium-dev libcmocka-dev
+ifneq ($(ARCH),$(HOST_ARCH))
+DEB_BUILD += gcc-$(TRIPLET) $(addsuffix :$(ARCH),$(DEB_LIBS))
+endif
 
 PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
 
@@ -68,7 +95,9 @@ EMBED_S  := $(BUILD)/embed.S
 # Built-in probes: bpf/<name>.bpf.c → $(BUILD)/bpf/<name>.bpf.o, embedded.
 BUILTIN_BPF_SRC := $(sort $(wildcard bpf/*.bpf.c))
 BUILTIN_BPF_OBJ := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BUILTIN_BPF_SRC))
-BPF_ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/;s/ppc64le/powerpc/;s/s390x/s390/')
+BPF_ARCH_amd64 := x86
+BPF_ARCH_arm64 := arm64
+BPF_ARCH := $(BPF_ARCH_$(ARCH))
 ALL_SRC  := $(LIB_SRC) $(GEN_C)
 
 OBJ      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/proto/graind.pb-c.o $(BUILD)/obj/embed.o \
@@ -85,9 +114,9 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/asan/tests/%,$(UNIT_SRC))
 TEST_BPF_SRC := $(sort $(wildcard tests/bpf/*.bpf.c))
 TEST_BPF_OBJ := $(patsubst tests/bpf/%.c,$(BUILD)/tests/bpf/%.o,$(TEST_BPF_SRC)) \
 	$(BUILD)/tests/bpf/accept.bpfeb.o
-BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(shell uname -m)-linux-gnu
+BPF_CFLAGS   := -g -O2 -Wall -I$(BUILD) -I/usr/include/$(TRIPLET)
 
-.PHONY: all help deps deps-test deps-bench deps-vm run test test-vm unit system bench clean \
+.PHONY: all help deps deps-test deps-bench deps-vm run test test-vm vm-artifacts unit system bench clean \
 	asan peers fuzz fuzz-ci fuzz-build install
 .DELETE_ON_ERROR:
 
@@ -114,10 +143,14 @@ help:
 define install_missing
 	@have=$$(dpkg-query -W -f='$${db:Status-Abbrev}|$${Package}, $${Provides}\n' 2>/dev/null | \
 		sed -n 's/^ii *|//p' | tr ',' '\n' | sed 's/(.*)//; s/:.*//; s/ //g'); \
-	missing=$$(for p in $(1); do echo "$$have" | grep -qx "$$p" || echo $$p; done); \
+	missing=$$(for p in $(1); do case $$p in \
+		*:*) dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || echo $$p;; \
+		*) echo "$$have" | grep -qx "$$p" || echo $$p;; esac; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:" $$missing "(run as root to install)"; exit 1; fi; \
 		echo "installing Debian packages:" $$missing; \
+		for a in $$(echo $$missing | tr ' ' '\n' | sed -n 's/.*://p' | sort -u); do \
+			dpkg --print-foreign-architectures | grep -qx $$a || dpkg --add-architecture $$a; done; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			-o DPkg::Lock::Timeout=600 --no-install-recommends $$missing >/dev/null; \
 	fi
@@ -139,9 +172,9 @@ deps-vm: deps
 # starts over. A pkg-config that fails is an error, not empty flags.
 $(BUILD)/config.mk: Makefile | deps
 	@mkdir -p $(BUILD)
-	@cflags=$$(pkg-config --cflags $(PKGS)) && \
-	libs=$$(pkg-config --libs $(filter-out libcurl,$(PKGS))) && \
-	ctl=$$(pkg-config --libs libprotobuf-c jansson libcurl yaml-0.1) && \
+	@cflags=$$($(PKG_CONFIG) --cflags $(PKGS)) && \
+	libs=$$($(PKG_CONFIG) --libs $(filter-out libcurl,$(PKGS))) && \
+	ctl=$$($(PKG_CONFIG) --libs libprotobuf-c jansson libcurl yaml-0.1) && \
 	printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\nCTL_LIBS := %s\n' "$$cflags" "$$libs" "$$ctl" > $@.tmp
 	@mv $@.tmp $@
 
@@ -163,7 +196,7 @@ $(GRPC_DESC): proto/graind.proto $(addprefix $(GRPC_PROTO_DIR)/,$(GRPC_PROTOS))
 # vmlinux.h follows the running kernel's BTF. The BTF file is new at each
 # boot, so a stamp follows its time and the header is rewritten only when
 # the dump differs: a reboot into the same kernel rebuilds no BPF object.
-KERNEL_BTF := /sys/kernel/btf/vmlinux
+KERNEL_BTF ?= /sys/kernel/btf/vmlinux
 
 $(KERNEL_BTF):
 	@echo "$@ is missing: the BPF objects need a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)" >&2; exit 1
@@ -332,11 +365,24 @@ system: deps-test peers $(BUILD)/asan/graind $(BUILD)/asan/grainctl $(TEST_BPF_O
 test: unit system fuzz-ci
 
 # Debian 12's own kernel under QEMU (tests/vm/): images cached outside the
-# clone (GRAIND_VM_CACHE, default /var/cache/graind-vm).
-VM_ARCHES ?= amd64
-test-vm: deps-vm $(BUILD)/graind $(TEST_BPF_OBJ)
+# clone (GRAIND_VM_CACHE, default /var/cache/graind-vm). Another
+# architecture's graind and test objects are cross-built first, against
+# the BTF of the kernel its VM boots.
+VM_ARCHES ?= amd64 arm64
+VM_CROSS  := $(filter-out $(HOST_ARCH),$(VM_ARCHES))
+test-vm: deps-vm vm-artifacts
+	@for a in $(VM_CROSS); do \
+		btf=$$(GRAIND_BIN=$(BUILD)/graind $(PYTHON) tests/vm/vmimage.py --btf $$a) || exit 1; \
+		$(MAKE) --no-print-directory ARCH=$$a BUILD=$(BUILD)/$$a KERNEL_BTF=$$btf \
+			vm-artifacts || exit 1; \
+	done
 	BUILD=$(CURDIR)/$(BUILD) GRAIND_VM_ARCHES="$(VM_ARCHES)" \
 		$(PYTHON) -m pytest -q -p no:cacheprovider -rs tests/vm
+
+# What a VM of ARCH runs: graind, the test and built-in BPF objects and the
+# unit test programs (qemu-user does not pass bpf(2) through, so a foreign
+# architecture's unit tests run in its VM).
+vm-artifacts: $(BUILD)/graind $(TEST_BPF_OBJ) $(BUILTIN_BPF_OBJ) $(UNIT_BIN)
 
 bench: deps-bench peers $(BUILD)/graind $(BUILD)/grainctl $(TEST_BPF_OBJ)
 	GRAIND_BIN=$(CURDIR)/$(BUILD)/graind GRAINCTL_BIN=$(CURDIR)/$(BUILD)/grainctl \

@@ -17,18 +17,20 @@ static void status_rows(struct ctl_rows *r, const ProtobufCMessage *m)
 	const Graind__AgentStatus *s = (const void *)m;
 	const Graind__Features *f = s->features;
 	char up[32], objs[32], probes[32], samples[32], db[32], sinks[16], missing[256] = "";
-	struct { const char *name; Graind__FeatureState st; } feats[] = {
-		{ "btf", f ? f->btf : 0 }, { "bpffs", f ? f->bpffs : 0 },
-		{ "tracefs", f ? f->tracefs : 0 }, { "kprobes", f ? f->kprobes : 0 },
-		{ "ringbuf", f ? f->ringbuf : 0 }, { "xdp", f ? f->xdp : 0 },
-		{ "bpf_stats", f ? f->bpf_stats : 0 }, { "fentry", f ? f->fentry : 0 },
-		{ "lsm", f ? f->lsm : 0 },
-	};
+	const ProtobufCMessageDescriptor *d = &graind__features__descriptor;
 
-	for (size_t i = 0; i < sizeof(feats) / sizeof(feats[0]); i++)
-		if (feats[i].st == GRAIND__FEATURE_STATE__FEATURE_MISSING)
+	/* Every FeatureState field of Features, by its proto name: a feature
+	 * added to the schema is listed without an edit here. */
+	for (unsigned i = 0; f && i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *fd = &d->fields[i];
+
+		if (fd->type == PROTOBUF_C_TYPE_ENUM &&
+		    fd->descriptor == &graind__feature_state__descriptor &&
+		    *(const int *)((const char *)f + fd->offset) ==
+			    GRAIND__FEATURE_STATE__FEATURE_MISSING)
 			snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),
-				 "%s%s", missing[0] ? "," : "", feats[i].name);
+				 "%s%s", missing[0] ? "," : "", fd->name);
+	}
 	snprintf(up, sizeof(up), "%" PRIu64 "s", s->uptime_seconds);
 	snprintf(objs, sizeof(objs), "%" PRIu64, s->object_count);
 	snprintf(probes, sizeof(probes), "%" PRIu64, s->probe_count);

@@ -69,7 +69,9 @@ static __always_inline __u64 wake_flags(int wake)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void emit(__u32 pid, __u32 a, int wake)
+/* pid and comm are the task's on a tracepoint; XDP has no task to ask
+ * (6.1 refuses the helpers there), so it names itself. */
+static __always_inline void emit(__u32 pid, __u32 a, int wake, int task)
 {
 	struct event *e;
 	__u64 seq;
@@ -83,7 +85,10 @@ static __always_inline void emit(__u32 pid, __u32 a, int wake)
 	seq = bpf_ktime_get_ns();
 	e->pid = pid;
 	e->cpu = bpf_get_smp_processor_id();
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (task)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	else
+		__builtin_memcpy(e->comm, "xdp-producer\0\0\0", sizeof(e->comm));
 	e->ts = seq;
 	e->seq = seq >> 10;
 	e->a = a;
@@ -108,8 +113,7 @@ int emit_xdp(struct xdp_md *ctx)
 	mark = (__u8 *)(eth + 1);
 	if ((void *)(mark + 1) > end)
 		return XDP_PASS;
-	emit(bpf_get_current_pid_tgid() >> 32, ctx->rx_queue_index,
-	     *mark == 'F' ? WAKE_NOW : WAKE_SAMPLED);
+	emit(0, ctx->rx_queue_index, *mark == 'F' ? WAKE_NOW : WAKE_SAMPLED, 0);
 	return XDP_PASS;
 }
 
@@ -120,7 +124,7 @@ int emit_getpid(void *ctx)
 
 	if (pid != target_pid)
 		return 0;
-	emit(pid, 7, 0);
+	emit(pid, 7, 0, 1);
 	return 0;
 }
 

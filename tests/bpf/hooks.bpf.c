@@ -11,7 +11,7 @@
 #define IPPROTO_UDP_NR	17
 #define COUNT_PORT	9
 
-enum slot {
+enum hook_slot {
 	SLOT_XDP,
 	SLOT_TC,
 	SLOT_TRACEPOINT,

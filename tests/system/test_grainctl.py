@@ -132,7 +132,8 @@ def test_status_table_and_json_match_the_api(a, ctl):
     assert row["OBJECTS"] == rest.get("objectCount", "0")
     missing = sorted(k for k, v in rest["features"].items() if v == "FEATURE_MISSING")
     shown = [] if row["MISSING"] == "-" else row["MISSING"].split(",")
-    assert sorted(f.replace("bpf_stats", "bpfStats") for f in shown) == missing
+    camel = [re.sub(r"_(\w)", lambda m: m.group(1).upper(), f) for f in shown]
+    assert sorted(camel) == missing, (shown, missing)
     # jsonl: the same document on one line.
     line = ctl.ok(a, "-o", "jsonl", "status").stdout
     assert line.count("\n") == 1

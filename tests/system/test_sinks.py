@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import subprocess
+import sysconfig
 import time
 
 import pytest
@@ -597,7 +598,8 @@ def test_s3_without_libcurl_names_the_package(make_agent, pb, s3_peer):
     /dev/null mounted over it, in a mount namespace of the agent's own),
     the sink reports an error naming the package, keeps its samples, and
     the agent goes on."""
-    libs = glob.glob("/usr/lib/*-linux-gnu/libcurl.so.4")
+    # This machine's own: another architecture's may sit beside it (multiarch).
+    libs = glob.glob(f"/usr/lib/{sysconfig.get_config_var('MULTIARCH')}/libcurl.so.4")
     assert libs, "no libcurl.so.4 to hide"
     hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
             'mount --bind /dev/null "$0" && exec "$@"', libs[0]]

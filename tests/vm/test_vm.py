@@ -2,9 +2,10 @@
 linux-image packages), booted under QEMU with a debootstrap root
 (vmimage.py, cached), for each architecture in GRAIND_VM_ARCHES.
 
-Each VM gets a share holding the graind built for its architecture, the
-test BPF objects with their sources, the proto, the system tests'
-modules and the guest suite (guest/test_guest.py); the guest runs the
+Each VM gets a share holding what was built for its architecture (graind,
+the test and built-in BPF objects, the unit test programs), the test
+objects' sources, the proto, the system tests' modules and the guest
+suite (guest/test_guest.py); the guest runs the
 suite and writes a JUnit report into the share. Here every guest test is
 one test: passed, failed with the guest's message, or skipped with the
 guest's reason. A test that did not run at all (the VM did not boot, the
@@ -15,6 +16,7 @@ import ast
 import glob
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +32,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 BUILD = os.environ.get("BUILD", os.path.join(REPO, "build"))
 ARCHES = os.environ.get("GRAIND_VM_ARCHES", vmimage.host_arch()).split()
-# Each arch's graind and test objects: GRAIND_BIN_<ARCH>, GRAIND_TEST_BPF_<ARCH>,
-# the host's own build for the host's architecture.
 BOOT_TIMEOUT = float(os.environ.get("GRAIND_VM_TIMEOUT", "1500"))
 IMAGE_TIMEOUT = 3600
 
@@ -53,22 +53,58 @@ def guest_tests():
     return sorted(names)
 
 
-def artifacts(arch):
-    """(graind binary, test BPF directory) for arch."""
-    key = arch.upper()
-    native = arch == vmimage.host_arch()
-    binary = os.environ.get(f"GRAIND_BIN_{key}", os.path.join(BUILD, "graind") if native else "")
-    bpf = os.environ.get(f"GRAIND_TEST_BPF_{key}",
-                         os.path.join(BUILD, "tests", "bpf") if native else "")
-    return binary, bpf
+class Artifacts:
+    """What the Makefile built for arch: the graind binary, the test BPF
+    objects, the built-in probes' objects, the unit test programs (ASan,
+    cmocka), and the compiler that built them. The host's own build for
+    the host's architecture; build/<arch> (BUILD_<ARCH>) for another."""
+
+    def __init__(self, arch):
+        native = arch == vmimage.host_arch()
+        build = BUILD if native else os.environ.get(f"BUILD_{arch.upper()}",
+                                                    os.path.join(BUILD, arch))
+        self.graind = os.path.join(build, "graind")
+        self.test_bpf = os.path.join(build, "tests", "bpf")
+        self.builtin_bpf = os.path.join(build, "bpf")
+        self.unit = sorted(t for t in glob.glob(os.path.join(build, "asan", "tests", "test_*"))
+                           if not t.endswith(".d"))
+        self.cc = "cc" if native else f"{vmimage.ARCHES[arch][0]}-gcc"
 
 
-def make_payload(arch, binary, bpf_dir):
-    """The share for one VM: guest.sh, graind, bpf/ (objects and sources),
+# What the unit test programs link that the guest image does not hold.
+UNIT_LIBS = ["libasan.so.8", "libubsan.so.1", "libcmocka.so.0"]
+
+
+def library(cc, triplet, name):
+    """Where arch's compiler (or multiarch) keeps a shared library."""
+    found = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True,
+                           text=True).stdout.strip()
+    if os.path.isabs(found) and os.path.exists(found):
+        return found
+    path = f"/usr/lib/{triplet}/{name}"
+    assert os.path.exists(path), f"{name} for {triplet} is not installed"
+    return path
+
+
+def make_payload(arch, art):
+    """The share for one VM: guest.sh, graind, bpf/ (test objects and
+    their sources), builtin/ (the built-in probes' objects), unit/ (the
+    unit test programs) with lib/ (what they link that the guest lacks),
     graind.proto, system/ (the system tests' modules and the guest suite)."""
     payload = tempfile.mkdtemp(prefix=f"graind-vm-{arch}-")
+    bpf_dir = art.test_bpf
     shutil.copy(os.path.join(HERE, "guest", "guest.sh"), payload)
-    shutil.copy(binary, os.path.join(payload, "graind"))
+    shutil.copy(art.graind, os.path.join(payload, "graind"))
+    shutil.copytree(art.builtin_bpf, os.path.join(payload, "builtin"),
+                    ignore=shutil.ignore_patterns("*.d"))
+    os.makedirs(os.path.join(payload, "unit"))
+    os.makedirs(os.path.join(payload, "lib"))
+    for t in art.unit:
+        shutil.copy(t, os.path.join(payload, "unit"))
+    if art.unit:
+        for name in UNIT_LIBS:
+            shutil.copy(library(art.cc, vmimage.ARCHES[arch][0], name),
+                        os.path.join(payload, "lib", name))
     shutil.copy(os.path.join(REPO, "proto", "graind.proto"), payload)
     os.makedirs(os.path.join(payload, "bpf"))
     for f in glob.glob(os.path.join(bpf_dir, "*.o")) + \
@@ -116,21 +152,20 @@ def vm_run(arch):
     if arch in _runs:
         return _runs[arch]
     run = _runs[arch] = Run(arch)
-    binary, bpf = artifacts(arch)
+    art = Artifacts(arch)
     if os.geteuid() != 0:
         run.problem = "skip: the VM images need root (debootstrap, mkfs)"
         return run
-    if not binary or not os.path.exists(binary):
-        run.problem = (f"skip: no graind for {arch}: set GRAIND_BIN_{arch.upper()} "
-                       f"(`make test-vm` builds it)")
+    if not os.path.exists(art.graind):
+        run.problem = f"skip: no graind built for {arch} at {art.graind} (`make test-vm` builds it)"
         return run
     if not shutil.which(vmrun.QEMU[arch][0]):
         run.problem = f"skip: {vmrun.QEMU[arch][0]} is not installed (`make deps-vm`)"
         return run
     started = time.monotonic()
-    image = vmimage.image(arch, binary, started + IMAGE_TIMEOUT)
+    image = vmimage.image(arch, art.graind, started + IMAGE_TIMEOUT)
     built = time.monotonic()
-    payload = make_payload(arch, binary, bpf)
+    payload = make_payload(arch, art)
     try:
         run.boot = vmrun.boot(arch, image, payload, BOOT_TIMEOUT)
         report = os.path.join(payload, "out", "junit.xml")

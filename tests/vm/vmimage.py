@@ -14,7 +14,8 @@ image): it mounts what a host has, mounts the 9p share tagged `payload`
 at /payload and runs /payload/guest.sh, then powers the VM off. What the
 share holds is each run's business (vmrun.py).
 
-`python3 tests/vm/vmimage.py amd64 arm64` builds the images ahead of time.
+`python3 tests/vm/vmimage.py amd64 arm64` builds the images ahead of time;
+`--btf ARCH` prints where that image's kernel BTF is.
 """
 
 import contextlib
@@ -28,7 +29,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+sys.path.insert(0, os.path.dirname(__file__))
 from debian_host import SUITE, debian_sources, locked, remove_tree, run  # noqa: E402
+import vmrun  # noqa: E402
 
 CACHE_DIR = os.environ.get("GRAIND_VM_CACHE", "/var/cache/graind-vm")
 # An image older than this is built again: the kernel package moves on
@@ -124,12 +127,14 @@ def binfmt_ready(arch):
 
 
 class Image:
-    """A cached image: disk (raw ext4), kernel and initrd paths."""
+    """A cached image: disk (raw ext4), kernel, initrd, and the kernel's
+    BTF (what a cross build compiles its BPF objects against)."""
 
-    def __init__(self, base):
-        self.disk = base + ".ext4"
+    def __init__(self, base, disk=None):
+        self.disk = disk or base + ".ext4"
         self.kernel = base + ".vmlinuz"
         self.initrd = base + ".initrd"
+        self.btf = base + ".btf"
         with open(base + ".release") as f:
             self.release = f.read().strip()
 
@@ -138,6 +143,22 @@ class Image:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         self.disk, path], check=True)
         return path
+
+
+def read_btf(arch, base, work, deadline):
+    """The kernel's BTF as the booted kernel shows it: no package ships it
+    apart from the kernel (vmlinuz is no ELF), so a first boot copies
+    /sys/kernel/btf/vmlinux into the share."""
+    share = os.path.join(work, "share")
+    os.makedirs(share)
+    with open(os.path.join(share, "guest.sh"), "w") as f:
+        f.write("cp /sys/kernel/btf/vmlinux /payload/vmlinux.btf\n")
+    boot = vmrun.boot(arch, Image(base, disk=base + ".ext4.tmp"), share,
+                      max(60, deadline - time.monotonic()))
+    btf = os.path.join(share, "vmlinux.btf")
+    assert os.path.exists(btf) and os.path.getsize(btf) > 0, \
+        f"the first boot of the {arch} image gave no BTF:\n{boot.log()}"
+    shutil.copyfile(btf, base + ".btf")
 
 
 def build(arch, base, packages, mirror, deadline):
@@ -173,6 +194,7 @@ def build(arch, base, packages, mirror, deadline):
             f.write(release + "\n")
         run(["mkfs.ext4", "-q", "-F", "-L", "graindvm", "-d", root, base + ".ext4.tmp",
              DISK_SIZE], deadline)
+        read_btf(arch, base, work, deadline)
         os.replace(base + ".ext4.tmp", base + ".ext4")
     finally:
         with contextlib.suppress(OSError):
@@ -193,7 +215,8 @@ def image(arch, graind_binary, deadline):
     with locked(os.path.join(CACHE_DIR, f"{arch}.lock"), deadline):
         fresh = False
         with contextlib.suppress(OSError):
-            fresh = time.time() - os.stat(base + ".ext4").st_mtime < IMAGE_MAX_AGE
+            fresh = (time.time() - os.stat(base + ".ext4").st_mtime < IMAGE_MAX_AGE and
+                     os.path.exists(base + ".btf"))
         if not fresh:
             # Under the lock nothing else builds: what is there is stale,
             # a killed run's half-made root included.
@@ -206,12 +229,17 @@ def image(arch, graind_binary, deadline):
 
 
 def main(argv):
+    """vmimage.py [--btf] ARCH...: build the images; with --btf print only
+    the path of each one's kernel BTF (for `make ARCH=... KERNEL_BTF=...`)."""
     binary = os.environ.get("GRAIND_BIN", "build/graind")
-    for arch in argv or [host_arch()]:
+    btf_only = "--btf" in argv
+    for arch in [a for a in argv if a != "--btf"] or [host_arch()]:
         started = time.monotonic()
-        img = image(arch, os.environ.get(f"GRAIND_BIN_{arch.upper()}", binary),
-                    time.monotonic() + 3600)
-        print(f"{arch}: {img.release}, {img.disk} ({time.monotonic() - started:.0f} s)")
+        img = image(arch, binary, time.monotonic() + 3600)
+        if btf_only:
+            print(img.btf)
+        else:
+            print(f"{arch}: {img.release}, {img.disk} ({time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ TCX), a ring buffer on a tracepoint with every field decoded, the exec
 and dns built-ins, and kill -9 with re-adoption without a counting gap.
 Below them, what this host's own kernel cannot run: kprobes, kretprobes
 and fentry with real hits, and a StatsD sink feeding a listener in the
-guest."""
+guest. And the unit test programs built for the guest's architecture
+(qemu-user passes no bpf(2) through, so they run here)."""
 
 import json
 import os
 import socket
+import subprocess
+import tempfile
 import time
 
 import pytest
@@ -141,3 +144,29 @@ def test_statsd_sink_feeds_a_listener_in_the_guest(a, hooks_sha):
             caller.stop()
             p.cleanup()
             a.delete(f"/v1/sinks/{sink}")
+
+
+UNIT = "/payload/unit"
+
+
+def test_unit_test_programs_pass():
+    """Every cmocka program exits 0 on this kernel and CPU (they read the
+    test objects' sources and the proto from tests/bpf/ and proto/ under
+    their working directory)."""
+    programs = sorted(os.listdir(UNIT)) if os.path.isdir(UNIT) else []
+    if not programs:
+        pytest.skip("no unit test programs in the share")
+    env = dict(os.environ, LD_LIBRARY_PATH="/payload/lib", GRAIND_TEST_BPF="/payload/bpf",
+               GRAIND_BUILTIN_BPF="/payload/builtin")
+    failed = []
+    with tempfile.TemporaryDirectory() as cwd:
+        os.makedirs(os.path.join(cwd, "tests"))
+        os.makedirs(os.path.join(cwd, "proto"))
+        os.symlink("/payload/bpf", os.path.join(cwd, "tests", "bpf"))
+        os.symlink("/payload/graind.proto", os.path.join(cwd, "proto", "graind.proto"))
+        for name in programs:
+            r = subprocess.run([os.path.join(UNIT, name)], cwd=cwd, env=env,
+                               capture_output=True, text=True, timeout=1200)
+            if r.returncode != 0:
+                failed.append(f"{name} exited {r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}")
+    assert not failed, "\n".join(failed)
