@@ -2,6 +2,7 @@
 
 #include <stdbool.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <pthread.h>
@@ -95,14 +96,14 @@ static bool feature(Graind__Features *f, Graind__FeatureState *state, bool prese
  * poke): asked once. Mounts and files are looked at again once the last
  * look is a second old, so that a status poll costs no path walks. */
 static struct {
-	bool ringbuf, xdp, tracing, tcx, perf_link, bpf_cookie, kprobe_multi;
+	bool ringbuf, xdp, fentry, tcx, perf_link, bpf_cookie, kprobe_multi;
 } kernel_can;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 
 static struct {
 	pthread_mutex_t lock;
 	uint64_t at_us;                 /* 0: never looked */
-	bool btf, bpffs, tracefs, kprobes, bpf_stats, ftrace, lsm;
+	bool btf, bpffs, tracefs, kprobes, bpf_stats, lsm;
 } seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 #define LOOK_AGAIN_US 1000000
@@ -163,11 +164,42 @@ static bool probe_kprobe_multi(void)
 	return link < 0 && (saved == ENOENT || saved == ESRCH);
 }
 
+/* A trampoline is attached, not just loaded: arm64 6.1 loads fentry
+ * programs and refuses to attach them (ENOTSUPP: no direct calls in its
+ * ftrace before 6.4). A no-op on bpf_fentry_test1, which only BPF's own
+ * test runs call, attached and detached at once. */
+static bool probe_fentry(void)
+{
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_FENTRY);
+	int id, prog, link;
+
+	if (!vmlinux)
+		return false;
+	id = btf__find_by_name_kind(vmlinux, "bpf_fentry_test1", BTF_KIND_FUNC);
+	btf__free(vmlinux);
+	if (id <= 0)
+		return false;
+	opts.attach_btf_id = id;
+	prog = bpf_prog_load(BPF_PROG_TYPE_TRACING, NULL, "GPL", insns, 2, &opts);
+	if (prog < 0)
+		return false;
+	link = bpf_raw_tracepoint_open(NULL, prog);
+	if (link >= 0)
+		close(link);
+	close(prog);
+	return link >= 0;
+}
+
 static void kernel_probe(void)
 {
 	kernel_can.ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 	kernel_can.xdp = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1;
-	kernel_can.tracing = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACING, NULL) == 1;
+	kernel_can.fentry = probe_fentry();
 	kernel_can.tcx = probe_tcx();
 	kernel_can.perf_link = probe_perf_link();
 	kernel_can.bpf_cookie = libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE,
@@ -181,6 +213,12 @@ bool features_tcx(void)
 	return kernel_can.tcx;
 }
 
+bool features_perf_link(void)
+{
+	pthread_once(&kernel_once, kernel_probe);
+	return kernel_can.perf_link;
+}
+
 static void look(void)
 {
 	seen.btf = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
@@ -189,7 +227,6 @@ static void look(void)
 	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
 	seen.kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) == 0;
 	seen.bpf_stats = access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0;
-	seen.ftrace = access(TRACEFS_DIR "/available_filter_functions", F_OK) == 0;
 	seen.lsm = file_contains("/sys/kernel/security/lsm", "bpf");
 }
 
@@ -217,9 +254,8 @@ int features_detect(Graind__Features *f)
 		"xdp: BPF_PROG_TYPE_XDP is not supported by this kernel");
 	feature(f, &f->bpf_stats, seen.bpf_stats,
 		"bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
-	/* fentry/fexit need BPF trampolines, which ride on ftrace. */
-	feature(f, &f->fentry, kernel_can.tracing && seen.ftrace,
-		"fentry: BPF trampolines are unavailable (kernel without CONFIG_FUNCTION_TRACER/ftrace; x86-64 has them since 5.5, arm64 since 6.0); fentry/fexit programs cannot attach");
+	feature(f, &f->fentry, kernel_can.fentry,
+		"fentry: BPF trampolines cannot attach here (they need ftrace with direct calls: x86-64 since 5.5, arm64 since 6.4); fentry/fexit programs cannot attach");
 	feature(f, &f->tcx, kernel_can.tcx,
 		"tcx: no TCX links (kernel 6.6 has them); TC probes attach as classic tc filters (cls_bpf under clsact)");
 	f->tc_mode = kernel_can.tcx ? GRAIND__TC_MODE__TC_MODE_TCX : GRAIND__TC_MODE__TC_MODE_CLASSIC;

@@ -331,6 +331,10 @@ int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
 				p->hook == HOOK_XDP ? "an" : "a",
 				hook_name(p->hook));
 
+	if ((p->hook == HOOK_TRACEPOINT || p->hook == HOOK_KPROBE || p->hook == HOOK_UPROBE ||
+	     p->hook == HOOK_PERF_EVENT) && !features_perf_link())
+		return gerr_set(err, 422, "program %s: %s needs BPF links on perf events to stay attached, which this kernel lacks (5.15 has them)",
+				p->name, hook_name(p->hook));
 	switch (p->hook) {
 	case HOOK_XDP:
 		if (find_ifindex(p, err) < 0)

@@ -274,8 +274,13 @@ static void test_inspect_host_binary(void **state)
 	struct blob b = read_file("/bin/true");
 
 	(void)state;
+#if defined(__aarch64__)
+	assert_inspect_error(b.data, b.len, 400,
+			     "object is for AArch64 (e_machine 183), not eBPF (e_machine 247)");
+#else
 	assert_inspect_error(b.data, b.len, 400,
 			     "object is for x86-64 (e_machine 62), not eBPF (e_machine 247)");
+#endif
 	free(b.data);
 }
 

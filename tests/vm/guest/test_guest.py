@@ -21,8 +21,8 @@ import time
 import pytest
 
 from conftest import assert_error, bpf_object, sh
-from test_builtins import (builtins, test_dns_queries_over_veth,  # noqa: F401
-                           test_exec_event_fields)
+from test_builtins import (SYSCALLS_ATTACH, builtins, syscall_counts,  # noqa: F401
+                           test_dns_queries_over_veth, test_exec_event_fields, wait_for)
 from test_objects import (test_status, test_verify_accepts_accept,  # noqa: F401
                           test_verify_fentry, test_verify_rejects_out_of_bounds_read)
 from test_probes import (Probes, a, count, hooks_sha, net, pin_dir, probes,  # noqa: F401
@@ -146,6 +146,24 @@ def test_statsd_sink_feeds_a_listener_in_the_guest(a, hooks_sha):
             a.delete(f"/v1/sinks/{sink}")
 
 
+def test_syscalls_builtin_names_this_architectures_calls(a, pb, builtins):
+    """The syscalls built-in reads the call number the way this CPU passes
+    it (CO-RE on its pt_regs), and the agent names it by this
+    architecture's table: exactly the getpid calls a caller made."""
+    caller = Caller()
+    try:
+        name = f"sys-{RUN}"
+        builtins.put(name, "syscalls", programs=SYSCALLS_ATTACH,
+                     constants={"target_pid": caller.tid})
+        time.sleep(0.3)
+        caller.call(333)
+        got = wait_for(lambda: (lambda g: g if g.get("getpid") == 333 else None)(
+            syscall_counts(a, pb, name)), timeout=15, what="333 getpid calls by name")
+        assert all(not k.isdigit() for k in got), got
+    finally:
+        caller.stop()
+
+
 UNIT = "/payload/unit"
 
 
@@ -168,5 +186,9 @@ def test_unit_test_programs_pass():
             r = subprocess.run([os.path.join(UNIT, name)], cwd=cwd, env=env,
                                capture_output=True, text=True, timeout=1200)
             if r.returncode != 0:
-                failed.append(f"{name} exited {r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}")
+                out = r.stdout + r.stderr
+                verdicts = [l for l in out.splitlines()
+                            if "FAILED" in l or "LINE" in l or "ERROR" in l]
+                failed.append(f"{name} exited {r.returncode}:\n" + "\n".join(verdicts[:40]) +
+                              f"\n...\n{out[-1500:]}")
     assert not failed, "\n".join(failed)
