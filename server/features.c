@@ -213,6 +213,12 @@ bool features_tcx(void)
 	return kernel_can.tcx;
 }
 
+bool features_fentry(void)
+{
+	pthread_once(&kernel_once, kernel_probe);
+	return kernel_can.fentry;
+}
+
 bool features_perf_link(void)
 {
 	pthread_once(&kernel_once, kernel_probe);

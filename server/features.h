@@ -19,6 +19,10 @@ int features_detect(Graind__Features *f);
 /* Whether the kernel has TCX links (6.6): how TC probes attach by default. */
 bool features_tcx(void);
 
+/* Whether BPF trampolines attach here (fentry/fexit): some kernels load
+ * such programs and cannot attach them (arm64 before 6.4). */
+bool features_fentry(void);
+
 /* Whether the kernel has BPF links on perf events (5.15): what pins a
  * tracepoint, kprobe, uprobe or perf_event program. */
 bool features_perf_link(void);

@@ -18,6 +18,7 @@
 
 #include <bpf/bpf.h>
 
+#include "server/features.h"
 #include "server/util/pbmsg.h"
 
 #ifndef ENOTSUPP
@@ -196,11 +197,19 @@ out:
 
 /* The kernel feature a refused program needs and this kernel lacks, or
  * NULL when the refusal is the program's own fault. */
+static bool needs_trampoline(const struct bpf_program *prog)
+{
+	enum bpf_attach_type attach = bpf_program__expected_attach_type(prog);
+
+	return bpf_program__type(prog) == BPF_PROG_TYPE_TRACING &&
+	       (attach == BPF_TRACE_FENTRY || attach == BPF_TRACE_FEXIT ||
+		attach == BPF_MODIFY_RETURN);
+}
+
 static const char *missing_feature(const struct bpf_program *prog,
 				   const struct attempt *a, char *buf, size_t n)
 {
 	enum bpf_prog_type type = bpf_program__type(prog);
-	enum bpf_attach_type attach = bpf_program__expected_attach_type(prog);
 	const char *name = libbpf_bpf_prog_type_str(type);
 	int unsupported = libbpf_probe_bpf_prog_type(type, NULL) == 0;
 
@@ -208,9 +217,7 @@ static const char *missing_feature(const struct bpf_program *prog,
 	if (!unsupported && (a->log[0] || (a->ret != -ENOTSUPP &&
 					   a->ret != -EOPNOTSUPP)))
 		return NULL;
-	if (type == BPF_PROG_TYPE_TRACING &&
-	    (attach == BPF_TRACE_FENTRY || attach == BPF_TRACE_FEXIT ||
-	     attach == BPF_MODIFY_RETURN))
+	if (needs_trampoline(prog))
 		return "BPF trampoline (fentry/fexit) support";
 	if (type == BPF_PROG_TYPE_LSM)
 		return "BPF LSM (CONFIG_BPF_LSM and lsm=bpf)";
@@ -277,8 +284,10 @@ static int describe_failure(Graind__ProgramVerdict *v, const void *buf, size_t l
 	return pbmsg_set_string(&v->error, reason);
 }
 
-static void record_success(Graind__ProgramVerdict *v,
-			   const struct bpf_program *prog)
+/* Accepted, and also said when the kernel loads the program but cannot
+ * attach it (fentry on arm64 before 6.4). */
+static int record_success(Graind__ProgramVerdict *v,
+			  const struct bpf_program *prog)
 {
 	struct bpf_prog_info info;
 	__u32 len = sizeof(info);
@@ -286,6 +295,10 @@ static void record_success(Graind__ProgramVerdict *v,
 	memset(&info, 0, sizeof(info));
 	if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0)
 		v->verified_insns = info.verified_insns;
+	if (needs_trampoline(prog) && !features_fentry())
+		return pbmsg_set_string(&v->missing_feature,
+					"BPF trampoline (fentry/fexit) support: the kernel loads the program and cannot attach it");
+	return 0;
 }
 
 static int fill_verdict_names(Graind__ProgramVerdict *v, const struct bpf_program *prog)
@@ -342,9 +355,8 @@ static int verify_one(const void *buf, size_t len, size_t idx,
 	elfchk_capture_end();
 
 	v->accepted = a.ret == 0;
-	if (v->accepted)
-		record_success(v, target);
-	else if (describe_failure(v, buf, len, obj, target, &a) < 0)
+	if (v->accepted ? record_success(v, target) < 0 :
+			  describe_failure(v, buf, len, obj, target, &a) < 0)
 		goto oom;
 	ret = 0;
 	goto out;
@@ -407,7 +419,10 @@ static int verify_all(const void *buf, size_t len, Graind__VerifyReport *report,
 		report->programs[report->n_programs++] = v;
 		v->accepted = 1;
 		v->load_time_us = verification_time_us(logs[i]);
-		record_success(v, prog);
+		if (record_success(v, prog) < 0) {
+			ret = gerr_set(err, 500, "out of memory");
+			break;
+		}
 	}
 out:
 	bpf_object__close(obj);

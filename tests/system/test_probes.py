@@ -1087,17 +1087,22 @@ def restart_dirs():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def agent_with_hooks(state_dir, agents):
+    """An agent of its own on state_dir (added to agents, for the test to
+    stop), hooks.bpf.o uploaded: (agent, Probes)."""
+    a = Agent(state_dir).start()
+    agents.append(a)
+    r = a.upload(bpf_object("hooks.bpf.o"))
+    assert r.status_code in (200, 201), r.text
+    return a, Probes(a, r.json()["sha256"])
+
+
 def test_restart_adopts_xdp_probe_without_losing_counts(net, restart_dirs):
     d = restart_dirs()
     name = f"restart-{RUN}"
     agents = []
     try:
-        a1 = Agent(d).start()
-        agents.append(a1)
-        p = Probes(a1, None)
-        r = a1.upload(bpf_object("hooks.bpf.o"))
-        assert r.status_code in (200, 201), r.text
-        p.sha = r.json()["sha256"]
+        a1, p = agent_with_hooks(d, agents)
         spec = p.spec("count_xdp", {"xdp": {"ifname": net.host_if, "mode": "XDP_MODE_SKB"}})
         st1 = only_program(p.create(name, spec))
         fp1 = footprint(name)
@@ -1147,12 +1152,7 @@ def test_restart_adopts_classic_tc_filter_by_its_place_and_program(net, restart_
     name = f"tcrestart-{RUN}"
     agents = []
     try:
-        a1 = Agent(d).start()
-        agents.append(a1)
-        p = Probes(a1, None)
-        r = a1.upload(bpf_object("hooks.bpf.o"))
-        assert r.status_code in (200, 201), r.text
-        p.sha = r.json()["sha256"]
+        a1, p = agent_with_hooks(d, agents)
         spec = p.spec("count_tc", classic_tc(net.host_if, priority=5))
         st1 = only_program(p.create(name, spec))
         tf = assert_filter(st1, net.host_if, "TC_INGRESS", 5)
