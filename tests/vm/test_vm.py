@@ -163,7 +163,11 @@ def vm_run(arch):
         run.problem = f"skip: {vmrun.QEMU[arch][0]} is not installed (`make deps-vm`)"
         return run
     started = time.monotonic()
-    image = vmimage.image(arch, art.graind, started + IMAGE_TIMEOUT)
+    try:
+        image = vmimage.image(arch, art.graind, started + IMAGE_TIMEOUT)
+    except AssertionError as e:
+        run.problem = f"the {arch} image could not be made: {e}"
+        return run
     built = time.monotonic()
     payload = make_payload(arch, art)
     try:
