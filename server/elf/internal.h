@@ -27,7 +27,8 @@ const void *elfchk_section(const void *buf, size_t len, const char *name,
 
 /* "file:line" into out of the first line of `section` in the object's
  * .BTF.ext line info whose text is `text` (as the verifier prints it:
- * trimmed). -1 with out empty when there is none. */
+ * trimmed); a long file name is shortened to fit. -1 with out empty when
+ * there is none. */
 int elfchk_source_line(const void *buf, size_t len, const struct btf *btf, const char *section,
 		       const char *text, char *out, size_t n);
 

@@ -56,25 +56,37 @@ static int same_line(const char *line, const char *text)
 	return ltrim(line + n)[0] == '\0';
 }
 
+/* "file:line" into out; a file name too long for out is cut, never the
+ * ":line" that makes it a place. */
+static int format_place(const char *file, uint32_t line, char *out, size_t n)
+{
+	char suffix[16];
+	int slen = snprintf(suffix, sizeof(suffix), ":%u", line);
+
+	if ((size_t)slen + 1 >= n)
+		return -1;
+	snprintf(out, n, "%.*s%s", (int)(n - 1 - (size_t)slen), file, suffix);
+	return 0;
+}
+
 int elfchk_source_line(const void *buf, size_t len, const struct btf *btf, const char *section,
 		       const char *text, char *out, size_t n)
 {
-	const struct btf_ext_header *h;
+	struct btf_ext_header h;
 	const unsigned char *ext, *p, *end;
 	size_t size;
 	uint32_t rec_size;
 
 	out[0] = '\0';
 	ext = elfchk_section(buf, len, ".BTF.ext", &size);
-	if (!ext || !btf || !text[0] || size < sizeof(*h))
+	if (!ext || !btf || !text[0] || size < sizeof(h))
 		return -1;
-	h = (const struct btf_ext_header *)ext;
-	if (h->magic != BTF_MAGIC_NR || h->hdr_len > size ||
-	    h->line_info_off > size - h->hdr_len ||
-	    h->line_info_len > size - h->hdr_len - h->line_info_off || h->line_info_len < 4)
+	memcpy(&h, ext, sizeof(h));	/* the section need not be aligned */
+	if (h.magic != BTF_MAGIC_NR || h.hdr_len > size || h.line_info_off > size - h.hdr_len ||
+	    h.line_info_len > size - h.hdr_len - h.line_info_off || h.line_info_len < 4)
 		return -1;
-	p = ext + h->hdr_len + h->line_info_off;
-	end = p + h->line_info_len;
+	p = ext + h.hdr_len + h.line_info_off;
+	end = p + h.line_info_len;
 	memcpy(&rec_size, p, 4);
 	p += 4;
 	if (rec_size < sizeof(struct line_record))
@@ -99,8 +111,7 @@ int elfchk_source_line(const void *buf, size_t len, const struct btf *btf, const
 			if (!line || !file || !same_line(line, text))
 				continue;
 			base = strrchr(file, '/');
-			snprintf(out, n, "%s:%u", base ? base + 1 : file, r.line_col >> 10);
-			return 0;
+			return format_place(base ? base + 1 : file, r.line_col >> 10, out, n);
 		}
 		p += (size_t)count * rec_size;
 	}

@@ -697,6 +697,12 @@ static void test_source_line_from_line_info(void **state)
 	assert_int_equal(elfchk_source_line(b.data, b.len, bpf_object__btf(obj), "tc",
 					    "return arr[8] ? XDP_DROP : XDP_PASS;", where,
 					    sizeof(where)), -1);
+	/* a short buffer shortens the file name and keeps the line number */
+	snprintf(want, sizeof(want), "rej:%d", source_line_of("reject_oob.bpf.c", "arr[8]"));
+	assert_int_equal(elfchk_source_line(b.data, b.len, bpf_object__btf(obj), "xdp",
+					    "return arr[8] ? XDP_DROP : XDP_PASS;\t/* the value holds one __u64 */",
+					    where, strlen(want) + 1), 0);
+	assert_string_equal(where, want);
 	bpf_object__close(obj);
 	free(b.data);
 }
