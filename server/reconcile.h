@@ -5,8 +5,9 @@
  * probes that should be detached are detached; pins of probes the store
  * does not know are removed and logged, unless the store is new
  * (agent->store_was_new, without --reset) or --adopt-orphans is given:
- * then they are left running. Failures are logged per probe and
- * do not stop the agent: the API reports them.
+ * then they are left running. A probe that fails is tried again after
+ * the others while that helps; what still fails is logged per probe and
+ * does not stop the agent: the API reports it.
  *
  * A change cut short by a crash leaves a staging (_new_) or detached
  * (_old_) directory beside the probe's. The store wins: probe_attach()
@@ -33,7 +34,10 @@ enum reconcile_outcome {
 typedef void (*reconcile_report_fn)(void *ctx, const char *name, enum reconcile_outcome outcome,
 				    const struct gerr *err);
 
-/* report (may be NULL) hears of every stored probe, in name order. */
+/* report (may be NULL) hears of every stored probe: in name order, but
+ * TC probes placed first or last after the others, and a probe that
+ * failed only once it has been tried again after them (it may be placed
+ * against one of them). */
 void reconcile_probes(struct agent *agent, reconcile_report_fn report, void *ctx);
 
 #endif

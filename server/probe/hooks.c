@@ -102,6 +102,40 @@ static int tc_mode(struct probe_prog *p, Graind__TcMode mode, struct gerr *err)
 	return 0;
 }
 
+/* Where among the TCX links of its hook p's new link goes: first (before
+ * all), last (after all), or before/after another link. */
+static int tc_place(struct probe_prog *p, const Graind__TcAttach *tc, struct gerr *err)
+{
+	switch (tc->place_case) {
+	case GRAIND__TC_ATTACH__PLACE_FIRST:
+		p->tc_place = tc->first ? PROBE_BPF_F_BEFORE : 0;
+		break;
+	case GRAIND__TC_ATTACH__PLACE_LAST:
+		p->tc_place = tc->last ? PROBE_BPF_F_AFTER : 0;
+		break;
+	case GRAIND__TC_ATTACH__PLACE_BEFORE:
+		p->tc_place = PROBE_BPF_F_BEFORE | PROBE_BPF_F_LINK;
+		break;
+	case GRAIND__TC_ATTACH__PLACE_AFTER:
+		p->tc_place = PROBE_BPF_F_AFTER | PROBE_BPF_F_LINK;
+		break;
+	default:
+		p->tc_place = 0;
+	}
+	if (p->tc_place && p->tc_classic)
+		return gerr_set(err, 422, "program %s: first, last, before and after place TCX links; classic tc filters run in the order of tc.priority",
+				p->name);
+	return 0;
+}
+
+const char *probe_hook_relative(const struct probe_prog *p)
+{
+	if (p->hook != HOOK_TC || !(p->tc_place & PROBE_BPF_F_LINK) || p->swap)
+		return NULL;
+	return p->attach->tc->place_case == GRAIND__TC_ATTACH__PLACE_BEFORE ?
+	       p->attach->tc->before : p->attach->tc->after;
+}
+
 /* The hook an explicit spec asks for. */
 static int hook_of_spec(struct probe_prog *p, struct gerr *err)
 {
@@ -123,7 +157,9 @@ static int hook_of_spec(struct probe_prog *p, struct gerr *err)
 		p->ifname = a->tc->ifname;
 		p->attach_type = a->tc->direction == GRAIND__TC_DIRECTION__TC_EGRESS ?
 				 PROBE_BPF_TCX_EGRESS : PROBE_BPF_TCX_INGRESS;
-		return tc_mode(p, a->tc->mode, err);
+		if (tc_mode(p, a->tc->mode, err) < 0)
+			return -1;
+		return tc_place(p, a->tc, err);
 	case GRAIND__ATTACH_SPEC__KIND_TRACEPOINT:
 		p->hook = HOOK_TRACEPOINT;
 		return 0;
@@ -317,6 +353,8 @@ int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
 	int ret;
 
 	p->cgroup_fd = -1;
+	p->tc_relative_fd = -1;
+	p->tc_place = 0;
 	p->ifname = "";
 	if (!p->attach || p->attach->kind_case == GRAIND__ATTACH_SPEC__KIND_AUTO ||
 	    p->attach->kind_case == GRAIND__ATTACH_SPEC__KIND__NOT_SET)
@@ -452,6 +490,45 @@ int probe_hook_swap(struct probe_prog *p, struct gerr *err)
 	return ret < 0 ? attach_error(p, ret, p->ifname, NULL, err) : 0;
 }
 
+/* BPF_LINK_CREATE of a TCX link with a place: libbpf 1.1 knows no TCX
+ * fields. */
+static int tcx_link_create(int prog_fd, const struct probe_prog *p)
+{
+	union {
+		struct {
+			uint32_t prog_fd, target_ifindex, attach_type, flags;
+			uint32_t relative_fd, pad;
+			uint64_t expected_revision;
+		} link;
+		unsigned char raw[32];
+	} attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.link.prog_fd = (uint32_t)prog_fd;
+	attr.link.target_ifindex = (uint32_t)p->ifindex;
+	attr.link.attach_type = (uint32_t)p->attach_type;
+	attr.link.flags = p->tc_place;
+	if (p->tc_place & PROBE_BPF_F_LINK)
+		attr.link.relative_fd = (uint32_t)p->tc_relative_fd;
+	return (int)syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+}
+
+/* The link p is placed against hooks the same interface and direction. */
+static int check_relative(const struct probe_prog *p, struct gerr *err)
+{
+	struct probe_link_info info;
+	const char *ref = probe_hook_relative(p);
+
+	if (probe_link_info(p->tc_relative_fd, &info) < 0 || info.type != PROBE_BPF_LINK_TYPE_TCX)
+		return gerr_set(err, 409, "program %s: %s is not a TCX link to place against",
+				p->name, ref);
+	if (info.ifindex != (uint32_t)p->ifindex || info.attach_type != (uint32_t)p->attach_type)
+		return gerr_set(err, 409, "program %s: %s runs on another interface or direction than %s %s",
+				p->name, ref, p->ifname,
+				p->attach_type == PROBE_BPF_TCX_EGRESS ? "egress" : "ingress");
+	return 0;
+}
+
 static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
 {
 	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = p->xdp_flags);
@@ -467,8 +544,13 @@ static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
 	}
 	if (p->swap)
 		return take_over(p, err);
-	fd = bpf_link_create(prog_fd, p->ifindex, type,
-			     p->hook == HOOK_XDP ? &opts : NULL);
+	if (p->tc_place & PROBE_BPF_F_LINK && check_relative(p, err) < 0)
+		return -1;
+	if (p->tc_place)
+		fd = tcx_link_create(prog_fd, p);
+	else
+		fd = bpf_link_create(prog_fd, p->ifindex, type,
+				     p->hook == HOOK_XDP ? &opts : NULL);
 	if (fd < 0)
 		return attach_error(p, -errno, p->ifname, NULL, err);
 	return add_link(p, fd, "") < 0 ? gerr_set(err, 500, "out of memory") : 0;
@@ -622,6 +704,9 @@ void probe_hook_release(struct probe_prog *p)
 	if (p->cgroup_fd >= 0)
 		close(p->cgroup_fd);
 	p->cgroup_fd = -1;
+	if (p->tc_relative_fd >= 0)
+		close(p->tc_relative_fd);
+	p->tc_relative_fd = -1;
 }
 
 /* ---------------------------------------------------------------- links */

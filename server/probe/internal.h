@@ -33,6 +33,9 @@
 #define PROBE_BPF_TCX_INGRESS 46
 #define PROBE_BPF_TCX_EGRESS 47
 #define PROBE_BPF_LINK_TYPE_TCX 11
+#define PROBE_BPF_F_BEFORE (1U << 3)
+#define PROBE_BPF_F_AFTER (1U << 4)
+#define PROBE_BPF_F_LINK (1U << 13)	/* the relative fd is a link */
 /* Not a kernel link type: a classic tc filter's record (tcfilter.c). */
 #define PROBE_LINK_TYPE_TC_FILTER 0x7463u
 
@@ -117,6 +120,9 @@ struct probe_prog {
 	int ifindex;
 	uint32_t xdp_flags;
 	bool tc_classic;			/* TC as a classic tc filter, not TCX */
+	uint32_t tc_place;			/* TCX: PROBE_BPF_F_BEFORE/AFTER, | _LINK */
+	int tc_relative_fd;			/* with PROBE_BPF_F_LINK: the link placed
+						 * against (probe.c opens it); -1 */
 	enum bpf_attach_type attach_type;	/* TC direction, cgroup type */
 	int cgroup_fd;
 	struct probe_old_link *swap;		/* old link to update in place, once the
@@ -132,6 +138,9 @@ struct probe_prog {
  * swap for XDP/TC. Called before the object is loaded. */
 int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
 		       size_t n_old, struct gerr *err);
+/* The "<probe>/<program>" whose link a new TCX link of p goes before or
+ * after, or NULL: the caller opens it as p->tc_relative_fd. */
+const char *probe_hook_relative(const struct probe_prog *p);
 /* Attach the loaded program; fills p->links. An XDP/TC program with an
  * old link to take over only gets that link (p->swap), still running the
  * old program: the caller swaps it once nothing else can fail. */

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -260,6 +261,7 @@ static int select_programs(struct attach_ctx *c, const Graind__ProbeSpec *spec,
 		}
 		p->name = bpf_program__name(p->prog);
 		p->cgroup_fd = -1;
+		p->tc_relative_fd = -1;
 		if (strlen(p->name) >= PROBE_PROG_NAME_MAX)
 			return gerr_set(err, 400, "program name %s is too long", p->name);
 	}
@@ -319,6 +321,42 @@ static int load(struct attach_ctx *c, const void *obj, size_t obj_len,
 	return load_failure(c, obj, obj_len, ret, &cap, report, err);
 }
 
+/* The link a TCX program is placed before or after ("<probe>/<program>"):
+ * one of this probe's programs listed before it, or another probe's
+ * pinned link. */
+static int open_relative(struct attach_ctx *c, size_t i, struct gerr *err)
+{
+	struct probe_prog *p = &c->progs[i];
+	const char *ref = probe_hook_relative(p), *prog;
+	char probe[130], dir[PATH_MAX], file[NAME_MAX + 1], path[PATH_MAX];
+	struct gerr name_err = { 0 };
+
+	if (!ref)
+		return 0;
+	prog = strchr(ref, '/');
+	if (!prog || prog == ref || (size_t)(prog - ref) >= sizeof(probe) || !prog[1] ||
+	    strchr(++prog, '/') || strlen(prog) >= PROBE_PROG_NAME_MAX)
+		return gerr_set(err, 400, "program %s: place it before or after \"<probe>/<program>\", not \"%s\"",
+				p->name, ref);
+	snprintf(probe, sizeof(probe), "%.*s", (int)(prog - 1 - ref), ref);
+	if (strcmp(probe, c->name) == 0) {
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(c->progs[j].name, prog) == 0 && c->progs[j].n_links)
+				p->tc_relative_fd = fcntl(c->progs[j].links[0].fd, F_DUPFD_CLOEXEC, 0);
+		if (p->tc_relative_fd < 0)
+			return gerr_set(err, 400, "program %s: %s is not a program listed before it in this probe",
+					p->name, ref);
+		return 0;
+	}
+	snprintf(file, sizeof(file), "link_%s", prog);
+	if (check_name(probe, &name_err) < 0 || probe_dir(dir, sizeof(dir), "", probe) < 0 ||
+	    probe_pin_path(path, sizeof(path), dir, file) < 0 ||
+	    (p->tc_relative_fd = bpf_obj_get(path)) < 0)
+		return gerr_set(err, 409, "program %s: probe %s has no attached program %s to place it against",
+				p->name, probe, prog);
+	return 0;
+}
+
 /* New links live only in our descriptors until pinned, so a failure (or
  * a crash) here leaves nothing: ctx_release closes them. */
 static int attach_all(struct attach_ctx *c, struct gerr *err)
@@ -326,7 +364,7 @@ static int attach_all(struct attach_ctx *c, struct gerr *err)
 	size_t i;
 
 	for (i = 0; i < c->n_progs; i++) {
-		if (probe_hook_attach(&c->progs[i], err) < 0) {
+		if (open_relative(c, i, err) < 0 || probe_hook_attach(&c->progs[i], err) < 0) {
 			c->failed_program = c->progs[i].name;
 			return -1;
 		}

@@ -7,9 +7,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define ETH_P_IP	0x0800
-#define IPPROTO_UDP_NR	17
-#define COUNT_PORT	9
+#include "counted.h"
 
 enum hook_slot {
 	SLOT_XDP,
@@ -44,29 +42,6 @@ static __always_inline void bump(__u32 slot)
 static __always_inline int is_target(void)
 {
 	return (bpf_get_current_pid_tgid() >> 32) == target_pid;
-}
-
-/* An IPv4 header at ip (bounded by end) carrying UDP to COUNT_PORT. */
-static __always_inline int is_counted_udp(void *ip_start, void *end)
-{
-	struct iphdr *ip = ip_start;
-	struct udphdr *udp;
-
-	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP_NR || ip->ihl != 5)
-		return 0;
-	udp = (void *)(ip + 1);
-	if ((void *)(udp + 1) > end)
-		return 0;
-	return udp->dest == bpf_htons(COUNT_PORT);
-}
-
-static __always_inline int is_counted_frame(void *data, void *end)
-{
-	struct ethhdr *eth = data;
-
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return 0;
-	return is_counted_udp(eth + 1, end);
 }
 
 SEC("xdp")
