@@ -47,68 +47,44 @@ static int collect_pinned(const char *name, void *ctx)
 	return add_name(ctx, name);
 }
 
-/* Attach, adopt or detach one stored probe as the store says; -1 with
- * err when the kernel refused it. */
-static int reconcile_one(struct agent *ag, const char *name, reconcile_report_fn report,
-			 void *ctx, struct gerr *err)
-{
-	struct store_probe row = { 0 };
-	Graind__ProbeSpec *spec = NULL;
-	bool adopted = false;
-	void *bytes = NULL;
-	size_t len = 0;
-	int ret = -1;
-
-	if (store_probe_get(ag->store, name, &row, err) < 0)
-		goto out;
-	/* Both calls first settle what a crash left of a change, in favour
-	 * of the stored state (reconcile.h). */
-	if (!row.attached) {
-		if (probe_detach(ag->probes, name, NULL, err) < 0)
-			goto out;
-		if (report)
-			report(ctx, name, RECONCILE_DETACHED, NULL);
-		ret = 0;
-		goto out;
-	}
-	spec = (Graind__ProbeSpec *)protobuf_c_message_unpack(&graind__probe_spec__descriptor,
-							      NULL, row.spec_len, row.spec);
-	if (!spec) {
-		gerr_set(err, 500, "stored spec does not decode");
-		goto out;
-	}
-	if (signing_kernel_object(ag->signing, ag->store, spec, &bytes, &len, err) < 0 ||
-	    probe_attach(ag->probes, name, row.generation, spec, bytes, len, &adopted,
-			 NULL, NULL, err) < 0)
-		goto out;
-	log_info("msg=\"probe %s\" probe=%s generation=%llu", adopted ? "adopted" : "re-attached",
-		 name, (unsigned long long)row.generation);
-	if (report)
-		report(ctx, name, adopted ? RECONCILE_ADOPTED : RECONCILE_ATTACHED, NULL);
-	ret = 0;
-out:
-	free(bytes);
-	pbmsg_free(spec ? &spec->base : NULL);
-	store_probe_clear(&row);
-	return ret;
-}
-
 /* When a probe is attached afresh among others: TC links placed first
  * or last go after the rest, so that they end up first or last again as
  * they did when they were put (the kernel places them once, at attach). */
 enum attach_turn { TURN_ANY, TURN_FIRST, TURN_LAST };
 
-static enum attach_turn attach_turn(struct agent *ag, const char *name)
+/* One stored probe on its way into the kernel: its row and spec, read
+ * once, kept for the attempts reconcile_stored() makes. */
+struct pending {
+	struct store_probe row;
+	Graind__ProbeSpec *spec;        /* NULL for a detached probe */
+	enum attach_turn turn;
+	bool loaded;                    /* row and spec read: worth an attempt */
+	bool failed;
+	struct gerr err;                /* the last attempt's, when it failed */
+};
+
+/* Read the probe's row and decode its spec. */
+static void pending_load(struct agent *ag, const char *name, struct pending *p)
 {
-	struct store_probe row = { 0 };
-	Graind__ProbeSpec *spec;
-	struct gerr err = { 0 };
+	if (store_probe_get(ag->store, name, &p->row, &p->err) < 0) {
+		snprintf(p->row.name, sizeof(p->row.name), "%s", name);
+		return;
+	}
+	if (p->row.attached) {
+		p->spec = (Graind__ProbeSpec *)protobuf_c_message_unpack(
+			&graind__probe_spec__descriptor, NULL, p->row.spec_len, p->row.spec);
+		if (!p->spec) {
+			gerr_set(&p->err, 500, "stored spec does not decode");
+			return;
+		}
+	}
+	p->loaded = true;
+}
+
+static enum attach_turn attach_turn(const Graind__ProbeSpec *spec)
+{
 	enum attach_turn turn = TURN_ANY;
 
-	if (store_probe_get(ag->store, name, &row, &err) < 0)
-		return TURN_ANY;
-	spec = (Graind__ProbeSpec *)protobuf_c_message_unpack(&graind__probe_spec__descriptor,
-							      NULL, row.spec_len, row.spec);
 	for (size_t i = 0; spec && i < spec->n_programs; i++) {
 		const Graind__AttachSpec *a = spec->programs[i]->attach;
 
@@ -120,17 +96,8 @@ static enum attach_turn attach_turn(struct agent *ag, const char *name)
 			 turn == TURN_ANY)
 			turn = TURN_FIRST;
 	}
-	pbmsg_free(spec ? &spec->base : NULL);
-	store_probe_clear(&row);
 	return turn;
 }
-
-struct pending {
-	const char *name;
-	enum attach_turn turn;
-	bool failed;
-	struct gerr err;
-};
 
 static int by_turn(const void *x, const void *y)
 {
@@ -138,7 +105,45 @@ static int by_turn(const void *x, const void *y)
 
 	if (a->turn != b->turn)
 		return a->turn < b->turn ? -1 : 1;
-	return strcmp(a->name, b->name);
+	return strcmp(a->row.name, b->row.name);
+}
+
+/* Attach, adopt or detach one loaded probe as the store says; -1 with
+ * p->err when the kernel refused it. */
+static int reconcile_one(struct agent *ag, struct pending *p, reconcile_report_fn report,
+			 void *ctx)
+{
+	const char *name = p->row.name;
+	struct gerr err = { 0 };
+	bool adopted = false;
+	void *bytes = NULL;
+	size_t len = 0;
+	int ret = -1;
+
+	/* Both calls first settle what a crash left of a change, in favour
+	 * of the stored state (reconcile.h). */
+	if (!p->row.attached) {
+		if (probe_detach(ag->probes, name, NULL, &err) < 0)
+			goto out;
+		if (report)
+			report(ctx, name, RECONCILE_DETACHED, NULL);
+		ret = 0;
+		goto out;
+	}
+	if (signing_kernel_object(ag->signing, ag->store, p->spec, &bytes, &len, &err) < 0 ||
+	    probe_attach(ag->probes, name, p->row.generation, p->spec, bytes, len, &adopted,
+			 NULL, NULL, &err) < 0)
+		goto out;
+	log_info("msg=\"probe %s\" probe=%s generation=%llu", adopted ? "adopted" : "re-attached",
+		 name, (unsigned long long)p->row.generation);
+	if (report)
+		report(ctx, name, adopted ? RECONCILE_ADOPTED : RECONCILE_ATTACHED, NULL);
+	ret = 0;
+out:
+	if (ret < 0)
+		p->err = err;
+	free(bytes);
+	return ret;
 }
 
 /* Every stored probe, in name order within its turn; those that fail
@@ -156,33 +161,28 @@ static void reconcile_stored(struct agent *ag, const struct names *stored,
 		return;
 	}
 	for (size_t i = 0; i < stored->n; i++) {
-		all[i].name = stored->name[i];
-		all[i].turn = attach_turn(ag, all[i].name);
+		pending_load(ag, stored->name[i], &all[i]);
+		all[i].turn = attach_turn(all[i].spec);
 	}
 	qsort(all, stored->n, sizeof(*all), by_turn);
 	for (size_t i = 0; i < stored->n; i++)
-		if (reconcile_one(ag, all[i].name, report, ctx, &all[i].err) < 0)
+		if (!all[i].loaded || reconcile_one(ag, &all[i], report, ctx) < 0)
 			all[i].failed = true, left++;
 	do {
 		before = left;
-		for (size_t i = 0; i < stored->n; i++) {
-			struct gerr err = { 0 };
-
-			if (!all[i].failed)
-				continue;
-			if (reconcile_one(ag, all[i].name, report, ctx, &err) == 0)
+		for (size_t i = 0; i < stored->n; i++)
+			if (all[i].failed && all[i].loaded && reconcile_one(ag, &all[i], report, ctx) == 0)
 				all[i].failed = false, left--;
-			else
-				all[i].err = err;
-		}
 	} while (left && left < before);
 	for (size_t i = 0; i < stored->n; i++) {
-		if (!all[i].failed)
-			continue;
-		log_error("msg=\"cannot reconcile probe\" probe=%s error=\"%s\"", all[i].name,
-			  all[i].err.msg);
-		if (report)
-			report(ctx, all[i].name, RECONCILE_FAILED, &all[i].err);
+		if (all[i].failed) {
+			log_error("msg=\"cannot reconcile probe\" probe=%s error=\"%s\"",
+				  all[i].row.name, all[i].err.msg);
+			if (report)
+				report(ctx, all[i].row.name, RECONCILE_FAILED, &all[i].err);
+		}
+		pbmsg_free(all[i].spec ? &all[i].spec->base : NULL);
+		store_probe_clear(&all[i].row);
 	}
 	free(all);
 }

@@ -18,6 +18,7 @@ import socket
 import struct
 import time
 
+import grpc
 import pytest
 
 from conftest import Agent, assert_error, bpf_object, veth_namespace
@@ -184,6 +185,48 @@ def test_places_that_cannot_be_refused_clearly(start_agent, restart_dirs, net):
     assert put(ag, sha, n["b"], 2, net.host_if, {"direction": "TC_EGRESS"}).status_code == 201
     assert_error(put(ag, sha, n["a"], 1, net.host_if, {"after": f"{n['b']}/order_tc"}),
                  409, "runs on another interface or direction")
+    # A program of the same probe must be listed before the one placed
+    # against it.
+    spec = {"objectSha256": sha, "programs": [{"program": "order_tc", "attach": {"tc": {
+        "ifname": net.host_if, "before": f"{n['a']}/order_tc"}}}]}
+    assert_error(ag.request("PUT", f"/v1/probes/{n['a']}", json=spec), 400,
+                 f"{n['a']}/order_tc is not a program listed before it in this probe")
+    # Only a TCX link is a neighbour: not an XDP link.
+    hooks = ag.upload(bpf_object("hooks.bpf.o")).json()["sha256"]
+    xdp = {"objectSha256": hooks, "programs": [{"program": "count_xdp", "attach": {"xdp": {
+        "ifname": net.host_if, "mode": "XDP_MODE_SKB"}}}]}
+    r = ag.request("PUT", f"/v1/probes/{n['c']}", json=xdp)
+    assert r.status_code == 201, r.text
+    assert_error(put(ag, sha, n["a"], 1, net.host_if, {"after": f"{n['c']}/count_xdp"}),
+                 409, f"{n['c']}/count_xdp is not a TCX link to place against")
     # Nothing was left behind by the refusals.
     assert tcx_programs(net.host_if) == []
     assert not os.path.exists(pin_dir(n["a"]))
+
+
+def test_refusals_carry_their_grpc_codes(start_agent, restart_dirs, net, pb):
+    ag = start_agent(restart_dirs())
+    sha = upload(ag)
+    ch = grpc.insecure_channel(ag.grpc_target)
+    put_probe = ch.unary_unary("/graind.Graind/PutProbe",
+                               request_serializer=pb.PutProbeRequest.SerializeToString,
+                               response_deserializer=pb.Probe.FromString)
+
+    def refused(**tc):
+        spec = pb.ProbeSpec(object_sha256=sha)
+        spec.programs.add(program="order_tc").attach.tc.CopyFrom(
+            pb.TcAttach(ifname=net.host_if, **tc))
+        with pytest.raises(grpc.RpcError) as e:
+            put_probe(pb.PutProbeRequest(name=f"ordg-{RUN}", spec=spec),
+                      metadata=[("authorization", f"Bearer {ag.admin}")], timeout=10)
+        return e.value.code(), e.value.details()
+    try:
+        C = grpc.StatusCode
+        code, msg = refused(before=f"nosuch-{RUN}/order_tc")
+        assert code == C.FAILED_PRECONDITION and "has no attached program" in msg, msg
+        code, msg = refused(after="order_tc")
+        assert code == C.INVALID_ARGUMENT and "<probe>/<program>" in msg, msg
+        code, msg = refused(first=True, mode=pb.TC_MODE_CLASSIC)
+        assert code == C.FAILED_PRECONDITION and "order of tc.priority" in msg, msg
+    finally:
+        ch.close()
