@@ -174,7 +174,7 @@ $(BUILD)/config.mk: Makefile | deps
 	@mkdir -p $(BUILD)
 	@cflags=$$($(PKG_CONFIG) --cflags $(PKGS)) && \
 	libs=$$($(PKG_CONFIG) --libs $(filter-out libcurl,$(PKGS))) && \
-	ctl=$$($(PKG_CONFIG) --libs libprotobuf-c jansson libcurl yaml-0.1) && \
+	ctl=$$($(PKG_CONFIG) --libs libprotobuf-c jansson libcurl yaml-0.1 gnutls) && \
 	printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\nCTL_LIBS := %s\n' "$$cflags" "$$libs" "$$ctl" > $@.tmp
 	@mv $@.tmp $@
 

@@ -30,26 +30,6 @@ static int fs_is(const char *path, long magic)
 	return statfs(path, &sfs) == 0 && sfs.f_type == magic;
 }
 
-int features_mount(struct gerr *err)
-{
-	if (!fs_is(BPFFS_DIR, BPF_FS_MAGIC)) {
-		mkdir(BPFFS_DIR, 0700);
-		if (mount("bpf", BPFFS_DIR, "bpf", 0, "mode=0700") < 0)
-			return gerr_set(err, 500, "bpffs is not mounted at %s and mounting it failed: %s%s",
-					BPFFS_DIR, strerror(errno),
-					errno == EPERM ? " (mounting needs CAP_SYS_ADMIN: mount it "
-					"before graind starts)" : "");
-		log_info("msg=\"mounted bpffs\" path=%s", BPFFS_DIR);
-	}
-	if (!fs_is(TRACEFS_DIR, TRACEFS_MAGIC)) {
-		if (mount("tracefs", TRACEFS_DIR, "tracefs", 0, NULL) < 0)
-			log_warn("msg=\"tracefs is not mounted and mounting it failed; tracepoint probes need it\" path=%s error=\"%s\"",
-				 TRACEFS_DIR, strerror(errno));
-		else
-			log_info("msg=\"mounted tracefs\" path=%s", TRACEFS_DIR);
-	}
-	return 0;
-}
 
 static void note(Graind__Features *f, const char *text)
 {
@@ -205,6 +185,29 @@ static void kernel_probe(void)
 	kernel_can.bpf_cookie = libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE,
 							BPF_FUNC_get_attach_cookie, NULL) == 1;
 	kernel_can.kprobe_multi = probe_kprobe_multi();
+}
+
+int features_mount(struct gerr *err)
+{
+	if (!fs_is(BPFFS_DIR, BPF_FS_MAGIC)) {
+		mkdir(BPFFS_DIR, 0700);
+		if (mount("bpf", BPFFS_DIR, "bpf", 0, "mode=0700") < 0)
+			return gerr_set(err, 500, "bpffs is not mounted at %s and mounting it failed: %s%s",
+					BPFFS_DIR, strerror(errno),
+					errno == EPERM ? " (mounting needs CAP_SYS_ADMIN: mount it "
+					"before graind starts)" : "");
+		log_info("msg=\"mounted bpffs\" path=%s", BPFFS_DIR);
+	}
+	if (!fs_is(TRACEFS_DIR, TRACEFS_MAGIC)) {
+		if (mount("tracefs", TRACEFS_DIR, "tracefs", 0, NULL) < 0)
+			log_warn("msg=\"tracefs is not mounted and mounting it failed; tracepoint probes need it\" path=%s error=\"%s\"",
+				 TRACEFS_DIR, strerror(errno));
+		else
+			log_info("msg=\"mounted tracefs\" path=%s", TRACEFS_DIR);
+	}
+	/* Learnt now, so that no status call waits for the kernel's answers. */
+	pthread_once(&kernel_once, kernel_probe);
+	return 0;
 }
 
 bool features_tcx(void)

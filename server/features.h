@@ -8,8 +8,9 @@
 #include "server/util/gerr.h"
 
 /* Mount bpffs at /sys/fs/bpf (and tracefs at /sys/kernel/tracing) when
- * they are not mounted. Failing to mount bpffs is an error; tracefs is
- * only logged, since only tracepoint probes need it. */
+ * they are not mounted, and learn what the kernel can do (loading tiny
+ * programs). Failing to mount bpffs is an error; tracefs is only logged,
+ * since only tracepoint probes need it. */
 int features_mount(struct gerr *err);
 
 /* Fill a Graind__Features (from pbmsg_new) by probing the kernel; every

@@ -202,6 +202,8 @@ static int checkpoint(struct store *st, const char *name, int mode, const char *
 {
 	int rc = sqlite3_wal_checkpoint_v2(st->db, name, mode, NULL, NULL);
 
+	store_summary_stale(st, STORE_SUMMARY_SIZE);
+
 	if (rc != SQLITE_OK && rc != SQLITE_BUSY && store_health_is_fault(rc))
 		store_health_fault(st, what, sqlite3_extended_errcode(st->db));
 	return rc;
@@ -217,6 +219,7 @@ static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
 	int rc = SQLITE_OK;
 
 	(void)db;
+	store_summary_stale(st, STORE_SUMMARY_SIZE);
 	follow_space(st);
 	pthread_mutex_lock(&st->health_lock);
 	failing = st->health.failing;

@@ -57,6 +57,9 @@ int store_managed_set(struct store *st, enum store_managed_kind kind, const char
 		store_fail(st, err, "cannot record the owner of %s", name);
 	else
 		ret = 0;
+	/* No rowid here, so no update hook: the summary's sinks carry owners. */
+	if (kind == STORE_MANAGED_SINK)
+		store_summary_stale(st, STORE_SUMMARY_SINKS);
 out:
 	store_stmt_done(stmt);
 	store_unlock(st);

@@ -337,12 +337,6 @@ out:
 	return ret;
 }
 
-uint64_t store_object_count(struct store *st)
-{
-	return store_count(st, STORE_STMT_OBJECT_COUNT,
-			   "SELECT count(*) FROM objects");
-}
-
 int store_image_ref_set(struct store *st, const char *image, const char *sha256,
 			const char *digest, struct gerr *err)
 {

@@ -47,12 +47,6 @@ out:
 	return ret;
 }
 
-uint64_t store_probe_count(struct store *st)
-{
-	return store_count(st, STORE_STMT_PROBE_COUNT,
-			   "SELECT count(*) FROM probes");
-}
-
 #define PROBE_COLUMNS \
 	"name, coalesce(object_sha256, ''), spec, generation, desired_state, created_ms, updated_ms"
 

@@ -184,7 +184,7 @@ void store_samples_set_bounds(struct store *st, uint64_t max_rows, uint64_t max_
 }
 
 /* Count the buffer once; from then on append keeps the count. Lock held. */
-static int samples_counted(struct store *st, struct gerr *err)
+int store_samples_counted(struct store *st, struct gerr *err)
 {
 	sqlite3_stmt *stmt;
 	int ret = -1;
@@ -524,7 +524,7 @@ int store_samples_append_runs(struct store *st, struct store_sample_run *runs, s
 	store_lock(st);
 	if (store_exec(st, "BEGIN IMMEDIATE", err) < 0)
 		goto out;
-	if (samples_counted(st, err) < 0)
+	if (store_samples_counted(st, err) < 0)
 		goto fail;
 	delta.last_id = st->samples_last_id;
 	if (insert_all(st, runs, n, &delta, err) < 0 ||
@@ -766,7 +766,7 @@ static uint64_t samples_total(struct store *st, const uint64_t *field)
 	uint64_t n = 0;
 
 	store_lock(st);
-	if (samples_counted(st, &err) == 0)
+	if (store_samples_counted(st, &err) == 0)
 		n = *field;
 	else
 		log_error("msg=\"cannot count samples\" error=\"%s\"", err.msg);

@@ -10,10 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SINK_COLUMNS \
-	"name, config, cursor, coalesce(last_success_ms, 0)," \
-	" coalesce(last_error, ''), bytes_sent, samples_sent, pending, generation"
-
 void store_sink_clear(struct store_sink *sink)
 {
 	free(sink->config);
@@ -26,8 +22,7 @@ static int64_t clamp_i64(uint64_t v)
 	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
-/* Fill `out` from a row selected with SINK_COLUMNS. */
-static int sink_from_row(sqlite3_stmt *stmt, struct store_sink *out, struct gerr *err)
+int store_sink_from_stmt(sqlite3_stmt *stmt, struct store_sink *out, struct gerr *err)
 {
 	const void *config = sqlite3_column_blob(stmt, 1);
 	size_t len = (size_t)sqlite3_column_bytes(stmt, 1);
@@ -134,13 +129,13 @@ int store_sink_get(struct store *st, const char *name, struct store_sink *out,
 
 	store_lock(st);
 	stmt = store_stmt(st, STORE_STMT_SINK_GET,
-			  "SELECT " SINK_COLUMNS " FROM sinks WHERE name = ?", err);
+			  "SELECT " STORE_SINK_COLUMNS " FROM sinks WHERE name = ?", err);
 	if (!stmt)
 		goto out;
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW)
-		ret = sink_from_row(stmt, out, err);
+		ret = store_sink_from_stmt(stmt, out, err);
 	else if (rc == SQLITE_DONE)
 		gerr_set(err, 404, "no sink named %s", name);
 	else
@@ -167,40 +162,6 @@ int store_sink_delete(struct store *st, const char *name, struct gerr *err)
 		gerr_set(err, 404, "no sink named %s", name);
 	else
 		ret = 0;
-out:
-	store_stmt_done(stmt);
-	store_unlock(st);
-	return ret;
-}
-
-int store_sink_list(struct store *st,
-		    int (*fn)(const struct store_sink *sink, void *ctx), void *ctx,
-		    struct gerr *err)
-{
-	struct store_sink row;
-	sqlite3_stmt *stmt;
-	int ret = -1, rc;
-
-	store_lock(st);
-	stmt = store_stmt(st, STORE_STMT_SINK_LIST,
-			  "SELECT " SINK_COLUMNS " FROM sinks ORDER BY name", err);
-	if (!stmt)
-		goto out;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		if (sink_from_row(stmt, &row, err) < 0)
-			goto out;
-		rc = fn(&row, ctx);
-		store_sink_clear(&row);
-		if (rc) {
-			ret = rc;
-			goto out;
-		}
-	}
-	if (rc != SQLITE_DONE) {
-		store_fail(st, err, "cannot list sinks");
-		goto out;
-	}
-	ret = 0;
 out:
 	store_stmt_done(stmt);
 	store_unlock(st);

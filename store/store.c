@@ -31,6 +31,7 @@ void store_lock(struct store *st)
 
 void store_unlock(struct store *st)
 {
+	store_summary_publish(st);
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -397,6 +398,7 @@ int store_open(const char *path, struct store **out, struct gerr *err)
 	}
 	if (configure(st, err) < 0 || store_migrate(st, err) < 0)
 		goto fail;
+	store_summary_open(st);
 	*out = st;
 	return 0;
 fail:
@@ -416,6 +418,7 @@ void store_close(struct store *st)
 		log_error("msg=\"cannot close database\" path=\"%s\" error=\"%s\"",
 			  st->path, sqlite3_errmsg(st->db));
 	pthread_mutex_destroy(&st->lock);
+	store_summary_close(st);
 	if (st->read_only)
 		pthread_mutex_destroy(&st->health_lock);
 	store_health_close(st);
@@ -423,17 +426,3 @@ void store_close(struct store *st)
 	free(st);
 }
 
-static uint64_t file_bytes(const char *path)
-{
-	struct stat sb;
-
-	return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-}
-
-uint64_t store_db_bytes(struct store *st)
-{
-	char wal[4096];
-
-	snprintf(wal, sizeof(wal), "%s-wal", st->path);
-	return file_bytes(st->path) + file_bytes(wal);
-}

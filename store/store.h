@@ -37,8 +37,18 @@ void store_close(struct store *st);
  * holds what the start read and the agent may idle for long. */
 void store_release_memory(struct store *st);
 
-/* Size of the database file plus its WAL, in bytes. */
-uint64_t store_db_bytes(struct store *st);
+/* ---------------------------------------------------------------- summary
+ * The store's figures for readers that must not wait for it (a status
+ * page answered on an event loop): republished by the store whenever a
+ * change to them ends, before the call that made it returns, and copied
+ * under a lock of their own. */
+struct store_summary {
+	uint64_t objects, probes;
+	uint64_t samples, sample_bytes, last_sample_id;  /* as store_sample_count &c. */
+	uint64_t db_bytes;              /* the database file plus its WAL */
+};
+
+void store_summary_get(struct store *st, struct store_summary *out);
 
 /* ---------------------------------------------------------------- health
  * Storage faults. When SQLite cannot write (disk full, I/O error,
@@ -130,8 +140,6 @@ int store_object_list(struct store *st, const char *after, unsigned limit,
 int store_object_delete(struct store *st, const char *sha256,
 			struct gerr *err);
 
-uint64_t store_object_count(struct store *st);
-
 /* Image references: the object `image` (a reference as oci_ref_format
  * writes it) was pulled as, with its manifest digest; the latest pull
  * wins. 404 from get when none (or its object is gone). */
@@ -179,8 +187,6 @@ int store_probe_delete(struct store *st, const char *name, struct gerr *err);
 int store_probe_list(struct store *st, const char *after, unsigned limit,
 		     int (*fn)(const struct store_probe *probe, void *ctx),
 		     void *ctx, bool *more, struct gerr *err);
-
-uint64_t store_probe_count(struct store *st);
 
 /* ---------------------------------------------------------------- samples
  * The sample buffer. Ids keep increasing across restarts and deletions.
@@ -369,10 +375,13 @@ int store_sink_get(struct store *st, const char *name, struct store_sink *out,
 		   struct gerr *err);
 int store_sink_delete(struct store *st, const char *name, struct gerr *err);
 
-/* Every sink, ordered by name; fn runs with the store locked. */
+/* Every sink, ordered by name, with its owner ("" when nobody owns it; see
+ * store_managed_get), from the summary: it never waits for the store. fn
+ * runs with the summary locked: it must not call the store. A non-zero fn
+ * stops the walk and is returned. */
 int store_sink_list(struct store *st,
-		    int (*fn)(const struct store_sink *sink, void *ctx), void *ctx,
-		    struct gerr *err);
+		    int (*fn)(const struct store_sink *sink, const char *owner, void *ctx),
+		    void *ctx);
 
 /* Record that the batch after the cursor up to id `last` is being sent,
  * before it is: a forwarder started after a crash sends exactly that

@@ -121,10 +121,39 @@ struct store {
 	size_t damage_seen_n;
 	bool damage_overflow_logged;
 	bool read_only;             /* store_open_check: no writes, no health upkeep */
+
+	/* summary.c: the figures readers copy under summary_lock; what
+	 * changed since they were published (STORE_SUMMARY_*, lock held). */
+	pthread_mutex_t summary_lock;
+	bool summary_kept;
+	unsigned summary_stale;
+	struct store_summary summary;
+	struct store_summary_sink *summary_sinks;
+	size_t summary_n_sinks;
 };
 
 void store_lock(struct store *st);
+/* Publishes the summary first when what it sums up changed. */
 void store_unlock(struct store *st);
+
+/* summary.c */
+
+enum {
+	STORE_SUMMARY_OBJECTS = 1,
+	STORE_SUMMARY_PROBES = 2,
+	STORE_SUMMARY_SINKS = 4,        /* their rows or their owners */
+	STORE_SUMMARY_SIZE = 8,         /* a commit moved the file sizes */
+	STORE_SUMMARY_SAMPLES = 16,     /* the totals could not be counted */
+	STORE_SUMMARY_ALL = 15,
+};
+
+/* Start keeping the summary, and publish it: after the schema is migrated. */
+void store_summary_open(struct store *st);
+void store_summary_close(struct store *st);
+/* What changed where the update hook does not see it. Lock held. */
+void store_summary_stale(struct store *st, unsigned what);
+/* Publish what changed. Lock held, no transaction open. */
+void store_summary_publish(struct store *st);
 
 /* The statement of slot `id`, prepared from `sql` on first use. Call with
  * the lock held; give it back with store_stmt_done(). NULL and err filled
@@ -154,6 +183,17 @@ void store_init_once(void);
 /* Unix time in milliseconds (CLOCK_REALTIME). */
 int64_t store_now_ms(void);
 
+/* sinks.c */
+
+/* The columns a sink row is read with, and how many they are. */
+#define STORE_SINK_COLUMNS \
+	"sinks.name, config, cursor, coalesce(last_success_ms, 0)," \
+	" coalesce(last_error, ''), bytes_sent, samples_sent, pending, generation"
+#define STORE_SINK_NCOLUMNS 9
+
+/* Fill `out` from a row selected with STORE_SINK_COLUMNS. */
+int store_sink_from_stmt(sqlite3_stmt *stmt, struct store_sink *out, struct gerr *err);
+
 /* probes.c */
 
 /* The names of the probes whose object is sha256, as "a, b, c" in buf
@@ -164,6 +204,9 @@ int store_probes_using_object(struct store *st, const char *sha256,
 			      struct gerr *err);
 
 /* samples.c */
+
+/* Count the buffer's totals (samples_rows &c.) unless they are counted. Lock held. */
+int store_samples_counted(struct store *st, struct gerr *err);
 
 /* SQL function graind_sample_frame(blob): the blob after its length as a
  * varint, as samples sit in a block. */

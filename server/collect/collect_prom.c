@@ -108,8 +108,10 @@ static void self_metric(FILE *f, const char *name, const char *type, const char 
 static void agent_metrics(FILE *f, struct agent *agent)
 {
 	struct collect_stats st;
+	struct store_summary sum;
 
 	collect_get_stats(agent->collector, &st);
+	store_summary_get(agent->store, &sum);
 	self_metric(f, "graind_samples_collected_total", "counter",
 		    "Samples made from kernel data.", (double)st.collected);
 	self_metric(f, "graind_samples_stored_total", "counter",
@@ -136,12 +138,12 @@ static void agent_metrics(FILE *f, struct agent *agent)
 	self_metric(f, "graind_sample_batch_commit_seconds_total", "counter",
 		    "Time spent committing batches of samples.", (double)st.batch_commit_us / 1e6);
 	self_metric(f, "graind_database_bytes", "gauge",
-		    "Size of the SQLite database and its WAL.", (double)store_db_bytes(agent->store));
+		    "Size of the SQLite database and its WAL.", (double)sum.db_bytes);
 	self_metric(f, "graind_sample_buffer_rows", "gauge",
-		    "Samples held in the store.", (double)store_sample_count(agent->store));
+		    "Samples held in the store.", (double)sum.samples);
 	self_metric(f, "graind_sample_buffer_bytes", "gauge",
 		    "Payload bytes of the samples held in the store (--buffer-bytes bounds it).",
-		    (double)store_sample_bytes(agent->store));
+		    (double)sum.sample_bytes);
 }
 
 /* The storage's health (store_health): failing or not, since when and
@@ -298,11 +300,12 @@ struct sink_stats {
 	size_t n;
 };
 
-static int copy_sink(const struct store_sink *row, void *ctx)
+static int copy_sink(const struct store_sink *row, const char *owner, void *ctx)
 {
 	struct sink_stats *ss = ctx;
 	struct sink_stat *grown = realloc(ss->v, (ss->n + 1) * sizeof(*grown));
 
+	(void)owner;
 	if (!grown)
 		return -1;
 	ss->v = grown;
@@ -321,11 +324,13 @@ static int copy_sink(const struct store_sink *row, void *ctx)
 static void sink_lag(struct agent *agent, struct sink_stat *st)
 {
 	Graind__Sink sink = GRAIND__SINK__INIT;
+	char no_error[1] = "";
+	struct store_sink row = { .cursor = st->cursor, .last_error = no_error };
 	struct gerr err;
 
 	sink.name = st->name;
 	st->errors = sinks_errors(agent->sinks, st->name);
-	if (agent->sinks && sinks_health(agent->sinks, &sink, &err) == 0) {
+	if (agent->sinks && sinks_health(agent->sinks, &sink, &row, &err) == 0) {
 		st->lag_rows = sink.health->lag_rows;
 		st->lag_seconds = sink.health->lag_seconds;
 	}
@@ -360,9 +365,8 @@ static void sink_metrics(FILE *f, struct agent *agent)
 		{ "graind_sink_cursor", "gauge", "The last sample id delivered to the sink." },
 	};
 	struct sink_stats ss = { 0 };
-	struct gerr err;
 
-	if (store_sink_list(agent->store, copy_sink, &ss, &err) != 0 || !ss.n)
+	if (store_sink_list(agent->store, copy_sink, &ss) != 0 || !ss.n)
 		goto out;
 	for (size_t i = 0; i < ss.n; i++)
 		sink_lag(agent, &ss.v[i]);

@@ -7,6 +7,13 @@
  * stream still wants it (a stream that was reset or ran out of time has
  * already been answered, and the job is only freed).
  *
+ * Calls that answer from memory (svc_method.quick: health, status) run in
+ * the loop itself. Hand-overs to the workers are batched both ways,
+ * because a wake-up costs more than a small call: the jobs of one loop
+ * turn reach the queue together with one signal, a worker that takes a job
+ * wakes another only while more wait, and the loop hears of a done list
+ * once, however long it grew.
+ *
  * Bounds: SETTINGS_MAX_CONCURRENT_STREAMS per connection, a number of
  * connections, a request message limit per rpc (REST's body limits), and
  * the request bytes held by all streams together. Output waits in the
@@ -80,6 +87,7 @@ struct stream {
 	bool auth_seen;                 /* an authorization header came */
 	enum stream_kind kind;
 	const struct svc_method *m;
+	struct svc_call caller;         /* KIND_GRAIND, KIND_WATCH: who calls m */
 	/* Request messages. */
 	uint8_t *in;
 	size_t in_len, in_cap, limit;   /* limit: of one message */
@@ -134,7 +142,7 @@ struct job {
 	struct stream *stream;          /* loop side: NULL once nobody waits */
 	bool cancelled;                 /* under srv->lock */
 	const struct svc_method *m;
-	char *auth;
+	struct svc_call caller;         /* the stream's, pointing at identity */
 	char *identity;                 /* the client certificate's names, or NULL */
 	uint8_t *in;
 	size_t in_len;
@@ -168,6 +176,7 @@ struct grpc_server {
 	struct job *done;
 	bool stop, workers_stop;
 	/* Loop only. */
+	struct job *ready, **ready_tail;        /* made this turn, not queued yet */
 	bool draining;
 	int64_t drain_until;
 };
@@ -485,8 +494,8 @@ static void stream_begin(struct stream *s)
 			srv->n_watches++;
 		}
 		/* Who may not call it hears so before any message is read. */
-		if (grpc_call_authorize(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
-					conn_identity(s->conn), s->conn->address, &r) < 0) {
+		if (grpc_call_identify(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
+				       conn_identity(s->conn), s->conn->address, &s->caller, &r) < 0) {
 			stream_finish(s, &r);
 			return;
 		}
@@ -513,13 +522,48 @@ static void stream_begin(struct stream *s)
 	}
 }
 
+/* A job for s's call, with a caller of its own: the connection may go
+ * while a worker runs it. */
+static struct job *job_new(struct stream *s)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	const char *identity = conn_identity(s->conn);
+
+	if (!j)
+		return NULL;
+	if (identity && !(j->identity = strdup(identity))) {
+		free(j);
+		return NULL;
+	}
+	j->caller = s->caller;
+	j->caller.client_identity = j->identity;
+	j->caller.peer_address = NULL;
+	j->m = s->m;
+	j->stream = s;
+	return j;
+}
+
+static void job_free(struct job *j);
+
+/* j runs once the loop turn that made it ends (jobs_hand_over). */
 static void job_queue(struct grpc_server *srv, struct job *j)
 {
+	*srv->ready_tail = j;
+	srv->ready_tail = &j->next;
+}
+
+/* This turn's jobs go to the workers, with one wake-up. */
+static void jobs_hand_over(struct grpc_server *srv)
+{
+	if (!srv->ready)
+		return;
 	pthread_mutex_lock(&srv->lock);
-	*srv->queue_tail = j;
-	srv->queue_tail = &j->next;
+	*srv->queue_tail = srv->ready;
+	srv->queue_tail = srv->ready_tail;
 	pthread_cond_signal(&srv->cond);
 	pthread_mutex_unlock(&srv->lock);
+	srv->ready = NULL;
+	srv->ready_tail = &srv->ready;
 }
 
 /* One whole request message of s, unframed: answer it. */
@@ -565,25 +609,25 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 		stream_kick(s, "200", "application/grpc");
 		return;
 	case KIND_GRAIND:
+		/* An answer from memory costs less than a worker's wake-up. */
+		if (s->m->quick) {
+			grpc_call_run(&s->caller, s->m, msg, len, &r);
+			stream_finish(s, &r);
+			return;
+		}
+		break;
 	case KIND_WATCH:
 		break;
 	}
-	j = calloc(1, sizeof(*j));
-	if (!j || !(j->auth = strdup(s->auth)) || !(j->in = malloc(len ? len : 1)) ||
-	    (conn_identity(s->conn) && !(j->identity = strdup(conn_identity(s->conn))))) {
-		if (j) {
-			free(j->auth);
-			free(j->in);
-		}
-		free(j);
+	j = job_new(s);
+	if (!j || !(j->in = malloc(len ? len : 1))) {
+		job_free(j);
 		stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the request");
 		return;
 	}
 	memcpy(j->in, msg, len);
 	j->in_len = len;
 	j->watch_step = s->kind == KIND_WATCH;
-	j->m = s->m;
-	j->stream = s;
 	s->job = j;
 	in_release(s);
 	job_queue(srv, j);
@@ -1167,16 +1211,16 @@ static void *worker_main(void *arg)
 		srv->queue = j->next;
 		if (!srv->queue)
 			srv->queue_tail = &srv->queue;
+		else
+			pthread_cond_signal(&srv->cond);
 		cancelled = j->cancelled;
 		pthread_mutex_unlock(&srv->lock);
 		/* A call nobody waits for any more is not started. */
 		if (!cancelled && j->watch_step)
-			j->emitted = grpc_watch_step(srv->agent, j->m, j->auth[0] ? j->auth : NULL,
-						     j->identity, j->in, j->in_len, &j->watch,
+			j->emitted = grpc_watch_step(&j->caller, j->m, j->in, j->in_len, &j->watch,
 						     &j->reply);
 		else if (!cancelled)
-			grpc_call_run(srv->agent, j->m, j->auth[0] ? j->auth : NULL, j->identity,
-				      j->in, j->in_len, &j->reply);
+			grpc_call_run(&j->caller, j->m, j->in, j->in_len, &j->reply);
 		pthread_mutex_lock(&srv->lock);
 		j->next = srv->done;
 		srv->done = j;
@@ -1190,9 +1234,10 @@ static void *worker_main(void *arg)
 
 static void job_free(struct job *j)
 {
+	if (!j)
+		return;
 	svc_watch_free(j->watch);
 	grpc_reply_clear(&j->reply);
-	free(j->auth);
 	free(j->identity);
 	free(j->in);
 	free(j);
@@ -1228,17 +1273,14 @@ static void watch_step(struct stream *s)
 	    s->conn->out_bytes > srv->conn_out_max / 2 ||
 	    (!s->watch_more && !svc_watch_changed(s->watch)))
 		return;
-	j = calloc(1, sizeof(*j));
-	if (!j || !(j->auth = strdup(s->auth))) {
-		free(j);
+	j = job_new(s);
+	if (!j) {
 		stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "out of memory for the stream");
 		return;
 	}
 	j->watch_step = true;
 	j->watch = s->watch;
 	s->watch = NULL;
-	j->m = s->m;
-	j->stream = s;
 	s->job = j;
 	job_queue(srv, j);
 }
@@ -1405,6 +1447,7 @@ static void *loop_main(void *arg)
 			srv->dead = c->dead_next;
 			conn_free(c);
 		}
+		jobs_hand_over(srv);
 		n = epoll_wait(srv->epfd, evs, 64, timeout);
 		for (int i = 0; i < n; i++) {
 			enum item_kind *kind = evs[i].data.ptr;
@@ -1447,6 +1490,8 @@ static void *loop_main(void *arg)
 	}
 	while (srv->conns)
 		conn_free(srv->conns);
+	/* Detached now: the workers skip them and grpc_stop() frees them. */
+	jobs_hand_over(srv);
 	return NULL;
 }
 
@@ -1479,6 +1524,7 @@ int grpc_start(struct agent *agent, struct grpc_server **out, struct gerr *err)
 	srv->agent = agent;
 	srv->epfd = srv->tcp.fd = srv->unix_sock.fd = srv->wake.fd = -1;
 	srv->queue_tail = &srv->queue;
+	srv->ready_tail = &srv->ready;
 	/* Every stream's request bytes together: a couple of the largest
 	 * uploads, and the small messages of many streams. */
 	srv->in_max = 2 * cfg->max_object_size + 64u * GRPC_MAX_MESSAGE;

@@ -107,36 +107,28 @@ static void set_error(struct grpc_reply *r, const struct gerr *err,
 		set_report(r, report);
 }
 
-static void call_init(struct svc_call *call, struct agent *agent, const char *authorization,
-		      const char *identity, const char *address)
+int grpc_call_identify(struct agent *agent, const struct svc_method *m,
+		       const char *authorization, const char *identity, const char *address,
+		       struct svc_call *call, struct grpc_reply *r)
 {
-	memset(call, 0, sizeof(*call));
-	svc_call_identify(call, agent, authorization, identity, address);
-}
-
-int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
-			const char *authorization, const char *identity, const char *address,
-			struct grpc_reply *r)
-{
-	struct svc_call call;
 	struct gerr err = { 0 };
 
-	call_init(&call, agent, authorization, identity, address);
-	if (svc_authorize(&call, m, NULL, &err) < 0) {
+	memset(call, 0, sizeof(*call));
+	svc_call_identify(call, agent, authorization, identity, address);
+	if (svc_authorize(call, m, NULL, &err) < 0) {
 		set_error(r, &err, NULL);
 		return -1;
 	}
 	return 0;
 }
 
-void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *authorization,
-		   const char *identity, const uint8_t *msg, size_t len, struct grpc_reply *r)
+void grpc_call_run(const struct svc_call *caller, const struct svc_method *m,
+		   const uint8_t *msg, size_t len, struct grpc_reply *r)
 {
 	ProtobufCMessage *req = NULL, *resp = NULL;
-	struct svc_call call;
+	struct svc_call call = *caller;
 	struct gerr err = { 0 };
 
-	call_init(&call, agent, authorization, identity, NULL);
 	if (codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ||
 	    svc_run(&call, m, req, &resp, &err) < 0)
 		set_error(r, &err, call.report);
@@ -156,19 +148,17 @@ static int emit_framed(void *ctx, const ProtobufCMessage *msg, uint64_t id)
 	return grpc_reply_message(ctx, msg);
 }
 
-int grpc_watch_step(struct agent *agent, const struct svc_method *m, const char *authorization,
-		    const char *identity, const uint8_t *msg, size_t len, struct svc_watch **w,
-		    struct grpc_reply *r)
+int grpc_watch_step(const struct svc_call *caller, const struct svc_method *m,
+		    const uint8_t *msg, size_t len, struct svc_watch **w, struct grpc_reply *r)
 {
 	struct gerr err = { 0 };
 	int n;
 
 	if (!*w) {
 		ProtobufCMessage *req = NULL;
-		struct svc_call call;
+		struct svc_call call = *caller;
 		int ret;
 
-		call_init(&call, agent, authorization, identity, NULL);
 		ret = codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ?
 		      -1 : svc_watch_open(&call, m, req, w, &err);
 		pbmsg_free(req);

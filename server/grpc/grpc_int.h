@@ -47,26 +47,27 @@ int grpc_reply_status(struct grpc_reply *r, int code, const char *fmt, ...)
 /* Append msg packed, with its prefix; INTERNAL when out of memory. */
 int grpc_reply_message(struct grpc_reply *r, const ProtobufCMessage *msg);
 
-/* 401/403 for a caller who may not call m, judged from its
- * authorization header before any request is read (429 when its address
- * failed too often). `identity`: the connection's verified client
- * certificate names (server/util/peerid.h), or NULL; `address`: the
- * client's, "" on the unix socket. */
-int grpc_call_authorize(struct agent *agent, const struct svc_method *m,
-			const char *authorization, const char *identity, const char *address,
-			struct grpc_reply *r);
-/* Run m on one request message (unframed): decode, svc_run, encode.
- * Runs on a worker thread. */
-void grpc_call_run(struct agent *agent, const struct svc_method *m, const char *authorization,
-		   const char *identity, const uint8_t *msg, size_t len, struct grpc_reply *r);
+/* Who calls m, into *call, from its authorization header (NULL: none)
+ * before any request is read; -1 with r's 401/403 for a caller who may not
+ * call it (429 when its address failed too often). `identity`: the
+ * connection's verified client certificate names (server/util/peerid.h),
+ * or NULL; `address`: the client's, "" on the unix socket. Both must
+ * outlive the call's use, or be replaced in it. */
+int grpc_call_identify(struct agent *agent, const struct svc_method *m,
+		       const char *authorization, const char *identity, const char *address,
+		       struct svc_call *call, struct grpc_reply *r);
+/* Run m for the caller grpc_call_identify() found, on one request message
+ * (unframed): decode, svc_run, encode. */
+void grpc_call_run(const struct svc_call *caller, const struct svc_method *m,
+		   const uint8_t *msg, size_t len, struct grpc_reply *r);
 
 /* One step of a watch (a server-streaming Graind rpc) on a worker: the
- * first opens it from the request message (*w NULL; msg/len the
- * request), every step appends the messages that follow to r. Returns
- * how many (0: nothing new yet), -1 with r's status when the watch ends. */
-int grpc_watch_step(struct agent *agent, const struct svc_method *m, const char *authorization,
-		    const char *identity, const uint8_t *msg, size_t len, struct svc_watch **w,
-		    struct grpc_reply *r);
+ * first opens it for the caller from the request message (*w NULL;
+ * msg/len the request), every step appends the messages that follow to r.
+ * Returns how many (0: nothing new yet), -1 with r's status when the
+ * watch ends. */
+int grpc_watch_step(const struct svc_call *caller, const struct svc_method *m,
+		    const uint8_t *msg, size_t len, struct svc_watch **w, struct grpc_reply *r);
 
 /* grpc.health.v1.Health/Check, or one answer of Watch (`watch`): a
  * HealthCheckResponse appended to r. An unknown service is NOT_FOUND for

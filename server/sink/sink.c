@@ -728,10 +728,11 @@ static struct forwarder *forwarder_unlink(struct sinks *s, const char *name)
 
 /* A sink whose stored configuration is refused is logged and skipped:
  * the others still run. */
-static int start_row(const struct store_sink *row, void *ctx)
+static int start_row(const struct store_sink *row, const char *owner, void *ctx)
 {
 	struct gerr err;
 
+	(void)owner;
 	if (forwarder_start(ctx, row, NULL, &err) < 0)
 		log_error("msg=\"sink not started\" sink=%s error=\"%s\"", row->name, err.msg);
 	return 0;
@@ -789,10 +790,7 @@ int sinks_start(struct agent *agent, struct sinks **out, struct gerr *err)
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0 || !s->host[0])
 		snprintf(s->host, sizeof(s->host), "localhost");
 	srandom((unsigned)clock_mono_us() ^ (unsigned)getpid());
-	if (store_sink_list(agent->store, start_row, s, err) != 0) {
-		sinks_stop(s);
-		return -1;
-	}
+	store_sink_list(agent->store, start_row, s);
 	if (pthread_create(&s->pruner, NULL, pruner_main, s) != 0) {
 		sinks_stop(s);
 		return gerr_set(err, 500, "cannot start the sample pruner");
@@ -866,35 +864,31 @@ void sinks_changed(struct sinks *s, const char *name)
  * distance to the last id, bounded by what the buffer holds. */
 static uint64_t lag_rows(struct store *st, uint64_t cursor)
 {
-	uint64_t last = store_sample_last_id(st), held = store_sample_count(st);
-	uint64_t lag = last > cursor ? last - cursor : 0;
+	struct store_summary sum;
+	uint64_t lag;
 
-	return lag < held ? lag : held;
+	store_summary_get(st, &sum);
+	lag = sum.last_sample_id > cursor ? sum.last_sample_id - cursor : 0;
+	return lag < sum.samples ? lag : sum.samples;
 }
 
-int sinks_health(struct sinks *s, Graind__Sink *sink, struct gerr *err)
+int sinks_health(struct sinks *s, Graind__Sink *sink, const struct store_sink *row,
+		 struct gerr *err)
 {
-	Graind__SinkHealth *h;
-	struct store_sink row = { 0 };
+	Graind__SinkHealth *h = sink->health;
 	int64_t pending = 0;
-	int ret = -1;
 
-	if (store_sink_get(s->agent->store, sink->name, &row, err) < 0)
-		return -1;
-	h = sink->health;
 	if (!h) {
 		h = malloc(sizeof(*h));
-		if (!h) {
-			gerr_set(err, 500, "out of memory");
-			goto out;
-		}
+		if (!h)
+			return gerr_set(err, 500, "out of memory");
 		graind__sink_health__init(h);
 		sink->health = h;
 	}
-	h->cursor = row.cursor;
-	h->lag_rows = lag_rows(s->agent->store, row.cursor);
-	h->bytes_sent = row.bytes_sent;
-	h->samples_sent = row.samples_sent;
+	h->cursor = row->cursor;
+	h->lag_rows = lag_rows(s->agent->store, row->cursor);
+	h->bytes_sent = row->bytes_sent;
+	h->samples_sent = row->samples_sent;
 	pthread_mutex_lock(&s->lock);
 	for (struct forwarder *fw = s->list; fw; fw = fw->next)
 		if (strcmp(fw->name, sink->name) == 0)
@@ -902,17 +896,10 @@ int sinks_health(struct sinks *s, Graind__Sink *sink, struct gerr *err)
 	pthread_mutex_unlock(&s->lock);
 	if (pending && h->lag_rows)
 		h->lag_seconds = (double)(clock_unix_ms() - pending) / 1000.0;
-	if (row.last_success_ms && !(h->last_success = time_text(row.last_success_ms)))
-		goto oom;
-	if (row.last_error[0] && !(h->last_error = strdup(row.last_error)))
-		goto oom;
-	ret = 0;
-	goto out;
-oom:
-	gerr_set(err, 500, "out of memory");
-out:
-	store_sink_clear(&row);
-	return ret;
+	if ((row->last_success_ms && !(h->last_success = time_text(row->last_success_ms))) ||
+	    (row->last_error[0] && !(h->last_error = strdup(row->last_error))))
+		return gerr_set(err, 500, "out of memory");
+	return 0;
 }
 
 uint64_t sinks_errors(struct sinks *s, const char *name)

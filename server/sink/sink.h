@@ -34,6 +34,8 @@
 #include "proto/graind.pb-c.h"
 #include "server/util/gerr.h"
 
+struct store_sink;
+
 struct agent;
 struct sinks;
 
@@ -52,8 +54,10 @@ void sinks_stop(struct sinks *s);
 void sinks_changed(struct sinks *s, const char *name);
 
 /* Fill sink->health (lag in rows and seconds, last success, last error,
- * counters, cursor) for a Graind__Sink whose name is set. */
-int sinks_health(struct sinks *s, Graind__Sink *sink, struct gerr *err);
+ * counters, cursor) of a Graind__Sink whose name is set, from its stored
+ * row and what its forwarder knows; it reads no SQLite. */
+int sinks_health(struct sinks *s, Graind__Sink *sink, const struct store_sink *row,
+		 struct gerr *err);
 
 /* Failed delivery attempts of sink `name` since its forwarder started
  * (0 for an unknown sink), for /metrics. */

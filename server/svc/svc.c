@@ -58,8 +58,8 @@ SVC_ENTRY(svc_fetch_object, Graind__FetchObjectRequest, Graind__Object)
 #define OP AUTH_OPERATOR
 #define ADM AUTH_ADMIN
 static const struct svc_method methods[] = {
-	{ RPC(0), AUTH_NONE, false, svc_get_health_entry },
-	{ RPC(1), R, false, svc_get_status_entry },
+	{ RPC(0), AUTH_NONE, false, svc_get_health_entry, .quick = true },
+	{ RPC(1), R, false, svc_get_status_entry, .quick = true },
 	{ RPC(2), ADM, true, svc_upload_object_entry },
 	{ RPC(3), R, false, svc_list_objects_entry },
 	{ RPC(4), R, false, svc_get_object_entry },

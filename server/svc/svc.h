@@ -79,6 +79,10 @@ struct svc_method {
 	svc_fn run;                             /* NULL for a stream: see svc_watch_open */
 	bool streams;                           /* server-streaming (WatchSamples, WatchProbes) */
 	enum svc_scope scope;
+	/* Answers from memory: no SQLite, no file or network I/O, no lock
+	 * that is held across either. A transport may run it on its event
+	 * loop rather than hand it to a worker. */
+	bool quick;
 };
 
 /* Who calls, from what the transport received: the Authorization header

@@ -1,5 +1,6 @@
 /* svc agent: health, status, the audit log, metrics. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,12 +104,21 @@ static int caller_status(const struct auth_principal *who, Graind__Caller **out)
 	return 0;
 }
 
+/* The running kernel's release does not change under us. */
+static struct utsname uts;
+static pthread_once_t uts_once = PTHREAD_ONCE_INIT;
+
+static void uts_read(void)
+{
+	uname(&uts);
+}
+
 int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 		   Graind__AgentStatus **resp, struct gerr *err)
 {
 	const struct agent *ag = call->agent;
 	Graind__AgentStatus *st;
-	struct utsname uts;
+	struct store_summary sum;
 	char unix_listen[128];
 
 	(void)req;
@@ -118,16 +128,17 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 	if (SVC_NEW(&st->features, &graind__features__descriptor, err) < 0)
 		return -1;
 	features_detect(st->features);
-	uname(&uts);
+	pthread_once(&uts_once, uts_read);
 	st->uptime_seconds = (uint64_t)(clock_unix_ms() - ag->started_ms) / 1000;
-	st->object_count = store_object_count(ag->store);
-	st->probe_count = store_probe_count(ag->store);
-	st->sample_count = store_sample_count(ag->store);
-	st->last_sample_id = store_sample_last_id(ag->store);
-	st->sample_bytes = store_sample_bytes(ag->store);
+	store_summary_get(ag->store, &sum);
+	st->object_count = sum.objects;
+	st->probe_count = sum.probes;
+	st->sample_count = sum.samples;
+	st->last_sample_id = sum.last_sample_id;
+	st->sample_bytes = sum.sample_bytes;
 	st->buffer_rows = ag->cfg.buffer_rows;
 	st->buffer_bytes = ag->cfg.buffer_bytes;
-	st->database_bytes = store_db_bytes(ag->store);
+	st->database_bytes = sum.db_bytes;
 	snprintf(unix_listen, sizeof(unix_listen), "unix:%s", ag->cfg.socket_path);
 	if (pbmsg_set_string(&st->version, GRAIND_VERSION) < 0 ||
 	    pbmsg_set_string(&st->kernel_release, uts.release) < 0 ||

@@ -23,9 +23,10 @@ static Graind__Sink *unpack_sink(const struct store_sink *row, struct gerr *err)
 	return sink;
 }
 
-/* The sink as answered: its name, the secret masked, the health added. */
-static int sink_from_row(struct agent *ag, const struct store_sink *row, Graind__Sink **out,
-			 struct gerr *err)
+/* The sink as answered: its name and owner ("": none), the secret
+ * masked, the health added. */
+static int sink_from_row(struct agent *ag, const struct store_sink *row, const char *owner,
+			 Graind__Sink **out, struct gerr *err)
 {
 	Graind__Sink *sink = unpack_sink(row, err);
 
@@ -35,8 +36,8 @@ static int sink_from_row(struct agent *ag, const struct store_sink *row, Graind_
 	if (pbmsg_set_string(&sink->name, row->name) < 0)
 		return gerr_set(err, 500, "out of memory");
 	sink->generation = row->generation;
-	if (svc_owner_of(ag, STORE_MANAGED_SINK, row->name, &sink->managed_by, err) < 0)
-		return -1;
+	if (owner[0] && pbmsg_set_string(&sink->managed_by, owner) < 0)
+		return gerr_set(err, 500, "out of memory");
 	if (sink->kind_case == GRAIND__SINK__KIND_S3 && sink->s3->secret_access_key[0] &&
 	    pbmsg_set_string(&sink->s3->secret_access_key, SECRET_MASK) < 0)
 		return gerr_set(err, 500, "out of memory");
@@ -44,18 +45,21 @@ static int sink_from_row(struct agent *ag, const struct store_sink *row, Graind_
 		pbmsg_free(&sink->health->base);
 		sink->health = NULL;
 	}
-	return ag->sinks ? sinks_health(ag->sinks, sink, err) : 0;
+	return ag->sinks ? sinks_health(ag->sinks, sink, row, err) : 0;
 }
 
 static int stored_sink(struct agent *ag, const char *name, Graind__Sink **out,
 		       struct gerr *err)
 {
 	struct store_sink row = { 0 };
+	char owner[SVC_OWNER_MAX];
 	int ret;
 
 	if (store_sink_get(ag->store, name, &row, err) < 0)
 		return -1;
-	ret = sink_from_row(ag, &row, out, err);
+	ret = store_managed_get(ag->store, STORE_MANAGED_SINK, name, owner, sizeof(owner), err);
+	if (ret == 0)
+		ret = sink_from_row(ag, &row, owner, out, err);
 	store_sink_clear(&row);
 	return ret;
 }
@@ -180,29 +184,36 @@ int svc_delete_sink(struct svc_call *call, const Graind__DeleteSinkRequest *req,
 	return 0;
 }
 
-/* Rows are copied out first: the store is locked while listing, and the
- * health (which reads the store) is added afterwards. */
+/* Rows are copied out first: the summary is locked while listing, and
+ * the health (which reads it) is added afterwards. */
 struct sink_rows {
 	struct store_sink *rows;
+	char **owners;
 	size_t n;
 };
 
-static int copy_row(const struct store_sink *row, void *ctx)
+static int copy_row(const struct store_sink *row, const char *owner, void *ctx)
 {
 	struct sink_rows *list = ctx;
 	struct store_sink *grown = realloc(list->rows, (list->n + 1) * sizeof(*grown));
+	char **owners;
 	struct store_sink *copy;
 
 	if (!grown)
 		return -1;
 	list->rows = grown;
+	if (!(owners = realloc(list->owners, (list->n + 1) * sizeof(*owners))))
+		return -1;
+	list->owners = owners;
 	copy = &grown[list->n];
 	*copy = *row;
 	copy->config = malloc(row->config_len ? row->config_len : 1);
 	copy->last_error = strdup(row->last_error);
-	if (!copy->config || !copy->last_error) {
+	owners[list->n] = strdup(owner);
+	if (!copy->config || !copy->last_error || !owners[list->n]) {
 		free(copy->config);
 		free(copy->last_error);
+		free(owners[list->n]);
 		return -1;
 	}
 	memcpy(copy->config, row->config, row->config_len);
@@ -218,9 +229,8 @@ int svc_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr 
 
 	*out = NULL;
 	*n = 0;
-	if (store_sink_list(ag->store, copy_row, &list, err) != 0) {
-		if (!err->msg[0])
-			gerr_set(err, 500, "out of memory listing sinks");
+	if (store_sink_list(ag->store, copy_row, &list) != 0) {
+		gerr_set(err, 500, "out of memory listing sinks");
 		goto out;
 	}
 	sinks = calloc(list.n ? list.n : 1, sizeof(*sinks));
@@ -230,25 +240,21 @@ int svc_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr 
 	}
 	*out = sinks;
 	for (size_t i = 0; i < list.n; i++) {
-		struct gerr one = { 0 };
-
-		if (sink_from_row(ag, &list.rows[i], &sinks[*n], &one) == 0) {
-			(*n)++;
-			continue;
-		}
-		pbmsg_free((ProtobufCMessage *)sinks[*n]);
-		sinks[*n] = NULL;
-		/* A sink deleted while the list was built is just not listed. */
-		if (one.status != 404) {
-			*err = one;
+		if (sink_from_row(ag, &list.rows[i], list.owners[i], &sinks[*n], err) < 0) {
+			pbmsg_free((ProtobufCMessage *)sinks[*n]);
+			sinks[*n] = NULL;
 			goto out;
 		}
+		(*n)++;
 	}
 	ret = 0;
 out:
-	for (size_t i = 0; i < list.n; i++)
+	for (size_t i = 0; i < list.n; i++) {
 		store_sink_clear(&list.rows[i]);
+		free(list.owners[i]);
+	}
 	free(list.rows);
+	free(list.owners);
 	return ret;
 }
 

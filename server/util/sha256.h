@@ -1,4 +1,5 @@
-/* sha256: FIPS 180-4 SHA-256, for content addresses of uploaded objects. */
+/* sha256: FIPS 180-4 SHA-256, for content addresses of uploaded objects
+ * and the digests bearer tokens are compared by. */
 #ifndef GRAIND_SHA256_H
 #define GRAIND_SHA256_H
 

@@ -83,8 +83,9 @@ static void test_put_get_replace_delete(void **state)
 	assert_int_equal(store_sink_count(fx->st), 0);
 }
 
-static int list_name(const struct store_sink *sink, void *ctx)
+static int list_name(const struct store_sink *sink, const char *owner, void *ctx)
 {
+	(void)owner;
 	strcat(ctx, sink->name);
 	strcat(ctx, ",");
 	return 0;
@@ -93,14 +94,62 @@ static int list_name(const struct store_sink *sink, void *ctx)
 static void test_list_ordered(void **state)
 {
 	struct tmpdb_fixture *fx = *state;
-	struct gerr err = { 0 };
 	char names[64] = "";
 
 	put_ok(fx->st, "zeta", "z", true);
 	put_ok(fx->st, "alpha", "a", true);
 	put_ok(fx->st, "mid", "m", true);
-	assert_int_equal(store_sink_list(fx->st, list_name, names, &err), 0);
+	assert_int_equal(store_sink_list(fx->st, list_name, names), 0);
 	assert_string_equal(names, "alpha,mid,zeta,");
+}
+
+/* What store_sink_list walks is the summary: each change shows in it as
+ * soon as the call that made it returns, owners included. */
+struct listed {
+	char text[256];
+};
+
+static int list_state(const struct store_sink *sink, const char *owner, void *ctx)
+{
+	struct listed *l = ctx;
+	size_t at = strlen(l->text);
+
+	snprintf(l->text + at, sizeof(l->text) - at, "%s@%llu:%s;", sink->name,
+		 (unsigned long long)sink->cursor, owner);
+	return 0;
+}
+
+static const char *listing(struct store *st, struct listed *l)
+{
+	l->text[0] = '\0';
+	assert_int_equal(store_sink_list(st, list_state, l), 0);
+	return l->text;
+}
+
+static void test_list_follows_changes(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	struct gerr err = { 0 };
+	struct listed l;
+	bool created;
+
+	assert_string_equal(listing(fx->st, &l), "");
+	put_ok(fx->st, "b", "x", true);
+	put_ok(fx->st, "a", "y", true);
+	assert_string_equal(listing(fx->st, &l), "a@0:;b@0:;");
+	assert_int_equal(store_sink_delivered(fx->st, "b", 7, 7, 70, &err), 0);
+	assert_int_equal(store_managed_set(fx->st, STORE_MANAGED_SINK, "a", "file:/etc/s.yaml",
+					   &err), 0);
+	/* A probe's owner is no sink's. */
+	assert_int_equal(store_managed_set(fx->st, STORE_MANAGED_PROBE, "b", "file:/p.yaml",
+					   &err), 0);
+	assert_string_equal(listing(fx->st, &l), "a@0:file:/etc/s.yaml;b@7:;");
+	assert_int_equal(store_managed_set(fx->st, STORE_MANAGED_SINK, "a", NULL, &err), 0);
+	assert_int_equal(store_sink_delete(fx->st, "b", &err), 0);
+	assert_string_equal(listing(fx->st, &l), "a@0:;");
+	/* A refused change leaves it as it was. */
+	assert_int_equal(store_sink_put(fx->st, "a", "z", 1, 99, &created, &err), -1);
+	assert_string_equal(listing(fx->st, &l), "a@0:;");
 }
 
 static void test_delivered_and_failed(void **state)
@@ -701,7 +750,9 @@ static void test_forwarder_statsd(void **state)
 	sink.name = "sd";
 	sink.selector = NULL;
 	sink.statsd = NULL;
-	assert_int_equal(sinks_health(sinks, &sink, &err), 0);
+	get_ok(fx->st, "sd", &row);
+	assert_int_equal(sinks_health(sinks, &sink, &row, &err), 0);
+	store_sink_clear(&row);
 	assert_int_equal(sink.health->cursor, 5);
 	assert_int_equal(sink.health->lag_rows, 0);
 	assert_int_equal(sink.health->samples_sent, 5);
@@ -879,6 +930,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_replace_delete, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_list_ordered, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_list_follows_changes, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_delivered_and_failed, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_pending_batch, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_prune_delivered, tmpdb_setup, tmpdb_teardown),

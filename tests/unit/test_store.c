@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "server/util/clock.h"
 #include "server/util/sha256.h"
 #include "store/store.h"
 #include "tests/unit/tmpdb.h"
@@ -146,6 +147,24 @@ static void put_ok(struct store *st, unsigned i, const char *name,
 
 /* ---------------------------------------------------------------- schema */
 
+/* FIPS 180-2's examples, one and two blocks, and the empty message. */
+static void test_sha256_vectors(void **state)
+{
+	static const struct { const char *in, *hex; } v[] = {
+		{ "", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+		{ "abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+		{ "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+		  "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1" },
+	};
+	char hex[SHA256_HEX_LEN + 1];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		sha256_hex(v[i].in, strlen(v[i].in), hex);
+		assert_string_equal(hex, v[i].hex);
+	}
+}
+
 static void test_fresh_open_creates_schema(void **state)
 {
 	struct fixture *fx = *state;
@@ -154,11 +173,11 @@ static void test_fresh_open_creates_schema(void **state)
 	struct stat sb;
 
 	assert_int_equal(store_schema_version(), 11);
-	assert_int_equal(store_object_count(st), 0);
-	assert_int_equal(store_probe_count(st), 0);
+	assert_int_equal(summary_of(st).objects, 0);
+	assert_int_equal(summary_of(st).probes, 0);
 	assert_int_equal(store_sample_count(st), 0);
 	assert_int_equal(store_sink_count(st), 0);
-	assert_true(store_db_bytes(st) > 0);
+	assert_true(summary_of(st).db_bytes > 0);
 	store_close(st);
 
 	assert_int_equal(tmpdb_int(fx->db.path, "SELECT max(version) FROM schema_version"),
@@ -194,7 +213,7 @@ static void test_reopen_is_idempotent(void **state)
 	store_close(st);
 	for (int i = 0; i < 3; i++) {
 		st = tmpdb_open(fx->db.path);
-		assert_int_equal(store_object_count(st), 1);
+		assert_int_equal(summary_of(st).objects, 1);
 		store_close(st);
 	}
 	assert_int_equal(tmpdb_int(fx->db.path, "SELECT count(*) FROM schema_version"),
@@ -228,7 +247,7 @@ static void test_reopen_after_crash(void **state)
 	store_close(st);
 
 	st = tmpdb_open(copy);
-	assert_int_equal(store_object_count(st), 1);
+	assert_int_equal(summary_of(st).objects, 1);
 	store_close(st);
 	unlink(copy);
 	unlink(to);
@@ -272,7 +291,7 @@ static void test_object_put_get_content(void **state)
 	assert_int_equal(store_object_put(st, sha, "second.o", bytes, sizeof(bytes),
 					  "N", 1, false, &created, &err), 0);
 	assert_false(created);
-	assert_int_equal(store_object_count(st), 1);
+	assert_int_equal(summary_of(st).objects, 1);
 
 	assert_int_equal(store_object_get(st, sha, &obj, &err), 0);
 	assert_string_equal(obj.sha256, sha);
@@ -369,7 +388,7 @@ static void test_object_bad_sha(void **state)
 	assert_int_equal(store_object_put(st, upper, "x", "b", 1, NULL, 0, false,
 					  &created, &err), -1);
 	assert_int_equal(err.status, 400);
-	assert_int_equal(store_object_count(st), 0);
+	assert_int_equal(summary_of(st).objects, 0);
 	store_close(st);
 }
 
@@ -452,13 +471,13 @@ static void test_object_delete(void **state)
 	put_ok(st, 2, "b.o", true);
 	sha_of(1, sha);
 	assert_int_equal(store_object_delete(st, sha, &err), 0);
-	assert_int_equal(store_object_count(st), 1);
+	assert_int_equal(summary_of(st).objects, 1);
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
 	assert_int_equal(err.status, 404);
 	assert_non_null(strstr(err.msg, sha));
 	/* Deleted content can be uploaded again. */
 	put_ok(st, 1, "a.o", true);
-	assert_int_equal(store_object_count(st), 2);
+	assert_int_equal(summary_of(st).objects, 2);
 	store_close(st);
 }
 
@@ -476,18 +495,17 @@ static void test_object_delete_in_use(void **state)
 		 " VALUES ('web', '%s', x'', 0, 0), ('dns', '%s', x'', 0, 0)",
 		 sha, sha);
 	tmpdb_exec(fx->db.path, sql);
-	assert_int_equal(store_probe_count(st), 2);
 
 	assert_int_equal(store_object_delete(st, sha, &err), -1);
 	assert_int_equal(err.status, 409);
 	snprintf(want, sizeof(want),
 		 "object %s is used by probe(s): dns, web; delete them first", sha);
 	assert_string_equal(err.msg, want);
-	assert_int_equal(store_object_count(st), 1);
+	assert_int_equal(summary_of(st).objects, 1);
 
 	tmpdb_exec(fx->db.path, "DELETE FROM probes");
 	assert_int_equal(store_object_delete(st, sha, &err), 0);
-	assert_int_equal(store_object_count(st), 0);
+	assert_int_equal(summary_of(st).objects, 0);
 	store_close(st);
 }
 
@@ -960,7 +978,7 @@ static void test_threads(void **state)
 		assert_int_equal(pthread_join(tid[i], NULL), 0);
 		assert_int_equal(w[i].failures, 0);
 	}
-	assert_int_equal(store_object_count(st), THREADS * PUTS_PER_THREAD);
+	assert_int_equal(summary_of(st).objects, THREADS * PUTS_PER_THREAD);
 	assert_int_equal(walk_all(st, &wk, &err), 0);
 	assert_int_equal(wk.seen, THREADS * PUTS_PER_THREAD);
 	assert_false(wk.out_of_order);
@@ -969,11 +987,64 @@ static void test_threads(void **state)
 			 THREADS * PUTS_PER_THREAD);
 }
 
+/* A store stuck behind another connection's write lock: its summary
+ * still answers at once, and shows the write once it is done. */
+struct stuck_put {
+	struct store *st;
+	int ret;
+	bool done;
+};
+
+static void *put_behind_lock(void *arg)
+{
+	struct stuck_put *p = arg;
+	struct gerr err;
+	char sha[65];
+	bool created;
+
+	sha_of(7, sha);
+	p->ret = store_object_put(p->st, sha, "late.o", "late", 4, NULL, 0, false, &created, &err);
+	__atomic_store_n(&p->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_summary_never_waits(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = tmpdb_open(fx->db.path);
+	struct stuck_put p = { .st = st };
+	struct store_summary sum;
+	sqlite3 *other;
+	pthread_t tid;
+	int64_t t0;
+
+	put_ok(st, 1, "a.o", true);
+	assert_int_equal(sqlite3_open(fx->db.path, &other), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(pthread_create(&tid, NULL, put_behind_lock, &p), 0);
+	usleep(200 * 1000);
+	/* The put holds the store and waits for SQLite's lock. */
+	assert_false(__atomic_load_n(&p.done, __ATOMIC_ACQUIRE));
+	t0 = clock_mono_us();
+	store_summary_get(st, &sum);
+	assert_true(clock_mono_us() - t0 < 100 * 1000);
+	assert_int_equal(sum.objects, 1);
+	assert_true(sum.db_bytes > 0);
+	assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+	assert_int_equal(pthread_join(tid, NULL), 0);
+	assert_int_equal(p.ret, 0);
+	assert_int_equal(summary_of(st).objects, 2);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+		cmocka_unit_test(test_sha256_vectors),
 		T(test_fresh_open_creates_schema),
+		T(test_summary_never_waits),
 		T(test_reopen_is_idempotent),
 		T(test_reopen_after_crash),
 		T(test_open_missing_dir_fails),

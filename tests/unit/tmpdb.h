@@ -39,6 +39,15 @@ static inline void tmpdb_remove(struct tmpdb *db)
 	rmdir(db->dir);
 }
 
+/* The store's published figures (store_summary_get), as one value. */
+static inline struct store_summary summary_of(struct store *st)
+{
+	struct store_summary sum;
+
+	store_summary_get(st, &sum);
+	return sum;
+}
+
 /* store_open() of path, which must succeed. */
 static inline struct store *tmpdb_open(const char *path)
 {
