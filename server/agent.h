@@ -18,6 +18,7 @@ struct confstat;
 struct tls;
 struct feed;
 struct keylimit;
+struct budgets;
 
 struct agent {
 	struct config cfg;
@@ -29,6 +30,7 @@ struct agent {
 	struct confstat *confstat;      /* --config-dir's last pass; NULL without */
 	struct tls *tls;                /* TLS credentials of the TCP listeners, or NULL */
 	struct signing *signing;        /* trusted keys and --require-signed */
+	struct budgets *budgets;        /* what probes cost (server/budget.h) */
 	/* What watches follow (server/util/feed.h): rung by the collector
 	 * after each commit of samples; each probe change as a ProbeEvent. */
 	struct feed *sample_feed;

@@ -61,6 +61,10 @@ static const char usage[] =
 "      --write-rate N          changes a second one principal may make, with\n"
 "                              twice that in a burst; more answer 429 with\n"
 "                              Retry-After (default 100; 0: no limit)\n"
+"      --default-budget SPEC   the budget of every probe whose spec has none:\n"
+"                              cpu=PERCENT,events=PER_SECOND,map-bytes=BYTES,\n"
+"                              window=SECONDS,action=alert|detach (any of them;\n"
+"                              default: no budget)\n"
 "      --trusted-keys DIR      minisign public keys (DIR/*.pub) whose signatures\n"
 "                              an object may carry (SIGHUP reads them again)\n"
 "      --require-signed        load into the kernel only built-in objects and\n"
@@ -193,7 +197,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 	       OPT_BUFFER_BYTES, OPT_SINK_RETENTION, OPT_QUEUE_BYTES, OPT_AUDIT_MAX_ROWS,
 	       OPT_AUDIT_MAX_AGE, OPT_GRPC_LISTEN, OPT_GRPC_SOCKET, OPT_CONFIG_DIR, OPT_TLS_CERT,
 	       OPT_TLS_KEY, OPT_CLIENT_CA, OPT_CLIENT_CERT, OPT_RESET, OPT_ADOPT_ORPHANS,
-	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL, OPT_FETCH_CA, OPT_FETCH_ALLOW_HTTP, OPT_INSECURE_REGISTRY, OPT_REGISTRY_AUTH };
+	       OPT_WRITE_RATE, OPT_TRUSTED_KEYS, OPT_REQUIRE_SIGNED, OPT_AUTH_FILE, OPT_SCAN_INTERVAL, OPT_FETCH_CA, OPT_FETCH_ALLOW_HTTP, OPT_INSECURE_REGISTRY, OPT_REGISTRY_AUTH, OPT_DEFAULT_BUDGET };
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -221,6 +225,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		{ "client-cert", required_argument, NULL, OPT_CLIENT_CERT },
 		{ "reset", no_argument, NULL, OPT_RESET },
 		{ "write-rate", required_argument, NULL, OPT_WRITE_RATE },
+		{ "default-budget", required_argument, NULL, OPT_DEFAULT_BUDGET },
 		{ "adopt-orphans", no_argument, NULL, OPT_ADOPT_ORPHANS },
 		{ "trusted-keys", required_argument, NULL, OPT_TRUSTED_KEYS },
 		{ "auth-file", required_argument, NULL, OPT_AUTH_FILE },
@@ -381,6 +386,16 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 		case OPT_ADOPT_ORPHANS:
 			cfg->adopt_orphans = 1;
 			break;
+		case OPT_DEFAULT_BUDGET: {
+			char why[160];
+
+			if (budget_parse(optarg, &cfg->default_budget, why, sizeof(why)) < 0) {
+				fprintf(stderr, "graind: --default-budget: %s, in '%s'\n", why, optarg);
+				return CONFIG_EXIT_USAGE;
+			}
+			cfg->has_default_budget = 1;
+			break;
+		}
 		case OPT_TRUSTED_KEYS:
 			if (copy_path(cfg->trusted_keys, PATH_MAX, optarg) < 0) {
 				fprintf(stderr, "graind: --trusted-keys: empty or too long\n");

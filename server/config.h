@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stddef.h>
 
+#include "server/budget.h"
 #include "server/util/gerr.h"
 
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:9730"
@@ -47,6 +48,9 @@ struct config {
 	int reset;                      /* --reset: remove the pins the store does not know */
 	int adopt_orphans;              /* --adopt-orphans: leave them running */
 	unsigned write_rate;            /* changes a second per credential; 0: no limit */
+	/* The budget of a probe whose spec has none (server/budget.h). */
+	int has_default_budget;
+	struct budget_limits default_budget;
 	/* Signed objects (server/signing.h). */
 	char trusted_keys[PATH_MAX];    /* directory of minisign *.pub keys, "" none */
 	char auth_file[PATH_MAX];       /* --auth-file, "" none */

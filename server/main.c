@@ -14,6 +14,7 @@
 #include "server/agent.h"
 #include "server/auditor.h"
 #include "server/auth.h"
+#include "server/budget.h"
 #include "server/builtin.h"
 #include "server/caps.h"
 #include "server/collect/collect.h"
@@ -39,6 +40,7 @@
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "server/util/notify.h"
+#include "server/util/ticker.h"
 #include "store/store.h"
 
 /* What WatchProbes can replay: the last changes, bounded by count and size. */
@@ -150,6 +152,11 @@ static int wait_for_signal(struct agent *ag, const sigset_t *set)
 	}
 }
 
+static void check_budgets(void *agent)
+{
+	svc_check_budgets(agent);
+}
+
 int main(int argc, char **argv)
 {
 	struct agent ag = { 0 };
@@ -157,6 +164,7 @@ int main(int argc, char **argv)
 	struct grpc_server *grpc = NULL;
 	struct auditor *auditor = NULL;
 	struct scanner *scanner = NULL;
+	struct ticker *budgeter = NULL;
 	struct confdir *confdir = NULL;
 	struct gerr err = { 0 };
 	char db_path[PATH_MAX + 16];
@@ -215,7 +223,8 @@ int main(int argc, char **argv)
 	ag.probe_feed = feed_new(PROBE_EVENTS_HELD, PROBE_EVENT_BYTES_HELD,
 				 (uint64_t)ag.started_ms * 1000);
 	ag.auth_failures = keylimit_new(AUTH_FAILURES_PER_S, AUTH_FAILURES_BURST);
-	if (!ag.sample_feed || !ag.probe_feed || !ag.auth_failures) {
+	ag.budgets = budgets_new();
+	if (!ag.sample_feed || !ag.probe_feed || !ag.auth_failures || !ag.budgets) {
 		fprintf(stderr, "graind: out of memory\n");
 		goto out;
 	}
@@ -230,6 +239,7 @@ int main(int argc, char **argv)
 	    scanner_start(ag.store, ag.cfg.scan_interval_s, &scanner, &err) < 0 ||
 	    collect_start(&ag, &ag.collector, &err) < 0 ||
 	    sinks_start(&ag, &ag.sinks, &err) < 0 ||
+	    ticker_start("graind-budget", BUDGET_TICK_MS, check_budgets, &ag, &budgeter, &err) < 0 ||
 	    start_config_dir(&ag, &confdir, &err) < 0 ||
 	    http_start(&ag, &http, &err) < 0 ||
 	    grpc_start(&ag, &grpc, &err) < 0) {
@@ -251,6 +261,7 @@ out:
 	confdir_stop(confdir);      /* no pass runs any more */
 	grpc_stop(grpc);            /* GOAWAY; in-flight calls finish */
 	http_stop(http);
+	ticker_stop(budgeter);      /* no breach is audited any more */
 	auditor_stop(auditor);      /* no request appends any more: write the rest */
 	scanner_stop(scanner);
 	sinks_stop(ag.sinks);       /* a batch in flight is sent again next start */
@@ -265,5 +276,6 @@ out:
 	feed_free(ag.probe_feed);
 	keylimit_free(ag.auth_failures);
 	keylimit_free(ag.write_limit);
+	budgets_free(ag.budgets);
 	return status;
 }

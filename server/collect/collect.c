@@ -119,6 +119,7 @@ struct pqueue {
 	uint64_t dropped;       /* full queue or failed write */
 	uint64_t overflow;      /* of those: all the queues were full */
 	uint64_t lost;          /* records the kernel could not hand over */
+	uint64_t records;       /* read from its ring and perf buffers (atomic) */
 	bool live;              /* its probe is in the store: kept */
 	struct chunk **put_back;        /* where requeue() puts the next chunk */
 	struct pqueue *next;
@@ -804,6 +805,9 @@ static void emit_event(struct source *src, const void *data, size_t size)
 	size_t opened;
 
 	src->probe->c->records++;
+	/* Only this thread writes it; budgets read it without the lock. */
+	__atomic_store_n(&src->probe->queue->records, src->probe->queue->records + 1,
+			 __ATOMIC_RELAXED);
 	if (src->agg) {
 		aggregate_event(src, dec, data, size);
 		return;
@@ -1692,6 +1696,21 @@ int collect_queue_stats(struct collector *c, struct collect_queue_stat **out, si
 		}
 	pthread_mutex_unlock(&c->qlock);
 	return *out ? 0 : -1;
+}
+
+void collect_probe_events(struct collector *c, const char *name, uint64_t *records,
+			  uint64_t *lost)
+{
+	*records = *lost = 0;
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->qlock);
+	for (struct pqueue *q = c->queues; q; q = q->next)
+		if (strcmp(q->probe, name) == 0) {
+			*records = __atomic_load_n(&q->records, __ATOMIC_RELAXED);
+			*lost = q->lost;
+		}
+	pthread_mutex_unlock(&c->qlock);
 }
 
 void collect_views_free(struct collect_view **views, size_t n)

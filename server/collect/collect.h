@@ -97,6 +97,13 @@ void collect_probe_changed(struct collector *c, const char *probe);
 
 void collect_get_stats(struct collector *c, struct collect_stats *out);
 
+/* The records the ring and perf buffers of probe `name` carried to the
+ * collector, and those the kernel could not hand over (perf buffer lost
+ * counts), since the collector started reading it; 0 and 0 when it does
+ * not read it. For budgets. */
+void collect_probe_events(struct collector *c, const char *name, uint64_t *records,
+			  uint64_t *lost);
+
 /* Refuse a spec that cannot decode as it says: 400 when an events output
  * names a record type (events.recordType) that is no struct or typedef of
  * the object's BTF (obj, len bytes; a built-in's or a stored object's),

@@ -10,6 +10,7 @@
 
 #include "server/util/pbmsg.h"
 #include "server/agent.h"
+#include "server/budget.h"
 #include "server/confstat.h"
 #include "server/authlog.h"
 #include "server/refusals.h"
@@ -440,6 +441,53 @@ out:
 	free(probes);
 }
 
+/* ---------------------------------------------------------------- budgets */
+
+/* What each measured probe costs (server/budget.h), and the limit it is
+ * over, as 1 for as long as it is (a probe a breach detached included). */
+struct budget_scrape {
+	FILE *f;
+	int family;                     /* 0-2: usage; 3: exceeded */
+};
+
+static const struct { const char *name, *help; } budget_families[] = {
+	{ "graind_budget_cpu_percent", "Run time of the probe's programs as a share of one CPU, over its budget's window." },
+	{ "graind_budget_events_per_second", "Records the probe's ring and perf buffers carried a second, drops included, over its budget's window." },
+	{ "graind_budget_map_bytes", "Memory the probe's maps hold, as the kernel charges it." },
+	{ "graind_budget_exceeded", "1 while the probe is over a limit of its budget, or detached for it." },
+};
+
+static void put_budget(const char *name, bool measured, const struct budget_usage *u,
+		       bool exceeded, const struct budget_breach *br, void *ctx)
+{
+	struct budget_scrape *bs = ctx;
+	const char *family = budget_families[bs->family].name;
+
+	if (bs->family == 3 && exceeded) {
+		fprintf(bs->f, "%s{probe=\"", family);
+		put_escaped(bs->f, name);
+		fprintf(bs->f, "\",limit=\"%s\"}", br->limit);
+		put_value(bs->f, 1);
+	} else if (bs->family < 3 && measured) {
+		put_sample(bs->f, family, "probe", name,
+			   bs->family == 0 ? u->cpu_percent : bs->family == 1 ? u->events_per_second :
+			   (double)u->map_bytes);
+	}
+}
+
+static void budget_metrics(FILE *f, struct agent *agent)
+{
+	struct budget_scrape bs = { .f = f };
+
+	if (!agent->budgets)
+		return;
+	for (; bs.family < 4; bs.family++) {
+		family_head(f, budget_families[bs.family].name, "gauge",
+			    budget_families[bs.family].help);
+		budgets_each(agent->budgets, put_budget, &bs);
+	}
+}
+
 /* ---------------------------------------------------------------- maps */
 
 struct map_scrape {
@@ -814,6 +862,7 @@ char *collect_metrics_text(struct agent *agent, size_t *len)
 	if (agent->confstat)
 		confstat_metrics(agent->confstat, f);
 	program_metrics(f, agent, views, n_views);
+	budget_metrics(f, agent);
 	if (!oom)
 		map_metrics(f, views, n_views, &oom);
 	collect_views_free(views, n_views);

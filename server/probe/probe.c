@@ -882,6 +882,71 @@ int probe_list_pinned(struct probe_mgr *mgr,
 	return ret;
 }
 
+/* The bytes the kernel charges a map for (fdinfo's memlock), 0 when unknown. */
+static uint64_t map_memlock(int fd)
+{
+	char path[64], line[128];
+	unsigned long long v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "memlock: %llu", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+int probe_cost(const char *name, uint64_t *run_time_ns, uint64_t *map_bytes)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 256];
+	struct probe_meta *meta;
+	struct dirent *de;
+	DIR *d;
+
+	*run_time_ns = *map_bytes = 0;
+	if (check_name(name, NULL) < 0 || probe_dir(dir, sizeof(dir), "", name) < 0 ||
+	    !(meta = calloc(1, sizeof(*meta))))
+		return -1;
+	if (probe_meta_read(dir, meta) < 0 || !(d = opendir(dir))) {
+		free(meta);
+		return -1;
+	}
+	for (uint32_t i = 0; i < meta->n_progs; i++) {
+		struct probe_link_info first;
+		struct bpf_prog_info info;
+		uint32_t len = sizeof(info);
+		bool alive;
+		int fd;
+
+		if (!probe_prog_links(dir, meta->progs[i].name, &first, &alive) ||
+		    (fd = bpf_prog_get_fd_by_id(first.prog_id)) < 0)
+			continue;
+		memset(&info, 0, sizeof(info));
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			*run_time_ns += info.run_time_ns;
+		close(fd);
+	}
+	while ((de = readdir(d))) {
+		int fd;
+
+		if (strncmp(de->d_name, "map_", 4) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		*map_bytes += map_memlock(fd);
+		close(fd);
+	}
+	closedir(d);
+	free(meta);
+	return 0;
+}
+
 int probe_map_open(const char *name, const char *map)
 {
 	char dir[PATH_MAX], file[256], path[PATH_MAX + 256];

@@ -109,6 +109,12 @@ int probe_status(struct probe_mgr *mgr, Graind__Probe *probe, struct gerr *err);
 int probe_set_warnings(struct probe_mgr *mgr, const char *name, const char *const *texts,
 		       size_t n);
 
+/* What probe `name` costs now: its programs' run time together (the
+ * kernel's run_time_ns, counted while bpf_stats is on) and the bytes its
+ * pinned maps hold (memlock in their fdinfo, as the kernel charges them).
+ * Read from the pins, without the manager's lock. -1 when it has none. */
+int probe_cost(const char *name, uint64_t *run_time_ns, uint64_t *map_bytes);
+
 /* Open the pinned map `map` of probe `name` (its name in the object, e.g.
  * "counts" or ".rodata"). Returns a new fd the caller closes, or a
  * negative errno (-ENOENT when the probe or map is not pinned). */

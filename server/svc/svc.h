@@ -224,6 +224,11 @@ void svc_watch_unsubscribe(struct agent *agent, int fd);
  * DETACHED, ATTACH_FAILED). */
 void svc_reconcile(struct agent *agent);
 
+/* Measure every attached probe against its budget, flag (and, with a
+ * DETACH budget, detach) those that went over: every BUDGET_TICK_MS, on
+ * a thread of its own. */
+void svc_check_budgets(struct agent *agent);
+
 int svc_list_audit(struct svc_call *call, const Graind__ListAuditRequest *req,
 		   Graind__ListAuditResponse **resp, struct gerr *err);
 int svc_get_metrics(struct svc_call *call, const Graind__GetMetricsRequest *req,

@@ -58,4 +58,14 @@ int svc_image_object(struct svc_call *call, const Graind__ImageSource *image,
 void svc_probe_event(struct agent *agent, Graind__ProbeEventKind kind, const Graind__Probe *probe,
 		     const char *name, const char *error);
 
+/* The Probe message for a stored row: the kernel's view and the budget's
+ * added (svc_probes.c). */
+int svc_probe_from_row(struct agent *ag, const struct store_probe *row, Graind__Probe **out,
+		       struct gerr *err);
+
+/* Budgets (svc_budget.c): 400 for a spec's budget that makes no sense;
+ * Probe.usage and Probe.budget_exceeded from what was measured. */
+int svc_budget_check_spec(const Graind__Budget *budget, struct gerr *err);
+int svc_budget_fill(struct agent *ag, Graind__Probe *probe, struct gerr *err);
+
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "server/agent.h"
+#include "server/budget.h"
 #include "server/builtin.h"
 #include "server/collect/collect.h"
 #include "server/probe/probe.h"
@@ -61,9 +62,8 @@ static Graind__ProbeSpec *unpack_spec(const struct store_probe *row, struct gerr
 	return spec;
 }
 
-/* The Probe message for a stored row, with the kernel's view added. */
-static int probe_from_row(struct agent *ag, const struct store_probe *row,
-			  Graind__Probe **out, struct gerr *err)
+int svc_probe_from_row(struct agent *ag, const struct store_probe *row, Graind__Probe **out,
+		       struct gerr *err)
 {
 	Graind__Probe *probe;
 
@@ -78,9 +78,10 @@ static int probe_from_row(struct agent *ag, const struct store_probe *row,
 	    pbmsg_set_time(&probe->created, row->created_ms) < 0 ||
 	    pbmsg_set_time(&probe->updated, row->updated_ms) < 0)
 		return gerr_set(err, 500, "out of memory");
-	if (svc_owner_of(ag, STORE_MANAGED_PROBE, row->name, &probe->managed_by, err) < 0)
+	if (svc_owner_of(ag, STORE_MANAGED_PROBE, row->name, &probe->managed_by, err) < 0 ||
+	    probe_status(ag->probes, probe, err) < 0)
 		return -1;
-	return probe_status(ag->probes, probe, err);
+	return svc_budget_fill(ag, probe, err);
 }
 
 static int stored_probe(struct agent *ag, const char *name, Graind__Probe **out,
@@ -91,9 +92,21 @@ static int stored_probe(struct agent *ag, const char *name, Graind__Probe **out,
 
 	if (store_probe_get(ag->store, name, &row, err) < 0)
 		return -1;
-	ret = probe_from_row(ag, &row, out, err);
+	ret = svc_probe_from_row(ag, &row, out, err);
 	store_probe_clear(&row);
 	return ret;
+}
+
+/* The budget's view of probe `name` after a change in the kernel: an
+ * attach measures it afresh; a detach keeps only a breach that caused it. */
+static void budget_follow(struct agent *ag, const char *name, bool attached)
+{
+	if (!ag->budgets)
+		return;
+	if (attached)
+		budgets_reset(ag->budgets, name);
+	else
+		budgets_pause(ag->budgets, name);
 }
 
 /* WatchProbes hears that the kernel refused to attach probe `name`: as
@@ -104,7 +117,7 @@ static void attach_failed(struct agent *ag, const struct store_probe *row, const
 	Graind__Probe *probe = NULL;
 	struct gerr err = { 0 };
 
-	if (row && probe_from_row(ag, row, &probe, &err) < 0) {
+	if (row && svc_probe_from_row(ag, row, &probe, &err) < 0) {
 		pbmsg_free(probe ? &probe->base : NULL);
 		probe = NULL;
 	}
@@ -208,6 +221,8 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		return -1;
 	if (!req->spec)
 		return gerr_set(err, 400, "spec is missing: send the probe's ProbeSpec");
+	if (svc_budget_check_spec(req->spec->budget, err) < 0)
+		return -1;
 	/* A shallow copy whose object id is the lowercased one, so that either
 	 * case names the same object, in the store and in the spec. */
 	norm = *req->spec;
@@ -267,6 +282,9 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 	}
 	probe_txn_commit(txn);
 	call->created = created;
+	/* New programs, or none: what was measured was of the old ones. */
+	if (kernel)
+		budget_follow(ag, req->name, attached);
 	if (svc_record_owner(call, STORE_MANAGED_PROBE, req->name, false, err) < 0)
 		goto out;
 	log_info("msg=\"probe stored\" probe=%s generation=%llu attached=%d", req->name,
@@ -277,7 +295,7 @@ int svc_put_probe(struct svc_call *call, const Graind__PutProbeRequest *req,
 		notify_collector(ag, req->name);
 	/* The answer is built under the lock, so that the event it makes
 	 * comes before any later change's. */
-	ret = probe_from_row(ag, &row, resp, err);
+	ret = svc_probe_from_row(ag, &row, resp, err);
 	if (ret == 0 && (created || changed))
 		svc_probe_event(ag, GRAIND__PROBE_EVENT_KIND__PROBE_STORED, *resp, req->name, NULL);
 	else if (ret == 0 && kernel)
@@ -323,6 +341,9 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 	/* Attaching an attached probe adopts it as it runs: nothing changed. */
 	changed = txn || row.attached != attached;
 	probe_txn_commit(txn);
+	/* An operator's attach forgives a breach that detached it. */
+	if (changed || attached)
+		budget_follow(ag, name, attached);
 	if (changed)
 		notify_collector(ag, name);
 	ret = stored_probe(ag, name, resp, err);
@@ -369,6 +390,8 @@ int svc_delete_probe(struct svc_call *call, const Graind__DeleteProbeRequest *re
 		goto out;
 	}
 	probe_txn_commit(txn);
+	if (ag->budgets)
+		budgets_reset(ag->budgets, req->name);
 	if (svc_record_owner(call, STORE_MANAGED_PROBE, req->name, true, err) < 0)
 		goto out;
 	notify_collector(ag, req->name);
@@ -452,7 +475,7 @@ int svc_list_probes(struct svc_call *call, const Graind__ListProbesRequest *req,
 	for (size_t i = 0; i < list.n; i++) {
 		Graind__Probe *probe = NULL;
 
-		ret = probe_from_row(call->agent, &list.rows[i], &probe, err);
+		ret = svc_probe_from_row(call->agent, &list.rows[i], &probe, err);
 		if (probe)
 			list_resp->probes[list_resp->n_probes++] = probe;
 		if (ret < 0)
