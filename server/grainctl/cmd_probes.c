@@ -73,6 +73,13 @@ static void probe_detail(const ProtobufCMessage *m, FILE *f)
 		fprintf(f, "error:        %s\n", p->error);
 	for (size_t i = 0; i < p->n_warnings; i++)
 		fprintf(f, "warning:      %s\n", p->warnings[i]);
+	if (p->usage)
+		fprintf(f, "usage:        %.2f%% CPU, %.0f events/s, %" PRIu64 " map bytes (over %u s)\n",
+			p->usage->cpu_percent, p->usage->events_per_second, p->usage->map_bytes,
+			p->usage->window_seconds);
+	if (p->budget_exceeded)
+		fprintf(f, "over budget:  %s (since %s)\n", p->budget_exceeded->message,
+			p->budget_exceeded->since);
 	fprintf(f, "\n");
 	t = output_table_new(8, (const char *[]){ "PROGRAM", "STATE", "PROG ID", "LINK ID",
 						  "RUNS", "RUN TIME", "ATTACHED AT", "ERROR" });

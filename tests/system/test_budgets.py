@@ -18,6 +18,7 @@ import pytest
 
 from conftest import assert_error, bpf_object, sh
 from test_audit import audit_all, metric
+from test_grainctl import Ctl
 from test_samples import Caller, delete_probe, emit_spec, put_probe
 from test_watch import curl_watch, read_events
 
@@ -77,7 +78,7 @@ def bpftool_run_time(prog_id):
     return info.get("run_time_ns", 0)
 
 
-def test_costly_probe_is_detached_and_stays_detached(agent):
+def test_costly_probe_is_detached_and_stays_detached(agent, tmp_path):
     sha = upload(agent, "costly.bpf.o")
     work = Workload(60)
     name = "costly"
@@ -111,6 +112,8 @@ def test_costly_probe_is_detached_and_stays_detached(agent):
         audit = [(e["principal"], e["action"], e["target"]) for e in audit_all(agent)]
         assert ("budget", "BudgetExceeded", name) in audit, audit
         assert ("budget", "DetachProbe", name) in audit, audit
+        out = Ctl(str(tmp_path), tmp_path).ok(agent, "probes", "get", name).stdout
+        assert f"over budget:  {be['message']} (since {be['since']})" in out, out
 
         # Detached it stays, the workload running on, until an operator says.
         time.sleep(3)
