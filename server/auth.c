@@ -34,6 +34,7 @@ struct auth {
 	pthread_mutex_t lock;           /* over what a reload replaces */
 	struct role_token admin, reader;
 	struct authfile principals;
+	uint64_t generation;            /* +1 at every reload (atomic) */
 };
 
 static int write_new_token(const char *path, struct gerr *err)
@@ -158,10 +159,16 @@ int auth_reload(struct auth *auth, struct gerr *err)
 	auth->reader = reader;
 	old = auth->principals;
 	auth->principals = fresh;
+	__atomic_add_fetch(&auth->generation, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&auth->lock);
 	authfile_clear(&old);
 	log_info("msg=\"credentials read\" file=\"%s\" principals=%zu", auth->file, fresh.n);
 	return 0;
+}
+
+uint64_t auth_generation(struct auth *auth)
+{
+	return __atomic_load_n(&auth->generation, __ATOMIC_ACQUIRE);
 }
 
 void auth_free(struct auth *auth)

@@ -16,6 +16,7 @@
 #define GRAIND_AUTH_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "server/authfile.h"
 #include "server/util/gerr.h"
@@ -37,6 +38,9 @@ struct auth;
 int auth_load(const char *state_dir, const char *auth_file, struct auth **out,
 	      struct gerr *err);
 int auth_reload(struct auth *auth, struct gerr *err);
+
+/* Changes with every reload: who a credential names may have changed. */
+uint64_t auth_generation(struct auth *auth);
 void auth_free(struct auth *auth);
 
 /* Who sends the Authorization header value `header` (NULL: none) over a

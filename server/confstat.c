@@ -119,6 +119,16 @@ out:
 	return ret < 0 ? gerr_set(err, 500, "out of memory") : 0;
 }
 
+uint64_t confstat_generation(struct confstat *cs)
+{
+	uint64_t passes;
+
+	pthread_mutex_lock(&cs->lock);
+	passes = cs->passes;
+	pthread_mutex_unlock(&cs->lock);
+	return passes;
+}
+
 void confstat_metrics(struct confstat *cs, FILE *f)
 {
 	pthread_mutex_lock(&cs->lock);

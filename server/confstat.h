@@ -8,6 +8,7 @@
 #define GRAIND_CONFSTAT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "proto/graind.pb-c.h"
@@ -32,6 +33,9 @@ int confstat_publish(struct confstat *cs, size_t files, size_t managed,
 
 /* The last report as a message, the caller's to free (pbmsg_free). */
 int confstat_status(struct confstat *cs, Graind__ConfigDirStatus **out, struct gerr *err);
+
+/* Changes with every report confstat_status() would answer differently. */
+uint64_t confstat_generation(struct confstat *cs);
 
 /* Its families in the Prometheus text format: graind_config_dir_files,
  * _managed, _errors (gauges) and _passes_total. */

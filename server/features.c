@@ -83,6 +83,7 @@ static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
 static struct {
 	pthread_mutex_t lock;
 	uint64_t at_us;                 /* 0: never looked */
+	uint64_t generation;            /* +1 whenever a look saw something else */
 	bool btf, bpffs, tracefs, kprobes, bpf_stats, lsm;
 } seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -228,27 +229,49 @@ bool features_perf_link(void)
 	return kernel_can.perf_link;
 }
 
+/* With seen.lock held: look again once the last look is old. */
 static void look(void)
 {
-	seen.btf = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
-	seen.bpffs = fs_is(BPFFS_DIR, BPF_FS_MAGIC);
-	seen.tracefs = fs_is(TRACEFS_DIR, TRACEFS_MAGIC);
+	uint64_t now = clock_mono_us();
+	bool btf, bpffs, tracefs, kprobes, bpf_stats, lsm;
+
+	if (seen.at_us && now - seen.at_us < LOOK_AGAIN_US)
+		return;
+	btf = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
+	bpffs = fs_is(BPFFS_DIR, BPF_FS_MAGIC);
+	tracefs = fs_is(TRACEFS_DIR, TRACEFS_MAGIC);
 	/* The kprobe PMU exists exactly when the kernel has CONFIG_KPROBES. */
-	seen.kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) == 0;
-	seen.bpf_stats = access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0;
-	seen.lsm = file_contains("/sys/kernel/security/lsm", "bpf");
+	kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) == 0;
+	bpf_stats = access("/proc/sys/kernel/bpf_stats_enabled", F_OK) == 0;
+	lsm = file_contains("/sys/kernel/security/lsm", "bpf");
+	if (!seen.at_us || btf != seen.btf || bpffs != seen.bpffs || tracefs != seen.tracefs ||
+	    kprobes != seen.kprobes || bpf_stats != seen.bpf_stats || lsm != seen.lsm)
+		seen.generation++;
+	seen.btf = btf;
+	seen.bpffs = bpffs;
+	seen.tracefs = tracefs;
+	seen.kprobes = kprobes;
+	seen.bpf_stats = bpf_stats;
+	seen.lsm = lsm;
+	seen.at_us = now;
+}
+
+uint64_t features_generation(void)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&seen.lock);
+	look();
+	gen = seen.generation;
+	pthread_mutex_unlock(&seen.lock);
+	return gen;
 }
 
 int features_detect(Graind__Features *f)
 {
-	uint64_t now = clock_mono_us();
-
 	pthread_once(&kernel_once, kernel_probe);
 	pthread_mutex_lock(&seen.lock);
-	if (!seen.at_us || now - seen.at_us >= LOOK_AGAIN_US) {
-		look();
-		seen.at_us = now;
-	}
+	look();
 	feature(f, &f->btf, seen.btf,
 		"btf: /sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF); CO-RE objects cannot load");
 	feature(f, &f->bpffs, seen.bpffs,

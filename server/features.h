@@ -17,6 +17,10 @@ int features_mount(struct gerr *err);
  * missing feature gets a note naming what is missing. */
 int features_detect(Graind__Features *f);
 
+/* Changes whenever what features_detect() reports may have: a number to
+ * compare, which looks again as features_detect() does. */
+uint64_t features_generation(void);
+
 /* Whether the kernel has TCX links (6.6): how TC probes attach by default. */
 bool features_tcx(void);
 

@@ -32,6 +32,7 @@ struct keyset {
 struct signing {
 	pthread_mutex_t lock;           /* guards keys */
 	struct keyset keys;
+	uint64_t generation;            /* +1 at every reload */
 	char dir[PATH_MAX];
 	bool require_signed;
 };
@@ -158,6 +159,7 @@ int signing_reload(struct signing *sg, struct gerr *err)
 	pthread_mutex_lock(&sg->lock);
 	old = sg->keys;
 	sg->keys = fresh;
+	sg->generation++;
 	pthread_mutex_unlock(&sg->lock);
 	free(old.keys);
 	log_info("msg=\"trusted keys read\" dir=\"%s\" keys=%zu", sg->dir, fresh.n);
@@ -296,6 +298,16 @@ int signing_kernel_object(struct signing *sg, struct store *st,
 	}
 	store_object_clear(&row);
 	return ret;
+}
+
+uint64_t signing_generation(struct signing *sg)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&sg->lock);
+	gen = sg->generation;
+	pthread_mutex_unlock(&sg->lock);
+	return gen;
 }
 
 int signing_policy(struct signing *sg, Graind__SignaturePolicy **out)

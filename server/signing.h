@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "server/util/gerr.h"
 
@@ -56,5 +57,8 @@ int signing_kernel_object(struct signing *sg, struct store *st,
 
 /* The policy, for the agent's status. -1 out of memory. */
 int signing_policy(struct signing *sg, struct Graind__SignaturePolicy **out);
+
+/* Changes whenever signing_policy() may answer differently (a reload). */
+uint64_t signing_generation(struct signing *sg);
 
 #endif

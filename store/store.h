@@ -43,9 +43,10 @@ void store_release_memory(struct store *st);
  * change to them ends, before the call that made it returns, and copied
  * under a lock of their own. */
 struct store_summary {
-	uint64_t objects, probes;
+	uint64_t objects, probes, sinks;
 	uint64_t samples, sample_bytes, last_sample_id;  /* as store_sample_count &c. */
 	uint64_t db_bytes;              /* the database file plus its WAL */
+	uint64_t version;               /* +1 at every publication: a sink row may have changed */
 };
 
 void store_summary_get(struct store *st, struct store_summary *out);

@@ -169,6 +169,9 @@ void store_summary_publish(struct store *st)
 		snprintf(wal, sizeof(wal), "%s-wal", st->path);
 		next.db_bytes = file_bytes(st->path) + file_bytes(wal);
 	}
+	if ((stale & STORE_SUMMARY_SINKS) && !(failed & STORE_SUMMARY_SINKS))
+		next.sinks = n_sinks;
+	next.version++;
 	pthread_mutex_lock(&st->summary_lock);
 	st->summary = next;
 	if ((stale & STORE_SUMMARY_SINKS) && !(failed & STORE_SUMMARY_SINKS)) {

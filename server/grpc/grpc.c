@@ -122,6 +122,7 @@ struct conn {
 	size_t in_bytes, out_bytes;     /* what its streams hold, requests and answers */
 	int64_t idle_since;             /* when it last had a stream, or opened */
 	bool seen_frame;                /* the client spoke HTTP/2 */
+	struct grpc_caller_cache callers;       /* who its last call was */
 	bool want_out, dead;
 	/* nghttp2 is done with it: our side is shut, and what the client
 	 * still sends is read and dropped until it closes (or LINGER_MS), so
@@ -217,7 +218,13 @@ static size_t status_headers(const struct stream *s, nghttp2_nv *nva, char code[
 {
 	size_t n = 0;
 
-	snprintf(code, 12, "%d", s->status.code);
+	/* Codes are 0 to 16: no printf for every call. */
+	if (s->status.code >= 0 && s->status.code < 10) {
+		code[0] = (char)('0' + s->status.code);
+		code[1] = '\0';
+	} else {
+		snprintf(code, 12, "%d", s->status.code);
+	}
 	nva[n++] = (nghttp2_nv)NV("grpc-status", code);
 	if (s->status.msg[0]) {
 		percent_encode(s->status.msg, msg, msg_n);
@@ -495,7 +502,8 @@ static void stream_begin(struct stream *s)
 		}
 		/* Who may not call it hears so before any message is read. */
 		if (grpc_call_identify(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
-				       conn_identity(s->conn), s->conn->address, &s->caller, &r) < 0) {
+				       conn_identity(s->conn), s->conn->address, &s->conn->callers,
+				       &s->caller, &r) < 0) {
 			stream_finish(s, &r);
 			return;
 		}

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "server/agent.h"
+#include "server/auth.h"
+#include "server/util/clock.h"
 #include "server/util/codec.h"
 #include "server/util/pbmsg.h"
 #include "server/util/pbwire.h"
@@ -30,6 +32,16 @@ int grpc_reply_status(struct grpc_reply *r, int code, const char *fmt, ...)
 	return -1;
 }
 
+/* gRPC's 5-byte message prefix: not compressed, then the length. */
+static void put_prefix(uint8_t *p, size_t n)
+{
+	p[0] = 0;
+	p[1] = (uint8_t)(n >> 24);
+	p[2] = (uint8_t)(n >> 16);
+	p[3] = (uint8_t)(n >> 8);
+	p[4] = (uint8_t)n;
+}
+
 int grpc_reply_message(struct grpc_reply *r, const ProtobufCMessage *msg)
 {
 	size_t n = protobuf_c_message_get_packed_size(msg);
@@ -39,11 +51,7 @@ int grpc_reply_message(struct grpc_reply *r, const ProtobufCMessage *msg)
 		return grpc_reply_status(r, GRPC_INTERNAL, "out of memory for the response");
 	r->data = grown;
 	grown += r->len;
-	grown[0] = 0;
-	grown[1] = (uint8_t)(n >> 24);
-	grown[2] = (uint8_t)(n >> 16);
-	grown[3] = (uint8_t)(n >> 8);
-	grown[4] = (uint8_t)n;
+	put_prefix(grown, n);
 	protobuf_c_message_pack(msg, grown + GRPC_PREFIX);
 	r->len += GRPC_PREFIX + n;
 	return 0;
@@ -107,14 +115,60 @@ static void set_error(struct grpc_reply *r, const struct gerr *err,
 		set_report(r, report);
 }
 
+/* a[n] == b[n] in a time that depends on n only: a word at a time. */
+static bool same_bytes(const char *a, const char *b, size_t n)
+{
+	uint64_t diff = 0, x, y;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		diff |= x ^ y;
+	}
+	for (; i < n; i++)
+		diff |= (uint8_t)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+/* The cache's caller when it was identified by this very header, with the
+ * credentials of now, and has not expired since. Compared in constant
+ * time: a proxy may put several clients' calls on one connection. */
+static bool cached_caller(struct agent *agent, const char *authorization,
+			  const struct grpc_caller_cache *cache)
+{
+	size_t len = authorization ? strlen(authorization) : 0;
+	int64_t expires = cache->call.who.expires_ms;
+
+	return cache->valid && cache->generation == auth_generation(agent->auth) &&
+	       authorization && len == cache->auth_len &&
+	       same_bytes(authorization, cache->auth, len) &&
+	       (!expires || clock_unix_ms() < expires);
+}
+
 int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 		       const char *authorization, const char *identity, const char *address,
-		       struct svc_call *call, struct grpc_reply *r)
+		       struct grpc_caller_cache *cache, struct svc_call *call,
+		       struct grpc_reply *r)
 {
 	struct gerr err = { 0 };
 
-	memset(call, 0, sizeof(*call));
-	svc_call_identify(call, agent, authorization, identity, address);
+	if (cache && cached_caller(agent, authorization, cache)) {
+		*call = cache->call;
+	} else {
+		uint64_t generation = agent->auth ? auth_generation(agent->auth) : 0;
+
+		memset(call, 0, sizeof(*call));
+		svc_call_identify(call, agent, authorization, identity, address);
+		if (cache && authorization && agent->auth &&
+		    strlen(authorization) < sizeof(cache->auth)) {
+			cache->valid = true;
+			cache->generation = generation;
+			cache->auth_len = strlen(authorization);
+			memcpy(cache->auth, authorization, cache->auth_len);
+			cache->call = *call;
+		}
+	}
 	if (svc_authorize(call, m, NULL, &err) < 0) {
 		set_error(r, &err, NULL);
 		return -1;
@@ -125,17 +179,27 @@ int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 void grpc_call_run(const struct svc_call *caller, const struct svc_method *m,
 		   const uint8_t *msg, size_t len, struct grpc_reply *r)
 {
-	ProtobufCMessage *req = NULL, *resp = NULL;
+	ProtobufCMessage *req = NULL;
 	struct svc_call call = *caller;
 	struct gerr err = { 0 };
+	uint8_t *out;
+	size_t n;
 
 	if (codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ||
-	    svc_run(&call, m, req, &resp, &err) < 0)
+	    svc_run_packed(&call, m, req, GRPC_PREFIX, &out, &n, &err) < 0) {
 		set_error(r, &err, call.report);
-	else if (grpc_reply_message(r, resp) == 0)
+	} else if (n - GRPC_PREFIX > UINT32_MAX) {
+		free(out);
+		grpc_reply_status(r, GRPC_INTERNAL, "the response is too large");
+	} else {
+		/* One message: the reply's first and only data. */
+		free(r->data);
+		put_prefix(out, n - GRPC_PREFIX);
+		r->data = out;
+		r->len = n;
 		r->code = GRPC_OK;
+	}
 	pbmsg_free(req);
-	pbmsg_free(resp);
 	pbmsg_free(call.report ? &call.report->base : NULL);
 }
 

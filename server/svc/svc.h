@@ -83,7 +83,14 @@ struct svc_method {
 	 * that is held across either. A transport may run it on its event
 	 * loop rather than hand it to a worker. */
 	bool quick;
+	/* A read whose answer is a function of a few figures: writes them to
+	 * key[max] and returns how many bytes (0: build the answer afresh).
+	 * Equal keys mean equal answers, so svc_run_packed() gives the last
+	 * one it packed again. */
+	size_t (*memo_key)(const struct svc_call *call, void *key, size_t max);
 };
+
+#define SVC_MEMO_KEY_MAX 2048
 
 /* Who calls, from what the transport received: the Authorization header
  * (NULL: none), the verified client certificate names (NULL: none) and
@@ -131,6 +138,13 @@ int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMe
 /* Whether the agent serves (GetHealth answers ok): false while its storage
  * fails. Never waits for the store; for gRPC's health service. */
 struct agent;
+/* svc_run, with the response packed as protobuf after `headroom` bytes
+ * the caller fills in (its framing): *out malloc'd, *len bytes with the
+ * headroom. A method with a memo_key answers from its memo while its key
+ * is unchanged. Errors as svc_run's. */
+int svc_run_packed(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
+		   size_t headroom, uint8_t **out, size_t *len, struct gerr *err);
+
 bool svc_serving(struct agent *agent);
 
 /* The operations. Names of probes and sinks: [a-z0-9][a-z0-9._-]{0,62};
@@ -139,6 +153,11 @@ int svc_get_health(struct svc_call *call, const Graind__HealthRequest *req,
 		   Graind__Health **resp, struct gerr *err);
 int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
 		   Graind__AgentStatus **resp, struct gerr *err);
+/* What GetStatus shows, as a memo key (svc_method.memo_key): the caller,
+ * the uptime in seconds, the store's summary and health, the collector's
+ * counters and the generations of the features, the config dir and the
+ * trusted keys. 0 with sinks, whose lag moves with the clock. */
+size_t svc_status_memo_key(const struct svc_call *call, void *key, size_t max);
 
 int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *req,
 		     Graind__Object **resp, struct gerr *err);

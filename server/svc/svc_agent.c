@@ -104,6 +104,49 @@ static int caller_status(const struct auth_principal *who, Graind__Caller **out)
 	return 0;
 }
 
+struct status_key {
+	const struct agent *agent;
+	/* The caller, as status shows it. */
+	char principal[AUTH_NAME_MAX];
+	enum auth_role role;
+	int64_t expires_ms;
+	unsigned n_scopes;
+	char scopes[AUTH_SCOPES_MAX][AUTH_SCOPE_MAX];
+	uint64_t uptime_s;
+	struct store_summary summary;
+	struct store_health health;
+	struct collect_stats collected;
+	uint64_t features, config_dir, signing;
+};
+
+_Static_assert(sizeof(struct status_key) <= SVC_MEMO_KEY_MAX, "status key too long");
+
+size_t svc_status_memo_key(const struct svc_call *call, void *key, size_t max)
+{
+	const struct agent *ag = call->agent;
+	struct status_key *k = key;
+
+	if (max < sizeof(*k))
+		return 0;
+	memset(k, 0, sizeof(*k));
+	store_summary_get(ag->store, &k->summary);
+	if (k->summary.sinks)
+		return 0;
+	k->agent = ag;
+	memcpy(k->principal, call->who.name, sizeof(k->principal));
+	k->role = call->who.role;
+	k->expires_ms = call->who.expires_ms;
+	k->n_scopes = call->who.n_scopes;
+	memcpy(k->scopes, call->who.scopes, sizeof(k->scopes));
+	k->uptime_s = (uint64_t)(clock_unix_ms() - ag->started_ms) / 1000;
+	store_health_get(ag->store, &k->health);
+	collect_get_stats(ag->collector, &k->collected);
+	k->features = features_generation();
+	k->config_dir = ag->confstat ? confstat_generation(ag->confstat) : 0;
+	k->signing = ag->signing ? signing_generation(ag->signing) : 0;
+	return sizeof(*k);
+}
+
 /* The running kernel's release does not change under us. */
 static struct utsname uts;
 static pthread_once_t uts_once = PTHREAD_ONCE_INIT;

@@ -205,6 +205,32 @@ def test_expired_and_revoked_tokens_are_refused(a, principals):
     assert a.get("/v1/status", token=principals["dash"]).status_code == 200
 
 
+def test_grpc_connection_hears_of_a_revocation_at_its_next_call(a, principals, pb):
+    """A connection identifies its caller once per token, until a reload."""
+    tok = token(a.state_dir, "add", f"chan-{RUN}", "--role", "reader",
+                "--scope", f"chan-{RUN}-*").stdout.strip()
+    sighup(a, 3)
+    md = [("authorization", f"Bearer {tok}")]
+    with grpc.insecure_channel(a.grpc_target) as ch:
+        status = ch.unary_unary("/graind.Graind/GetStatus",
+                                request_serializer=pb.GetStatusRequest.SerializeToString,
+                                response_deserializer=pb.AgentStatus.FromString)
+        for _ in range(3):
+            st = status(pb.GetStatusRequest(), metadata=md, timeout=30)
+            assert st.caller.principal == f"chan-{RUN}" and list(st.caller.scopes) == \
+                [f"chan-{RUN}-*"], st.caller
+        # Another caller on the same connection is told apart.
+        st = status(pb.GetStatusRequest(), metadata=[("authorization", f"Bearer {a.admin}")],
+                    timeout=30)
+        assert st.caller.principal == "admin" and st.caller.role == "admin", st.caller
+        token(a.state_dir, "revoke", f"chan-{RUN}")
+        sighup(a, 2)
+        with pytest.raises(grpc.RpcError) as e:
+            status(pb.GetStatusRequest(), metadata=md, timeout=30)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, e.value
+        assert "invalid token" in e.value.details()
+
+
 def test_a_file_others_may_read_is_refused(a, principals, tmp_path):
     path = os.path.join(a.state_dir, "credentials")
     os.chmod(path, 0o644)

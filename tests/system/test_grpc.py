@@ -226,6 +226,31 @@ def test_every_rpc_answers_as_rest_does(g, pb):
 # ---------------------------------------------------------------- errors
 
 
+def test_status_follows_every_change(g, pb):
+    """GetStatus answers again what it answered while nothing it shows moved
+    (svc_method.memo_key): each change shows at once, on the same channel."""
+    st = g.call("GetStatus")
+    assert g.call("GetStatus") == st or g.call("GetStatus").uptime_seconds != st.uptime_seconds
+    r = g.a.upload(b"\x7fELF" + b"junk" * 4, name="not-an-object")
+    assert r.status_code == 400, r.text                 # refused: nothing changed
+    assert g.call("GetStatus").object_count == st.object_count
+    r = g.a.upload(bpf_object("emit.bpf.o"), name="memo-emit")
+    assert r.status_code in (200, 201), r.text
+    after = g.call("GetStatus")
+    assert after.object_count == st.object_count + (r.status_code == 201), (st, after)
+    # Who asks is part of the answer.
+    assert g.call("GetStatus", token="reader").caller.role == "reader"
+    assert g.call("GetStatus").caller.role == "admin"
+    # With a sink, its health (lag in seconds) moves with the clock.
+    r = g.a.request("PUT", "/v1/sinks/memo-sink", json={"statsd": {"host": "127.0.0.1", "port": 9}})
+    assert r.status_code == 201, r.text
+    try:
+        assert [s.name for s in g.call("GetStatus").sinks] == ["memo-sink"]
+    finally:
+        assert g.a.delete("/v1/sinks/memo-sink").status_code == 204
+    assert not g.call("GetStatus").sinks
+
+
 def test_error_codes(g, pb):
     C = grpc.StatusCode
     e = g.error("GetProbe", name="Not A Name")
