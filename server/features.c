@@ -246,20 +246,23 @@ static void look(void)
 	lsm = file_contains("/sys/kernel/security/lsm", "bpf");
 	if (!seen.at_us || btf != seen.btf || bpffs != seen.bpffs || tracefs != seen.tracefs ||
 	    kprobes != seen.kprobes || bpf_stats != seen.bpf_stats || lsm != seen.lsm)
-		seen.generation++;
+		__atomic_add_fetch(&seen.generation, 1, __ATOMIC_RELEASE);
 	seen.btf = btf;
 	seen.bpffs = bpffs;
 	seen.tracefs = tracefs;
 	seen.kprobes = kprobes;
 	seen.bpf_stats = bpf_stats;
 	seen.lsm = lsm;
-	seen.at_us = now;
+	__atomic_store_n(&seen.at_us, now, __ATOMIC_RELEASE);
 }
 
 uint64_t features_generation(void)
 {
-	uint64_t gen;
+	uint64_t at = __atomic_load_n(&seen.at_us, __ATOMIC_ACQUIRE), gen;
 
+	/* A fresh look: its generation stands without the lock. */
+	if (at && clock_mono_us() - at < LOOK_AGAIN_US)
+		return __atomic_load_n(&seen.generation, __ATOMIC_ACQUIRE);
 	pthread_mutex_lock(&seen.lock);
 	look();
 	gen = seen.generation;

@@ -285,6 +285,19 @@ static int stream_out(struct stream *s, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* As stream_out, with a malloc'd *data: taken rather than copied when
+ * nothing waits (a unary answer), NULL then. */
+static int stream_out_take(struct stream *s, uint8_t **data, size_t len)
+{
+	if (s->out || !len)
+		return stream_out(s, *data, len);
+	s->out = *data;
+	*data = NULL;
+	s->out_len = len;
+	s->conn->out_bytes += len;
+	return 0;
+}
+
 /* Start the response (once), or tell nghttp2 there is more to send. */
 static void stream_kick(struct stream *s, const char *http_status, const char *ctype)
 {
@@ -352,7 +365,7 @@ static void stream_finish(struct stream *s, struct grpc_reply *r)
 		grpc_reply_clear(r);
 		grpc_reply_status(r, GRPC_RESOURCE_EXHAUSTED,
 				  "this connection has %zu bytes of answers unread", unread);
-	} else if (r->data && stream_out(s, r->data, r->len) < 0) {
+	} else if (r->data && stream_out_take(s, &r->data, r->len) < 0) {
 		grpc_reply_clear(r);
 		grpc_reply_status(r, GRPC_INTERNAL, "out of memory for the response");
 	}

@@ -70,7 +70,7 @@ def h2load(url, body_file, token=None, n=200000):
     return max(h2load_once(url, body_file, token, n) for _ in range(2))
 
 
-def h2load_pair(ref_url, our_url, body_file, token, rounds=3, n=200000):
+def h2load_pair(ref_url, our_url, body_file, token, rounds=4, n=200000):
     """The reference and graind measured in turns, the best of each: the
     machine's speed drifts over seconds, and both see the same drift."""
     ref = ours = 0.0
