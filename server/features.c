@@ -1,3 +1,4 @@
+#define _GNU_SOURCE             /* pipe2 */
 #include "server/features.h"
 
 #include <stdbool.h>
@@ -5,6 +6,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/magic.h>
 
@@ -176,7 +179,7 @@ static bool probe_fentry(void)
 	return link >= 0;
 }
 
-static void kernel_probe(void)
+static void kernel_probe_here(void)
 {
 	kernel_can.ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 	kernel_can.xdp = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, NULL) == 1;
@@ -186,6 +189,33 @@ static void kernel_probe(void)
 	kernel_can.bpf_cookie = libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE,
 							BPF_FUNC_get_attach_cookie, NULL) == 1;
 	kernel_can.kprobe_multi = probe_kprobe_multi();
+}
+
+/* In a child process, which hands the answers back through a pipe: the
+ * fentry probe parses the kernel's BTF, megabytes that would otherwise
+ * stay in the agent's heap for good. Here, when there is no child. */
+static void kernel_probe(void)
+{
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		kernel_probe_here();
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		kernel_probe_here();
+		_exit(write(fds[1], &kernel_can, sizeof(kernel_can)) == (ssize_t)sizeof(kernel_can) ?
+		      0 : 1);
+	}
+	close(fds[1]);
+	if (pid < 0 || read(fds[0], &kernel_can, sizeof(kernel_can)) != (ssize_t)sizeof(kernel_can))
+		kernel_probe_here();
+	close(fds[0]);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
 }
 
 int features_mount(struct gerr *err)

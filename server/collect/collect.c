@@ -1735,6 +1735,21 @@ static int views_of_collector(struct collector *c, struct collect_view ***views,
 	return *views ? 0 : -1;
 }
 
+void collect_each_attached(struct collector *c,
+			   void (*fn)(const char *probe, const Graind__ProbeSpec *spec, void *ctx),
+			   void *ctx)
+{
+	struct collect_view **views = NULL;
+	size_t n = 0;
+
+	if (!c || views_of_collector(c, &views, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (views[i]->attached && views[i]->spec)
+			fn(views[i]->probe, views[i]->spec, ctx);
+	collect_views_free(views, n);
+}
+
 static int views_of_store(struct agent *agent, struct collect_view ***views, size_t *n)
 {
 	struct names names = { 0 };

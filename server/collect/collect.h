@@ -97,6 +97,12 @@ void collect_probe_changed(struct collector *c, const char *probe);
 
 void collect_get_stats(struct collector *c, struct collect_stats *out);
 
+/* fn for every attached probe the collector follows, with its spec, from
+ * the collector's memory (no store read); fn runs without its locks. */
+void collect_each_attached(struct collector *c,
+			   void (*fn)(const char *probe, const Graind__ProbeSpec *spec, void *ctx),
+			   void *ctx);
+
 /* The records the ring and perf buffers of probe `name` carried to the
  * collector, and those the kernel could not hand over (perf buffer lost
  * counts), since the collector started reading it; 0 and 0 when it does

@@ -1,6 +1,7 @@
 /* svc budget: what attached probes cost, against their budgets.
  *
- * Once a tick (server/budgeter.c) every attached probe is measured: its
+ * Every BUDGET_TICK_MS each attached probe with a budget (its spec's or
+ * --default-budget; the collector knows which are attached) is measured: its
  * programs' run time and its maps' bytes from the pins (probe_cost), the
  * records its buffers carried and lost from the collector. server/budget.c
  * keeps the window and says when a limit is first exceeded; then the breach
@@ -169,75 +170,28 @@ static void breached(struct agent *ag, const char *name, const struct budget_bre
 		detach(ag, name);
 }
 
-/* The attached probes, copied out of the store's walk. */
-struct attached {
-	struct store_probe *rows;
-	size_t n;
-	char last[64];
-};
-
-static int take_attached(const struct store_probe *row, void *ctx)
+static void measure(const char *name, const Graind__ProbeSpec *spec, void *ctx)
 {
-	struct attached *a = ctx;
-	struct store_probe *grown;
-
-	snprintf(a->last, sizeof(a->last), "%s", row->name);
-	if (!row->attached)
-		return 0;
-	grown = realloc(a->rows, (a->n + 1) * sizeof(*grown));
-	if (!grown)
-		return -1;
-	a->rows = grown;
-	grown[a->n] = *row;
-	grown[a->n].spec = malloc(row->spec_len ? row->spec_len : 1);
-	if (!grown[a->n].spec)
-		return -1;
-	memcpy(grown[a->n].spec, row->spec, row->spec_len);
-	a->n++;
-	return 0;
-}
-
-static void measure(struct agent *ag, const struct store_probe *row)
-{
-	Graind__ProbeSpec *spec = graind__probe_spec__unpack(NULL, row->spec_len, row->spec);
+	struct agent *ag = ctx;
 	struct budget_sample s = { .at_ms = (int64_t)(clock_mono_us() / 1000) };
 	struct budget_limits lim;
 	struct budget_usage u;
 	struct budget_breach br;
 	uint64_t records, lost;
-	bool limited;
 
-	if (!spec)
+	/* What nobody set a limit for costs nothing to watch. */
+	if (!limits_of(ag, spec, &lim))
 		return;
-	limited = limits_of(ag, spec, &lim);
-	pbmsg_free(&spec->base);
-	if (probe_cost(row->name, &s.run_time_ns, &s.map_bytes) < 0)
+	if (probe_cost(name, &s.run_time_ns, &s.map_bytes) < 0)
 		return;         /* not in the kernel (yet): nothing to measure */
-	collect_probe_events(ag->collector, row->name, &records, &lost);
+	collect_probe_events(ag->collector, name, &records, &lost);
 	s.events = records + lost;
-	if (budgets_observe(ag->budgets, row->name, limited ? &lim : NULL, &s, clock_unix_ms(),
-			    &u, &br) == 1)
-		breached(ag, row->name, &br, &u);
+	if (budgets_observe(ag->budgets, name, &lim, &s, clock_unix_ms(), &u, &br) == 1)
+		breached(ag, name, &br, &u);
 }
 
 void svc_check_budgets(struct agent *ag)
 {
-	struct attached a = { 0 };
-	struct gerr err = { 0 };
-	bool more = true;
-
-	if (!ag->budgets)
-		return;
-	while (more) {
-		char after[64];
-
-		snprintf(after, sizeof(after), "%s", a.last);
-		if (store_probe_list(ag->store, after, 200, take_attached, &a, &more, &err) != 0)
-			break;
-	}
-	for (size_t i = 0; i < a.n; i++) {
-		measure(ag, &a.rows[i]);
-		store_probe_clear(&a.rows[i]);
-	}
-	free(a.rows);
+	if (ag->budgets)
+		collect_each_attached(ag->collector, measure, ag);
 }
