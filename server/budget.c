@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/util/units.h"
+
 /* Samples kept per probe at most: one a second over the longest window,
  * and some slack for a caller that samples faster. */
 #define SAMPLES_MAX (BUDGET_MAX_WINDOW_S + 8)
@@ -21,12 +23,15 @@ struct entry {
 	bool measured;
 	bool exceeded;                  /* a breach in force */
 	bool latched;                   /* it detached the probe: kept until reset */
+	int64_t under_since_ms;         /* an ALERT breach under its limits since (0: over) */
 	struct budget_breach breach;
+	uint64_t round;                 /* the round it was last observed in */
 };
 
 struct budgets {
 	pthread_mutex_t lock;
 	struct entry *list;
+	uint64_t round;
 };
 
 struct budgets *budgets_new(void)
@@ -162,7 +167,7 @@ int budgets_observe(struct budgets *b, const char *name, const struct budget_lim
 		    const struct budget_sample *s, int64_t now_ms, struct budget_usage *usage,
 		    struct budget_breach *breach)
 {
-	unsigned window_s = lim && lim->window_s ? lim->window_s : BUDGET_DEFAULT_WINDOW_S;
+	unsigned window_s = lim->window_s ? lim->window_s : BUDGET_DEFAULT_WINDOW_S;
 	const char *limit = NULL;
 	double figure = 0, max = 0;
 	struct entry *e;
@@ -176,20 +181,30 @@ int budgets_observe(struct budgets *b, const char *name, const struct budget_lim
 	}
 	measure(e, &e->usage);
 	e->measured = true;
+	e->round = b->round;
 	*usage = e->usage;
-	if (lim)
-		limit = over(lim, &e->usage, e, &figure, &max);
+	limit = over(lim, &e->usage, e, &figure, &max);
 	if (limit && !e->exceeded) {
 		e->exceeded = true;
 		e->latched = lim->detach;
+		e->under_since_ms = 0;
 		e->breach = (struct budget_breach){ .limit = limit, .figure = figure, .max = max,
 						    .detach = lim->detach, .since_ms = now_ms };
 		*breach = e->breach;
 		ret = 1;
 	} else if (limit) {
-		e->breach.figure = figure;      /* still over: the latest figure */
+		/* Still over: the latest figure, of whichever limit it is. */
+		e->under_since_ms = 0;
+		e->breach.limit = limit;
+		e->breach.figure = figure;
+		e->breach.max = max;
 	} else if (e->exceeded && !e->latched) {
-		e->exceeded = false;
+		/* A whole window under the limits ends it, so that a probe that
+		 * hovers at its limit is not flagged again every second. */
+		if (!e->under_since_ms)
+			e->under_since_ms = s->at_ms;
+		else if (s->at_ms - e->under_since_ms >= (int64_t)window_s * 1000)
+			e->exceeded = false;
 	}
 	pthread_mutex_unlock(&b->lock);
 	return ret;
@@ -222,6 +237,35 @@ void budgets_each(struct budgets *b,
 	pthread_mutex_lock(&b->lock);
 	for (struct entry *e = b->list; e; e = e->next)
 		fn(e->name, e->measured, &e->usage, e->exceeded, &e->breach, ctx);
+	pthread_mutex_unlock(&b->lock);
+}
+
+void budgets_round_begin(struct budgets *b)
+{
+	pthread_mutex_lock(&b->lock);
+	b->round++;
+	pthread_mutex_unlock(&b->lock);
+}
+
+void budgets_round_end(struct budgets *b)
+{
+	struct entry **p = &b->list;
+
+	pthread_mutex_lock(&b->lock);
+	while (*p) {
+		struct entry *e = *p;
+
+		if (e->round == b->round) {
+			p = &e->next;
+		} else if (e->latched) {
+			e->n = 0;
+			e->measured = false;
+			p = &e->next;
+		} else {
+			*p = e->next;
+			entry_free(e);
+		}
+	}
 	pthread_mutex_unlock(&b->lock);
 }
 
@@ -267,26 +311,6 @@ static int parse_number(const char *v, double *out)
 	return errno || end == v || *end || !isfinite(*out) || *out < 0 ? -1 : 0;
 }
 
-static int parse_bytes(const char *v, uint64_t *out)
-{
-	unsigned long long n, mult = 1;
-	char *end;
-
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno || end == v || v[0] == '-')
-		return -1;
-	switch (*end) {
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	}
-	if (*end || n > UINT64_MAX / mult)
-		return -1;
-	*out = n * mult;
-	return 0;
-}
-
 int budget_parse(const char *text, struct budget_limits *lim, char *why, size_t n)
 {
 	char copy[512], *save = NULL, *item;
@@ -311,7 +335,7 @@ int budget_parse(const char *text, struct budget_limits *lim, char *why, size_t 
 			lim->max_cpu_percent = v;
 		} else if (!strcmp(key, "events") && parse_number(val, &v) == 0) {
 			lim->max_events_per_second = v;
-		} else if (!strcmp(key, "map-bytes") && parse_bytes(val, &lim->max_map_bytes) == 0) {
+		} else if (!strcmp(key, "map-bytes") && units_parse_bytes(val, &lim->max_map_bytes) == 0) {
 			;
 		} else if (!strcmp(key, "window") && parse_number(val, &v) == 0 && v >= 1 &&
 			   v <= BUDGET_MAX_WINDOW_S && v == (unsigned)v) {

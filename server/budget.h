@@ -6,7 +6,8 @@
  * now. budgets_observe() keeps the samples of the last window per probe,
  * turns them into rates and says when a limit is first exceeded. A breach
  * stays while the probe stays over it; one that detached the probe stays
- * until budgets_reset() (an operator attached it again). Memory only:
+ * until budgets_reset() (an operator attached it again); an ALERT one ends
+ * after a whole window under the limits. Memory only:
  * after a restart a detached probe stays detached (the store says so) and
  * the audit log tells why. Thread-safe. */
 #ifndef GRAIND_BUDGET_H
@@ -57,13 +58,13 @@ struct budgets;
 struct budgets *budgets_new(void);
 void budgets_free(struct budgets *b);
 
-/* Record a sample of probe `name` under `lim` (NULL: no budget, only
- * measured) at unix time now_ms. *usage: its cost now. Returns 1 when a
- * limit is exceeded that was not before (*breach says which), 0 when not,
- * -1 when out of memory. A counter that went down (the programs were
- * replaced) starts the window again. Rates are judged once the samples
- * span the whole window, so a probe's first burst is not its rate; the
- * size of its maps, at every sample. */
+/* Record a sample of probe `name` under `lim` at unix time now_ms. *usage:
+ * its cost now. Returns 1 when a limit is exceeded that was not before
+ * (*breach says which), 0 when not, -1 when out of memory. A counter that
+ * went down (the programs were replaced) starts the window again. Rates
+ * are judged once the samples span the whole window, so a probe's first
+ * burst is not its rate; the size of its maps, at every sample. An ALERT
+ * breach ends after a whole window under every limit. */
 int budgets_observe(struct budgets *b, const char *name, const struct budget_limits *lim,
 		    const struct budget_sample *s, int64_t now_ms, struct budget_usage *usage,
 		    struct budget_breach *breach);
@@ -72,6 +73,12 @@ int budgets_observe(struct budgets *b, const char *name, const struct budget_lim
  * measured; *exceeded says whether a breach is in force. */
 bool budgets_get(struct budgets *b, const char *name, struct budget_usage *usage,
 		 struct budget_breach *breach, bool *exceeded);
+
+/* A round of observations: what was not observed between begin and end
+ * (no longer attached, no longer budgeted, its pins gone) is paused as by
+ * budgets_pause(). */
+void budgets_round_begin(struct budgets *b);
+void budgets_round_end(struct budgets *b);
 
 /* fn for every probe it knows, measured now or detached by a breach, with
  * budgets_get()'s answers; fn runs with its lock held: it must not call it. */

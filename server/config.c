@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "server/util/units.h"
+
 static const char usage[] =
 "Usage: graind [OPTION]...\n"
 "Manage eBPF probes over a REST API (JSON or protobuf) and gRPC.\n"
@@ -89,23 +91,14 @@ static const char usage[] =
 "SIGHUP reloads the token and credentials files, the trusted keys, and the\n"
 "TLS certificate, key and client CA.\n";
 
+/* A size of 1 or more (suffixes K, M, G). */
 static int parse_size(const char *s, size_t *out)
 {
-	unsigned long long v, mult = 1;
-	char *end;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || s[0] == '-')
+	if (units_parse_bytes(s, &v) < 0 || v == 0)
 		return -1;
-	switch (*end) {
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	}
-	if (*end || v == 0 || v > (1ull << 40) / mult)
-		return -1;
-	*out = (size_t)(v * mult);
+	*out = (size_t)v;
 	return 0;
 }
 

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 #include <linux/magic.h>
 
@@ -193,9 +195,14 @@ static void kernel_probe_here(void)
 
 /* In a child process, which hands the answers back through a pipe: the
  * fentry probe parses the kernel's BTF, megabytes that would otherwise
- * stay in the agent's heap for good. Here, when there is no child. */
+ * stay in the agent's heap for good. Here, when there is no child, or it
+ * does not answer in time (forked from a threaded process, it could be
+ * stuck on a lock another thread held). */
+#define PROBE_CHILD_MS 10000
+
 static void kernel_probe(void)
 {
+	struct pollfd pfd;
 	int fds[2];
 	pid_t pid;
 
@@ -211,8 +218,13 @@ static void kernel_probe(void)
 		      0 : 1);
 	}
 	close(fds[1]);
-	if (pid < 0 || read(fds[0], &kernel_can, sizeof(kernel_can)) != (ssize_t)sizeof(kernel_can))
+	pfd = (struct pollfd){ .fd = fds[0], .events = POLLIN };
+	if (pid < 0 || poll(&pfd, 1, PROBE_CHILD_MS) != 1 ||
+	    read(fds[0], &kernel_can, sizeof(kernel_can)) != (ssize_t)sizeof(kernel_can)) {
+		if (pid > 0)
+			kill(pid, SIGKILL);
 		kernel_probe_here();
+	}
 	close(fds[0]);
 	if (pid > 0)
 		waitpid(pid, NULL, 0);

@@ -378,8 +378,8 @@ int store_sink_delete(struct store *st, const char *name, struct gerr *err);
 
 /* Every sink, ordered by name, with its owner ("" when nobody owns it; see
  * store_managed_get), from the summary: it never waits for the store. fn
- * runs with the summary locked: it must not call the store. A non-zero fn
- * stops the walk and is returned. */
+ * runs on copies, with no lock held. A non-zero fn stops the walk and is
+ * returned (-1 as well when out of memory). */
 int store_sink_list(struct store *st,
 		    int (*fn)(const struct store_sink *sink, const char *owner, void *ctx),
 		    void *ctx);

@@ -100,8 +100,10 @@ static bool read_sinks(struct store *st, struct store_summary_sink **out, size_t
 
 	stmt = store_stmt(st, STORE_STMT_SINK_LIST,
 			  "SELECT " STORE_SINK_COLUMNS ", coalesce(m.owner, '') FROM sinks"
-			  " LEFT JOIN managed m ON m.kind = 2 AND m.name = sinks.name"
+			  " LEFT JOIN managed m ON m.kind = ? AND m.name = sinks.name"
 			  " ORDER BY sinks.name", &err);
+	if (stmt)
+		sqlite3_bind_int(stmt, 1, STORE_MANAGED_SINK);
 	while (stmt && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		struct store_summary_sink *grown = realloc(sinks, (count + 1) * sizeof(*grown));
 
@@ -196,17 +198,39 @@ void store_summary_get(struct store *st, struct store_summary *out)
 	pthread_mutex_unlock(&st->summary_lock);
 }
 
+/* A copy of one sink of the summary, into an array cleared before. */
+static int sink_copy(const struct store_summary_sink *from, struct store_summary_sink *to)
+{
+	to->row = from->row;
+	to->row.config = malloc(from->row.config_len ? from->row.config_len : 1);
+	to->row.last_error = strdup(from->row.last_error);
+	to->owner = strdup(from->owner);
+	if (!to->row.config || !to->row.last_error || !to->owner)
+		return -1;
+	memcpy(to->row.config, from->row.config, from->row.config_len);
+	return 0;
+}
+
 int store_sink_list(struct store *st,
 		    int (*fn)(const struct store_sink *sink, const char *owner, void *ctx),
 		    void *ctx)
 {
+	struct store_summary_sink *copy;
+	size_t n = 0;
 	int rc = 0;
 
 	if (!st->summary_kept)
 		return 0;
+	/* Copied out, so that fn may take its time and call the store. */
 	pthread_mutex_lock(&st->summary_lock);
-	for (size_t i = 0; i < st->summary_n_sinks && !rc; i++)
-		rc = fn(&st->summary_sinks[i].row, st->summary_sinks[i].owner, ctx);
+	copy = calloc(st->summary_n_sinks ? st->summary_n_sinks : 1, sizeof(*copy));
+	for (; copy && n < st->summary_n_sinks && rc == 0; n++)
+		rc = sink_copy(&st->summary_sinks[n], &copy[n]);
 	pthread_mutex_unlock(&st->summary_lock);
+	if (!copy)
+		return -1;
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = fn(&copy[i].row, copy[i].owner, ctx);
+	sinks_free(copy, n);
 	return rc;
 }

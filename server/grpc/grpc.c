@@ -122,7 +122,7 @@ struct conn {
 	size_t in_bytes, out_bytes;     /* what its streams hold, requests and answers */
 	int64_t idle_since;             /* when it last had a stream, or opened */
 	bool seen_frame;                /* the client spoke HTTP/2 */
-	struct grpc_caller_cache callers;       /* who its last call was */
+	struct svc_caller_cache callers;        /* who its last call was */
 	bool want_out, dead;
 	/* nghttp2 is done with it: our side is shut, and what the client
 	 * still sends is read and dropped until it closes (or LINGER_MS), so
@@ -958,6 +958,7 @@ static void conn_free(struct conn *c)
 		stream_free(c->streams);
 	nghttp2_session_del(c->session);
 	grpc_tls_free(c->tls);
+	svc_caller_cache_clear(&c->callers);
 	/* Out of the epoll set before the close: a descriptor another
 	 * process shares (a child forked meanwhile) keeps its registration
 	 * past close(), and an event would name a freed connection. */

@@ -7,8 +7,6 @@
 #include <string.h>
 
 #include "server/agent.h"
-#include "server/auth.h"
-#include "server/util/clock.h"
 #include "server/util/codec.h"
 #include "server/util/pbmsg.h"
 #include "server/util/pbwire.h"
@@ -115,60 +113,15 @@ static void set_error(struct grpc_reply *r, const struct gerr *err,
 		set_report(r, report);
 }
 
-/* a[n] == b[n] in a time that depends on n only: a word at a time. */
-static bool same_bytes(const char *a, const char *b, size_t n)
-{
-	uint64_t diff = 0, x, y;
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		diff |= x ^ y;
-	}
-	for (; i < n; i++)
-		diff |= (uint8_t)(a[i] ^ b[i]);
-	return diff == 0;
-}
-
-/* The cache's caller when it was identified by this very header, with the
- * credentials of now, and has not expired since. Compared in constant
- * time: a proxy may put several clients' calls on one connection. */
-static bool cached_caller(struct agent *agent, const char *authorization,
-			  const struct grpc_caller_cache *cache)
-{
-	size_t len = authorization ? strlen(authorization) : 0;
-	int64_t expires = cache->call.who.expires_ms;
-
-	return cache->valid && cache->generation == auth_generation(agent->auth) &&
-	       authorization && len == cache->auth_len &&
-	       same_bytes(authorization, cache->auth, len) &&
-	       (!expires || clock_unix_ms() < expires);
-}
-
 int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 		       const char *authorization, const char *identity, const char *address,
-		       struct grpc_caller_cache *cache, struct svc_call *call,
+		       struct svc_caller_cache *cache, struct svc_call *call,
 		       struct grpc_reply *r)
 {
 	struct gerr err = { 0 };
 
-	if (cache && cached_caller(agent, authorization, cache)) {
-		*call = cache->call;
-	} else {
-		uint64_t generation = agent->auth ? auth_generation(agent->auth) : 0;
-
-		memset(call, 0, sizeof(*call));
-		svc_call_identify(call, agent, authorization, identity, address);
-		if (cache && authorization && agent->auth &&
-		    strlen(authorization) < sizeof(cache->auth)) {
-			cache->valid = true;
-			cache->generation = generation;
-			cache->auth_len = strlen(authorization);
-			memcpy(cache->auth, authorization, cache->auth_len);
-			cache->call = *call;
-		}
-	}
+	memset(call, 0, sizeof(*call));
+	svc_call_identify_cached(call, cache, agent, authorization, identity, address);
 	if (svc_authorize(call, m, NULL, &err) < 0) {
 		set_error(r, &err, NULL);
 		return -1;

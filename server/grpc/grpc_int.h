@@ -47,17 +47,6 @@ int grpc_reply_status(struct grpc_reply *r, int code, const char *fmt, ...)
 /* Append msg packed, with its prefix; INTERNAL when out of memory. */
 int grpc_reply_message(struct grpc_reply *r, const ProtobufCMessage *msg);
 
-/* Who a connection's last call was, by its authorization header: a
- * client sends the same one on every stream, and hashing it once is
- * enough while the credentials are not reloaded. */
-struct grpc_caller_cache {
-	bool valid;
-	uint64_t generation;            /* auth_generation() when identified */
-	size_t auth_len;
-	char auth[1024];
-	struct svc_call call;
-};
-
 /* Who calls m, into *call, from its authorization header (NULL: none)
  * before any request is read; -1 with r's 401/403 for a caller who may not
  * call it (429 when its address failed too often). `identity`: the
@@ -67,7 +56,7 @@ struct grpc_caller_cache {
  * (NULL: none); a call is authorised afresh every time. */
 int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 		       const char *authorization, const char *identity, const char *address,
-		       struct grpc_caller_cache *cache, struct svc_call *call,
+		       struct svc_caller_cache *cache, struct svc_call *call,
 		       struct grpc_reply *r);
 /* Run m for the caller grpc_call_identify() found, on one request message
  * (unframed): decode, svc_run, encode. */

@@ -79,9 +79,10 @@ struct svc_method {
 	svc_fn run;                             /* NULL for a stream: see svc_watch_open */
 	bool streams;                           /* server-streaming (WatchSamples, WatchProbes) */
 	enum svc_scope scope;
-	/* Answers from memory: no SQLite, no file or network I/O, no lock
-	 * that is held across either. A transport may run it on its event
-	 * loop rather than hand it to a worker. */
+	/* Answers from memory: no SQLite, no disk or network I/O (a look at
+	 * /sys or /proc once a second is all), no lock held across either. A
+	 * transport may run it on its event loop rather than hand it to a
+	 * worker. */
 	bool quick;
 	/* A read whose answer is a function of a few figures: writes them to
 	 * key[max] and returns how many bytes (0: build the answer afresh).
@@ -97,6 +98,27 @@ struct svc_method {
  * the client's address (NULL: a unix socket). */
 void svc_call_identify(struct svc_call *call, struct agent *agent, const char *authorization,
 		       const char *client_identity, const char *peer_address);
+
+/* Who a transport's connection last identified, by its authorization
+ * header: a client sends the same one on every call, and hashing it once
+ * is enough while the credentials stay as they were. Zeroed to start;
+ * its client identity and address must be the connection's. */
+struct svc_caller_cache {
+	bool valid;
+	uint64_t generation;            /* auth_generation() when identified */
+	size_t auth_len;
+	char auth[1024];
+	struct svc_call call;
+};
+
+/* svc_call_identify(), with the cache's caller when the header is the
+ * same (compared in constant time: a proxy may carry several clients'
+ * calls on one connection) and it has not expired since; NULL: none. */
+void svc_call_identify_cached(struct svc_call *call, struct svc_caller_cache *cache,
+			      struct agent *agent, const char *authorization,
+			      const char *client_identity, const char *peer_address);
+/* Forget it, the token with it: the connection is gone. */
+void svc_caller_cache_clear(struct svc_caller_cache *cache);
 
 /* The caller of the agent's own changes (--config-dir): admin, unscoped. */
 #define SVC_AGENT_CALLER { .name = "config-dir", .role = AUTH_ADMIN }
@@ -135,9 +157,6 @@ void svc_refused(struct svc_call *call, const struct svc_method *m, const char *
 int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
 	    ProtobufCMessage **resp, struct gerr *err);
 
-/* Whether the agent serves (GetHealth answers ok): false while its storage
- * fails. Never waits for the store; for gRPC's health service. */
-struct agent;
 /* svc_run, with the response packed as protobuf after `headroom` bytes
  * the caller fills in (its framing): *out malloc'd, *len bytes with the
  * headroom. A method with a memo_key answers from its memo while its key
@@ -145,6 +164,9 @@ struct agent;
 int svc_run_packed(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
 		   size_t headroom, uint8_t **out, size_t *len, struct gerr *err);
 
+/* Whether the agent serves (GetHealth answers ok): false while its storage
+ * fails. Never waits for the store; for gRPC's health service. */
+struct agent;
 bool svc_serving(struct agent *agent);
 
 /* The operations. Names of probes and sinks: [a-z0-9][a-z0-9._-]{0,62};

@@ -166,8 +166,6 @@ static void breached(struct agent *ag, const char *name, const struct budget_bre
 	pthread_mutex_unlock(&ag->probe_lock);
 	pbmsg_free(probe ? &probe->base : NULL);
 	store_probe_clear(&row);
-	if (br->detach)
-		detach(ag, name);
 }
 
 static void measure(const char *name, const Graind__ProbeSpec *spec, void *ctx)
@@ -178,6 +176,7 @@ static void measure(const char *name, const Graind__ProbeSpec *spec, void *ctx)
 	struct budget_usage u;
 	struct budget_breach br;
 	uint64_t records, lost;
+	bool exceeded;
 
 	/* What nobody set a limit for costs nothing to watch. */
 	if (!limits_of(ag, spec, &lim))
@@ -188,10 +187,17 @@ static void measure(const char *name, const Graind__ProbeSpec *spec, void *ctx)
 	s.events = records + lost;
 	if (budgets_observe(ag->budgets, name, &lim, &s, clock_unix_ms(), &u, &br) == 1)
 		breached(ag, name, &br, &u);
+	/* Still attached while a DETACH breach is in force: the first
+	 * detach failed (storage, kernel), so every tick tries again. */
+	if (budgets_get(ag->budgets, name, &u, &br, &exceeded) && exceeded && br.detach)
+		detach(ag, name);
 }
 
 void svc_check_budgets(struct agent *ag)
 {
-	if (ag->budgets)
-		collect_each_attached(ag->collector, measure, ag);
+	if (!ag->budgets)
+		return;
+	budgets_round_begin(ag->budgets);
+	collect_each_attached(ag->collector, measure, ag);
+	budgets_round_end(ag->budgets);
 }

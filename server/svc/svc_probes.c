@@ -341,7 +341,8 @@ static int set_state(struct svc_call *call, const char *name, bool attached,
 	/* Attaching an attached probe adopts it as it runs: nothing changed. */
 	changed = txn || row.attached != attached;
 	probe_txn_commit(txn);
-	/* An operator's attach forgives a breach that detached it. */
+	/* An operator's attach (of an attached probe too) forgives a breach
+	 * and measures it afresh. */
 	if (changed || attached)
 		budget_follow(ag, name, attached);
 	if (changed)

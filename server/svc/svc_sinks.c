@@ -184,78 +184,40 @@ int svc_delete_sink(struct svc_call *call, const Graind__DeleteSinkRequest *req,
 	return 0;
 }
 
-/* Rows are copied out first: the summary is locked while listing, and
- * the health (which reads it) is added afterwards. */
-struct sink_rows {
-	struct store_sink *rows;
-	char **owners;
+/* The sinks as answered, built as the store walks them. */
+struct sink_list {
+	struct agent *agent;
+	Graind__Sink **sinks;
 	size_t n;
+	struct gerr *err;
 };
 
-static int copy_row(const struct store_sink *row, const char *owner, void *ctx)
+static int add_sink(const struct store_sink *row, const char *owner, void *ctx)
 {
-	struct sink_rows *list = ctx;
-	struct store_sink *grown = realloc(list->rows, (list->n + 1) * sizeof(*grown));
-	char **owners;
-	struct store_sink *copy;
+	struct sink_list *l = ctx;
+	Graind__Sink **grown = realloc(l->sinks, (l->n + 1) * sizeof(*grown));
 
 	if (!grown)
-		return -1;
-	list->rows = grown;
-	if (!(owners = realloc(list->owners, (list->n + 1) * sizeof(*owners))))
-		return -1;
-	list->owners = owners;
-	copy = &grown[list->n];
-	*copy = *row;
-	copy->config = malloc(row->config_len ? row->config_len : 1);
-	copy->last_error = strdup(row->last_error);
-	owners[list->n] = strdup(owner);
-	if (!copy->config || !copy->last_error || !owners[list->n]) {
-		free(copy->config);
-		free(copy->last_error);
-		free(owners[list->n]);
+		return gerr_set(l->err, 500, "out of memory listing sinks");
+	l->sinks = grown;
+	if (sink_from_row(l->agent, row, owner, &grown[l->n], l->err) < 0) {
+		pbmsg_free((ProtobufCMessage *)grown[l->n]);
 		return -1;
 	}
-	memcpy(copy->config, row->config, row->config_len);
-	list->n++;
+	l->n++;
 	return 0;
 }
 
 int svc_sinks_all(struct agent *ag, Graind__Sink ***out, size_t *n, struct gerr *err)
 {
-	struct sink_rows list = { 0 };
-	Graind__Sink **sinks = NULL;
-	int ret = -1;
+	struct sink_list l = { .agent = ag, .err = err };
+	int ret = store_sink_list(ag->store, add_sink, &l);
 
-	*out = NULL;
-	*n = 0;
-	if (store_sink_list(ag->store, copy_row, &list) != 0) {
+	if (ret != 0 && !err->msg[0])
 		gerr_set(err, 500, "out of memory listing sinks");
-		goto out;
-	}
-	sinks = calloc(list.n ? list.n : 1, sizeof(*sinks));
-	if (!sinks) {
-		gerr_set(err, 500, "out of memory");
-		goto out;
-	}
-	*out = sinks;
-	for (size_t i = 0; i < list.n; i++) {
-		if (sink_from_row(ag, &list.rows[i], list.owners[i], &sinks[*n], err) < 0) {
-			pbmsg_free((ProtobufCMessage *)sinks[*n]);
-			sinks[*n] = NULL;
-			goto out;
-		}
-		(*n)++;
-	}
-	ret = 0;
-out:
-	for (size_t i = 0; i < list.n; i++) {
-		store_sink_clear(&list.rows[i]);
-		free(list.owners[i]);
-	}
-	free(list.rows);
-	free(list.owners);
-	return ret;
+	*out = l.sinks;
+	*n = l.n;
+	return ret ? -1 : 0;
 }
 
 int svc_list_sinks(struct svc_call *call, const Graind__ListSinksRequest *req,

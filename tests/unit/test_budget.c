@@ -125,9 +125,10 @@ static void test_map_bytes_at_once_and_detach_is_kept(void **state)
 	budgets_free(b);
 }
 
-static void test_no_budget_is_only_measured(void **state)
+static void test_no_limits_is_only_measured(void **state)
 {
 	struct budgets *b = budgets_new();
+	struct budget_limits none = { 0 };
 	struct budget_usage u;
 	struct budget_breach br;
 	bool exceeded;
@@ -136,12 +137,66 @@ static void test_no_budget_is_only_measured(void **state)
 	for (int t = 0; t < 20; t++) {
 		struct budget_sample s = at(t, 1000000000, 1000000, 1 << 30);
 
-		assert_int_equal(budgets_observe(b, "n", NULL, &s, t, &u, &br), 0);
+		assert_int_equal(budgets_observe(b, "n", &none, &s, t, &u, &br), 0);
 	}
 	assert_true(budgets_get(b, "n", &u, &br, &exceeded));
 	assert_false(exceeded);
 	assert_int_equal(u.span_s, BUDGET_DEFAULT_WINDOW_S);
 	assert_true(u.cpu_percent > 99.9 && u.cpu_percent < 100.1);
+	budgets_free(b);
+}
+
+/* Hovering at the limit: one breach, ended only by a window under it. */
+static void test_flapping_is_one_breach(void **state)
+{
+	struct budgets *b = budgets_new();
+	struct budget_limits lim = { .max_map_bytes = 1000, .window_s = 3 };
+	struct budget_usage u;
+	struct budget_breach br;
+	int breaches = 0;
+	bool exceeded;
+
+	(void)state;
+	for (int t = 0; t < 12; t++) {
+		struct budget_sample s = at(t, 0, 0, t & 1 ? 900 : 1100);
+
+		breaches += budgets_observe(b, "f", &lim, &s, t, &u, &br);
+	}
+	assert_int_equal(breaches, 1);
+	for (int t = 12; t < 20; t++) {
+		struct budget_sample s = at(t, 0, 0, 900);
+
+		assert_int_equal(budgets_observe(b, "f", &lim, &s, t, &u, &br), 0);
+		budgets_get(b, "f", &u, &br, &exceeded);
+		/* Under since t = 11: over 3 s later, it ends. */
+		assert_int_equal(exceeded, t < 14);
+	}
+	budgets_free(b);
+}
+
+static void test_rounds_forget_the_unobserved(void **state)
+{
+	struct budgets *b = budgets_new();
+	struct budget_limits alert = { .max_map_bytes = 1 }, detach = { .max_map_bytes = 1, .detach = true };
+	struct budget_sample s = at(0, 0, 0, 10);
+	struct budget_usage u;
+	struct budget_breach br;
+	bool exceeded;
+
+	(void)state;
+	budgets_round_begin(b);
+	assert_int_equal(budgets_observe(b, "a", &alert, &s, 0, &u, &br), 1);
+	assert_int_equal(budgets_observe(b, "d", &detach, &s, 0, &u, &br), 1);
+	budgets_round_end(b);
+	assert_true(budgets_get(b, "a", &u, &br, &exceeded) && exceeded);
+	/* Neither seen in the next round: the ALERT one is forgotten, the
+	 * DETACH one keeps its breach, unmeasured. */
+	budgets_round_begin(b);
+	budgets_round_end(b);
+	assert_false(budgets_get(b, "a", &u, &br, &exceeded));
+	assert_false(exceeded);
+	assert_false(budgets_get(b, "d", &u, &br, &exceeded));
+	assert_true(exceeded);
 	budgets_free(b);
 }
 
@@ -174,7 +229,9 @@ int main(void)
 		cmocka_unit_test(test_window_slides),
 		cmocka_unit_test(test_counter_going_down_starts_again),
 		cmocka_unit_test(test_map_bytes_at_once_and_detach_is_kept),
-		cmocka_unit_test(test_no_budget_is_only_measured),
+		cmocka_unit_test(test_no_limits_is_only_measured),
+		cmocka_unit_test(test_flapping_is_one_breach),
+		cmocka_unit_test(test_rounds_forget_the_unobserved),
 		cmocka_unit_test(test_parse),
 	};
 

@@ -1,0 +1,11 @@
+/* units: sizes as people write them on a command line. */
+#ifndef GRAIND_UNITS_H
+#define GRAIND_UNITS_H
+
+#include <stdint.h>
+
+/* A decimal count of bytes, optionally followed by K, M or G (powers of
+ * 1024, either case), at most 2^40: -1 for anything else. */
+int units_parse_bytes(const char *s, uint64_t *out);
+
+#endif
