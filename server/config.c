@@ -102,29 +102,6 @@ static int parse_size(const char *s, size_t *out)
 	return 0;
 }
 
-/* A duration in seconds, 0 allowed, at most `max`: a number, optionally
- * followed by s, m, h or d. */
-static int parse_duration(const char *s, unsigned long long max, unsigned long long *out)
-{
-	unsigned long long v, mult = 1;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || s[0] == '-')
-		return -1;
-	switch (*end) {
-	case 's': end++; break;
-	case 'm': mult = 60; end++; break;
-	case 'h': mult = 3600; end++; break;
-	case 'd': mult = 86400; end++; break;
-	}
-	if (*end || v > max / mult)
-		return -1;
-	*out = v * mult;
-	return 0;
-}
-
 static int parse_listen(char *host, size_t host_n, unsigned *port_out, const char *s)
 {
 	const char *colon = strrchr(s, ':');
@@ -306,7 +283,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 				cfg->queue_bytes = size;
 			break;
 		case OPT_SINK_RETENTION:
-			if (parse_duration(optarg, 31536000, &cfg->sink_retention_s) < 0) {
+			if (units_parse_seconds(optarg, 31536000, &cfg->sink_retention_s) < 0) {
 				fprintf(stderr, "graind: --sink-retention wants seconds (0 to 31536000), got '%s'\n", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
@@ -319,13 +296,13 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv)
 			cfg->audit_max_rows = size;
 			break;
 		case OPT_AUDIT_MAX_AGE:
-			if (parse_duration(optarg, 10 * 31536000ull, &cfg->audit_max_age_s) < 0) {
+			if (units_parse_seconds(optarg, 10 * 31536000ull, &cfg->audit_max_age_s) < 0) {
 				fprintf(stderr, "graind: --audit-max-age wants an age such as 3600, 12h or 30d (at most 3650d; 0 for any age), got '%s'\n", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
 			break;
 		case OPT_SCAN_INTERVAL:
-			if (parse_duration(optarg, 365 * 86400ull, &cfg->scan_interval_s) < 0) {
+			if (units_parse_seconds(optarg, 365 * 86400ull, &cfg->scan_interval_s) < 0) {
 				fprintf(stderr, "graind: --scan-interval wants an interval such as 3600, 1h or 1d (at most 365d; 0: never), got '%s'\n", optarg);
 				return CONFIG_EXIT_USAGE;
 			}
