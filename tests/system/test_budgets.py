@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 
 from conftest import assert_error, bpf_object, sh
@@ -204,6 +205,27 @@ def test_bad_budget_is_refused(agent, budget, words):
     spec["budget"] = budget
     r = agent.request("PUT", "/v1/probes/badbudget", json=spec)
     assert_error(r, 400, *words)
+    assert agent.get("/v1/probes/badbudget").status_code == 404
+
+
+def test_bad_budget_over_grpc_is_invalid_argument(agent, pb):
+    """The same refusals over gRPC: the service layer's range checks, and
+    the codec's refusal of an enum number the schema does not have."""
+    sha = upload(agent, "emit.bpf.o")
+    cases = [({"max_cpu_percent": float("nan")}, "maxCpuPercent"),
+             ({"window_seconds": 3601}, "windowSeconds is at most 3600"),
+             ({"action": 7}, "spec.budget.action: unknown enum value 7")]
+    with grpc.insecure_channel(agent.grpc_target) as ch:
+        put = ch.unary_unary("/graind.Graind/PutProbe",
+                             request_serializer=pb.PutProbeRequest.SerializeToString,
+                             response_deserializer=pb.Probe.FromString)
+        for budget, words in cases:
+            spec = pb.ProbeSpec(object_sha256=sha, budget=pb.Budget(**budget))
+            with pytest.raises(grpc.RpcError) as e:
+                put(pb.PutProbeRequest(name="badbudget", spec=spec),
+                    metadata=[("authorization", f"Bearer {agent.admin}")], timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+            assert words in e.value.details(), e.value.details()
     assert agent.get("/v1/probes/badbudget").status_code == 404
 
 
