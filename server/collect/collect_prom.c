@@ -297,46 +297,40 @@ struct sink_stat {
 };
 
 struct sink_stats {
+	struct agent *agent;
 	struct sink_stat *v;
 	size_t n;
 };
 
-static int copy_sink(const struct store_sink *row, const char *owner, void *ctx)
+/* A sink's row, with the lag and error count its forwarder knows. */
+static int add_sink_stat(const struct store_sink *row, const char *owner, void *ctx)
 {
 	struct sink_stats *ss = ctx;
-	struct sink_stat *grown = realloc(ss->v, (ss->n + 1) * sizeof(*grown));
+	struct sink_stat *grown = realloc(ss->v, (ss->n + 1) * sizeof(*grown)), *st;
+	Graind__Sink sink = GRAIND__SINK__INIT;
+	struct gerr err;
 
 	(void)owner;
 	if (!grown)
 		return -1;
 	ss->v = grown;
-	grown[ss->n] = (struct sink_stat){
+	st = &grown[ss->n++];
+	*st = (struct sink_stat){
 		.cursor = row->cursor,
 		.bytes_sent = row->bytes_sent,
 		.samples_sent = row->samples_sent,
 		.last_success_ms = row->last_success_ms,
+		.errors = sinks_errors(ss->agent->sinks, row->name),
 	};
-	snprintf(grown[ss->n].name, sizeof(grown[ss->n].name), "%s", row->name);
-	ss->n++;
-	return 0;
-}
-
-/* The lag and error count, which the forwarders know. */
-static void sink_lag(struct agent *agent, struct sink_stat *st)
-{
-	Graind__Sink sink = GRAIND__SINK__INIT;
-	char no_error[1] = "";
-	struct store_sink row = { .cursor = st->cursor, .last_error = no_error };
-	struct gerr err;
-
+	snprintf(st->name, sizeof(st->name), "%s", row->name);
 	sink.name = st->name;
-	st->errors = sinks_errors(agent->sinks, st->name);
-	if (agent->sinks && sinks_health(agent->sinks, &sink, &row, &err) == 0) {
+	if (ss->agent->sinks && sinks_health(ss->agent->sinks, &sink, row, &err) == 0) {
 		st->lag_rows = sink.health->lag_rows;
 		st->lag_seconds = sink.health->lag_seconds;
 	}
 	if (sink.health)
 		graind__sink_health__free_unpacked(sink.health, NULL);
+	return 0;
 }
 
 static double sink_value(const struct sink_stat *st, int which)
@@ -365,12 +359,10 @@ static void sink_metrics(FILE *f, struct agent *agent)
 		  "Failed delivery attempts since the agent started." },
 		{ "graind_sink_cursor", "gauge", "The last sample id delivered to the sink." },
 	};
-	struct sink_stats ss = { 0 };
+	struct sink_stats ss = { .agent = agent };
 
-	if (store_sink_list(agent->store, copy_sink, &ss) != 0 || !ss.n)
+	if (store_sink_list(agent->store, add_sink_stat, &ss) != 0 || !ss.n)
 		goto out;
-	for (size_t i = 0; i < ss.n; i++)
-		sink_lag(agent, &ss.v[i]);
 	for (size_t k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
 		family_head(f, families[k].name, families[k].type, families[k].help);
 		for (size_t i = 0; i < ss.n; i++) {

@@ -790,7 +790,11 @@ int sinks_start(struct agent *agent, struct sinks **out, struct gerr *err)
 	if (gethostname(s->host, sizeof(s->host) - 1) < 0 || !s->host[0])
 		snprintf(s->host, sizeof(s->host), "localhost");
 	srandom((unsigned)clock_mono_us() ^ (unsigned)getpid());
-	store_sink_list(agent->store, start_row, s);
+	/* start_row itself never stops the walk: only memory can. */
+	if (store_sink_list(agent->store, start_row, s) != 0) {
+		sinks_stop(s);
+		return gerr_set(err, 500, "out of memory reading the sinks");
+	}
 	if (pthread_create(&s->pruner, NULL, pruner_main, s) != 0) {
 		sinks_stop(s);
 		return gerr_set(err, 500, "cannot start the sample pruner");
