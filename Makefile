@@ -28,28 +28,28 @@ PYTHON   ?= /usr/bin/python3
 RUN_ARGS ?=
 
 # Debian packages: to build and run, then what tests and benchmarks add.
-DEB_BUILD := gcc make pkg-config libbpf-dev libelf-dev zlib1g-dev \
+DEB_BUILD := gcc make pkg-config libbpf-dev libxdp-dev libelf-dev zlib1g-dev \
 	libmicrohttpd-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
 	libjansson-dev libcurl4-openssl-dev libyaml-dev clang llvm bpftool iproute2 curl \
 	libnghttp2-dev libgnutls28-dev libsodium-dev protobuf-compiler grpc-proto libjs-chart.js
 DEB_TEST  := libcmocka-dev strace python3-pytest python3-requests python3-grpcio python3-h2 \
 	python3-protobuf libclang-rt-14-dev python3-prometheus-client libbpf-tools \
 	python3-botocore prometheus npm git debootstrap openssl minisign \
-	systemd man-db chromium docker-registry skopeo
+	systemd man-db chromium docker-registry skopeo xdp-tools
 DEB_VM    := qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils binfmt-support \
 	debootstrap e2fsprogs python3-pytest
 DEB_BENCH := wrk bpftrace openssl nghttp2-client python3-grpcio python3-protobuf protobuf-compiler python3-h2 \
 	chromium
 
 # A cross build needs the compiler and the target's libraries.
-DEB_LIBS := libbpf-dev libelf-dev zlib1g-dev libmicrohttpd-dev libprotobuf-c-dev \
+DEB_LIBS := libbpf-dev libxdp-dev libelf-dev zlib1g-dev libmicrohttpd-dev libprotobuf-c-dev \
 	libsqlite3-dev libjansson-dev libcurl4-openssl-dev libyaml-dev libnghttp2-dev \
 	libgnutls28-dev libsodium-dev libcmocka-dev
 ifneq ($(ARCH),$(HOST_ARCH))
 DEB_BUILD += gcc-$(TRIPLET) $(addsuffix :$(ARCH),$(DEB_LIBS))
 endif
 
-PKGS     := libbpf libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
+PKGS     := libbpf libxdp libelf libmicrohttpd libnghttp2 gnutls libsodium libprotobuf-c sqlite3 jansson yaml-0.1 zlib libcurl
 
 # The flags pkg-config gives are only known once `deps` has installed the
 # packages, so they live in $(BUILD)/config.mk, which a rule below writes

@@ -81,9 +81,13 @@ static bool feature(Graind__Features *f, Graind__FeatureState *state, bool prese
  * poke): asked once. Mounts and files are looked at again once the last
  * look is a second old, so that a status poll costs no path walks. */
 static struct {
-	bool ringbuf, xdp, fentry, tcx, perf_link, bpf_cookie, kprobe_multi;
+	bool ringbuf, xdp, fentry, tcx, perf_link, bpf_cookie, kprobe_multi, freplace;
+	int freplace_errno;		/* why not */
 } kernel_can;
 static pthread_once_t kernel_once = PTHREAD_ONCE_INIT;
+
+/* Made once the probes answered: why libxdp's dispatcher cannot run. */
+static char freplace_missing[160], freplace_note[224];
 
 static struct {
 	pthread_mutex_t lock;
@@ -181,6 +185,54 @@ static bool probe_fentry(void)
 	return link >= 0;
 }
 
+/* What libxdp's dispatcher needs: an extension (freplace) program put in
+ * place of a global function of a loaded XDP program. Both are the same
+ * "return XDP_PASS" with a hand-made BTF of one function,
+ * int f(struct xdp_md *ctx). errno tells why not. */
+static bool probe_freplace(void)
+{
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 2 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	struct bpf_func_info func = { .insn_off = 0 };
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .func_info = &func, .func_info_cnt = 1,
+		    .func_info_rec_size = sizeof(func));
+	int target = -1, ext = -1, link = -1, saved = 0, ret, ctx, proto;
+	struct btf *btf = btf__new_empty();
+
+	if (!btf)
+		return false;
+	/* A parameter follows its prototype: the types it names come first. */
+	ret = btf__add_int(btf, "int", 4, BTF_INT_SIGNED);
+	ctx = btf__add_ptr(btf, btf__add_struct(btf, "xdp_md", 24));
+	proto = btf__add_func_proto(btf, ret);
+	if (ret < 0 || ctx < 0 || proto < 0 || btf__add_func_param(btf, "ctx", ctx) < 0 ||
+	    (int)(func.type_id = btf__add_func(btf, "graind_slot", BTF_FUNC_GLOBAL, proto)) < 0 ||
+	    btf__load_into_kernel(btf) < 0)
+		goto out;
+	opts.prog_btf_fd = btf__fd(btf);
+	target = bpf_prog_load(BPF_PROG_TYPE_XDP, NULL, "GPL", insns, 2, &opts);
+	if (target < 0)
+		goto out;
+	opts.attach_prog_fd = target;
+	opts.attach_btf_id = func.type_id;
+	ext = bpf_prog_load(BPF_PROG_TYPE_EXT, NULL, "GPL", insns, 2, &opts);
+	if (ext >= 0)
+		link = bpf_raw_tracepoint_open(NULL, ext);
+out:
+	saved = errno;
+	if (link >= 0)
+		close(link);
+	if (ext >= 0)
+		close(ext);
+	if (target >= 0)
+		close(target);
+	btf__free(btf);
+	kernel_can.freplace_errno = link >= 0 ? 0 : saved;
+	return link >= 0;
+}
+
 static void kernel_probe_here(void)
 {
 	kernel_can.ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
@@ -191,6 +243,7 @@ static void kernel_probe_here(void)
 	kernel_can.bpf_cookie = libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE,
 							BPF_FUNC_get_attach_cookie, NULL) == 1;
 	kernel_can.kprobe_multi = probe_kprobe_multi();
+	kernel_can.freplace = probe_freplace();
 }
 
 /* In a child process, which hands the answers back through a pipe: the
@@ -228,6 +281,11 @@ static void kernel_probe(void)
 	close(fds[0]);
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
+	snprintf(freplace_missing, sizeof(freplace_missing),
+		 "this kernel cannot put freplace programs into an XDP program (%s), which libxdp's dispatcher needs",
+		 strerror(kernel_can.freplace_errno));
+	snprintf(freplace_note, sizeof(freplace_note), "xdpDispatcher: %s; an interface holds one XDP program",
+		 freplace_missing);
 }
 
 int features_mount(struct gerr *err)
@@ -263,6 +321,18 @@ bool features_fentry(void)
 {
 	pthread_once(&kernel_once, kernel_probe);
 	return kernel_can.fentry;
+}
+
+bool features_xdp_dispatcher(void)
+{
+	pthread_once(&kernel_once, kernel_probe);
+	return kernel_can.freplace;
+}
+
+const char *features_xdp_dispatcher_missing(void)
+{
+	pthread_once(&kernel_once, kernel_probe);
+	return kernel_can.freplace ? NULL : freplace_missing;
 }
 
 bool features_perf_link(void)
@@ -333,6 +403,7 @@ int features_detect(Graind__Features *f)
 		"bpf_stats: /proc/sys/kernel/bpf_stats_enabled is missing; program run counts are unavailable");
 	feature(f, &f->fentry, kernel_can.fentry,
 		"fentry: BPF trampolines cannot attach here (they need ftrace with direct calls: x86-64 since 5.5, arm64 since 6.4); fentry/fexit programs cannot attach");
+	feature(f, &f->xdp_dispatcher, kernel_can.freplace, freplace_note);
 	feature(f, &f->tcx, kernel_can.tcx,
 		"tcx: no TCX links (kernel 6.6 has them); TC probes attach as classic tc filters (cls_bpf under clsact)");
 	f->tc_mode = kernel_can.tcx ? GRAIND__TC_MODE__TC_MODE_TCX : GRAIND__TC_MODE__TC_MODE_CLASSIC;

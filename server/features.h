@@ -31,5 +31,9 @@ bool features_fentry(void);
 /* Whether the kernel has BPF links on perf events (5.15): what pins a
  * tracepoint, kprobe, uprobe or perf_event program. */
 bool features_perf_link(void);
+/* libxdp's multi-program dispatcher can run here (freplace programs);
+ * when it cannot, _missing says why, naming what the kernel lacks. */
+bool features_xdp_dispatcher(void);
+const char *features_xdp_dispatcher_missing(void);
 
 #endif

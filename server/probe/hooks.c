@@ -300,9 +300,38 @@ static int check_xdp_free(struct probe_prog *p, struct gerr *err)
 		id = foreign_xdp(p);
 	}
 	if (id)
-		return gerr_set(err, 409, "interface %s already runs XDP program id %u that is not part of this probe",
+		return gerr_set(err, 409, "interface %s already runs XDP program id %u that is not part of this probe%s%s",
+				p->ifname, id,
+				features_xdp_dispatcher() ? "" : "; sharing an interface needs libxdp's dispatcher: ",
+				features_xdp_dispatcher() ? "" : features_xdp_dispatcher_missing());
+	return 0;
+}
+
+/* The interface runs no XDP program, or libxdp's dispatcher: a program
+ * attached alone (by a tool without libxdp, or xdp-loader's fallback)
+ * leaves no slot to take. */
+static int check_dispatcher_joinable(struct probe_prog *p, struct gerr *err)
+{
+	uint32_t id = probe_xdp_lone_program((uint32_t)p->ifindex);
+
+	for (int waited = 0; id && waited < XDP_RELEASE_WAIT_MS; waited += 10) {
+		usleep(10 * 1000);
+		id = probe_xdp_lone_program((uint32_t)p->ifindex);
+	}
+	if (id)
+		return gerr_set(err, 409, "interface %s already runs XDP program id %u alone, not in libxdp's dispatcher: detach it, or load it with xdp-loader, to share the interface",
 				p->ifname, id);
 	return 0;
+}
+
+/* XDP joins libxdp's dispatcher where the kernel can run it, except in
+ * hardware offload (one program) and where this probe's previous
+ * generation holds the interface with a link of its own: its update
+ * swaps the program on that link as before. */
+static bool use_dispatcher(const struct probe_prog *p)
+{
+	return features_xdp_dispatcher() && !(p->xdp_flags & XDP_FLAGS_HW_MODE) &&
+	       !(p->swap && p->swap->info.type == BPF_LINK_TYPE_XDP);
 }
 
 static int resolve_cgroup(struct probe_prog *p, struct gerr *err)
@@ -355,6 +384,7 @@ int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
 	p->cgroup_fd = -1;
 	p->tc_relative_fd = -1;
 	p->tc_place = 0;
+	p->xdp_slot = false;
 	p->ifname = "";
 	if (!p->attach || p->attach->kind_case == GRAIND__ATTACH_SPEC__KIND_AUTO ||
 	    p->attach->kind_case == GRAIND__ATTACH_SPEC__KIND__NOT_SET)
@@ -378,7 +408,11 @@ int probe_hook_resolve(struct probe_prog *p, struct probe_old_link *old,
 		if (find_ifindex(p, err) < 0)
 			return -1;
 		p->swap = find_swap(p, old, n_old);
-		return check_xdp_free(p, err);
+		p->xdp_slot = use_dispatcher(p);
+		if (!p->xdp_slot)
+			return check_xdp_free(p, err);
+		p->swap = NULL;		/* the old program leaves with its generation */
+		return check_dispatcher_joinable(p, err);
 	case HOOK_TC:
 		if (find_ifindex(p, err) < 0)
 			return -1;
@@ -483,6 +517,20 @@ static int take_over(struct probe_prog *p, struct gerr *err)
 	return 0;
 }
 
+int probe_hook_load_slot(struct probe_prog *p, struct bpf_object *obj, struct gerr *err)
+{
+	int fd;
+
+	if (probe_xdp_load_attach(p, obj, &fd, err) < 0)
+		return -1;
+	if (add_link(p, fd, "") < 0) {
+		probe_xdp_release(fd);
+		close(fd);
+		return gerr_set(err, 500, "out of memory");
+	}
+	return 0;
+}
+
 int probe_hook_swap(struct probe_prog *p, struct gerr *err)
 {
 	int ret = probe_link_set_prog(p->swap->fd, bpf_program__fd(p->prog));
@@ -535,6 +583,8 @@ static int attach_netdev(struct probe_prog *p, int prog_fd, struct gerr *err)
 	enum bpf_attach_type type = p->hook == HOOK_XDP ? BPF_XDP : p->attach_type;
 	int fd;
 
+	if (p->xdp_slot)
+		return 0;	/* it joined the dispatcher as the object loaded */
 	if (p->hook == HOOK_TC && p->tc_classic) {
 		if (probe_tc_attach(p, prog_fd, &fd, err) < 0)
 			return -1;
@@ -722,6 +772,8 @@ int probe_link_info(int fd, struct probe_link_info *out)
 
 	if (probe_tc_is_record(fd))
 		return probe_tc_info(fd, out);
+	if (probe_xdp_is_record(fd))
+		return probe_xdp_info(fd, out);
 	memset(&u, 0, sizeof(u));
 	if (bpf_obj_get_info_by_fd(fd, &u, &len) < 0)
 		return -errno;
@@ -741,7 +793,7 @@ int probe_link_info(int fd, struct probe_link_info *out)
 bool probe_link_alive(const struct probe_link_info *info)
 {
 	if (info->type == BPF_LINK_TYPE_XDP || info->type == PROBE_BPF_LINK_TYPE_TCX ||
-	    info->type == PROBE_LINK_TYPE_TC_FILTER)
+	    info->type == PROBE_LINK_TYPE_TC_FILTER || info->type == PROBE_LINK_TYPE_XDP_SLOT)
 		return info->ifindex != 0;
 	return info->prog_id != 0;
 }
@@ -750,6 +802,8 @@ int probe_link_set_prog(int fd, int prog_fd)
 {
 	if (probe_tc_is_record(fd))
 		return probe_tc_set_prog(fd, prog_fd);
+	if (probe_xdp_is_record(fd))
+		return -EOPNOTSUPP;	/* never lent: a new program joins beside the old */
 	return bpf_link_update(fd, prog_fd, NULL) < 0 ? -errno : 0;
 }
 
@@ -757,4 +811,6 @@ void probe_link_release(int fd)
 {
 	if (probe_tc_is_record(fd))
 		probe_tc_release(fd);
+	else if (probe_xdp_is_record(fd))
+		probe_xdp_release(fd);
 }

@@ -36,8 +36,10 @@
 #define PROBE_BPF_F_BEFORE (1U << 3)
 #define PROBE_BPF_F_AFTER (1U << 4)
 #define PROBE_BPF_F_LINK (1U << 13)	/* the relative fd is a link */
-/* Not a kernel link type: a classic tc filter's record (tcfilter.c). */
+/* Not kernel link types: a classic tc filter's record (tcfilter.c), an
+ * XDP program's place in libxdp's dispatcher (xdpslot.c). */
 #define PROBE_LINK_TYPE_TC_FILTER 0x7463u
+#define PROBE_LINK_TYPE_XDP_SLOT 0x7864u
 
 #define PROBE_META_MAGIC 0x67726e31u	/* "grn1" */
 #define PROBE_META_MAX_PROGS 64
@@ -119,6 +121,7 @@ struct probe_prog {
 	const char *ifname;
 	int ifindex;
 	uint32_t xdp_flags;
+	bool xdp_slot;				/* XDP through libxdp's dispatcher */
 	bool tc_classic;			/* TC as a classic tc filter, not TCX */
 	uint32_t tc_place;			/* TCX: PROBE_BPF_F_BEFORE/AFTER, | _LINK */
 	int tc_relative_fd;			/* with PROBE_BPF_F_LINK: the link placed
@@ -145,6 +148,10 @@ const char *probe_hook_relative(const struct probe_prog *p);
  * old link to take over only gets that link (p->swap), still running the
  * old program: the caller swaps it once nothing else can fail. */
 int probe_hook_attach(struct probe_prog *p, struct gerr *err);
+/* A program that joins libxdp's dispatcher (p->xdp_slot) is attached as
+ * obj loads: libxdp loads it (see xdpslot.c). Call instead of
+ * bpf_object__load(); fills p->links with its record. */
+int probe_hook_load_slot(struct probe_prog *p, struct bpf_object *obj, struct gerr *err);
 /* Put p's program on the old link it takes over (p->swap). */
 int probe_hook_swap(struct probe_prog *p, struct gerr *err);
 /* Close what probe_hook_resolve opened and what attach kept. */
@@ -153,8 +160,10 @@ void probe_hook_release(struct probe_prog *p);
 int probe_link_info(int fd, struct probe_link_info *info);
 /* Put prog_fd on the link (or the tc filter) behind fd; -errno. */
 int probe_link_set_prog(int fd, int prog_fd);
-/* Before the last pin of fd goes: remove the tc filter it records, if
- * it still runs its generation's program. Links need nothing. */
+/* Before a pin of fd goes: remove the tc filter it records, or take the
+ * XDP program it records out of the dispatcher, if it still runs its
+ * generation's program. Links need nothing. Also what undoes a record
+ * that was never pinned. */
 void probe_link_release(int fd);
 
 /* tcfilter.c: classic tc filters, each recorded by a pinned map. */
@@ -169,7 +178,33 @@ int probe_tc_release(int record_fd);
 /* Whether the link still hooks something. */
 bool probe_link_alive(const struct probe_link_info *info);
 
+/* xdpslot.c: XDP programs in libxdp's dispatcher, each recorded by a
+ * pinned map. */
+struct probe_xdp_slot {
+	uint32_t dispatcher_id;
+	uint32_t priority;
+	uint32_t proceed_on;		/* bit n: XDP action n */
+};
+bool probe_xdp_is_record(int fd);
+int probe_xdp_info(int fd, struct probe_link_info *info);
+/* Load obj through libxdp, which makes p's program an extension of a slot
+ * of the dispatcher on p's interface and loads the whole object; then
+ * record it: *record_fd is the record to pin as its link. A failure
+ * before the object loaded leaves bpf_program__fd(p->prog) < 0. */
+int probe_xdp_load_attach(struct probe_prog *p, struct bpf_object *obj, int *record_fd,
+			  struct gerr *err);
+/* Take the recorded program out of the dispatcher, if it is still in. */
+int probe_xdp_release(int record_fd);
+/* Where prog_id runs in the dispatcher on ifindex; -ENOENT: not there. */
+int probe_xdp_describe(uint32_t ifindex, uint32_t prog_id, struct probe_xdp_slot *out);
+/* The program on ifindex when it is not a dispatcher graind can join. */
+uint32_t probe_xdp_lone_program(uint32_t ifindex);
+
 /* pins.c */
+/* Whether fd is a BPF map (a record), not a link. */
+bool probe_fd_is_map(int fd);
+/* The id of the program behind fd, 0 when unknown. */
+uint32_t probe_prog_id(int fd);
 int probe_pin_path(char *buf, size_t n, const char *dir, const char *file);
 /* The pin file name of map `map`. */
 void probe_map_file(char *buf, size_t n, const char *map);

@@ -86,6 +86,28 @@ static void release_link(const char *path)
 	}
 }
 
+bool probe_fd_is_map(int fd)
+{
+	char link[64], target[32];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:bpf-map") == 0;
+}
+
+uint32_t probe_prog_id(int fd)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
 int probe_dir_remove(const char *dir, struct gerr *err)
 {
 	char path[PATH_MAX];

@@ -268,9 +268,11 @@ static int select_programs(struct attach_ctx *c, const Graind__ProbeSpec *spec,
 	return 0;
 }
 
-/* The verifier's word on the first refused program, with the report. */
+/* The verifier's word on the first refused program, with the report.
+ * Where the verifier accepts every program, `other` (when set) says why
+ * the load failed. */
 static int load_failure(struct attach_ctx *c, const void *obj, size_t obj_len,
-			int ret, const struct elfchk_capture *cap,
+			int ret, const struct elfchk_capture *cap, const struct gerr *other,
 			Graind__VerifyReport **report, struct gerr *err)
 {
 	Graind__VerifyReport *r;
@@ -295,6 +297,10 @@ static int load_failure(struct attach_ctx *c, const void *obj, size_t obj_len,
 			goto out;
 		}
 	}
+	if (other) {
+		*err = *other;
+		goto out;
+	}
 	libbpf_strerror(ret, reason, sizeof(reason));
 	gerr_set(err, 422, "cannot load the object: %s%s%s%s", reason,
 		 cap->first_warn[0] ? " (" : "", cap->first_warn,
@@ -307,18 +313,44 @@ out:
 	return -1;
 }
 
+/* The program that joins libxdp's dispatcher, which loads the object
+ * (at most one: the object loads once). */
+static int find_slot(struct attach_ctx *c, struct probe_prog **slot, struct gerr *err)
+{
+	*slot = NULL;
+	for (size_t i = 0; i < c->n_progs; i++) {
+		if (!c->progs[i].xdp_slot)
+			continue;
+		if (*slot)
+			return gerr_set(err, 400, "programs %s and %s both join an XDP dispatcher: libxdp loads one program of an object there; put the other in a probe of its own",
+					(*slot)->name, c->progs[i].name);
+		*slot = &c->progs[i];
+	}
+	return 0;
+}
+
 static int load(struct attach_ctx *c, const void *obj, size_t obj_len,
 		Graind__VerifyReport **report, struct gerr *err)
 {
 	struct elfchk_capture cap;
+	struct probe_prog *slot;
+	struct gerr slot_err = { 0 };
 	int ret;
 
+	if (find_slot(c, &slot, err) < 0)
+		return -1;
 	elfchk_capture_begin(&cap);
-	ret = bpf_object__load(c->obj);
+	ret = slot ? probe_hook_load_slot(slot, c->obj, &slot_err) : bpf_object__load(c->obj);
 	elfchk_capture_end();
 	if (ret == 0)
 		return 0;
-	return load_failure(c, obj, obj_len, ret, &cap, report, err);
+	if (slot && bpf_program__fd(slot->prog) >= 0) {
+		/* Loaded, and then the dispatcher said no. */
+		c->failed_program = slot->name;
+		*err = slot_err;
+		return -1;
+	}
+	return load_failure(c, obj, obj_len, ret, &cap, slot ? &slot_err : NULL, report, err);
 }
 
 /* The link a TCX program is placed before or after ("<probe>/<program>"):
@@ -373,15 +405,6 @@ static int attach_all(struct attach_ctx *c, struct gerr *err)
 	return 0;
 }
 
-static uint32_t prog_id(int fd)
-{
-	struct bpf_prog_info info;
-	uint32_t len = sizeof(info);
-
-	memset(&info, 0, sizeof(info));
-	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
-}
-
 static int pin_fd(const char *dir, const char *file, int fd, struct gerr *err)
 {
 	char path[PATH_MAX];
@@ -429,7 +452,7 @@ static int pin_staging(struct attach_ctx *c, uint64_t generation,
 		snprintf(meta->progs[i].name, PROBE_PROG_NAME_MAX, "%s", p->name);
 		meta->progs[i].attached_ms = p->attached_ms;
 		meta->progs[i].n_links = p->n_links;
-		meta->progs[i].prog_id = prog_id(bpf_program__fd(p->prog));
+		meta->progs[i].prog_id = probe_prog_id(bpf_program__fd(p->prog));
 		for (k = 0; k < p->n_links; k++)
 			if (pin_fd(c->staging, p->links[k].file, p->links[k].fd, err) < 0)
 				goto out;
@@ -506,6 +529,17 @@ static void ctx_release(struct attach_ctx *c)
 	malloc_trim(0);
 }
 
+/* After a failure: what a record (a tc filter, a place in an XDP
+ * dispatcher) holds outlives its descriptors, unlike a link. Each one
+ * that still runs this generation's program is undone; one that was
+ * pinned and unpinned already, or lent nothing, is left. */
+static void release_unpinned(struct attach_ctx *c)
+{
+	for (size_t i = 0; i < c->n_progs; i++)
+		for (size_t k = 0; k < c->progs[i].n_links; k++)
+			probe_link_release(c->progs[i].links[k].fd);
+}
+
 static int attach_new(struct attach_ctx *c, uint64_t generation,
 		      const Graind__ProbeSpec *spec, const void *obj,
 		      size_t obj_len, Graind__VerifyReport **report,
@@ -528,9 +562,12 @@ static int attach_new(struct attach_ctx *c, uint64_t generation,
 			return -1;
 		}
 	}
-	if (load(c, obj, obj_len, report, err) < 0 || attach_all(c, err) < 0)
+	if (load(c, obj, obj_len, report, err) < 0 || attach_all(c, err) < 0 ||
+	    install(c, generation, err) < 0) {
+		release_unpinned(c);
 		return -1;
-	return install(c, generation, err);
+	}
+	return 0;
 }
 
 /* The old generation in staging goes now: there is nothing to undo. */
@@ -682,6 +719,33 @@ static int tc_filter_status(Graind__ProgramStatus *st, const struct probe_link_i
 	return pbmsg_set_string(&tf->ifname, ifname);
 }
 
+/* Where an XDP program runs in libxdp's dispatcher: it has no link. */
+static int xdp_slot_status(Graind__ProgramStatus *st, const struct probe_link_info *info)
+{
+	char ifname[IF_NAMESIZE] = "";
+	struct probe_xdp_slot where;
+	Graind__XdpSlot *slot;
+	size_t n = 0;
+
+	if (probe_xdp_describe(info->ifindex, info->prog_id, &where) < 0)
+		return 0;	/* left the dispatcher a moment ago */
+	slot = (Graind__XdpSlot *)pbmsg_new(&graind__xdp_slot__descriptor);
+	if (!slot)
+		return -1;
+	st->xdp_slot = slot;
+	slot->dispatcher_id = where.dispatcher_id;
+	slot->priority = where.priority;
+	slot->proceed_on = calloc(XDP_REDIRECT + 1, sizeof(*slot->proceed_on));
+	if (!slot->proceed_on)
+		return -1;
+	for (unsigned int a = XDP_ABORTED; a <= XDP_REDIRECT; a++)
+		if (where.proceed_on & (1u << a))
+			slot->proceed_on[n++] = (Graind__XdpAction)a;
+	slot->n_proceed_on = n;
+	if_indextoname(info->ifindex, ifname);
+	return pbmsg_set_string(&slot->ifname, ifname);
+}
+
 /* Fill st for program `prog` from the pins, the meta entry (may be NULL) and
  * the last failure (may be NULL). */
 static int program_status(Graind__ProgramStatus *st, const char *dir,
@@ -710,6 +774,9 @@ static int program_status(Graind__ProgramStatus *st, const char *dir,
 	st->prog_id = first.prog_id;
 	st->link_id = first.id;
 	if (first.type == PROBE_LINK_TYPE_TC_FILTER && tc_filter_status(st, &first) < 0)
+		return -1;
+	if (first.type == PROBE_LINK_TYPE_XDP_SLOT && first.ifindex &&
+	    xdp_slot_status(st, &first) < 0)
 		return -1;
 	prog_stats(st);
 	return format_time(&st->attached_at, mp->attached_ms);

@@ -42,16 +42,9 @@ static int record_read(int fd, struct tc_record *rec)
 
 bool probe_tc_is_record(int fd)
 {
-	char link[64], target[32];
 	struct tc_record rec;
-	ssize_t n;
 
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = '\0';
-	return strcmp(target, "anon_inode:bpf-map") == 0 && record_read(fd, &rec) == 0;
+	return probe_fd_is_map(fd) && record_read(fd, &rec) == 0;
 }
 
 static void hook_of(const struct tc_record *rec, struct bpf_tc_hook *hook)
@@ -117,22 +110,13 @@ static int record_new(const struct tc_record *rec)
 	return fd;
 }
 
-static uint32_t prog_id_of(int prog_fd)
-{
-	struct bpf_prog_info info;
-	uint32_t len = sizeof(info);
-
-	memset(&info, 0, sizeof(info));
-	return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
-}
-
 int probe_tc_attach(const struct probe_prog *p, int prog_fd, int *record_fd, struct gerr *err)
 {
 	struct tc_record rec = {
 		.magic = TC_RECORD_MAGIC,
 		.ifindex = p->ifindex,
 		.attach_point = p->attach_type == PROBE_BPF_TCX_EGRESS ? BPF_TC_EGRESS : BPF_TC_INGRESS,
-		.prog_id = prog_id_of(prog_fd),
+		.prog_id = probe_prog_id(prog_fd),
 	};
 	LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd);
 	struct bpf_tc_hook hook;

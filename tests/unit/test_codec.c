@@ -55,6 +55,7 @@ static const ProtobufCMessageDescriptor *const schema_messages[] = {
 	&graind__image_source__descriptor,
 	&graind__program_status__descriptor,
 	&graind__tc_filter__descriptor,
+	&graind__xdp_slot__descriptor,
 	&graind__probe__descriptor,
 	&graind__budget__descriptor,
 	&graind__probe_usage__descriptor,

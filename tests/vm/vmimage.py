@@ -51,7 +51,7 @@ ARCHES = {
 GUEST_PACKAGES = [
     "initramfs-tools", "kmod", "iproute2", "procps", "python3", "python3-pytest",
     "python3-requests", "python3-protobuf", "python3-prometheus-client", "protobuf-compiler",
-    "bpftool", "libcurl4",
+    "bpftool", "libcurl4", "xdp-tools",
 ]
 
 INIT = r"""#!/bin/sh

@@ -1,0 +1,303 @@
+/* XDP programs in libxdp's multi-program dispatcher, so that several
+ * probes and other tools (xdp-loader, xdp-filter) share an interface in
+ * run-priority order.
+ *
+ * libxdp owns the dispatcher and its pins under its own bpffs directory,
+ * as its protocol requires; the program is an extension (freplace) of one
+ * of the dispatcher's slots, which libxdp loads itself: it turns the
+ * program into one before it loads the whole object. So graind has no
+ * link to pin. Each program it put there is recorded instead by a
+ * single-entry array map (struct xdp_record) pinned where a link would be
+ * (link_<prog>): the interface and the program's id. What the dispatcher
+ * runs is asked each time, so a record reads like a link
+ * (probe_link_info): it hooks nothing once the program is no longer in
+ * the interface's dispatcher.
+ *
+ * The dispatcher outlives every pin of graind's, so unpinning detaches
+ * nothing: the record's owner takes the program out first
+ * (probe_xdp_release). A change of a probe puts the new program in beside
+ * the old one, which leaves when the old generation is removed: for that
+ * moment both run, and the other programs on the interface never stop. */
+#include "server/probe/internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <linux/if_link.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <xdp/libxdp.h>
+
+#include "server/util/log.h"
+
+#define XDP_RECORD_MAGIC 0x67726e78u	/* "grnx" */
+
+struct xdp_record {
+	uint32_t magic;
+	uint32_t ifindex;
+	uint32_t prog_id;		/* what this generation put into the dispatcher */
+	uint32_t mode;			/* enum xdp_attach_mode */
+};
+
+static int record_read(int fd, struct xdp_record *rec)
+{
+	uint32_t key = 0;
+
+	if (bpf_map_lookup_elem(fd, &key, rec) < 0)
+		return -errno;
+	return rec->magic == XDP_RECORD_MAGIC ? 0 : -EBADMSG;
+}
+
+bool probe_xdp_is_record(int fd)
+{
+	struct xdp_record rec;
+
+	return probe_fd_is_map(fd) && record_read(fd, &rec) == 0;
+}
+
+/* libxdp speaks to stderr unless told otherwise: into the agent's log. */
+static int libxdp_log(enum libxdp_print_level level, const char *fmt, va_list args)
+{
+	char line[512];
+	size_t n;
+
+	if (level == LIBXDP_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, args);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	for (char *c = line; *c; c++)
+		if (*c == '"' || *c == '\n')
+			*c = '\'';
+	if (level == LIBXDP_WARN)
+		log_warn("msg=\"libxdp: %s\"", line);
+	else
+		log_info("msg=\"libxdp: %s\"", line);
+	return 0;
+}
+
+static void route_libxdp_log(void)
+{
+	libxdp_set_print(libxdp_log);
+}
+
+static void libxdp_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, route_libxdp_log);
+}
+
+/* The interface's dispatcher (or a lone program), NULL when it runs no
+ * XDP program; close it with xdp_multiprog__close(). */
+static struct xdp_multiprog *multiprog_of(uint32_t ifindex)
+{
+	struct xdp_multiprog *mp;
+
+	libxdp_init();
+	mp = xdp_multiprog__get_from_ifindex((int)ifindex);
+	if (!mp || libxdp_get_error(mp))
+		return NULL;
+	return mp;
+}
+
+/* prog_id's entry in the dispatcher mp, or NULL. */
+static struct xdp_program *slot_of(struct xdp_multiprog *mp, uint32_t prog_id)
+{
+	struct xdp_program *p = NULL;
+
+	if (!mp || xdp_multiprog__is_legacy(mp))
+		return NULL;
+	while ((p = xdp_multiprog__next_prog(p, mp)))
+		if (xdp_program__id(p) == prog_id)
+			return p;
+	return NULL;
+}
+
+static bool in_dispatcher(const struct xdp_record *rec)
+{
+	struct xdp_multiprog *mp = multiprog_of(rec->ifindex);
+	bool found = slot_of(mp, rec->prog_id) != NULL;
+
+	xdp_multiprog__close(mp);
+	return found;
+}
+
+int probe_xdp_info(int fd, struct probe_link_info *out)
+{
+	struct xdp_record rec;
+	int ret = record_read(fd, &rec);
+
+	if (ret < 0)
+		return ret;
+	memset(out, 0, sizeof(*out));
+	out->type = PROBE_LINK_TYPE_XDP_SLOT;
+	if (in_dispatcher(&rec)) {
+		out->prog_id = rec.prog_id;
+		out->ifindex = rec.ifindex;
+	}
+	return 0;
+}
+
+int probe_xdp_describe(uint32_t ifindex, uint32_t prog_id, struct probe_xdp_slot *out)
+{
+	struct xdp_multiprog *mp = multiprog_of(ifindex);
+	struct xdp_program *p = slot_of(mp, prog_id);
+
+	memset(out, 0, sizeof(*out));
+	if (p) {
+		out->dispatcher_id = xdp_program__id(xdp_multiprog__main_prog(mp));
+		out->priority = xdp_program__run_prio(p);
+		for (unsigned int a = XDP_ABORTED; a <= XDP_REDIRECT; a++)
+			if (xdp_program__chain_call_enabled(p, a))
+				out->proceed_on |= 1u << a;
+	}
+	xdp_multiprog__close(mp);
+	return p ? 0 : -ENOENT;
+}
+
+/* What else runs XDP on the interface, when it is no dispatcher that
+ * graind could join: its program id, or 0. */
+uint32_t probe_xdp_lone_program(uint32_t ifindex)
+{
+	struct xdp_multiprog *mp = multiprog_of(ifindex);
+	uint32_t id = 0;
+
+	if (mp && xdp_multiprog__is_legacy(mp))
+		id = xdp_program__id(xdp_multiprog__main_prog(mp));
+	xdp_multiprog__close(mp);
+	return id;
+}
+
+static enum xdp_attach_mode libxdp_mode(uint32_t xdp_flags)
+{
+	if (xdp_flags & XDP_FLAGS_SKB_MODE)
+		return XDP_MODE_SKB;
+	if (xdp_flags & XDP_FLAGS_DRV_MODE)
+		return XDP_MODE_NATIVE;
+	return XDP_MODE_UNSPEC;
+}
+
+/* The spec's priority and actions, over the object's .xdp_run_config. */
+static int apply_run_config(const struct probe_prog *p, struct xdp_program *xp)
+{
+	const Graind__XdpAttach *x = p->attach &&
+		p->attach->kind_case == GRAIND__ATTACH_SPEC__KIND_XDP ? p->attach->xdp : NULL;
+	int ret = 0;
+
+	if (!x)
+		return 0;
+	if (x->priority)
+		ret = xdp_program__set_run_prio(xp, x->priority);
+	for (unsigned int a = XDP_ABORTED; ret == 0 && x->n_proceed_on && a <= XDP_REDIRECT; a++) {
+		bool on = false;
+
+		for (size_t i = 0; i < x->n_proceed_on; i++)
+			on |= (unsigned int)x->proceed_on[i] == a;
+		ret = xdp_program__set_chain_call_enabled(xp, a, on);
+	}
+	return ret;
+}
+
+static int record_new(const struct xdp_record *rec)
+{
+	uint32_t key = 0;
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "graind_xdp", sizeof(key), sizeof(*rec), 1,
+				NULL);
+
+	if (fd < 0)
+		return -errno;
+	if (bpf_map_update_elem(fd, &key, rec, BPF_ANY) < 0) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static void take_out(const struct xdp_record *rec)
+{
+	struct xdp_program *xp = xdp_program__from_id(rec->prog_id);
+	int ret;
+
+	if (!xp || libxdp_get_error(xp))
+		return;		/* gone already */
+	ret = xdp_program__detach(xp, (int)rec->ifindex, (enum xdp_attach_mode)rec->mode, 0);
+	if (ret < 0 && ret != -ENOENT)
+		log_error("msg=\"cannot take an XDP program out of the dispatcher\" ifindex=%u prog_id=%u error=\"%s\"",
+			  rec->ifindex, rec->prog_id, strerror(-ret));
+	xdp_program__close(xp);
+}
+
+static int attach_failure(const struct probe_prog *p, int ret, struct gerr *err)
+{
+	char reason[128];
+
+	libxdp_strerror(ret, reason, sizeof(reason));
+	if (ret == -EEXIST || ret == -EBUSY)
+		return gerr_set(err, 409, "program %s: cannot join the XDP dispatcher of %s: %s (is it attached in another mode?)",
+				p->name, p->ifname, reason);
+	return gerr_set(err, ret == -EOPNOTSUPP ? 422 : 500,
+			"program %s: cannot join the XDP dispatcher of %s: %s", p->name, p->ifname,
+			reason);
+}
+
+int probe_xdp_load_attach(struct probe_prog *p, struct bpf_object *obj, int *record_fd,
+			  struct gerr *err)
+{
+	DECLARE_LIBXDP_OPTS(xdp_program_opts, opts, .obj = obj, .prog_name = p->name);
+	struct xdp_record rec = {
+		.magic = XDP_RECORD_MAGIC,
+		.ifindex = (uint32_t)p->ifindex,
+		.mode = libxdp_mode(p->xdp_flags),
+	};
+	struct xdp_program *xp;
+	int ret;
+
+	libxdp_init();
+	*record_fd = -1;
+	xp = xdp_program__create(&opts);
+	ret = (int)libxdp_get_error(xp);
+	if (!xp || ret)
+		return gerr_set(err, 500, "program %s: libxdp cannot take it: %s", p->name,
+				strerror(ret ? -ret : ENOMEM));
+	if (apply_run_config(p, xp) < 0) {
+		xdp_program__close(xp);
+		return gerr_set(err, 400, "program %s: libxdp refuses its priority or proceedOn", p->name);
+	}
+	ret = xdp_program__attach(xp, p->ifindex, (enum xdp_attach_mode)rec.mode, 0);
+	rec.prog_id = xdp_program__id(xp);
+	if (ret == 0 && !rec.prog_id)
+		rec.prog_id = probe_prog_id(bpf_program__fd(p->prog));
+	xdp_program__close(xp);
+	if (ret < 0)
+		return attach_failure(p, ret, err);
+	if (!in_dispatcher(&rec)) {
+		/* libxdp fell back to attaching it alone. */
+		take_out(&rec);
+		return gerr_set(err, 422, "program %s: libxdp attached it to %s without its dispatcher, which graind does not manage",
+				p->name, p->ifname);
+	}
+	*record_fd = record_new(&rec);
+	if (*record_fd >= 0)
+		return 0;
+	take_out(&rec);
+	return gerr_set(err, 500, "program %s: cannot record its place in the XDP dispatcher: %s",
+			p->name, strerror(-*record_fd));
+}
+
+int probe_xdp_release(int record_fd)
+{
+	struct xdp_record rec;
+	int ret = record_read(record_fd, &rec);
+
+	if (ret < 0)
+		return ret;
+	if (in_dispatcher(&rec))
+		take_out(&rec);
+	return 0;
+}
