@@ -58,6 +58,24 @@ static const char *state_name(Graind__ProgramState s)
 	}
 }
 
+/* Where a program runs in libxdp's dispatcher: it has no link to show. */
+static void xdp_slot_line(const Graind__ProgramStatus *s, FILE *f)
+{
+	const Graind__XdpSlot *x = s->xdp_slot;
+
+	if (!x)
+		return;
+	fprintf(f, "%s: in the XDP dispatcher of %s (program %u), priority %u, proceeds on",
+		s->program, x->ifname, x->dispatcher_id, x->priority);
+	for (size_t i = 0; i < x->n_proceed_on; i++) {
+		const ProtobufCEnumValue *v =
+			protobuf_c_enum_descriptor_get_value(&graind__xdp_action__descriptor,
+							     x->proceed_on[i]);
+		fprintf(f, " %s", v ? v->name : "?");
+	}
+	fprintf(f, "%s\n", x->n_proceed_on ? "" : " nothing");
+}
+
 static void probe_detail(const ProtobufCMessage *m, FILE *f)
 {
 	const Graind__Probe *p = (const void *)m;
@@ -97,6 +115,8 @@ static void probe_detail(const ProtobufCMessage *m, FILE *f)
 						      s->attached_at, s->error });
 	}
 	output_table_print(t, f);
+	for (size_t i = 0; i < p->n_programs; i++)
+		xdp_slot_line(p->programs[i], f);
 }
 
 static const struct ctl_view probe_view = { &graind__probe__descriptor, .detail = probe_detail };

@@ -5,8 +5,9 @@ The system tests that hold on any kernel are imported and so run here as
 they are: status and features, the verifier's verdicts, XDP and TC with
 traffic and exact counts (classic tc filters where the kernel has no
 TCX), a ring buffer on a tracepoint with every field decoded, the exec
-and dns built-ins, and kill -9 with re-adoption without a counting gap.
-Below them, what this host's own kernel cannot run: kprobes, kretprobes
+and dns built-ins, kill -9 with re-adoption without a counting gap, and
+XDP programs sharing an interface through libxdp's dispatcher (with
+xdp-filter) where the kernel runs it. Below them, what this host's own kernel cannot run: kprobes, kretprobes
 and fentry with real hits, and a StatsD sink feeding a listener in the
 guest. And the unit test programs built for the guest's architecture
 (qemu-user passes no bpf(2) through, so they run here)."""
@@ -35,6 +36,11 @@ from test_probes import (Probes, a, count, hooks_sha, net, pin_dir, probes,  # n
                          test_xdp_counts_packets_and_detach_leaves_nothing,
                          test_xdp_update_swaps_program_in_place, only_program)
 from test_samples import Caller, emit, emit_sha, test_ringbuf_events_every_field  # noqa: F401
+from test_xdp_shared import (chain, test_a_program_attached_alone_is_409_naming_it,  # noqa: F401
+                             test_drop_stops_the_chain_unless_proceed_on_says_go_on,
+                             test_kill9_restart_keeps_all_three_and_delete_leaves_the_others,
+                             test_three_programs_share_the_interface_in_priority_order,
+                             test_two_programs_of_one_object_cannot_both_join, xfilter, xnet)
 
 RUN = os.getpid() % 10000
 SLEEPS = 40
@@ -55,6 +61,16 @@ def require(a, feature):
     if feats[feature] != "FEATURE_PRESENT":
         note = [n for n in feats["notes"] if n.startswith(feature + ":")]
         pytest.skip(f"this kernel lacks {feature}: {note}")
+
+
+def test_xdp_dispatcher_runs_on_x86_64(a):
+    """Debian's amd64 kernel runs libxdp's dispatcher: the feature probe
+    must say so there, or the shared-XDP tests would skip for a wrong
+    reason."""
+    if os.uname().machine != "x86_64":
+        pytest.skip(f"freplace on {os.uname().machine} needs kernel text poking (arm64: 6.4)")
+    feats = features(a)
+    assert feats["xdpDispatcher"] == "FEATURE_PRESENT", feats["notes"]
 
 
 @pytest.mark.parametrize("kind", ["kprobe", "kretprobe"])
