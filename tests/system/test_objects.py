@@ -522,7 +522,7 @@ def test_status(a):
     # from "unknown".
     assert set(feats) == {"btf", "bpffs", "tracefs", "kprobes", "ringbuf", "xdp",
                           "bpfStats", "fentry", "lsm", "notes", "tcx", "perfLink",
-                          "bpfCookie", "kprobeMulti", "tcMode"}, feats
+                          "bpfCookie", "kprobeMulti", "tcMode", "xdpDispatcher"}, feats
     assert feats["btf"] == "FEATURE_PRESENT"
     has = {True: "FEATURE_PRESENT", False: "FEATURE_MISSING"}
     # The kprobe PMU is there exactly when the kernel has CONFIG_KPROBES.

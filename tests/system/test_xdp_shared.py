@@ -286,6 +286,24 @@ def test_kill9_restart_keeps_all_three_and_delete_leaves_the_others(xnet, xfilte
             shutil.rmtree(pin_dir(name), ignore_errors=True)
 
 
+def test_the_feature_says_what_xdp_loader_finds(a, xnet):
+    """The agent's own probe of the dispatcher agrees with libxdp's: where
+    xdp-loader ends up with a dispatcher on the interface, the feature is
+    present; where it falls back to a lone program, missing."""
+    sh("xdp-loader", "load", "--mode", "skb", "--prog-name", "chain_pass", xnet.host_if,
+       os.path.join(TEST_BPF, "xdp_chain.bpf.o"))
+    try:
+        out = sh("xdp-loader", "status", xnet.host_if).stdout
+        row = [line.split() for line in out.splitlines() if line.startswith(xnet.host_if)][0]
+        dispatched = row[1] == "xdp_dispatcher"
+        feats = a.get("/v1/status").json()["features"]
+        assert feats["xdpDispatcher"] == ("FEATURE_PRESENT" if dispatched else
+                                          "FEATURE_MISSING"), (out, feats)
+    finally:
+        sh("xdp-loader", "unload", "--all", xnet.host_if, check=False)
+    assert xdp_on(xnet.host_if) == []
+
+
 def test_two_programs_of_one_object_cannot_both_join(a, chain, xnet):
     xdp = {"xdp": {"ifname": xnet.host_if, "mode": "XDP_MODE_SKB"}}
     spec = chain.spec("chain_count", xdp)
