@@ -178,6 +178,23 @@ int probe_tc_release(int record_fd);
 /* Whether the link still hooks something. */
 bool probe_link_alive(const struct probe_link_info *info);
 
+/* xdpdispatch.c: what runs XDP on an interface, read as libxdp lays it
+ * out (no libxdp: see there). */
+#define XDP_DISPATCH_SLOTS 10
+struct xdp_dispatch_slot {
+	uint32_t prog_id;
+	uint32_t priority;
+	uint32_t proceed_on;		/* bit n: XDP action n */
+};
+struct xdp_dispatch {
+	uint32_t dispatcher_id;		/* 0: no dispatcher */
+	uint32_t lone_id;		/* a program that is not one */
+	size_t n_slots;
+	struct xdp_dispatch_slot slots[XDP_DISPATCH_SLOTS];	/* in run order */
+};
+int xdp_dispatch_read(uint32_t ifindex, struct xdp_dispatch *out);
+const struct xdp_dispatch_slot *xdp_dispatch_find(const struct xdp_dispatch *d, uint32_t prog_id);
+
 /* xdpslot.c: XDP programs in libxdp's dispatcher, each recorded by a
  * pinned map. */
 struct probe_xdp_slot {

@@ -20,8 +20,10 @@
  * moment both run, and the other programs on the interface never stop. */
 #include "server/probe/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <linux/if_link.h>
 #include <net/if.h>
 #include <stdio.h>
@@ -91,38 +93,18 @@ static void libxdp_init(void)
 	pthread_once(&once, route_libxdp_log);
 }
 
-/* The interface's dispatcher (or a lone program), NULL when it runs no
- * XDP program; close it with xdp_multiprog__close(). */
-static struct xdp_multiprog *multiprog_of(uint32_t ifindex)
-{
-	struct xdp_multiprog *mp;
-
-	libxdp_init();
-	mp = xdp_multiprog__get_from_ifindex((int)ifindex);
-	if (!mp || libxdp_get_error(mp))
-		return NULL;
-	return mp;
-}
-
-/* prog_id's entry in the dispatcher mp, or NULL. */
-static struct xdp_program *slot_of(struct xdp_multiprog *mp, uint32_t prog_id)
-{
-	struct xdp_program *p = NULL;
-
-	if (!mp || xdp_multiprog__is_legacy(mp))
-		return NULL;
-	while ((p = xdp_multiprog__next_prog(p, mp)))
-		if (xdp_program__id(p) == prog_id)
-			return p;
-	return NULL;
-}
+/* libxdp changes the dispatcher under this lock, and no one reads it
+ * meanwhile: see sweep_leaks(). */
+static pthread_rwlock_t dispatch_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 static bool in_dispatcher(const struct xdp_record *rec)
 {
-	struct xdp_multiprog *mp = multiprog_of(rec->ifindex);
-	bool found = slot_of(mp, rec->prog_id) != NULL;
+	struct xdp_dispatch d;
+	bool found;
 
-	xdp_multiprog__close(mp);
+	pthread_rwlock_rdlock(&dispatch_lock);
+	found = xdp_dispatch_read(rec->ifindex, &d) == 0 && xdp_dispatch_find(&d, rec->prog_id);
+	pthread_rwlock_unlock(&dispatch_lock);
 	return found;
 }
 
@@ -144,32 +126,113 @@ int probe_xdp_info(int fd, struct probe_link_info *out)
 
 int probe_xdp_describe(uint32_t ifindex, uint32_t prog_id, struct probe_xdp_slot *out)
 {
-	struct xdp_multiprog *mp = multiprog_of(ifindex);
-	struct xdp_program *p = slot_of(mp, prog_id);
+	const struct xdp_dispatch_slot *slot;
+	struct xdp_dispatch d;
+	int ret;
 
 	memset(out, 0, sizeof(*out));
-	if (p) {
-		out->dispatcher_id = xdp_program__id(xdp_multiprog__main_prog(mp));
-		out->priority = xdp_program__run_prio(p);
-		for (unsigned int a = XDP_ABORTED; a <= XDP_REDIRECT; a++)
-			if (xdp_program__chain_call_enabled(p, a))
-				out->proceed_on |= 1u << a;
-	}
-	xdp_multiprog__close(mp);
-	return p ? 0 : -ENOENT;
+	pthread_rwlock_rdlock(&dispatch_lock);
+	ret = xdp_dispatch_read(ifindex, &d);
+	pthread_rwlock_unlock(&dispatch_lock);
+	slot = ret == 0 ? xdp_dispatch_find(&d, prog_id) : NULL;
+	if (!slot)
+		return -ENOENT;
+	out->dispatcher_id = d.dispatcher_id;
+	out->priority = slot->priority;
+	out->proceed_on = slot->proceed_on;
+	return 0;
 }
 
-/* What else runs XDP on the interface, when it is no dispatcher that
- * graind could join: its program id, or 0. */
 uint32_t probe_xdp_lone_program(uint32_t ifindex)
 {
-	struct xdp_multiprog *mp = multiprog_of(ifindex);
-	uint32_t id = 0;
+	struct xdp_dispatch d;
+	int ret;
 
-	if (mp && xdp_multiprog__is_legacy(mp))
-		id = xdp_program__id(xdp_multiprog__main_prog(mp));
-	xdp_multiprog__close(mp);
-	return id;
+	pthread_rwlock_rdlock(&dispatch_lock);
+	ret = xdp_dispatch_read(ifindex, &d);
+	pthread_rwlock_unlock(&dispatch_lock);
+	return ret == 0 ? d.lone_id : 0;
+}
+
+/* The descriptors open now, sorted; *n of them. */
+static int *open_fds(size_t *n)
+{
+	struct dirent *de;
+	int *fds = NULL, *grown;
+	size_t cap = 0;
+	DIR *d = opendir("/proc/self/fd");
+
+	*n = 0;
+	if (!d)
+		return NULL;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 64;
+			grown = realloc(fds, cap * sizeof(*fds));
+			if (!grown)
+				break;
+			fds = grown;
+		}
+		fds[(*n)++] = atoi(de->d_name);
+	}
+	closedir(d);
+	return fds;
+}
+
+static bool listed(const int *fds, size_t n, int fd)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] == fd)
+			return true;
+	return false;
+}
+
+/* A program descriptor of the dispatcher or of a program in one (an
+ * extension) that obj, when set, does not own. */
+static bool is_libxdp_prog_fd(int fd, struct bpf_object *obj)
+{
+	char link[64], target[32];
+	struct bpf_prog_info info;
+	struct bpf_program *prog;
+	uint32_t len = sizeof(info);
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	if (strcmp(target, "anon_inode:bpf-prog") != 0)
+		return false;
+	if (obj)
+		bpf_object__for_each_program(prog, obj)
+			if (bpf_program__fd(prog) == fd)
+				return false;
+	memset(&info, 0, sizeof(info));
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+	       (info.type == BPF_PROG_TYPE_EXT || strcmp(info.name, "xdp_dispatcher") == 0);
+}
+
+/* libxdp 1.3.1 looks up the interface's dispatcher at every attach and
+ * detach, and never closes the descriptors that lookup opens, of the
+ * dispatcher and of every program in it (xdp_program__from_pin,
+ * xdp_multiprog__from_id; fixed upstream after 1.3.1): each replaced
+ * dispatcher, and each program taken out, would stay loaded for as long
+ * as the agent runs. Nothing else in the agent opens such a program while
+ * dispatch_lock is held for writing, so one that appeared during the call
+ * and is still open is that leak, and is closed; the programs of obj,
+ * which libxdp loaded for us, are ours. */
+static void sweep_leaks(const int *before, size_t n_before, struct bpf_object *obj)
+{
+	size_t n;
+	int *now = open_fds(&n);
+
+	for (size_t i = 0; now && i < n; i++)
+		if (!listed(before, n_before, now[i]) && is_libxdp_prog_fd(now[i], obj))
+			close(now[i]);
+	free(now);
 }
 
 static enum xdp_attach_mode libxdp_mode(uint32_t xdp_flags)
@@ -219,18 +282,37 @@ static int record_new(const struct xdp_record *rec)
 	return fd;
 }
 
-static void take_out(const struct xdp_record *rec)
+/* With dispatch_lock held for writing. Not xdp_program__from_id(),
+ * which leaks the descriptor it opens in 1.3.1. */
+static void take_out_locked(const struct xdp_record *rec)
 {
-	struct xdp_program *xp = xdp_program__from_id(rec->prog_id);
-	int ret;
+	struct xdp_program *xp;
+	int fd = bpf_prog_get_fd_by_id(rec->prog_id), ret;
 
-	if (!xp || libxdp_get_error(xp))
+	if (fd < 0)
 		return;		/* gone already */
+	xp = xdp_program__from_fd(fd);
+	close(fd);
+	if (!xp || libxdp_get_error(xp))
+		return;
 	ret = xdp_program__detach(xp, (int)rec->ifindex, (enum xdp_attach_mode)rec->mode, 0);
 	if (ret < 0 && ret != -ENOENT)
 		log_error("msg=\"cannot take an XDP program out of the dispatcher\" ifindex=%u prog_id=%u error=\"%s\"",
 			  rec->ifindex, rec->prog_id, strerror(-ret));
 	xdp_program__close(xp);
+}
+
+static void take_out(const struct xdp_record *rec)
+{
+	size_t n;
+	int *before;
+
+	pthread_rwlock_wrlock(&dispatch_lock);
+	before = open_fds(&n);
+	take_out_locked(rec);
+	sweep_leaks(before, n, NULL);
+	pthread_rwlock_unlock(&dispatch_lock);
+	free(before);
 }
 
 static int attach_failure(const struct probe_prog *p, int ret, struct gerr *err)
@@ -256,7 +338,8 @@ int probe_xdp_load_attach(struct probe_prog *p, struct bpf_object *obj, int *rec
 		.mode = libxdp_mode(p->xdp_flags),
 	};
 	struct xdp_program *xp;
-	int ret;
+	size_t n_before;
+	int *before, ret;
 
 	libxdp_init();
 	*record_fd = -1;
@@ -269,11 +352,16 @@ int probe_xdp_load_attach(struct probe_prog *p, struct bpf_object *obj, int *rec
 		xdp_program__close(xp);
 		return gerr_set(err, 400, "program %s: libxdp refuses its priority or proceedOn", p->name);
 	}
+	pthread_rwlock_wrlock(&dispatch_lock);
+	before = open_fds(&n_before);
 	ret = xdp_program__attach(xp, p->ifindex, (enum xdp_attach_mode)rec.mode, 0);
 	rec.prog_id = xdp_program__id(xp);
+	xdp_program__close(xp);
+	sweep_leaks(before, n_before, obj);
+	pthread_rwlock_unlock(&dispatch_lock);
+	free(before);
 	if (ret == 0 && !rec.prog_id)
 		rec.prog_id = probe_prog_id(bpf_program__fd(p->prog));
-	xdp_program__close(xp);
 	if (ret < 0)
 		return attach_failure(p, ret, err);
 	if (!in_dispatcher(&rec)) {

@@ -21,9 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from itertools import permutations
 
-import grpc
 import pytest
 
 from conftest import TEST_BPF, Agent, assert_error, bpf_object, sh, veth_namespace
@@ -165,7 +163,9 @@ def put(agent, name, spec):
 
 # ---------------------------------------------------------------- tests
 
-@pytest.mark.parametrize("order", list(permutations(["filter", "netstat", "chain"])))
+@pytest.mark.parametrize("order", ["filter,netstat,chain", "filter,chain,netstat",
+                                   "netstat,filter,chain", "netstat,chain,filter",
+                                   "chain,filter,netstat", "chain,netstat,filter"])
 def test_three_programs_share_the_interface_in_priority_order(a, chain, xnet, xfilter, order):
     """Whatever the order of loading, the dispatcher runs xdp-filter (10),
     netstat (20) and chain_count (40, its object's own priority) in that
@@ -173,7 +173,7 @@ def test_three_programs_share_the_interface_in_priority_order(a, chain, xnet, xf
     ifindex = socket.if_nametoindex(xnet.host_if)
     ns, ch = f"xs-ns-{RUN}", f"xs-ch-{RUN}"
     status = {}
-    for who in order:
+    for who in order.split(","):
         if who == "filter":
             xfilter.load()
         elif who == "netstat":
@@ -226,7 +226,8 @@ def test_drop_stops_the_chain_unless_proceed_on_says_go_on(a, chain, xnet):
         send_udp_from_ns(xnet, xnet.host_ip, 10, noise=0)
         assert wait_until("late", lambda: chain_count(late) >= 10) is True
         time.sleep(0.1)
-        assert (chain_count(early), chain_count(late)) == (20, 10)
+        # The new generation counts in maps of its own.
+        assert (chain_count(early), chain_count(late)) == (10, 10)
     finally:
         for name in (early, late):
             a.delete(f"/v1/probes/{name}")
@@ -349,6 +350,7 @@ def test_bad_run_config_is_400(a, xnet, xdp, field):
 def test_bad_proceed_on_over_grpc_is_invalid_argument(a, pb, xnet):
     """An action number the schema does not have, as a gRPC client can
     send it, is refused by the codec before anything loads."""
+    import grpc     # not in the test VMs, which do not import this test
     r = a.upload(bpf_object("xdp_chain.bpf.o"))
     sha = r.json()["sha256"]
     attach = pb.AttachSpec(xdp=pb.XdpAttach(ifname=xnet.host_if, proceed_on=[pb.XDP_PASS, 9]))
