@@ -218,8 +218,15 @@ int probe_xdp_describe(uint32_t ifindex, uint32_t prog_id, struct probe_xdp_slot
 uint32_t probe_xdp_lone_program(uint32_t ifindex);
 
 /* pins.c */
-/* Whether fd is a BPF map (a record), not a link. */
-bool probe_fd_is_map(int fd);
+/* Whether fd is a BPF object of that kind, as /proc names it: "bpf-map",
+ * "bpf-prog", "bpf_link". */
+bool probe_fd_is(int fd, const char *kind);
+/* Records (tcfilter.c, xdpslot.c): what graind made where a link would
+ * be, a single-entry array map of `size` bytes that starts with its
+ * magic. _new returns the fd to pin, or -errno; _read fills rec, -EBADMSG
+ * when fd is not a record of that magic. */
+int probe_record_new(const char *name, const void *rec, size_t size);
+int probe_record_read(int fd, void *rec, size_t size, uint32_t magic);
 /* The id of the program behind fd, 0 when unknown. */
 uint32_t probe_prog_id(int fd);
 int probe_pin_path(char *buf, size_t n, const char *dir, const char *file);

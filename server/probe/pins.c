@@ -86,7 +86,7 @@ static void release_link(const char *path)
 	}
 }
 
-bool probe_fd_is_map(int fd)
+bool probe_fd_is(int fd, const char *kind)
 {
 	char link[64], target[32];
 	ssize_t n;
@@ -96,7 +96,40 @@ bool probe_fd_is_map(int fd)
 	if (n < 0)
 		return false;
 	target[n] = '\0';
-	return strcmp(target, "anon_inode:bpf-map") == 0;
+	return strncmp(target, "anon_inode:", 11) == 0 && strcmp(target + 11, kind) == 0;
+}
+
+int probe_record_new(const char *name, const void *rec, size_t size)
+{
+	uint32_t key = 0;
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, name, sizeof(key), (uint32_t)size, 1, NULL);
+
+	if (fd < 0)
+		return -errno;
+	if (bpf_map_update_elem(fd, &key, rec, BPF_ANY) < 0) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int probe_record_read(int fd, void *rec, size_t size, uint32_t magic)
+{
+	struct bpf_map_info info;
+	uint32_t key = 0, len = sizeof(info);
+
+	if (!probe_fd_is(fd, "bpf-map"))
+		return -EBADF;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) < 0)
+		return -errno;
+	if (info.type != BPF_MAP_TYPE_ARRAY || info.value_size != size || info.max_entries != 1)
+		return -EBADMSG;
+	if (bpf_map_lookup_elem(fd, &key, rec) < 0)
+		return -errno;
+	return *(const uint32_t *)rec == magic ? 0 : -EBADMSG;
 }
 
 uint32_t probe_prog_id(int fd)

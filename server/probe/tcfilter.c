@@ -33,18 +33,14 @@ struct tc_record {
 
 static int record_read(int fd, struct tc_record *rec)
 {
-	uint32_t key = 0;
-
-	if (bpf_map_lookup_elem(fd, &key, rec) < 0)
-		return -errno;
-	return rec->magic == TC_RECORD_MAGIC ? 0 : -EBADMSG;
+	return probe_record_read(fd, rec, sizeof(*rec), TC_RECORD_MAGIC);
 }
 
 bool probe_tc_is_record(int fd)
 {
 	struct tc_record rec;
 
-	return probe_fd_is_map(fd) && record_read(fd, &rec) == 0;
+	return record_read(fd, &rec) == 0;
 }
 
 static void hook_of(const struct tc_record *rec, struct bpf_tc_hook *hook)
@@ -95,19 +91,7 @@ int probe_tc_info(int fd, struct probe_link_info *out)
 /* A record of a filter, as an fd to pin. */
 static int record_new(const struct tc_record *rec)
 {
-	uint32_t key = 0;
-	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "graind_tc", sizeof(key), sizeof(*rec), 1,
-				NULL);
-
-	if (fd < 0)
-		return -errno;
-	if (bpf_map_update_elem(fd, &key, rec, BPF_ANY) < 0) {
-		int ret = -errno;
-
-		close(fd);
-		return ret;
-	}
-	return fd;
+	return probe_record_new("graind_tc", rec, sizeof(*rec));
 }
 
 int probe_tc_attach(const struct probe_prog *p, int prog_fd, int *record_fd, struct gerr *err)

@@ -45,18 +45,14 @@ struct xdp_record {
 
 static int record_read(int fd, struct xdp_record *rec)
 {
-	uint32_t key = 0;
-
-	if (bpf_map_lookup_elem(fd, &key, rec) < 0)
-		return -errno;
-	return rec->magic == XDP_RECORD_MAGIC ? 0 : -EBADMSG;
+	return probe_record_read(fd, rec, sizeof(*rec), XDP_RECORD_MAGIC);
 }
 
 bool probe_xdp_is_record(int fd)
 {
 	struct xdp_record rec;
 
-	return probe_fd_is_map(fd) && record_read(fd, &rec) == 0;
+	return record_read(fd, &rec) == 0;
 }
 
 /* libxdp speaks to stderr unless told otherwise: into the agent's log. */
@@ -193,18 +189,11 @@ static bool listed(const int *fds, size_t n, int fd)
  * extension) that obj, when set, does not own. */
 static bool is_libxdp_prog_fd(int fd, struct bpf_object *obj)
 {
-	char link[64], target[32];
 	struct bpf_prog_info info;
 	struct bpf_program *prog;
 	uint32_t len = sizeof(info);
-	ssize_t n;
 
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = '\0';
-	if (strcmp(target, "anon_inode:bpf-prog") != 0)
+	if (!probe_fd_is(fd, "bpf-prog"))
 		return false;
 	if (obj)
 		bpf_object__for_each_program(prog, obj)
@@ -267,19 +256,7 @@ static int apply_run_config(const struct probe_prog *p, struct xdp_program *xp)
 
 static int record_new(const struct xdp_record *rec)
 {
-	uint32_t key = 0;
-	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "graind_xdp", sizeof(key), sizeof(*rec), 1,
-				NULL);
-
-	if (fd < 0)
-		return -errno;
-	if (bpf_map_update_elem(fd, &key, rec, BPF_ANY) < 0) {
-		int ret = -errno;
-
-		close(fd);
-		return ret;
-	}
-	return fd;
+	return probe_record_new("graind_xdp", rec, sizeof(*rec));
 }
 
 /* With dispatch_lock held for writing. Not xdp_program__from_id(),
