@@ -81,10 +81,8 @@ struct stream {
 	int32_t id;
 	struct conn *conn;
 	struct stream *prev, *next;     /* in conn->streams */
-	/* Request headers. */
-	char method[16], path[160], ctype[128], auth[HEADER_MAX], timeout[32], encoding[32];
-	bool header_too_long;
-	bool auth_seen;                 /* an authorization header came */
+	/* Request headers used after its header block (conn->hdr: the rest). */
+	char path[160], timeout[32], encoding[32];
 	enum stream_kind kind;
 	const struct svc_method *m;
 	struct svc_call caller;         /* KIND_GRAIND, KIND_WATCH: who calls m */
@@ -102,7 +100,21 @@ struct stream {
 	bool plain;                     /* an HTTP error, not a gRPC answer */
 	uint8_t *out;
 	size_t out_len, out_off;
-	struct grpc_reply status;       /* the trailers (its data unused) */
+	/* The status the trailers carry: a grpc_reply's, its message copied
+	 * only when there is one (most answers are OK, and a whole reply
+	 * per stream was a tenth of the cost of a call). */
+	int code;
+	char *msg;                      /* malloc'd, NULL: none */
+	char *details_bin;              /* malloc'd, NULL: none */
+};
+
+/* The headers of the request whose header block is being read, needed
+ * only by stream_begin() at its end: HTTP/2 never interleaves two header
+ * blocks, so one connection needs one set (cleared when a block starts). */
+struct req_headers {
+	char method[16], ctype[128], auth[HEADER_MAX];
+	bool too_long;                  /* one of the stream's headers did not fit */
+	bool auth_seen;                 /* an authorization header came */
 };
 
 struct conn {
@@ -123,6 +135,7 @@ struct conn {
 	int64_t idle_since;             /* when it last had a stream, or opened */
 	bool seen_frame;                /* the client spoke HTTP/2 */
 	struct svc_caller_cache callers;        /* who its last call was */
+	struct req_headers hdr;
 	bool want_out, dead;
 	/* nghttp2 is done with it: our side is shut, and what the client
 	 * still sends is read and dropped until it closes (or LINGER_MS), so
@@ -219,19 +232,19 @@ static size_t status_headers(const struct stream *s, nghttp2_nv *nva, char code[
 	size_t n = 0;
 
 	/* Codes are 0 to 16: no printf for every call. */
-	if (s->status.code >= 0 && s->status.code < 10) {
-		code[0] = (char)('0' + s->status.code);
+	if (s->code >= 0 && s->code < 10) {
+		code[0] = (char)('0' + s->code);
 		code[1] = '\0';
 	} else {
-		snprintf(code, 12, "%d", s->status.code);
+		snprintf(code, 12, "%d", s->code);
 	}
 	nva[n++] = (nghttp2_nv)NV("grpc-status", code);
-	if (s->status.msg[0]) {
-		percent_encode(s->status.msg, msg, msg_n);
+	if (s->msg) {
+		percent_encode(s->msg, msg, msg_n);
 		nva[n++] = (nghttp2_nv)NV("grpc-message", msg);
 	}
-	if (s->status.details_bin)
-		nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", s->status.details_bin);
+	if (s->details_bin)
+		nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", s->details_bin);
 	return n;
 }
 
@@ -369,11 +382,13 @@ static void stream_finish(struct stream *s, struct grpc_reply *r)
 		grpc_reply_clear(r);
 		grpc_reply_status(r, GRPC_INTERNAL, "out of memory for the response");
 	}
-	free(r->data);
-	r->data = NULL;
-	r->len = 0;
-	s->status = *r;
-	memset(r, 0, sizeof(*r));
+	s->code = r->code;
+	/* Out of memory for its message, the status goes without it. */
+	if (r->msg[0])
+		s->msg = strdup(r->msg);
+	s->details_bin = r->details_bin;
+	r->details_bin = NULL;
+	grpc_reply_clear(r);
 	s->answered = true;
 	deadline_clear(s);
 	job_detach(s);
@@ -474,22 +489,25 @@ static bool compressed_encoding(const struct stream *s)
 static void stream_begin(struct stream *s)
 {
 	struct grpc_server *srv = s->conn->srv;
+	const struct req_headers *h = &s->conn->hdr;
 	const char *p = s->path;
-	struct grpc_reply r = { 0 };
+	struct grpc_reply r;
 
-	if (s->header_too_long) {
+	grpc_reply_init(&r);
+
+	if (h->too_long) {
 		stream_http_error(s, "431", "a request header is too long");
 		return;
 	}
-	if (strcmp(s->method, "POST") != 0) {
+	if (strcmp(h->method, "POST") != 0) {
 		stream_http_error(s, "405", "gRPC requests are POST");
 		return;
 	}
-	if (!grpc_content_type(s->ctype)) {
+	if (!grpc_content_type(h->ctype)) {
 		char text[256];
 
 		snprintf(text, sizeof(text), "unsupported content-type '%.128s': send application/grpc or application/grpc+proto",
-			 s->ctype);
+			 h->ctype);
 		stream_http_error(s, "415", text);
 		return;
 	}
@@ -514,7 +532,7 @@ static void stream_begin(struct stream *s)
 			srv->n_watches++;
 		}
 		/* Who may not call it hears so before any message is read. */
-		if (grpc_call_identify(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
+		if (grpc_call_identify(srv->agent, s->m, h->auth[0] ? h->auth : NULL,
 				       conn_identity(s->conn), s->conn->address, &s->conn->callers,
 				       &s->caller, &r) < 0) {
 			stream_finish(s, &r);
@@ -591,10 +609,11 @@ static void jobs_hand_over(struct grpc_server *srv)
 static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 {
 	struct grpc_server *srv = s->conn->srv;
-	struct grpc_reply r = { 0 };
+	struct grpc_reply r;
 	bool known;
 	struct job *j;
 
+	grpc_reply_init(&r);
 	switch (s->kind) {
 	case KIND_HEALTH:
 		grpc_health_check(!srv->draining && svc_serving(srv->agent), false, msg, len,
@@ -740,7 +759,9 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 	if (s->answered)
 		return;
 	if (s->in_len + n > s->in_cap) {
-		size_t cap = s->in_cap ? s->in_cap : 4096;
+		/* Small to start: most requests are a few bytes, and an
+		 * allocation this size comes from malloc's per-thread cache. */
+		size_t cap = s->in_cap ? s->in_cap : 64;
 		uint8_t *grown;
 
 		while (cap < s->in_len + n)
@@ -804,7 +825,8 @@ static void stream_free(struct stream *s)
 	svc_watch_free(s->watch);
 	c->out_bytes -= s->out_len - s->out_off;
 	free(s->out);
-	grpc_reply_clear(&s->status);
+	free(s->msg);
+	free(s->details_bin);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -828,6 +850,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	s->id = frame->hd.stream_id;
 	s->conn = c;
+	c->hdr.method[0] = c->hdr.ctype[0] = c->hdr.auth[0] = '\0';
+	c->hdr.too_long = c->hdr.auth_seen = false;
 	s->next = c->streams;
 	if (c->streams)
 		c->streams->prev = s;
@@ -836,10 +860,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 	return 0;
 }
 
-static void copy_header(struct stream *s, char *dst, size_t n, const uint8_t *v, size_t len)
+static void copy_header(struct conn *c, char *dst, size_t n, const uint8_t *v, size_t len)
 {
 	if (len >= n) {
-		s->header_too_long = true;
+		c->hdr.too_long = true;
 		return;
 	}
 	memcpy(dst, v, len);
@@ -850,33 +874,43 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
 		     const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
 		     uint8_t flags, void *ud)
 {
+	struct conn *c = ud;
 	struct stream *s;
-	static const struct { const char *name; size_t off, size; } wanted[] = {
-		{ ":method", offsetof(struct stream, method), sizeof(((struct stream *)0)->method) },
-		{ ":path", offsetof(struct stream, path), sizeof(((struct stream *)0)->path) },
-		{ "content-type", offsetof(struct stream, ctype), sizeof(((struct stream *)0)->ctype) },
-		{ "authorization", offsetof(struct stream, auth), sizeof(((struct stream *)0)->auth) },
-		{ "grpc-timeout", offsetof(struct stream, timeout), sizeof(((struct stream *)0)->timeout) },
-		{ "grpc-encoding", offsetof(struct stream, encoding), sizeof(((struct stream *)0)->encoding) },
+	/* Lengths written out: every header of every request passes here.
+	 * `hdr`: kept in c->hdr, else in the stream. */
+#define WANTED(n, type, f, hdr) { n, sizeof(n) - 1, offsetof(type, f), \
+				  sizeof(((type *)0)->f), hdr }
+	static const struct { const char *name; size_t len, off, size; bool hdr; } wanted[] = {
+		WANTED(":method", struct req_headers, method, true),
+		WANTED(":path", struct stream, path, false),
+		WANTED("content-type", struct req_headers, ctype, true),
+		WANTED("authorization", struct req_headers, auth, true),
+		WANTED("grpc-timeout", struct stream, timeout, false),
+		WANTED("grpc-encoding", struct stream, encoding, false),
 	};
+#undef WANTED
 
-	(void)flags, (void)ud;
+	(void)flags;
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 	if (!s)
 		return 0;
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-		if (strlen(wanted[i].name) != namelen || memcmp(wanted[i].name, name, namelen) != 0)
+		if (wanted[i].len != namelen || memcmp(wanted[i].name, name, namelen) != 0)
 			continue;
+		char *base = wanted[i].hdr ? (char *)&c->hdr : (char *)s;
+		bool auth = wanted[i].hdr && wanted[i].off == offsetof(struct req_headers, auth);
+
 		/* Two credentials: neither is the caller's (auth.h). */
-		if (wanted[i].off == offsetof(struct stream, auth) && s->auth_seen) {
-			strcpy(s->auth, " ");
-			continue;
+		if (auth && c->hdr.auth_seen) {
+			strcpy(c->hdr.auth, " ");
+			break;
 		}
-		if (wanted[i].off == offsetof(struct stream, auth))
-			s->auth_seen = true;
-		copy_header(s, (char *)s + wanted[i].off, wanted[i].size, value, valuelen);
+		if (auth)
+			c->hdr.auth_seen = true;
+		copy_header(c, base + wanted[i].off, wanted[i].size, value, valuelen);
+		break;
 	}
 	return 0;
 }

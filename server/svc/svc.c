@@ -189,6 +189,7 @@ void svc_call_identify_cached(struct svc_call *call, struct svc_caller_cache *ca
 	uint64_t generation;
 
 	if (!cache || !agent->auth || !authorization || len >= sizeof(cache->auth)) {
+		memset(call, 0, sizeof(*call));
 		svc_call_identify(call, agent, authorization, client_identity, peer_address);
 		return;
 	}
@@ -199,6 +200,8 @@ void svc_call_identify_cached(struct svc_call *call, struct svc_caller_cache *ca
 		*call = cache->call;
 		return;
 	}
+	/* Cleared only on a miss: a hit is a whole copy already. */
+	memset(call, 0, sizeof(*call));
 	svc_call_identify(call, agent, authorization, client_identity, peer_address);
 	/* The generation read before: a reload meanwhile only costs a miss. */
 	cache->valid = true;
