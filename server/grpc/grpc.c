@@ -112,6 +112,7 @@ struct stream {
  * only by stream_begin() at its end: HTTP/2 never interleaves two header
  * blocks, so one connection needs one set (cleared when a block starts). */
 struct req_headers {
+	struct stream *stream;          /* whose they are; NULL once it is freed */
 	char method[16], ctype[128], auth[HEADER_MAX];
 	bool too_long;                  /* one of the stream's headers did not fit */
 	bool auth_seen;                 /* an authorization header came */
@@ -203,6 +204,7 @@ static int64_t now_ms(void)
 }
 
 static void conn_flush(struct conn *c);
+static int pend_append(struct conn *c, const uint8_t *data, size_t n);
 
 /* grpc-message: printable ASCII but '%' as is, every other byte %XX. */
 static void percent_encode(const char *in, char *out, size_t n)
@@ -248,37 +250,69 @@ static size_t status_headers(const struct stream *s, nghttp2_nv *nva, char code[
 	return n;
 }
 
+/* Header fields that live as long as the program: nghttp2 need not copy
+ * them. */
+#define NV_STATIC(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, \
+			  NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE }
+
+/* The trailers of most answers, built once. */
+static const nghttp2_nv ok_trailers[] = { NV_STATIC("grpc-status", "0") };
+
+/* The next DATA frame of s: up to `length` bytes of s->out, which
+ * send_out() writes from where they are (NGHTTP2_DATA_FLAG_NO_COPY: no
+ * copy into nghttp2's buffer first); its trailers after the last. */
 static ssize_t read_out(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
 			uint32_t *flags, nghttp2_data_source *source, void *user_data)
 {
 	struct stream *s = source->ptr;
 	size_t n = s->out_len - s->out_off;
 
-	(void)user_data;
+	(void)buf, (void)user_data;
 	if (n > length)
 		n = length;
 	if (n)
-		memcpy(buf, s->out + s->out_off, n);
-	s->out_off += n;
-	s->conn->out_bytes -= n;
-	if (s->out_off < s->out_len)
+		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (s->out_off + n < s->out_len)
 		return (ssize_t)n;
-	free(s->out);
-	s->out = NULL;
-	s->out_len = s->out_off = 0;
 	if (!s->answered)
 		return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
 	if (!s->plain) {
 		char code[12], msg[3 * GERR_MSG_MAX + 1];
 		nghttp2_nv nva[3];
-		size_t nv = status_headers(s, nva, code, msg, sizeof(msg));
+		size_t nv = 0;
 
+		if (s->code != GRPC_OK || s->msg || s->details_bin)
+			nv = status_headers(s, nva, code, msg, sizeof(msg));
 		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-		if (nghttp2_submit_trailer(session, id, nva, nv) != 0)
+		if (nghttp2_submit_trailer(session, id, nv ? nva : ok_trailers, nv ? nv : 1) != 0)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	return (ssize_t)n;
+}
+
+/* A DATA frame read_out() chose: its header, then its bytes from s->out,
+ * to the connection's write buffer. Past FLUSH_BYTES nghttp2 pauses, so
+ * that the buffer still holds at most one frame beyond it. */
+static int send_out(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+		    size_t length, nghttp2_data_source *source, void *user_data)
+{
+	struct conn *c = user_data;
+	struct stream *s = source->ptr;
+
+	(void)session;
+	/* Nothing asks nghttp2 for padding, which would go between. */
+	if (frame->data.padlen || pend_append(c, framehd, 9) < 0 ||
+	    pend_append(c, s->out + s->out_off, length) < 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	s->out_off += length;
+	c->out_bytes -= length;
+	if (s->out_off == s->out_len) {
+		free(s->out);
+		s->out = NULL;
+		s->out_len = s->out_off = 0;
+	}
+	return c->pend_len - c->pend_off >= FLUSH_BYTES ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 /* Queue bytes of a response (framed messages, or an HTTP error's text). */
@@ -827,6 +861,8 @@ static void stream_free(struct stream *s)
 	free(s->out);
 	free(s->msg);
 	free(s->details_bin);
+	if (c->hdr.stream == s)
+		c->hdr.stream = NULL;
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -850,6 +886,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	s->id = frame->hd.stream_id;
 	s->conn = c;
+	c->hdr.stream = s;
 	c->hdr.method[0] = c->hdr.ctype[0] = c->hdr.auth[0] = '\0';
 	c->hdr.too_long = c->hdr.auth_seen = false;
 	s->next = c->streams;
@@ -870,48 +907,66 @@ static void copy_header(struct conn *c, char *dst, size_t n, const uint8_t *v, s
 	dst[len] = '\0';
 }
 
+/* Where request header `name` is kept, with its room in *size; NULL: it
+ * is not one we read. Every header of every request passes here. */
+static char *header_slot(struct conn *c, struct stream *s, const uint8_t *name, size_t len,
+			 size_t *size)
+{
+#define IS(lit) (len == sizeof(lit) - 1 && memcmp(name, lit, len) == 0)
+#define SLOT(f) (*size = sizeof(f), (f))
+	switch (len) {
+	case 5:
+		if (IS(":path"))
+			return SLOT(s->path);
+		break;
+	case 7:
+		if (IS(":method"))
+			return SLOT(c->hdr.method);
+		break;
+	case 12:
+		if (IS("content-type"))
+			return SLOT(c->hdr.ctype);
+		if (IS("grpc-timeout"))
+			return SLOT(s->timeout);
+		break;
+	case 13:
+		if (IS("authorization"))
+			return SLOT(c->hdr.auth);
+		if (IS("grpc-encoding"))
+			return SLOT(s->encoding);
+		break;
+	}
+	return NULL;
+#undef IS
+#undef SLOT
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
 		     const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
 		     uint8_t flags, void *ud)
 {
 	struct conn *c = ud;
-	struct stream *s;
-	/* Lengths written out: every header of every request passes here.
-	 * `hdr`: kept in c->hdr, else in the stream. */
-#define WANTED(n, type, f, hdr) { n, sizeof(n) - 1, offsetof(type, f), \
-				  sizeof(((type *)0)->f), hdr }
-	static const struct { const char *name; size_t len, off, size; bool hdr; } wanted[] = {
-		WANTED(":method", struct req_headers, method, true),
-		WANTED(":path", struct stream, path, false),
-		WANTED("content-type", struct req_headers, ctype, true),
-		WANTED("authorization", struct req_headers, auth, true),
-		WANTED("grpc-timeout", struct stream, timeout, false),
-		WANTED("grpc-encoding", struct stream, encoding, false),
-	};
-#undef WANTED
+	struct stream *s = c->hdr.stream;
+	size_t size;
+	char *dst;
 
 	(void)flags;
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-	if (!s)
+	/* The stream whose block this is: the one that began last. */
+	if (!s || s->id != frame->hd.stream_id)
+		s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (!s || !(dst = header_slot(c, s, name, namelen, &size)))
 		return 0;
-	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-		if (wanted[i].len != namelen || memcmp(wanted[i].name, name, namelen) != 0)
-			continue;
-		char *base = wanted[i].hdr ? (char *)&c->hdr : (char *)s;
-		bool auth = wanted[i].hdr && wanted[i].off == offsetof(struct req_headers, auth);
-
+	if (dst == c->hdr.auth) {
 		/* Two credentials: neither is the caller's (auth.h). */
-		if (auth && c->hdr.auth_seen) {
+		if (c->hdr.auth_seen) {
 			strcpy(c->hdr.auth, " ");
-			break;
+			return 0;
 		}
-		if (auth)
-			c->hdr.auth_seen = true;
-		copy_header(c, base + wanted[i].off, wanted[i].size, value, valuelen);
-		break;
+		c->hdr.auth_seen = true;
 	}
+	copy_header(c, dst, size, value, valuelen);
 	return 0;
 }
 
@@ -969,6 +1024,7 @@ static int callbacks_init(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_send_data_callback(callbacks, send_out);
 	return 0;
 }
 
