@@ -50,6 +50,13 @@
 #include "server/util/listen.h"
 #include "server/util/log.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
+
 #define MAX_STREAMS 100                 /* per connection */
 #define MAX_CONNS 256
 #define WORKERS 4
@@ -62,6 +69,7 @@
 #define LINGER_MS 2000                  /* a finished connection waits for the client's close */
 #define MAX_WATCHES 256                 /* WatchSamples/WatchProbes streams open at once */
 #define FLUSH_BYTES 16384               /* gathered for one write */
+#define SPARE_STREAMS MAX_STREAMS       /* freed streams kept for reuse */
 
 enum item_kind { ITEM_LISTENER, ITEM_WAKE, ITEM_CONN };
 
@@ -137,6 +145,7 @@ struct conn {
 	bool seen_frame;                /* the client spoke HTTP/2 */
 	struct svc_caller_cache callers;        /* who its last call was */
 	struct req_headers hdr;
+	const struct svc_method *last_m;        /* its last stream's rpc, or NULL */
 	bool want_out, dead;
 	/* nghttp2 is done with it: our side is shut, and what the client
 	 * still sends is read and dropped until it closes (or LINGER_MS), so
@@ -194,6 +203,10 @@ struct grpc_server {
 	struct job *ready, **ready_tail;        /* made this turn, not queued yet */
 	bool draining;
 	int64_t drain_until;
+	/* Streams freed, kept for the next ones: a stream is larger than
+	 * malloc's per-thread cache takes, and every call needs one. */
+	struct stream *spare;
+	unsigned n_spare;
 };
 
 /* ---------------------------------------------------------------- answers */
@@ -345,20 +358,23 @@ static int stream_out_take(struct stream *s, uint8_t **data, size_t len)
 	return 0;
 }
 
-/* Start the response (once), or tell nghttp2 there is more to send. */
-static void stream_kick(struct stream *s, const char *http_status, const char *ctype)
+/* The response headers of every gRPC answer. */
+static const nghttp2_nv grpc_headers[] = {
+	NV_STATIC(":status", "200"), NV_STATIC("content-type", "application/grpc"),
+};
+
+/* Start the gRPC response (once), or tell nghttp2 there is more to send. */
+static void stream_kick(struct stream *s)
 {
 	nghttp2_session *session = s->conn->session;
+	nghttp2_data_provider dp = { .source.ptr = s, .read_callback = read_out };
 
 	if (s->started) {
 		nghttp2_session_resume_data(session, s->id);
 		return;
 	}
-	nghttp2_nv nva[] = { NV(":status", http_status), NV("content-type", ctype) };
-	nghttp2_data_provider dp = { .source.ptr = s, .read_callback = read_out };
-
 	s->started = true;
-	nghttp2_submit_response(session, s->id, nva, 2, &dp);
+	nghttp2_submit_response(session, s->id, grpc_headers, 2, &dp);
 }
 
 static void deadline_clear(struct stream *s)
@@ -429,13 +445,13 @@ static void stream_finish(struct stream *s, struct grpc_reply *r)
 	in_release(s);
 	if (!s->started && !s->out_len) {
 		char code[12], msg[3 * GERR_MSG_MAX + 1];
-		nghttp2_nv nva[5] = { NV(":status", "200"), NV("content-type", "application/grpc") };
+		nghttp2_nv nva[5] = { grpc_headers[0], grpc_headers[1] };
 		size_t n = 2 + status_headers(s, nva + 2, code, msg, sizeof(msg));
 
 		s->started = true;
 		nghttp2_submit_response(session, s->id, nva, n, NULL);
 	} else {
-		stream_kick(s, "200", "application/grpc");
+		stream_kick(s);
 	}
 }
 
@@ -506,6 +522,9 @@ static bool grpc_content_type(const char *v)
 	static const char base[] = "application/grpc";
 	size_t n = sizeof(base) - 1;
 
+	/* What every gRPC client sends, as it is spelled. */
+	if (strcmp(v, base) == 0)
+		return true;
 	if (strncasecmp(v, base, n) != 0)
 		return false;
 	v += n;
@@ -548,7 +567,10 @@ static void stream_begin(struct stream *s)
 	s->limit = GRPC_MAX_MESSAGE;
 	if (strncmp(p, "/graind.Graind/", 15) == 0) {
 		s->kind = KIND_GRAIND;
-		s->m = svc_method_find(p + 15);
+		/* A client calls the same rpc again and again. */
+		if (!s->conn->last_m || strcmp(svc_rpc(s->conn->last_m)->name, p + 15) != 0)
+			s->conn->last_m = svc_method_find(p + 15);
+		s->m = s->conn->last_m;
 		if (!s->m) {
 			stream_fail(s, GRPC_UNIMPLEMENTED, "no rpc %.100s in graind.Graind", p + 15);
 			return;
@@ -680,7 +702,7 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 			return;
 		}
 		grpc_reply_clear(&r);
-		stream_kick(s, "200", "application/grpc");
+		stream_kick(s);
 		return;
 	case KIND_GRAIND:
 		/* An answer from memory costs less than a worker's wake-up. */
@@ -847,6 +869,46 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 	}
 }
 
+/* A cleared stream: a spare one, or a new one; NULL when out of memory. */
+static struct stream *stream_get(struct grpc_server *srv)
+{
+	struct stream *s = srv->spare;
+
+	if (!s)
+		return calloc(1, sizeof(*s));
+	ASAN_UNPOISON_MEMORY_REGION(s, sizeof(*s));
+	srv->spare = s->next;
+	srv->n_spare--;
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+/* s is done with: kept as a spare (a few), or freed. */
+static void stream_put(struct grpc_server *srv, struct stream *s)
+{
+	if (srv->n_spare >= SPARE_STREAMS) {
+		free(s);
+		return;
+	}
+	s->next = srv->spare;
+	srv->spare = s;
+	srv->n_spare++;
+	/* A spare is nobody's: a use of it is as wrong as of freed memory. */
+	ASAN_POISON_MEMORY_REGION(s, sizeof(*s));
+}
+
+static void spares_free(struct grpc_server *srv)
+{
+	while (srv->spare) {
+		struct stream *s = srv->spare;
+
+		ASAN_UNPOISON_MEMORY_REGION(s, sizeof(*s));
+		srv->spare = s->next;
+		free(s);
+	}
+	srv->n_spare = 0;
+}
+
 static void stream_free(struct stream *s)
 {
 	struct conn *c = s->conn;
@@ -869,7 +931,7 @@ static void stream_free(struct stream *s)
 		c->streams = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	free(s);
+	stream_put(c->srv, s);
 }
 
 /* ---------------------------------------------------------------- nghttp2 callbacks */
@@ -881,7 +943,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	s = calloc(1, sizeof(*s));
+	s = stream_get(c->srv);
 	if (!s)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	s->id = frame->hd.stream_id;
@@ -1370,7 +1432,7 @@ static void watch_stepped(struct stream *s, struct job *j)
 	}
 	/* The response starts with the first step, messages or not, so the
 	 * client knows the watch is on. */
-	stream_kick(s, "200", "application/grpc");
+	stream_kick(s);
 }
 
 /* The next step of a watch, once what it sent has gone out and there
@@ -1602,6 +1664,7 @@ static void *loop_main(void *arg)
 	}
 	while (srv->conns)
 		conn_free(srv->conns);
+	spares_free(srv);
 	/* Detached now: the workers skip them and grpc_stop() frees them. */
 	jobs_hand_over(srv);
 	return NULL;
