@@ -355,7 +355,10 @@ int svc_run_packed(struct svc_call *call, const struct svc_method *m, const Prot
 	*out = NULL;
 	*len = 0;
 	if (m->memo_key && !m->changes) {
-		if (svc_authorize(call, m, request_name(req), err) < 0)
+		/* A read's target matters only for a probe's scope (a refused
+		 * read is not audited): no field lookup per call otherwise. */
+		if (svc_authorize(call, m, m->scope == SVC_SCOPE_PROBE ? request_name(req) : NULL,
+				  err) < 0)
 			return -1;
 		key_len = m->memo_key(call, key, sizeof(key));
 		if (key_len && memo_answer(m, key, key_len, headroom, out, len))
