@@ -89,11 +89,8 @@ struct stream {
 	int32_t id;
 	struct conn *conn;
 	struct stream *prev, *next;     /* in conn->streams */
-	/* Request headers used after its header block (conn->hdr: the rest). */
-	char path[160], timeout[32], encoding[32];
 	enum stream_kind kind;
 	const struct svc_method *m;
-	struct svc_call caller;         /* KIND_GRAIND, KIND_WATCH: who calls m */
 	/* Request messages. */
 	uint8_t *in;
 	size_t in_len, in_cap, limit;   /* limit: of one message */
@@ -114,6 +111,14 @@ struct stream {
 	int code;
 	char *msg;                      /* malloc'd, NULL: none */
 	char *details_bin;              /* malloc'd, NULL: none */
+
+	/* Not cleared when a spare is reused (stream_get): most of its
+	 * bytes, written before they are read. */
+	/* Request headers used after its header block (conn->hdr: the rest). */
+	char path[160], timeout[32], encoding[32];
+	/* KIND_GRAIND, KIND_WATCH: who calls m, written whole by
+	 * grpc_call_identify() in stream_begin() before any use. */
+	struct svc_call caller;
 };
 
 /* The headers of the request whose header block is being read, needed
@@ -879,7 +884,8 @@ static struct stream *stream_get(struct grpc_server *srv)
 	ASAN_UNPOISON_MEMORY_REGION(s, sizeof(*s));
 	srv->spare = s->next;
 	srv->n_spare--;
-	memset(s, 0, sizeof(*s));
+	memset(s, 0, offsetof(struct stream, path));
+	s->path[0] = s->timeout[0] = s->encoding[0] = '\0';
 	return s;
 }
 
