@@ -874,7 +874,9 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 	}
 }
 
-/* A cleared stream: a spare one, or a new one; NULL when out of memory. */
+/* A stream for a new request: a spare one, cleared up to its header
+ * copies and caller (see struct stream), or a new one; NULL when out of
+ * memory. */
 static struct stream *stream_get(struct grpc_server *srv)
 {
 	struct stream *s = srv->spare;
