@@ -50,6 +50,13 @@
 #include "server/util/listen.h"
 #include "server/util/log.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
+
 #define MAX_STREAMS 100                 /* per connection */
 #define MAX_CONNS 256
 #define WORKERS 4
@@ -62,6 +69,7 @@
 #define LINGER_MS 2000                  /* a finished connection waits for the client's close */
 #define MAX_WATCHES 256                 /* WatchSamples/WatchProbes streams open at once */
 #define FLUSH_BYTES 16384               /* gathered for one write */
+#define SPARE_STREAMS MAX_STREAMS       /* freed streams kept for reuse */
 
 enum item_kind { ITEM_LISTENER, ITEM_WAKE, ITEM_CONN };
 
@@ -81,13 +89,8 @@ struct stream {
 	int32_t id;
 	struct conn *conn;
 	struct stream *prev, *next;     /* in conn->streams */
-	/* Request headers. */
-	char method[16], path[160], ctype[128], auth[HEADER_MAX], timeout[32], encoding[32];
-	bool header_too_long;
-	bool auth_seen;                 /* an authorization header came */
 	enum stream_kind kind;
 	const struct svc_method *m;
-	struct svc_call caller;         /* KIND_GRAIND, KIND_WATCH: who calls m */
 	/* Request messages. */
 	uint8_t *in;
 	size_t in_len, in_cap, limit;   /* limit: of one message */
@@ -102,7 +105,30 @@ struct stream {
 	bool plain;                     /* an HTTP error, not a gRPC answer */
 	uint8_t *out;
 	size_t out_len, out_off;
-	struct grpc_reply status;       /* the trailers (its data unused) */
+	/* The status the trailers carry: a grpc_reply's, its message copied
+	 * only when there is one (most answers are OK, and a whole reply
+	 * per stream was a tenth of the cost of a call). */
+	int code;
+	char *msg;                      /* malloc'd, NULL: none */
+	char *details_bin;              /* malloc'd, NULL: none */
+
+	/* Not cleared when a spare is reused (stream_get): most of its
+	 * bytes, written before they are read. */
+	/* Request headers used after its header block (conn->hdr: the rest). */
+	char path[160], timeout[32], encoding[32];
+	/* KIND_GRAIND, KIND_WATCH: who calls m, written whole by
+	 * grpc_call_identify() in stream_begin() before any use. */
+	struct svc_call caller;
+};
+
+/* The headers of the request whose header block is being read, needed
+ * only by stream_begin() at its end: HTTP/2 never interleaves two header
+ * blocks, so one connection needs one set (cleared when a block starts). */
+struct req_headers {
+	struct stream *stream;          /* whose they are; NULL once it is freed */
+	char method[16], ctype[128], auth[HEADER_MAX];
+	bool too_long;                  /* one of the stream's headers did not fit */
+	bool auth_seen;                 /* an authorization header came */
 };
 
 struct conn {
@@ -123,6 +149,8 @@ struct conn {
 	int64_t idle_since;             /* when it last had a stream, or opened */
 	bool seen_frame;                /* the client spoke HTTP/2 */
 	struct svc_caller_cache callers;        /* who its last call was */
+	struct req_headers hdr;
+	const struct svc_method *last_m;        /* its last stream's rpc, or NULL */
 	bool want_out, dead;
 	/* nghttp2 is done with it: our side is shut, and what the client
 	 * still sends is read and dropped until it closes (or LINGER_MS), so
@@ -180,6 +208,10 @@ struct grpc_server {
 	struct job *ready, **ready_tail;        /* made this turn, not queued yet */
 	bool draining;
 	int64_t drain_until;
+	/* Streams freed, kept for the next ones: a stream is larger than
+	 * malloc's per-thread cache takes, and every call needs one. */
+	struct stream *spare;
+	unsigned n_spare;
 };
 
 /* ---------------------------------------------------------------- answers */
@@ -190,6 +222,7 @@ static int64_t now_ms(void)
 }
 
 static void conn_flush(struct conn *c);
+static int pend_append(struct conn *c, const uint8_t *data, size_t n);
 
 /* grpc-message: printable ASCII but '%' as is, every other byte %XX. */
 static void percent_encode(const char *in, char *out, size_t n)
@@ -219,53 +252,85 @@ static size_t status_headers(const struct stream *s, nghttp2_nv *nva, char code[
 	size_t n = 0;
 
 	/* Codes are 0 to 16: no printf for every call. */
-	if (s->status.code >= 0 && s->status.code < 10) {
-		code[0] = (char)('0' + s->status.code);
+	if (s->code >= 0 && s->code < 10) {
+		code[0] = (char)('0' + s->code);
 		code[1] = '\0';
 	} else {
-		snprintf(code, 12, "%d", s->status.code);
+		snprintf(code, 12, "%d", s->code);
 	}
 	nva[n++] = (nghttp2_nv)NV("grpc-status", code);
-	if (s->status.msg[0]) {
-		percent_encode(s->status.msg, msg, msg_n);
+	if (s->msg) {
+		percent_encode(s->msg, msg, msg_n);
 		nva[n++] = (nghttp2_nv)NV("grpc-message", msg);
 	}
-	if (s->status.details_bin)
-		nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", s->status.details_bin);
+	if (s->details_bin)
+		nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", s->details_bin);
 	return n;
 }
 
+/* Header fields that live as long as the program: nghttp2 need not copy
+ * them. */
+#define NV_STATIC(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, \
+			  NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE }
+
+/* The trailers of most answers, built once. */
+static const nghttp2_nv ok_trailers[] = { NV_STATIC("grpc-status", "0") };
+
+/* The next DATA frame of s: up to `length` bytes of s->out, which
+ * send_out() writes from where they are (NGHTTP2_DATA_FLAG_NO_COPY: no
+ * copy into nghttp2's buffer first); its trailers after the last. */
 static ssize_t read_out(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
 			uint32_t *flags, nghttp2_data_source *source, void *user_data)
 {
 	struct stream *s = source->ptr;
 	size_t n = s->out_len - s->out_off;
 
-	(void)user_data;
+	(void)buf, (void)user_data;
 	if (n > length)
 		n = length;
 	if (n)
-		memcpy(buf, s->out + s->out_off, n);
-	s->out_off += n;
-	s->conn->out_bytes -= n;
-	if (s->out_off < s->out_len)
+		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (s->out_off + n < s->out_len)
 		return (ssize_t)n;
-	free(s->out);
-	s->out = NULL;
-	s->out_len = s->out_off = 0;
 	if (!s->answered)
 		return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
 	if (!s->plain) {
 		char code[12], msg[3 * GERR_MSG_MAX + 1];
 		nghttp2_nv nva[3];
-		size_t nv = status_headers(s, nva, code, msg, sizeof(msg));
+		size_t nv = 0;
 
+		if (s->code != GRPC_OK || s->msg || s->details_bin)
+			nv = status_headers(s, nva, code, msg, sizeof(msg));
 		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-		if (nghttp2_submit_trailer(session, id, nva, nv) != 0)
+		if (nghttp2_submit_trailer(session, id, nv ? nva : ok_trailers, nv ? nv : 1) != 0)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	return (ssize_t)n;
+}
+
+/* A DATA frame read_out() chose: its header, then its bytes from s->out,
+ * to the connection's write buffer. Past FLUSH_BYTES nghttp2 pauses, so
+ * that the buffer still holds at most one frame beyond it. */
+static int send_out(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+		    size_t length, nghttp2_data_source *source, void *user_data)
+{
+	struct conn *c = user_data;
+	struct stream *s = source->ptr;
+
+	(void)session;
+	/* Nothing asks nghttp2 for padding, which would go between. */
+	if (frame->data.padlen || pend_append(c, framehd, 9) < 0 ||
+	    pend_append(c, s->out + s->out_off, length) < 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	s->out_off += length;
+	c->out_bytes -= length;
+	if (s->out_off == s->out_len) {
+		free(s->out);
+		s->out = NULL;
+		s->out_len = s->out_off = 0;
+	}
+	return c->pend_len - c->pend_off >= FLUSH_BYTES ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 /* Queue bytes of a response (framed messages, or an HTTP error's text). */
@@ -298,20 +363,23 @@ static int stream_out_take(struct stream *s, uint8_t **data, size_t len)
 	return 0;
 }
 
-/* Start the response (once), or tell nghttp2 there is more to send. */
-static void stream_kick(struct stream *s, const char *http_status, const char *ctype)
+/* The response headers of every gRPC answer. */
+static const nghttp2_nv grpc_headers[] = {
+	NV_STATIC(":status", "200"), NV_STATIC("content-type", "application/grpc"),
+};
+
+/* Start the gRPC response (once), or tell nghttp2 there is more to send. */
+static void stream_kick(struct stream *s)
 {
 	nghttp2_session *session = s->conn->session;
+	nghttp2_data_provider dp = { .source.ptr = s, .read_callback = read_out };
 
 	if (s->started) {
 		nghttp2_session_resume_data(session, s->id);
 		return;
 	}
-	nghttp2_nv nva[] = { NV(":status", http_status), NV("content-type", ctype) };
-	nghttp2_data_provider dp = { .source.ptr = s, .read_callback = read_out };
-
 	s->started = true;
-	nghttp2_submit_response(session, s->id, nva, 2, &dp);
+	nghttp2_submit_response(session, s->id, grpc_headers, 2, &dp);
 }
 
 static void deadline_clear(struct stream *s)
@@ -369,24 +437,26 @@ static void stream_finish(struct stream *s, struct grpc_reply *r)
 		grpc_reply_clear(r);
 		grpc_reply_status(r, GRPC_INTERNAL, "out of memory for the response");
 	}
-	free(r->data);
-	r->data = NULL;
-	r->len = 0;
-	s->status = *r;
-	memset(r, 0, sizeof(*r));
+	s->code = r->code;
+	/* Out of memory for its message, the status goes without it. */
+	if (r->msg[0])
+		s->msg = strdup(r->msg);
+	s->details_bin = r->details_bin;
+	r->details_bin = NULL;
+	grpc_reply_clear(r);
 	s->answered = true;
 	deadline_clear(s);
 	job_detach(s);
 	in_release(s);
 	if (!s->started && !s->out_len) {
 		char code[12], msg[3 * GERR_MSG_MAX + 1];
-		nghttp2_nv nva[5] = { NV(":status", "200"), NV("content-type", "application/grpc") };
+		nghttp2_nv nva[5] = { grpc_headers[0], grpc_headers[1] };
 		size_t n = 2 + status_headers(s, nva + 2, code, msg, sizeof(msg));
 
 		s->started = true;
 		nghttp2_submit_response(session, s->id, nva, n, NULL);
 	} else {
-		stream_kick(s, "200", "application/grpc");
+		stream_kick(s);
 	}
 }
 
@@ -457,6 +527,9 @@ static bool grpc_content_type(const char *v)
 	static const char base[] = "application/grpc";
 	size_t n = sizeof(base) - 1;
 
+	/* What every gRPC client sends, as it is spelled. */
+	if (strcmp(v, base) == 0)
+		return true;
 	if (strncasecmp(v, base, n) != 0)
 		return false;
 	v += n;
@@ -474,29 +547,35 @@ static bool compressed_encoding(const struct stream *s)
 static void stream_begin(struct stream *s)
 {
 	struct grpc_server *srv = s->conn->srv;
+	const struct req_headers *h = &s->conn->hdr;
 	const char *p = s->path;
-	struct grpc_reply r = { 0 };
+	struct grpc_reply r;
 
-	if (s->header_too_long) {
+	grpc_reply_init(&r);
+
+	if (h->too_long) {
 		stream_http_error(s, "431", "a request header is too long");
 		return;
 	}
-	if (strcmp(s->method, "POST") != 0) {
+	if (strcmp(h->method, "POST") != 0) {
 		stream_http_error(s, "405", "gRPC requests are POST");
 		return;
 	}
-	if (!grpc_content_type(s->ctype)) {
+	if (!grpc_content_type(h->ctype)) {
 		char text[256];
 
 		snprintf(text, sizeof(text), "unsupported content-type '%.128s': send application/grpc or application/grpc+proto",
-			 s->ctype);
+			 h->ctype);
 		stream_http_error(s, "415", text);
 		return;
 	}
 	s->limit = GRPC_MAX_MESSAGE;
 	if (strncmp(p, "/graind.Graind/", 15) == 0) {
 		s->kind = KIND_GRAIND;
-		s->m = svc_method_find(p + 15);
+		/* A client calls the same rpc again and again. */
+		if (!s->conn->last_m || strcmp(svc_rpc(s->conn->last_m)->name, p + 15) != 0)
+			s->conn->last_m = svc_method_find(p + 15);
+		s->m = s->conn->last_m;
 		if (!s->m) {
 			stream_fail(s, GRPC_UNIMPLEMENTED, "no rpc %.100s in graind.Graind", p + 15);
 			return;
@@ -514,7 +593,7 @@ static void stream_begin(struct stream *s)
 			srv->n_watches++;
 		}
 		/* Who may not call it hears so before any message is read. */
-		if (grpc_call_identify(srv->agent, s->m, s->auth[0] ? s->auth : NULL,
+		if (grpc_call_identify(srv->agent, s->m, h->auth[0] ? h->auth : NULL,
 				       conn_identity(s->conn), s->conn->address, &s->conn->callers,
 				       &s->caller, &r) < 0) {
 			stream_finish(s, &r);
@@ -591,10 +670,11 @@ static void jobs_hand_over(struct grpc_server *srv)
 static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 {
 	struct grpc_server *srv = s->conn->srv;
-	struct grpc_reply r = { 0 };
+	struct grpc_reply r;
 	bool known;
 	struct job *j;
 
+	grpc_reply_init(&r);
 	switch (s->kind) {
 	case KIND_HEALTH:
 		grpc_health_check(!srv->draining && svc_serving(srv->agent), false, msg, len,
@@ -627,7 +707,7 @@ static void stream_message(struct stream *s, const uint8_t *msg, size_t len)
 			return;
 		}
 		grpc_reply_clear(&r);
-		stream_kick(s, "200", "application/grpc");
+		stream_kick(s);
 		return;
 	case KIND_GRAIND:
 		/* An answer from memory costs less than a worker's wake-up. */
@@ -740,7 +820,9 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 	if (s->answered)
 		return;
 	if (s->in_len + n > s->in_cap) {
-		size_t cap = s->in_cap ? s->in_cap : 4096;
+		/* Small to start: most requests are a few bytes, and an
+		 * allocation this size comes from malloc's per-thread cache. */
+		size_t cap = s->in_cap ? s->in_cap : 64;
 		uint8_t *grown;
 
 		while (cap < s->in_len + n)
@@ -792,6 +874,49 @@ static void stream_data(struct stream *s, const uint8_t *data, size_t n)
 	}
 }
 
+/* A stream for a new request: a spare one, cleared up to its header
+ * copies and caller (see struct stream), or a new one; NULL when out of
+ * memory. */
+static struct stream *stream_get(struct grpc_server *srv)
+{
+	struct stream *s = srv->spare;
+
+	if (!s)
+		return calloc(1, sizeof(*s));
+	ASAN_UNPOISON_MEMORY_REGION(s, sizeof(*s));
+	srv->spare = s->next;
+	srv->n_spare--;
+	memset(s, 0, offsetof(struct stream, path));
+	s->path[0] = s->timeout[0] = s->encoding[0] = '\0';
+	return s;
+}
+
+/* s is done with: kept as a spare (a few), or freed. */
+static void stream_put(struct grpc_server *srv, struct stream *s)
+{
+	if (srv->n_spare >= SPARE_STREAMS) {
+		free(s);
+		return;
+	}
+	s->next = srv->spare;
+	srv->spare = s;
+	srv->n_spare++;
+	/* A spare is nobody's: a use of it is as wrong as of freed memory. */
+	ASAN_POISON_MEMORY_REGION(s, sizeof(*s));
+}
+
+static void spares_free(struct grpc_server *srv)
+{
+	while (srv->spare) {
+		struct stream *s = srv->spare;
+
+		ASAN_UNPOISON_MEMORY_REGION(s, sizeof(*s));
+		srv->spare = s->next;
+		free(s);
+	}
+	srv->n_spare = 0;
+}
+
 static void stream_free(struct stream *s)
 {
 	struct conn *c = s->conn;
@@ -804,14 +929,17 @@ static void stream_free(struct stream *s)
 	svc_watch_free(s->watch);
 	c->out_bytes -= s->out_len - s->out_off;
 	free(s->out);
-	grpc_reply_clear(&s->status);
+	free(s->msg);
+	free(s->details_bin);
+	if (c->hdr.stream == s)
+		c->hdr.stream = NULL;
 	if (s->prev)
 		s->prev->next = s->next;
 	else
 		c->streams = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	free(s);
+	stream_put(c->srv, s);
 }
 
 /* ---------------------------------------------------------------- nghttp2 callbacks */
@@ -823,11 +951,14 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	s = calloc(1, sizeof(*s));
+	s = stream_get(c->srv);
 	if (!s)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	s->id = frame->hd.stream_id;
 	s->conn = c;
+	c->hdr.stream = s;
+	c->hdr.method[0] = c->hdr.ctype[0] = c->hdr.auth[0] = '\0';
+	c->hdr.too_long = c->hdr.auth_seen = false;
 	s->next = c->streams;
 	if (c->streams)
 		c->streams->prev = s;
@@ -836,48 +967,76 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 	return 0;
 }
 
-static void copy_header(struct stream *s, char *dst, size_t n, const uint8_t *v, size_t len)
+static void copy_header(struct conn *c, char *dst, size_t n, const uint8_t *v, size_t len)
 {
 	if (len >= n) {
-		s->header_too_long = true;
+		c->hdr.too_long = true;
 		return;
 	}
 	memcpy(dst, v, len);
 	dst[len] = '\0';
 }
 
+/* Where request header `name` is kept, with its room in *size; NULL: it
+ * is not one we read. Every header of every request passes here. */
+static char *header_slot(struct conn *c, struct stream *s, const uint8_t *name, size_t len,
+			 size_t *size)
+{
+#define IS(lit) (len == sizeof(lit) - 1 && memcmp(name, lit, len) == 0)
+#define SLOT(f) (*size = sizeof(f), (f))
+	switch (len) {
+	case 5:
+		if (IS(":path"))
+			return SLOT(s->path);
+		break;
+	case 7:
+		if (IS(":method"))
+			return SLOT(c->hdr.method);
+		break;
+	case 12:
+		if (IS("content-type"))
+			return SLOT(c->hdr.ctype);
+		if (IS("grpc-timeout"))
+			return SLOT(s->timeout);
+		break;
+	case 13:
+		if (IS("authorization"))
+			return SLOT(c->hdr.auth);
+		if (IS("grpc-encoding"))
+			return SLOT(s->encoding);
+		break;
+	}
+	return NULL;
+#undef IS
+#undef SLOT
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
 		     const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
 		     uint8_t flags, void *ud)
 {
-	struct stream *s;
-	static const struct { const char *name; size_t off, size; } wanted[] = {
-		{ ":method", offsetof(struct stream, method), sizeof(((struct stream *)0)->method) },
-		{ ":path", offsetof(struct stream, path), sizeof(((struct stream *)0)->path) },
-		{ "content-type", offsetof(struct stream, ctype), sizeof(((struct stream *)0)->ctype) },
-		{ "authorization", offsetof(struct stream, auth), sizeof(((struct stream *)0)->auth) },
-		{ "grpc-timeout", offsetof(struct stream, timeout), sizeof(((struct stream *)0)->timeout) },
-		{ "grpc-encoding", offsetof(struct stream, encoding), sizeof(((struct stream *)0)->encoding) },
-	};
+	struct conn *c = ud;
+	struct stream *s = c->hdr.stream;
+	size_t size;
+	char *dst;
 
-	(void)flags, (void)ud;
+	(void)flags;
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-	if (!s)
+	/* The stream whose block this is: the one that began last. */
+	if (!s || s->id != frame->hd.stream_id)
+		s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (!s || !(dst = header_slot(c, s, name, namelen, &size)))
 		return 0;
-	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-		if (strlen(wanted[i].name) != namelen || memcmp(wanted[i].name, name, namelen) != 0)
-			continue;
+	if (dst == c->hdr.auth) {
 		/* Two credentials: neither is the caller's (auth.h). */
-		if (wanted[i].off == offsetof(struct stream, auth) && s->auth_seen) {
-			strcpy(s->auth, " ");
-			continue;
+		if (c->hdr.auth_seen) {
+			strcpy(c->hdr.auth, " ");
+			return 0;
 		}
-		if (wanted[i].off == offsetof(struct stream, auth))
-			s->auth_seen = true;
-		copy_header(s, (char *)s + wanted[i].off, wanted[i].size, value, valuelen);
+		c->hdr.auth_seen = true;
 	}
+	copy_header(c, dst, size, value, valuelen);
 	return 0;
 }
 
@@ -935,6 +1094,7 @@ static int callbacks_init(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_send_data_callback(callbacks, send_out);
 	return 0;
 }
 
@@ -1280,7 +1440,7 @@ static void watch_stepped(struct stream *s, struct job *j)
 	}
 	/* The response starts with the first step, messages or not, so the
 	 * client knows the watch is on. */
-	stream_kick(s, "200", "application/grpc");
+	stream_kick(s);
 }
 
 /* The next step of a watch, once what it sent has gone out and there
@@ -1512,6 +1672,7 @@ static void *loop_main(void *arg)
 	}
 	while (srv->conns)
 		conn_free(srv->conns);
+	spares_free(srv);
 	/* Detached now: the workers skip them and grpc_stop() frees them. */
 	jobs_hand_over(srv);
 	return NULL;

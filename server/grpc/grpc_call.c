@@ -16,7 +16,7 @@ void grpc_reply_clear(struct grpc_reply *r)
 {
 	free(r->data);
 	free(r->details_bin);
-	memset(r, 0, sizeof(*r));
+	grpc_reply_init(r);
 }
 
 int grpc_reply_status(struct grpc_reply *r, int code, const char *fmt, ...)
@@ -120,7 +120,6 @@ int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 {
 	struct gerr err = { 0 };
 
-	memset(call, 0, sizeof(*call));
 	svc_call_identify_cached(call, cache, agent, authorization, identity, address);
 	if (svc_authorize(call, m, NULL, &err) < 0) {
 		set_error(r, &err, NULL);
@@ -129,18 +128,17 @@ int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 	return 0;
 }
 
-void grpc_call_run(const struct svc_call *caller, const struct svc_method *m,
+void grpc_call_run(struct svc_call *call, const struct svc_method *m,
 		   const uint8_t *msg, size_t len, struct grpc_reply *r)
 {
 	ProtobufCMessage *req = NULL;
-	struct svc_call call = *caller;
 	struct gerr err = { 0 };
 	uint8_t *out;
 	size_t n;
 
 	if (codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ||
-	    svc_run_packed(&call, m, req, GRPC_PREFIX, &out, &n, &err) < 0) {
-		set_error(r, &err, call.report);
+	    svc_run_packed(call, m, req, GRPC_PREFIX, &out, &n, &err) < 0) {
+		set_error(r, &err, call->report);
 	} else if (n - GRPC_PREFIX > UINT32_MAX) {
 		free(out);
 		grpc_reply_status(r, GRPC_INTERNAL, "the response is too large");
@@ -153,7 +151,8 @@ void grpc_call_run(const struct svc_call *caller, const struct svc_method *m,
 		r->code = GRPC_OK;
 	}
 	pbmsg_free(req);
-	pbmsg_free(call.report ? &call.report->base : NULL);
+	pbmsg_free(call->report ? &call->report->base : NULL);
+	call->report = NULL;
 }
 
 /* Messages of one watch step; ~1 MiB at most, so one page waits per stream. */

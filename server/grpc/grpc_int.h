@@ -40,6 +40,17 @@ struct grpc_reply {
 	char *details_bin;      /* grpc-status-details-bin (base64), malloc'd or NULL */
 };
 
+/* An empty reply (OK, nothing yet) without writing all of msg: one is
+ * made for every call. */
+static inline void grpc_reply_init(struct grpc_reply *r)
+{
+	r->data = NULL;
+	r->len = 0;
+	r->code = GRPC_OK;
+	r->msg[0] = '\0';
+	r->details_bin = NULL;
+}
+/* Free what r holds; r is then as grpc_reply_init() leaves it. */
 void grpc_reply_clear(struct grpc_reply *r);
 /* Set the status; returns -1 for `return grpc_reply_status(...)` chains. */
 int grpc_reply_status(struct grpc_reply *r, int code, const char *fmt, ...)
@@ -59,8 +70,10 @@ int grpc_call_identify(struct agent *agent, const struct svc_method *m,
 		       struct svc_caller_cache *cache, struct svc_call *call,
 		       struct grpc_reply *r);
 /* Run m for the caller grpc_call_identify() found, on one request message
- * (unframed): decode, svc_run, encode. */
-void grpc_call_run(const struct svc_call *caller, const struct svc_method *m,
+ * (unframed): decode, svc_run, encode. The call is used up in place (the
+ * operation writes its results into it; a copy per call cost more than
+ * the call): run it once. */
+void grpc_call_run(struct svc_call *call, const struct svc_method *m,
 		   const uint8_t *msg, size_t len, struct grpc_reply *r);
 
 /* One step of a watch (a server-streaming Graind rpc) on a worker: the

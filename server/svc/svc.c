@@ -189,6 +189,7 @@ void svc_call_identify_cached(struct svc_call *call, struct svc_caller_cache *ca
 	uint64_t generation;
 
 	if (!cache || !agent->auth || !authorization || len >= sizeof(cache->auth)) {
+		memset(call, 0, sizeof(*call));
 		svc_call_identify(call, agent, authorization, client_identity, peer_address);
 		return;
 	}
@@ -199,6 +200,8 @@ void svc_call_identify_cached(struct svc_call *call, struct svc_caller_cache *ca
 		*call = cache->call;
 		return;
 	}
+	/* Cleared only on a miss: a hit is a whole copy already. */
+	memset(call, 0, sizeof(*call));
 	svc_call_identify(call, agent, authorization, client_identity, peer_address);
 	/* The generation read before: a reload meanwhile only costs a miss. */
 	cache->valid = true;
@@ -352,7 +355,10 @@ int svc_run_packed(struct svc_call *call, const struct svc_method *m, const Prot
 	*out = NULL;
 	*len = 0;
 	if (m->memo_key && !m->changes) {
-		if (svc_authorize(call, m, request_name(req), err) < 0)
+		/* A read's target matters only for a probe's scope (a refused
+		 * read is not audited): no field lookup per call otherwise. */
+		if (svc_authorize(call, m, m->scope == SVC_SCOPE_PROBE ? request_name(req) : NULL,
+				  err) < 0)
 			return -1;
 		key_len = m->memo_key(call, key, sizeof(key));
 		if (key_len && memo_answer(m, key, key_len, headroom, out, len))

@@ -113,7 +113,8 @@ struct svc_caller_cache {
 
 /* svc_call_identify(), with the cache's caller when the header is the
  * same (compared in constant time: a proxy may carry several clients'
- * calls on one connection) and it has not expired since; NULL: none. */
+ * calls on one connection) and it has not expired since; NULL: none.
+ * *call is written whole: the caller need not clear it first. */
 void svc_call_identify_cached(struct svc_call *call, struct svc_caller_cache *cache,
 			      struct agent *agent, const char *authorization,
 			      const char *client_identity, const char *peer_address);
