@@ -1172,9 +1172,12 @@ static ssize_t conn_recv(struct conn *c, void *buf, size_t n)
 	return c->tls ? grpc_tls_read(c->tls, buf, n) : read(c->fd, buf, n);
 }
 
+/* MSG_NOSIGNAL: a peer gone is EPIPE here, not a signal to whatever
+ * process runs the server (the agent ignores SIGPIPE; a test or a fuzzer
+ * may not). */
 static ssize_t conn_send(struct conn *c, const void *buf, size_t n)
 {
-	return c->tls ? grpc_tls_write(c->tls, buf, n) : write(c->fd, buf, n);
+	return c->tls ? grpc_tls_write(c->tls, buf, n) : send(c->fd, buf, n, MSG_NOSIGNAL);
 }
 
 static void conn_linger(struct conn *c)
