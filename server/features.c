@@ -246,6 +246,15 @@ static void kernel_probe_here(void)
 	kernel_can.freplace = probe_freplace();
 }
 
+/* libxdp's own switch: with LIBXDP_SKIP_DISPATCHER=1 it attaches a
+ * program alone, and so does graind, whatever the kernel could do. */
+static bool dispatcher_switched_off(void)
+{
+	const char *skip = getenv("LIBXDP_SKIP_DISPATCHER");
+
+	return skip && strcmp(skip, "1") == 0;
+}
+
 /* In a child process, which hands the answers back through a pipe: the
  * fentry probe parses the kernel's BTF, megabytes that would otherwise
  * stay in the agent's heap for good. Here, when there is no child, or it
@@ -281,9 +290,15 @@ static void kernel_probe(void)
 	close(fds[0]);
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
-	snprintf(freplace_missing, sizeof(freplace_missing),
-		 "this kernel cannot put freplace programs into an XDP program (%s), which libxdp's dispatcher needs",
-		 strerror(kernel_can.freplace_errno));
+	if (kernel_can.freplace && dispatcher_switched_off()) {
+		kernel_can.freplace = false;
+		snprintf(freplace_missing, sizeof(freplace_missing),
+			 "switched off by LIBXDP_SKIP_DISPATCHER=1");
+	} else {
+		snprintf(freplace_missing, sizeof(freplace_missing),
+			 "this kernel cannot put freplace programs into an XDP program (%s), which libxdp's dispatcher needs",
+			 strerror(kernel_can.freplace_errno));
+	}
 	snprintf(freplace_note, sizeof(freplace_note), "xdpDispatcher: %s; an interface holds one XDP program",
 		 freplace_missing);
 }

@@ -133,6 +133,10 @@ static int setup(void **state)
 	    "ip -n " NETNS " link set gpt1 up && ip -n " NETNS " link set lo up");
 	hooks = read_blob("hooks.bpf.o");
 	reject = read_blob("reject_oob.bpf.o");
+	/* The links, swaps and rollbacks here are those of an XDP program
+	 * that holds its interface alone; sharing one through libxdp's
+	 * dispatcher is tested by tests/system/test_xdp_shared.py. */
+	setenv("LIBXDP_SKIP_DISPATCHER", "1", 1);
 	/* A fresh host may not have bpffs (or tracefs) mounted yet. */
 	if (features_mount(&err) < 0)
 		fail_msg("features_mount: %s", err.msg);
