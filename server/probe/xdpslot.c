@@ -266,6 +266,7 @@ static void take_out_locked(const struct xdp_record *rec)
 	struct xdp_program *xp;
 	int fd = bpf_prog_get_fd_by_id(rec->prog_id), ret;
 
+	libxdp_init();		/* an agent that adopted the probe loaded nothing */
 	if (fd < 0)
 		return;		/* gone already */
 	xp = xdp_program__from_fd(fd);
