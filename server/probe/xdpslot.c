@@ -93,15 +93,22 @@ static void libxdp_init(void)
  * meanwhile: see sweep_leaks(). */
 static pthread_rwlock_t dispatch_lock = PTHREAD_RWLOCK_INITIALIZER;
 
+/* What runs on ifindex, read while libxdp changes nothing there. */
+static int dispatch_read(uint32_t ifindex, struct xdp_dispatch *d)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&dispatch_lock);
+	ret = xdp_dispatch_read(ifindex, d);
+	pthread_rwlock_unlock(&dispatch_lock);
+	return ret;
+}
+
 static bool in_dispatcher(const struct xdp_record *rec)
 {
 	struct xdp_dispatch d;
-	bool found;
 
-	pthread_rwlock_rdlock(&dispatch_lock);
-	found = xdp_dispatch_read(rec->ifindex, &d) == 0 && xdp_dispatch_find(&d, rec->prog_id);
-	pthread_rwlock_unlock(&dispatch_lock);
-	return found;
+	return dispatch_read(rec->ifindex, &d) == 0 && xdp_dispatch_find(&d, rec->prog_id);
 }
 
 int probe_xdp_info(int fd, struct probe_link_info *out)
@@ -127,9 +134,7 @@ int probe_xdp_describe(uint32_t ifindex, uint32_t prog_id, struct probe_xdp_slot
 	int ret;
 
 	memset(out, 0, sizeof(*out));
-	pthread_rwlock_rdlock(&dispatch_lock);
-	ret = xdp_dispatch_read(ifindex, &d);
-	pthread_rwlock_unlock(&dispatch_lock);
+	ret = dispatch_read(ifindex, &d);
 	slot = ret == 0 ? xdp_dispatch_find(&d, prog_id) : NULL;
 	if (!slot)
 		return -ENOENT;
@@ -142,12 +147,8 @@ int probe_xdp_describe(uint32_t ifindex, uint32_t prog_id, struct probe_xdp_slot
 uint32_t probe_xdp_lone_program(uint32_t ifindex)
 {
 	struct xdp_dispatch d;
-	int ret;
 
-	pthread_rwlock_rdlock(&dispatch_lock);
-	ret = xdp_dispatch_read(ifindex, &d);
-	pthread_rwlock_unlock(&dispatch_lock);
-	return ret == 0 ? d.lone_id : 0;
+	return dispatch_read(ifindex, &d) == 0 ? d.lone_id : 0;
 }
 
 /* The descriptors open now, sorted; *n of them. */
