@@ -101,8 +101,10 @@ def build_drivers(build_dir, work):
                          os.path.join(ROOT, "server", "util", "pbmsg.c"),
                          os.path.join(ROOT, "server", "util", "clock.c"),
                          os.path.join(ROOT, "server", "util", "utf8.c"),
-                         os.path.join(ROOT, "server", "util", "sha256.c"), proto, *util] +
-                   flags("libprotobuf-c", "jansson", "zlib", "libcurl") + ["-lpthread", "-lm"],
+                         os.path.join(ROOT, "server", "util", "sha256.c"),
+                         os.path.join(ROOT, "server", "util", "curlso.c"), proto, *util] +
+                   flags("libprotobuf-c", "jansson", "zlib", "libcurl", "gnutls") +
+                   ["-ldl", "-lpthread", "-lm"],
                    cwd=ROOT, check=True)
     return tools
 
@@ -204,7 +206,8 @@ class Agent:
         os.makedirs(state_dir, exist_ok=True)
         with open(os.path.join(state_dir, "graind.log"), "ab") as log:
             self.proc = subprocess.Popen(
-                [graind_bin, "--listen", f"127.0.0.1:{port}", "--state-dir", state_dir,
+                [graind_bin, "--listen", f"127.0.0.1:{port}", "--grpc-listen", "none",
+                 "--state-dir", state_dir,
                  "--pin-root", PIN_ROOT], stdout=subprocess.PIPE, stderr=log)
         while b"reader token" not in self.proc.stdout.readline():
             if self.proc.poll() is not None:

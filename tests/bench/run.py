@@ -39,7 +39,8 @@ def free_port():
 def start_agent(state_dir):
     port = free_port()
     os.makedirs(state_dir, exist_ok=True)
-    proc = subprocess.Popen([GRAIND_BIN, "--listen", f"127.0.0.1:{port}",
+    # No gRPC listener: two agents of one run would both claim its default port.
+    proc = subprocess.Popen([GRAIND_BIN, "--listen", f"127.0.0.1:{port}", "--grpc-listen", "none",
                              "--state-dir", state_dir, "--threads", str(THREADS),
                              "--pin-root", PIN_ROOT],
                             stdout=subprocess.PIPE,
@@ -501,6 +502,10 @@ def main():
     if sys.argv[1:] == ["grpc"]:        # run.py grpc
         shutil.rmtree(work, ignore_errors=True)
         bench_grpc.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"], BUILD)
+        return
+    if sys.argv[1:] == ["sinks"]:       # run.py sinks
+        shutil.rmtree(work, ignore_errors=True)
+        bench_sinks.main(BUILD, GRAIND_BIN)
         return
     if sys.argv[1:] == ["tls"]:         # run.py tls
         shutil.rmtree(work, ignore_errors=True)
