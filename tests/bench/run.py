@@ -174,6 +174,53 @@ def bench_dns(work):
     print(out.stdout.strip())
 
 
+def bench_objects(url, auth, work):
+    """Upload and verify of a 200-program object against bpftool loadall,
+    and GET /v1/objects against a bare libmicrohttpd responder."""
+    blob = large_object(work)
+    t0 = time.monotonic()
+    r = requests.post(url + "/v1/objects?name=large", data=blob, headers={
+        **auth, "Content-Type": "application/octet-stream"})
+    t1 = time.monotonic()
+    r.raise_for_status()
+    sha = hashlib.sha256(blob).hexdigest()
+    v = requests.post(url + f"/v1/objects/{sha}:verify", headers=auth)
+    t2 = time.monotonic()
+    v.raise_for_status()
+    n = len(v.json().get("programs", []))
+    # Reference: the same object loaded once by bpftool (all programs together).
+    t3 = time.monotonic()
+    pin = f"/sys/fs/bpf/graind-bench-{os.getpid()}"
+    subprocess.run(["bpftool", "prog", "loadall", os.path.join(work, "large.bpf.o"), pin],
+                   check=True, capture_output=True)
+    t4 = time.monotonic()
+    shutil.rmtree(pin, ignore_errors=True)
+    print(f"upload of a {len(blob)} B object with {n} programs: {1000 * (t1 - t0):.1f} ms")
+    print(f"verify ({n} programs): {1000 * (t2 - t1):.1f} ms; "
+          f"bpftool loadall of the same object: {1000 * (t4 - t3):.1f} ms; "
+          f"ratio {(t2 - t1) / (t4 - t3):.2f}")
+
+    # HTTP: GET /v1/objects against a bare libmicrohttpd responder.
+    listing = requests.get(url + "/v1/objects", headers=auth).content
+    body_file = os.path.join(work, "body.json")
+    open(body_file, "wb").write(listing)
+    bare_bin = os.path.join(work, "bare_mhd")
+    subprocess.run(["cc", "-O2", "-o", bare_bin, os.path.join(HERE, "bare_mhd.c"),
+                    "-lmicrohttpd", "-lpthread"], check=True)
+    bare_port = free_port()
+    bare = subprocess.Popen([bare_bin, str(bare_port), str(THREADS), body_file],
+                            stdout=subprocess.PIPE)
+    bare.stdout.readline()
+    try:
+        ref = wrk(f"http://127.0.0.1:{bare_port}/v1/objects")
+        ours = wrk(url + "/v1/objects", auth["Authorization"].split()[1])
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        bare.wait()
+    print(f"GET /v1/objects ({len(listing)} B): graind {ours:.0f} req/s, "
+          f"bare libmicrohttpd {ref:.0f} req/s, ratio {ours / ref:.2f} (goal >= 0.8)")
+
+
 # ---------------------------------------------------------------- samples
 
 XDP_SECONDS = 2.0       # source 1: how long BPF_PROG_TEST_RUN runs
@@ -503,6 +550,15 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         bench_grpc.main(GRAIND_BIN, os.environ["GRAIND_TEST_BPF"], BUILD)
         return
+    if sys.argv[1:] == ["objects"]:     # run.py objects
+        proc, url, token = start_agent(os.path.join(work, "state"))
+        try:
+            bench_objects(url, {"Authorization": f"Bearer {token}"}, work)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            shutil.rmtree(work, ignore_errors=True)
+        return
     if sys.argv[1:] == ["sinks"]:       # run.py sinks
         shutil.rmtree(work, ignore_errors=True)
         bench_sinks.main(BUILD, GRAIND_BIN)
@@ -525,48 +581,7 @@ def main():
         print(f"idle RSS of graind: {rss_kib(proc.pid)} KiB")
         bench_dns(work)
 
-        blob = large_object(work)
-        t0 = time.monotonic()
-        r = requests.post(url + "/v1/objects?name=large", data=blob, headers={
-            **auth, "Content-Type": "application/octet-stream"})
-        t1 = time.monotonic()
-        r.raise_for_status()
-        sha = hashlib.sha256(blob).hexdigest()
-        v = requests.post(url + f"/v1/objects/{sha}:verify", headers=auth)
-        t2 = time.monotonic()
-        v.raise_for_status()
-        n = len(v.json().get("programs", []))
-        # Reference: the same object loaded once by bpftool (all programs together).
-        t3 = time.monotonic()
-        pin = f"/sys/fs/bpf/graind-bench-{os.getpid()}"
-        subprocess.run(["bpftool", "prog", "loadall", os.path.join(work, "large.bpf.o"), pin],
-                       check=True, capture_output=True)
-        t4 = time.monotonic()
-        shutil.rmtree(pin, ignore_errors=True)
-        print(f"upload of a {len(blob)} B object with {n} programs: {1000 * (t1 - t0):.1f} ms")
-        print(f"verify ({n} programs): {1000 * (t2 - t1):.1f} ms; "
-              f"bpftool loadall of the same object: {1000 * (t4 - t3):.1f} ms; "
-              f"ratio {(t2 - t1) / (t4 - t3):.2f}")
-
-        # HTTP: GET /v1/objects against a bare libmicrohttpd responder.
-        listing = requests.get(url + "/v1/objects", headers=auth).content
-        body_file = os.path.join(work, "body.json")
-        open(body_file, "wb").write(listing)
-        bare_bin = os.path.join(work, "bare_mhd")
-        subprocess.run(["cc", "-O2", "-o", bare_bin, os.path.join(HERE, "bare_mhd.c"),
-                        "-lmicrohttpd", "-lpthread"], check=True)
-        bare_port = free_port()
-        bare = subprocess.Popen([bare_bin, str(bare_port), str(THREADS), body_file],
-                                stdout=subprocess.PIPE)
-        bare.stdout.readline()
-        try:
-            ref = wrk(f"http://127.0.0.1:{bare_port}/v1/objects")
-            ours = wrk(url + "/v1/objects", token)
-        finally:
-            bare.send_signal(signal.SIGTERM)
-            bare.wait()
-        print(f"GET /v1/objects ({len(listing)} B): graind {ours:.0f} req/s, "
-              f"bare libmicrohttpd {ref:.0f} req/s, ratio {ours / ref:.2f} (goal >= 0.8)")
+        bench_objects(url, auth, work)
         print(f"RSS of graind after the run: {rss_kib(proc.pid)} KiB")
         bench_probes(url, token, work)
         bench_reconcile(work)
