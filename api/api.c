@@ -506,6 +506,20 @@ void api_handle(struct agent *agent, const struct api_request *req,
 		resp->content_type = "text/event-stream";
 		goto out;
 	}
+	/* A read with a memo answers in its encoding, built once per change
+	 * and lent, not copied. */
+	if (m->memo_key && !route->raw_reply) {
+		struct svc_answer answer;
+
+		if (svc_run_shared(&call, m, msg, fmt, &answer, &err) < 0)
+			goto fail;
+		resp->status = 200;
+		resp->shared = answer.memo;
+		resp->body = (char *)answer.data;
+		resp->body_len = answer.len;
+		resp->content_type = fmt == CODEC_PROTOBUF ? MIME_PROTOBUF : MIME_JSON;
+		goto out;
+	}
 	if (svc_run(&call, m, msg, &reply, &err) < 0)
 		goto fail;
 	resp->status = call.created ? 201 : svc_rpc(m)->output == &graind__empty__descriptor ? 204 : 200;
@@ -543,8 +557,11 @@ void api_refuse(const char *accept, int status, const char *msg,
 
 void api_response_clear(struct api_response *resp)
 {
-	if (!resp->body_static)
+	if (resp->shared)
+		svc_memo_release(resp->shared);
+	else if (!resp->body_static)
 		free(resp->body);
+	resp->shared = NULL;
 	resp->body = NULL;
 	resp->body_len = 0;
 }

@@ -43,6 +43,9 @@ struct api_response {
 	char *body;                     /* malloc'd, NULL when empty */
 	size_t body_len;
 	bool body_static;               /* body is embedded: never freed */
+	/* body belongs to this shared answer (svc_run_shared), NULL: none;
+	 * the transport gives it back with svc_memo_release(), not free(). */
+	struct svc_memo *shared;
 	const char *etag;               /* ETag header (static), or NULL */
 	const char *cache_control;      /* static; NULL: "no-store" */
 	char allow[64];                 /* Allow header for 405, or "" */

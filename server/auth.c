@@ -31,7 +31,7 @@ struct auth {
 	char state_dir[PATH_MAX];
 	char file[PATH_MAX];            /* --auth-file, or STATE_DIR/credentials */
 	bool file_given;                /* --auth-file: it must be there */
-	pthread_mutex_t lock;           /* over what a reload replaces */
+	pthread_rwlock_t lock;          /* over what a reload replaces: every call reads it */
 	struct role_token admin, reader;
 	struct authfile principals;
 	uint64_t generation;            /* +1 at every reload (atomic) */
@@ -139,7 +139,7 @@ int auth_load(const char *state_dir, const char *auth_file, struct auth **out,
 		free(auth);
 		return -1;
 	}
-	pthread_mutex_init(&auth->lock, NULL);
+	pthread_rwlock_init(&auth->lock, NULL);
 	if (auth->principals.n)
 		log_info("msg=\"credentials read\" file=\"%s\" principals=%zu", auth->file,
 			 auth->principals.n);
@@ -154,13 +154,13 @@ int auth_reload(struct auth *auth, struct gerr *err)
 
 	if (read_all(auth, &admin, &reader, &fresh, err) < 0)
 		return -1;
-	pthread_mutex_lock(&auth->lock);
+	pthread_rwlock_wrlock(&auth->lock);
 	auth->admin = admin;
 	auth->reader = reader;
 	old = auth->principals;
 	auth->principals = fresh;
 	__atomic_add_fetch(&auth->generation, 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&auth->lock);
+	pthread_rwlock_unlock(&auth->lock);
 	authfile_clear(&old);
 	log_info("msg=\"credentials read\" file=\"%s\" principals=%zu", auth->file, fresh.n);
 	return 0;
@@ -176,7 +176,7 @@ void auth_free(struct auth *auth)
 	if (!auth)
 		return;
 	authfile_clear(&auth->principals);
-	pthread_mutex_destroy(&auth->lock);
+	pthread_rwlock_destroy(&auth->lock);
 	free(auth);
 }
 
@@ -262,7 +262,7 @@ enum auth_verdict auth_identify(struct auth *auth, const char *header,
 	memset(who, 0, sizeof(*who));
 	if (header && !bearer_digest(header, digest))
 		return AUTH_UNKNOWN;
-	pthread_mutex_lock(&auth->lock);
+	pthread_rwlock_rdlock(&auth->lock);
 	if (header) {
 		p = by_digest(auth, digest, &file_role);
 	} else if (client_identity) {
@@ -277,7 +277,7 @@ enum auth_verdict auth_identify(struct auth *auth, const char *header,
 		*who = *p;
 	else
 		v = header ? AUTH_UNKNOWN : AUTH_NO_CREDENTIAL;
-	pthread_mutex_unlock(&auth->lock);
+	pthread_rwlock_unlock(&auth->lock);
 	if (v == AUTH_OK && who->expires_ms && clock_unix_ms() >= who->expires_ms) {
 		who->role = AUTH_NONE;
 		v = AUTH_EXPIRED;
@@ -322,8 +322,8 @@ size_t auth_file_principals(struct auth *auth)
 {
 	size_t n;
 
-	pthread_mutex_lock(&auth->lock);
+	pthread_rwlock_rdlock(&auth->lock);
 	n = auth->principals.n;
-	pthread_mutex_unlock(&auth->lock);
+	pthread_rwlock_unlock(&auth->lock);
 	return n;
 }

@@ -14,6 +14,7 @@
 #include "server/agent.h"
 #include "server/http_guard.h"
 #include "server/sse.h"
+#include "server/svc/svc.h"
 #include "server/tls/tls.h"
 #include "server/util/keylimit.h"
 #include "server/util/listen.h"
@@ -102,20 +103,30 @@ static void add_security_headers(struct MHD_Response *resp)
 	MHD_add_response_header(resp, "X-Frame-Options", "DENY");
 }
 
+static void release_shared(void *memo)
+{
+	svc_memo_release(memo);
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *conn,
 				     struct api_response *r)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
-	resp = MHD_create_response_from_buffer(r->body_len, r->body ? r->body : (void *)"",
-					       r->body && !r->body_static ? MHD_RESPMEM_MUST_FREE
-					       : MHD_RESPMEM_PERSISTENT);
+	if (r->shared)
+		resp = MHD_create_response_from_buffer_with_free_callback_cls(
+			r->body_len, r->body, release_shared, r->shared);
+	else
+		resp = MHD_create_response_from_buffer(r->body_len, r->body ? r->body : (void *)"",
+						       r->body && !r->body_static ? MHD_RESPMEM_MUST_FREE
+						       : MHD_RESPMEM_PERSISTENT);
 	if (!resp) {
 		api_response_clear(r);
 		return MHD_NO;
 	}
 	r->body = NULL;        /* the response owns it now */
+	r->shared = NULL;
 	if (r->content_type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
 	if (r->allow[0])

@@ -145,6 +145,8 @@ int store_object_sign(struct store *st, const char *sha256, const char *signatur
 		gerr_set(err, 404, "object %.80s not found", sha256);
 		goto out;
 	}
+	/* No rowid, so no update hook: the listing shows the signer. */
+	store_summary_stale(st, STORE_SUMMARY_OBJECTS);
 	ret = 0;
 out:
 	store_stmt_done(stmt);
@@ -330,6 +332,8 @@ int store_object_delete(struct store *st, const char *sha256,
 		gerr_set(err, 404, "object %.80s not found", sha256);
 		goto out;
 	}
+	/* No rowid, so no update hook: the listing shows the signer. */
+	store_summary_stale(st, STORE_SUMMARY_OBJECTS);
 	ret = 0;
 out:
 	store_stmt_done(stmt);

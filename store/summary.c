@@ -9,8 +9,9 @@
  * published before its call returns, so a caller reads its own writes.
  *
  * What changed is told by SQLite's update hook, for every row written
- * through this connection whatever statement wrote it; the managed table
- * has no rowid, so its writers say so themselves (store_summary_stale),
+ * through this connection whatever statement wrote it; the managed and
+ * object_signatures tables have no rowid, so their writers say so
+ * themselves (store_summary_stale),
  * and the WAL hook tells of every commit, which moves the file sizes. A
  * figure that cannot be read again stays as it was and is read at the
  * next change. What another connection changes (an operator's sqlite3
@@ -157,6 +158,8 @@ void store_summary_publish(struct store *st)
 	}
 	if (!stale && !failed && !memcmp(&next, &st->summary, sizeof(next)))
 		return;
+	if (stale & STORE_SUMMARY_OBJECTS)
+		next.objects_version++;
 	if ((stale & STORE_SUMMARY_OBJECTS) &&
 	    !count_rows(st, STORE_STMT_OBJECT_COUNT, "SELECT count(*) FROM objects", &next.objects))
 		failed |= STORE_SUMMARY_OBJECTS;

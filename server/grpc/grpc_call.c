@@ -137,7 +137,7 @@ void grpc_call_run(struct svc_call *call, const struct svc_method *m,
 	size_t n;
 
 	if (codec_decode(CODEC_PROTOBUF, svc_rpc(m)->input, msg, len, &req, &err) < 0 ||
-	    svc_run_packed(call, m, req, GRPC_PREFIX, &out, &n, &err) < 0) {
+	    svc_run_encoded(call, m, req, CODEC_PROTOBUF, GRPC_PREFIX, &out, &n, &err) < 0) {
 		set_error(r, &err, call->report);
 	} else if (n - GRPC_PREFIX > UINT32_MAX) {
 		free(out);

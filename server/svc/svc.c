@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,7 @@ static const struct svc_method methods[] = {
 	{ RPC(1), R, false, svc_get_status_entry, .quick = true,
 	  .memo_key = svc_status_memo_key },
 	{ RPC(2), ADM, true, svc_upload_object_entry },
-	{ RPC(3), R, false, svc_list_objects_entry },
+	{ RPC(3), R, false, svc_list_objects_entry, .memo_key = svc_objects_memo_key },
 	{ RPC(4), R, false, svc_get_object_entry },
 	{ RPC(5), R, false, svc_get_object_content_entry },
 	{ RPC(6), OP, true, svc_verify_object_entry },
@@ -291,96 +292,156 @@ refused:
 
 /* ---------------------------------------------------------------- memos */
 
-/* The last packed answer of each method with a memo_key, and its key. */
-struct memo {
+/* An encoded answer, shared by the memo and the callers it is given to
+ * (svc_answer.memo): it never changes once made, and goes with its last
+ * reference, so that memo_lock is held for no copy. */
+struct svc_memo {
+	atomic_uint refs;
 	uint8_t key[SVC_MEMO_KEY_MAX];
 	size_t key_len;
-	uint8_t *packed;
+	char *encoded;          /* NUL-terminated */
 	size_t len;
 };
 
+#define N_ENCODINGS 2   /* enum codec_format */
+
+/* The last answer of each method with a memo_key, in each encoding. */
 static pthread_mutex_t memo_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct memo *memos[sizeof(methods) / sizeof(methods[0])];
+static struct svc_memo *memos[sizeof(methods) / sizeof(methods[0])][N_ENCODINGS];
 
-/* The memo of m for `key`, copied after `headroom` bytes; false when none. */
-static bool memo_answer(const struct svc_method *m, const void *key, size_t key_len,
-			size_t headroom, uint8_t **out, size_t *len)
+static void memo_unref(struct svc_memo *mo)
 {
-	struct memo *mo;
-	bool hit = false;
-
-	pthread_mutex_lock(&memo_lock);
-	mo = memos[m - methods];
-	if (mo && mo->key_len == key_len && !memcmp(mo->key, key, key_len) &&
-	    (*out = malloc(headroom + mo->len + 1))) {
-		memcpy(*out + headroom, mo->packed, mo->len);
-		*len = headroom + mo->len;
-		hit = true;
+	if (mo && atomic_fetch_sub(&mo->refs, 1) == 1) {
+		free(mo->encoded);
+		free(mo);
 	}
-	pthread_mutex_unlock(&memo_lock);
-	return hit;
 }
 
-static void memo_keep(const struct svc_method *m, const void *key, size_t key_len,
-		      const uint8_t *packed, size_t len)
+/* A reference to the memo of m in fmt when its key is `key`; NULL when none. */
+static struct svc_memo *memo_find(const struct svc_method *m, enum codec_format fmt,
+				  const void *key, size_t key_len)
 {
-	struct memo **slot = &memos[m - methods];
-	uint8_t *copy = malloc(len + 1);
+	struct svc_memo *mo;
 
-	if (!copy)
-		return;
-	memcpy(copy, packed, len);
 	pthread_mutex_lock(&memo_lock);
-	if (!*slot)
-		*slot = calloc(1, sizeof(**slot));
-	if (*slot) {
-		free((*slot)->packed);
-		memcpy((*slot)->key, key, key_len);
-		(*slot)->key_len = key_len;
-		(*slot)->packed = copy;
-		(*slot)->len = len;
-		copy = NULL;
-	}
+	mo = memos[m - methods][fmt];
+	if (mo)
+		atomic_fetch_add(&mo->refs, 1);
 	pthread_mutex_unlock(&memo_lock);
-	free(copy);
+	if (mo && (mo->key_len != key_len || memcmp(mo->key, key, key_len))) {
+		memo_unref(mo);
+		mo = NULL;
+	}
+	return mo;
 }
 
-int svc_run_packed(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
-		   size_t headroom, uint8_t **out, size_t *len, struct gerr *err)
+/* mo becomes the memo of m in fmt; the caller keeps its reference. */
+static void memo_keep(const struct svc_method *m, enum codec_format fmt, struct svc_memo *mo)
+{
+	struct svc_memo *old;
+
+	atomic_fetch_add(&mo->refs, 1);
+	pthread_mutex_lock(&memo_lock);
+	old = memos[m - methods][fmt];
+	memos[m - methods][fmt] = mo;
+	pthread_mutex_unlock(&memo_lock);
+	memo_unref(old);
+}
+
+/* resp encoded in fmt, NUL-terminated, as a new answer of one reference. */
+static struct svc_memo *encode(const ProtobufCMessage *resp, enum codec_format fmt,
+			       struct gerr *err)
+{
+	struct svc_memo *mo = calloc(1, sizeof(*mo));
+
+	if (!mo) {
+		gerr_set(err, 500, "out of memory for the response");
+		return NULL;
+	}
+	if (fmt == CODEC_PROTOBUF) {
+		mo->len = protobuf_c_message_get_packed_size(resp);
+		mo->encoded = malloc(mo->len + 1);
+		if (mo->encoded) {
+			protobuf_c_message_pack(resp, (uint8_t *)mo->encoded);
+			mo->encoded[mo->len] = '\0';
+		} else {
+			gerr_set(err, 500, "out of memory for the response");
+		}
+	} else {
+		codec_encode(fmt, resp, &mo->encoded, &mo->len, err);
+	}
+	if (!mo->encoded) {
+		free(mo);
+		return NULL;
+	}
+	atomic_init(&mo->refs, 1);
+	return mo;
+}
+
+int svc_run_shared(struct svc_call *call, const struct svc_method *m,
+		   const ProtobufCMessage *req, enum codec_format fmt, struct svc_answer *out,
+		   struct gerr *err)
 {
 	uint8_t key[SVC_MEMO_KEY_MAX], after[SVC_MEMO_KEY_MAX];
-	size_t key_len = 0, n;
+	size_t key_len = 0;
 	ProtobufCMessage *resp = NULL;
+	struct svc_memo *mo = NULL;
 
-	*out = NULL;
-	*len = 0;
+	memset(out, 0, sizeof(*out));
 	if (m->memo_key && !m->changes) {
 		/* A read's target matters only for a probe's scope (a refused
 		 * read is not audited): no field lookup per call otherwise. */
 		if (svc_authorize(call, m, m->scope == SVC_SCOPE_PROBE ? request_name(req) : NULL,
 				  err) < 0)
 			return -1;
-		key_len = m->memo_key(call, key, sizeof(key));
-		if (key_len && memo_answer(m, key, key_len, headroom, out, len))
-			return 0;
+		key_len = m->memo_key(call, req, key, sizeof(key));
+		if (key_len)
+			mo = memo_find(m, fmt, key, key_len);
 	}
-	if (svc_run(call, m, req, &resp, err) < 0)
-		return -1;
-	n = protobuf_c_message_get_packed_size(resp);
-	*out = malloc(headroom + n + 1);
-	if (!*out) {
+	if (!mo) {
+		if (svc_run(call, m, req, &resp, err) < 0)
+			return -1;
+		mo = encode(resp, fmt, err);
 		pbmsg_free(resp);
-		return gerr_set(err, 500, "out of memory for the response");
+		if (!mo)
+			return -1;
+		/* Kept only when nothing moved while it was built: the answer
+		 * is then the one of that key. */
+		if (key_len && m->memo_key(call, req, after, sizeof(after)) == key_len &&
+		    !memcmp(key, after, key_len)) {
+			memcpy(mo->key, key, key_len);
+			mo->key_len = key_len;
+			memo_keep(m, fmt, mo);
+		}
 	}
-	protobuf_c_message_pack(resp, *out + headroom);
-	*len = headroom + n;
-	pbmsg_free(resp);
-	/* Kept only when nothing moved while it was built: the answer is
-	 * then the one of that key. */
-	if (key_len && m->memo_key(call, after, sizeof(after)) == key_len &&
-	    !memcmp(key, after, key_len))
-		memo_keep(m, key, key_len, *out + headroom, n);
+	out->data = mo->encoded;
+	out->len = mo->len;
+	out->memo = mo;
 	return 0;
+}
+
+void svc_memo_release(struct svc_memo *memo)
+{
+	memo_unref(memo);
+}
+
+int svc_run_encoded(struct svc_call *call, const struct svc_method *m,
+		    const ProtobufCMessage *req, enum codec_format fmt, size_t headroom,
+		    uint8_t **out, size_t *len, struct gerr *err)
+{
+	struct svc_answer a;
+
+	*out = NULL;
+	*len = 0;
+	if (svc_run_shared(call, m, req, fmt, &a, err) < 0)
+		return -1;
+	*out = malloc(headroom + a.len + 1);
+	if (*out) {
+		memcpy(*out + headroom, a.data, a.len + 1);
+		*len = headroom + a.len;
+	}
+	svc_memo_release(a.memo);
+	return *out ? 0 : gerr_set(err, 500, "out of memory for the response");
 }
 
 int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,

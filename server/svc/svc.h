@@ -25,6 +25,7 @@
 
 #include "proto/graind.pb-c.h"
 #include "server/auth.h"
+#include "server/util/codec.h"
 #include "server/util/gerr.h"
 
 struct agent;
@@ -86,9 +87,10 @@ struct svc_method {
 	bool quick;
 	/* A read whose answer is a function of a few figures: writes them to
 	 * key[max] and returns how many bytes (0: build the answer afresh).
-	 * Equal keys mean equal answers, so svc_run_packed() gives the last
-	 * one it packed again. */
-	size_t (*memo_key)(const struct svc_call *call, void *key, size_t max);
+	 * Equal keys mean equal answers, so svc_run_encoded() gives the last
+	 * one it encoded again. */
+	size_t (*memo_key)(const struct svc_call *call, const ProtobufCMessage *req, void *key,
+			   size_t max);
 };
 
 #define SVC_MEMO_KEY_MAX 2048
@@ -158,12 +160,28 @@ void svc_refused(struct svc_call *call, const struct svc_method *m, const char *
 int svc_run(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
 	    ProtobufCMessage **resp, struct gerr *err);
 
-/* svc_run, with the response packed as protobuf after `headroom` bytes
- * the caller fills in (its framing): *out malloc'd, *len bytes with the
- * headroom. A method with a memo_key answers from its memo while its key
- * is unchanged. Errors as svc_run's. */
-int svc_run_packed(struct svc_call *call, const struct svc_method *m, const ProtobufCMessage *req,
-		   size_t headroom, uint8_t **out, size_t *len, struct gerr *err);
+/* svc_run, with the response encoded in fmt and shared: data (NUL-
+ * terminated) stays valid until svc_memo_release(memo). A method with a
+ * memo_key answers from its memo (one per encoding) while its key is
+ * unchanged, without a copy. Errors as svc_run's. */
+struct svc_memo;
+struct svc_answer {
+	const char *data;
+	size_t len;
+	struct svc_memo *memo;          /* what holds data */
+};
+
+int svc_run_shared(struct svc_call *call, const struct svc_method *m,
+		   const ProtobufCMessage *req, enum codec_format fmt, struct svc_answer *out,
+		   struct gerr *err);
+void svc_memo_release(struct svc_memo *memo);
+
+/* svc_run_shared, copied after `headroom` bytes the
+ * caller fills in (its framing): *out malloc'd and NUL-terminated, *len
+ * bytes with the headroom. */
+int svc_run_encoded(struct svc_call *call, const struct svc_method *m,
+		    const ProtobufCMessage *req, enum codec_format fmt, size_t headroom,
+		    uint8_t **out, size_t *len, struct gerr *err);
 
 /* Whether the agent serves (GetHealth answers ok): false while its storage
  * fails. Never waits for the store; for gRPC's health service. */
@@ -180,7 +198,8 @@ int svc_get_status(struct svc_call *call, const Graind__GetStatusRequest *req,
  * the uptime in seconds, the store's summary and health, the collector's
  * counters and the generations of the features, the config dir and the
  * trusted keys. 0 with sinks, whose lag moves with the clock. */
-size_t svc_status_memo_key(const struct svc_call *call, void *key, size_t max);
+size_t svc_status_memo_key(const struct svc_call *call, const ProtobufCMessage *req, void *key,
+			   size_t max);
 
 int svc_fetch_object(struct svc_call *call, const Graind__FetchObjectRequest *req,
 		     Graind__Object **resp, struct gerr *err);
@@ -188,6 +207,10 @@ int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *
 		      Graind__Object **resp, struct gerr *err);
 int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *req,
 		     Graind__ListObjectsResponse **resp, struct gerr *err);
+/* What a page of ListObjects shows, as a memo key: the store's objects
+ * version, the trusted keys' generation and the page asked for. */
+size_t svc_objects_memo_key(const struct svc_call *call, const ProtobufCMessage *req, void *key,
+			    size_t max);
 int svc_get_object(struct svc_call *call, const Graind__GetObjectRequest *req,
 		   Graind__Object **resp, struct gerr *err);
 int svc_get_object_content(struct svc_call *call, const Graind__GetObjectContentRequest *req,

@@ -121,11 +121,13 @@ struct status_key {
 
 _Static_assert(sizeof(struct status_key) <= SVC_MEMO_KEY_MAX, "status key too long");
 
-size_t svc_status_memo_key(const struct svc_call *call, void *key, size_t max)
+size_t svc_status_memo_key(const struct svc_call *call, const ProtobufCMessage *req, void *key,
+			   size_t max)
 {
 	const struct agent *ag = call->agent;
 	struct status_key *k = key;
 
+	(void)req;
 	if (max < sizeof(*k))
 		return 0;
 	memset(k, 0, sizeof(*k));

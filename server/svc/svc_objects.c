@@ -394,6 +394,36 @@ int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *re
 	return 0;
 }
 
+struct objects_key {
+	const struct agent *agent;
+	uint64_t objects_version, signing;
+	uint32_t page_size;
+	char page_token[SHA256_HEX_LEN + 1];
+};
+
+_Static_assert(sizeof(struct objects_key) <= SVC_MEMO_KEY_MAX, "objects key too long");
+
+size_t svc_objects_memo_key(const struct svc_call *call, const ProtobufCMessage *req_,
+			    void *key, size_t max)
+{
+	const Graind__ListObjectsRequest *req = (const void *)req_;
+	const struct agent *ag = call->agent;
+	struct objects_key *k = key;
+	struct store_summary sum;
+
+	/* A token that is no object id is refused by the listing itself. */
+	if (max < sizeof(*k) || strlen(req->page_token) > SHA256_HEX_LEN)
+		return 0;
+	memset(k, 0, sizeof(*k));
+	store_summary_get(ag->store, &sum);
+	k->agent = ag;
+	k->objects_version = sum.objects_version;
+	k->signing = ag->signing ? signing_generation(ag->signing) : 0;
+	k->page_size = req->page_size;
+	memcpy(k->page_token, req->page_token, strlen(req->page_token));
+	return sizeof(*k);
+}
+
 int svc_get_object(struct svc_call *call, const Graind__GetObjectRequest *req,
 		   Graind__Object **resp, struct gerr *err)
 {

@@ -369,6 +369,66 @@ def test_page_size_zero_is_the_default(a):
     assert a.get("/v1/objects?page_size=0").json() == a.get("/v1/objects").json()
 
 
+def listed(a, pb):
+    """The first page of the listing in JSON and in protobuf, checked to
+    agree; its object ids."""
+    j = a.get("/v1/objects")
+    p = a.get("/v1/objects", headers={"Accept": PB})
+    assert j.status_code == p.status_code == 200, j.text
+    assert p.headers["Content-Type"] == PB
+    assert pb.ListObjectsResponse.FromString(p.content) == \
+        json_format.Parse(j.text, pb.ListObjectsResponse())
+    return [o["sha256"] for o in j.json().get("objects", [])]
+
+
+def test_listing_follows_every_change_at_once(a, pb):
+    # The listing is answered from its last encoding while nothing
+    # changed: each change shows in the very next call, in both encodings.
+    sha = ensure(a, "reject_helper.bpf.o")
+    before = listed(a, pb)
+    assert listed(a, pb) == before and sha in before
+    assert a.delete(f"/v1/objects/{sha}").status_code == 204
+    assert sha not in listed(a, pb)
+    assert a.upload(bpf_object("reject_helper.bpf.o")).status_code == 201
+    assert listed(a, pb) == before
+    # A page asked for by token is its own answer, not the first page's.
+    first = a.get("/v1/objects", params={"page_size": 1}).json()
+    after = a.get("/v1/objects", params={"page_size": 1,
+                                         "page_token": first["nextPageToken"]}).json()
+    assert after["objects"][0]["sha256"] == before[1]
+    assert a.get("/v1/objects", params={"page_size": 1}).json() == first
+
+
+def test_listing_under_concurrent_uploads_is_never_stale(a, pb):
+    # Readers hammer the listing while objects come and go: after each
+    # change returns, the next listing shows it.
+    stop, errors = threading.Event(), []
+
+    def read():
+        while not stop.is_set():
+            r = a.get("/v1/objects")
+            if r.status_code != 200:
+                errors.append(r.text)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(20):
+            data = bpf_object("accept.bpf.o") + f"padding {i}".encode()
+            r = a.upload(data, name=f"churn-{i}")
+            assert r.status_code == 201, r.text
+            sha = r.json()["sha256"]
+            assert sha in listed(a, pb)
+            assert a.delete(f"/v1/objects/{sha}").status_code == 204
+            assert sha not in listed(a, pb)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert errors == []
+
+
 # ---------------------------------------------------------------- delete
 
 def test_delete(a):
