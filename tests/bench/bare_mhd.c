@@ -19,7 +19,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 	enum MHD_Result ret;
 
 	(void)cls, (void)url, (void)method, (void)version, (void)upload_data;
-	(void)upload_data_size, (void)con_cls;
+	(void)upload_data_size;
+	/* Only the headers are in at the first call: a response queued then
+	 * makes libmicrohttpd close the connection, as graind does not. */
+	if (!*con_cls) {
+		*con_cls = &body;
+		return MHD_YES;
+	}
 	resp = MHD_create_response_from_buffer(body_len, body, MHD_RESPMEM_PERSISTENT);
 	MHD_add_response_header(resp, "Content-Type", "application/json");
 	ret = MHD_queue_response(conn, 200, resp);
