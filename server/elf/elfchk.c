@@ -86,13 +86,14 @@ void elfchk_capture_end(void)
 	capture = NULL;
 }
 
-struct bpf_object *elfchk_open(const void *buf, size_t len, int *has_btf,
+struct bpf_object *elfchk_open(const void *buf, size_t len, bool for_load, int *has_btf,
 			       int *has_btf_ext, struct gerr *err)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts,
 		.object_name = OBJECT_NAME,
 		.kernel_log_level = 0,
 	);
+	char kernel_btf[ELFCHK_BTF_PATH_MAX];
 	struct elfchk_capture cap;
 	struct bpf_object *obj;
 	int btf, btf_ext, ret;
@@ -102,6 +103,11 @@ struct bpf_object *elfchk_open(const void *buf, size_t len, int *has_btf,
 	if (elfchk_check_layout(buf, len, has_btf ? has_btf : &btf,
 				has_btf_ext ? has_btf_ext : &btf_ext, err) < 0)
 		return NULL;
+	if (for_load) {
+		elfchk_kernel_btf(buf, len, kernel_btf);
+		if (kernel_btf[0])
+			opts.btf_custom_path = kernel_btf;
+	}
 	elfchk_capture_begin(&cap);
 	obj = bpf_object__open_mem(buf, len, &opts);
 	ret = obj ? 0 : -errno;
@@ -376,7 +382,7 @@ int elfchk_inspect(const void *buf, size_t len, Graind__Object *obj,
 	struct bpf_object *bobj;
 	int has_btf, has_btf_ext, ret;
 
-	bobj = elfchk_open(buf, len, &has_btf, &has_btf_ext, err);
+	bobj = elfchk_open(buf, len, false, &has_btf, &has_btf_ext, err);
 	if (!bobj)
 		return -1;
 	obj->has_btf = has_btf;

@@ -2,6 +2,7 @@
 #ifndef GRAIND_ELF_INTERNAL_H
 #define GRAIND_ELF_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <bpf/libbpf.h>
@@ -25,6 +26,14 @@ int elfchk_check_btf(const struct btf *btf, struct gerr *err);
 const void *elfchk_section(const void *buf, size_t len, const char *name,
 			   size_t *size);
 
+/* The path of a BTF file holding what the CO-RE relocations of the
+ * object in buf can resolve to in the running kernel's BTF, for libbpf's
+ * btf_custom_path: made once per object and kept for the rest of the run
+ * (kbtf.c). "" when the object is to be loaded against the whole kernel
+ * BTF. */
+#define ELFCHK_BTF_PATH_MAX 32
+void elfchk_kernel_btf(const void *buf, size_t len, char path[ELFCHK_BTF_PATH_MAX]);
+
 /* "file:line" into out of the first line of `section` in the object's
  * .BTF.ext line info whose text is `text` (as the verifier prints it:
  * trimmed); a long file name is shortened to fit. -1 with out empty when
@@ -43,9 +52,10 @@ void elfchk_capture_end(void);
 
 /* Check the layout, then open the object with libbpf. The object refers to
  * `buf`, which must outlive it; close it with bpf_object__close(). The BTF
- * flags are those of elfchk_check_layout(). On failure fills err and
- * returns NULL. */
-struct bpf_object *elfchk_open(const void *buf, size_t len, int *has_btf,
+ * flags are those of elfchk_check_layout(). An object opened `for_load`
+ * resolves its CO-RE relocations against elfchk_kernel_btf(). On failure
+ * fills err and returns NULL. */
+struct bpf_object *elfchk_open(const void *buf, size_t len, bool for_load, int *has_btf,
 			       int *has_btf_ext, struct gerr *err);
 
 #endif

@@ -326,7 +326,7 @@ static int verify_one(const void *buf, size_t len, size_t idx,
 		gerr_set(err, 500, "out of memory");
 		goto out;
 	}
-	obj = elfchk_open(buf, len, NULL, NULL, err);
+	obj = elfchk_open(buf, len, true, NULL, NULL, err);
 	if (!obj)
 		goto out;
 	bpf_object__for_each_program(prog, obj) {
@@ -395,7 +395,7 @@ static int verify_all(const void *buf, size_t len, Graind__VerifyReport *report,
 	logs = calloc(n, sizeof(*logs));
 	if (!logs)
 		return gerr_set(err, 500, "out of memory");
-	obj = elfchk_open(buf, len, NULL, NULL, err);
+	obj = elfchk_open(buf, len, true, NULL, NULL, err);
 	if (!obj)
 		goto out;
 	bpf_object__for_each_map(map, obj)
@@ -439,7 +439,7 @@ int elfchk_verify(const void *buf, size_t len, Graind__VerifyReport *report,
 	struct utsname uts;
 	size_t i, n = 0;
 
-	obj = elfchk_open(buf, len, NULL, NULL, err);
+	obj = elfchk_open(buf, len, false, NULL, NULL, err);
 	if (!obj)
 		return -1;
 	bpf_object__for_each_program(prog, obj)

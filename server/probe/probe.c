@@ -549,7 +549,7 @@ static int attach_new(struct attach_ctx *c, uint64_t generation,
 
 	if (probe_old_links_open(c->dir, &c->old, &c->n_old) < 0)
 		return gerr_set(err, 500, "cannot read %s", c->dir);
-	c->obj = elfchk_open(obj, obj_len, NULL, NULL, err);
+	c->obj = elfchk_open(obj, obj_len, true, NULL, NULL, err);
 	if (!c->obj)
 		return -1;
 	if (select_programs(c, spec, err) < 0 ||

@@ -30,7 +30,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void check_line_info(const uint8_t *data, size_t size)
 {
 	struct gerr err = { 0 };
-	struct bpf_object *bo = elfchk_open(data, size, NULL, NULL, &err);
+	struct bpf_object *bo = elfchk_open(data, size, false, NULL, NULL, &err);
 	struct bpf_program *prog;
 	char where[64];
 

@@ -2,6 +2,7 @@
  * objects, and elfchk_verify against the running kernel (needs root).
  * The BPF objects come from $GRAIND_TEST_BPF (default build/tests/bpf);
  * their sources are read from tests/bpf/ to find line numbers. */
+#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -22,6 +24,7 @@
 #include "server/util/pbmsg.h"
 #include "server/elf/elfchk.h"
 #include "server/elf/internal.h"
+#include "server/util/log.h"
 
 /* ================================================================ fixtures */
 
@@ -680,7 +683,7 @@ static void test_source_line_from_line_info(void **state)
 {
 	struct blob b = test_object("reject_oob.bpf.o");
 	struct gerr err = { 0 };
-	struct bpf_object *obj = elfchk_open(b.data, b.len, NULL, NULL, &err);
+	struct bpf_object *obj = elfchk_open(b.data, b.len, false, NULL, NULL, &err);
 	char where[64], want[64];
 
 	(void)state;
@@ -763,6 +766,160 @@ static void test_verify_garbage(void **state)
 	free(b.data);
 }
 
+/* ================================================================ kernel BTF cut */
+
+/* One program of the object, loaded alone: 0 or -errno, and its
+ * instructions as the kernel holds them (malloc'd), with the map ids the
+ * two loads cannot share zeroed. */
+static int load_alone(const struct blob *b, size_t idx, bool whole, struct bpf_insn **insns,
+		      uint32_t *n)
+{
+	struct bpf_prog_info info;
+	uint32_t info_len = sizeof(info);
+	struct bpf_program *prog, *target = NULL;
+	struct bpf_object *obj;
+	struct gerr err = { 0 };
+	size_t i = 0;
+	int ret;
+
+	*insns = NULL;
+	*n = 0;
+	if (whole)
+		setenv("GRAIND_WHOLE_KERNEL_BTF", "1", 1);
+	else
+		unsetenv("GRAIND_WHOLE_KERNEL_BTF");
+	obj = elfchk_open(b->data, b->len, true, NULL, NULL, &err);
+	unsetenv("GRAIND_WHOLE_KERNEL_BTF");
+	assert_non_null(obj);
+	bpf_object__for_each_program(prog, obj) {
+		bpf_program__set_autoload(prog, i == idx);
+		if (i++ == idx)
+			target = prog;
+	}
+	assert_non_null(target);
+	ret = bpf_object__load(obj);
+	if (ret == 0) {
+		memset(&info, 0, sizeof(info));
+		assert_int_equal(bpf_obj_get_info_by_fd(bpf_program__fd(target), &info, &info_len), 0);
+		*n = info.xlated_prog_len / sizeof(**insns);
+		*insns = calloc(*n ? *n : 1, sizeof(**insns));
+		assert_non_null(*insns);
+		memset(&info, 0, sizeof(info));
+		info.xlated_prog_len = *n * sizeof(**insns);
+		info.xlated_prog_insns = (uint64_t)(uintptr_t)*insns;
+		info_len = sizeof(info);
+		assert_int_equal(bpf_obj_get_info_by_fd(bpf_program__fd(target), &info, &info_len), 0);
+		for (uint32_t k = 0; k + 1 < *n; k++)
+			if ((*insns)[k].code == (BPF_LD | BPF_DW | BPF_IMM) && (*insns)[k].src_reg) {
+				(*insns)[k].imm = 0;
+				k++;
+			}
+	}
+	bpf_object__close(obj);
+	return ret;
+}
+
+/* Every program of the object behaves the same against the cut as
+ * against the whole kernel BTF; how many programs the kernel took. */
+static size_t assert_cut_loads_the_same(const char *path)
+{
+	struct blob b = read_file(path);
+	struct bpf_object *obj;
+	struct bpf_program *prog;
+	struct gerr err = { 0 };
+	size_t n_progs = 0, loaded = 0;
+
+	obj = elfchk_open(b.data, b.len, false, NULL, NULL, &err);
+	assert_non_null(obj);
+	bpf_object__for_each_program(prog, obj)
+		n_progs++;
+	bpf_object__close(obj);
+	for (size_t i = 0; i < n_progs; i++) {
+		struct bpf_insn *cut, *whole;
+		uint32_t n_cut, n_whole;
+		int rc_cut = load_alone(&b, i, false, &cut, &n_cut);
+		int rc_whole = load_alone(&b, i, true, &whole, &n_whole);
+
+		if (rc_cut != rc_whole)
+			fail_msg("%s program %zu: %d against the cut, %d against the whole BTF",
+				 path, i, rc_cut, rc_whole);
+		assert_int_equal(n_cut, n_whole);
+		if (n_cut && memcmp(cut, whole, n_cut * sizeof(*cut)))
+			fail_msg("%s program %zu: the kernel holds other instructions", path, i);
+		loaded += rc_cut == 0;
+		free(cut);
+		free(whole);
+	}
+	free(b.data);
+	return loaded;
+}
+
+static bool has_cut(const char *path)
+{
+	struct blob b = read_file(path);
+	char cut[ELFCHK_BTF_PATH_MAX];
+
+	elfchk_kernel_btf(b.data, b.len, cut);
+	free(b.data);
+	return cut[0] != '\0';
+}
+
+static void test_kernel_btf_cut_loads_every_object_the_same(void **state)
+{
+	const char *dirs[] = { getenv("GRAIND_TEST_BPF"), getenv("GRAIND_BUILTIN_BPF") };
+	const char *fallback[] = { "build/tests/bpf", "build/bpf" };
+	size_t objects = 0, loaded = 0, cut = 0;
+
+	(void)state;
+	log_set_level(LOG_DEBUG);       /* why an object goes without a cut */
+	for (size_t d = 0; d < 2; d++) {
+		const char *dir = dirs[d] && *dirs[d] ? dirs[d] : fallback[d];
+		struct dirent *e;
+		DIR *dh = opendir(dir);
+
+		if (!dh)
+			fail_msg("cannot open %s: %s", dir, strerror(errno));
+		while ((e = readdir(dh))) {
+			size_t len = strlen(e->d_name);
+			char path[1024];
+
+			if (len < 6 || strcmp(e->d_name + len - 6, ".bpf.o"))
+				continue;       /* not an object, or a big-endian one */
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			loaded += assert_cut_loads_the_same(path);
+			objects++;
+			cut += has_cut(path);
+		}
+		closedir(dh);
+	}
+	log_set_level(LOG_INFO);
+	print_message("%zu objects, %zu with a cut; %zu programs loaded\n", objects, cut, loaded);
+	assert_true(objects >= 15);
+	assert_true(loaded >= 20);
+	assert_true(cut >= objects / 2);        /* the comparison is not vacuous */
+}
+
+static void test_kernel_btf_cut_is_small_and_reused(void **state)
+{
+	struct blob b = test_object("accept.bpf.o");
+	char first[ELFCHK_BTF_PATH_MAX], again[ELFCHK_BTF_PATH_MAX];
+	struct stat cut, whole;
+
+	(void)state;
+	elfchk_kernel_btf(b.data, b.len, first);
+	assert_true(first[0] != '\0');         /* accept.bpf.o reads struct xdp_md by CO-RE */
+	elfchk_kernel_btf(b.data, b.len, again);
+	assert_string_equal(first, again);
+	assert_int_equal(stat(first, &cut), 0);
+	assert_int_equal(stat("/sys/kernel/btf/vmlinux", &whole), 0);
+	assert_true(cut.st_size > 0 && cut.st_size < whole.st_size / 20);
+	setenv("GRAIND_WHOLE_KERNEL_BTF", "1", 1);
+	elfchk_kernel_btf(b.data, b.len, again);
+	unsetenv("GRAIND_WHOLE_KERNEL_BTF");
+	assert_string_equal(again, "");
+	free(b.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -791,6 +948,8 @@ int main(void)
 		cmocka_unit_test(test_verify_reject_helper),
 		cmocka_unit_test(test_verify_fentry),
 		cmocka_unit_test(test_verify_garbage),
+		cmocka_unit_test(test_kernel_btf_cut_loads_every_object_the_same),
+		cmocka_unit_test(test_kernel_btf_cut_is_small_and_reused),
 	};
 
 	elfchk_init();
