@@ -663,7 +663,7 @@ static int skip_damaged(struct store *st, struct store_damage *d, uint64_t from,
  * checksum (a bug, not the disk) from where it breaks. buf is scratch for
  * samples that share fields. */
 static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, unsigned limit,
-		       unsigned *seen, struct pbwire *buf,
+		       unsigned *seen, struct pbwire *buf, ProtobufCAllocator *alloc,
 		       int (*fn)(const Graind__Sample *s, void *ctx),
 		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       struct gerr *err)
@@ -698,7 +698,7 @@ static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, uns
 		if (!packed && buf->failed)
 			return gerr_set(err, 500, "out of memory reading sample %llu",
 					(unsigned long long)id);
-		s = packed ? graind__sample__unpack(NULL, len, packed) : NULL;
+		s = packed ? graind__sample__unpack(alloc, len, packed) : NULL;
 		if (!s) {
 			(*seen)--;
 			why = "a sample does not unpack";
@@ -706,7 +706,8 @@ static int visit_block(struct store *st, sqlite3_stmt *stmt, uint64_t after, uns
 		}
 		s->id = id;
 		rc = fn(s, ctx);
-		graind__sample__free_unpacked(s, NULL);
+		if (!alloc)
+			graind__sample__free_unpacked(s, NULL);
 		if (rc)
 			return rc;
 	}
@@ -726,6 +727,16 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       bool *more, struct gerr *err)
 {
+	return store_samples_list_into(st, probe, map, after, limit, NULL, fn, gap, ctx, more,
+				       err);
+}
+
+int store_samples_list_into(struct store *st, const char *probe, const char *map,
+			    uint64_t after, unsigned limit, ProtobufCAllocator *alloc,
+			    int (*fn)(const Graind__Sample *s, void *ctx),
+			    int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
+			    bool *more, struct gerr *err)
+{
 	struct pbwire buf = { 0 };
 	sqlite3_stmt *stmt;
 	unsigned seen = 0;
@@ -737,7 +748,7 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 	if (!stmt)
 		goto out;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		ret = visit_block(st, stmt, after, limit, &seen, &buf, fn, gap, ctx, err);
+		ret = visit_block(st, stmt, after, limit, &seen, &buf, alloc, fn, gap, ctx, err);
 		if (ret == 1) {
 			*more = true;
 			break;

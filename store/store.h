@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
 
 #include "server/util/gerr.h"
 
@@ -271,6 +272,15 @@ int store_samples_list(struct store *st, const char *probe, const char *map,
 		       int (*fn)(const struct Graind__Sample *s, void *ctx),
 		       int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
 		       bool *more, struct gerr *err);
+
+/* store_samples_list(), with the samples unpacked by `alloc`, an arena's
+ * allocator (server/util/arena.h), and never freed: they are the arena's,
+ * and fn may keep them for as long as the arena holds them. */
+int store_samples_list_into(struct store *st, const char *probe, const char *map,
+			    uint64_t after, unsigned limit, ProtobufCAllocator *alloc,
+			    int (*fn)(const struct Graind__Sample *s, void *ctx),
+			    int (*gap)(const struct store_damage *d, void *ctx), void *ctx,
+			    bool *more, struct gerr *err);
 
 /* Samples held by the buffer; counted once, then kept by append (a row
  * deleted behind graind's back is not seen until the next start). */

@@ -30,6 +30,7 @@
 #include "server/agent.h"
 #include "server/sink/s3.h"
 #include "server/sink/statsd.h"
+#include "server/util/arena.h"
 #include "server/util/clock.h"
 #include "server/util/log.h"
 #include "store/store.h"
@@ -47,8 +48,9 @@
 #define PRUNE_PERIOD_MS 10000
 
 struct batch {
-	Graind__Sample **samples;
+	Graind__Sample **samples;       /* unpacked into `arena` */
 	size_t n, cap;
+	struct arena arena;
 	uint64_t bytes;                 /* packed size of the samples */
 	uint64_t scanned;               /* the last id looked at */
 	bool fixed;                     /* failed or recorded: sent again as it is */
@@ -193,8 +195,7 @@ static bool selected(const Graind__Sink *cfg, const Graind__Sample *s)
 
 static void batch_clear(struct batch *b)
 {
-	for (size_t i = 0; i < b->n; i++)
-		graind__sample__free_unpacked(b->samples[i], NULL);
+	arena_reset(&b->arena);
 	b->n = 0;
 	b->bytes = 0;
 	b->fixed = false;
@@ -204,6 +205,7 @@ static void batch_clear(struct batch *b)
 static void batch_free(struct batch *b)
 {
 	batch_clear(b);
+	arena_free(&b->arena);
 	free(b->samples);
 }
 
@@ -214,40 +216,26 @@ struct fill_ctx {
 	bool past_upto;                 /* a sample after it was seen */
 	size_t max_rows;
 	uint64_t max_bytes;
-	uint8_t *buf;
-	size_t buf_cap;
+	struct arena_mark kept;         /* the arena after the last sample kept */
 };
 
-/* A copy of the sample, by packing it: the one given is freed after. */
-static Graind__Sample *copy_sample(struct fill_ctx *fc, const Graind__Sample *s, size_t *len)
-{
-	*len = graind__sample__get_packed_size(s);
-	if (*len > fc->buf_cap) {
-		uint8_t *grown = realloc(fc->buf, *len);
-
-		if (!grown)
-			return NULL;
-		fc->buf = grown;
-		fc->buf_cap = *len;
-	}
-	graind__sample__pack(s, fc->buf);
-	return graind__sample__unpack(NULL, *len, fc->buf);
-}
-
-/* store_samples_list callback: 1 stops when the batch is full, -1 when
- * out of memory. */
+/* store_samples_list_into callback: the sample, unpacked into the
+ * batch's arena, is kept as it is, or its memory given back at once. 1
+ * stops when the batch is full, -1 when out of memory. */
 static int take_sample(const Graind__Sample *s, void *ctx)
 {
 	struct fill_ctx *fc = ctx;
 	struct batch *b = fc->batch;
-	Graind__Sample *copy;
-	size_t len;
+	uint64_t id = s->id;
 
-	if (fc->upto && s->id > fc->upto) {
+	if (fc->upto && id > fc->upto) {
+		arena_release(&b->arena, fc->kept);
 		fc->past_upto = true;
 		return 1;
 	}
-	if (selected(fc->cfg, s)) {
+	if (!selected(fc->cfg, s)) {
+		arena_release(&b->arena, fc->kept);     /* s is gone */
+	} else {
 		if (b->n == b->cap) {
 			size_t cap = b->cap ? b->cap * 2 : 64;
 			Graind__Sample **grown = realloc(b->samples, cap * sizeof(*grown));
@@ -257,13 +245,13 @@ static int take_sample(const Graind__Sample *s, void *ctx)
 			b->samples = grown;
 			b->cap = cap;
 		}
-		copy = copy_sample(fc, s, &len);
-		if (!copy)
-			return -1;
-		b->samples[b->n++] = copy;
-		b->bytes += len;
+		b->samples[b->n++] = (Graind__Sample *)s;
+		/* Only S3 batches are bounded in bytes. */
+		if (fc->max_bytes != UINT64_MAX)
+			b->bytes += graind__sample__get_packed_size(s);
+		fc->kept = arena_mark(&b->arena);
 	}
-	b->scanned = s->id;
+	b->scanned = id;
 	return b->n >= fc->max_rows || b->bytes >= fc->max_bytes ? 1 : 0;
 }
 
@@ -310,7 +298,8 @@ static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool
 {
 	struct store *st = fw->owner->agent->store;
 	const Graind__SinkSelector *sel = fw->cfg->selector;
-	struct fill_ctx fc = { .batch = b, .cfg = fw->cfg, .upto = upto };
+	struct fill_ctx fc = { .batch = b, .cfg = fw->cfg, .upto = upto,
+			       .kept = arena_mark(&b->arena) };
 	uint64_t last_id = store_sample_last_id(st);
 	bool more = true;
 	int rc = 0;
@@ -322,14 +311,15 @@ static int batch_fill(struct forwarder *fw, struct batch *b, uint64_t upto, bool
 	while (!*full && more && rc == 0 && !stopped(fw)) {
 		size_t room = fc.max_rows - b->n;
 
-		rc = store_samples_list(st, sel && sel->n_probes == 1 ? sel->probes[0] : NULL,
-					sel && sel->n_maps == 1 ? sel->maps[0] : NULL,
-					b->scanned, room < PAGE_ROWS ? (unsigned)room : PAGE_ROWS,
-					take_sample, skip_gap, &fc, &more, err);
+		rc = store_samples_list_into(st, sel && sel->n_probes == 1 ? sel->probes[0] : NULL,
+					     sel && sel->n_maps == 1 ? sel->maps[0] : NULL,
+					     b->scanned,
+					     room < PAGE_ROWS ? (unsigned)room : PAGE_ROWS,
+					     &b->arena.allocator, take_sample, skip_gap, &fc,
+					     &more, err);
 		*full = rc == 1 || fc.past_upto || b->n >= fc.max_rows ||
 			b->bytes >= fc.max_bytes;
 	}
-	free(fc.buf);
 	if (rc < 0 && !err->msg[0])
 		gerr_set(err, 500, "out of memory reading samples for sink %s", fw->name);
 	if (rc < 0)
@@ -394,6 +384,7 @@ static void recall_counters(struct forwarder *fw, struct statsd *sd, uint64_t cu
 	uint64_t before;
 	bool full = true;
 
+	arena_init(&b.arena);
 	while (full && b.scanned < cursor && !stopped(fw)) {
 		before = b.scanned;
 		if (batch_fill(fw, &b, cursor, &full, &err) < 0) {
@@ -588,6 +579,7 @@ static void *forwarder_main(void *arg)
 	uint64_t cursor;
 	struct gerr err;
 
+	arena_init(&b.arena);
 	/* The one replaced may still be on its way out of a send: the
 	 * cursor is read once it has stopped moving it. */
 	if (fw->prev) {
