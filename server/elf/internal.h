@@ -34,6 +34,12 @@ const void *elfchk_section(const void *buf, size_t len, const char *name,
 #define ELFCHK_BTF_PATH_MAX 32
 void elfchk_kernel_btf(const void *buf, size_t len, char path[ELFCHK_BTF_PATH_MAX]);
 
+/* The cut of `kernel` for the object in buf (checked by
+ * elfchk_check_layout()), to free with btf__free(); NULL with *why when
+ * the object is to be loaded against the whole BTF. */
+struct btf *elfchk_btf_cut(const void *buf, size_t len, const struct btf *kernel,
+			   const char **why);
+
 /* "file:line" into out of the first line of `section` in the object's
  * .BTF.ext line info whose text is `text` (as the verifier prints it:
  * trimmed); a long file name is shortened to fit. -1 with out empty when

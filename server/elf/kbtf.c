@@ -297,55 +297,62 @@ fail:
 	return NULL;
 }
 
+struct btf *elfchk_btf_cut(const void *buf, size_t len, const struct btf *kernel,
+			   const char **why)
+{
+	const void *raw;
+	size_t raw_len;
+	struct btf *local, *out = NULL;
+	struct cut c = { .kernel = kernel };
+
+	*why = "the object has no BTF";
+	raw = elfchk_section(buf, len, ".BTF", &raw_len);
+	if (!raw || raw_len > UINT32_MAX || !(local = btf__new(raw, (uint32_t)raw_len)))
+		return NULL;
+	*why = "out of memory";
+	c.n = btf__type_cnt(kernel);
+	c.keep = calloc(c.n, 1);
+	c.stack = calloc(c.n, sizeof(*c.stack));
+	if (c.keep && c.stack && mark_relocations(&c, buf, len, local, why)) {
+		walk(&c);
+		*why = "out of memory";
+		out = write_cut(&c);
+	}
+	free(c.keep);
+	free(c.stack);
+	btf__free(local);
+	return out;
+}
+
 /* A memfd holding the cut for the object in buf; -1 when the whole BTF
  * is to be used. */
 static int make_cut(const void *buf, size_t len)
 {
-	const void *raw;
-	size_t raw_len;
-	struct btf *local = NULL, *kernel = NULL, *out = NULL;
-	struct cut c = { 0 };
-	const char *why = "the object has no BTF";
-	const void *data;
+	const char *why = "the kernel's BTF cannot be read";
+	struct btf *kernel, *out = NULL;
+	const void *data = NULL;
 	uint32_t data_len;
 	int fd = -1;
 
-	raw = elfchk_section(buf, len, ".BTF", &raw_len);
-	if (!raw || !(local = btf__new(raw, (uint32_t)raw_len)))
-		goto out;
-	why = "the kernel's BTF cannot be read";
 	kernel = btf__load_vmlinux_btf();
-	if (!kernel)
-		goto out;
-	why = "out of memory";
-	c.kernel = kernel;
-	c.n = btf__type_cnt(kernel);
-	c.keep = calloc(c.n, 1);
-	c.stack = calloc(c.n, sizeof(*c.stack));
-	if (!c.keep || !c.stack || !mark_relocations(&c, buf, len, local, &why))
-		goto out;
-	walk(&c);
-	why = "out of memory";
-	out = write_cut(&c);
-	data = out ? btf__raw_data(out, &data_len) : NULL;
-	if (!data)
-		goto out;
-	fd = memfd_create("graind-kbtf", MFD_CLOEXEC);
-	if (fd >= 0 && write(fd, data, data_len) != (ssize_t)data_len) {
-		close(fd);
-		fd = -1;
+	if (kernel)
+		out = elfchk_btf_cut(buf, len, kernel, &why);
+	if (out)
+		data = btf__raw_data(out, &data_len);
+	if (data) {
+		fd = memfd_create("graind-kbtf", MFD_CLOEXEC);
+		if (fd >= 0 && write(fd, data, data_len) != (ssize_t)data_len) {
+			close(fd);
+			fd = -1;
+		}
 	}
 	if (fd >= 0)
 		log_debug("msg=\"kernel BTF cut for an object\" types=%u of=%u bytes=%u",
-			  btf__type_cnt(out) - 1, c.n - 1, data_len);
-out:
-	if (fd < 0)
+			  btf__type_cnt(out) - 1, btf__type_cnt(kernel) - 1, data_len);
+	else
 		log_debug("msg=\"object loads against the whole kernel BTF\" reason=\"%s\"", why);
-	free(c.keep);
-	free(c.stack);
 	btf__free(out);
 	btf__free(kernel);
-	btf__free(local);
 	return fd;
 }
 

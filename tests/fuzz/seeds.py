@@ -2,7 +2,7 @@
 """Seed corpora for the fuzz targets, generated from what the build and the
 repository already hold, so that no binary input is committed:
 
-  elfchk          the test objects and the built-in probes
+  elfchk, kbtf    the test objects and the built-in probes
   btf             the .BTF sections of those objects
   codec_json      JSON bodies of README.md and tests/system/*.py, each
   codec_protobuf  prefixed by the index of every message type (in the order
@@ -342,6 +342,7 @@ def main():
     for path in objects(args.build):
         data = open(path, "rb").read()
         write(args.out, "elfchk", data)
+        write(args.out, "kbtf", data)
         btf = btf_section(data)
         if btf:
             write(args.out, "btf", btf)
