@@ -48,6 +48,7 @@ struct store_summary {
 	uint64_t samples, sample_bytes, last_sample_id;  /* as store_sample_count &c. */
 	uint64_t db_bytes;              /* the database file plus its WAL */
 	uint64_t objects_version;       /* +1 whenever a row of objects may have changed */
+	uint64_t instance;              /* which store of the process: versions are its own */
 	uint64_t version;               /* +1 at every publication: a sink row may have changed */
 };
 

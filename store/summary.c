@@ -19,6 +19,7 @@
 #include "store/store.h"
 #include "store/store_int.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,10 @@ static void on_row_written(void *ctx, int op, const char *db, const char *table,
 
 void store_summary_open(struct store *st)
 {
+	static atomic_uint_fast64_t opened;
+
 	pthread_mutex_init(&st->summary_lock, NULL);
+	st->summary.instance = atomic_fetch_add(&opened, 1) + 1;
 	sqlite3_update_hook(st->db, on_row_written, st);
 	st->summary_kept = true;
 	st->summary_stale = STORE_SUMMARY_ALL;

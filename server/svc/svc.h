@@ -207,8 +207,8 @@ int svc_upload_object(struct svc_call *call, const Graind__UploadObjectRequest *
 		      Graind__Object **resp, struct gerr *err);
 int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *req,
 		     Graind__ListObjectsResponse **resp, struct gerr *err);
-/* What a page of ListObjects shows, as a memo key: the store's objects
- * version, the trusted keys' generation and the page asked for. */
+/* What a page of ListObjects shows, as a memo key: the store and its
+ * objects version, the trusted keys' generation and the page asked for. */
 size_t svc_objects_memo_key(const struct svc_call *call, const ProtobufCMessage *req, void *key,
 			    size_t max);
 int svc_get_object(struct svc_call *call, const Graind__GetObjectRequest *req,

@@ -396,7 +396,7 @@ int svc_list_objects(struct svc_call *call, const Graind__ListObjectsRequest *re
 
 struct objects_key {
 	const struct agent *agent;
-	uint64_t objects_version, signing;
+	uint64_t store, objects_version, signing;
 	uint32_t page_size;
 	char page_token[SHA256_HEX_LEN + 1];
 };
@@ -417,6 +417,7 @@ size_t svc_objects_memo_key(const struct svc_call *call, const ProtobufCMessage 
 	memset(k, 0, sizeof(*k));
 	store_summary_get(ag->store, &sum);
 	k->agent = ag;
+	k->store = sum.instance;
 	k->objects_version = sum.objects_version;
 	k->signing = ag->signing ? signing_generation(ag->signing) : 0;
 	k->page_size = req->page_size;
