@@ -73,7 +73,7 @@ struct cut {
 	const struct btf *kernel;
 	uint32_t n;             /* types in kernel, void included */
 	uint8_t *keep;          /* enum keep, by kernel type id */
-	uint32_t *stack;
+	uint32_t *stack;        /* to walk: 2 n, as a type goes in as a shape, then whole */
 	size_t depth;
 };
 
@@ -312,7 +312,7 @@ struct btf *elfchk_btf_cut(const void *buf, size_t len, const struct btf *kernel
 	*why = "out of memory";
 	c.n = btf__type_cnt(kernel);
 	c.keep = calloc(c.n, 1);
-	c.stack = calloc(c.n, sizeof(*c.stack));
+	c.stack = calloc(2 * (size_t)c.n, sizeof(*c.stack));  /* a type is pushed at most twice */
 	if (c.keep && c.stack && mark_relocations(&c, buf, len, local, why)) {
 		walk(&c);
 		*why = "out of memory";
