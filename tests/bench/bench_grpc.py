@@ -29,6 +29,8 @@ import time
 import grpc
 import requests
 
+import report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PIN_ROOT = os.environ.get("GRAIND_GRPCBENCH_PIN_ROOT", "/sys/fs/bpf/graind-grpcbench")
@@ -248,9 +250,16 @@ def main(graind_bin, test_bpf, build="build"):
         quick = h2load(f"http://{target}/graind.Graind/GetHealth", req)
         worker = h2load(f"http://{target}/graind.Graind/ListSinks", req, token)
         in_loop = h2load(f"http://{target}/grpc.health.v1.Health/Check", req)
+        met = ours / ref >= GOAL_UNARY
         print(f"gRPC GetStatus ({len(body)} B): graind {ours:.0f} calls/s, bare nghttp2 "
-              f"{ref:.0f} calls/s, ratio {ours / ref:.2f} (goal >= {GOAL_UNARY}); "
+              f"{ref:.0f} calls/s, ratio {ours / ref:.2f} (goal >= {GOAL_UNARY}: "
+              f"{report.met_text(met)}); "
               f"REST GET /v1/status {rest:.0f} req/s, gRPC/REST {ours / rest:.2f}")
+        report.record("grpc.get_status.graind", ours, "calls/s")
+        report.record("grpc.get_status.bare_nghttp2", ref, "calls/s")
+        report.record("grpc.get_status.ratio", ours / ref, "ratio", goal=f">= {GOAL_UNARY}",
+                      met=met)
+        report.record("grpc.rest_status", rest, "req/s")
         print(f"  breakdown: GetHealth (in the loop) {quick:.0f} calls/s, ratio "
               f"{quick / ref:.2f}; ListSinks (on a worker) {worker:.0f} calls/s, ratio "
               f"{worker / ref:.2f}; grpc.health Check (no service layer) {in_loop:.0f} "
@@ -268,6 +277,9 @@ def main(graind_bin, test_bpf, build="build"):
               f"HTTP/2 reader, {watched / 1e3:.0f} k/s to a python grpcio client (its own "
               f"cost per message); GET /v1/samples paging {paged / 1e3:.0f} k/s; ratio "
               f"watch/paging {raw / paged:.2f} (bare reader), {watched / paged:.2f} (grpcio)")
+        report.record("grpc.watch.bare_reader", raw, "events/s")
+        report.record("grpc.watch.grpcio", watched, "events/s")
+        report.record("grpc.watch.paging", paged, "events/s")
     finally:
         if bare:
             bare.send_signal(signal.SIGTERM)
@@ -286,7 +298,10 @@ def main(graind_bin, test_bpf, build="build"):
         ch.close()
         time.sleep(1)
         rss = rss_kib(proc.pid) / 1024
-        print(f"idle RSS with REST and gRPC served: {rss:.1f} MiB (goal < {GOAL_RSS_MIB})")
+        met = rss < GOAL_RSS_MIB
+        print(f"idle RSS with REST and gRPC served: {rss:.1f} MiB (goal < {GOAL_RSS_MIB}: "
+              f"{report.met_text(met)})")
+        report.record("grpc.idle_rss", rss, "MiB", goal=f"< {GOAL_RSS_MIB}", met=met)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()

@@ -29,6 +29,8 @@ import zlib
 
 import requests
 
+import report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PEERS = os.path.join(ROOT, "tests", "peers")
@@ -140,6 +142,8 @@ def bench_statsd(tools):
     print(f"  bare send() of {size:.0f}-byte datagrams: {bare_s / 1e3:6.1f} k datagrams/s "
           f"(= {bare['lines'] / bare['seconds'] / 1e6:.2f} M lines/s)")
     print(f"  ratio graind/bare datagrams/s {dgrams_s / bare_s:.2f}")
+    report.record("sinks.statsd.lines", lines_s, "lines/s", goal=">= 1e6", met=lines_s >= 1e6)
+    report.record("sinks.statsd.bare_datagrams", bare_s, "datagrams/s")
 
 
 # ---------------------------------------------------------------- 2. S3
@@ -188,6 +192,9 @@ def bench_s3(tools, peer, work):
           f"({verified} PUTs verified, {rejected} rejected)")
     print(f"  Python zlib + http.client {ref / 1e3:7.1f} k samples/s (same NDJSON, "
           f"{ref_bytes} B gzipped vs graind's {direct['bytes']:.0f} B)")
+    report.record("sinks.s3.graind", ours, "samples/s")
+    report.record("sinks.s3.python", ref, "samples/s")
+    report.record("sinks.s3.ratio", ours / ref, "ratio", goal=">= 1.5", met=ours / ref >= 1.5)
     print(f"  ratio graind/reference {ours / ref:.2f}; gzip ratio "
           f"{direct['bytes'] / direct['raw_bytes']:.3f} "
           f"({direct['raw_bytes'] / n:.0f} B of JSON per sample, "
@@ -362,9 +369,14 @@ def bench_forwarding(graind_bin, test_bpf, peer, work):
         base = statistics.median(per_k["none"])
         for kind, _ in rounds:
             ms = statistics.median(per_k[kind])
+            added = 100 * (ms - base) / base
             share = "" if kind == "none" else (
-                f", forwarding {ms - base:+5.2f} ms = {100 * (ms - base) / base:+3.0f} % "
-                f"of the pipeline's CPU")
+                f", forwarding {ms - base:+5.2f} ms = {added:+3.0f} % "
+                f"of the pipeline's CPU (goal <= +50 %: {report.met_text(added <= 50)})")
+            report.record(f"sinks.forwarding.{kind}", ms, "ms per 1000 samples")
+            if kind != "none":
+                report.record(f"sinks.forwarding.{kind}.added", added, "%", goal="<= 50",
+                              met=added <= 50)
             print(f"  {'no sink' if kind == 'none' else kind + ' sink':<12} {ms:6.2f} ms "
                   f"({min(per_k[kind]):.2f}-{max(per_k[kind]):.2f}){share}")
         print(f"  ({stored} samples stored, {dropped} dropped, {sent} forwarded; the StatsD "
