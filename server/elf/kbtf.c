@@ -179,9 +179,10 @@ static bool mark_relocations(struct cut *c, const void *buf, size_t len, const s
 {
 	const uint8_t *ext, *p, *end;
 	struct ext_header h = { 0 };
-	uint32_t rec_size;
+	uint32_t rec_size, n_local = btf__type_cnt(local);
+	uint8_t *done = NULL;   /* by local type id: its candidates are marked */
 	size_t size;
-	bool any = false;
+	bool any = false, ok = false;
 
 	*why = "no CO-RE relocations";
 	ext = elfchk_section(buf, len, ".BTF.ext", &size);
@@ -198,13 +199,18 @@ static bool mark_relocations(struct cut *c, const void *buf, size_t len, const s
 	p += 4;
 	if (rec_size < sizeof(struct core_relo))
 		return false;
+	*why = "out of memory";
+	done = calloc(n_local, 1);
+	if (!done)
+		return false;
+	*why = "no CO-RE relocations";
 	while ((size_t)(end - p) >= 8) {
 		uint32_t count;
 
 		memcpy(&count, p + 4, 4);
 		p += 8;
 		if (count > (size_t)(end - p) / rec_size)
-			return false;
+			goto out;
 		for (uint32_t i = 0; i < count; i++, p += rec_size) {
 			struct core_relo r;
 
@@ -214,16 +220,26 @@ static bool mark_relocations(struct cut *c, const void *buf, size_t len, const s
 			if (r.kind == RELO_TYPE_ID_TARGET || r.kind == RELO_TYPE_EXISTS ||
 			    r.kind == RELO_TYPE_SIZE || r.kind >= RELO_TYPE_MATCHES) {
 				*why = "a relocation compares whole types or asks for a kernel type id";
-				return false;
+				goto out;
+			}
+			/* Many relocations name the same type: its candidates
+			 * are looked for once (a look reads every kernel type). */
+			if (r.type_id < n_local && done[r.type_id]) {
+				any = true;
+				continue;
 			}
 			if (!mark_candidates(c, local, r.type_id)) {
 				*why = "a relocated type is not in the kernel's own BTF";
-				return false;
+				goto out;
 			}
+			done[r.type_id] = 1;
 			any = true;
 		}
 	}
-	return any;
+	ok = any;
+out:
+	free(done);
+	return ok;
 }
 
 /* The id fields of type t, copied from the kernel's BTF, renumbered. */
