@@ -25,9 +25,9 @@
  * A ring buffer is read with ringread.h, not libbpf's consumer: a chunk
  * carries the ring position after its last record, and the ring lets go
  * of those records only once the chunk is stored or counted lost
- * (chunk_free), unless its output asks for DELIVERY_READ. A ring a
- * quarter full of records not yet let go has its chunk handed over at
- * once and the writer told not to wait for a fuller batch. */
+ * (chunk_free), unless its output asks for DELIVERY_READ. A chunk holds
+ * at most an eighth of its ring; a ring a quarter full of records not yet
+ * let go tells the writer not to wait for a fuller batch. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -149,6 +149,7 @@ struct source {
 	int map_fd, timer_fd;
 	struct ringread *ring;          /* SOURCE_RING */
 	uint64_t ring_pos;              /* past the last record handled */
+	uint64_t span_start;            /* where the open chunk's records begin */
 	uint32_t map_id;                /* the kernel's id of the ring's map */
 	struct perf_buffer *pb;
 	struct collect_delta *delta;   /* metric output with delta */
@@ -638,6 +639,7 @@ static void source_flush(struct source *src)
 	struct collector *c = src->probe->c;
 	struct chunk *ch = src->open;
 
+	src->span_start = src->ring_pos;
 	if (ch && ch->count && src->ring && !src->map->release_on_read &&
 	    ringread_hold(src->ring, src->ring_pos) == 0) {
 		ch->ring = ringread_ref(src->ring);
@@ -831,7 +833,11 @@ static void emit_event(struct source *src, const void *data, size_t size)
 
 /* Stops the ring's reading once the source pauses: what is left waits in
  * the kernel's buffer. The record's span ends where the ring's read
- * position now is, so a chunk handed over while it is packed holds it. */
+ * position now is, so a chunk handed over while it is packed holds it.
+ * A chunk holds at most an eighth of its ring, so that a small ring is
+ * released in several commits, not all at once after one. Handing
+ * chunks over record by record when the ring fills up would make a block
+ * per record, and each commit slower than the one before. */
 static int on_ring_record(void *ctx, void *data, size_t size)
 {
 	struct source *src = ctx;
@@ -841,8 +847,8 @@ static int on_ring_record(void *ctx, void *data, size_t size)
 	if (src->map->release_on_read) {
 		if (!(src->probe->c->records & 31))
 			ringread_idle(src->ring, src->ring_pos);
-	} else if (src->open && ring_filling(src)) {
-		source_flush(src);      /* to be stored, and released, sooner */
+	} else if (src->open && src->ring_pos - src->span_start >= ringread_size(src->ring) / 8) {
+		source_flush(src);
 	}
 	return src->paused ? 1 : 0;
 }
@@ -1081,7 +1087,7 @@ static int ring_open(struct source *src)
 			*k = found->next;
 			src->ring = found->ring;
 			free(found);
-			src->ring_pos = ringread_position(src->ring);
+			src->ring_pos = src->span_start = ringread_position(src->ring);
 			return 0;
 		}
 	ret = ringread_open(src->map_fd, &src->ring);
@@ -1097,6 +1103,7 @@ static int ring_open(struct source *src)
 			 src->probe->view->probe, src->map->shown, (unsigned long long)stored);
 		src->ring_pos = stored;
 	}
+	src->span_start = src->ring_pos;
 	return 0;
 }
 
