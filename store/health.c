@@ -15,7 +15,9 @@
  * moment the state dir keeps a reserve file (graind.db-reserve), removed
  * at the first "disk full" so that the checkpoint after it (TRUNCATE, run
  * at the next store call outside a transaction) finds room, and made
- * again once the file system has twice its size free. */
+ * again once the file system has twice its size free. With room, the
+ * checkpoints at the threshold run on a thread of their own
+ * (checkpointer.c), so that no commit waits for one. */
 #define _GNU_SOURCE
 #include "store/store.h"
 #include "store/store_int.h"
@@ -209,12 +211,25 @@ static int checkpoint(struct store *st, const char *name, int mode, const char *
 	return rc;
 }
 
+/* Whether the checkpoint of a WAL of `wal` bytes is the checkpointer's:
+ * it is, with room on the file system, until the WAL is twice the
+ * threshold (the thread fell behind) or a pass of the thread failed (the
+ * checkpoint here then says why). Low on room, the WAL must be reused at
+ * its threshold: checkpoints are run here. */
+static bool in_background(struct store *st, uint64_t wal)
+{
+	if (st->checkpoint_bytes < STORE_WAL_BYTES || wal >= 2 * st->checkpoint_bytes)
+		return false;
+	return store_checkpointer_ask(st);
+}
+
 /* After every commit: the commit worked; checkpoint when the WAL holds
  * enough, or, after a fault, always and TRUNCATE, so that the WAL gives
  * its room back. Ok only once that worked too. */
 static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
 {
 	struct store *st = ctx;
+	uint64_t wal = (uint64_t)pages * st->page_size;
 	bool failing;
 	int rc = SQLITE_OK;
 
@@ -226,7 +241,7 @@ static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
 	pthread_mutex_unlock(&st->health_lock);
 	if (failing)
 		rc = checkpoint(st, name, SQLITE_CHECKPOINT_TRUNCATE, "checkpoint");
-	else if ((uint64_t)pages * st->page_size >= st->checkpoint_bytes)
+	else if (wal >= st->checkpoint_bytes && !in_background(st, wal))
 		rc = checkpoint(st, name, SQLITE_CHECKPOINT_PASSIVE, "checkpoint");
 	if (rc == SQLITE_OK || rc == SQLITE_BUSY)
 		health_ok(st);

@@ -396,7 +396,8 @@ int store_open(const char *path, struct store **out, struct gerr *err)
 			 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
 		goto fail;
 	}
-	if (configure(st, err) < 0 || store_migrate(st, err) < 0)
+	if (configure(st, err) < 0 || store_migrate(st, err) < 0 ||
+	    store_checkpointer_start(st, err) < 0)
 		goto fail;
 	store_summary_open(st);
 	*out = st;
@@ -412,6 +413,7 @@ void store_close(struct store *st)
 		return;
 	if (st->db)
 		store_audit_drain(st);
+	store_checkpointer_stop(st);
 	for (int i = 0; i < STORE_STMT__COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	if (sqlite3_close(st->db) != SQLITE_OK)

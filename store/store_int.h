@@ -113,6 +113,7 @@ struct store {
 	uint64_t page_size, checkpoint_bytes, reserve_bytes;
 	int64_t space_checked_ms, reserve_tried_ms;
 	bool rescue_due;
+	struct store_checkpointer *checkpointer;        /* checkpointer.c */
 
 	/* integrity.c: the damage already noted (under health_lock), so
 	 * that each damaged object or block is logged and counted once;
@@ -280,6 +281,24 @@ void store_health_close(struct store *st);
 
 /* Run by store_lock(): what waits for no transaction to be open. */
 void store_health_maintain(struct store *st);
+
+/* checkpointer.c: PASSIVE checkpoints on a connection and a thread of
+ * their own, asked for by the WAL hook (health.c). */
+
+/* After the connection is configured; 0, or -1 and err. */
+int store_checkpointer_start(struct store *st, struct gerr *err);
+
+/* Ask for a checkpoint, run soon on the thread; the caller goes on at
+ * once. False when there is no thread or its last pass failed: the
+ * caller checkpoints itself. */
+bool store_checkpointer_ask(struct store *st);
+
+/* The passes of the thread that copied frames so far. */
+uint64_t store_checkpointer_passes(const struct store *st);
+
+/* Before the store's connection is closed (its close removes the WAL
+ * only as the last connection). */
+void store_checkpointer_stop(struct store *st);
 
 /* migrations.c */
 

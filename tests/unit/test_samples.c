@@ -2,7 +2,7 @@
  * filters, the row and byte bounds with their drop counts, ids across
  * reopen and total drops, a failing append, damaged and random blocks,
  * the integrity scan, samples sharing fields, use from several threads,
- * and the append rate. */
+ * the WAL checkpointed beside the writer, and the append rate. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1224,6 +1225,46 @@ static void test_rate(void **state)
 	batch_free(&b);
 }
 
+/* ---------------------------------------------------------------- WAL */
+
+static uint64_t wal_size(const char *db_path)
+{
+	char path[160];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s-wal", db_path);
+	return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+/* Commits that go on while the WAL is checkpointed beside them: the
+ * checkpointer copies the WAL, SQLite reuses it, and it never grows past
+ * twice its threshold (the writer's own checkpoint takes over there). */
+static void test_wal_checkpointed_beside(void **state)
+{
+	struct tmpdb_fixture *fx = *state;
+	const size_t commits = 600, per_batch = 1000;
+	uint64_t largest = 0;
+	struct batch b;
+
+	if (!fx->st->checkpointer)
+		fail_msg("the store started no checkpointer");
+	batch_init(&b, per_batch, probe_rate, 0);
+	for (size_t i = 0; i < commits; i++) {
+		uint64_t now;
+
+		append_ok(fx->st, b.ptr, b.n);
+		now = wal_size(fx->db.path);
+		largest = now > largest ? now : largest;
+	}
+	print_message("WAL at most %.1f MiB over %zu commits, %llu checkpoint passes\n",
+		      largest / 1048576.0, commits,
+		      (unsigned long long)store_checkpointer_passes(fx->st));
+	assert_true(store_checkpointer_passes(fx->st) > 0);
+	assert_true(largest <= 2ull * STORE_WAL_BYTES + (4u << 20));
+	assert_int_equal(store_sample_last_id(fx->st), commits * per_batch);
+	batch_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1241,6 +1282,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_shared_fields, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_blocks, tmpdb_setup, tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_threads, tmpdb_setup, tmpdb_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_checkpointed_beside, tmpdb_setup,
+						tmpdb_teardown),
 		cmocka_unit_test_setup_teardown(test_rate, tmpdb_setup, tmpdb_teardown),
 	};
 
