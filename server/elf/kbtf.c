@@ -232,7 +232,8 @@ static bool mark_relocations(struct cut *c, const void *buf, size_t len, const s
 				*why = "a relocated type is not in the kernel's own BTF";
 				goto out;
 			}
-			done[r.type_id] = 1;
+			if (r.type_id < n_local)        /* the bound beside the write */
+				done[r.type_id] = 1;
 			any = true;
 		}
 	}
